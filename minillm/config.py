@@ -1,0 +1,147 @@
+"""The model's hyperparameters, read from a checkpoint's own ``config.json``.
+
+Keys keep Hugging Face's names so that a student can put this file next to a
+``config.json`` from the hub and see where every number comes from. Two layouts
+exist in the wild and both are read:
+
+* hub configs (older ``transformers``): ``rope_theta`` and ``torch_dtype`` at the top level;
+* current ``transformers``: ``rope_parameters = {"rope_type": "default", "rope_theta": ...}``
+  and ``dtype``.
+
+Anything that would make the model compute something this implementation does not
+(rope scaling, a sliding window that is switched on, another architecture) is refused
+with a message instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+SUPPORTED_MODEL_TYPES = ("qwen2", "llama")
+
+
+class ConfigError(ValueError):
+    """config.json is missing, unreadable, or describes a model minillm does not compute."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    model_type: str            # "qwen2" or "llama"
+    vocab_size: int            # rows of the embedding table
+    hidden_size: int           # d_model: width of the residual stream
+    intermediate_size: int     # width of the SwiGLU hidden layer
+    num_hidden_layers: int     # number of decoder blocks
+    num_attention_heads: int   # query heads
+    num_key_value_heads: int   # key/value heads (grouped-query attention when fewer)
+    head_dim: int              # width of one head (hidden_size // heads unless given)
+    rope_theta: float          # base of the rotary frequencies
+    rms_norm_eps: float        # epsilon inside RMSNorm
+    max_position_embeddings: int  # longest sequence the model was built for
+    tie_word_embeddings: bool  # LM head shares the embedding matrix
+    attention_bias: bool       # q/k/v projections have a bias (Qwen2: yes, Llama: no)
+    torch_dtype: str | None = None  # dtype the checkpoint was saved in, e.g. "bfloat16"
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+
+    @property
+    def o_proj_bias(self) -> bool:
+        """Llama's attention_bias also puts a bias on the output projection; Qwen2's does not."""
+        return self.attention_bias and self.model_type == "llama"
+
+    @property
+    def n_rep(self) -> int:
+        """How many query heads share one key/value head."""
+        return self.num_attention_heads // self.num_key_value_heads
+
+    @classmethod
+    def from_dict(cls, raw: dict, where: str = "config.json") -> "ModelConfig":
+        """Build a config from the parsed ``config.json``; ``where`` names it in errors."""
+        model_type = raw.get("model_type")
+        if model_type not in SUPPORTED_MODEL_TYPES:
+            raise ConfigError(
+                f"{where}: model_type {model_type!r} is not supported; minillm computes "
+                f"{' and '.join(SUPPORTED_MODEL_TYPES)} decoders only."
+            )
+
+        def need(key: str):
+            if key not in raw:
+                raise ConfigError(f"{where}: missing key {key!r} (needed for model_type {model_type!r}).")
+            return raw[key]
+
+        _refuse_what_we_do_not_compute(raw, where)
+        rope = raw.get("rope_parameters") or {}
+        rope_theta = rope.get("rope_theta", raw.get("rope_theta", 10000.0))
+
+        hidden, heads = int(need("hidden_size")), int(need("num_attention_heads"))
+        kv_heads = int(raw.get("num_key_value_heads") or heads)
+        head_dim = int(raw.get("head_dim") or hidden // heads)
+        if heads % kv_heads:
+            raise ConfigError(
+                f"{where}: num_attention_heads={heads} is not a multiple of "
+                f"num_key_value_heads={kv_heads}; grouped-query attention needs it to be."
+            )
+        if head_dim % 2:
+            raise ConfigError(f"{where}: head_dim={head_dim} is odd; rotary embeddings need an even width.")
+
+        # Qwen2 always has q/k/v bias and says nothing; Llama says so in attention_bias.
+        default_bias = model_type == "qwen2"
+        return cls(
+            model_type=model_type,
+            vocab_size=int(need("vocab_size")),
+            hidden_size=hidden,
+            intermediate_size=int(need("intermediate_size")),
+            num_hidden_layers=int(need("num_hidden_layers")),
+            num_attention_heads=heads,
+            num_key_value_heads=kv_heads,
+            head_dim=head_dim,
+            rope_theta=float(rope_theta),
+            rms_norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
+            max_position_embeddings=int(raw.get("max_position_embeddings", 2048)),
+            tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
+            attention_bias=bool(raw.get("attention_bias", default_bias)),
+            torch_dtype=raw.get("dtype") or raw.get("torch_dtype"),
+            bos_token_id=raw.get("bos_token_id"),
+            eos_token_id=raw.get("eos_token_id"),
+        )
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "ModelConfig":
+        """Read a ``config.json`` file (or the folder that holds one)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "config.json"
+        if not path.is_file():
+            raise ConfigError(
+                f"{path} not found: a checkpoint folder needs the config.json that describes the "
+                "model (hidden_size, num_hidden_layers, ...). Copy it from the model's hub page."
+            )
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path} is not valid JSON: {err}") from err
+        return cls.from_dict(raw, where=str(path))
+
+
+def _refuse_what_we_do_not_compute(raw: dict, where: str) -> None:
+    """Raise ConfigError for settings that would change the math of the forward pass."""
+    rope = raw.get("rope_parameters") or {}
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if raw.get("rope_scaling") or rope_type != "default":
+        raise ConfigError(
+            f"{where}: rope scaling ({raw.get('rope_scaling') or rope}) is not implemented; "
+            "minillm only computes plain rotary embeddings. Remove it only if you know the "
+            "model was trained without it."
+        )
+    if raw.get("use_sliding_window"):
+        raise ConfigError(
+            f"{where}: use_sliding_window is true; minillm computes full causal attention only."
+        )
+    act = raw.get("hidden_act", "silu")
+    if act != "silu":
+        raise ConfigError(f"{where}: hidden_act {act!r} is not supported; the SwiGLU MLP uses 'silu'.")
+    if raw.get("mlp_bias"):
+        raise ConfigError(f"{where}: mlp_bias is true; minillm's SwiGLU MLP has no biases.")
+    if raw.get("model_type") == "llama" and raw.get("pretraining_tp", 1) != 1:
+        raise ConfigError(f"{where}: pretraining_tp != 1 is not supported.")

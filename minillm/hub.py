@@ -1,0 +1,84 @@
+"""Turn a model *source* into a local folder of files.
+
+A source is either a local folder (``./my-model``) or a Hugging Face hub repo id
+(``Qwen/Qwen2.5-0.5B``). Hub ids go through ``huggingface_hub``: it downloads only
+the files minillm reads, keeps them in its cache (``HF_HUB_CACHE``), and honours
+offline mode (``HF_HUB_OFFLINE=1``), in which it uses the cache alone.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# The only files minillm ever reads from a checkpoint. Pickle weight files
+# (pytorch_model.bin) are deliberately absent: they are never downloaded or loaded.
+CHECKPOINT_FILES = [
+    "config.json",
+    "generation_config.json",
+    "*.safetensors",
+    "model.safetensors.index.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+]
+
+
+class SourceError(RuntimeError):
+    """A model source could not be turned into a local folder."""
+
+
+def _looks_like_repo_id(source: str) -> bool:
+    parts = source.split("/")
+    return len(parts) == 2 and all(parts) and not source.startswith((".", "~"))
+
+
+def resolve_source(source: str | os.PathLike) -> Path:
+    """Return the local folder that holds the checkpoint files of ``source``.
+
+    ``source`` is a path to a folder, or a hub repo id such as ``"Qwen/Qwen2.5-0.5B"``
+    (optionally ``"org/name@revision"``). Raises :class:`SourceError` with a message
+    that says what to do when the source cannot be found.
+    """
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise SourceError(
+            f"{path} is a file, but a model source must be a folder (holding config.json, "
+            "*.safetensors and tokenizer files) or a hub repo id such as 'Qwen/Qwen2.5-0.5B'."
+        )
+    text = str(source)
+    if not _looks_like_repo_id(text.split("@")[0]):
+        raise SourceError(
+            f"model source {text!r} is neither an existing folder nor a hub repo id "
+            "of the form 'org/name' (for example 'Qwen/Qwen2.5-0.5B'). Check the path."
+        )
+    return _download(text)
+
+
+def _download(source: str) -> Path:
+    # Imported here so that plain local use never touches the network stack.
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
+
+    repo_id, _, revision = source.partition("@")
+    try:
+        folder = huggingface_hub.snapshot_download(
+            repo_id, revision=revision or None, allow_patterns=CHECKPOINT_FILES
+        )
+    except RepositoryNotFoundError as err:
+        raise SourceError(
+            f"the hub has no repository {repo_id!r} (or it is private). Check the spelling, "
+            "or log in with `huggingface-cli login` for a gated model."
+        ) from err
+    except LocalEntryNotFoundError as err:
+        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+        why = "offline mode is on (HF_HUB_OFFLINE)" if offline else "the hub cannot be reached"
+        raise SourceError(
+            f"cannot load {repo_id!r}: {why} and it is not in the Hugging Face cache "
+            f"({huggingface_hub.constants.HF_HUB_CACHE}). Download it once on a machine with "
+            f"network (`huggingface-cli download {repo_id}`) and copy the cache, or pass the "
+            "path of a local folder that holds config.json and the *.safetensors files."
+        ) from err
+    return Path(folder)
