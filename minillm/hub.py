@@ -73,7 +73,7 @@ def _download(source: str) -> Path:
             "or log in with `huggingface-cli login` for a gated model."
         ) from err
     except LocalEntryNotFoundError as err:
-        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+        offline = huggingface_hub.constants.HF_HUB_OFFLINE
         why = "offline mode is on (HF_HUB_OFFLINE)" if offline else "the hub cannot be reached"
         raise SourceError(
             f"cannot load {repo_id!r}: {why} and it is not in the Hugging Face cache "

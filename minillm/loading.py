@@ -1,0 +1,49 @@
+"""``load_model``: a source (folder or hub id) in, a ready-to-run Transformer out."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .config import ModelConfig
+from .hub import resolve_source
+from .model import Transformer
+from .weights import load_weights
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def parse_dtype(dtype: torch.dtype | str, config: ModelConfig | None = None) -> torch.dtype:
+    """A torch dtype from a dtype or its name; ``"auto"`` means the checkpoint's own dtype."""
+    if isinstance(dtype, torch.dtype):
+        if dtype not in DTYPES.values():
+            raise ValueError(f"dtype {dtype} is not supported; use one of {', '.join(DTYPES)}.")
+        return dtype
+    name = str(dtype).removeprefix("torch.")
+    if name == "auto":
+        name = (config.torch_dtype if config else None) or "float32"
+    if name not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not supported; use one of {', '.join(DTYPES)} or 'auto'.")
+    return DTYPES[name]
+
+
+def load_model(
+    source: str | os.PathLike,
+    dtype: torch.dtype | str = torch.float32,
+    device: torch.device | str = "cpu",
+) -> Transformer:
+    """Load a Qwen2 or Llama checkpoint from a local folder or a hub repo id.
+
+    Reads ``config.json`` and the safetensors weights (single file or shards), converting
+    them to ``dtype`` (float32, bfloat16, float16, or "auto" for the checkpoint's own).
+    The model comes back in eval mode with gradients off (call ``model.requires_grad_(True)``
+    to train it). ``model(input_ids)`` returns raw logits of shape (batch, seq, vocab).
+    """
+    folder = resolve_source(source)
+    config = ModelConfig.from_file(folder / "config.json")
+    dtype = parse_dtype(dtype, config)
+    with torch.device("meta"):
+        model = Transformer(config)     # shapes only; no memory until the weights arrive
+    load_weights(model, folder, dtype, device)
+    return model.eval()

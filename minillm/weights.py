@@ -1,0 +1,151 @@
+"""Read a checkpoint's tensors from safetensors files into the model.
+
+A checkpoint stores its weights either in one ``model.safetensors`` or in shards listed
+by ``model.safetensors.index.json`` (``{"weight_map": {tensor name: shard file}}``).
+safetensors files are a JSON header plus raw bytes, so tensors are read one at a time
+straight from the (memory-mapped) file and converted to the wanted dtype on the way:
+no second full copy of the model is ever built. Pickle files (``pytorch_model.bin``) can
+run arbitrary code when loaded and are refused.
+
+Loading is strict: a missing tensor, an unexpected one, or a wrong shape is an error that
+names the tensor and the file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from safetensors import safe_open
+
+from .model import Transformer
+
+INDEX_FILE = "model.safetensors.index.json"
+PICKLE_PATTERNS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt")
+
+
+class WeightsError(ValueError):
+    """The checkpoint's weight files are missing, unsafe, corrupt, or do not fit the config."""
+
+
+def weight_files(folder: Path) -> dict[str, Path]:
+    """Map every tensor name in the checkpoint to the safetensors file that holds it."""
+    index = folder / INDEX_FILE
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (json.JSONDecodeError, KeyError) as err:
+            raise WeightsError(f"{index} is not a valid index: it needs a 'weight_map' object ({err}).") from err
+        files = {name: folder / shard for name, shard in weight_map.items()}
+        for shard in sorted(set(files.values())):
+            if not shard.is_file():
+                raise WeightsError(f"{index} lists shard {shard.name}, but {shard} is missing. Download it again.")
+        return files
+
+    single = folder / "model.safetensors"
+    if single.is_file():
+        return {name: single for name in _tensor_names(single)}
+
+    pickles = sorted(p.name for pattern in PICKLE_PATTERNS for p in folder.glob(pattern))
+    if pickles:
+        raise WeightsError(
+            f"{folder} holds only pickle weight files ({', '.join(pickles)}). minillm never unpickles "
+            "weights: a pickle can run arbitrary code. Convert them once, in a trusted environment, "
+            "to model.safetensors (e.g. transformers' save_pretrained(..., safe_serialization=True))."
+        )
+    raise WeightsError(
+        f"{folder} has no model.safetensors (nor {INDEX_FILE} for a sharded checkpoint). "
+        "Put the checkpoint's safetensors file(s) next to its config.json."
+    )
+
+
+def _tensor_names(path: Path) -> list[str]:
+    try:
+        with safe_open(path, framework="pt") as f:
+            return list(f.keys())
+    except Exception as err:  # safetensors raises its own error type for corrupt headers
+        raise WeightsError(
+            f"{path} could not be read as a safetensors file ({err}). Is it truncated or "
+            "incompletely downloaded? Download it again."
+        ) from err
+
+
+def checkpoint_name(param_name: str) -> str:
+    """Our parameter name -> the name the Hugging Face checkpoint uses for it.
+
+    The decoder stack lives under ``model.`` in Hugging Face checkpoints; the LM head does not.
+    """
+    return param_name if param_name.startswith("lm_head.") else "model." + param_name
+
+
+def load_weights(model: Transformer, folder: Path, dtype: torch.dtype, device: torch.device | str) -> None:
+    """Fill every parameter of ``model`` (built on the meta device) from ``folder``'s safetensors."""
+    files = weight_files(folder)
+    tied = model.config.tie_word_embeddings
+    expected = {checkpoint_name(n): n for n, _ in model.named_parameters(remove_duplicate=False)}
+    head_copy = None
+    if tied:
+        # Tied checkpoints (Qwen2.5-0.5B/1.5B/3B) usually ship no lm_head.weight: the
+        # embedding matrix serves as the head. Some ship a copy, which must be the same matrix.
+        expected.pop("lm_head.weight")
+        head_copy = files.pop("lm_head.weight", None)
+
+    missing = sorted(set(expected) - set(files))
+    if missing:
+        where = sorted({files[n].name for n in files}) or ["(no tensors)"]
+        raise WeightsError(
+            f"checkpoint in {folder} is missing {len(missing)} tensor(s) the config needs, e.g. "
+            f"{missing[:3]} (looked in {', '.join(where)}). Does config.json belong to these weights?"
+        )
+    unexpected = sorted(set(files) - set(expected))
+    if unexpected:
+        raise WeightsError(
+            f"checkpoint in {folder} has {len(unexpected)} tensor(s) the model has no place for, e.g. "
+            f"{unexpected[:3]} in {files[unexpected[0]].name}. Does config.json belong to these weights?"
+        )
+
+    by_file: dict[Path, list[str]] = {}
+    for name, path in files.items():
+        by_file.setdefault(path, []).append(name)
+    for path, names in by_file.items():
+        try:
+            with safe_open(path, framework="pt") as f:
+                for name in names:
+                    _assign(model, expected[name], f.get_tensor(name), path, dtype, device)
+        except WeightsError:
+            raise
+        except Exception as err:
+            raise WeightsError(
+                f"{path} could not be read ({err}). Is it truncated or incompletely downloaded? "
+                "Download it again."
+            ) from err
+    if tied:
+        model.lm_head.weight = model.embed_tokens.weight
+        if head_copy is not None:
+            _check_tied_copy(model, head_copy)
+
+
+def _check_tied_copy(model: Transformer, path: Path) -> None:
+    with safe_open(path, framework="pt") as f:
+        head = f.get_tensor("lm_head.weight")
+    embedding = model.embed_tokens.weight
+    if head.shape != embedding.shape or not torch.equal(head.to(embedding), embedding):
+        raise WeightsError(
+            f"config.json says tie_word_embeddings=true, but {path.name} holds an lm_head.weight that "
+            "differs from model.embed_tokens.weight. Set tie_word_embeddings to false in config.json "
+            "if the checkpoint really has its own output matrix."
+        )
+
+
+def _assign(model: nn.Module, param_name: str, tensor: torch.Tensor, path: Path, dtype, device) -> None:
+    module_name, _, leaf = param_name.rpartition(".")
+    module = model.get_submodule(module_name)
+    wanted = getattr(module, leaf).shape
+    if tensor.shape != wanted:
+        raise WeightsError(
+            f"tensor {checkpoint_name(param_name)!r} has shape {tuple(tensor.shape)} in {path.name}, "
+            f"but the config needs {tuple(wanted)}. Does config.json belong to these weights?"
+        )
+    setattr(module, leaf, nn.Parameter(tensor.to(device=device, dtype=dtype), requires_grad=False))

@@ -1,0 +1,87 @@
+"""Tiny random checkpoints made with the real ``transformers`` classes and ``save_pretrained``.
+
+Weights are drawn with a larger spread than transformers' default init (std 0.02 makes
+every logit ~0, so any implementation would "match"), biases and norm gains included,
+so that a mistake anywhere in the forward pass moves the logits visibly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import transformers
+
+VOCAB = 101
+
+
+def make_config(kind: str = "qwen2", *, heads: int = 4, kv_heads: int = 2, head_dim: int = 8,
+                layers: int = 2, tied: bool = False, bias: bool | None = None,
+                vocab: int = VOCAB, max_positions: int = 256, **extra):
+    """A tiny Qwen2Config or LlamaConfig; ``bias`` sets Llama's attention_bias."""
+    common = dict(
+        vocab_size=vocab, hidden_size=heads * head_dim, intermediate_size=3 * heads * head_dim,
+        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+        max_position_embeddings=max_positions, rms_norm_eps=1e-6, tie_word_embeddings=tied,
+        rope_theta=10000.0, bos_token_id=1, eos_token_id=2, **extra,
+    )
+    if kind == "qwen2":
+        return transformers.Qwen2Config(**common)
+    return transformers.LlamaConfig(attention_bias=bool(bias), **common)
+
+
+def randomize(model: torch.nn.Module, seed: int, std: float = 0.15) -> None:
+    """Draw every parameter afresh: matrices and biases ~ N(0, std), norm gains ~ 1 + N(0, 0.1)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=gen)
+            if "norm" in name:
+                p.copy_(1 + 0.1 * noise)
+            elif "embed_tokens" in name:
+                p.copy_(noise)  # unit-scale embeddings, as in trained models
+            else:
+                p.copy_(std * noise)
+
+
+def make_checkpoint(folder: Path, kind: str = "qwen2", seed: int = 0, shard: bool = False, **config_kw) -> Path:
+    """Build a random model with ``transformers`` and save it as a Hugging Face folder."""
+    config = make_config(kind, **config_kw)
+    cls = transformers.Qwen2ForCausalLM if kind == "qwen2" else transformers.LlamaForCausalLM
+    torch.manual_seed(seed)
+    model = cls(config)
+    randomize(model, seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, max_shard_size="40KB" if shard else "5GB")
+    return folder
+
+
+def load_reference(folder: Path, dtype: torch.dtype = torch.float32):
+    """The same checkpoint loaded by transformers, eager attention, in eval mode."""
+    return transformers.AutoModelForCausalLM.from_pretrained(
+        folder, dtype=dtype, attn_implementation="eager"
+    ).eval()
+
+
+def put_in_hub_cache(cache: Path, repo_id: str, folder: Path, commit: str = "0" * 40) -> None:
+    """Lay ``folder``'s files out as huggingface_hub's cache does for ``repo_id`` at ``main``.
+
+    The real layout: ``models--org--name/refs/main`` holds the commit hash and
+    ``models--org--name/snapshots/<hash>/`` holds the files.
+    """
+    import shutil
+
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(folder, repo / "snapshots" / commit)
+
+
+def use_hub_cache(monkeypatch, cache: Path) -> None:
+    """Point huggingface_hub at ``cache`` in offline mode (it reads its settings at import time)."""
+    import huggingface_hub
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)

@@ -1,0 +1,214 @@
+"""Loading checkpoints: both config layouts, the hub path, and a clear error for every bad input."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import minillm
+from minillm.config import ConfigError, ModelConfig
+from minillm.hub import SourceError
+from minillm.weights import WeightsError
+from checkpoints import VOCAB, load_reference, make_checkpoint, put_in_hub_cache, use_hub_cache
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("pristine"), "qwen2", seed=3, tied=True)
+
+
+@pytest.fixture
+def ckpt(pristine, tmp_path):
+    """A fresh copy of a good checkpoint for each test to break."""
+    return shutil.copytree(pristine, tmp_path / "ckpt")
+
+
+def _edit_config(folder, **changes):
+    path = folder / "config.json"
+    raw = json.loads(path.read_text())
+    for key, value in changes.items():
+        if value is None:
+            raw.pop(key, None)
+        else:
+            raw[key] = value
+    path.write_text(json.dumps(raw))
+
+
+def test_hub_style_config_layout_loads_the_same(ckpt, pristine):
+    # Qwen2.5's hub config.json: rope_theta/torch_dtype at the top level and a sliding
+    # window that is switched off.
+    raw = json.loads((ckpt / "config.json").read_text())
+    _edit_config(ckpt, rope_parameters=None, dtype=None, layer_types=None, rope_theta=raw["rope_parameters"]["rope_theta"],
+                 torch_dtype="float32", sliding_window=32768, use_sliding_window=False, max_window_layers=21)
+    assert ModelConfig.from_file(ckpt) == ModelConfig.from_file(pristine)
+    ids = torch.arange(10)[None]
+    assert torch.equal(minillm.load_model(ckpt)(ids), minillm.load_model(pristine)(ids))
+
+
+def test_rope_theta_is_read_from_either_layout(ckpt):
+    _edit_config(ckpt, rope_parameters={"rope_type": "default", "rope_theta": 1e6})
+    assert ModelConfig.from_file(ckpt).rope_theta == 1e6
+    _edit_config(ckpt, rope_parameters=None, rope_theta=5e5)
+    assert ModelConfig.from_file(ckpt).rope_theta == 5e5
+
+
+@pytest.mark.parametrize("changes, words", [
+    (dict(model_type="gpt2"), ["model_type", "gpt2"]),
+    (dict(rope_parameters={"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0}), ["rope scaling"]),
+    (dict(rope_scaling={"type": "linear", "factor": 2.0}), ["rope scaling"]),
+    (dict(use_sliding_window=True, sliding_window=16), ["use_sliding_window"]),
+    (dict(hidden_act="gelu"), ["hidden_act", "gelu"]),
+    (dict(hidden_size=None), ["hidden_size"]),
+])
+def test_configs_we_do_not_compute_are_refused(ckpt, changes, words):
+    _edit_config(ckpt, **changes)
+    with pytest.raises(ConfigError) as err:
+        minillm.load_model(ckpt)
+    assert all(w in str(err.value) for w in words)
+    assert "config.json" in str(err.value)
+
+
+def test_missing_config_json(ckpt):
+    (ckpt / "config.json").unlink()
+    with pytest.raises(ConfigError, match="config.json not found"):
+        minillm.load_model(ckpt)
+
+
+def test_config_json_that_is_not_json(ckpt):
+    (ckpt / "config.json").write_text("{ not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        minillm.load_model(ckpt)
+
+
+def test_missing_safetensors(ckpt):
+    (ckpt / "model.safetensors").unlink()
+    with pytest.raises(WeightsError, match="has no model.safetensors"):
+        minillm.load_model(ckpt)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.001])
+def test_truncated_safetensors(ckpt, keep):
+    path = ckpt / "model.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(WeightsError) as err:
+        minillm.load_model(ckpt)
+    assert "model.safetensors" in str(err.value) and "truncated" in str(err.value)
+
+
+class _Trap:
+    """Unpickling this object would create the file named in it."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_pickle_weights_are_refused_never_unpickled(ckpt, tmp_path):
+    (ckpt / "model.safetensors").unlink()
+    sprung = tmp_path / "trap_sprung"
+    (ckpt / "pytorch_model.bin").write_bytes(pickle.dumps(_Trap(sprung)))
+    with pytest.raises(WeightsError, match="pickle") as err:
+        minillm.load_model(ckpt)
+    assert "pytorch_model.bin" in str(err.value)
+    assert not sprung.exists()
+
+
+def _rewrite_tensors(folder, edit):
+    path = folder / "model.safetensors"
+    tensors = load_file(path)
+    edit(tensors)
+    save_file(tensors, path, metadata={"format": "pt"})
+
+
+def test_missing_tensor_is_named(ckpt):
+    _rewrite_tensors(ckpt, lambda t: t.pop("model.layers.1.mlp.up_proj.weight"))
+    with pytest.raises(WeightsError, match="model.layers.1.mlp.up_proj.weight"):
+        minillm.load_model(ckpt)
+
+
+def test_unexpected_tensor_is_named(ckpt):
+    _rewrite_tensors(ckpt, lambda t: t.update({"model.layers.0.mlp.extra.weight": torch.zeros(2)}))
+    with pytest.raises(WeightsError, match=r"model\.layers\.0\.mlp\.extra\.weight.*model\.safetensors"):
+        minillm.load_model(ckpt)
+
+
+def test_shape_mismatch_names_tensor_and_file(ckpt):
+    _edit_config(ckpt, intermediate_size=40)
+    with pytest.raises(WeightsError) as err:
+        minillm.load_model(ckpt)
+    message = str(err.value)
+    assert "mlp" in message and "model.safetensors" in message and "40" in message
+
+
+def test_tied_checkpoint_with_a_different_head_is_refused(ckpt):
+    _rewrite_tensors(ckpt, lambda t: t.update({"lm_head.weight": torch.randn(VOCAB, 32)}))
+    with pytest.raises(WeightsError, match="tie_word_embeddings"):
+        minillm.load_model(ckpt)
+
+
+def test_tied_checkpoint_with_an_identical_head_copy_loads(ckpt, pristine):
+    _rewrite_tensors(ckpt, lambda t: t.update({"lm_head.weight": t["model.embed_tokens.weight"].clone()}))
+    model = minillm.load_model(ckpt)
+    assert model.lm_head.weight is model.embed_tokens.weight
+
+
+def test_sharded_checkpoint_with_a_missing_shard(tmp_path):
+    folder = make_checkpoint(tmp_path / "sharded", "qwen2", shard=True)
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    shard = sorted(set(index["weight_map"].values()))[1]
+    (folder / shard).unlink()
+    with pytest.raises(WeightsError, match=shard):
+        minillm.load_model(folder)
+
+
+def test_source_that_is_neither_folder_nor_repo_id(tmp_path):
+    with pytest.raises(SourceError, match="neither an existing folder nor a hub repo id"):
+        minillm.load_model(str(tmp_path / "no" / "such" / "model"))
+
+
+@pytest.mark.parametrize("bad, words", [
+    (torch.tensor([[3, VOCAB]]), ["token id", str(VOCAB), "vocabulary"]),
+    (torch.tensor([[-1, 3]]), ["token id", "-1"]),
+    (torch.zeros(1, 0, dtype=torch.long), ["empty"]),
+    (torch.zeros(1, 3), ["integer token ids", "float32"]),
+    (torch.zeros(1, 257, dtype=torch.long), ["257 tokens", "max_position_embeddings=256"]),
+])
+def test_bad_input_ids(pristine, bad, words):
+    model = minillm.load_model(pristine)
+    with pytest.raises(ValueError) as err:
+        model(bad)
+    assert all(w in str(err.value) for w in words)
+
+
+def test_dtypes_by_name_and_auto(pristine):
+    assert minillm.load_model(pristine, dtype="bfloat16").lm_head.weight.dtype == torch.bfloat16
+    assert minillm.load_model(pristine, dtype="auto").lm_head.weight.dtype == torch.float32  # saved as float32
+    with pytest.raises(ValueError, match="float64"):
+        minillm.load_model(pristine, dtype="float64")
+
+
+def test_hub_repo_id_loads_from_the_cache_offline(pristine, tmp_path, monkeypatch):
+    cache = tmp_path / "hub-cache"
+    put_in_hub_cache(cache, "minillm-tests/tiny-qwen2", pristine)
+    use_hub_cache(monkeypatch, cache)
+    model = minillm.load_model("minillm-tests/tiny-qwen2")
+    ids = torch.arange(12)[None]
+    with torch.no_grad():
+        expected = load_reference(pristine)(ids).logits
+    assert (model(ids) - expected).abs().max().item() <= 1e-5
+
+
+def test_hub_repo_id_not_cached_while_offline(tmp_path, monkeypatch):
+    use_hub_cache(monkeypatch, tmp_path / "empty-cache")
+    with pytest.raises(SourceError) as err:
+        minillm.load_model("minillm-tests/not-downloaded")
+    message = str(err.value)
+    assert "offline" in message and "cache" in message and "minillm-tests/not-downloaded" in message
