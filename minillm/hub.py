@@ -21,6 +21,8 @@ CHECKPOINT_FILES = [
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
+    "chat_template.jinja",  # where transformers >= 4.47 saves the chat template
+    "additional_chat_templates/*.jinja",
 ]
 
 

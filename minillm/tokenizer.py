@@ -1,0 +1,361 @@
+"""Text to token ids and back, and chat messages to prompt text.
+
+A language model never sees characters. It sees a list of integer *token ids*, each one
+a row of its embedding table. The tokenizer is the fixed, non-neural part that turns
+text into those ids (``encode``) and ids back into text (``decode``). The mapping was
+learned once, before the model was trained (byte-pair encoding merges frequent pieces
+of text into single tokens), and a model only works with the exact tokenizer it was
+trained with, so it ships in the checkpoint folder:
+
+* ``tokenizer.json`` holds the whole pipeline (normalizer, pre-tokenizer, BPE vocabulary
+  and merges, decoder, post-processor) and is run by the ``tokenizers`` library;
+* ``tokenizer_config.json`` names the *special tokens* (``bos_token``: beginning of
+  sequence, ``eos_token``: end of sequence, ``pad_token``) and holds the *chat template*.
+
+Chat models were trained on conversations written in a fixed format with special tokens
+around each turn, for Qwen2.5::
+
+    <|im_start|>user
+    Hi!<|im_end|>
+    <|im_start|>assistant
+
+The chat template is a small Jinja program stored with the checkpoint that writes that
+format from a list of ``{"role": ..., "content": ...}`` messages. It is rendered here the
+way ``transformers`` renders it, so a prompt built by minillm is character for character
+the one the model was trained on. Base (non-chat) models have no template: give them
+plain text to continue.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import os
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable
+
+import jinja2
+from jinja2 import nodes
+from jinja2.ext import Extension
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from tokenizers import Tokenizer as _BackendTokenizer
+
+from minillm.hub import resolve_source
+
+
+class TokenizerError(ValueError):
+    """Tokenizer files are missing or unreadable, or an encode/decode/chat call got bad input."""
+
+
+class Tokenizer:
+    """The tokenizer of one checkpoint folder: ``tokenizer.json`` + ``tokenizer_config.json``.
+
+    Attributes: ``folder`` (Path), ``bos_token`` / ``eos_token`` / ``pad_token`` (str or None)
+    and their ids ``bos_token_id`` / ``eos_token_id`` / ``pad_token_id`` (int or None),
+    ``chat_template`` (the default Jinja template, str or None).
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        path = self.folder / "tokenizer.json"
+        if not path.is_file():
+            raise TokenizerError(
+                f"{self.folder} has no tokenizer.json. minillm reads only the `tokenizers` library's "
+                "tokenizer.json; a SentencePiece tokenizer.model, vocab.json + merges.txt or pickled "
+                "tokenizer files alone are not supported. Download tokenizer.json from the model's hub "
+                "page, or write it once with transformers: "
+                "AutoTokenizer.from_pretrained(folder).save_pretrained(folder)."
+            )
+        try:
+            self._backend = _BackendTokenizer.from_file(str(path))
+        except Exception as err:  # the tokenizers library raises a bare Exception
+            raise TokenizerError(f"{path} could not be read by the tokenizers library: {err}") from err
+        # Encode every text in full: no silent truncation or padding saved in the file.
+        self._backend.no_truncation()
+        self._backend.no_padding()
+
+        config = _read_config(self.folder)
+        self._backend.encode_special_tokens = bool(config.get("split_special_tokens", False))
+        # Every "*_token" entry (bos_token, eos_token, pad_token, unk_token and model-specific
+        # ones such as image_token) as plain text; these are also the template's variables.
+        self._special_tokens = {
+            key: _token_text(value)
+            for key, value in config.items()
+            if key.endswith("_token") and _token_text(value) is not None
+        }
+        self.bos_token = self._special_tokens.get("bos_token")
+        self.eos_token = self._special_tokens.get("eos_token")
+        self.pad_token = self._special_tokens.get("pad_token")
+        self.bos_token_id = self._token_id("bos_token")
+        self.eos_token_id = self._token_id("eos_token")
+        self.pad_token_id = self._token_id("pad_token")
+
+        # The post-processor in tokenizer.json may already add BOS/EOS (Llama's does). Add them
+        # here only when the config asks for them and the post-processor does not. (transformers 5
+        # ignores add_bos_token/add_eos_token when tokenizer.json exists; transformers 4 honoured them.)
+        added_by_file = self._backend.encode("", add_special_tokens=True).ids
+        self._add_bos = (
+            bool(config.get("add_bos_token")) and self.bos_token_id is not None
+            and added_by_file[:1] != [self.bos_token_id]
+        )
+        self._add_eos = (
+            bool(config.get("add_eos_token")) and self.eos_token_id is not None
+            and added_by_file[-1:] != [self.eos_token_id]
+        )
+
+        self._chat_templates, self._template_file = _read_chat_templates(self.folder, config)
+        self.chat_template = self._chat_templates.get("default")
+
+    def _token_id(self, key: str) -> int | None:
+        token = self._special_tokens.get(key)
+        if token is None:
+            return None
+        token_id = self._backend.token_to_id(token)
+        if token_id is None:
+            raise TokenizerError(
+                f"{self.folder / 'tokenizer_config.json'}: {key} {token!r} is not in the vocabulary "
+                "of tokenizer.json. The two files must come from the same checkpoint."
+            )
+        return token_id
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of tokens, added special tokens included (``len()`` of a transformers tokenizer).
+
+        The model's embedding table may have more rows (Qwen2.5: 151,936 rows, 151,665 tokens):
+        the extra rows are padding that no text encodes to.
+        """
+        return self._backend.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """Token ids of ``text`` (list of ints, length = number of tokens).
+
+        ``add_special_tokens`` adds what the checkpoint puts around every text (a BOS id in
+        front for Llama-style tokenizers, nothing for Qwen2.5). Special tokens written in the
+        text itself, like ``"<|im_end|>"``, become their single special id.
+        """
+        if not isinstance(text, str):
+            raise TokenizerError(
+                f"encode() takes a str, got {type(text).__name__}. Encode a batch one text at a time."
+            )
+        ids = self._backend.encode(text, add_special_tokens=add_special_tokens).ids
+        if add_special_tokens and self._add_bos:
+            ids = [self.bos_token_id] + ids
+        if add_special_tokens and self._add_eos:
+            ids = ids + [self.eos_token_id]
+        return ids
+
+    def decode(self, ids: Iterable[int] | int, skip_special_tokens: bool = False) -> str:
+        """Text of a list of token ids (a 1-D tensor works too); special tokens kept unless skipped."""
+        return self._backend.decode(self._check_ids(ids), skip_special_tokens=skip_special_tokens)
+
+    def id_to_token(self, token_id: int) -> str:
+        """The raw vocabulary entry, e.g. ``"Ġworld"`` (byte-level BPE writes a space as ``Ġ``)."""
+        (token_id,) = self._check_ids([token_id])
+        token = self._backend.id_to_token(token_id)
+        if token is None:
+            raise TokenizerError(f"token id {token_id} has no entry in {self.folder / 'tokenizer.json'}.")
+        return token
+
+    def token_text(self, token_id: int) -> str:
+        """What one token looks like as text (``decode([token_id])``), e.g. ``" world"``.
+
+        A token that holds only part of a multi-byte character (an emoji is often split over
+        several byte-level tokens) decodes to the replacement character U+FFFD.
+        """
+        return self.decode([token_id])
+
+    def _check_ids(self, ids: Iterable[int] | int) -> list[int]:
+        if isinstance(ids, int):
+            ids = [ids]
+        try:
+            ids = [operator.index(i) for i in ids]
+        except TypeError as err:
+            raise TokenizerError(
+                f"token ids must be a flat list of ints (or a 1-D integer tensor): {err}"
+            ) from err
+        size = self.vocab_size
+        bad = [i for i in ids if not 0 <= i < size]
+        if bad:
+            raise TokenizerError(
+                f"token ids {bad[:5]} are out of range: this tokenizer has ids 0..{size - 1}. "
+                "Ids past the tokenizer's vocabulary can come from padding rows of a larger embedding "
+                "table, or from a tokenizer that does not belong to the model."
+            )
+        return ids
+
+    def apply_chat_template(
+        self,
+        messages: list[dict[str, Any]],
+        add_generation_prompt: bool = False,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> str:
+        """Render ``messages`` with the checkpoint's chat template; returns the prompt text.
+
+        ``messages`` is a list of ``{"role": "system" | "user" | "assistant" | "tool",
+        "content": str}`` dicts. ``add_generation_prompt=True`` ends the text with the header
+        of an assistant turn, so that the model writes the reply next. ``tools`` is an optional
+        list of JSON-schema dicts for templates that support tool calling.
+
+        The text already holds the template's special tokens: encode it with
+        ``add_special_tokens=False`` (as transformers does) so that no second BOS is added.
+        """
+        if not self._chat_templates:
+            raise TokenizerError(
+                f"the tokenizer in {self.folder} has no chat template, so this is probably a base "
+                "(pretrained-only) model that was never trained on conversations. Give it plain "
+                "text to continue, or use an Instruct/chat model."
+            )
+        messages = _check_messages(messages)
+        if tools is not None and not (
+            isinstance(tools, (list, tuple)) and all(isinstance(t, dict) for t in tools)
+        ):
+            raise TokenizerError("tools must be a list of JSON-schema dicts (one per function), or None.")
+        name = "tool_use" if tools is not None and "tool_use" in self._chat_templates else "default"
+        if name not in self._chat_templates:
+            raise TokenizerError(
+                f"{self._template_file} holds several chat templates "
+                f"({', '.join(sorted(self._chat_templates))}) and none is named 'default'."
+            )
+        where = self._template_file
+        try:
+            return _compile(self._chat_templates[name]).render(
+                messages=messages,
+                tools=tools,
+                documents=None,
+                add_generation_prompt=add_generation_prompt,
+                **self._special_tokens,
+            )
+        except jinja2.TemplateSyntaxError as err:
+            raise TokenizerError(
+                f"the chat template in {where} is not valid Jinja (line {err.lineno}): {err.message}"
+            ) from err
+        except jinja2.TemplateError as err:
+            raise TokenizerError(f"the chat template in {where} failed on these messages: {err}") from err
+
+    def __repr__(self) -> str:
+        return (
+            f"Tokenizer(folder={str(self.folder)!r}, vocab_size={self.vocab_size}, "
+            f"bos={self.bos_token!r}, eos={self.eos_token!r}, "
+            f"chat_template={'yes' if self._chat_templates else 'no'})"
+        )
+
+
+def load_tokenizer(source: str | os.PathLike) -> Tokenizer:
+    """Load the tokenizer of ``source``: a checkpoint folder or a hub repo id such as
+    ``"Qwen/Qwen2.5-0.5B-Instruct"`` (see :func:`minillm.hub.resolve_source`)."""
+    return Tokenizer(resolve_source(source))
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise TokenizerError(f"{path} could not be read as JSON: {err}") from err
+    if not isinstance(raw, dict):
+        raise TokenizerError(f"{path} must hold a JSON object, not {type(raw).__name__}.")
+    return raw
+
+
+def _read_config(folder: Path) -> dict:
+    """tokenizer_config.json (empty if absent). Older checkpoints name their special tokens in
+    special_tokens_map.json instead; like transformers, that file is read only when the config
+    has no ``added_tokens_decoder``, and its entries win."""
+    path = folder / "tokenizer_config.json"
+    config = _read_json(path) if path.is_file() else {}
+    legacy = folder / "special_tokens_map.json"
+    if "added_tokens_decoder" not in config and legacy.is_file():
+        config.update(_read_json(legacy))
+    return config
+
+
+def _token_text(value: Any) -> str | None:
+    """A special token is saved as a string or as {"content": "<s>", "lstrip": false, ...}."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def _read_chat_templates(folder: Path, config: dict) -> tuple[dict[str, str], Path]:
+    """Named chat templates ({"default": ..., "tool_use": ...}) and the file they came from.
+
+    transformers 5 saves the template as chat_template.jinja (extra named ones under
+    additional_chat_templates/); older checkpoints keep it in tokenizer_config.json, as a
+    string or as a list of {"name", "template"} dicts. Template files win over the config.
+    """
+    templates = {}
+    jinja_file = folder / "chat_template.jinja"
+    if jinja_file.is_file():
+        templates["default"] = jinja_file.read_text(encoding="utf-8")
+    for path in sorted((folder / "additional_chat_templates").glob("*.jinja")):
+        templates[path.stem] = path.read_text(encoding="utf-8")
+    if templates:
+        return templates, jinja_file if "default" in templates else folder / "additional_chat_templates"
+    raw = config.get("chat_template")
+    if isinstance(raw, list):
+        templates = {entry["name"]: entry["template"] for entry in raw}
+    elif isinstance(raw, str):
+        templates = {"default": raw}
+    return templates, folder / "tokenizer_config.json"
+
+
+def _check_messages(messages: Any) -> list[dict]:
+    """Validate the messages; return copies without None values (as transformers does)."""
+    example = "[{'role': 'user', 'content': 'Hi!'}]"
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise TokenizerError(f"messages must be a non-empty list of message dicts, e.g. {example}.")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise TokenizerError(
+                f"messages[{i}] is {message!r}; each message must be a dict with a string 'role' "
+                f"('system', 'user', 'assistant' or 'tool') and a 'content', e.g. {example}."
+            )
+        if message.get("content") is None and "tool_calls" not in message:
+            raise TokenizerError(f"messages[{i}] (role {message['role']!r}) has no 'content'.")
+    return [{key: value for key, value in m.items() if value is not None} for m in messages]
+
+
+class _GenerationTag(Extension):
+    """``{% generation %}...{% endgeneration %}`` marks the assistant's text in some templates
+    (transformers uses it to build training masks). Here it just renders its body."""
+
+    tags = {"generation"}
+
+    def parse(self, parser):
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return nodes.CallBlock(self.call_method("_body"), [], [], body).set_lineno(lineno)
+
+    def _body(self, caller):
+        return caller()
+
+
+def _raise_exception(message: str):
+    # Templates call raise_exception('...') to refuse a conversation they cannot format.
+    raise jinja2.TemplateError(message)
+
+
+def _tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False) -> str:
+    # Jinja's own tojson escapes <, >, & and ' for HTML; chat templates want plain JSON
+    # (non-ASCII kept as is), with json.dumps' options.
+    return json.dumps(
+        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
+
+
+@lru_cache(maxsize=16)
+def _compile(template: str) -> jinja2.Template:
+    """Compile a chat template in the environment transformers renders templates in.
+
+    Templates come from the hub, so they run in Jinja's sandbox: they can read the data given
+    to them but cannot call arbitrary Python or change their inputs.
+    """
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationTag, "jinja2.ext.loopcontrols"]
+    )
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    return env.from_string(template)
