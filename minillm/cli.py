@@ -36,7 +36,7 @@ def _encode(tok, text: str, chat: bool) -> list[int]:
 @torch.inference_mode()
 def cmd_logits(args: argparse.Namespace) -> None:
     """Print the next-token table after the text: rank, token, id, logit, probability."""
-    model, tok = load_model(args.source, dtype=args.dtype), load_tokenizer(args.source)
+    model, tok = load_model(args.source, dtype=args.dtype, packed=True), load_tokenizer(args.source)
     ids = _encode(tok, args.text, args.chat)
     logits = model(torch.tensor([ids]))[0, -1].float()       # (vocab,): scores for the next token
     probs = torch.softmax(logits, dim=-1)
@@ -49,7 +49,7 @@ def cmd_logits(args: argparse.Namespace) -> None:
 
 def cmd_generate(args: argparse.Namespace) -> None:
     """Stream a continuation of the prompt to stdout."""
-    model, tok = load_model(args.source, dtype=args.dtype), load_tokenizer(args.source)
+    model, tok = load_model(args.source, dtype=args.dtype, packed=True), load_tokenizer(args.source)
     ids = _encode(tok, args.text, args.chat)
     prompt_text = tok.decode(ids, skip_special_tokens=True)
     printed = prompt_text

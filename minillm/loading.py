@@ -9,6 +9,7 @@ import torch
 from .config import ModelConfig
 from .hub import resolve_source
 from .model import Transformer
+from .packed import pack_linears
 from .weights import load_weights
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -32,6 +33,7 @@ def load_model(
     source: str | os.PathLike,
     dtype: torch.dtype | str = torch.float32,
     device: torch.device | str = "cpu",
+    packed: bool = False,
 ) -> Transformer:
     """Load a Qwen2 or Llama checkpoint from a local folder or a hub repo id.
 
@@ -39,6 +41,8 @@ def load_model(
     them to ``dtype`` (float32, bfloat16, float16, or "auto" for the checkpoint's own).
     The model comes back in eval mode with gradients off (call ``model.requires_grad_(True)``
     to train it). ``model(input_ids)`` returns raw logits of shape (batch, seq, vocab).
+    ``packed=True`` stores the linear weights in oneDNN's CPU layout for faster inference
+    (see ``minillm.packed``); the weights can then no longer be inspected or trained.
     """
     folder = resolve_source(source)
     config = ModelConfig.from_file(folder / "config.json")
@@ -46,4 +50,6 @@ def load_model(
     with torch.device("meta"):
         model = Transformer(config)     # shapes only; no memory until the weights arrive
     load_weights(model, folder, dtype, device)
+    if packed:
+        pack_linears(model)
     return model.eval()
