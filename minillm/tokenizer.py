@@ -72,6 +72,7 @@ class Tokenizer:
             self._backend = _BackendTokenizer.from_file(str(path))
         except Exception as err:  # the tokenizers library raises a bare Exception
             raise TokenizerError(f"{path} could not be read by the tokenizers library: {err}") from err
+        self._vocab_size = self._backend.get_vocab_size(with_added_tokens=True)  # asked once: it is slow
         # Encode every text in full: no silent truncation or padding saved in the file.
         self._backend.no_truncation()
         self._backend.no_padding()
@@ -127,7 +128,7 @@ class Tokenizer:
         The model's embedding table may have more rows (Qwen2.5: 151,936 rows, 151,665 tokens):
         the extra rows are padding that no text encodes to.
         """
-        return self._backend.get_vocab_size(with_added_tokens=True)
+        return self._vocab_size
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         """Token ids of ``text`` (list of ints, length = number of tokens).

@@ -1,0 +1,278 @@
+"""Scoring text with a language model: log-probabilities, surprise, perplexity, bits per byte.
+
+The logits at position i-1 are the model's prediction for token i, so token i is scored
+with ``log p(token_i | tokens before it)`` (natural log, nats). Its *surprise* is
+``-log p``; a text's *perplexity* is ``exp(mean surprise)`` over its scored tokens (the
+exponential of the mean NLL, never the mean of per-token or per-text perplexities).
+
+The first token of a sequence is never scored: nothing comes before it to predict it.
+Tokenizers that put a BOS token in front (Llama, stories260K) make the first *text* token
+scoreable, predicted from BOS alone; Qwen's tokenizer adds no BOS, so a Qwen text's first
+token goes unscored. Perplexities of the two kinds of model are therefore over slightly
+different token sets, and over different tokenizations anyway: compare models with
+different tokenizers by *bits per byte* (total NLL in bits over the UTF-8 bytes the scored
+tokens cover), not by perplexity.
+
+Long texts are scored in sliding windows (each token once, with at least
+``window - stride`` tokens of context once past the start), many texts at once in padded
+batches sorted by length, and the log-probabilities are gathered chunk by chunk, so that
+float32 log-probabilities over the whole vocabulary are never held for a whole batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from .model import Transformer
+from .tokenizer import Tokenizer
+
+LN2 = math.log(2)
+
+
+@dataclass
+class TokenScore:
+    """One scored token: the model's view of ``token`` after the text before it."""
+
+    position: int                 # index of the token in the full token sequence
+    token_id: int
+    token: str                    # the token as text
+    context: str                  # the text of up to 12 tokens before it
+    logprob: float                # log p(token | everything before), nats
+    top: list[tuple[str, int, float]] = field(default_factory=list)  # model's top-k: (token, id, prob)
+
+    @property
+    def prob(self) -> float:
+        return math.exp(self.logprob)
+
+    @property
+    def surprise(self) -> float:
+        """-log p in nats (divide by ln 2 for bits)."""
+        return -self.logprob
+
+
+@dataclass
+class TextScore:
+    """The score of one text (or of a continuation given a context)."""
+
+    text: str                     # the scored text (the continuation, when there is a context)
+    context: str | None           # the prefix it was conditioned on, not scored
+    token_ids: list[int]          # every token fed to the model: context, then text
+    rows: list[TokenScore]        # one per scored token, in order
+    total_nll: float              # sum of surprises, nats
+    n_bytes: int                  # UTF-8 bytes covered by the scored tokens
+    protocol: str                 # how the tokens were scored (windows, context)
+
+    @property
+    def n_tokens(self) -> int:
+        """How many tokens were scored."""
+        return len(self.rows)
+
+    @property
+    def mean_nll(self) -> float:
+        """Mean surprise per scored token, nats."""
+        return self.total_nll / self.n_tokens
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.mean_nll)
+
+    @property
+    def bits_per_byte(self) -> float:
+        return self.total_nll / LN2 / self.n_bytes
+
+
+@dataclass
+class _Segment:
+    """A run of token ids fed to the model in one row; positions >= score_from are scored."""
+
+    owner: int                    # which text it belongs to
+    offset: int                   # position of ids[0] in the text's full token sequence
+    ids: list[int]
+    score_from: int               # first position (within ids, >= 1) whose token is scored
+
+
+def encode_for_scoring(tok: Tokenizer, text: str, context: str | None = None, chat: bool = False) -> tuple[list[int], int]:
+    """Token ids to feed the model and the index of the first token to score.
+
+    Without context: the text's ids (with BOS if the tokenizer adds one); scoring starts at 1.
+    With context: the context's ids, then the text's ids encoded on their own (so include the
+    space or newline that joins them in ``text``); scoring starts at the first text token.
+    ``chat=True`` (instruct models) puts the context in a user message of the chat template,
+    with the assistant's turn opened, and scores the text as the assistant's answer.
+    """
+    if not isinstance(text, str) or not text:
+        raise ValueError(f"text to score must be a non-empty string; got {text!r}.")
+    if context is None:
+        if chat:
+            raise ValueError("chat=True needs a context: the user message the text answers.")
+        return tok.encode(text), 1
+    if chat:
+        prompt = tok.apply_chat_template([{"role": "user", "content": context}], add_generation_prompt=True)
+        prefix = tok.encode(prompt, add_special_tokens=False)
+    else:
+        prefix = tok.encode(context)
+    if not prefix:
+        raise ValueError("the context encodes to no tokens; pass context=None to score the text alone.")
+    return prefix + tok.encode(text, add_special_tokens=False), len(prefix)
+
+
+def _windows(owner: int, ids: list[int], score_from: int, window: int, stride: int) -> list[_Segment]:
+    """Cut a long sequence into windows; each token is scored in exactly one of them."""
+    if len(ids) <= window:
+        return [_Segment(owner, 0, ids, score_from)]
+    segments, scored_until, start = [], score_from, 0
+    while scored_until < len(ids):
+        end = min(start + window, len(ids))
+        if end > scored_until:
+            segments.append(_Segment(owner, start, ids[start:end], max(scored_until - start, 1)))
+            scored_until = end
+        start += stride
+    return segments
+
+
+def _batches(segments: list[_Segment], batch_tokens: int) -> list[list[_Segment]]:
+    """Group segments, longest first, so that batch size x longest length <= batch_tokens."""
+    order = sorted(segments, key=lambda s: len(s.ids), reverse=True)
+    batches: list[list[_Segment]] = []
+    for seg in order:
+        if batches and len(batches[-1][0].ids) * (len(batches[-1]) + 1) <= batch_tokens:
+            batches[-1].append(seg)
+        else:
+            batches.append([seg])
+    return batches
+
+
+@torch.inference_mode()
+def _score_batch(model: Transformer, batch: list[_Segment], top_k: int, padding_side: str,
+                 logits_budget_mb: float) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """For each segment: (target logprobs (n,), top-k ids (n, k), top-k logprobs (n, k))."""
+    device = model.embed_tokens.weight.device
+    width = max(len(s.ids) for s in batch)
+    ids = torch.zeros(len(batch), width, dtype=torch.long)
+    mask = torch.zeros(len(batch), width, dtype=torch.long)
+    predictors = []                       # (row, column) of every position whose next token is scored
+    targets = []
+    for row, seg in enumerate(batch):
+        pad = width - len(seg.ids) if padding_side == "left" else 0
+        ids[row, pad : pad + len(seg.ids)] = torch.tensor(seg.ids)
+        mask[row, pad : pad + len(seg.ids)] = 1
+        cols = torch.arange(pad + seg.score_from - 1, pad + len(seg.ids) - 1)
+        predictors.append(torch.stack([torch.full_like(cols, row), cols], dim=1))
+        targets.append(torch.tensor(seg.ids[seg.score_from :]))
+    padded = bool((mask == 0).any())
+    hidden = model.hidden_states(ids.to(device), mask.to(device) if padded else None)   # (batch, width, hidden)
+    where = torch.cat(predictors)                                                        # (n, 2)
+    hidden = hidden[where[:, 0], where[:, 1]]                                            # (n, hidden)
+    target = torch.cat(targets).to(device)                                               # (n,)
+
+    # The LM head and the float32 log-softmax, a chunk of rows at a time.
+    rows_per_chunk = max(1, int(logits_budget_mb * 2**20 / (model.config.vocab_size * 4)))
+    logprobs, top_ids, top_lps = [], [], []
+    for start in range(0, len(target), rows_per_chunk):
+        logits = model.lm_head(hidden[start : start + rows_per_chunk]).float()          # (chunk, vocab)
+        log_norm = torch.logsumexp(logits, dim=-1, keepdim=True)                         # (chunk, 1)
+        chunk_target = target[start : start + rows_per_chunk, None]
+        logprobs.append((logits.gather(-1, chunk_target) - log_norm)[:, 0])
+        if top_k:
+            best = torch.topk(logits, top_k, dim=-1)
+            top_ids.append(best.indices)
+            top_lps.append(best.values - log_norm)
+    logprobs = torch.cat(logprobs).cpu()
+    top_ids = torch.cat(top_ids).cpu() if top_k else torch.empty(len(target), 0, dtype=torch.long)
+    top_lps = torch.cat(top_lps).cpu() if top_k else torch.empty(len(target), 0)
+    sizes = [len(t) for t in targets]
+    return list(zip(logprobs.split(sizes), top_ids.split(sizes), top_lps.split(sizes)))
+
+
+def score_many(
+    model: Transformer,
+    tok: Tokenizer,
+    texts: list[str],
+    context: str | list[str | None] | None = None,
+    chat: bool = False,
+    window: int | None = None,
+    stride: int | None = None,
+    top_k: int = 5,
+    batch_tokens: int = 1024,
+    padding_side: str = "right",
+    logits_budget_mb: float = 48,
+    progress: bool = False,
+) -> list[TextScore]:
+    """Score many texts at once; returns one :class:`TextScore` per text, in order.
+
+    ``context``: one prefix for every text, or one per text (None for none); see
+    :func:`encode_for_scoring`. ``window`` (default: the model's context length) and
+    ``stride`` (default: window // 2) set the sliding windows for long sequences.
+    ``top_k`` alternatives are recorded per token (0 for none). Batches hold at most
+    ``batch_tokens`` tokens (padding included); results do not depend on it, nor on
+    ``padding_side``, beyond float rounding. ``progress`` shows a progress bar.
+    """
+    if isinstance(texts, str):
+        raise TypeError("score_many takes a list of texts; use score() for one text.")
+    contexts = context if isinstance(context, list) else [context] * len(texts)
+    if len(contexts) != len(texts):
+        raise ValueError(f"got {len(contexts)} contexts for {len(texts)} texts; give one per text, or one for all.")
+    window = window or model.config.max_position_embeddings
+    stride = stride or max(window // 2, 1)
+    if not 2 <= window <= model.config.max_position_embeddings or not 1 <= stride <= window - 1:
+        raise ValueError(
+            f"need 2 <= window <= {model.config.max_position_embeddings} (the model's context) and "
+            f"1 <= stride < window; got window={window}, stride={stride}."
+        )
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right'; got {padding_side!r}.")
+
+    encoded = [encode_for_scoring(tok, t, c, chat) for t, c in zip(texts, contexts)]
+    segments = []
+    for owner, (ids, score_from) in enumerate(encoded):
+        if score_from >= len(ids):
+            raise ValueError(
+                f"text {owner} ({texts[owner][:40]!r}) leaves no token to score: it is a single token "
+                "and the tokenizer adds no BOS token to predict it from. Give a longer text or a context."
+            )
+        segments.extend(_windows(owner, ids, score_from, window, stride))
+
+    per_text: list[list[tuple[_Segment, tuple]]] = [[] for _ in texts]
+    batches = _batches(segments, batch_tokens)
+    for batch in tqdm(batches, desc="scoring", unit="batch", disable=not progress):
+        for seg, result in zip(batch, _score_batch(model, batch, top_k, padding_side, logits_budget_mb)):
+            per_text[seg.owner].append((seg, result))
+
+    n_windows = max(len(parts) for parts in per_text)
+    protocol = "whole text in one pass" if n_windows == 1 else (
+        f"sliding windows of {window} tokens, stride {stride}: each token scored once, "
+        f"with at least {window - stride} tokens of context after the first window")
+    if any(c is not None for c in contexts):
+        protocol += "; only the text after the context is scored" + (" (context as a chat user turn)" if chat else "")
+    return [_text_score(tok, texts[i], contexts[i], *encoded[i], parts, protocol)
+            for i, parts in enumerate(per_text)]
+
+
+def _text_score(tok: Tokenizer, text: str, context: str | None, ids: list[int], score_from: int,
+                parts: list, protocol: str) -> TextScore:
+    rows = []
+    for seg, (logprobs, top_ids, top_lps) in sorted(parts, key=lambda p: p[0].offset):
+        first = seg.offset + seg.score_from
+        for j, lp in enumerate(logprobs.tolist()):
+            pos = first + j
+            top = [(tok.token_text(t), t, math.exp(v)) for t, v in zip(top_ids[j].tolist(), top_lps[j].tolist())]
+            rows.append(TokenScore(pos, ids[pos], tok.token_text(ids[pos]),
+                                   tok.decode(ids[max(0, pos - 12) : pos], skip_special_tokens=True), lp, top))
+    whole = len(tok.decode(ids, skip_special_tokens=True).encode("utf-8"))
+    unscored = len(tok.decode(ids[:score_from], skip_special_tokens=True).encode("utf-8"))
+    return TextScore(text, context, ids, rows, -sum(r.logprob for r in rows), max(whole - unscored, 1), protocol)
+
+
+def score(model: Transformer, tok: Tokenizer, text: str, context: str | None = None, **options) -> TextScore:
+    """Score one text (or a continuation given ``context``): per-token rows, total NLL (nats),
+    scored token count, perplexity and bits per byte. Options as in :func:`score_many`."""
+    return score_many(model, tok, [text], context, **options)[0]
+
+
+def perplexity(model: Transformer, tok: Tokenizer, text: str, context: str | None = None, **options) -> float:
+    """exp(mean negative log-likelihood, nats) of the text's scored tokens."""
+    return score(model, tok, text, context, top_k=0, **options).perplexity
