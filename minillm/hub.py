@@ -30,6 +30,14 @@ class SourceError(RuntimeError):
     """A model source could not be turned into a local folder."""
 
 
+def offline() -> bool:
+    """Whether hub downloads are off: HF_HUB_OFFLINE set now, or when huggingface_hub was imported."""
+    import huggingface_hub
+
+    now = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    return now or bool(huggingface_hub.constants.HF_HUB_OFFLINE)
+
+
 def _looks_like_repo_id(source: str) -> bool:
     parts = source.split("/")
     return len(parts) == 2 and all(parts) and not source.startswith((".", "~"))
@@ -67,20 +75,19 @@ def _download(source: str) -> Path:
     repo_id, _, revision = source.partition("@")
     try:
         folder = huggingface_hub.snapshot_download(
-            repo_id, revision=revision or None, allow_patterns=CHECKPOINT_FILES
+            repo_id, revision=revision or None, allow_patterns=CHECKPOINT_FILES, local_files_only=offline()
         )
     except RepositoryNotFoundError as err:
         raise SourceError(
             f"the hub has no repository {repo_id!r} (or it is private). Check the spelling, "
-            "or log in with `huggingface-cli login` for a gated model."
+            "or log in with `hf auth login` for a gated model."
         ) from err
     except LocalEntryNotFoundError as err:
-        offline = huggingface_hub.constants.HF_HUB_OFFLINE
-        why = "offline mode is on (HF_HUB_OFFLINE)" if offline else "the hub cannot be reached"
+        why = "offline mode is on (HF_HUB_OFFLINE)" if offline() else "the hub cannot be reached"
         raise SourceError(
             f"cannot load {repo_id!r}: {why} and it is not in the Hugging Face cache "
             f"({huggingface_hub.constants.HF_HUB_CACHE}). Download it once on a machine with "
-            f"network (`huggingface-cli download {repo_id}`) and copy the cache, or pass the "
+            f"network (`hf download {repo_id}`) and copy the cache, or pass the "
             "path of a local folder that holds config.json and the *.safetensors files."
         ) from err
     return Path(folder)

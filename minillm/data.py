@@ -1,0 +1,114 @@
+"""Text to score and train on: the texts bundled with the kit, and TinyStories from the hub.
+
+A language model is judged on text it has not memorised. minillm uses two sources:
+
+* **Bundled texts** in ``data/texts/``, written for this project and shipped with it, so
+  every experiment also runs offline. There is one file per *category* (``stories``,
+  ``news``, ``code``, ``poetry``, ``instructions``); comparing a model's perplexity across
+  categories shows which kinds of text it "knows".
+* **TinyStories** (``roneneldan/TinyStories`` on the Hugging Face hub): millions of short
+  stories in simple words, written by GPT-3.5/GPT-4 for training very small models.
+  Its text files hold one story after another, separated by ``<|endoftext|>``, and the
+  bundled files use the same format, so one function splits both.
+
+``tinystories`` goes through ``huggingface_hub``: it downloads the file once into its
+cache (``HF_HUB_CACHE``) and honours offline mode (``HF_HUB_OFFLINE=1``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .hub import SourceError, offline
+
+SEPARATOR = "<|endoftext|>"  # the line between two texts, as in the TinyStories files
+CATEGORIES = ("stories", "news", "code", "poetry", "instructions")
+
+# The repo is installed editable (`pip install -e .`), so data/ sits next to the package.
+TEXTS_DIR = Path(__file__).resolve().parents[1] / "data" / "texts"
+
+TINYSTORIES_REPO = "roneneldan/TinyStories"
+TINYSTORIES_FILES = {"validation": "TinyStories-valid.txt", "train": "TinyStories-train.txt"}
+
+
+def split_stories(raw: str) -> list[str]:
+    """Split the text ``raw`` of a TinyStories-format file into its texts (list of str).
+
+    Texts are separated by ``<|endoftext|>``; each is stripped, and empty ones are dropped.
+    """
+    return [text.strip() for text in raw.split(SEPARATOR) if text.strip()]
+
+
+def bundled_texts(category: str = "stories") -> list[str]:
+    """The texts of one ``category`` (str, one of :data:`CATEGORIES`) that ship with the kit.
+
+    Returns a list of str in file order. Raises ValueError for an unknown category and
+    FileNotFoundError when ``data/texts/`` is missing.
+    """
+    if category not in CATEGORIES:
+        raise ValueError(f"unknown text category {category!r}; choose one of {', '.join(CATEGORIES)}.")
+    path = TEXTS_DIR / f"{category}.txt"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"bundled texts not found at {path}. They live in the repository's data/texts/ "
+            "folder: install minillm from a clone with `pip install -e .`."
+        )
+    return split_stories(path.read_text(encoding="utf-8"))
+
+
+def tinystories(n: int, split: str = "validation") -> list[str]:
+    """The first ``n`` (int >= 1) stories of TinyStories' ``split`` ("validation" or "train").
+
+    Returns a list of str, always the same stories for the same ``n``. Downloads the
+    split's text file into the Hugging Face cache on first use (the validation file is
+    about 19 MB, the train file about 1.9 GB). Raises :class:`~minillm.hub.SourceError`
+    when the hub cannot be reached and the file is not cached, and ValueError for a bad
+    ``n`` or ``split`` or when the split holds fewer than ``n`` stories.
+    """
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}.")
+    if split not in TINYSTORIES_FILES:
+        raise ValueError(f"unknown TinyStories split {split!r}; choose one of {', '.join(TINYSTORIES_FILES)}.")
+    stories = _first_stories(_download(TINYSTORIES_FILES[split]), n)
+    if len(stories) < n:
+        raise ValueError(f"TinyStories' {split} split holds only {len(stories)} stories, fewer than n={n}.")
+    return stories
+
+
+def _download(filename: str) -> Path:
+    # Imported here so that the bundled texts never touch the network stack.
+    import huggingface_hub.constants
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        path = huggingface_hub.hf_hub_download(TINYSTORIES_REPO, filename, repo_type="dataset",
+                                               local_files_only=offline())
+    except LocalEntryNotFoundError as err:
+        why = "offline mode is on (HF_HUB_OFFLINE)" if offline() else "the hub cannot be reached"
+        raise SourceError(
+            f"cannot load {filename} of the dataset {TINYSTORIES_REPO!r}: {why} and it is not in "
+            f"the Hugging Face cache ({huggingface_hub.constants.HF_HUB_CACHE}). Use the texts "
+            "bundled with the kit instead, bundled_texts('stories') (`minillm scaling --offline`), "
+            f"or download it once with network: `hf download {TINYSTORIES_REPO} {filename} "
+            "--repo-type dataset`."
+        ) from err
+    return Path(path)
+
+
+def _first_stories(path: Path, n: int) -> list[str]:
+    """Read ``path`` a million characters at a time until ``n`` stories are complete.
+
+    The train file is 1.9 GB: reading only as far as needed keeps a small ``n`` fast.
+    """
+    stories: list[str] = []
+    rest = ""
+    with open(path, encoding="utf-8") as f:
+        while len(stories) < n:
+            piece = f.read(1 << 20)
+            if not piece:  # end of file: what is left is the last story
+                stories += split_stories(rest)
+                break
+            # A separator cut in two between pieces is whole again in rest + piece.
+            *complete, rest = (rest + piece).split(SEPARATOR)
+            stories += split_stories(SEPARATOR.join(complete))
+    return stories[:n]
