@@ -26,57 +26,10 @@ from pathlib import Path
 
 import torch
 
+from common import (QWEN25_05B, bandwidth_gb_s, forward_floor_tok_s, make_checkpoint, median_time, param_count,
+                    peak_mb, rss_mb, timed)
+
 SEQ_LEN, BATCH, PROMPT, NEW_TOKENS = 200, 10, 20, 64
-QWEN25_05B = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                  num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
-                  rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
-                  use_sliding_window=False)
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up: first calls page weights in and let the allocator settle
-    return statistics.median(timed(fn) for _ in range(repeats))
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def make_checkpoint(folder: Path) -> Path:
-    """A random bfloat16 checkpoint with Qwen2.5-0.5B's shapes, saved by transformers (once)."""
-    if (folder / "model.safetensors").is_file():
-        return folder
-    import transformers
-
-    config = transformers.Qwen2Config(**QWEN25_05B)
-    with torch.device("meta"):
-        model = transformers.Qwen2ForCausalLM(config)
-    model = model.to_empty(device="cpu").to(torch.bfloat16)
-    model.tie_weights()
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.fill_(1.0) if "norm" in name else p.normal_(0, 0.02, generator=gen)
-    model.save_pretrained(folder)
-    return folder
-
-
-def _status_mb(field: str) -> float:
-    """A memory figure of this process from /proc/self/status, in MB. VmHWM (the peak
-    resident set) starts afresh at exec, unlike getrusage's maxrss, which a child inherits."""
-    with open("/proc/self/status") as f:
-        line = next(line for line in f if line.startswith(field + ":"))
-    return int(line.split()[1]) / 1024
-
-
-def rss_mb() -> float:
-    return _status_mb("VmRSS")
-
-
-def peak_mb() -> float:
-    return _status_mb("VmHWM")
 
 
 def worker(impl: str, dtype_name: str, folder: Path, sequences: int) -> dict:
@@ -116,24 +69,10 @@ def worker(impl: str, dtype_name: str, folder: Path, sequences: int) -> dict:
 
 def floors(dtype_name: str) -> dict:
     """This machine's floors: bare matrix products of one forward pass, and memory bandwidth."""
-    import torch.nn.functional as F
-
-    dtype, c = getattr(torch, dtype_name), QWEN25_05B
-    h, i, kv = c["hidden_size"], c["intermediate_size"], 128 * c["num_key_value_heads"]
-    shapes = [(h, h), (kv, h), (kv, h), (h, h), (i, h), (i, h), (h, i)] * c["num_hidden_layers"]
-    weights = [torch.randn(shape).to(dtype) for shape in shapes] + [torch.randn(c["vocab_size"], h).to(dtype)]
-    n_bytes = sum(w.numel() * w.element_size() for w in weights)
-    tokens = {"one": SEQ_LEN, "batch": BATCH * SEQ_LEN}
-    out = {}
-    with torch.inference_mode():
-        for name, n in tokens.items():
-            x = {h: torch.randn(n, h).to(dtype), i: torch.randn(n, i).to(dtype)}
-            t = median_time(lambda: [F.linear(x[w.shape[1]], w) for w in weights], repeats=3)
-            out[f"fwd_{name}_tok_s"] = n / t
-        big = torch.ones(2**27)  # 512 MB, far beyond the caches
-        bandwidth = big.numel() * 4 / median_time(big.sum, repeats=5)
-    out.update(bandwidth_gb_s=bandwidth / 1e9, decode_ms=n_bytes / bandwidth * 1000)
-    return out
+    dtype = getattr(torch, dtype_name)
+    bandwidth = bandwidth_gb_s()
+    return dict(fwd_one_tok_s=forward_floor_tok_s(dtype, SEQ_LEN),
+                fwd_batch_tok_s=forward_floor_tok_s(dtype, BATCH * SEQ_LEN), bandwidth_gb_s=bandwidth, decode_ms=param_count() * dtype.itemsize / (bandwidth * 1e9) * 1000)
 
 
 def main() -> None:

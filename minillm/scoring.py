@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .model import Transformer
@@ -174,10 +175,12 @@ def _score_batch(model: Transformer, batch: list[_Segment], top_k: int, padding_
     logprobs, top_ids, top_lps = [], [], []
     for start in range(0, len(target), rows_per_chunk):
         logits = model.lm_head(hidden[start : start + rows_per_chunk]).float()          # (chunk, vocab)
-        log_norm = torch.logsumexp(logits, dim=-1, keepdim=True)                         # (chunk, 1)
-        chunk_target = target[start : start + rows_per_chunk, None]
-        logprobs.append((logits.gather(-1, chunk_target) - log_norm)[:, 0])
+        chunk_target = target[start : start + rows_per_chunk]
+        # cross-entropy = log(sum exp logits) - logit[target] = -log p(target): one fused kernel.
+        nll = F.cross_entropy(logits, chunk_target, reduction="none")                   # (chunk,)
+        logprobs.append(-nll)
         if top_k:
+            log_norm = logits.gather(-1, chunk_target[:, None]) + nll[:, None]          # (chunk, 1)
             best = torch.topk(logits, top_k, dim=-1)
             top_ids.append(best.indices)
             top_lps.append(best.values - log_norm)
