@@ -2,12 +2,16 @@
 
     minillm logits SOURCE "text" --top-k 10
     minillm generate SOURCE "prompt" --max-new-tokens 50 --temperature 0.8 --top-k 40 --seed 0
+    minillm scaling --models Qwen/Qwen2.5-0.5B Qwen/Qwen2.5-1.5B --stories 50 --out results/
+    minillm quantize SOURCE --bits 16 8 4 3 2 --schemes tensor channel group
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 import torch
 
@@ -71,6 +75,54 @@ def cmd_generate(args: argparse.Namespace) -> None:
     print()
 
 
+DEFAULT_SCALING_MODELS = ["Qwen/Qwen2.5-0.5B", "Qwen/Qwen2.5-1.5B"]
+
+
+def cmd_scaling(args: argparse.Namespace) -> None:
+    """Score the same stories with every model; write tables, a report and plots."""
+    from . import data
+    from .experiments.scaling import run_scaling, save_results
+
+    if args.offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"  # hub ids come from the local cache only
+        stories = data.bundled_texts("stories")[: args.stories]
+        source = "the stories bundled with minillm"
+    else:
+        stories = data.tinystories(args.stories)
+        source = "TinyStories validation"
+    print(f"{len(stories)} stories from {source}; models: {', '.join(args.models)}")
+    results = run_scaling(args.models, stories, dtype=args.dtype, batch_tokens=args.batch_tokens, seed=args.seed)
+    print(f"\n{'model':<32} {'non-emb params':>15} {'tokens':>8} {'perplexity':>11} {'95% CI':>17} {'bits/byte':>9}")
+    for s in results.summaries:
+        ci = f"{s.ppl_ci_low:.3f}-{s.ppl_ci_high:.3f}"
+        print(f"{s.model:<32} {s.non_embedding_params:>15,} {s.tokens:>8,} {s.perplexity:>11.3f} {ci:>17} "
+              f"{s.bits_per_byte:>9.4f}")
+    if results.fit:
+        print(f"power law: perplexity = {results.fit.coefficient:.4g} * N^{results.fit.exponent:.4f} "
+              "(N = non-embedding parameters)")
+    for path in save_results(results, args.out):
+        print(f"wrote {path}")
+
+
+def cmd_quantize(args: argparse.Namespace) -> None:
+    """Perplexity and size of k-bit copies of a model on the bundled stories."""
+    from . import data, plots
+    from .experiments.quantization import perplexity_vs_bits
+    from .experiments.scaling import write_csv
+
+    model, tok = load_model(args.source, dtype="float32"), load_tokenizer(args.source)
+    texts = data.bundled_texts(args.category)[: args.texts]
+    print(f"{len(texts)} bundled {args.category} texts; {args.source}")
+    rows = perplexity_vs_bits(model, tok, texts, tuple(args.bits), tuple(args.schemes), args.group_size, progress=True)
+    print(f"\n{'bits':>4} {'scheme':>8} {'size MB':>9} {'perplexity':>11} {'bits/byte':>9}")
+    for r in rows:
+        print(f"{r.bits:>4} {r.scheme:>8} {r.size_mb:>9.2f} {r.perplexity:>11.3f} {r.bits_per_byte:>9.4f}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    for path in (write_csv(args.out / "quantization.csv", rows),
+                 plots.plot_quantization(rows, args.out / "perplexity_vs_bits.png")):
+        print(f"wrote {path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minillm", description="See what is inside a Qwen2/Llama language model.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -88,6 +140,29 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--top-p", type=float, default=None)
     gen.add_argument("--seed", type=int, default=None)
     gen.set_defaults(run=cmd_generate)
+
+    scaling = commands.add_parser("scaling", help="perplexity vs model size on the same stories")
+    scaling.add_argument("--models", nargs="+", default=DEFAULT_SCALING_MODELS,
+                         help="checkpoint folders or hub ids (default: %(default)s)")
+    scaling.add_argument("--stories", type=int, default=50, help="how many stories (default 50)")
+    scaling.add_argument("--out", type=Path, default=Path("scaling-results"), help="folder for tables and plots")
+    scaling.add_argument("--offline", action="store_true",
+                         help="no network: the bundled stories, and models from folders or the local cache")
+    scaling.add_argument("--dtype", default="float32", choices=[*DTYPES, "auto"])
+    scaling.add_argument("--batch-tokens", type=int, default=1024, help="tokens per scoring batch")
+    scaling.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    scaling.set_defaults(run=cmd_scaling)
+
+    quant = commands.add_parser("quantize", help="perplexity and size of k-bit copies of a model")
+    quant.add_argument("source", help="a local checkpoint folder or a hub repo id")
+    quant.add_argument("--bits", type=int, nargs="+", default=[32, 16, 8, 6, 4, 3, 2])
+    quant.add_argument("--schemes", nargs="+", default=["tensor", "channel", "group"],
+                       choices=["tensor", "channel", "group"])
+    quant.add_argument("--group-size", type=int, default=64)
+    quant.add_argument("--texts", type=int, default=20, help="how many bundled texts to score (default 20)")
+    quant.add_argument("--category", default="stories", help="which bundled texts (stories, news, code, ...)")
+    quant.add_argument("--out", type=Path, default=Path("quantization-results"))
+    quant.set_defaults(run=cmd_quantize)
     return parser
 
 

@@ -73,6 +73,9 @@ class Tokenizer:
         except Exception as err:  # the tokenizers library raises a bare Exception
             raise TokenizerError(f"{path} could not be read by the tokenizers library: {err}") from err
         self._vocab_size = self._backend.get_vocab_size(with_added_tokens=True)  # asked once: it is slow
+        # token_text() decodes a token after this one, so that a leading space survives.
+        self._anchor = (self._backend.encode("a", add_special_tokens=False).ids or [0])[-1]
+        self._anchor_text = self._backend.decode([self._anchor], skip_special_tokens=False)
         # Encode every text in full: no silent truncation or padding saved in the file.
         self._backend.no_truncation()
         self._backend.no_padding()
@@ -161,12 +164,17 @@ class Tokenizer:
         return token
 
     def token_text(self, token_id: int) -> str:
-        """What one token looks like as text (``decode([token_id])``), e.g. ``" world"``.
+        """What one token contributes to a text, leading space included, e.g. ``" world"``.
 
-        A token that holds only part of a multi-byte character (an emoji is often split over
-        several byte-level tokens) decodes to the replacement character U+FFFD.
+        ``decode([token_id])`` alone can lose a leading space: SentencePiece-style decoders
+        (Llama, stories260K) strip the space at the start of a text. So the token is decoded
+        after a fixed anchor token and the anchor's text is cut off. A token that holds only
+        part of a multi-byte character (emoji are often split over several byte-level
+        tokens) comes out as the replacement character U+FFFD.
         """
-        return self.decode([token_id])
+        (token_id,) = self._check_ids([token_id])
+        both = self._backend.decode([self._anchor, token_id], skip_special_tokens=False)
+        return both[len(self._anchor_text):] if both.startswith(self._anchor_text) else self.decode([token_id])
 
     def _check_ids(self, ids: Iterable[int] | int) -> list[int]:
         if isinstance(ids, int):

@@ -220,6 +220,14 @@ def test_stories_follows_tokenizer_json(stories, shared_data):
         assert stories.encode(text) == raw.encode(text).ids
 
 
+@pytest.mark.parametrize("text", ["Once upon a time, Zephyrine said \"hi\".", "Tom  ran.\nThe end!"])
+def test_token_texts_keep_their_leading_spaces(stories, qwen, text):
+    # decode([id]) alone drops the SentencePiece space at the start of a text; token_text must
+    # not, so that a table of tokens reads as the text. SentencePiece adds one space in front.
+    assert "".join(stories.token_text(i) for i in stories.encode(text)[1:]) == " " + text
+    assert "".join(qwen.token_text(i) for i in qwen.encode(text)) == text
+
+
 def test_stories_has_no_chat_template(stories):
     with pytest.raises(TokenizerError, match="no chat template.*base"):
         stories.apply_chat_template(MESSAGES["user only"])

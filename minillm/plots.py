@@ -1,0 +1,312 @@
+"""Figures for the scaling experiment, drawn with matplotlib's object-oriented API.
+
+Each ``*_figure`` function builds and returns a :class:`matplotlib.figure.Figure` (so you
+can look inside it: its axes, lines and texts); each ``plot_*`` function draws the same
+figure and saves it as a PNG, returning the path. Figures are made with ``Figure()``
+directly rather than with ``pyplot``: no window opens, no backend has to be chosen, and
+whatever backend you picked for your own plots is left alone.
+
+The figures:
+
+* :func:`plot_scaling`: perplexity (or bits per byte) against model size, log-log, with a
+  fitted power law ``perplexity = A * N**k``.
+* :func:`plot_per_story`: every story's perplexity across the models, smallest to largest.
+* :func:`plot_length_confound`: perplexity against story length; short stories give the
+  model less context, so they tend to look harder.
+* :func:`plot_token_surprise`: a text with each token shaded by how surprised the model was.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import LinearSegmentedColormap, Normalize
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import LogFormatter, NullFormatter
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from .experiments.quantization import QuantizationResult
+    from .experiments.scaling import ModelSummary, PowerLaw, StoryResult
+    from .scoring import TextScore
+
+DPI = 150
+# Surprise colours: 0 nats (the token was certain) is white, MAX_SURPRISE nats (p ~ 1 in 22,000)
+# and beyond is the darkest red. A fixed scale, rather than one stretched to each text's worst
+# token, keeps the shading comparable between models and stories. The scale ends at a mid
+# red, not near-black, so that black text stays readable on it.
+MAX_SURPRISE = 10.0
+SURPRISE_CMAP = LinearSegmentedColormap.from_list("surprise", [(1, 1, 1), (0.85, 0.15, 0.12)])
+UNSCORED_COLOR = "0.85"
+MONO_FONT = "DejaVu Sans Mono"    # ships with matplotlib; every character is 0.602 em wide
+MONO_ADVANCE_EM = 1233 / 2048
+
+
+def short_name(model: str) -> str:
+    """'Qwen/Qwen2.5-0.5B' -> 'Qwen2.5-0.5B'; a folder path -> its last part."""
+    return model.rstrip("/").rsplit("/", 1)[-1]
+
+
+def human_count(n: float) -> str:
+    """1_234_567 -> '1.23M', 260_000 -> '260K' (three significant digits)."""
+    for scale, unit in [(1e9, "B"), (1e6, "M"), (1e3, "K")]:
+        if n >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:.0f}"
+
+
+class _PlainLogFormatter(LogFormatter):
+    """Log-axis tick labels as plain numbers (0.8, 20), not 8e-01 or 2 x 10^1.
+
+    LogFormatter still decides which ticks get a label (so minor ticks do not crowd);
+    only the text of a label changes."""
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        return f"{x:.4g}" if super().__call__(x, pos) else ""
+
+
+def _log_y(ax: Axes) -> None:
+    """Log-scale y axis with plain tick labels, on the minor ticks too when they fit."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(_PlainLogFormatter(labelOnlyBase=False))
+    ax.yaxis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False))
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def scaling_figure(summaries: list[ModelSummary], fit: PowerLaw | None, metric: str = "perplexity") -> Figure:
+    """One point per model: ``metric`` against non-embedding parameters, both axes log.
+
+    ``metric`` is "perplexity" (per scored token) or "bits_per_byte". Error bars span the
+    bootstrap 95% interval over stories. ``fit``, when given, is drawn as a straight line on
+    the log-log axes over the models' size range (the caller decides which metric it fits).
+    """
+    if metric not in ("perplexity", "bits_per_byte"):
+        raise ValueError(f"metric must be 'perplexity' or 'bits_per_byte'; got {metric!r}.")
+    ppl = metric == "perplexity"
+    n = np.array([s.non_embedding_params for s in summaries], dtype=float)
+    y = np.array([getattr(s, metric) for s in summaries])
+    low = np.array([s.ppl_ci_low if ppl else s.bpb_ci_low for s in summaries])
+    high = np.array([s.ppl_ci_high if ppl else s.bpb_ci_high for s in summaries])
+
+    fig = Figure(figsize=(7, 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    # clip: a bootstrap percentile interval can miss its own point estimate by a rounding error
+    ax.errorbar(n, y, yerr=np.clip([y - low, high - y], 0, None), fmt="o", color="C0", ecolor="0.4", capsize=4,
+                label="models (bars: 95% bootstrap interval over stories)")
+    for s, xi, yi in zip(summaries, n, y):
+        ax.annotate(short_name(s.model), (xi, yi), xytext=(7, 4), textcoords="offset points", fontsize=9)
+    if fit is not None:
+        xs = np.geomspace(n.min(), n.max(), 100)
+        note = " (exact through 2 points)" if fit.points == 2 else f" ({fit.points} models)"
+        name = "ppl" if ppl else "bits/byte"
+        ax.plot(xs, fit.predict(xs), "--", color="C3",
+                label=f"fit: {name} = {fit.coefficient:.2g} · N^{fit.exponent:.3f}{note}")
+    ax.set_xscale("log")
+    # Ticks at the models' own sizes, read as 22.7K / 1.31B: log-axis minor labels crowd.
+    ax.set_xticks(n, [human_count(v) for v in n])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    _log_y(ax)
+    ax.set_xlim(n.min() / 2, n.max() * 4)          # room for the name labels on the right
+    ax.set_xlabel("non-embedding parameters N (log scale)")
+    ax.set_ylabel("perplexity per token (log scale)" if ppl else "bits per byte (log scale)")
+    ax.set_title(("Perplexity" if ppl else "Bits per byte") + " against model size (lower is better)")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=8, loc="upper right")
+    return fig
+
+
+def plot_scaling(summaries: list[ModelSummary], fit: PowerLaw | None, path: str | Path,
+                 metric: str = "perplexity") -> Path:
+    """Save :func:`scaling_figure` as a PNG at ``path``; returns the path."""
+    return _save(scaling_figure(summaries, fit, metric), path)
+
+
+def per_story_figure(rows: list[StoryResult], summaries: list[ModelSummary], labelled: int = 5) -> Figure:
+    """Each story's perplexity across the models, smallest model on the left (log y).
+
+    One thin line per story: grey when the largest model finds it easier than the smallest
+    does, orange when it finds it harder (the ``labelled`` that got worst carry their story
+    index). The thick line is each model's corpus perplexity over all stories.
+    """
+    models = sorted(summaries, key=lambda s: s.non_embedding_params)
+    column = {s.model: i for i, s in enumerate(models)}
+    lines: dict[int, list[tuple[int, float]]] = {}          # story -> [(model column, perplexity)]
+    for r in sorted(rows, key=lambda r: column[r.model]):
+        lines.setdefault(r.story, []).append((column[r.model], r.perplexity))
+    harder = sorted((s for s, pts in lines.items() if pts[-1][1] > pts[0][1]),
+                    key=lambda s: lines[s][-1][1] / lines[s][0][1], reverse=True)
+
+    fig = Figure(figsize=(max(6.0, 1.6 * len(models) + 3), 5.5), layout="constrained")
+    ax = fig.add_subplot()
+    for story, pts in sorted(lines.items()):
+        x, y = zip(*pts)
+        if story in harder:
+            ax.plot(x, y, color="C1", lw=1.2, alpha=0.9)
+        else:
+            ax.plot(x, y, color="0.6", lw=0.7, alpha=0.5)
+    for story in harder[:labelled]:
+        ax.annotate(f"story {story}", lines[story][-1], xytext=(5, 0), textcoords="offset points",
+                    fontsize=7, color="C1", va="center")
+    ax.plot(range(len(models)), [s.perplexity for s in models], "o-", color="C0", lw=3, label="corpus perplexity")
+    easier = len(lines) - len(harder)
+    ax.plot([], [], color="0.6", lw=0.7,
+            label=f"a story, easier for the largest model than for the smallest ({easier})")
+    ax.plot([], [], color="C1", lw=1.2,
+            label=f"a story, harder for the largest model than for the smallest ({len(harder)})")
+    ticks = [f"{short_name(s.model)}\n{human_count(s.non_embedding_params)} params" for s in models]
+    ax.set_xticks(range(len(models)), ticks, fontsize=8)
+    ax.set_xlim(-0.3, len(models) - 0.5)
+    _log_y(ax)
+    ax.set_xlabel("model, smallest to largest (non-embedding parameters)")
+    ax.set_ylabel("perplexity per token (log scale)")
+    ax.set_title("Per-story perplexity across model sizes")
+    ax.grid(True, axis="y", which="both", alpha=0.25)
+    fig.legend(fontsize=8, loc="outside lower center")
+    return fig
+
+
+def plot_per_story(rows: list[StoryResult], summaries: list[ModelSummary], path: str | Path) -> Path:
+    """Save :func:`per_story_figure` as a PNG at ``path``; returns the path."""
+    return _save(per_story_figure(rows, summaries), path)
+
+
+def length_confound_figure(rows: list[StoryResult]) -> Figure:
+    """Scatter of each story's perplexity (log y) against its scored tokens, one colour per model.
+
+    Early tokens are predicted from little context, so short stories, where early tokens are
+    a larger share, tend to score a higher perplexity whatever the model: compare models on
+    the same stories, not stories of different lengths.
+    """
+    sizes = {r.model: r.non_embedding_params for r in rows}
+    fig = Figure(figsize=(7, 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    for i, model in enumerate(sorted(sizes, key=sizes.get)):
+        mine = [r for r in rows if r.model == model]
+        ax.scatter([r.tokens for r in mine], [r.perplexity for r in mine], s=18, alpha=0.75, color=f"C{i}",
+                   label=f"{short_name(model)} ({human_count(sizes[model])} params)")
+    _log_y(ax)
+    ax.set_xlabel("story length (scored tokens)")
+    ax.set_ylabel("perplexity per token (log scale)")
+    ax.set_title("The length confound: short stories have less context,\nso they tend to look harder", fontsize=11)
+    ax.grid(True, which="both", alpha=0.25)
+    fig.legend(fontsize=8, loc="outside lower center", ncols=2)
+    return fig
+
+
+def plot_length_confound(rows: list[StoryResult], path: str | Path) -> Path:
+    """Save :func:`length_confound_figure` as a PNG at ``path``; returns the path."""
+    return _save(length_confound_figure(rows), path)
+
+
+def _columns(text: str) -> int:
+    """Width of ``text`` in monospace columns (wide East Asian characters take two)."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _layout(pieces: list[tuple[str, object, str]], width: int) -> list[tuple[int, int, str, object, str]]:
+    """Place (text, colour, id) pieces on lines of ``width`` columns: (line, column, text, colour, id).
+
+    A newline is drawn as "↵" and ends the line, a tab as "⇥", a carriage return not at all; a
+    piece that does not fit moves to the next line, and one longer than a whole line is cut.
+    """
+    placed, line, col = [], 0, 0
+    for text, color, gid in pieces:
+        parts = text.replace("\t", "⇥").replace("\r", "").split("\n")
+        for k, part in enumerate(parts):
+            part += "↵" if k < len(parts) - 1 else ""
+            while part:
+                if col and col + _columns(part) > width:
+                    line, col = line + 1, 0
+                cut = len(part)
+                while cut > 1 and _columns(part[:cut]) > width:
+                    cut -= 1
+                placed.append((line, col, part[:cut], color, gid))
+                col += _columns(part[:cut])
+                part = part[cut:]
+            if k < len(parts) - 1:
+                line, col = line + 1, 0
+    return placed
+
+
+def token_surprise_figure(score: TextScore, title: str = "", max_tokens: int = 300, width: int = 90,
+                          fontsize: float = 9) -> Figure:
+    """The text, token by token, each scored token's background shaded by its surprise (nats).
+
+    White is 0 nats (certain), the darkest red ``MAX_SURPRISE`` nats or more. The unscored
+    text before the first scored token (a context, or a first token with nothing before it to
+    predict it from; at most its last 12 tokens) is grey. Tokens are shown as they are, leading
+    spaces included (thin white gaps separate tokens), wrapped at ``width`` columns; a newline
+    shows as "↵" and starts a new line, a tab as "⇥". After ``max_tokens`` tokens the text ends with "…".
+    """
+    rows = score.rows[:max_tokens]
+    before = ("…" if rows[0].position > 12 else "") + rows[0].context
+    pieces = [(before, UNSCORED_COLOR, "unscored")] if before else []
+    norm = Normalize(0, MAX_SURPRISE, clip=True)
+    pieces += [(r.token, SURPRISE_CMAP(norm(r.surprise)), f"token {r.position}") for r in rows]
+    if len(score.rows) > max_tokens:
+        pieces.append(("…", "none", "truncated"))
+    placed = _layout(pieces, width)
+    n_lines = placed[-1][0] + 1 if placed else 1
+
+    char_w, line_h = MONO_ADVANCE_EM * fontsize / 72, 1.6 * fontsize / 72          # inches
+    left, right, top, gap, bar_h, bottom = 0.25, 0.25, 0.45 if title else 0.25, 0.2, 0.12, 0.45
+    fig_w, text_h = left + width * char_w + right, n_lines * line_h
+    fig_h = top + text_h + gap + bar_h + bottom
+    fig = Figure(figsize=(fig_w, fig_h))
+    ax = fig.add_axes((left / fig_w, (bottom + bar_h + gap) / fig_h, width * char_w / fig_w, text_h / fig_h))
+    ax.set_xlim(0, width)
+    ax.set_ylim(n_lines, 0)
+    ax.set_axis_off()
+    for line, col, text, color, gid in placed:
+        ax.add_patch(Rectangle((col, line + 0.05), _columns(text), 0.9, facecolor=color, edgecolor="white",
+                               linewidth=0.6, gid=gid))
+        ax.text(col, line + 0.5, text, family=MONO_FONT, fontsize=fontsize, va="center_baseline", ha="left")
+    if title:
+        fig.suptitle(title, y=1 - 0.12 / fig_h, va="top", fontsize=10)
+    cax = fig.add_axes((left / fig_w, bottom / fig_h, 0.4 * width * char_w / fig_w, bar_h / fig_h))
+    bar = fig.colorbar(ScalarMappable(norm, SURPRISE_CMAP), cax=cax, orientation="horizontal", extend="max")
+    bar.set_label("surprise (nats)", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    if before:
+        fig.text(1 - right / fig_w, bottom / fig_h, "grey: not scored", ha="right", va="bottom", fontsize=8,
+                 bbox=dict(facecolor=UNSCORED_COLOR, edgecolor="none", pad=2))
+    return fig
+
+
+def plot_token_surprise(score: TextScore, path: str | Path, title: str = "", max_tokens: int = 300) -> Path:
+    """Save :func:`token_surprise_figure` as a PNG at ``path``; returns the path."""
+    return _save(token_surprise_figure(score, title, max_tokens), path)
+
+
+def quantization_figure(rows: list[QuantizationResult]) -> Figure:
+    """Perplexity (log y) against bits per weight, one line per scheme, the unquantized model dashed."""
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    for scheme in dict.fromkeys(r.scheme for r in rows if r.bits != 32):
+        points = sorted((r.bits, r.perplexity) for r in rows if r.scheme == scheme)
+        ax.plot(*zip(*points), marker="o", label=f"per {scheme}" if scheme != "group" else "per group")
+    full = [r.perplexity for r in rows if r.bits == 32]
+    if full:
+        ax.axhline(full[0], color="grey", linestyle="--", label=f"unquantized: {full[0]:.3g}")
+    _log_y(ax)
+    ax.set_xlabel("bits per weight")
+    ax.set_ylabel("perplexity (lower is better)")
+    ax.set_title("Perplexity against weight precision (uniform min-max rounding)")
+    ax.legend()
+    return fig
+
+
+def plot_quantization(rows: list[QuantizationResult], path: str | Path) -> Path:
+    return _save(quantization_figure(rows), path)
