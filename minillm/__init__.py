@@ -4,9 +4,11 @@ from .config import ModelConfig
 from .generate import generate, sample_next_token, top_k_filter, top_p_filter
 from .loading import load_model
 from .model import KVCache, Transformer
+from .scoring import TextScore, TokenScore, perplexity, score, score_many
 from .tokenizer import Tokenizer, load_tokenizer
 
 __all__ = [
     "KVCache", "ModelConfig", "Transformer", "generate", "load_model",
-    "Tokenizer", "load_tokenizer", "sample_next_token", "top_k_filter", "top_p_filter",
+    "TextScore", "TokenScore", "Tokenizer", "load_tokenizer", "perplexity", "sample_next_token", "score",
+    "score_many", "top_k_filter", "top_p_filter",
 ]

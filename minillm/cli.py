@@ -85,8 +85,8 @@ def cmd_scaling(args: argparse.Namespace) -> None:
 
     if args.offline:
         os.environ["HF_HUB_OFFLINE"] = "1"  # hub ids come from the local cache only
-        stories = data.bundled_texts("stories")[: args.stories]
-        source = "the stories bundled with minillm"
+        stories = data.bundled_texts(args.category)[: args.stories]
+        source = f"the {args.category} bundled with minillm"
     else:
         stories = data.tinystories(args.stories)
         source = "TinyStories validation"
@@ -123,6 +123,15 @@ def cmd_quantize(args: argparse.Namespace) -> None:
         print(f"wrote {path}")
 
 
+def cmd_convert_llama2c(args: argparse.Namespace) -> None:
+    """Write a llama2.c model.bin + tokenizer.bin as a Hugging Face Llama folder."""
+    from .convert.llama2c import OUTPUT_FILES, convert
+
+    out = convert(args.model_bin, args.tokenizer_bin, args.out_dir)
+    for name in OUTPUT_FILES:
+        print(f"wrote {out / name}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minillm", description="See what is inside a Qwen2/Llama language model.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -148,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     scaling.add_argument("--out", type=Path, default=Path("scaling-results"), help="folder for tables and plots")
     scaling.add_argument("--offline", action="store_true",
                          help="no network: the bundled stories, and models from folders or the local cache")
+    scaling.add_argument("--category", default="stories",
+                         help="with --offline: which bundled texts (stories, news, code, poetry, instructions)")
     scaling.add_argument("--dtype", default="float32", choices=[*DTYPES, "auto"])
     scaling.add_argument("--batch-tokens", type=int, default=1024, help="tokens per scoring batch")
     scaling.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
@@ -163,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     quant.add_argument("--category", default="stories", help="which bundled texts (stories, news, code, ...)")
     quant.add_argument("--out", type=Path, default=Path("quantization-results"))
     quant.set_defaults(run=cmd_quantize)
+
+    llama2c = commands.add_parser("convert-llama2c", help="turn a llama2.c model into a Hugging Face folder")
+    llama2c.add_argument("model_bin", type=Path, help="llama2.c model file (legacy export), e.g. stories15M.bin")
+    llama2c.add_argument("tokenizer_bin", type=Path, help="llama2.c tokenizer file, e.g. tokenizer.bin")
+    llama2c.add_argument("out_dir", type=Path, help="folder to write (created if needed)")
+    llama2c.set_defaults(run=cmd_convert_llama2c)
     return parser
 
 

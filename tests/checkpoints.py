@@ -77,16 +77,6 @@ def put_in_hub_cache(cache: Path, repo_id: str, folder: Path, commit: str = "0" 
     shutil.copytree(folder, repo / "snapshots" / commit)
 
 
-def use_hub_cache(monkeypatch, cache: Path) -> None:
-    """Point huggingface_hub at ``cache`` in offline mode (it reads its settings at import time)."""
-    import huggingface_hub
-
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-
-
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import huggingface_hub
 import pytest
 
 # Real published artifacts (tokenizers, a tiny checkpoint, text) live next to the repository.
@@ -24,3 +25,19 @@ def need_shared_data() -> Path:
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     return need_shared_data()
+
+
+@pytest.fixture
+def offline_cache(tmp_path, monkeypatch) -> Path:
+    """An empty Hugging Face cache, with huggingface_hub in offline mode pointed at it.
+
+    huggingface_hub copies HF_HUB_CACHE / HF_HUB_OFFLINE into huggingface_hub.constants at
+    import time and reads the constants when downloading, so both are set.
+    """
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    return cache

@@ -27,18 +27,6 @@ def put_dataset_in_hub_cache(cache: Path, repo_id: str, filename: str, text: str
     (snapshot / filename).write_text(text, encoding="utf-8")
 
 
-@pytest.fixture
-def offline_cache(tmp_path, monkeypatch) -> Path:
-    """An empty Hugging Face cache, with huggingface_hub in offline mode pointed at it."""
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    return cache
-
-
 @pytest.fixture(scope="module")
 def real_paragraphs(shared_data) -> list[str]:
     """The first 30 paragraphs of real TinyStories validation text."""

@@ -14,7 +14,7 @@ import minillm
 from minillm.config import ConfigError, ModelConfig
 from minillm.hub import SourceError
 from minillm.weights import WeightsError
-from checkpoints import VOCAB, load_reference, make_checkpoint, put_in_hub_cache, use_hub_cache
+from checkpoints import VOCAB, load_reference, make_checkpoint, put_in_hub_cache
 
 
 @pytest.fixture(scope="module")
@@ -195,10 +195,8 @@ def test_dtypes_by_name_and_auto(pristine):
         minillm.load_model(pristine, dtype="float64")
 
 
-def test_hub_repo_id_loads_from_the_cache_offline(pristine, tmp_path, monkeypatch):
-    cache = tmp_path / "hub-cache"
-    put_in_hub_cache(cache, "minillm-tests/tiny-qwen2", pristine)
-    use_hub_cache(monkeypatch, cache)
+def test_hub_repo_id_loads_from_the_cache_offline(pristine, offline_cache):
+    put_in_hub_cache(offline_cache, "minillm-tests/tiny-qwen2", pristine)
     model = minillm.load_model("minillm-tests/tiny-qwen2")
     ids = torch.arange(12)[None]
     with torch.no_grad():
@@ -206,8 +204,7 @@ def test_hub_repo_id_loads_from_the_cache_offline(pristine, tmp_path, monkeypatc
     assert (model(ids) - expected).abs().max().item() <= 1e-5
 
 
-def test_hub_repo_id_not_cached_while_offline(tmp_path, monkeypatch):
-    use_hub_cache(monkeypatch, tmp_path / "empty-cache")
+def test_hub_repo_id_not_cached_while_offline(offline_cache):
     with pytest.raises(SourceError) as err:
         minillm.load_model("minillm-tests/not-downloaded")
     message = str(err.value)

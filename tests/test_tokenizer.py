@@ -8,7 +8,6 @@ import shutil
 from datetime import datetime
 from pathlib import Path
 
-import huggingface_hub
 import pytest
 from tokenizers import Tokenizer as RawTokenizer
 from tokenizers import decoders, models, pre_tokenizers, processors, trainers
@@ -404,19 +403,6 @@ def test_template_errors(trained_folder, tmp_path):
 
 
 # --- hub ids through the Hugging Face cache --------------------------------------------------
-
-
-@pytest.fixture
-def offline_cache(tmp_path, monkeypatch) -> Path:
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    # huggingface_hub copies these variables into huggingface_hub.constants at import time,
-    # and snapshot_download reads the constants; the environment is what hub.py reports.
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    return cache
 
 
 def test_load_from_hub_cache(offline_cache, trained_folder):
