@@ -148,4 +148,7 @@ def _assign(model: nn.Module, param_name: str, tensor: torch.Tensor, path: Path,
             f"tensor {checkpoint_name(param_name)!r} has shape {tuple(tensor.shape)} in {path.name}, "
             f"but the config needs {tuple(wanted)}. Does config.json belong to these weights?"
         )
-    setattr(module, leaf, nn.Parameter(tensor.to(device=device, dtype=dtype), requires_grad=False))
+    # copy=True: a tensor read from a safetensors file can still live in the file's memory
+    # map, whose small pages stream more slowly than ordinary memory; one tensor at a time
+    # is copied out, so the peak stays one tensor above the model.
+    setattr(module, leaf, nn.Parameter(tensor.to(device=device, dtype=dtype, copy=True), requires_grad=False))
