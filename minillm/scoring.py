@@ -25,7 +25,6 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .model import Transformer
@@ -170,25 +169,41 @@ def _score_batch(model: Transformer, batch: list[_Segment], top_k: int, padding_
     hidden = hidden[where[:, 0], where[:, 1]]                                            # (n, hidden)
     target = torch.cat(targets).to(device)                                               # (n,)
 
-    # The LM head and the float32 log-softmax, a chunk of rows at a time.
+    # The LM head and the float32 log-softmax, a chunk of rows at a time, in one reused
+    # buffer: a fresh tensor of tens of MB per chunk would cost more in page faults than
+    # the softmax itself.
     rows_per_chunk = max(1, int(logits_budget_mb * 2**20 / (model.config.vocab_size * 4)))
+    buffer = torch.empty(min(rows_per_chunk, len(target)), model.config.vocab_size, device=device)
     logprobs, top_ids, top_lps = [], [], []
     for start in range(0, len(target), rows_per_chunk):
-        logits = model.lm_head(hidden[start : start + rows_per_chunk]).float()          # (chunk, vocab)
-        chunk_target = target[start : start + rows_per_chunk]
-        # cross-entropy = log(sum exp logits) - logit[target] = -log p(target): one fused kernel.
-        nll = F.cross_entropy(logits, chunk_target, reduction="none")                   # (chunk,)
-        logprobs.append(-nll)
+        chunk_target = target[start : start + rows_per_chunk]                          # (chunk,)
+        logits = _lm_head_into(model, hidden[start : start + rows_per_chunk], buffer)    # (chunk, vocab)
+        picked = logits.gather(-1, chunk_target[:, None])[:, 0]                         # (chunk,)
+        best = torch.topk(logits, top_k, dim=-1) if top_k else None
+        # log p(target) = logit[target] - log(sum exp logits); the sum after subtracting each
+        # row's largest logit, so exp never overflows. In place: the logits are spent after this.
+        peak = logits.amax(dim=-1, keepdim=True)                                        # (chunk, 1)
+        log_norm = logits.sub_(peak).exp_().sum(dim=-1).log_() + peak[:, 0]             # (chunk,)
+        logprobs.append(picked - log_norm)
         if top_k:
-            log_norm = logits.gather(-1, chunk_target[:, None]) + nll[:, None]          # (chunk, 1)
-            best = torch.topk(logits, top_k, dim=-1)
             top_ids.append(best.indices)
-            top_lps.append(best.values - log_norm)
+            top_lps.append(best.values - log_norm[:, None])
     logprobs = torch.cat(logprobs).cpu()
     top_ids = torch.cat(top_ids).cpu() if top_k else torch.empty(len(target), 0, dtype=torch.long)
     top_lps = torch.cat(top_lps).cpu() if top_k else torch.empty(len(target), 0)
     sizes = [len(t) for t in targets]
     return list(zip(logprobs.split(sizes), top_ids.split(sizes), top_lps.split(sizes)))
+
+
+def _lm_head_into(model: Transformer, hidden: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:
+    """Float32 logits of ``hidden`` (n, hidden) written into ``buffer[:n]``: (n, vocab)."""
+    out = buffer[: len(hidden)]
+    head = model.lm_head
+    if type(head) is torch.nn.Linear and head.weight.dtype == out.dtype:
+        torch.matmul(hidden, head.weight.t(), out=out)
+    else:
+        out.copy_(head(hidden))
+    return out
 
 
 def score_many(
