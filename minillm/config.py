@@ -106,6 +106,36 @@ class ModelConfig:
             eos_token_id=raw.get("eos_token_id"),
         )
 
+    def to_dict(self) -> dict:
+        """The ``config.json`` contents for this model (the inverse of :meth:`from_dict`).
+
+        Written in the hub layout (``rope_theta`` and ``torch_dtype`` at the top level), which
+        both minillm and ``transformers`` read; ``architectures`` names the transformers class.
+        """
+        raw = {
+            "architectures": [{"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM"}[self.model_type]],
+            "model_type": self.model_type,
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "head_dim": self.head_dim,
+            "hidden_act": "silu",
+            "rope_theta": self.rope_theta,
+            "rms_norm_eps": self.rms_norm_eps,
+            "max_position_embeddings": self.max_position_embeddings,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "attention_bias": self.attention_bias,
+            "torch_dtype": self.torch_dtype or "float32",
+            "bos_token_id": self.bos_token_id,
+            "eos_token_id": self.eos_token_id,
+        }
+        if self.model_type == "qwen2":
+            raw["use_sliding_window"] = False   # full causal attention in every layer
+        return raw
+
     @classmethod
     def from_file(cls, path: str | Path) -> "ModelConfig":
         """Read a ``config.json`` file (or the folder that holds one)."""

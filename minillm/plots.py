@@ -310,3 +310,107 @@ def quantization_figure(rows: list[QuantizationResult]) -> Figure:
 
 def plot_quantization(rows: list[QuantizationResult], path: str | Path) -> Path:
     return _save(quantization_figure(rows), path)
+
+
+if TYPE_CHECKING:
+    from .experiments.training import ArchitectureRow, SweepResult
+    from .train import Record
+
+
+def loss_curves_figure(history: list[Record], title: str = "Training a language model") -> Figure:
+    """Training and validation loss (nats per token) against training tokens seen, log x.
+
+    The thin line is each step's batch loss, noisy because every batch is different; the thick
+    line is its running mean. Dots are the validation loss on held-out documents: when it
+    stops following the training loss down, the model has begun to memorise its training text.
+    The dotted line is the untrained model's validation loss (about ln(vocabulary size)).
+    """
+    steps = [r for r in history if r.train_loss is not None]
+    vals = [r for r in history if r.val_loss is not None and r.tokens > 0]
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    if steps:
+        tokens = np.array([r.tokens for r in steps], dtype=float)
+        loss = np.array([r.train_loss for r in steps])
+        # Centred running mean over about 2% of the steps (fewer at the ends): unlike a
+        # trailing average it does not lag behind the falling loss.
+        half, at = max(1, len(loss) // 100), np.arange(len(loss))
+        low, high = np.clip(at - half, 0, None), np.clip(at + half + 1, None, len(loss))
+        sums = np.concatenate([[0.0], np.cumsum(loss)])
+        smooth = (sums[high] - sums[low]) / (high - low)
+        ax.plot(tokens, loss, color="C0", lw=0.6, alpha=0.35)
+        ax.plot(tokens, smooth, color="C0", lw=2, label="training loss (running mean)")
+    if vals:
+        ax.plot([r.tokens for r in vals], [r.val_loss for r in vals], "o-", color="C3", ms=4,
+                label=f"validation loss (last: {vals[-1].val_loss:.3f})")
+    start = [r.val_loss for r in history if r.tokens == 0 and r.val_loss is not None]
+    if start:
+        ax.axhline(start[0], color="0.5", ls=":", label=f"untrained: {start[0]:.2f}")
+    ax.set_xscale("log")
+    ax.set_xlabel("training tokens seen (log scale)")
+    ax.set_ylabel("cross-entropy (nats per token)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_loss_curves(history: list[Record], path: str | Path, title: str = "Training a language model") -> Path:
+    """Save :func:`loss_curves_figure` as a PNG at ``path``; returns the path."""
+    return _save(loss_curves_figure(history, title), path)
+
+
+def size_sweep_figure(results: list[SweepResult], fit: PowerLaw | None) -> Figure:
+    """Final validation perplexity (log) against non-embedding parameters (log), one point per
+    model, all trained on the same tokens; ``fit`` (a power law in perplexity) drawn dashed."""
+    results = sorted(results, key=lambda r: r.non_embedding_params)
+    n = np.array([r.non_embedding_params for r in results], dtype=float)
+    ppl = np.array([r.val_perplexity for r in results])
+    fig = Figure(figsize=(7, 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(n, ppl, "o", color="C0", label=f"models, each trained on {human_count(results[0].tokens)} tokens")
+    for r, x, y in zip(results, n, ppl):
+        ax.annotate(f"{r.name}\nloss {r.val_loss:.3f}", (x, y), xytext=(7, 4), textcoords="offset points", fontsize=8)
+    if fit is not None:
+        xs = np.geomspace(n.min(), n.max(), 100)
+        ax.plot(xs, fit.predict(xs), "--", color="C3",
+                label=f"fit: ppl = {fit.coefficient:.3g} · N^{fit.exponent:.3f} ({fit.points} models)")
+    ax.set_xscale("log")
+    ax.set_xticks(n, [human_count(v) for v in n])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    _log_y(ax)
+    ax.set_xlim(n.min() / 1.5, n.max() * 2.5)
+    ax.set_xlabel("non-embedding parameters N (log scale)")
+    ax.set_ylabel("validation perplexity = exp(loss) (log scale)")
+    ax.set_title("Validation perplexity against model size, same token budget")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=8, loc="upper right")
+    return fig
+
+
+def plot_size_sweep(results: list[SweepResult], fit: PowerLaw | None, path: str | Path) -> Path:
+    """Save :func:`size_sweep_figure` as a PNG at ``path``; returns the path."""
+    return _save(size_sweep_figure(results, fit), path)
+
+
+def architectures_figure(rows: list[ArchitectureRow]) -> Figure:
+    """Validation loss (nats per token) against training tokens seen, one line per architecture."""
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    for i, name in enumerate(dict.fromkeys(r.architecture for r in rows)):
+        mine = [r for r in rows if r.architecture == name and r.tokens > 0]
+        ax.plot([r.tokens for r in mine], [r.val_loss for r in mine], "o-", ms=3, color=f"C{i}",
+                label=f"{name} ({human_count(mine[-1].non_embedding_params)} non-embedding params): "
+                      f"{mine[-1].val_loss:.3f}")
+    ax.set_xscale("log")
+    ax.set_xlabel("training tokens seen (log scale)")
+    ax.set_ylabel("validation loss (nats per token)")
+    ax.set_title("Transformer against a fixed-window MLP, same data and budget")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_architectures(rows: list[ArchitectureRow], path: str | Path) -> Path:
+    """Save :func:`architectures_figure` as a PNG at ``path``; returns the path."""
+    return _save(architectures_figure(rows), path)

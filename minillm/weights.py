@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 from safetensors import safe_open
+from safetensors.torch import save_file
 
 from .model import Transformer
 
@@ -78,6 +79,25 @@ def checkpoint_name(param_name: str) -> str:
     The decoder stack lives under ``model.`` in Hugging Face checkpoints; the LM head does not.
     """
     return param_name if param_name.startswith("lm_head.") else "model." + param_name
+
+
+def save_weights(model: Transformer, folder: str | Path) -> Path:
+    """Write ``model``'s parameters to ``folder/model.safetensors`` under Hugging Face names.
+
+    The inverse of :func:`load_weights`: tensors keep their dtype, a tied LM head is left
+    out (it is the embedding matrix), and the file carries ``{"format": "pt"}`` metadata as
+    ``transformers``' own files do. Returns the path of the file.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if name == "lm_head.weight" and model.config.tie_word_embeddings:
+            continue
+        tensors[checkpoint_name(name)] = param.detach().to("cpu").contiguous()
+    path = folder / "model.safetensors"
+    save_file(tensors, path, metadata={"format": "pt"})
+    return path
 
 
 def load_weights(model: Transformer, folder: Path, dtype: torch.dtype, device: torch.device | str) -> None:

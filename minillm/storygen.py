@@ -1,0 +1,525 @@
+"""Synthetic children's stories from a small template grammar: training text for tiny models.
+
+TinyStories (Eldan and Li, 2023) showed that a model of a few million parameters can learn
+to write fluent, simple English if its training text is simple: stories a young child could
+follow, with a small vocabulary and a small set of plots. This module writes such stories
+itself, with no network and no data set, from a hand-written grammar:
+
+* a **cast**: a hero and a friend, each a kind of character (a little girl, a fox, a
+  robot...) with a name, pronouns and a trait;
+* a **setting**: a place, a time of day or weather, an object that matters;
+* a **plot**: one of a dozen shapes (something is lost and found, a fear is faced, a skill is
+  learned by trying again, a mistake is owned up to, a toy is shared...), each a few
+  paragraphs with dialogue, whose sentences are picked from several variants;
+* an **ending** with a small lesson.
+
+Every choice is drawn from a ``random.Random`` seeded by the caller, so the same ``seed``
+always gives the same stories, and the first k stories of ``synthetic_stories(n, seed)``
+are the same for every n >= k. The text is written for this project, like the bundled
+stories, and the same in spirit: short sentences, words a four-year-old knows.
+
+The grammar is small, so a model can learn most of it: that is the point. Its stories
+repeat far more than real text does, and a model trained on them knows little else.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+# ---- the vocabulary of the grammar ---------------------------------------------------------------
+
+GIRL_NAMES = ["Lily", "Mia", "Sara", "Emma", "Zoe", "Anna", "Lucy", "Nora", "Ella", "Rosa", "Maya", "Ruby",
+              "Hana", "Ivy", "Lena", "Tess", "June", "Ada", "Nina", "Kiki", "Olive", "Daisy", "Amara", "Priya"]
+BOY_NAMES = ["Tom", "Ben", "Max", "Leo", "Sam", "Jack", "Finn", "Omar", "Theo", "Kai", "Eli", "Noah",
+             "Milo", "Ravi", "Hugo", "Ned", "Otto", "Arlo", "Jonas", "Luca", "Teo", "Felix", "Ezra", "Amir"]
+PET_NAMES = ["Pip", "Biscuit", "Coco", "Bubbles", "Patch", "Rusty", "Clover", "Pebble", "Sunny", "Button",
+             "Maple", "Fluff", "Ziggy", "Peanut", "Whiskers", "Tumble", "Hazel", "Boots", "Nutmeg", "Sprout",
+             "Blue", "Dot", "Bramble", "Moss"]
+
+# (kind, possible pronouns): children have one, animals and the rest either.
+KINDS = [("girl", "she"), ("boy", "he"), ("dog", "any"), ("cat", "any"), ("rabbit", "any"), ("bear", "any"),
+         ("fox", "any"), ("duck", "any"), ("mouse", "any"), ("robot", "any"), ("dragon", "any"), ("bird", "any"),
+         ("frog", "any"), ("turtle", "any"), ("owl", "any"), ("pig", "any"), ("lion", "any"), ("squirrel", "any"),
+         ("elephant", "any"), ("monkey", "any"), ("hedgehog", "any"), ("puppy", "any"), ("kitten", "any"),
+         ("penguin", "any")]
+TRAITS = ["little", "small", "brave", "shy", "curious", "happy", "kind", "silly", "sleepy", "clever", "young",
+          "friendly", "busy", "gentle", "funny", "quiet"]
+COLORS = ["red", "blue", "green", "yellow", "purple", "orange", "pink", "white", "brown", "shiny"]
+PLACES = ["the park", "the forest", "the garden", "the farm", "the beach", "the pond", "the big hill",
+          "the meadow", "the river", "the village", "the playground", "the backyard", "the woods", "the town square",
+          "the old barn", "the lake"]
+HIDING = ["under a big bush", "behind a tree", "in the tall grass", "under the bed", "next to the pond",
+          "inside an old box", "on top of the fence", "under a pile of leaves", "behind the big rock",
+          "in a muddy puddle", "under the slide", "between two flower pots"]
+OBJECTS = ["ball", "kite", "hat", "toy car", "teddy bear", "book", "cup", "boat", "drum", "shell", "key",
+           "scarf", "balloon", "crayon", "blanket", "sock", "whistle", "marble", "truck", "doll"]
+FOODS = ["apple", "cookie", "sandwich", "banana", "muffin", "carrot", "piece of cake", "pear", "bun", "orange"]
+FEARS = [("the dark", "dark"), ("the big slide", "slide"), ("the deep water", "water"), ("the loud thunder", "thunder"),
+         ("the tall tree", "tree"), ("the old bridge", "bridge"), ("the big wave", "wave"), ("the noisy wind", "wind")]
+SKILLS = [("ride a bike", "rode the bike", "fell over"), ("swim", "swam across the pond", "sank and splashed"),
+          ("fly a kite", "flew the kite high", "watched the kite fall down"),
+          ("jump over the log", "jumped over the log", "bumped into the log"),
+          ("bake a cake", "baked a yummy cake", "burned the cake"),
+          ("climb the hill", "climbed to the top of the hill", "slid back down"),
+          ("whistle", "whistled a happy song", "only blew air"),
+          ("tie a bow", "tied a perfect bow", "made a big knot"),
+          ("build a tower", "built a tall tower", "saw the tower fall"),
+          ("catch a ball", "caught the ball", "dropped the ball")]
+TROUBLES = [("a kitten", "stuck up a tree", "climbed up and carried the kitten down"),
+            ("a baby bird", "fallen out of its nest", "lifted the baby bird back into its nest"),
+            ("a little duck", "lost and looking for its mother", "walked with the duck to the pond to find its mother"),
+            ("an old turtle", "stuck on its back", "gently turned the turtle over"),
+            ("a tiny ant", "trying to carry a big crumb", "carried the crumb to the ant hill"),
+            ("a puppy", "caught in a fence", "pulled the fence open so the puppy could get out"),
+            ("a bee", "wet from the rain", "put the bee on a warm, dry flower"),
+            ("a lamb", "lost in the fog", "called and called until the lamb's mother came")]
+MISTAKES = [("mom's favorite vase", "broke", "glued the pieces together"),
+            ("the clean floor", "got mud all over", "washed the floor together"),
+            ("dad's book", "tore a page of", "taped the page back in"),
+            ("the new paint", "spilled", "painted a new picture together"),
+            ("grandma's cookies", "ate all of", "baked new cookies together"),
+            ("the garden flowers", "stepped on", "planted new flowers together")]
+GAMES = ["hide and seek", "tag", "catch", "a game of pretend", "ring around the rosy", "jump rope", "a race"]
+WEATHER = ["One sunny day", "One rainy morning", "On a cold winter day", "One windy afternoon", "One warm evening",
+           "Early one morning", "One cloudy day", "On a bright spring morning", "One snowy day", "Late one afternoon"]
+FEELINGS_BAD = ["sad", "worried", "upset", "lonely", "scared"]
+FEELINGS_GOOD = ["happy", "proud", "glad", "excited", "thankful"]
+SAYS = ["said", "said", "said", "asked", "shouted", "whispered", "called"]
+LESSONS = {
+    "lost": ["Friends help each other find things.", "It is good to ask for help.", "Two friends look better than one."],
+    "share": ["Sharing makes everything better.", "A thing shared is a thing doubled.",
+              "Being kind feels good."],
+    "fear": ["Being brave does not mean you are not scared.", "Some things are less scary when you try them.",
+             "A friend can make you brave."],
+    "skill": ["If you keep trying, you can learn anything.", "Practice makes things easier.",
+              "Everyone falls before they learn."],
+    "help": ["Helping others makes the world a little better.", "Even small friends can do big things.",
+             "Kindness always comes back."],
+    "truth": ["It is always best to tell the truth.", "Everybody makes mistakes.", "Saying sorry helps."],
+    "friend": ["A new friend is a wonderful thing.", "It is good to say hello.", "Friends can be very different."],
+    "race": ["Being a good friend is better than winning.", "Winning is not everything.", "Kind hearts win."],
+    "count": ["Giving is as fun as getting.", "Counting is fun when you share.", "A few is enough."],
+    "rain": ["A rainy day can be a happy day.", "Fun can be found anywhere.", "Plans change, and that is fine."],
+    "gift": ["The best gifts are made with love.", "Small gifts can mean a lot.", "Love is the best present."],
+    "dream": ["Dreams can come true.", "Wishes are good, and trying is better.", "Big dreams start small."],
+}
+NUMBERS = ["two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+# Words for the free "scene" sentences that fill out a story (see _Story.scene).
+SIZES = ["big", "little", "tiny", "huge", "small", "tall", "long", "round", "fat", "thin"]
+TEXTURES = ["soft", "shiny", "old", "new", "wet", "sticky", "warm", "cold", "bumpy", "fluffy", "smooth", "heavy",
+            "light", "dusty", "muddy", "sparkly", "striped", "spotted", "funny", "pretty"]
+THINGS = OBJECTS + ["stick", "leaf", "rock", "feather", "box", "basket", "bucket", "spoon", "bell", "rope", "ladder",
+                    "pillow", "jar", "button", "map", "lamp", "coin", "ribbon", "brush", "bottle", "clock", "chair",
+                    "pumpkin", "wagon", "umbrella", "snowball", "acorn", "pebble", "puzzle", "flag", "basket of eggs",
+                    "bowl of soup", "paper boat", "sand castle", "flower pot", "pair of boots", "jar of honey"]
+TRANSITIVE = ["picked up", "looked at", "found", "carried", "painted", "hugged", "dropped", "washed", "hid", "threw",
+              "kicked", "counted", "smelled", "touched", "opened", "held", "pushed", "pulled", "shook", "cleaned",
+              "fixed", "filled", "dug up", "wrapped", "chased", "lifted", "rolled", "showed everyone", "drew"]
+INTRANSITIVE = ["ran", "jumped", "laughed", "sang", "danced", "sat down", "looked up at the sky", "took a nap", "smiled",
+                "waved", "giggled", "hummed a song", "skipped", "splashed", "spun around", "clapped", "yawned",
+                "stretched", "tiptoed", "hopped", "rested", "whistled", "listened", "waited", "played", "walked"]
+WHERE = ["near the river", "under the table", "by the window", "in the kitchen", "on the hill", "behind the house",
+         "next to the fence", "in the sand", "under a tree", "on the porch", "by the gate", "in the snow",
+         "on the grass", "at the top of the stairs", "by the pond", "in the yard", "on the bridge", "in the barn",
+         "under the stars", "in the garden", "by the road", "in the living room", "on the beach", "in the woods"]
+HOW = ["slowly", "quickly", "carefully", "happily", "quietly", "loudly", "gently", "again", "all day", "for a while",
+       "with a big smile", "very fast", "one more time", "for a long time", "in the sun", "without a sound"]
+WHEN = ["Then", "Soon", "After a while", "Just then", "For a moment", "Later", "First", "After that"]
+NATURE = ["The sun was warm and bright.", "The sky was blue, with little white clouds.", "A cool wind blew.",
+          "Birds sang in the trees.", "The grass was wet with rain.", "Leaves fell from the trees.",
+          "The moon was big and round.", "It was very quiet.", "A frog said ribbit by the pond.",
+          "The flowers were red and yellow.", "Snow covered the ground like a white blanket.",
+          "The sky turned pink and orange.", "Rain tapped on the window.", "A butterfly flew by.",
+          "The air smelled like fresh bread.", "Somewhere, a dog was barking.", "The stars came out one by one."]
+
+
+@dataclass
+class Character:
+    name: str
+    kind: str          # "girl", "fox", ...
+    trait: str         # "shy", ...
+    he: str            # subject pronoun
+    him: str           # object pronoun
+    his: str           # possessive
+
+    @property
+    def a(self) -> str:
+        """'a little fox', 'an old owl'."""
+        words = f"{self.trait} {self.kind}"
+        return ("an " if words[0] in "aeiou" else "a ") + words
+
+
+def _article(noun: str) -> str:
+    return ("an " if noun[0] in "aeiou" else "a ") + noun
+
+
+def _cap(sentence: str) -> str:
+    return sentence[0].upper() + sentence[1:]
+
+
+class _Story:
+    """One story being written: the random source, its cast and a few helpers."""
+
+    def __init__(self, rng: random.Random):
+        self.rng = rng
+        self.hero = self.character()
+        self.friend: Character | None = self.character(avoid=self.hero.name)
+        self.place = rng.choice(PLACES)
+        self.when = rng.choice(WEATHER)
+
+    def pick(self, options):
+        return self.rng.choice(options)
+
+    def maybe(self, p: float = 0.5) -> bool:
+        return self.rng.random() < p
+
+    def character(self, avoid: str = "") -> Character:
+        kind, pronoun = self.pick(KINDS)
+        if pronoun == "any":
+            pronoun = self.pick(["he", "she"])
+        if kind in ("girl", "boy"):
+            names = GIRL_NAMES if kind == "girl" else BOY_NAMES
+        else:
+            names = PET_NAMES + (GIRL_NAMES if pronoun == "she" else BOY_NAMES)
+        name = self.pick([n for n in names if n != avoid])
+        trait = self.pick(TRAITS)
+        if pronoun == "he":
+            return Character(name, kind, trait, "he", "him", "his")
+        return Character(name, kind, trait, "she", "her", "her")
+
+    def say(self, who: Character, words: str) -> str:
+        """A line of dialogue, the speaker before or after it."""
+        verb = "asked" if words.endswith("?") else self.pick([v for v in SAYS if v != "asked"])
+        if self.maybe(0.5):
+            end = "," if words[-1] == "." else ""
+            return f'"{words[:-1] if end else words}{end}" {verb} {who.name}.'
+        return f'{who.name} {verb}, "{words}"'
+
+    def opening(self) -> str:
+        h = self.hero
+        return self.pick([
+            f"Once upon a time, there was {h.a} named {h.name}.",
+            f"Once upon a time, near {self.place}, there lived {h.a} named {h.name}.",
+            f"There was once {h.a} called {h.name}.",
+            f"{h.name} was {h.a} who lived near {self.place}.",
+            f"In a little house by {self.place}, there lived {h.a} named {h.name}.",
+            f"Once there was {h.a}. {_cap(h.his)} name was {h.name}.",
+        ])
+
+    def describe(self) -> list[str]:
+        """Zero to two sentences about the hero, for variety of length."""
+        h = self.hero
+        options = [
+            f"{h.name} liked to play in {self.place} every day.",
+            f"{_cap(h.he)} had {_article(self.pick(COLORS) + ' ' + self.pick(OBJECTS))} that {h.he} loved very much.",
+            f"{h.name} loved {self.pick(FOODS)}s more than anything.",
+            f"Everyone said that {h.name} was very {self.pick(['kind', 'funny', 'clever', 'gentle', 'brave'])}.",
+            f"{_cap(h.he)} lived with {h.his} {self.pick(['mom', 'dad', 'grandma', 'grandpa', 'big sister', 'big brother'])}.",
+            f"Every morning, {h.name} {self.pick(['sang a song', 'ate a big breakfast', 'looked out of the window', 'ran around the garden'])}.",
+        ]
+        return self.rng.sample(options, self.rng.choice([0, 1, 1, 2, 3]))
+
+    def scene(self) -> str:
+        """A free sentence that moves nothing along: what someone did, saw or felt, or the weather."""
+        h = self.hero
+        who = self.pick([h.name, h.name, h.he] + ([self.friend.name] if self.friend else []))
+        thing = f"{self.pick(SIZES + TEXTURES + COLORS)} {self.pick(THINGS)}"
+        return self.pick([
+            f"{self.pick(WHEN)}, {who} {self.pick(TRANSITIVE)} {_article(thing)} {self.pick(WHERE)}.",
+            f"{_cap(who)} {self.pick(INTRANSITIVE)} {self.pick(HOW)}.",
+            f"{_cap(who)} {self.pick(INTRANSITIVE)} {self.pick(WHERE)}.",
+            f"{_cap(who)} {self.pick(TRANSITIVE)} the {self.pick(THINGS)} and {self.pick(INTRANSITIVE)}.",
+            f"{_cap(who)} saw {_article(self.pick(SIZES + TEXTURES) + ' ' + self.pick(KINDS)[0])} {self.pick(WHERE)}.",
+            self.pick(NATURE),
+            self.pick(NATURE),
+        ])
+
+    def meet(self) -> str:
+        """Introduces the friend, for plots where the friend is there from the start."""
+        h, f = self.hero, self.friend
+        return self.pick([
+            f"{h.name}'s best friend was {f.a} named {f.name}.",
+            f"{h.name} had a friend, {f.a} called {f.name}.",
+            f"{_cap(f.a)} named {f.name} lived next door, and {f.he} and {h.name} were good friends.",
+        ])
+
+    def epilogue(self) -> list[str]:
+        """Sometimes a short last paragraph about the next day."""
+        h, f = self.hero, self.friend
+        who = f"{f.name} and {h.him}self" if f is not None else f"{h.him}self"
+        return self.pick([
+            [f"The next day, {h.name} told {h.his} {self.pick(['mom', 'dad', 'grandma', 'teacher'])} all about it.",
+             self.say(h, "It was the best day ever."), "Everyone smiled."],
+            [f"Later, {h.name} drew a picture of {who}.",
+             f"{_cap(h.he)} put it on the wall above {h.his} bed."],
+            [(f"When {h.name} told the story to {h.his} {self.pick(['little brother', 'little sister', 'cousin'])}, "
+              f"{h.he} made it a little longer and a little funnier."), "But the best part was true."],
+        ])
+
+    def ending(self, lesson: str) -> str:
+        h, f = self.hero, self.friend
+        options = [
+            f"{h.name} went home with a big smile.",
+            f"That night, {h.name} fell asleep feeling {self.pick(FEELINGS_GOOD)}.",
+            f"And {h.name} never forgot that day.",
+            f"After that, {h.name} was never {self.pick(FEELINGS_BAD)} again.",
+        ]
+        if f is not None:
+            options += [f"From that day on, {h.name} and {f.name} were the best of friends.",
+                        f"{h.name} and {f.name} played until the sun went down."]
+        close = self.pick(options)
+        if self.maybe(0.6):
+            close += " " + self.pick(LESSONS[lesson])
+        return close
+
+    # ---- the plots: each returns paragraphs (lists of sentences) and a lesson key ----
+
+    def lost(self):
+        h, f, thing = self.hero, self.friend, f"{self.pick(COLORS)} {self.pick(OBJECTS)}"
+        spot = self.pick(HIDING)
+        return [
+            [self.opening(), *self.describe(),
+             f"{self.when}, {h.name} took {h.his} {thing} to {self.place}.",
+             f"{_cap(h.he)} played with it for a long time.",
+             f"But when it was time to go home, the {thing} was gone!"],
+            [f"{h.name} looked everywhere.", f"{_cap(h.he)} felt very {self.pick(FEELINGS_BAD)}.",
+             self.say(h, f"Where is my {thing.split()[-1]}?"),
+             f"Then {h.name} saw {f.a} named {f.name}.",
+             self.say(f, "Why are you sad?"),
+             self.say(h, f"I lost my {thing}."),
+             self.say(f, "I will help you look.")],
+            [f"{h.name} and {f.name} looked together.",
+             *([f"They looked {self.pick(HIDING)}, but it was not there."] if self.maybe() else []),
+             f"At last, {f.name} found the {thing} {spot}.",
+             self.say(h, "Thank you!"),
+             self.ending("lost")],
+        ], "lost"
+
+    def share(self):
+        h, f, food = self.hero, self.friend, self.pick(FOODS)
+        return [
+            [self.opening(), *self.describe(),
+             f"{self.when}, {h.name} had {_article(food)} for lunch.",
+             f"It looked very {self.pick(['yummy', 'tasty', 'sweet', 'good'])}."],
+            [f"Then {h.name} saw {f.a} named {f.name} sitting alone.",
+             f"{f.name} did not have any food.", f"{_cap(f.he)} looked {self.pick(FEELINGS_BAD)}.",
+             f"{h.name} looked at {h.his} {food}. {_cap(h.he)} was very hungry."],
+            [f'"I can share," {h.name} thought.',
+             f"{_cap(h.he)} broke the {food} in half and gave one half to {f.name}.",
+             self.say(f, "Thank you! You are so kind."),
+             "They ate together and talked and laughed.",
+             f"{h.name} thought that half {_article(food)} with a friend was better than a whole one alone.",
+             self.ending("share")],
+        ], "share"
+
+    def fear(self):
+        h, f = self.hero, self.friend
+        fear, short = self.pick(FEARS)
+        return [
+            [self.opening(), *self.describe(),
+             f"{h.name} was afraid of {fear}.",
+             f"Every time {h.he} saw the {short}, {h.he} {self.pick(['hid', 'ran away', 'closed ' + h.his + ' eyes', 'shook'])}."],
+            [f"{self.when}, {h.name} and {h.his} friend {f.name} went to {self.place}.",
+             self.say(f, f"Come on, {h.name}! It is fun!"),
+             self.say(h, f"I cannot. I am scared of the {short}."),
+             f"{f.name} took {h.name}'s hand.",
+             self.say(f, "I will stay with you. We can do it together.")],
+            [f"{h.name} took a deep breath.", f"{_cap(h.he)} counted to {self.pick(NUMBERS)}.",
+             f"Then {h.he} tried, one little step at a time.",
+             "It was not so bad! It was even fun.",
+             self.say(h, "I did it!"), f"{h.name} felt very proud.",
+             self.ending("fear")],
+        ], "fear"
+
+    def skill(self):
+        h, f = self.hero, self.friend
+        want, done, fail = self.pick(SKILLS)
+        tries = self.pick(NUMBERS[:4])
+        middle = [f"{h.name} tried again, and {h.he} {fail} again."] * self.rng.choice([0, 1])
+        return [
+            [self.opening(), *self.describe(),
+             f"More than anything, {h.name} wanted to learn to {want}.",
+             f"{self.when}, {h.he} decided to try."],
+            [f"The first time, {h.name} {fail}.", *middle,
+             f"{_cap(h.he)} felt {self.pick(FEELINGS_BAD)}.",
+             self.say(h, f"I will never learn to {want}."),
+             f"{_cap(f.a)} named {f.name} was watching.",
+             self.say(f, f"Do not give up! I {fail} {tries} times when I learned."),
+             self.say(f, "Try one more time, slowly.")],
+            [f"So {h.name} tried one more time, slowly and carefully.",
+             f"And this time, {h.he} {done}!",
+             self.say(h, "Look! I can do it!"),
+             f"{f.name} clapped and cheered.",
+             self.ending("skill")],
+        ], "skill"
+
+    def help(self):
+        h, f = self.hero, self.friend
+        who, trouble, rescue = self.pick(TROUBLES)
+        return [
+            [self.opening(), *self.describe(),
+             f"{self.when}, {h.name} was walking in {self.place}.",
+             f"Suddenly, {h.he} heard a small sound.",
+             f"It was {who}, {trouble}."],
+            [self.say(h, "Oh no! I have to help."),
+             f"{h.name} was not very big, but {h.he} had an idea.",
+             *([f"{_cap(h.he)} called {h.his} friend {f.name} to help."] if self.maybe() else []),
+             f"{_cap(h.he)} {rescue}."],
+            [f"{_cap(who.split(' ', 1)[1])} was safe.",
+             f"It looked at {h.name} as if to say thank you.",
+             f"{h.name} felt warm and {self.pick(FEELINGS_GOOD)} inside.",
+             self.ending("help")],
+        ], "help"
+
+    def truth(self):
+        h, self.friend = self.hero, None     # a story of the hero and a parent only
+        thing, did, fix = self.pick(MISTAKES)
+        parent = self.pick(["mom", "dad", "grandma", "grandpa"])
+        return [
+            [self.opening(), *self.describe(),
+             f"{self.when}, {h.name} was playing inside the house.",
+             f"{_cap(h.he)} was running fast, too fast.",
+             f"Oops! {_cap(h.he)} {did} {thing}."],
+            [f"{h.name} was scared. {_cap(h.he)} wanted to hide.",
+             f'"Maybe nobody will know," {h.he} thought.',
+             f"But {h.he} felt bad inside, like a heavy stone in {h.his} tummy."],
+            [f"So {h.name} went to {h.his} {parent}.",
+             self.say(h, f"I am sorry. I {did} {thing}."),
+             f"{_cap(h.his)} {parent} gave {h.him} a big hug.",
+             f'"Thank you for telling me the truth," said {h.his} {parent}. "Everybody makes mistakes."',
+             f"Then they {fix}.",
+             self.ending("truth")],
+        ], "truth"
+
+    def new_friend(self):
+        h, f, game = self.hero, self.friend, self.pick(GAMES)
+        return [
+            [self.opening(), *self.describe(),
+             f"{h.name} and {h.his} family had just moved to a new home near {self.place}.",
+             f"{h.name} did not know anyone. {_cap(h.he)} felt lonely."],
+            [f"{self.when}, {h.name} saw {f.a} named {f.name} playing alone.",
+             f"{h.name} wanted to say hello, but {h.he} was shy.",
+             f"At last, {h.he} walked over.",
+             self.say(h, f"Hello! My name is {h.name}. Can I play with you?"),
+             self.say(f, f"Yes! Do you like {game}?")],
+            [f"They played {game} all afternoon.",
+             f"{f.name} was {f.trait} and {h.name} was {h.trait}, but they had so much fun together.",
+             self.ending("friend")],
+        ], "friend"
+
+    def race(self):
+        h, f = self.hero, self.friend
+        finish = self.pick(["the big tree", "the red gate", "the old well", "the end of the road", "the pond"])
+        return [
+            [self.opening(), *self.describe(),
+             f"{h.name} was very fast, and {h.he} liked to say so.",
+             self.say(h, "I am the fastest in the whole world!")],
+            [self.meet(), f"{self.when}, {h.name} and {f.name} had a race to {finish}.",
+             f"{h.name} ran ahead. {_cap(h.he)} did not look back.",
+             f"But then {h.he} tripped on a stone and fell down.",
+             self.say(h, "Ouch! My knee!")],
+            [f"{f.name} could have won the race.",
+             f"But {f.he} stopped and helped {h.name} get up.",
+             f"They walked to {finish} together, slowly.",
+             self.say(h, f"Thank you, {f.name}. You are a true friend."),
+             self.ending("race")],
+        ], "race"
+
+    def count(self):
+        h, f = self.hero, self.friend
+        n = self.rng.randint(3, 9)
+        thing = self.pick(["shells", "apples", "acorns", "flowers", "stones", "berries", "leaves", "feathers"])
+        give = self.rng.randint(1, n - 1)
+        words = ["zero", "one"] + NUMBERS
+        return [
+            [self.opening(), *self.describe(),
+             f"{self.when}, {h.name} went to {self.place} to find {thing}.",
+             f"{_cap(h.he)} found one, then two, then three." + (f" In the end, {h.he} had {words[n]}." if n > 3 else "")],
+            [f"{h.name} counted them again: {', '.join(words[1 : n + 1])}.",
+             f"{words[n].capitalize()} {thing}!",
+             f"Then {h.he} met {f.name}, who had none.",
+             self.say(f, f"Those are beautiful {thing}.")],
+            [f"{h.name} gave {words[give]} of them to {f.name}.",
+             f"Now {h.name} had {words[n - give]} and {f.name} had {words[give]}.",
+             f"{n - give} and {give} make {n}, just like before, but now two friends were happy.",
+             self.ending("count")],
+        ], "count"
+
+    def rain(self):
+        h, f = self.hero, self.friend
+        return [
+            [self.opening(), *self.describe(),
+             self.meet(), f"{h.name} and {f.name} wanted to have a picnic in {self.place}.",
+             f"They packed {_article(self.pick(FOODS))}, a blanket and {_article(self.pick(COLORS) + ' cup')}."],
+            ["But just as they were ready to go, it began to rain.",
+             "Drip, drop, drip, drop. The rain did not stop.",
+             self.say(h, "Now our day is ruined."),
+             self.say(f, "Wait, I have an idea!")],
+            ["They put the blanket on the floor and had the picnic inside.",
+             f"They {self.pick(['built a fort with pillows', 'told funny stories', 'sang songs', 'drew pictures of the sun'])}.",
+             "They listened to the rain on the roof. It sounded like a little song.",
+             self.ending("rain")],
+        ], "rain"
+
+    def gift(self):
+        h, self.friend = self.hero, None
+        parent = self.pick(["mom", "dad", "grandma", "grandpa"])
+        made = self.pick(["a card with a big heart on it", "a necklace of colorful beads", "a picture of the whole family",
+                          "a little clay bowl", "a crown of flowers", "a paper bird"])
+        return [
+            [self.opening(), *self.describe(),
+             f"Tomorrow was {h.his} {parent}'s birthday.",
+             f"{h.name} wanted to give a present, but {h.he} had no money."],
+            [f"{_cap(h.he)} thought and thought.", f"Then {h.he} had an idea.",
+             f"{_cap(h.he)} made {made}.", "It took a long time, and it was not perfect.",
+             f'"I hope {h.his} {parent} likes it," {h.he} thought.'],
+            [f"The next morning, {h.name} gave the present to {h.his} {parent}.",
+             f"{_cap(h.his)} {parent} smiled a big smile.",
+             f'"This is the best present ever," said {h.his} {parent}.',
+             self.ending("gift")],
+        ], "gift"
+
+    def dream(self):
+        h, f = self.hero, self.friend
+        wish = self.pick([("see the sea", "the sea was big and blue and sparkly"),
+                          ("touch a cloud", "the cloud was soft and cold, like a wet pillow"),
+                          ("visit the moon", "the moon was quiet and silver"),
+                          ("find a rainbow", "the rainbow had every color they knew")])
+        return [
+            [self.opening(), *self.describe(),
+             f"{h.name} had a big dream. {_cap(h.he)} wanted to {wish[0]}."],
+            [f"One night, {h.name} had a dream.",
+             f"In the dream, {f.a} named {f.name} came to {h.his} window.",
+             self.say(f, "Come with me! Hold on tight."),
+             "They flew up, up, up into the sky.",
+             f"At last, {h.name} saw it: {wish[1]}."],
+            [f"When {h.name} woke up, {h.he} was in {h.his} own bed.",
+             self.say(h, f"One day I will really {wish[0]}."),
+             self.ending("dream")],
+        ], "dream"
+
+
+PLOTS = ("lost", "share", "fear", "skill", "help", "truth", "new_friend", "race", "count", "rain", "gift", "dream")
+
+
+def synthetic_story(rng: random.Random) -> str:
+    """One story drawn from ``rng``: paragraphs separated by blank lines."""
+    story = _Story(rng)
+    paragraphs, _ = getattr(story, rng.choice(PLOTS))()
+    for paragraph in paragraphs:   # scene sentences after a paragraph's first sentence
+        paragraph[1:1] = [story.scene() for _ in range(rng.choice([0, 0, 0, 1, 1, 2]))]
+    if story.maybe(0.25):
+        paragraphs.append(story.epilogue())
+    return "\n\n".join(" ".join(p) for p in paragraphs)
+
+
+def synthetic_stories(n: int, seed: int = 0) -> list[str]:
+    """``n`` synthetic stories (list of str), the same for the same ``seed``.
+
+    Stories run from about 80 to 300 words; the first k are the same for any n >= k.
+    """
+    if not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a whole number >= 0; got {n!r}.")
+    rng = random.Random(seed)
+    return [synthetic_story(rng) for _ in range(n)]

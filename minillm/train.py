@@ -1,0 +1,520 @@
+"""Training a small Qwen2-architecture language model from text, from the first step.
+
+A language model is trained on one task only: predict the next token. The recipe:
+
+1. **Tokenize.** Learn a BPE vocabulary from the training texts (``minillm.bpe``), encode
+   every document, and join the documents into one long stream of ids with the
+   ``<|endoftext|>`` id after each, so the model learns where a text ends (and that what
+   follows is a fresh one).
+2. **Split by document.** The last ``val_fraction`` of the documents are held out for
+   validation (or separate validation documents are given). Splitting by document, not by
+   position in the stream, keeps every validation story unseen as a whole.
+3. **Cut windows.** The stream is cut into windows of ``context + 1`` tokens (consecutive
+   windows share one token, so every token is a target once). A window's first ``context``
+   tokens are the input and its last ``context`` tokens the targets: ``logits[:, t]``
+   predicts token ``t + 1``. Each step draws ``batch_size`` windows at random, with a seeded
+   generator, so a run is reproducible.
+4. **Minimise the cross-entropy** between the predicted distribution and the real next
+   token, in nats: a model that guesses uniformly scores ``ln(vocab_size)``; one that knows
+   only how often each token occurs scores the *unigram entropy*; lower than that means
+   it uses the context.
+5. **Optimise with AdamW**: Adam's per-parameter step sizes plus weight decay on the weight
+   matrices (not on biases and norm gains, which are 1-D). The learning rate rises linearly
+   for ``warmup_steps`` (early gradients are large and noisy), then follows a cosine down to
+   ``min_lr_ratio`` of its peak. Gradients whose overall norm exceeds ``grad_clip`` are scaled
+   down, so one bad batch cannot throw the weights far.
+
+Every ``eval_every`` steps the validation loss is measured on a fixed set of held-out
+windows; every ``sample_every`` steps the model writes a few short continuations. With
+``bf16`` the matrix products run in bfloat16 under ``torch.autocast`` (weights, gradients
+and optimizer state stay float32); ``compile`` tries ``torch.compile``.
+
+A checkpoint is an ordinary Hugging Face folder (``config.json``, ``model.safetensors``,
+``tokenizer.json``, ``tokenizer_config.json``) that :func:`minillm.load_model` and
+``transformers`` load, plus what is needed to carry on training exactly where it stopped:
+``trainer_state.safetensors`` (AdamW's two moment estimates per parameter name, the random
+number generators' states) and ``trainer_state.json`` (step, settings, loss history). No
+pickle anywhere: :func:`resume` gives, on CPU, bit-for-bit the losses and weights of a run
+that never stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from .bpe import train_tokenizer
+from .config import ModelConfig
+from .generate import generate, sample_next_token
+from .mlp_lm import MLPLanguageModel
+from .model import Transformer
+from .tokenizer import Tokenizer, load_tokenizer
+from .weights import load_weights, save_weights
+
+ARCHITECTURES = ("transformer", "mlp")
+BETAS = (0.9, 0.95)          # AdamW's moment decay rates, as used for most LLMs
+INIT_STD = 0.02              # std of the normal init of weight matrices (Hugging Face's default)
+STATE_JSON = "trainer_state.json"
+STATE_TENSORS = "trainer_state.safetensors"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run. Defaults: a 158K-parameter model (93K besides the
+    embedding, with a 1024-token vocabulary), 500 steps of 16 x 128 tokens."""
+
+    # The model. "transformer": a Qwen2 decoder; "mlp": minillm.mlp_lm's fixed-window MLP
+    # (hidden_size = its embedding width, intermediate_size = its hidden width).
+    architecture: str = "transformer"
+    vocab_size: int = 1024          # size of the BPE vocabulary trained when no tokenizer is given
+    hidden_size: int = 64
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    intermediate_size: int = 176
+    context: int = 128              # tokens the model sees at once (max_position_embeddings)
+    tie_word_embeddings: bool = True
+    rope_theta: float = 10000.0
+    mlp_window: int = 8             # architecture "mlp": how many previous tokens it sees
+    # The optimisation.
+    steps: int = 500                # optimizer updates in the whole run
+    batch_size: int = 16            # windows per update
+    learning_rate: float = 3e-3     # peak learning rate, after warm-up
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.1       # the cosine ends at learning_rate * min_lr_ratio
+    weight_decay: float = 0.1       # on weight matrices only
+    grad_clip: float = 1.0          # max gradient norm; 0 switches clipping off
+    # Watching it, and saving it.
+    eval_every: int = 100           # steps between validation losses (and at the last step)
+    eval_batches: int = 4           # validation windows measured: eval_batches * batch_size at most
+    sample_every: int = 0           # steps between sampled continuations; 0: never
+    save_every: int = 0             # steps between checkpoints; 0: only at the end
+    val_fraction: float = 0.1       # share of the documents (the last ones) held out, unless val_texts are given
+    seed: int = 0
+    bf16: bool = False              # bfloat16 autocast for the forward pass
+    compile: bool = False           # torch.compile the model (falls back to eager if it fails)
+
+    def __post_init__(self):
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}; got {self.architecture!r}.")
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                     "intermediate_size", "context", "mlp_window", "steps", "batch_size", "eval_every",
+                     "eval_batches"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a whole number >= 1; got {getattr(self, name)!r}.")
+        if self.architecture == "transformer":
+            if self.hidden_size % self.num_attention_heads:
+                raise ValueError(f"hidden_size={self.hidden_size} must be a multiple of "
+                                 f"num_attention_heads={self.num_attention_heads}.")
+            if self.num_attention_heads % self.num_key_value_heads:
+                raise ValueError(f"num_attention_heads={self.num_attention_heads} must be a multiple of "
+                                 f"num_key_value_heads={self.num_key_value_heads}.")
+            if (self.hidden_size // self.num_attention_heads) % 2:
+                raise ValueError(f"head width hidden_size / num_attention_heads = "
+                                 f"{self.hidden_size // self.num_attention_heads} must be even (rotary embeddings).")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be between 0 and 1; got {self.val_fraction}.")
+        if self.learning_rate < 0 or self.weight_decay < 0 or self.grad_clip < 0 or self.warmup_steps < 0:
+            raise ValueError("learning_rate, weight_decay, grad_clip and warmup_steps must be >= 0.")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio must be between 0 and 1; got {self.min_lr_ratio}.")
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Target tokens in one batch: batch_size * context."""
+        return self.batch_size * self.context
+
+
+@dataclass
+class Record:
+    """One line of the training history. Step 0 is the untrained model (no train loss)."""
+
+    step: int                       # optimizer updates done
+    tokens: int                     # training target tokens seen so far
+    train_loss: float | None        # this step's batch loss, nats per token
+    val_loss: float | None          # validation loss, nats per token (only at evaluation steps)
+    lr: float                       # learning rate of this step's update
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module                # the trained model (train mode, float32)
+    tokenizer: Tokenizer
+    history: list[Record]           # the whole run's, resumed parts included
+    samples: list[tuple[int, str]]  # (step, text) of the sampled continuations of this call
+    folder: Path                    # the checkpoint folder
+    tokens_per_second: float        # training throughput of this call (evaluation excluded)
+
+    @property
+    def final_val_loss(self) -> float:
+        return next(r.val_loss for r in reversed(self.history) if r.val_loss is not None)
+
+
+# ---- data ----------------------------------------------------------------------------------------
+
+def split_documents(texts: list[str], val_fraction: float) -> tuple[list[str], list[str]]:
+    """(train, validation): the last ``ceil(val_fraction * len(texts))`` documents are validation."""
+    if isinstance(texts, str) or len(texts) < 2:
+        raise ValueError("give at least two texts (documents): one to train on and one to validate on.")
+    n_val = min(max(1, math.ceil(val_fraction * len(texts))), len(texts) - 1)
+    return list(texts[:-n_val]), list(texts[-n_val:])
+
+
+def encode_documents(tok: Tokenizer, texts: list[str]) -> torch.Tensor:
+    """One stream of ids, each document followed by the EOS id: (total tokens,) int64."""
+    if tok.eos_token_id is None:
+        raise ValueError(f"the tokenizer in {tok.folder} has no eos_token; training joins documents with it. "
+                         "Set eos_token in its tokenizer_config.json.")
+    ids: list[int] = []
+    for text in texts:
+        ids += tok.encode(text, add_special_tokens=False) + [tok.eos_token_id]
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def cut_windows(stream: torch.Tensor, context: int, what: str = "training") -> torch.Tensor:
+    """Windows of ``context + 1`` tokens, each starting where the last one's inputs end:
+    (n_windows, context + 1). The tail shorter than a window is dropped."""
+    if len(stream) < context + 1:
+        raise ValueError(
+            f"the {what} texts hold {len(stream)} tokens, fewer than one window of context + 1 = "
+            f"{context + 1}. Give more text, a smaller context, or (validation) a larger val_fraction."
+        )
+    return stream.unfold(0, context + 1, context)
+
+
+def draw_batch(windows: torch.Tensor, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+    """``batch_size`` windows drawn at random (with replacement): (batch, context + 1)."""
+    return windows[torch.randint(len(windows), (batch_size,), generator=generator)]
+
+
+# ---- model and optimizer -------------------------------------------------------------------------
+
+def model_config(config: TrainConfig, vocab_size: int, eos_id: int) -> ModelConfig:
+    """The Qwen2 ModelConfig of the model ``config`` describes (vocabulary from the tokenizer)."""
+    return ModelConfig(
+        model_type="qwen2", vocab_size=vocab_size, hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size, num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads, num_key_value_heads=config.num_key_value_heads,
+        head_dim=config.hidden_size // config.num_attention_heads, rope_theta=config.rope_theta,
+        rms_norm_eps=1e-6, max_position_embeddings=config.context,
+        tie_word_embeddings=config.tie_word_embeddings, attention_bias=True, torch_dtype="float32",
+        bos_token_id=eos_id, eos_token_id=eos_id,
+    )
+
+
+def init_weights(model: nn.Module, seed: int) -> None:
+    """Initialise like Hugging Face: matrices and embeddings ~ N(0, 0.02), biases 0, norm gains 1."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.fill_(1.0)
+            elif name.endswith("bias"):
+                param.zero_()
+            else:
+                param.copy_(torch.randn(param.shape, generator=generator) * INIT_STD)
+
+
+def build_model(config: TrainConfig, vocab_size: int, eos_id: int) -> nn.Module:
+    """A freshly initialised model of ``config.architecture``, float32, in train mode."""
+    if config.architecture == "mlp":
+        model = MLPLanguageModel(vocab_size, config.mlp_window, config.hidden_size, config.intermediate_size)
+    else:
+        model = Transformer(model_config(config, vocab_size, eos_id))
+    init_weights(model, config.seed)
+    return model.train()
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on the matrices (2-D and up) and none on biases and norm gains."""
+    params = list(model.parameters())  # a tied matrix once
+    return torch.optim.AdamW(
+        [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
+        lr=config.learning_rate, betas=BETAS,
+    )
+
+
+def learning_rate(step: int, config: TrainConfig) -> float:
+    """The learning rate of update number ``step`` (1-based): linear warm-up, then cosine decay."""
+    peak, warmup = config.learning_rate, config.warmup_steps
+    if step <= warmup:
+        return peak * step / warmup
+    progress = min(1.0, (step - warmup) / max(1, config.steps - warmup))
+    low = peak * config.min_lr_ratio
+    return low + 0.5 * (peak - low) * (1 + math.cos(math.pi * progress))
+
+
+def next_token_loss(model, windows: torch.Tensor, bf16: bool = False) -> torch.Tensor:
+    """Mean next-token cross-entropy (nats) of windows (batch, context + 1): the first ``context``
+    tokens go in, and ``logits[:, t]`` is scored against token ``t + 1``. A 0-d tensor."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = model(windows[:, :-1])                                # (batch, context, vocab)
+    return F.cross_entropy(logits.float().flatten(0, 1), windows[:, 1:].flatten())
+
+
+def train_step(model, forward, optimizer: torch.optim.Optimizer, batch: torch.Tensor, lr: float,
+               config: TrainConfig) -> float:
+    """One update on ``batch`` (batch, context + 1) with learning rate ``lr``; returns the loss (nats).
+
+    ``forward`` computes the logits (``model`` itself, or its compiled version).
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loss = next_token_loss(forward, batch, config.bf16)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.grad_clip > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    optimizer.step()
+    return loss.item()
+
+
+@torch.no_grad()
+def evaluate(model, windows: torch.Tensor, batch_size: int, bf16: bool = False) -> float:
+    """Mean next-token cross-entropy (nats per token) over all ``windows`` (n, context + 1)."""
+    total = sum(next_token_loss(model, batch, bf16).item() * len(batch) for batch in windows.split(batch_size))
+    return total / len(windows)
+
+
+def validation_windows(val_stream: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    """The fixed validation windows: at most eval_batches * batch_size, spread over the whole set."""
+    windows = cut_windows(val_stream, config.context, "validation")
+    wanted = config.eval_batches * config.batch_size
+    if len(windows) <= wanted:
+        return windows
+    return windows[torch.linspace(0, len(windows) - 1, wanted).long()]
+
+
+# ---- checkpoints ---------------------------------------------------------------------------------
+
+def save_checkpoint(folder: Path, model: nn.Module, tok: Tokenizer, optimizer: torch.optim.Optimizer,
+                    data_generator: torch.Generator, state: dict) -> Path:
+    """Write the model folder plus the trainer state (see the module docstring); returns ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / STATE_JSON).unlink(missing_ok=True)   # written again last, once the rest is complete
+    if isinstance(model, Transformer):
+        (folder / "config.json").write_text(json.dumps(model.config.to_dict(), indent=2) + "\n", encoding="utf-8")
+        save_weights(model, folder)
+    else:
+        model.save(folder)
+    if tok.folder.resolve() != folder.resolve():
+        for name in TOKENIZER_FILES:
+            shutil.copyfile(tok.folder / name, folder / name)
+
+    tensors = {"rng.torch": torch.get_rng_state(), "rng.data": data_generator.get_state()}
+    for name, param in model.named_parameters():
+        for key, value in optimizer.state.get(param, {}).items():   # step, exp_avg, exp_avg_sq
+            tensors[f"adamw.{key}.{name}"] = value.detach().contiguous()
+    save_file(tensors, folder / STATE_TENSORS, metadata={"format": "pt"})
+    (folder / STATE_JSON).write_text(_state_json(state), encoding="utf-8")
+    return folder
+
+
+def _state_json(state: dict) -> str:
+    """JSON of the trainer state, readable: one line per history record."""
+    head = json.dumps({key: value for key, value in state.items() if key != "history"}, indent=1)
+    rows = ",\n  ".join(json.dumps(record) for record in state["history"])
+    return head[:-2] + f',\n "history": [\n  {rows}\n ]\n}}\n'
+
+
+def _restore(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, data_generator: torch.Generator):
+    """Load weights, AdamW moments and generator states saved by :func:`save_checkpoint`."""
+    tensors = load_file(folder / STATE_TENSORS)
+    torch.set_rng_state(tensors.pop("rng.torch"))
+    data_generator.set_state(tensors.pop("rng.data"))
+    names = dict(model.named_parameters())
+    for key, value in tensors.items():
+        _, slot, name = key.split(".", 2)
+        optimizer.state[names[name]][slot] = value
+
+
+def _load_trained(folder: Path, config: TrainConfig, vocab_size: int, eos_id: int) -> nn.Module:
+    """The model saved in ``folder``, as trainable float32 parameters."""
+    if config.architecture == "mlp":
+        return MLPLanguageModel.load(folder).train()
+    model = Transformer(model_config(config, vocab_size, eos_id))
+    load_weights(model, folder, torch.float32, "cpu")
+    return model.requires_grad_(True).train()
+
+
+# ---- the loop ------------------------------------------------------------------------------------
+
+def _fingerprint(*streams: torch.Tensor) -> str:
+    digest = hashlib.sha256()
+    for stream in streams:
+        digest.update(stream.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _sample(model, prompt: list[int], max_new_tokens: int, seed: int, eos_id: int) -> list[int]:
+    """A sampled continuation (temperature 0.8, top-k 40): minillm.generate for the transformer,
+    a plain loop over the last window for the MLP (it has no KV cache)."""
+    was_training = model.training
+    model.eval()
+    if isinstance(model, Transformer):
+        max_new_tokens = min(max_new_tokens, model.config.max_position_embeddings - len(prompt))
+        new = generate(model, prompt, max_new_tokens, temperature=0.8, top_k=40, seed=seed, eos_token_id=eos_id)
+    else:
+        generator, new = torch.Generator().manual_seed(seed), []
+        with torch.no_grad():
+            for _ in range(max_new_tokens):
+                logits = model(torch.tensor([(prompt + new)[-model.window:]]))[:, -1]   # (1, vocab)
+                new.append(int(sample_next_token(logits, 0.8, 40, generator=generator)))
+                if new[-1] == eos_id:
+                    break
+    model.train(was_training)
+    return new
+
+
+def train(texts: list[str], config: TrainConfig, out: str | Path, tokenizer: str | Path | Tokenizer | None = None,
+          until: int | None = None, progress: bool = True, val_texts: list[str] | None = None) -> TrainResult:
+    """Train a new model on ``texts`` (list of documents) and save it as a checkpoint in ``out``.
+
+    ``tokenizer``: an existing tokenizer (a folder with tokenizer.json, or a Tokenizer); by
+    default a BPE tokenizer of ``config.vocab_size`` tokens is trained on the training
+    documents and saved in ``out``. ``until``: stop (and save) after that many steps, with
+    the learning-rate schedule still planned for ``config.steps``; :func:`resume` finishes
+    the run. ``progress`` shows a progress bar and prints the samples. ``val_texts``: the
+    validation documents, when they are not simply the last ``config.val_fraction`` of ``texts``.
+    """
+    out = Path(out)
+    train_docs, _ = _documents(texts, val_texts, config)
+    if tokenizer is None:
+        tok = load_tokenizer(train_tokenizer(train_docs, config.vocab_size, out))
+    else:
+        tok = tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(tokenizer)
+    return _run(texts, val_texts, config, out, tok, until, progress, resuming=False)
+
+
+def resume(out: str | Path, texts: list[str], until: int | None = None, progress: bool = True,
+           val_texts: list[str] | None = None) -> TrainResult:
+    """Carry on the run saved in ``out`` up to its ``config.steps`` (or to ``until``).
+
+    ``texts`` (and ``val_texts``) must be those the run started with (checked by a fingerprint
+    of their tokens). On CPU the losses and final weights equal those of a run never interrupted,
+    bit for bit: the weights, AdamW's moments and the step counter, the batch generator's
+    state and torch's global generator state are all restored exactly.
+    """
+    out = Path(out)
+    if not (out / STATE_JSON).is_file():
+        raise ValueError(f"{out} holds no {STATE_JSON}: nothing to resume. Start a run with train() "
+                         "(`minillm train` without --resume).")
+    if not (out / STATE_TENSORS).is_file():
+        raise ValueError(f"{out} holds no {STATE_TENSORS} (the optimizer's state), so its run cannot be resumed "
+                         "exactly. Shipped models keep only their history; train a new run instead.")
+    state = json.loads((out / STATE_JSON).read_text(encoding="utf-8"))
+    config = TrainConfig(**state["config"])
+    return _run(texts, val_texts, config, out, load_tokenizer(out), until, progress, resuming=True, state=state)
+
+
+def _documents(texts: list[str], val_texts: list[str] | None, config: TrainConfig) -> tuple[list[str], list[str]]:
+    """(training, validation) documents: ``val_texts`` if given, else the last val_fraction of ``texts``."""
+    if val_texts is None:
+        return split_documents(texts, config.val_fraction)
+    if isinstance(texts, str) or isinstance(val_texts, str) or not texts or not val_texts:
+        raise ValueError("texts and val_texts must be non-empty lists of documents.")
+    return list(texts), list(val_texts)
+
+
+def _run(texts, val_texts, config: TrainConfig, out: Path, tok: Tokenizer, until: int | None, progress: bool,
+         resuming: bool, state: dict | None = None) -> TrainResult:
+    if until is not None and (not isinstance(until, int) or until < 1):
+        raise ValueError(f"until must be a step number >= 1 (or None to run all {config.steps} steps); got {until!r}.")
+    train_docs, val_docs = _documents(texts, val_texts, config)
+    train_stream, val_stream = encode_documents(tok, train_docs), encode_documents(tok, val_docs)
+    train_windows = cut_windows(train_stream, config.context)
+    val_windows = validation_windows(val_stream, config)
+    fingerprint = _fingerprint(train_stream, val_stream)
+    vocab, eos = tok.vocab_size, tok.eos_token_id
+    last = config.steps if until is None else min(until, config.steps)
+
+    data_generator = torch.Generator().manual_seed(config.seed)
+    if resuming:
+        if state["data"]["fingerprint"] != fingerprint:
+            raise ValueError(f"the texts differ from those the run in {out} was trained on (token fingerprint "
+                             f"{fingerprint} != {state['data']['fingerprint']}); resume with the same texts.")
+        model = _load_trained(out, config, vocab, eos)
+        optimizer = make_optimizer(model, config)
+        _restore(out, model, optimizer, data_generator)
+        history = [Record(**r) for r in state["history"]]
+        step = state["step"]
+    else:
+        torch.manual_seed(config.seed)
+        model = build_model(config, vocab, eos)
+        optimizer = make_optimizer(model, config)
+        history = [Record(0, 0, None, evaluate(model, val_windows, config.batch_size, config.bf16), 0.0)]
+        step = 0
+
+    forward = _compile(model) if config.compile else model
+    samples: list[tuple[int, str]] = []
+    prompts = [[eos], encode_documents(tok, val_docs[:1])[:4].tolist()]
+    train_seconds, train_tokens = 0.0, 0
+
+    def checkpoint() -> None:
+        save_checkpoint(out, model, tok, optimizer, data_generator, dict(
+            step=step, tokens=step * config.tokens_per_step, config=asdict(config),
+            data=dict(fingerprint=fingerprint, train_documents=len(train_docs), val_documents=len(val_docs),
+                      train_tokens=len(train_stream), val_tokens=len(val_stream)),
+            history=[asdict(r) for r in history]))
+
+    bar = tqdm(total=config.steps, initial=step, desc="training", unit="step", disable=not progress)
+    while step < last:
+        batch = draw_batch(train_windows, config.batch_size, data_generator)
+        lr = learning_rate(step + 1, config)
+        start = time.perf_counter()
+        try:
+            loss = train_step(model, forward, optimizer, batch, lr, config)
+        except Exception as err:  # torch.compile fails in many ways (no compiler, unsupported op...)
+            if forward is model:
+                raise
+            tqdm.write(f"torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+                       "training without it.")
+            forward = model
+            loss = train_step(model, forward, optimizer, batch, lr, config)
+        train_seconds += time.perf_counter() - start
+        train_tokens += config.tokens_per_step
+        step += 1
+        val = None
+        if step % config.eval_every == 0 or step == config.steps:
+            val = evaluate(model, val_windows, config.batch_size, config.bf16)
+        history.append(Record(step, step * config.tokens_per_step, loss, val, lr))
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}", val=f"{_last_val(history):.3f}",
+                        tok_s=f"{train_tokens / train_seconds:,.0f}")
+        if config.sample_every and step % config.sample_every == 0:
+            for i, prompt in enumerate(prompts):
+                text = tok.decode(prompt + _sample(model, prompt, 40, config.seed + i, eos))
+                samples.append((step, text))
+                if progress:
+                    tqdm.write(f"step {step} sample: {text!r}")
+        if (config.save_every and step % config.save_every == 0) or step == last:
+            checkpoint()
+    bar.close()
+    rate = train_tokens / train_seconds if train_seconds else 0.0
+    return TrainResult(model, tok, history, samples, out, rate)
+
+
+def _last_val(history: list[Record]) -> float:
+    return next(r.val_loss for r in reversed(history) if r.val_loss is not None)
+
+
+def _compile(model: nn.Module):
+    """``torch.compile(model)``; compilation happens (and may fail) at the first call."""
+    try:
+        return torch.compile(model)
+    except Exception as err:
+        tqdm.write(f"torch.compile is not available ({err}); training without it.")
+        return model
