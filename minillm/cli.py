@@ -4,6 +4,12 @@
     minillm generate SOURCE "prompt" --max-new-tokens 50 --temperature 0.8 --top-k 40 --seed 0
     minillm scaling --models Qwen/Qwen2.5-0.5B Qwen/Qwen2.5-1.5B --stories 50 --out results/
     minillm quantize SOURCE --bits 16 8 4 3 2 --schemes tensor channel group
+    minillm train --data stories.txt --out my-model --hidden 64 --layers 2 --steps 500
+    minillm sweep --shapes 32x2 64x2 96x3 --tokens 400000 --out sweep-results
+    minillm compare-architectures --hidden 64 --layers 2 --mlp-window 8 --out architectures
+    minillm train-family --out data/models --threads 1
+    minillm make-exercises [--check]
+    minillm grade SUBMISSIONS_DIR --out grades.csv
 """
 
 from __future__ import annotations
@@ -132,6 +138,217 @@ def cmd_convert_llama2c(args: argparse.Namespace) -> None:
         print(f"wrote {out / name}")
 
 
+def cmd_make_exercises(args: argparse.Namespace) -> None:
+    """Write exercises/ from solutions/ (or, with --check, only say whether it is up to date)."""
+    from .stubs import EXERCISES_DIR, SOLUTIONS_DIR, make_exercises, out_of_sync
+
+    try:
+        if args.check:
+            problems = out_of_sync()
+            if problems:
+                raise ValueError("exercises/ is out of date; run `minillm make-exercises`:\n  " + "\n  ".join(problems))
+            print(f"{EXERCISES_DIR} is in sync with {SOLUTIONS_DIR}.")
+            return
+        for path in make_exercises():
+            print(f"wrote {path}")
+    except FileNotFoundError as err:
+        raise ValueError(str(err)) from err
+
+
+def cmd_grade(args: argparse.Namespace) -> None:
+    """Grade every submission folder with the autograder, one subprocess each; write a CSV."""
+    from .grade import grade_class
+
+    rows = grade_class(args.submissions, args.out, timeout=args.timeout, autograder=args.autograder,
+                       progress=True)
+    print(f"wrote {args.out} ({len(rows)} submissions)")
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    """--threads: tiny models often train fastest on one thread, and a second thread that waits
+    for a core another process holds can slow every step down several times."""
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be at least 1; got {args.threads}.")
+        torch.set_num_threads(args.threads)
+
+
+def _read_texts(files: list[Path] | None) -> list[str]:
+    """The documents of text files split on <|endoftext|>; by default the bundled stories."""
+    from . import data
+
+    if not files:
+        return data.bundled_texts("stories")
+    texts = []
+    for path in files:
+        if not path.is_file():
+            raise ValueError(f"--data {path}: no such file. Give text files whose documents are separated "
+                             f"by {data.SEPARATOR}, or leave --data out to train on the bundled stories.")
+        texts += data.split_stories(path.read_text(encoding="utf-8"))
+    return texts
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    """Train a small model on text files; write the checkpoint folder and its loss curves."""
+    from . import plots
+    from .train import TrainConfig, resume, train
+
+    _set_threads(args)
+    texts = _read_texts(args.data)
+    if args.resume:
+        print(f"resuming the run in {args.out} on {len(texts)} documents")
+        result = resume(args.out, texts, until=args.until)
+    else:
+        config = TrainConfig(
+            architecture=args.architecture, vocab_size=args.vocab_size, hidden_size=args.hidden,
+            num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
+            intermediate_size=args.intermediate, context=args.context, mlp_window=args.mlp_window, steps=args.steps,
+            batch_size=args.batch_size, learning_rate=args.lr, warmup_steps=args.warmup,
+            min_lr_ratio=args.min_lr_ratio, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
+            eval_every=args.eval_every, sample_every=args.sample_every, save_every=args.save_every,
+            val_fraction=args.val_fraction, seed=args.seed, bf16=args.bf16, compile=args.compile,
+        )
+        print(f"training on {len(texts)} documents")
+        result = train(texts, config, args.out, tokenizer=args.tokenizer, until=args.until)
+    last = result.history[-1]
+    print(f"step {last.step}: {last.tokens:,} tokens seen, train loss {last.train_loss:.4f}, validation loss "
+          f"{result.final_val_loss:.4f} nats/token; {result.model.num_parameters():,} parameters; "
+          f"{result.tokens_per_second:,.0f} tokens/s")
+    print(f"wrote {result.folder}")
+    print(f"wrote {plots.plot_loss_curves(result.history, result.folder / 'loss_curves.png')}")
+
+
+def _add_train_args(parser: argparse.ArgumentParser) -> None:
+    from .train import TrainConfig as C
+
+    parser.add_argument("--data", type=Path, nargs="+", metavar="FILE",
+                        help="text files, documents separated by <|endoftext|> (default: the bundled stories)")
+    parser.add_argument("--out", type=Path, default=Path("trained-model"), help="checkpoint folder to write")
+    parser.add_argument("--tokenizer", type=Path, metavar="FOLDER",
+                        help="use this folder's tokenizer.json instead of training a BPE tokenizer")
+    parser.add_argument("--architecture", default=C.architecture, choices=["transformer", "mlp"])
+    parser.add_argument("--vocab-size", type=int, default=C.vocab_size, help="BPE vocabulary to train")
+    parser.add_argument("--hidden", type=int, default=C.hidden_size, help="hidden size (MLP: embedding width)")
+    parser.add_argument("--layers", type=int, default=C.num_hidden_layers)
+    parser.add_argument("--heads", type=int, default=C.num_attention_heads)
+    parser.add_argument("--kv-heads", type=int, default=C.num_key_value_heads)
+    parser.add_argument("--intermediate", type=int, default=C.intermediate_size, help="SwiGLU (MLP: hidden) width")
+    parser.add_argument("--context", type=int, default=C.context, help="tokens per training window")
+    parser.add_argument("--mlp-window", type=int, default=C.mlp_window, help="architecture mlp: tokens it sees")
+    parser.add_argument("--steps", type=int, default=C.steps)
+    parser.add_argument("--batch-size", type=int, default=C.batch_size)
+    parser.add_argument("--lr", type=float, default=C.learning_rate, help="peak learning rate")
+    parser.add_argument("--warmup", type=int, default=C.warmup_steps, help="warm-up steps")
+    parser.add_argument("--min-lr-ratio", type=float, default=C.min_lr_ratio)
+    parser.add_argument("--weight-decay", type=float, default=C.weight_decay)
+    parser.add_argument("--grad-clip", type=float, default=C.grad_clip, help="max gradient norm (0: off)")
+    parser.add_argument("--eval-every", type=int, default=C.eval_every)
+    parser.add_argument("--sample-every", type=int, default=C.sample_every, help="0: never")
+    parser.add_argument("--save-every", type=int, default=C.save_every, help="0: only at the end")
+    parser.add_argument("--val-fraction", type=float, default=C.val_fraction)
+    parser.add_argument("--seed", type=int, default=C.seed)
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass")
+    parser.add_argument("--compile", action="store_true", help="try torch.compile")
+    parser.add_argument("--until", type=int, help="stop and save after this step (finish later with --resume)")
+    parser.add_argument("--resume", action="store_true",
+                        help="carry on the run saved in --out (its settings are read from there)")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+
+
+def _experiment_texts(args: argparse.Namespace) -> list[str]:
+    if args.data:
+        return _read_texts(args.data)
+    from .storygen import synthetic_stories
+
+    return synthetic_stories(args.stories, seed=args.seed)
+
+
+def _experiment_config(args: argparse.Namespace, **fields):
+    from .train import TrainConfig
+
+    return TrainConfig(vocab_size=args.vocab_size, context=args.context, batch_size=args.batch_size,
+                       learning_rate=args.lr, seed=args.seed, bf16=args.bf16, **fields)
+
+
+def _parse_shape(text: str) -> tuple[int, int]:
+    hidden, _, layers = text.partition("x")
+    if not (hidden.isdigit() and layers.isdigit()):
+        raise ValueError(f"--shapes {text!r}: write each shape as HIDDENxLAYERS, e.g. 64x2.")
+    return int(hidden), int(layers)
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    """Train models of several sizes on the same tokens; tabulate, fit and plot the final losses."""
+    from . import plots
+    from .experiments.scaling import write_csv
+    from .experiments.training import fit_sweep, shape, size_sweep
+
+    _set_threads(args)
+    texts = _experiment_texts(args)
+    shapes = [shape(*_parse_shape(s)) for s in args.shapes]
+    print(f"{len(texts)} documents; {len(shapes)} models, {args.tokens:,} training tokens each")
+    results = size_sweep(texts, shapes, args.tokens, args.out, base=_experiment_config(args), progress=args.progress)
+    print(f"\n{'model':<10} {'params':>9} {'non-emb':>9} {'val loss':>9} {'val ppl':>8} {'seconds':>8} {'tokens/s':>9}")
+    for r in results:
+        print(f"{r.name:<10} {r.params:>9,} {r.non_embedding_params:>9,} {r.val_loss:>9.4f} {r.val_perplexity:>8.3f} "
+              f"{r.seconds:>8.1f} {r.tokens_per_second:>9,.0f}")
+    fit = fit_sweep(results)
+    if fit:
+        print(f"power law: validation perplexity = {fit.coefficient:.4g} * N^{fit.exponent:.4f} "
+              "(N = non-embedding parameters)")
+    for path in (write_csv(args.out / "sweep.csv", results), plots.plot_size_sweep(results, fit, args.out / "sweep.png")):
+        print(f"wrote {path}")
+
+
+def cmd_compare_architectures(args: argparse.Namespace) -> None:
+    """Train a transformer and a fixed-window MLP on the same tokens; tabulate and plot both."""
+    from . import plots
+    from .experiments.scaling import write_csv
+    from .experiments.training import compare_architectures, shape
+
+    _set_threads(args)
+    texts = _experiment_texts(args)
+    base = _experiment_config(args, mlp_window=args.mlp_window, **shape(args.hidden, args.layers))
+    print(f"{len(texts)} documents; {args.tokens:,} training tokens for each architecture")
+    rows = compare_architectures(texts, args.tokens, args.out, base=base, progress=args.progress)
+    print(f"\n{'architecture':<12} {'params':>9} {'non-emb':>9} {'tokens':>10} {'val loss':>9}")
+    for name in dict.fromkeys(r.architecture for r in rows):
+        last = [r for r in rows if r.architecture == name][-1]
+        print(f"{name:<12} {last.params:>9,} {last.non_embedding_params:>9,} {last.tokens:>10,} {last.val_loss:>9.4f}")
+    for path in (write_csv(args.out / "architectures.csv", rows),
+                 plots.plot_architectures(rows, args.out / "architectures.png")):
+        print(f"wrote {path}")
+
+
+def _add_experiment_args(parser: argparse.ArgumentParser, tokens: int) -> None:
+    parser.add_argument("--data", type=Path, nargs="+", metavar="FILE",
+                        help="text files, documents separated by <|endoftext|> (default: synthetic stories)")
+    parser.add_argument("--stories", type=int, default=3000, help="without --data: how many synthetic stories")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the models, the CSV and the plot")
+    parser.add_argument("--tokens", type=int, default=tokens, help="training tokens per model (default %(default)s)")
+    parser.add_argument("--vocab-size", type=int, default=1024)
+    parser.add_argument("--context", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+
+
+def cmd_train_family(args: argparse.Namespace) -> None:
+    """Train the shipped family tiny-s, tiny-m, tiny-l; print sizes and held-out perplexities."""
+    from .family import train_family
+
+    _set_threads(args)
+    rows = train_family(args.out, tokens=args.tokens, progress=args.progress)
+    print(f"\n{'model':<8} {'params':>10} {'non-emb':>10} {'tokens':>10} {'val loss':>9} {'held-out ppl':>13} {'seconds':>8}")
+    for r in rows:
+        print(f"{r.name:<8} {r.params:>10,} {r.non_embedding_params:>10,} {r.tokens:>10,} {r.val_loss:>9.4f} "
+              f"{r.held_out_perplexity:>13.3f} {r.seconds:>8.1f}")
+    print(f"wrote {', '.join(str(args.out / r.name) for r in rows)} and {args.out / 'family.csv'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minillm", description="See what is inside a Qwen2/Llama language model.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -180,6 +397,43 @@ def build_parser() -> argparse.ArgumentParser:
     llama2c.add_argument("tokenizer_bin", type=Path, help="llama2.c tokenizer file, e.g. tokenizer.bin")
     llama2c.add_argument("out_dir", type=Path, help="folder to write (created if needed)")
     llama2c.set_defaults(run=cmd_convert_llama2c)
+
+    stubs = commands.add_parser("make-exercises", help="write exercises/ (stubs) from solutions/")
+    stubs.add_argument("--check", action="store_true", help="only check that exercises/ is up to date (exit 1 if not)")
+    stubs.set_defaults(run=cmd_make_exercises)
+
+    grade = commands.add_parser("grade", help="grade a class: one folder of unit modules per student")
+    grade.add_argument("submissions", type=Path, help="folder with one subfolder per student")
+    grade.add_argument("--out", type=Path, default=Path("grades.csv"), help="CSV to write (default grades.csv)")
+    grade.add_argument("--timeout", type=float, default=600.0,
+                       help="seconds one student's whole grading run may take (default 600)")
+    grade.add_argument("--autograder", type=Path, default=None,
+                       help="the autograder's folder (default: tests/autograder of the minillm repository)")
+    grade.set_defaults(run=cmd_grade)
+
+    train = commands.add_parser("train", help="train a small Qwen2 model (or the MLP baseline) on text files")
+    _add_train_args(train)
+    train.set_defaults(run=cmd_train)
+
+    sweep = commands.add_parser("sweep", help="train several model sizes on the same tokens; fit a power law")
+    _add_experiment_args(sweep, tokens=400_000)
+    sweep.add_argument("--shapes", nargs="+", default=["16x1", "32x2", "64x2", "96x3"],
+                       help="model shapes as HIDDENxLAYERS (default: %(default)s)")
+    sweep.set_defaults(run=cmd_sweep)
+
+    arch = commands.add_parser("compare-architectures", help="a transformer against a fixed-window MLP")
+    _add_experiment_args(arch, tokens=1_000_000)
+    arch.add_argument("--hidden", type=int, default=64, help="hidden size (also the MLP's embedding width)")
+    arch.add_argument("--layers", type=int, default=2)
+    arch.add_argument("--mlp-window", type=int, default=8, help="tokens the MLP sees")
+    arch.set_defaults(run=cmd_compare_architectures)
+
+    family = commands.add_parser("train-family", help="train the shipped tiny-s, tiny-m and tiny-l models")
+    family.add_argument("--out", type=Path, default=Path("data/models"), help="folder for the three models")
+    family.add_argument("--tokens", type=int, default=1_000_000, help="training tokens per model (default %(default)s)")
+    family.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    family.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    family.set_defaults(run=cmd_train_family)
     return parser
 
 

@@ -1,0 +1,194 @@
+"""Grade a whole class with the autograder: one pytest subprocess per student, one CSV row each.
+
+    minillm grade SUBMISSIONS_DIR --out grades.csv [--timeout S] [--autograder PATH]
+
+``SUBMISSIONS_DIR`` holds one folder per student, each with that student's unit modules
+(``logits.py``, ``perplexity.py``, ...; missing ones score 0 in their unit). Each folder is
+graded in its own process::
+
+    python -m pytest <autograder> --target <folder> --grade-json <tmp>/results.json -q -p no:cacheprovider
+
+so that a crash, an infinite loop or a ``sys.exit`` in one student's code cannot touch the
+others; the whole run of one student is killed after ``timeout`` seconds. Every student gets
+the same grader seed (fresh per class run, written in the CSV), so their recorded numbers are
+computed on the same texts.
+
+The CSV has one row per student: ``student``, ``status`` (``ok`` / ``timeout`` / ``crashed``),
+``total`` and ``max_total``, the points of each unit (``<unit>`` and ``<unit>_max``), the
+scaling comparison (``scaling_numbers``: numbers the scaling unit recorded, ``scaling_matched``:
+how many agree with the reference's within 1e-4 relative, ``scaling_max_rel_diff``), then
+``grader_seed``, ``seconds`` and a ``message`` for runs that did not finish.
+
+This module never imports the autograder, the tests or the exercises: it only runs them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+UNITS = ("logits", "perplexity", "quantization", "sampling", "architecture", "scaling", "training")
+MATCH_RTOL = 1e-4            # a recorded number "matches" the reference within this relative difference
+SCALING_UNIT = "scaling"
+
+# The repository is installed editable (`pip install -e .`): tests/autograder sits next to the package.
+DEFAULT_AUTOGRADER = Path(__file__).resolve().parents[1] / "tests" / "autograder"
+
+
+class GradeError(ValueError):
+    """The autograder or the submissions folder cannot be found."""
+
+
+def find_autograder(autograder: str | Path | None = None) -> Path:
+    """The autograder folder: ``autograder`` if given, else tests/autograder of the minillm repository."""
+    path = Path(autograder) if autograder is not None else DEFAULT_AUTOGRADER
+    if not (path / "conftest.py").is_file():
+        where = "the --autograder folder" if autograder is not None else (
+            "tests/autograder next to the installed minillm package (install minillm from a clone "
+            "with `pip install -e .`, or pass --autograder PATH)")
+        raise GradeError(f"no autograder at {path}: expected {where}, holding conftest.py and test_grade_*.py.")
+    return path.resolve()
+
+
+def compare_numbers(numbers: list[dict], unit: str | None = SCALING_UNIT, rtol: float = MATCH_RTOL) -> dict:
+    """Compare recorded (student, reference) numbers: how many, how many match, the largest relative gap.
+
+    ``numbers`` are the records of ``extra_data["numbers"]`` in the results JSON
+    ({"unit", "name", "student", "reference"}); ``unit`` keeps one unit's (None: all).
+    A missing or non-finite student value counts as a mismatch with an infinite difference.
+    """
+    rows = [n for n in numbers if unit is None or n.get("unit") == unit]
+    matched, worst = 0, 0.0
+    for n in rows:
+        s, r = n.get("student"), n.get("reference")
+        if s is None or r is None or not math.isfinite(s) or not math.isfinite(r):
+            diff = math.inf
+        else:
+            diff = abs(s - r) / max(abs(r), 1e-12)
+        matched += diff <= rtol
+        worst = max(worst, diff)
+    return {"numbers": len(rows), "matched": matched, "max_rel_diff": worst if rows else None}
+
+
+def grade_submission(folder: str | Path, autograder: str | Path | None = None, timeout: float = 600.0,
+                     seed: int | None = None) -> dict:
+    """Grade one submission folder in a subprocess; returns a dict with ``status`` ("ok", "timeout"
+    or "crashed"), ``results`` (the parsed results.json, or None), ``seconds`` and ``message``."""
+    autograder = find_autograder(autograder)
+    folder = Path(folder).resolve()
+    with tempfile.TemporaryDirectory(prefix="minillm-grade-") as tmp:
+        json_path = Path(tmp) / "results.json"
+        cmd = [sys.executable, "-m", "pytest", str(autograder), "--target", str(folder),
+               "--grade-json", str(json_path), "-q", "-p", "no:cacheprovider"]
+        if seed is not None:
+            cmd += ["--grader-seed", str(seed)]
+        env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        start = time.monotonic()
+        proc = subprocess.Popen(cmd, cwd=autograder.parent.parent, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        try:
+            output, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill(proc)
+            output, _ = proc.communicate()
+            return {"status": "timeout", "results": None, "seconds": time.monotonic() - start,
+                    "message": f"grading took longer than {timeout:g} s and was stopped", "output": output}
+        seconds = time.monotonic() - start
+        results = None
+        if json_path.is_file():
+            try:
+                results = json.loads(json_path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError:
+                results = None
+    if proc.returncode in (0, 1) and results is not None:
+        return {"status": "ok", "results": results, "seconds": seconds, "message": "", "output": output}
+    tail = " | ".join(line for line in output.strip().splitlines()[-3:])
+    return {"status": "crashed", "results": results, "seconds": seconds,
+            "message": f"pytest exit code {proc.returncode}: {tail}"[:500], "output": output}
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """Stop the grading process and whatever it started."""
+    try:
+        if hasattr(os, "killpg"):
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:  # pragma: no cover - Windows
+            proc.kill()
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+
+
+def submission_folders(submissions_dir: str | Path) -> list[Path]:
+    """The student folders of ``submissions_dir``, by name (hidden folders and __pycache__ left out)."""
+    root = Path(submissions_dir)
+    if not root.is_dir():
+        raise GradeError(f"{root} is not a folder: give the folder that holds one subfolder per student.")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
+    if not folders:
+        raise GradeError(f"{root} holds no student folders: put each student's unit modules in a subfolder.")
+    return folders
+
+
+def csv_row(student: str, graded: dict, seed: int) -> dict:
+    """One CSV row from a :func:`grade_submission` result."""
+    row: dict = {"student": student, "status": graded["status"], "total": 0, "max_total": ""}
+    results = graded["results"] if graded["status"] == "ok" else None
+    units = (results or {}).get("extra_data", {}).get("units", {})
+    for unit in UNITS:
+        row[unit] = units.get(unit, {}).get("score", 0 if results else "")
+        row[f"{unit}_max"] = units.get(unit, {}).get("max_score", "")
+    if results:
+        row["total"], row["max_total"] = results.get("score", 0), results.get("max_score", "")
+    comparison = compare_numbers((results or {}).get("extra_data", {}).get("numbers", []))
+    row["scaling_numbers"] = comparison["numbers"]
+    row["scaling_matched"] = comparison["matched"]
+    worst = comparison["max_rel_diff"]
+    row["scaling_max_rel_diff"] = "" if worst is None else ("inf" if math.isinf(worst) else f"{worst:.3g}")
+    row["grader_seed"] = seed
+    row["seconds"] = f"{graded['seconds']:.1f}"
+    row["message"] = graded["message"]
+    return row
+
+
+CSV_FIELDS = (["student", "status", "total", "max_total"]
+              + [f for unit in UNITS for f in (unit, f"{unit}_max")]
+              + ["scaling_numbers", "scaling_matched", "scaling_max_rel_diff", "grader_seed", "seconds", "message"])
+
+
+def grade_class(submissions_dir: str | Path, out: str | Path, timeout: float = 600.0,
+                autograder: str | Path | None = None, seed: int | None = None, progress: bool = False) -> list[dict]:
+    """Grade every student folder of ``submissions_dir``; write the CSV ``out``; return its rows.
+
+    ``timeout``: seconds one student's whole grading run may take. ``seed``: the grader seed
+    shared by the whole class (default: a fresh one).
+    """
+    autograder = find_autograder(autograder)
+    folders = submission_folders(submissions_dir)
+    if seed is None:
+        seed = random.SystemRandom().randrange(1, 2**31 - 1)
+    if progress:
+        print(f"grading {len(folders)} submissions with {autograder} (grader seed {seed})", flush=True)
+    rows = []
+    for folder in folders:
+        row = csv_row(folder.name, grade_submission(folder, autograder, timeout, seed), seed)
+        rows.append(row)
+        if progress:
+            print(f"  {folder.name:<24} {row['status']:<8} {row['total']}/{row['max_total'] or '?'}"
+                  f"  ({row['seconds']} s){'  ' + row['message'] if row['message'] else ''}", flush=True)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows

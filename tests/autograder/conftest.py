@@ -1,0 +1,745 @@
+"""The autograder: grades the student's modules in exercises/ (or another folder) with pytest.
+
+Students run ``pytest`` in the repository root (``testpaths`` points here) and get a table of
+points per unit at the end. Instructors run::
+
+    python -m pytest tests/autograder --target solutions -q -p no:cacheprovider   # the reference
+    python -m pytest tests/autograder --target PATH --grade-json results.json   # one submission
+    minillm grade SUBMISSIONS_DIR --out grades.csv                               # a whole class
+
+API for the test files ``test_grade_<unit>.py`` (see the README):
+
+* ``pytestmark = pytest.mark.<unit>`` and ``OBJECTIVES = {"ID": "rubric objective", ...}``;
+* ``@pytest.mark.graded(points=N, objective="ID", level="P" | "M" | "E")`` on each graded test;
+* ``@pytest.mark.timeout_s(N)`` to change the per-test time limit (default 20 s);
+* fixtures ``student`` (``student("unit")`` -> module, ``student.function("unit", "name")`` ->
+  checked function), ``grader_seed``, ``tiny_tokenizer``, ``tiny_model``, ``tiny_model_config``,
+  ``story_texts``, ``record_number``, ``forbid`` (library functions the student may not call);
+* ``from grading import expect_close, expect_shape``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import dis
+import functools
+import importlib.util
+import inspect
+import json
+import math
+import random
+import re
+import signal
+import sys
+import time
+import traceback
+import types
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+import torch
+
+from grading import GradingError
+
+UNITS = ("logits", "perplexity", "quantization", "sampling", "architecture", "scaling", "training")
+LEVELS = {"P": "core", "M": "merit", "E": "excellence"}
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_TIMEOUT_S = 20.0
+PRINT_LIMIT_CHARS = 10_000   # characters one test's student code may print
+PRINT_LIMIT_CALLS = 500      # print() calls one test's student code may make
+TINY_VOCAB = 320
+TINY_MODEL_SEED = 1234       # the tiny model's weights are fixed; texts and shapes vary with grader_seed
+
+_HAS_ALARM = hasattr(signal, "setitimer") and hasattr(signal, "SIGALRM")
+
+
+# --------------------------------------------------------------------------------------------
+# Options, markers, run state
+# --------------------------------------------------------------------------------------------
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("minillm autograder")
+    group.addoption("--target", default="exercises",
+                    help="folder holding the unit modules to grade: 'exercises' (default), 'solutions', "
+                         "or a path to a student's submission")
+    group.addoption("--grader-seed", type=int, default=None,
+                    help="seed for the random texts/shapes the tests draw (default: a fresh one per run)")
+    group.addoption("--grade-json", default=None, metavar="PATH",
+                    help="also write the results as a Gradescope results.json file to PATH")
+
+
+@dataclasses.dataclass
+class TestResult:
+    nodeid: str
+    name: str
+    unit: str
+    objective: str
+    level: str
+    points: int
+    passed: bool = False
+    output: str = ""
+    ran: bool = False
+
+
+@dataclasses.dataclass
+class RunState:
+    target: Path
+    seed: int
+    started: float
+    results: dict = dataclasses.field(default_factory=dict)       # nodeid -> TestResult
+    objectives: dict = dataclasses.field(default_factory=dict)    # unit -> {ID: text}
+    numbers: list = dataclasses.field(default_factory=list)       # recorded numbers
+    print_chars: int = 0
+    print_calls: int = 0
+    alarm_armed: bool = False
+
+
+_STATE: RunState | None = None
+
+
+def _resolve_target(value: str) -> Path:
+    path = Path(value).expanduser()
+    for candidate in (path, REPO / value):
+        if candidate.is_dir():
+            return candidate.resolve()
+    raise pytest.UsageError(
+        f"--target {value!r}: no such folder (looked in {Path.cwd()} and {REPO}). Give 'exercises', "
+        "'solutions' or the path of a folder that holds the unit modules (logits.py, perplexity.py, ...)."
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _STATE
+    config.addinivalue_line("markers", "graded(points, objective, level): a graded test worth `points`, "
+                                       "for rubric objective `objective`, level P (core), M (merit) or E (excellence)")
+    config.addinivalue_line("markers", "timeout_s(seconds): the time limit of this test (default 20 s)")
+    for unit in UNITS:
+        config.addinivalue_line("markers", f"{unit}: the {unit} unit")
+    # The grader's models are tiny: on a busy machine, handing (200, 32) x (32, 64) products
+    # between two threads makes them ~1000x slower than one thread doing them alone, and
+    # one thread also makes results independent of the machine's core count.
+    torch.set_num_threads(1)
+    if not hasattr(config.option, "target"):  # conftest loaded late (e.g. `pytest tests`): no options
+        return
+    seed = config.option.grader_seed
+    if seed is None:
+        seed = random.SystemRandom().randrange(1, 2**31 - 1)
+    _STATE = RunState(target=_resolve_target(config.option.target), seed=seed, started=time.time())
+    if getattr(config.option, "tbstyle", "auto") == "auto":
+        config.option.tbstyle = "short"
+
+
+def _state() -> RunState:
+    if _STATE is None:
+        raise RuntimeError("the autograder's conftest was not configured (run pytest on tests/autograder)")
+    return _STATE
+
+
+# --------------------------------------------------------------------------------------------
+# Time limit and bounded printing around each test's call
+# --------------------------------------------------------------------------------------------
+
+class StudentTimeout(BaseException):
+    """The test ran past its time limit (a BaseException so that `except Exception` can't swallow it)."""
+
+
+class PrintLimitExceeded(BaseException):
+    """Student code printed too much."""
+
+
+class ForbiddenCall(BaseException):
+    """Student code called a library function that is the answer itself (see the `forbid` fixture)."""
+
+
+def _timeout_of(item: pytest.Item) -> float:
+    marker = item.get_closest_marker("timeout_s")
+    if marker is None:
+        return DEFAULT_TIMEOUT_S
+    return float(marker.args[0] if marker.args else marker.kwargs.get("seconds", DEFAULT_TIMEOUT_S))
+
+
+def _bounded_print(*args, **kwargs) -> None:
+    """Stands in for ``print`` inside student modules: stops a test that prints without end."""
+    state = _STATE
+    if state is not None:
+        state.print_calls += 1
+        state.print_chars += sum(len(str(a)) for a in args) + 1
+        if state.print_chars > PRINT_LIMIT_CHARS or state.print_calls > PRINT_LIMIT_CALLS:
+            raise PrintLimitExceeded(
+                f"your code printed too much ({state.print_calls} print() calls, {state.print_chars} "
+                f"characters; the limit is {PRINT_LIMIT_CALLS} calls or {PRINT_LIMIT_CHARS} characters "
+                "per test). Remove debugging prints from loops."
+            )
+    print(*args, **kwargs)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    state = _state()
+    state.print_chars = state.print_calls = 0
+    limit = _timeout_of(item)
+    old_handler = None
+    if _HAS_ALARM:
+        def on_alarm(signum, frame):
+            if state.alarm_armed:
+                raise StudentTimeout(
+                    f"time limit of {limit:g} s exceeded. Does your code loop forever (a `while` whose "
+                    "condition never changes), or do far more work than needed (a Python loop over every "
+                    "element of a big tensor, a forward pass per token instead of one for the whole text)?"
+                )
+        try:
+            old_handler = signal.signal(signal.SIGALRM, on_alarm)
+            state.alarm_armed = True
+            # Fires again every second after the limit, in case student code swallows the first one.
+            signal.setitimer(signal.ITIMER_REAL, limit, 1.0)
+        except ValueError:  # not in the main thread: no limit
+            old_handler = None
+            state.alarm_armed = False
+    try:
+        yield
+    finally:
+        if _HAS_ALARM and old_handler is not None:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            state.alarm_armed = False
+            signal.signal(signal.SIGALRM, old_handler)
+
+
+# --------------------------------------------------------------------------------------------
+# The `student` fixture: fresh imports from the target folder, global-variable check
+# --------------------------------------------------------------------------------------------
+
+_ALL_CAPS = re.compile(r"^_*[A-Z][A-Z0-9_]*$")
+_CONSTANT_MODULES = (math, np, torch)
+
+
+def _allowed_global(name: str, value: Any) -> bool:
+    """Module-level names a graded function may use: modules, functions, classes, CONSTANTS."""
+    if _ALL_CAPS.match(name) or (name.startswith("__") and name.endswith("__")):
+        return True
+    if inspect.ismodule(value) or inspect.isclass(value) or inspect.isroutine(value):
+        return True
+    if isinstance(value, (functools.partial, torch.dtype, torch.device)):
+        return True
+    if type(value).__module__ in ("typing", "typing_extensions"):
+        return True
+    # `from math import pi` / `from torch import float32`: the library's own constants.
+    missing = object()
+    return any(getattr(mod, name, missing) is value for mod in _CONSTANT_MODULES)
+
+
+def _code_objects(code: types.CodeType):
+    yield code
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _code_objects(const)
+
+
+_GLOBAL_OPS = {"LOAD_GLOBAL", "LOAD_NAME", "STORE_GLOBAL", "DELETE_GLOBAL"}
+
+
+def check_global_vars(fn: Callable, module: types.ModuleType, unit: str) -> None:
+    """Fail when ``fn`` (or a helper of the same module that it calls) reads a module-level
+    variable, e.g. a ``model`` or ``text`` left at the top of the file, instead of its arguments."""
+    seen: set[int] = set()
+    todo = [fn]
+    while todo:
+        func = inspect.unwrap(todo.pop())
+        code = getattr(func, "__code__", None)
+        if code is None or id(code) in seen:
+            continue
+        seen.add(id(code))
+        g = getattr(func, "__globals__", {})
+        for sub in _code_objects(code):
+            for instr in dis.get_instructions(sub):
+                if instr.opname not in _GLOBAL_OPS or not isinstance(instr.argval, str):
+                    continue
+                name = instr.argval
+                if instr.opname != "STORE_GLOBAL" and name not in g:
+                    continue  # a builtin (len, range, ...) or an undefined name
+                value = g.get(name)
+                if instr.opname == "STORE_GLOBAL" or not _allowed_global(name, value):
+                    raise GradingError(
+                        f"{unit}.py: {fn.__name__}() uses the module-level variable `{name}` "
+                        f"({'assigned with `global`' if instr.opname == 'STORE_GLOBAL' else type(value).__name__}). "
+                        "A graded function must compute its answer from its arguments only: the grader "
+                        f"passes in its own model, tokenizer and texts. Use the argument instead of `{name}`, "
+                        "or, if it is a true constant, name it in ALL_CAPS."
+                    )
+                if inspect.isfunction(value) and getattr(value, "__module__", None) == module.__name__:
+                    todo.append(value)  # a helper in the student's file: check it too
+
+
+class Student:
+    """``student("unit")`` -> the unit's module from the target folder, imported fresh for this test.
+    ``student.function("unit", "name")`` -> the function, after the global-variable check."""
+
+    def __init__(self, target: Path):
+        self.target = target
+        self._modules: dict[str, types.ModuleType] = {}
+
+    def __call__(self, unit: str) -> types.ModuleType:
+        if unit in self._modules:
+            return self._modules[unit]
+        path = self.target / f"{unit}.py"
+        if not path.is_file():
+            raise GradingError(
+                f"{path} not found. The {unit} unit is graded from a file named {unit}.py in {self.target}."
+            )
+        name = f"_student_{unit}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        module.print = _bounded_print  # type: ignore[attr-defined]
+        sys.modules[name] = module
+        sys.path.insert(0, str(self.target))
+        dont_write = sys.dont_write_bytecode
+        sys.dont_write_bytecode = True  # leave no __pycache__ in the student's folder
+        try:
+            spec.loader.exec_module(module)
+        except SyntaxError as err:
+            sys.modules.pop(name, None)
+            line = (err.text or "").rstrip()
+            raise GradingError(
+                f"{path.name} has a syntax error at line {err.lineno}: {err.msg}\n    {line}\n"
+                "Nothing in this file can be graded until it is fixed."
+            ) from None
+        except (StudentTimeout, PrintLimitExceeded, KeyboardInterrupt):
+            sys.modules.pop(name, None)
+            raise
+        except BaseException as err:  # ImportError, NameError, SystemExit at import time...
+            sys.modules.pop(name, None)
+            where = _student_frames(err.__traceback__, self.target)
+            raise GradingError(
+                f"importing {path.name} failed with {type(err).__name__}: {err}\n{where}"
+                "Code at the top level of the file runs when it is imported: keep only imports, "
+                "constants and function definitions there."
+            ) from None
+        finally:
+            sys.dont_write_bytecode = dont_write
+            try:
+                sys.path.remove(str(self.target))
+            except ValueError:
+                pass
+        self._modules[unit] = module
+        return module
+
+    def function(self, unit: str, name: str) -> Callable:
+        module = self(unit)
+        fn = getattr(module, name, None)
+        if fn is None:
+            raise GradingError(
+                f"{unit}.py has no function {name}(). Keep the name and signature of the exercise "
+                "stub (a renamed or deleted function cannot be graded)."
+            )
+        if not callable(fn):
+            raise GradingError(f"{unit}.py: {name} should be a function, but it is a {type(fn).__name__}.")
+        check_global_vars(fn, module, unit)
+        return fn
+
+
+@pytest.fixture
+def student() -> Student:
+    return Student(_state().target)
+
+
+@pytest.fixture
+def forbid(monkeypatch) -> Callable[..., None]:
+    """``forbid("minillm.scoring.perplexity", ...)``: for this test, calling one of these fails the
+    test with a message. Use it for the library functions that ARE the exercise's answer. Get the
+    reference values from names bound at import time of the test module (``from minillm.scoring
+    import perplexity as ref_perplexity``): patching a module attribute leaves those untouched.
+    Call it before the first ``student(...)`` so that ``from minillm import x`` in the student's
+    file binds the forbidden stand-in too."""
+    def do_forbid(*paths: str) -> None:
+        for path in paths:
+            module_name, _, attr = path.rpartition(".")
+            module = importlib.import_module(module_name)
+
+            def refuse(*args, _path=path, **kwargs):
+                raise ForbiddenCall(
+                    f"your code called {_path}(), the library's own version of what this exercise "
+                    "asks you to write. Compute it yourself with PyTorch."
+                )
+            monkeypatch.setattr(module, attr, refuse)
+    return do_forbid
+
+
+@pytest.fixture(scope="session")
+def grader_seed() -> int:
+    return _state().seed
+
+
+@pytest.fixture
+def record_number(request) -> Callable[[str, Any, Any], None]:
+    """``record_number(name, student_value, reference_value)``: keep both numbers in the JSON report."""
+    unit = _unit_of(request.node) or ""
+
+    def record(name: str, student_value: Any, reference_value: Any) -> None:
+        _state().numbers.append({
+            "unit": unit, "test": request.node.nodeid, "name": str(name),
+            "student": _as_number(student_value), "reference": _as_number(reference_value),
+        })
+    return record
+
+
+def _as_number(value: Any) -> float | None:
+    try:
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu().item()
+        x = float(value)
+    except Exception:
+        return None
+    return x if math.isfinite(x) else None
+
+
+# --------------------------------------------------------------------------------------------
+# Tiny tokenizer and model, built in memory (no transformers, no network)
+# --------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def story_texts() -> list[str]:
+    from minillm.data import bundled_texts
+    return bundled_texts("stories")
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tmp_path_factory, story_texts):
+    from minillm import load_tokenizer
+    folder = tmp_path_factory.mktemp("tiny_tokenizer")
+    try:
+        from minillm.bpe import train_tokenizer
+    except ImportError:
+        train_tokenizer = _train_tokenizer_inline
+    train_tokenizer(list(story_texts), TINY_VOCAB, folder)
+    return load_tokenizer(folder)
+
+
+def _train_tokenizer_inline(texts: list[str], vocab_size: int, folder: Path) -> Path:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    tok.save(str(folder / "tokenizer.json"))
+    config = {"eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "add_bos_token": False}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_config(tiny_tokenizer):
+    from minillm import ModelConfig
+    return ModelConfig(
+        model_type="qwen2", vocab_size=tiny_tokenizer.vocab_size, hidden_size=32, intermediate_size=64,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+        rope_theta=10000.0, rms_norm_eps=1e-6, max_position_embeddings=4096,
+        tie_word_embeddings=False, attention_bias=True, torch_dtype="float32",
+        bos_token_id=None, eos_token_id=tiny_tokenizer.eos_token_id,
+    )
+
+
+def _build_tiny_model(config):
+    """Random weights, seeded, spread wider than a trained model's so mistakes change the numbers:
+    RMSNorm gains and biases are not the neutral 1 and 0, and the logits spread over a few nats."""
+    from minillm import Transformer
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY_MODEL_SEED)
+        model = Transformer(config)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith("norm.weight"):
+                    p.copy_(1.0 + 0.3 * torch.randn_like(p))
+                elif name.endswith("bias"):
+                    p.copy_(0.3 * torch.randn_like(p))
+                elif "embed_tokens" in name:
+                    p.copy_(torch.randn_like(p))
+                else:
+                    p.copy_(0.25 * torch.randn_like(p))
+    return model.float().eval()
+
+
+_TINY_MASTER: dict[str, Any] = {}
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_config):
+    model = _build_tiny_model(tiny_model_config)
+    _TINY_MASTER["model"] = model
+    _TINY_MASTER["state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    _TINY_MASTER["config"] = tiny_model_config
+    return model
+
+
+@pytest.fixture(autouse=True)
+def _restore_tiny_model():
+    """Undo whatever a test (or student code) did to the shared tiny model: it is shared by all tests."""
+    yield
+    model = _TINY_MASTER.get("model")
+    if model is None:
+        return
+    master = _TINY_MASTER["state"]
+    try:
+        state = model.state_dict()
+        same_layout = state.keys() == master.keys() and all(
+            state[k].shape == master[k].shape and state[k].dtype == master[k].dtype for k in master)
+    except Exception:
+        same_layout = False
+    patched = any("forward" in vars(m) for m in model.modules())  # a monkeypatched forward
+    if same_layout and not patched and [type(m) for m in model.modules()] == list(_reference_module_types()):
+        with torch.no_grad():
+            for k, v in master.items():
+                if not torch.equal(state[k], v):
+                    state[k].copy_(v)
+    else:  # modules replaced, dtype changed...: rebuild in place so every holder sees the fresh model
+        fresh = _build_tiny_model(_TINY_MASTER["config"])
+        model.__dict__.clear()
+        model.__dict__.update(fresh.__dict__)
+    for p in model.parameters():
+        p.grad = None
+        p.requires_grad_(True)
+    model.eval()
+
+
+@functools.lru_cache(maxsize=1)
+def _reference_module_types() -> tuple:
+    return tuple(type(m) for m in _build_tiny_model(_TINY_MASTER["config"]).modules())
+
+
+
+# --------------------------------------------------------------------------------------------
+# Points: which tests count, readable failure messages, the table and the JSON report
+# --------------------------------------------------------------------------------------------
+
+def _unit_of(item: pytest.Item) -> str | None:
+    for marker in item.iter_markers():
+        if marker.name in UNITS:
+            return marker.name
+    return None
+
+
+def _graded_info(item: pytest.Item) -> tuple[int, str, str] | None:
+    marker = item.get_closest_marker("graded")
+    if marker is None:
+        return None
+    kw = dict(marker.kwargs)
+    if marker.args:
+        kw.setdefault("points", marker.args[0])
+    return kw.get("points"), kw.get("objective"), kw.get("level", "P")
+
+
+def _setup_problem(item: pytest.Item) -> str | None:
+    """An error in the autograder's own markers (not the student's fault), or None."""
+    info = _graded_info(item)
+    if info is None:
+        return None
+    points, objective, level = info
+    unit = _unit_of(item)
+    objectives = getattr(item.module, "OBJECTIVES", None)
+    if unit is None:
+        return f"autograder error: {item.nodeid} has no unit marker (pytestmark = pytest.mark.<unit>)"
+    if not isinstance(points, int) or points < 0:
+        return f"autograder error: {item.nodeid}: graded(points=...) must be an int >= 0, got {points!r}"
+    if level not in LEVELS:
+        return f"autograder error: {item.nodeid}: graded(level=...) must be one of {list(LEVELS)}, got {level!r}"
+    if not isinstance(objectives, dict) or objective not in objectives:
+        return (f"autograder error: {item.nodeid}: objective {objective!r} is not a key of the module's "
+                "OBJECTIVES dict")
+    return None
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    if _STATE is None:
+        return
+    for item in items:
+        info = _graded_info(item)
+        if info is None:
+            continue
+        unit = _unit_of(item) or "?"
+        points, objective, level = info
+        name = item.nodeid.split("::", 1)[-1]
+        _STATE.results[item.nodeid] = TestResult(
+            nodeid=item.nodeid, name=name, unit=unit, objective=str(objective), level=str(level),
+            points=points if isinstance(points, int) else 0)
+        objectives = getattr(item.module, "OBJECTIVES", {}) or {}
+        if isinstance(objectives, dict):
+            _STATE.objectives.setdefault(unit, {}).update({str(k): str(v) for k, v in objectives.items()})
+
+
+def pytest_deselected(items) -> None:
+    if _STATE is None:
+        return
+    for item in items:
+        _STATE.results.pop(item.nodeid, None)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    problem = _setup_problem(item)
+    if problem:
+        pytest.fail(problem, pytrace=False)
+
+
+def _student_frames(tb, target: Path) -> str:
+    """The traceback lines that are in the student's files, formatted for reading."""
+    lines = []
+    for frame in traceback.extract_tb(tb):
+        try:
+            in_target = Path(frame.filename).resolve().is_relative_to(target)
+        except (OSError, ValueError):
+            in_target = False
+        if in_target:
+            lines.append(f"  in {Path(frame.filename).name}, line {frame.lineno}, in {frame.name}:\n"
+                         f"      {(frame.line or '').strip()}\n")
+    return "".join(lines)
+
+
+def _readable_failure(excinfo: pytest.ExceptionInfo, target: Path) -> tuple[str, bool]:
+    """(message for the student, whether it replaces pytest's traceback)."""
+    err = excinfo.value
+    if isinstance(err, (GradingError, StudentTimeout, PrintLimitExceeded, ForbiddenCall)):
+        where = _student_frames(excinfo.tb, target) if not isinstance(err, GradingError) else ""
+        return str(err) + ("\n" + where if where else ""), True
+    if isinstance(err, pytest.fail.Exception):
+        return str(err), True
+    if isinstance(err, NotImplementedError):
+        detail = f" ({err})" if str(err) else ""
+        return f"not implemented yet: the function raises NotImplementedError{detail}.", True
+    where = _student_frames(excinfo.tb, target)
+    if where:
+        return (f"your code raised {type(err).__name__}: {err}\n{where}"), False
+    if isinstance(err, AssertionError):
+        return str(err) or "assertion failed", False
+    return f"{type(err).__name__}: {err}", False
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    outcome = yield
+    report = outcome.get_result()
+    state = _STATE
+    if state is None:
+        return
+    result = state.results.get(item.nodeid)
+    message = ""
+    if report.failed and call.excinfo is not None:
+        message, replace = _readable_failure(call.excinfo, state.target)
+        if replace:
+            report.longrepr = message
+    elif report.skipped and call.excinfo is not None:
+        message = f"skipped: {call.excinfo.value}"
+    if result is None:
+        return
+    if report.when == "setup" and not report.passed:
+        result.ran, result.passed, result.output = True, False, message or report.longreprtext
+    elif report.when == "call":
+        result.ran, result.passed = True, report.passed
+        result.output = "" if report.passed else (message or report.longreprtext)
+    elif report.when == "teardown" and report.failed and result.passed:
+        result.passed, result.output = False, message or report.longreprtext
+
+
+def _totals() -> tuple[dict, dict]:
+    """{unit: [earned, max]}, {(unit, objective, level): [earned, max]} over the graded tests that ran."""
+    units: dict[str, list[int]] = {}
+    rows: dict[tuple, list[int]] = {}
+    for r in _state().results.values():
+        for key, table in ((r.unit, units), ((r.unit, r.objective, r.level), rows)):
+            cell = table.setdefault(key, [0, 0])
+            cell[0] += r.points if r.passed else 0
+            cell[1] += r.points
+    order = {u: i for i, u in enumerate(UNITS)}
+    units = dict(sorted(units.items(), key=lambda kv: order.get(kv[0], 99)))
+    rows = dict(sorted(rows.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][1], "PME".find(kv[0][2]))))
+    return units, rows
+
+
+def grade_table() -> str:
+    state = _state()
+    units, rows = _totals()
+    lines = [f"minillm autograder: {state.target}  (grader seed {state.seed}; rerun with --grader-seed {state.seed})"]
+    if not units:
+        lines.append("no graded tests ran.")
+        return "\n".join(lines)
+    width = 72
+    lines.append(f"{'unit':<13} {'objective':<9} {'level':<12} {'points':>7}  description")
+    for unit, (earned, most) in units.items():
+        for (u, objective, level), (e, m) in rows.items():
+            if u != unit:
+                continue
+            text = state.objectives.get(unit, {}).get(objective, "")
+            text = text if len(text) <= width else text[: width - 3] + "..."
+            lines.append(f"{unit:<13} {objective:<9} {level + ' ' + LEVELS.get(level, ''):<12} {e:>3}/{m:<3}  {text}")
+        lines.append(f"{unit + ' total':<36} {earned:>3}/{most:<3}")
+    earned = sum(e for e, _ in units.values())
+    most = sum(m for _, m in units.values())
+    lines.append(f"{'TOTAL':<36} {earned:>3}/{most:<3}")
+    return "\n".join(lines)
+
+
+def gradescope_results() -> dict:
+    """The run as Gradescope's results.json (plus our own data under "extra_data")."""
+    state = _state()
+    units, rows = _totals()
+    tests = []
+    unit_index = {u: i + 1 for i, u in enumerate(UNITS)}
+    counters: dict[str, int] = {}
+    for r in sorted(state.results.values(), key=lambda r: unit_index.get(r.unit, 99)):  # stable: test order
+        counters[r.unit] = counters.get(r.unit, 0) + 1
+        tests.append({
+            "name": f"{r.unit} {r.objective} ({r.level}): {r.name}",
+            "number": f"{unit_index.get(r.unit, 99)}.{counters[r.unit]}",
+            "score": r.points if r.passed else 0,
+            "max_score": r.points,
+            "status": "passed" if r.passed else "failed",
+            "output": r.output if r.ran else "not run",
+            "tags": [r.unit, r.objective, r.level],
+            "visibility": "visible",
+            "extra_data": {"unit": r.unit, "objective": r.objective, "level": r.level, "nodeid": r.nodeid},
+        })
+    return {
+        "score": sum(e for e, _ in units.values()),
+        "max_score": sum(m for _, m in units.values()),
+        "execution_time": round(time.time() - state.started, 3),
+        "output": grade_table(),
+        "output_format": "text",
+        "visibility": "visible",
+        "stdout_visibility": "hidden",
+        "tests": tests,
+        "extra_data": {
+            "grader_seed": state.seed,
+            "target": str(state.target),
+            "units": {u: {"score": e, "max_score": m} for u, (e, m) in units.items()},
+            "objectives": [
+                {"unit": u, "objective": o, "level": lv, "score": e, "max_score": m,
+                 "description": state.objectives.get(u, {}).get(o, "")}
+                for (u, o, lv), (e, m) in rows.items()
+            ],
+            "numbers": list(state.numbers),
+        },
+    }
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    if _STATE is None:
+        return
+    path = session.config.getoption("grade_json", None)
+    if path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(gradescope_results(), indent=2) + "\n", encoding="utf-8")
+
+
+def pytest_unconfigure(config) -> None:
+    """The points table, printed last (after pytest's own summary) so that it is what a student sees."""
+    if _STATE is None or config.option.collectonly:
+        return
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        return
+    reporter.write_sep("=", "grade")
+    for line in grade_table().splitlines():
+        reporter.write_line(line)
+    if not _HAS_ALARM:
+        reporter.write_line("note: no SIGALRM on this platform, so tests ran without a time limit.")

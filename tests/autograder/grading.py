@@ -1,0 +1,209 @@
+"""Checks that fail with a message a student can act on.
+
+    from grading import expect_close, expect_shape
+
+    expect_close(got, expected, "the logits of the last position", atol=1e-5, rtol=1e-5)
+    expect_shape(got, (batch, seq, vocab), "the logits")
+
+``got`` may be a torch tensor, a NumPy array, a Python number or a (nested) list/tuple of
+numbers; ``expected`` likewise. The type and the shape are checked first, then the values.
+A failure says what was expected, what came back, both shapes, the largest difference and
+the first index where the two differ.
+
+Tolerance policy (see the README): every call passes its own ``atol``/``rtol`` with a comment
+saying why. Float32 on CPU, Apple silicon and CUDA sums in different orders, so a reduction
+over a few hundred terms differs in the last ~5 digits: rtol 1e-5 is the usual choice, 1e-4
+when a result went through a whole model forward pass, atol 1e-6 for values near zero.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["expect_close", "expect_shape", "to_array", "describe", "random_text", "GradingError"]
+
+
+class GradingError(AssertionError):
+    """A check on the student's answer failed; the message is written for the student."""
+
+
+def describe(value: Any) -> str:
+    """A short description of a value's type (and shape/dtype when it has one)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        torch = None
+    if torch is not None and isinstance(value, torch.Tensor):
+        return f"torch.Tensor of shape {tuple(value.shape)}, dtype {value.dtype}"
+    if isinstance(value, np.ndarray):
+        return f"numpy array of shape {value.shape}, dtype {value.dtype}"
+    if isinstance(value, (list, tuple)):
+        return f"{type(value).__name__} of length {len(value)}"
+    return type(value).__name__
+
+
+def to_array(value: Any, what: str = "the value", role: str = "your function returned") -> np.ndarray:
+    """Convert a tensor / array / number / list of numbers to a float64 (or bool/int) NumPy array.
+
+    Raises GradingError with a readable message when the value cannot be read as numbers.
+    """
+    if value is None:
+        raise GradingError(
+            f"{what}: {role} None. Did you forget the `return` statement at the end of the function?"
+        )
+    try:
+        import torch
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu()
+            if t.is_complex():
+                return t.resolve_conj().numpy().astype(np.complex128)
+            if t.dtype == torch.bool:
+                return t.numpy()
+            if t.is_floating_point():
+                return t.to(torch.float64).numpy()
+            return t.to(torch.int64).numpy()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(value, (str, bytes, dict, set)):
+        raise GradingError(
+            f"{what}: {role} a {type(value).__name__} ({_short(value)}), but numbers were expected."
+        )
+    try:
+        arr = np.asarray(value)
+    except Exception as err:  # ragged lists, odd objects
+        raise GradingError(
+            f"{what}: {role} a {describe(value)} that cannot be read as an array of numbers ({err})."
+        ) from None
+    if arr.dtype == object:
+        # A list of tensors, for instance: try element-wise.
+        try:
+            arr = np.asarray([to_array(v, what, role) for v in value])
+        except GradingError:
+            raise
+        except Exception:
+            raise GradingError(
+                f"{what}: {role} a {describe(value)} whose items are not all numbers "
+                f"(first item: {describe(value[0]) if len(value) else 'none'})."
+            ) from None
+    if arr.dtype.kind not in "biufc":
+        raise GradingError(f"{what}: {role} values of type {arr.dtype}, but numbers were expected.")
+    if arr.dtype.kind == "f":
+        arr = arr.astype(np.float64)
+    return arr
+
+
+def expect_shape(got: Any, shape: Sequence[int | None], what: str = "the result") -> None:
+    """Fail unless ``got`` has shape ``shape`` (a None entry matches any size)."""
+    shape = tuple(shape)
+    if got is None:
+        raise GradingError(f"{what}: expected shape {shape}, but your function returned None "
+                           "(a missing `return`?).")
+    if hasattr(got, "shape"):
+        actual = tuple(got.shape)
+    else:
+        actual = to_array(got, what).shape
+    ok = len(actual) == len(shape) and all(s is None or s == a for s, a in zip(shape, actual))
+    if not ok:
+        hint = ""
+        if len(actual) == len(shape) + 1 and actual[0] == 1:
+            hint = " It has an extra leading dimension of size 1: did you forget to remove the batch dimension?"
+        elif len(actual) + 1 == len(shape) and shape[0] == 1:
+            hint = " It is missing the leading batch dimension of size 1."
+        elif sorted(actual) == sorted(s for s in shape if s is not None) and len(actual) == len(shape):
+            hint = " The sizes are right but in another order: check which dimension is which (transpose?)."
+        raise GradingError(f"{what}: expected shape {shape}, got shape {actual} ({describe(got)}).{hint}")
+
+
+def expect_close(
+    got: Any,
+    expected: Any,
+    what: str = "the result",
+    atol: float = 1e-6,
+    rtol: float = 1e-5,
+) -> None:
+    """Fail unless ``got`` equals ``expected`` within ``|got - expected| <= atol + rtol * |expected|``.
+
+    The shape is compared first (a 0-d tensor and a Python float both have shape ()).
+    NaN matches only NaN.
+    """
+    exp = to_array(expected, what, role="the reference gave")
+    arr = to_array(got, what)
+    if arr.shape != exp.shape:
+        if arr.size == exp.size and arr.size > 0:
+            extra = " It has the right number of values: reshape or squeeze it."
+        else:
+            extra = ""
+        raise GradingError(
+            f"{what}: expected shape {exp.shape}, got shape {arr.shape} ({describe(got)}).{extra}"
+        )
+    if arr.size == 0:
+        return
+    if arr.dtype.kind == "c" or exp.dtype.kind == "c":
+        close = np.isclose(arr, exp, atol=atol, rtol=rtol, equal_nan=True)
+    else:
+        a, e = arr.astype(np.float64), exp.astype(np.float64)
+        close = np.isclose(a, e, atol=atol, rtol=rtol, equal_nan=True)
+    if bool(close.all()):
+        return
+    diff = np.abs(arr.astype(np.complex128 if arr.dtype.kind == "c" else np.float64)
+                  - exp.astype(np.complex128 if exp.dtype.kind == "c" else np.float64))
+    diff = np.where(np.isnan(diff), np.inf, diff)
+    bad = np.argwhere(~close)
+    first = tuple(int(i) for i in bad[0])
+    worst = np.unravel_index(int(np.argmax(diff)), diff.shape) if diff.ndim else ()
+    n_bad, n_all = len(bad), close.size
+    lines = [
+        f"{what}: values differ from the expected ones "
+        f"({n_bad} of {n_all} value{'s' if n_all != 1 else ''} outside the tolerance atol={atol:g}, rtol={rtol:g}).",
+        f"  shape: {exp.shape} (matches)",
+    ]
+    if arr.ndim == 0:
+        lines.append(f"  expected {_num(exp[()])}, got {_num(arr[()])} (difference {_num(diff[()])})")
+    else:
+        lines.append(f"  first differing index {first}: expected {_num(exp[first])}, got {_num(arr[first])}")
+        lines.append(f"  largest difference {_num(diff[worst])} at index {tuple(int(i) for i in worst)}: "
+                     f"expected {_num(exp[worst])}, got {_num(arr[worst])}")
+        if arr.size <= 8:
+            lines.append(f"  expected {_fmt_list(exp)}")
+            lines.append(f"  got      {_fmt_list(arr)}")
+    if np.isnan(arr).any() and not np.isnan(exp).any():
+        lines.append("  Your result holds NaN: look for log(0), 0/0, or -inf - (-inf).")
+    elif np.isinf(arr).any() and not np.isinf(exp).any():
+        lines.append("  Your result holds inf: look for log(0) or exp() of a large number.")
+    raise GradingError("\n".join(lines))
+
+
+def _num(x: Any) -> str:
+    try:
+        xf = float(x)
+    except (TypeError, ValueError):
+        return repr(x)
+    if math.isnan(xf) or math.isinf(xf):
+        return str(xf)
+    return f"{xf:.6g}"
+
+
+def _fmt_list(a: np.ndarray) -> str:
+    return "[" + ", ".join(_num(v) for v in a.reshape(-1)) + "]"
+
+
+def _short(value: Any, n: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def random_text(rng, texts: Sequence[str], min_chars: int = 40, max_chars: int = 300) -> str:
+    """A fresh slice of one of ``texts``, cut at word boundaries, ``min_chars``..``max_chars`` long
+    (shorter only when the chosen text is). ``rng`` is a ``random.Random`` (seed it with grader_seed)."""
+    text = texts[rng.randrange(len(texts))]
+    starts = [0] + [i + 1 for i, c in enumerate(text) if c == " " and i + 1 < len(text) - min_chars]
+    start = rng.choice(starts)
+    length = rng.randint(min_chars, max_chars)
+    piece = text[start : start + length]
+    if start + length < len(text) and " " in piece[min_chars // 2 :]:
+        piece = piece[: piece.rindex(" ")]  # end on a word boundary
+    piece = piece.strip()
+    return piece or text.strip()

@@ -1,0 +1,441 @@
+"""Autograder, unit 4 (sampling): temperature, top-k, top-p, seeded draws, generation.
+
+Values are compared with minillm (``minillm.generate``: ``top_k_filter``, ``top_p_filter``,
+``generate``) and with the softmax definition, never with solutions/. Logits, temperatures,
+k, p and prompts are drawn fresh from ``grader_seed``. While the student's code runs,
+minillm's sampling functions and torch's ready-made softmax raise: the exercise is to write
+them.
+
+Randomness is never compared draw for draw with minillm (that would force one particular
+use of the generator). Instead: the same seed must give the same draws, greedy decoding must
+pick the argmax, and empirical frequencies must match the probabilities within a tolerance
+computed from the number of draws (6 standard errors per token, see ``_frequency_tolerance``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import random
+
+import pytest
+import torch
+from grading import GradingError, expect_close, expect_shape
+
+import minillm
+
+# The module, not the function: `minillm.generate` (the attribute) is the generate() function.
+mg = importlib.import_module("minillm.generate")
+
+pytestmark = pytest.mark.sampling
+
+OBJECTIVES = {
+    "SAMP-1": "Computes a softmax with temperature along the vocabulary axis (temperature divides the logits)",
+    "SAMP-2": "Implements top-k filtering (all but the k largest logits set to -inf)",
+    "SAMP-3": "Implements top-p (nucleus) filtering, keeping the token that crosses p",
+    "SAMP-4": "Samples token ids with a seeded generator: greedy at temperature 0, reproducible, only allowed tokens",
+    "SAMP-5": "Sampling frequencies over many draws match the filtered, temperature-scaled softmax",
+    "SAMP-6": "Generates tokens autoregressively; temperature 0 is deterministic greedy decoding",
+}
+
+_REF = {name: getattr(mg, name) for name in ("top_k_filter", "top_p_filter", "sample_next_token", "generate")}
+
+
+# ------------------------------------------------------------------------------------------
+# Helpers
+# ------------------------------------------------------------------------------------------
+
+def _forbidden(what: str):
+    def refuse(*args, **kwargs):
+        raise GradingError(
+            f"your code called {what}. This exercise is to write that computation yourself with "
+            "plain tensor operations; do not call the ready-made version."
+        )
+    return refuse
+
+
+def _load_student_fn(student, monkeypatch, name: str, block_softmax: bool = False):
+    """The student's function, imported after minillm's answers (and, for the softmax itself,
+    torch's softmax) are blocked. Call this AFTER computing the reference."""
+    for attr in _REF:
+        monkeypatch.setattr(mg, attr, _forbidden(f"minillm.generate.{attr}"))
+        monkeypatch.setattr(minillm, attr, _forbidden(f"minillm.{attr}"))
+    if block_softmax:
+        monkeypatch.setattr(torch, "softmax", _forbidden("torch.softmax"))
+        monkeypatch.setattr(torch.nn.functional, "softmax", _forbidden("torch.nn.functional.softmax"))
+        monkeypatch.setattr(torch.Tensor, "softmax", _forbidden("Tensor.softmax"))
+        monkeypatch.setattr(torch.special, "softmax", _forbidden("torch.special.softmax"))
+    return student.function("sampling", name)
+
+
+def _rng(grader_seed: int, salt: int) -> tuple[random.Random, torch.Generator]:
+    """Independent random streams per test, all fixed by the grader seed."""
+    return random.Random(grader_seed * 1019 + salt), torch.Generator().manual_seed(grader_seed * 1019 + salt)
+
+
+def _expect_tensor(got, what: str) -> None:
+    if not isinstance(got, torch.Tensor):
+        raise GradingError(f"{what}: expected a torch.Tensor, got {type(got).__name__}.")
+
+
+def _safe_p(logits: torch.Tensor, rng: random.Random, low: float = 0.3, high: float = 0.95) -> float:
+    """A p in [low, high] at least 1e-3 away from every running sum of every row's sorted
+    probabilities, so that float32 rounding cannot decide whether a token is kept."""
+    sums = torch.softmax(logits.double(), dim=-1).sort(dim=-1, descending=True).values.cumsum(-1).reshape(-1)
+    for _ in range(1000):
+        p = rng.uniform(low, high)
+        if bool(((sums - p).abs() > 1e-3).all()):
+            return p
+    raise RuntimeError("autograder: found no p away from the cumulative sums")  # pragma: no cover
+
+
+def _frequency_tolerance(probs: torch.Tensor, n: int) -> torch.Tensor:
+    """Six binomial standard errors, sqrt(p (1 - p) / n), per token (plus 1/n for rounding).
+
+    A correct sampler lands outside 6 standard errors with probability ~2e-9 per token (normal
+    approximation), so with a few hundred token frequencies per run the test does not flake."""
+    return 6 * torch.sqrt(probs * (1 - probs) / n) + 1.0 / n
+
+
+def _row_logits(gen: torch.Generator, vocab: int, spread: float) -> torch.Tensor:
+    return spread * torch.randn(vocab, generator=gen)
+
+
+# ------------------------------------------------------------------------------------------
+# SAMP-1 softmax_with_temperature
+# ------------------------------------------------------------------------------------------
+
+@pytest.mark.graded(points=3, objective="SAMP-1", level="P")
+def test_softmax_with_temperature(student, monkeypatch, grader_seed):
+    rng, gen = _rng(grader_seed, 1)
+    cases = []
+    for temperature in (1.0, rng.uniform(0.3, 0.8), rng.uniform(1.3, 3.0)):
+        logits = 2.0 * torch.randn(rng.randint(2, 5), rng.randint(8, 40), generator=gen)
+        cases.append((logits, temperature, torch.softmax(logits.double() / temperature, dim=-1)))
+    fn = _load_student_fn(student, monkeypatch, "softmax_with_temperature", block_softmax=True)
+    for logits, temperature, expected in cases:
+        what = f"softmax_with_temperature(logits of shape {tuple(logits.shape)}, {temperature:.3g})"
+        got = fn(logits.clone(), temperature)
+        _expect_tensor(got, what)
+        expect_shape(got, tuple(logits.shape), what)
+        sums = got.detach().double().sum(dim=-1)
+        if not torch.allclose(sums, torch.ones_like(sums), atol=1e-5):
+            hint = ""
+            if torch.allclose(got.detach().double().sum(dim=0), torch.ones(logits.shape[1], dtype=torch.float64), atol=1e-5):
+                hint = " Each COLUMN sums to 1: the softmax ran over the batch axis; use the last one (dim=-1)."
+            elif temperature != 1.0 and torch.allclose(sums, torch.full_like(sums, 1 / temperature), atol=1e-4):
+                hint = (" Rows sum to 1/temperature: the temperature divided the probabilities after the softmax; "
+                        "it must divide the logits before it.")
+            raise GradingError(f"{what}: every row should sum to 1, but the row sums are "
+                               f"{[round(float(s), 5) for s in sums]}.{hint}")
+        # One exp and a sum of <= 40 float32 terms per row: 1e-6 absolute, 1e-5 relative.
+        expect_close(got, expected, what + ": softmax(logits / temperature) over the last axis", atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.graded(points=2, objective="SAMP-1", level="E")
+def test_softmax_is_numerically_stable(student, monkeypatch, grader_seed):
+    """Logits in the hundreds or thousands (exp overflows float32 past ~88) and -inf entries."""
+    rng, gen = _rng(grader_seed, 2)
+    # exp() overflows float32 above ~88 and underflows to 0 below ~-103: both sides are hit.
+    logits = 10.0 * torch.randn(3, rng.randint(10, 30), generator=gen) + rng.choice([-300.0, 300.0])
+    logits[:, rng.randrange(logits.shape[1])] = float("-inf")
+    temperature = rng.uniform(0.5, 2.0)
+    expected = torch.softmax(logits.double() / temperature, dim=-1)
+    fn = _load_student_fn(student, monkeypatch, "softmax_with_temperature", block_softmax=True)
+    what = f"softmax_with_temperature(logits around {float(logits[0, 0]):.0f}, with -inf entries, {temperature:.3g})"
+    got = fn(logits.clone(), temperature)
+    _expect_tensor(got, what)
+    if torch.isnan(got).any():
+        raise GradingError(f"{what}: the result holds NaN. exp() of a large logit is inf and inf / inf is NaN: "
+                           "subtract each row's maximum from the row before exp().")
+    # logits / temperature reach ~700, where float32 values are 6e-5 apart: rounding the scaled logits
+    # moves each probability by up to ~1e-4 relative. 1e-6 absolute, 2e-4 relative.
+    expect_close(got, expected, what, atol=1e-6, rtol=2e-4)
+
+
+# ------------------------------------------------------------------------------------------
+# SAMP-2 top_k_filter
+# ------------------------------------------------------------------------------------------
+
+@pytest.mark.graded(points=3, objective="SAMP-2", level="P")
+def test_top_k_filter(student, monkeypatch, grader_seed):
+    rng, gen = _rng(grader_seed, 3)
+    vocab = rng.randint(10, 50)
+    cases = []
+    for shape, k in (((rng.randint(2, 4), vocab), rng.randint(2, vocab // 2)),
+                     ((2, 3, vocab), rng.randint(1, 5)),
+                     ((1, vocab), 1),
+                     ((2, vocab), vocab + rng.randint(0, 3))):
+        logits = 3.0 * torch.randn(shape, generator=gen)
+        cases.append((logits, k, _REF["top_k_filter"](logits, k)))
+    fn = _load_student_fn(student, monkeypatch, "top_k_filter")
+    for logits, k, expected in cases:
+        what = f"top_k_filter(logits of shape {tuple(logits.shape)}, k={k})"
+        original = logits.clone()
+        got = fn(logits, k)
+        _expect_tensor(got, what)
+        if not torch.equal(logits, original):
+            raise GradingError(f"{what} modified its input logits in place; return a new tensor "
+                               "(masked_fill, not masked_fill_).")
+        expect_shape(got, tuple(logits.shape), what)
+        kept = torch.isfinite(got)
+        if not torch.equal(kept, torch.isfinite(expected)):
+            counts = kept.sum(-1).reshape(-1).tolist()
+            raise GradingError(f"{what}: the wrong tokens were kept. Each row should keep {min(k, logits.shape[-1])} "
+                               f"logits (its k largest) and set the rest to -inf; your rows keep {counts}.")
+        # Kept logits are copied unchanged.
+        expect_close(torch.where(kept, got, 0.0), torch.where(kept, expected, 0.0),
+                     what + ": the kept logits must be unchanged", atol=0, rtol=0)
+
+
+# ------------------------------------------------------------------------------------------
+# SAMP-3 top_p_filter
+# ------------------------------------------------------------------------------------------
+
+@pytest.mark.graded(points=3, objective="SAMP-3", level="P")
+def test_top_p_filter(student, monkeypatch, grader_seed):
+    rng, gen = _rng(grader_seed, 4)
+    cases = []
+    for shape in ((rng.randint(2, 4), rng.randint(10, 40)), (2, 2, rng.randint(10, 30)), (1, rng.randint(5, 15))):
+        logits = 1.5 * torch.randn(shape, generator=gen)
+        p = _safe_p(logits, rng)
+        cases.append((logits, p, _REF["top_p_filter"](logits, p)))
+    fn = _load_student_fn(student, monkeypatch, "top_p_filter")
+    for logits, p, expected in cases:
+        what = f"top_p_filter(logits of shape {tuple(logits.shape)}, p={p:.4f})"
+        original = logits.clone()
+        got = fn(logits, p)
+        _expect_tensor(got, what)
+        if not torch.equal(logits, original):
+            raise GradingError(f"{what} modified its input logits in place; return a new tensor.")
+        expect_shape(got, tuple(logits.shape), what)
+        kept, want = torch.isfinite(got), torch.isfinite(expected)
+        if not torch.equal(kept, want):
+            got_n, want_n = kept.sum(-1).reshape(-1).tolist(), want.sum(-1).reshape(-1).tolist()
+            hint = ""
+            if all(g == w - 1 for g, w in zip(got_n, want_n)):
+                hint = (" Each row keeps one token too few: the token whose probability makes the running sum "
+                        "reach p must be kept (drop a token only when the tokens BEFORE it already add up to p).")
+            raise GradingError(f"{what}: the wrong tokens were kept: rows keep {got_n} tokens, expected {want_n} "
+                               f"(the smallest set of most likely tokens whose probabilities add up to >= p).{hint}")
+        expect_close(torch.where(kept, got, 0.0), torch.where(kept, expected, 0.0),
+                     what + ": the kept logits must be unchanged", atol=0, rtol=0)
+
+
+@pytest.mark.graded(points=2, objective="SAMP-3", level="E")
+def test_top_p_filter_edge_cases(student, monkeypatch, grader_seed):
+    """The top token alone above p (only it is kept) and p = 1 (every token is kept)."""
+    rng, gen = _rng(grader_seed, 5)
+    vocab = rng.randint(8, 20)
+    peaked = torch.randn(2, vocab, generator=gen)
+    peaked[0, rng.randrange(vocab)] += 8.0      # one token holds > 99% of the probability
+    peaked[1, rng.randrange(vocab)] += 8.0
+    p_small = rng.uniform(0.3, 0.9)
+    flat = 0.5 * torch.randn(2, vocab, generator=gen)   # no probability below 1e-3: p = 1 keeps all
+    expected_peaked = _REF["top_p_filter"](peaked, p_small)
+    fn = _load_student_fn(student, monkeypatch, "top_p_filter")
+    got = fn(peaked.clone(), p_small)
+    what = f"top_p_filter(rows whose top token has probability > 0.99, p={p_small:.3f})"
+    _expect_tensor(got, what)
+    counts = torch.isfinite(got).sum(-1).tolist()
+    if counts != [1, 1] or not torch.equal(torch.isfinite(got), torch.isfinite(expected_peaked)):
+        raise GradingError(f"{what}: each row should keep exactly its most likely token (it alone reaches p); "
+                           f"your rows keep {counts} tokens." + (" The most likely token must always be kept."
+                                                                 if 0 in counts else ""))
+    got = fn(flat.clone(), 1.0)
+    what = "top_p_filter(logits, p=1.0)"
+    _expect_tensor(got, what)
+    if not torch.isfinite(got).all():
+        raise GradingError(f"{what}: with p = 1 every token should be kept; your rows keep "
+                           f"{torch.isfinite(got).sum(-1).tolist()} of {vocab}.")
+
+
+# ------------------------------------------------------------------------------------------
+# SAMP-4 sample
+# ------------------------------------------------------------------------------------------
+
+@pytest.mark.graded(points=2, objective="SAMP-4", level="P")
+def test_sample_greedy_at_temperature_zero(student, monkeypatch, grader_seed):
+    rng, gen = _rng(grader_seed, 6)
+    logits = 2.0 * torch.randn(rng.randint(3, 8), rng.randint(10, 60), generator=gen)
+    fn = _load_student_fn(student, monkeypatch, "sample")
+    what = f"sample(logits of shape {tuple(logits.shape)}, temperature=0)"
+    got = fn(logits.clone(), 0.0, None, None, torch.Generator().manual_seed(rng.randrange(2**31)))
+    _expect_tensor(got, what)
+    expect_shape(got, (logits.shape[0],), what)
+    expect_close(got, logits.argmax(dim=-1), what + ": greedy decoding, the argmax of each row", atol=0, rtol=0)
+
+
+@pytest.mark.graded(points=3, objective="SAMP-4", level="P")
+def test_sample_reproducible_and_allowed(student, monkeypatch, grader_seed):
+    rng, gen = _rng(grader_seed, 7)
+    vocab, rows = rng.randint(20, 50), 400
+    row = _row_logits(gen, vocab, 1.0)
+    logits = row.expand(rows, vocab).clone()
+    seed = rng.randrange(2**31)
+    k = rng.randint(3, 6)
+    p = _safe_p(row[None] / 0.9, rng, 0.4, 0.8)
+    allowed_k = torch.isfinite(_REF["top_k_filter"](row / 1.2, k))
+    allowed_p = torch.isfinite(_REF["top_p_filter"](row / 0.9, p))
+    fn = _load_student_fn(student, monkeypatch, "sample")
+
+    what = f"sample({rows} copies of one row of logits, temperature=1.0, generator seeded {seed})"
+    first = fn(logits.clone(), 1.0, None, None, torch.Generator().manual_seed(seed))
+    _expect_tensor(first, what)
+    expect_shape(first, (rows,), what)
+    again = fn(logits.clone(), 1.0, None, None, torch.Generator().manual_seed(seed))
+    if not torch.equal(first, again):
+        raise GradingError(f"{what}: two calls with generators seeded alike gave different ids. Draw with the "
+                           "generator you are given: torch.multinomial(probs, 1, generator=generator).")
+    if torch.unique(first).numel() < 2:
+        raise GradingError(f"{what}: all {rows} draws gave the same id; at temperature 1 the draws should vary "
+                           "(is it taking the argmax instead of sampling?).")
+    ids = fn(logits.clone(), 1.2, k, None, torch.Generator().manual_seed(seed + 1))
+    bad = sorted(set(ids.tolist()) - set(torch.nonzero(allowed_k).flatten().tolist()))
+    if bad:
+        raise GradingError(f"sample(..., temperature=1.2, top_k={k}): drew ids {bad[:5]} that are not among the "
+                           f"{k} most likely tokens.")
+    ids = fn(logits.clone(), 0.9, None, p, torch.Generator().manual_seed(seed + 2))
+    bad = sorted(set(ids.tolist()) - set(torch.nonzero(allowed_p).flatten().tolist()))
+    if bad:
+        raise GradingError(f"sample(..., temperature=0.9, top_p={p:.3f}): drew ids {bad[:5]} outside the nucleus "
+                           "(apply the temperature first, then the filter, to the same logits).")
+
+
+# ------------------------------------------------------------------------------------------
+# SAMP-5 sampling_frequencies
+# ------------------------------------------------------------------------------------------
+
+@pytest.mark.graded(points=4, objective="SAMP-5", level="M")
+def test_sampling_frequencies(student, monkeypatch, grader_seed):
+    rng, gen = _rng(grader_seed, 8)
+    n = 20_000
+    vocab = rng.randint(8, 16)
+    cases = []
+    for temperature, top_k, top_p in ((rng.uniform(0.5, 0.8), None, None),
+                                      (rng.uniform(1.5, 2.5), None, None),
+                                      (rng.uniform(0.8, 1.2), rng.randint(3, 5), None),
+                                      (rng.uniform(0.8, 1.2), None, "safe")):
+        row = _row_logits(gen, vocab, 1.5)
+        scaled = row / temperature
+        if top_p == "safe":
+            top_p = _safe_p(scaled[None], rng, 0.5, 0.9)
+        filtered = scaled
+        if top_k is not None:
+            filtered = _REF["top_k_filter"](filtered, top_k)
+        if top_p is not None:
+            filtered = _REF["top_p_filter"](filtered, top_p)
+        cases.append((row, temperature, top_k, top_p, torch.softmax(filtered.double(), dim=-1)))
+    seed = rng.randrange(2**31)
+    fn = _load_student_fn(student, monkeypatch, "sampling_frequencies")
+    for i, (row, temperature, top_k, top_p, probs) in enumerate(cases):
+        what = (f"sampling_frequencies(logits of {vocab} tokens, n_draws={n}, seed={seed + i}, temperature="
+                f"{temperature:.3f}, top_k={top_k}, top_p={None if top_p is None else round(top_p, 4)})")
+        got = fn(row.clone(), n, seed + i, temperature, top_k, top_p)
+        _expect_tensor(got, what)
+        expect_shape(got, (vocab,), what)
+        freq = got.detach().double()
+        if abs(float(freq.sum()) - 1) > 1e-6:
+            raise GradingError(f"{what}: the frequencies should sum to 1 (fractions of the draws); they sum to "
+                               f"{float(freq.sum()):.6g}.")
+        impossible = (probs == 0) & (freq > 0)
+        if impossible.any():
+            raise GradingError(f"{what}: tokens {torch.nonzero(impossible).flatten().tolist()} were drawn, but the "
+                               "filters remove them (probability 0).")
+        tol = _frequency_tolerance(probs, n)
+        off = (freq - probs).abs() > tol
+        if off.any():
+            j = int(torch.nonzero(off)[0])
+            hint = ""
+            if temperature != 1.0:
+                plain = torch.softmax(row.double(), -1)
+                if bool(((freq - plain).abs() <= _frequency_tolerance(plain, n)).all()):
+                    hint = (" The frequencies match temperature 1: the temperature must divide the logits "
+                            "before the softmax (dividing the probabilities changes nothing after normalising).")
+            raise GradingError(
+                f"{what}: token {j} came up in {float(freq[j]):.4f} of the draws, but its probability is "
+                f"{float(probs[j]):.4f}; with {n} draws the frequency should be within {float(tol[j]):.4f} of it "
+                f"(6 standard errors).{hint}\n  expected {[round(float(v), 4) for v in probs]}\n"
+                f"  got      {[round(float(v), 4) for v in freq]}")
+    row, temperature = cases[0][0], cases[0][1]
+    first = fn(row.clone(), n, seed, temperature, None, None)
+    second = fn(row.clone(), n, seed, temperature, None, None)
+    if not torch.equal(torch.as_tensor(first), torch.as_tensor(second)):
+        raise GradingError("sampling_frequencies: two calls with the same seed gave different frequencies. Make ONE "
+                           "torch.Generator().manual_seed(seed) and draw with it.")
+
+
+# ------------------------------------------------------------------------------------------
+# SAMP-6 generate
+# ------------------------------------------------------------------------------------------
+
+def _prompt(rng: random.Random, tokenizer, stories: list[str]) -> list[int]:
+    ids = tokenizer.encode(rng.choice(stories))
+    start = rng.randrange(0, len(ids) - 40)
+    return ids[start : start + rng.randint(3, 20)]
+
+
+def _check_greedy(model, prompt: list[int], new: list[int], what: str, reference: list[int]) -> None:
+    """Every new token must be the argmax of the model's prediction after the tokens before it
+    (within 1e-4 of the top logit: a forward pass in another batch shape moves logits by ~1e-6)."""
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + new]))[0]
+    for j, token in enumerate(new):
+        row = logits[len(prompt) - 1 + j]
+        gap = float(row.max() - row[token])
+        if gap > 1e-4:
+            raise GradingError(
+                f"{what}: new token {j} is id {token}, but the model's most likely next token there is "
+                f"id {int(row.argmax())} (its logit is higher by {gap:.3g}). Temperature 0 must always take the "
+                f"argmax of the logits at the LAST position.\n  minillm.generate gives {reference}\n"
+                f"  yours gives           {new}")
+
+
+@pytest.mark.graded(points=4, objective="SAMP-6", level="P")
+@pytest.mark.timeout_s(30)
+def test_generate_greedy(student, monkeypatch, grader_seed, tiny_model, tiny_tokenizer, story_texts):
+    rng, _ = _rng(grader_seed, 9)
+    prompt = _prompt(rng, tiny_tokenizer, story_texts)
+    n_new = rng.randint(8, 14)
+    reference = _REF["generate"](tiny_model, prompt, n_new, temperature=0.0)
+    fn = _load_student_fn(student, monkeypatch, "generate")
+    what = f"generate(model, prompt of {len(prompt)} ids, max_new_tokens={n_new}, temperature=0)"
+    got = fn(tiny_model, list(prompt), n_new, 0.0)
+    if isinstance(got, torch.Tensor):
+        got = got.reshape(-1).tolist()
+    if not isinstance(got, (list, tuple)) or len(got) != n_new:
+        raise GradingError(f"{what}: expected a list of the {n_new} NEW ids (without the prompt), got "
+                           f"{type(got).__name__}{' of length ' + str(len(got)) if hasattr(got, '__len__') else ''}.")
+    got = [int(t) for t in got]
+    _check_greedy(tiny_model, list(prompt), got, what, reference)
+    again = [int(t) for t in fn(tiny_model, list(prompt), n_new, 0.0)]
+    if again != got:
+        raise GradingError(f"{what}: two calls gave different tokens; greedy decoding has no randomness.")
+
+
+@pytest.mark.graded(points=2, objective="SAMP-6", level="M")
+@pytest.mark.timeout_s(30)
+def test_generate_seeded_sampling(student, monkeypatch, grader_seed, tiny_model, tiny_tokenizer, story_texts):
+    rng, _ = _rng(grader_seed, 10)
+    prompt = _prompt(rng, tiny_tokenizer, story_texts)
+    n_new = rng.randint(8, 12)
+    seed = rng.randrange(2**31)
+    reference = _REF["generate"](tiny_model, prompt, n_new, temperature=0.0)
+    vocab = tiny_model.config.vocab_size
+    fn = _load_student_fn(student, monkeypatch, "generate")
+    what = f"generate(model, prompt, max_new_tokens={n_new}, temperature=1.0, seed={seed})"
+    first = fn(tiny_model, list(prompt), n_new, 1.0, None, None, seed)
+    first = first.reshape(-1).tolist() if isinstance(first, torch.Tensor) else [int(t) for t in first]
+    if len(first) != n_new or not all(0 <= t < vocab for t in first):
+        raise GradingError(f"{what}: expected {n_new} new ids in 0..{vocab - 1}, got {first}.")
+    second = fn(tiny_model, list(prompt), n_new, 1.0, None, None, seed)
+    second = second.reshape(-1).tolist() if isinstance(second, torch.Tensor) else [int(t) for t in second]
+    if first != second:
+        raise GradingError(f"{what}: two calls with the same seed gave {first} and {second}. Create one "
+                           "torch.Generator().manual_seed(seed) before the loop and pass it to every draw.")
+    what_k1 = f"generate(model, prompt, max_new_tokens={n_new}, temperature=1.0, top_k=1, seed={seed})"
+    only_top = fn(tiny_model, list(prompt), n_new, 1.0, 1, None, seed)
+    only_top = only_top.reshape(-1).tolist() if isinstance(only_top, torch.Tensor) else [int(t) for t in only_top]
+    if len(only_top) != n_new:
+        raise GradingError(f"{what_k1}: expected {n_new} new ids, got {len(only_top)}.")
+    _check_greedy(tiny_model, list(prompt), only_top, what_k1 + " (top_k=1 leaves only the most likely token)",
+                  reference)

@@ -1,0 +1,404 @@
+"""Autograder, unit 6 (scaling): several models on the same stories, the results table, the
+corpus perplexity, a power-law fit, a bootstrap interval and the hardest tokens.
+
+Values are compared with minillm (``minillm.scoring.score_many``, ``minillm.experiments.scaling``:
+``fit_power_law``, ``bootstrap_interval``), never with solutions/. Three tiny models of
+different sizes are built here with fixed seeds (random weights: their perplexities are not a
+real scaling law, but every number can be checked). Texts and synthetic data are drawn from
+``grader_seed``; the numbers recorded for the class comparison (``record_number``) use fixed
+stories, so they are comparable across students and runs. While the student's code runs,
+minillm's scoring and scaling functions raise: the exercise is to write them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import random
+from statistics import NormalDist
+
+import numpy as np
+import pytest
+import torch
+from grading import GradingError, expect_close
+
+import minillm
+from minillm.config import ModelConfig
+from minillm.model import Transformer
+
+ms = importlib.import_module("minillm.scoring")
+mes = importlib.import_module("minillm.experiments.scaling")
+
+pytestmark = pytest.mark.scaling
+
+OBJECTIVES = {
+    "SCAL-1": "Scores a story: total NLL in nats over the scored tokens (the first token is not scored)",
+    "SCAL-2": "Builds the results table of several models on the same stories (model, params, story, tokens, nll, perplexity)",
+    "SCAL-3": "Computes a model's corpus perplexity by pooling NLL and tokens over stories (not the mean of perplexities)",
+    "SCAL-4": "Fits a power law perplexity = a * N^k by least squares on log-log axes",
+    "SCAL-5": "Computes a bootstrap confidence interval of the corpus perplexity by resampling stories",
+    "SCAL-6": "Finds the k tokens of a text with the highest surprise",
+}
+
+_REF = {"score_many": ms.score_many, "score": ms.score, "fit_power_law": mes.fit_power_law,
+        "bootstrap_interval": mes.bootstrap_interval}
+
+# Three sizes (hidden, layers, heads, kv heads), fixed seeds: the same models for every student.
+MODEL_SIZES = {"tiny-16": (16, 1, 2, 1), "tiny-32": (32, 2, 4, 2), "tiny-48": (48, 2, 4, 2)}
+MODEL_SEED = 2024
+CLASS_STORIES = 6   # the first 6 bundled stories: the fixed set for the recorded class numbers
+
+
+# ------------------------------------------------------------------------------------------
+# Helpers and fixtures
+# ------------------------------------------------------------------------------------------
+
+def _forbidden(what: str):
+    def refuse(*args, **kwargs):
+        raise GradingError(
+            f"your code called {what}. This exercise is to write that computation yourself; do not "
+            "call minillm's ready-made version."
+        )
+    return refuse
+
+
+def _load_student_fn(student, monkeypatch, name: str):
+    """The student's function, imported after minillm's answers are blocked.
+
+    Call this AFTER computing the reference (the reference uses them)."""
+    for attr in ("score", "score_many", "perplexity"):
+        monkeypatch.setattr(ms, attr, _forbidden(f"minillm.scoring.{attr}"))
+        monkeypatch.setattr(minillm, attr, _forbidden(f"minillm.{attr}"))
+    for attr in ("fit_power_law", "bootstrap_interval", "summarize", "run_scaling", "costliest_tokens",
+                 "rank_stories", "loss_by_token"):
+        monkeypatch.setattr(mes, attr, _forbidden(f"minillm.experiments.scaling.{attr}"))
+    return student.function("scaling", name)
+
+
+def _rng(grader_seed: int, salt: int) -> tuple[random.Random, np.random.Generator]:
+    """Independent random streams per test, all fixed by the grader seed."""
+    return random.Random(grader_seed * 1031 + salt), np.random.default_rng(grader_seed * 1031 + salt)
+
+
+def _build(vocab: int, hidden: int, layers: int, heads: int, kv_heads: int, seed: int) -> Transformer:
+    config = ModelConfig(
+        model_type="qwen2", vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden,
+        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+        head_dim=hidden // heads, rope_theta=10000.0, rms_norm_eps=1e-6, max_position_embeddings=2048,
+        tie_word_embeddings=False, attention_bias=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Transformer(config)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith("norm.weight"):
+                    p.copy_(1.0 + 0.3 * torch.randn_like(p))
+                elif name.endswith("bias"):
+                    p.copy_(0.3 * torch.randn_like(p))
+                elif "embed_tokens" in name:
+                    p.copy_(torch.randn_like(p))
+                else:
+                    p.copy_(torch.randn_like(p) / math.sqrt(p.shape[-1]))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def scaling_models(tiny_tokenizer) -> dict[str, Transformer]:
+    return {name: _build(tiny_tokenizer.vocab_size, *size, seed=MODEL_SEED + i)
+            for i, (name, size) in enumerate(MODEL_SIZES.items())}
+
+
+def _stories(rng: random.Random, stories: list[str], n: int) -> list[str]:
+    """``n`` stories cut to very different lengths (a pooled mean and a mean of means differ)."""
+    return [s[: rng.randint(60, 700)] for s in rng.sample(stories, n)]
+
+
+def _reference_rows(models: dict[str, Transformer], tokenizer, stories: list[str]) -> list[dict]:
+    rows = []
+    for name, model in models.items():
+        for i, s in enumerate(_REF["score_many"](model, tokenizer, stories, top_k=0)):
+            rows.append({"model": name, "params": model.num_parameters(),
+                         "non_embedding_params": model.num_parameters(non_embedding=True),
+                         "story": i, "tokens": s.n_tokens, "nll": s.total_nll, "perplexity": s.perplexity})
+    return rows
+
+
+def _pooled(rows: list[dict], model: str) -> float:
+    mine = [r for r in rows if r["model"] == model]
+    return math.exp(sum(r["nll"] for r in mine) / sum(r["tokens"] for r in mine))
+
+
+def _as_float(value, what: str) -> float:
+    try:
+        if isinstance(value, torch.Tensor):
+            value = value.item()
+        return float(value)
+    except (TypeError, ValueError):
+        raise GradingError(f"{what}: expected a number, got {type(value).__name__} {value!r}.") from None
+
+
+def _pair(got, what: str, names: str) -> tuple[float, float]:
+    if isinstance(got, (np.ndarray, torch.Tensor)):
+        got = list(got.tolist())
+    if not isinstance(got, (tuple, list)) or len(got) != 2:
+        raise GradingError(f"{what}: expected a tuple {names} of two numbers, got {type(got).__name__} {got!r}.")
+    return _as_float(got[0], what), _as_float(got[1], what)
+
+
+# ------------------------------------------------------------------------------------------
+# SCAL-1 score_story
+# ------------------------------------------------------------------------------------------
+
+@pytest.mark.graded(points=3, objective="SCAL-1", level="P")
+def test_score_story(student, monkeypatch, grader_seed, tiny_model, tiny_tokenizer, story_texts):
+    rng, _ = _rng(grader_seed, 1)
+    texts = _stories(rng, story_texts, 3)
+    expected = [_REF["score"](tiny_model, tiny_tokenizer, t, top_k=0) for t in texts]
+    fn = _load_student_fn(student, monkeypatch, "score_story")
+    for text, ref in zip(texts, expected):
+        what = f"score_story(model, tokenizer, a text of {len(ref.token_ids)} tokens)"
+        nll, tokens = _pair(fn(tiny_model, tiny_tokenizer, text), what, "(nll, tokens)")
+        if int(tokens) != ref.n_tokens:
+            hint = ""
+            if int(tokens) == ref.n_tokens + 1:
+                hint = (" That is every token: the first token has nothing before it to predict it, so only "
+                        "n - 1 tokens are scored.")
+            raise GradingError(f"{what}: expected {ref.n_tokens} scored tokens, got {tokens}.{hint}")
+        # A forward pass, then a sum of a few hundred float32 log-probabilities: 1e-4 relative.
+        expect_close(nll, ref.total_nll, what + ": the total NLL in nats", atol=1e-4, rtol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------
+# SCAL-2 results_table
+# ------------------------------------------------------------------------------------------
+
+_KEYS = ("model", "params", "non_embedding_params", "story", "tokens", "nll", "perplexity")
+
+
+@pytest.mark.graded(points=4, objective="SCAL-2", level="P")
+@pytest.mark.timeout_s(40)
+def test_results_table(student, monkeypatch, grader_seed, scaling_models, tiny_tokenizer, story_texts):
+    rng, _ = _rng(grader_seed, 2)
+    stories = _stories(rng, story_texts, 3)
+    names = list(scaling_models)
+    rng.shuffle(names)
+    models = {name: scaling_models[name] for name in names}
+    expected = _reference_rows(models, tiny_tokenizer, stories)
+    fn = _load_student_fn(student, monkeypatch, "results_table")
+    what = "results_table(models, tokenizer, stories)"
+    got = fn(models, tiny_tokenizer, list(stories))
+    if hasattr(got, "to_dict"):          # a pandas DataFrame is fine too
+        got = got.to_dict("records")
+    if not isinstance(got, (list, tuple)) or len(got) != len(expected):
+        raise GradingError(f"{what}: expected a list of {len(expected)} rows (one per model and story: "
+                           f"{len(models)} models x {len(stories)} stories), got {type(got).__name__}"
+                           f"{' of length ' + str(len(got)) if hasattr(got, '__len__') else ''}.")
+    for i, (row, ref) in enumerate(zip(got, expected)):
+        where = f"{what}, row {i} (model {ref['model']!r}, story {ref['story']})"
+        if not isinstance(row, dict):
+            raise GradingError(f"{where}: each row should be a dict, got {type(row).__name__}.")
+        missing = [k for k in _KEYS if k not in row]
+        if missing:
+            raise GradingError(f"{where}: the row has no key(s) {missing}; a row holds {list(_KEYS)}.")
+        if row["model"] != ref["model"] or int(row["story"]) != ref["story"]:
+            raise GradingError(f"{where}: got model {row['model']!r}, story {row['story']!r}. Rows go model by model "
+                               "in the order of the dict, and for each model story by story.")
+        for key in ("params", "non_embedding_params", "tokens"):
+            if int(row[key]) != ref[key]:
+                raise GradingError(f"{where}: {key} should be {ref[key]}, got {row[key]!r}.")
+        # Forward pass + sum of a few hundred float32 terms: 1e-4 relative.
+        expect_close(_as_float(row["nll"], where), ref["nll"], where + ": nll (nats)", atol=1e-4, rtol=1e-4)
+        expect_close(_as_float(row["perplexity"], where), ref["perplexity"], where + ": perplexity", atol=0, rtol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------
+# SCAL-3 corpus_perplexity
+# ------------------------------------------------------------------------------------------
+
+@pytest.mark.graded(points=3, objective="SCAL-3", level="P")
+def test_corpus_perplexity_pooled(student, monkeypatch, grader_seed):
+    """Synthetic rows of two models, stories of 5 to 600 tokens with very different NLL per token."""
+    rng, _ = _rng(grader_seed, 3)
+    rows = []
+    for model in ("small", "large"):
+        for i in range(rng.randint(4, 8)):
+            tokens = rng.randint(5, 600)
+            nll = tokens * rng.uniform(0.5, 5.0)
+            rows.append({"model": model, "params": 1, "non_embedding_params": 1, "story": i, "tokens": tokens,
+                         "nll": nll, "perplexity": math.exp(nll / tokens)})
+    rng.shuffle(rows)
+    fn = _load_student_fn(student, monkeypatch, "corpus_perplexity")
+    for model in ("small", "large"):
+        expected = _pooled(rows, model)
+        mean_of_ppl = float(np.mean([r["perplexity"] for r in rows if r["model"] == model]))
+        what = f"corpus_perplexity(rows, {model!r})"
+        got = _as_float(fn([dict(r) for r in rows], model), what)
+        if not math.isclose(got, expected, rel_tol=1e-9) and math.isclose(got, mean_of_ppl, rel_tol=1e-9):
+            raise GradingError(f"{what}: expected {expected:.6g}, got {got:.6g}, the mean of the per-story "
+                               "perplexities. Pool instead: exp(sum of nll / sum of tokens) over the model's rows.")
+        # Float64 sums of a dozen numbers: 1e-9 relative.
+        expect_close(got, expected, what + ": exp(sum of nll / sum of tokens) over that model's rows",
+                     atol=0, rtol=1e-9)
+
+
+@pytest.mark.graded(points=2, objective="SCAL-3", level="P")
+@pytest.mark.timeout_s(40)
+def test_class_numbers(student, monkeypatch, scaling_models, tiny_tokenizer, story_texts, record_number):
+    """The student's own table and corpus perplexities on the fixed class stories, recorded for
+    the instructor's comparison (the same numbers for every student)."""
+    stories = list(story_texts[:CLASS_STORIES])
+    expected = _reference_rows(scaling_models, tiny_tokenizer, stories)
+    ref_ppl = {name: _pooled(expected, name) for name in scaling_models}
+    ref_fit = _REF["fit_power_law"]([m.num_parameters(non_embedding=True) for m in scaling_models.values()],
+                                    list(ref_ppl.values()))
+    table = _load_student_fn(student, monkeypatch, "results_table")
+    corpus = student.function("scaling", "corpus_perplexity")
+    rows = table(dict(scaling_models), tiny_tokenizer, stories)
+    if hasattr(rows, "to_dict"):
+        rows = rows.to_dict("records")
+    got = {}
+    for name in scaling_models:
+        got[name] = _as_float(corpus(list(rows), name), f"corpus_perplexity(rows, {name!r})")
+        record_number(f"corpus_perplexity/{name}", got[name], ref_ppl[name])
+    try:
+        fit = student.function("scaling", "fit_power_law")
+        _, exponent = _pair(fit([m.num_parameters(non_embedding=True) for m in scaling_models.values()],
+                                list(got.values())), "fit_power_law", "(coefficient, exponent)")
+        record_number("power_law_exponent", exponent, ref_fit.exponent)
+    except Exception:  # noqa: BLE001  (fit_power_law is graded on its own, SCAL-4; here it is only recorded)
+        record_number("power_law_exponent", None, ref_fit.exponent)
+    for name in scaling_models:
+        # Forward passes over 6 whole stories, float32 sums: 1e-4 relative.
+        expect_close(got[name], ref_ppl[name],
+                     f"corpus_perplexity(results_table(...), {name!r}) on the first {CLASS_STORIES} stories",
+                     atol=0, rtol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------
+# SCAL-4 fit_power_law
+# ------------------------------------------------------------------------------------------
+
+@pytest.mark.graded(points=3, objective="SCAL-4", level="M")
+def test_fit_power_law(student, monkeypatch, grader_seed):
+    rng, nrng = _rng(grader_seed, 4)
+    # Exactly on a power law: the fit must recover it.
+    a, k = rng.uniform(20, 200), -rng.uniform(0.05, 0.4)
+    sizes = sorted(rng.sample([10**e for e in (3, 3.5, 4, 4.5, 5, 5.5, 6, 6.5, 7)], rng.randint(3, 6)))
+    exact = [a * n**k for n in sizes]
+    # Noisy points: compare with minillm's least squares on log-log axes.
+    noisy_sizes = sorted(float(x) for x in 10 ** nrng.uniform(3, 8, size=rng.randint(4, 7)))
+    noisy = [rng.uniform(20, 200) * n ** -rng.uniform(0.05, 0.3) * math.exp(nrng.normal(0, 0.1)) for n in noisy_sizes]
+    ref = _REF["fit_power_law"](noisy_sizes, noisy)
+    fn = _load_student_fn(student, monkeypatch, "fit_power_law")
+
+    what = f"fit_power_law({len(sizes)} sizes, perplexities exactly {a:.4g} * N^{k:.4f})"
+    coefficient, exponent = _pair(fn(list(sizes), list(exact)), what, "(coefficient, exponent)")
+    # A least-squares fit through exact points in float64: 1e-6 relative (log/exp round trips).
+    expect_close([coefficient, exponent], [a, k], what + ": (coefficient, exponent)", atol=1e-9, rtol=1e-6)
+
+    what = f"fit_power_law({len(noisy_sizes)} noisy points)"
+    coefficient, exponent = _pair(fn(list(noisy_sizes), list(noisy)), what, "(coefficient, exponent)")
+    if abs(exponent) > 5 or coefficient <= 0:
+        raise GradingError(f"{what}: got coefficient {coefficient:.4g}, exponent {exponent:.4g}. Fit the line "
+                           "through (log N, log perplexity): the slope is the exponent, exp(intercept) the "
+                           "coefficient.")
+    expect_close([coefficient, exponent], [ref.coefficient, ref.exponent],
+                 what + ": (coefficient, exponent) of the least-squares line through (log N, log perplexity)",
+                 atol=1e-9, rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------
+# SCAL-5 bootstrap_ci
+# ------------------------------------------------------------------------------------------
+
+def _bootstrap_band(nll: np.ndarray, tokens: np.ndarray, n: int, level: float, seed: int) -> tuple[float, float, float]:
+    """(low, high) from minillm and the tolerance on each end.
+
+    Two bootstraps with different random draws differ: the q-quantile of n replicates has a
+    standard error of about sqrt(q (1 - q) / n) / f(x_q), f the density of the replicates at
+    the quantile (normal approximation: f = phi(z_q) / sigma). Two independent estimates differ
+    by sqrt(2) times that; 6 of those standard errors make a chance failure ~1e-9."""
+    low, high = _REF["bootstrap_interval"](nll, tokens, samples=n, seed=seed, level=level)
+    rng = np.random.default_rng(seed + 1)
+    picks = rng.integers(0, len(nll), size=(n, len(nll)))
+    sigma = float(np.exp(nll[picks].sum(1) / tokens[picks].sum(1)).std())
+    q = (1 - level) / 2
+    z = NormalDist().inv_cdf(1 - q)
+    se = math.sqrt(q * (1 - q) / n) * sigma / NormalDist().pdf(z)
+    return math.exp(low), math.exp(high), 6 * math.sqrt(2) * se
+
+
+@pytest.mark.graded(points=4, objective="SCAL-5", level="M")
+def test_bootstrap_ci(student, monkeypatch, grader_seed):
+    rng, nrng = _rng(grader_seed, 5)
+    stories = rng.randint(20, 40)
+    tokens = nrng.integers(20, 600, size=stories).astype(float)
+    nll = tokens * nrng.uniform(1.0, 4.0, size=stories)
+    n = 10_000
+    seed = rng.randrange(2**31)
+    checks = []
+    for level in (0.95, rng.choice([0.8, 0.9])):
+        checks.append((level, *_bootstrap_band(nll, tokens, n, level, seed)))
+    point = math.exp(nll.sum() / tokens.sum())
+    fn = _load_student_fn(student, monkeypatch, "bootstrap_ci")
+    for level, low, high, tol in checks:
+        what = f"bootstrap_ci(nll, tokens of {stories} stories, n_resamples={n}, seed={seed}, level={level})"
+        got_low, got_high = _pair(fn(nll.tolist(), tokens.astype(int).tolist(), n, seed, level), what, "(low, high)")
+        if not got_low <= point <= got_high:
+            hint = ""
+            if got_low <= math.log(point) <= got_high:
+                hint = " It looks like an interval of the mean NLL: exponentiate each replicate (perplexity)."
+            raise GradingError(f"{what}: the interval ({got_low:.5g}, {got_high:.5g}) does not contain the corpus "
+                               f"perplexity of the data, {point:.5g}.{hint}")
+        if abs(got_low - low) > tol or abs(got_high - high) > tol:
+            raise GradingError(
+                f"{what}: expected about ({low:.5g}, {high:.5g}) (each end within {tol:.3g}, the Monte Carlo "
+                f"error of two bootstraps), got ({got_low:.5g}, {got_high:.5g}). Resample whole stories with "
+                f"replacement, compute exp(sum nll / sum tokens) of each resample, and take the "
+                f"{(1 - level) / 2:.3g} and {1 - (1 - level) / 2:.3g} quantiles.")
+    what = f"bootstrap_ci(..., seed={seed})"
+    first = _pair(fn(nll.tolist(), tokens.astype(int).tolist(), 2000, seed, 0.95), what, "(low, high)")
+    second = _pair(fn(nll.tolist(), tokens.astype(int).tolist(), 2000, seed, 0.95), what, "(low, high)")
+    if first != second:
+        raise GradingError(f"{what}: two calls with the same seed gave {first} and {second}; draw with "
+                           "np.random.default_rng(seed).")
+
+
+# ------------------------------------------------------------------------------------------
+# SCAL-6 hardest_tokens
+# ------------------------------------------------------------------------------------------
+
+@pytest.mark.graded(points=3, objective="SCAL-6", level="M")
+def test_hardest_tokens(student, monkeypatch, grader_seed, tiny_model, tiny_tokenizer, story_texts):
+    rng, _ = _rng(grader_seed, 6)
+    text = rng.choice(story_texts)[: rng.randint(200, 600)]
+    k = rng.randint(3, 8)
+    ref = _REF["score"](tiny_model, tiny_tokenizer, text, top_k=0)
+    ranked = sorted(((r.token, r.surprise) for r in ref.rows), key=lambda t: t[1], reverse=True)
+    short = "hi there"
+    ref_short = sorted(((r.token, r.surprise) for r in _REF["score"](tiny_model, tiny_tokenizer, short, top_k=0).rows),
+                       key=lambda t: t[1], reverse=True)
+    fn = _load_student_fn(student, monkeypatch, "hardest_tokens")
+    for text_, k_, full in ((text, k, ranked), (short, len(ref_short) + 3, ref_short)):
+        expected = full[:k_]
+        what = f"hardest_tokens(model, tokenizer, a text of {len(tiny_tokenizer.encode(text_))} tokens, k={k_})"
+        got = fn(tiny_model, tiny_tokenizer, text_, k_)
+        if not isinstance(got, (list, tuple)) or len(got) != len(expected):
+            raise GradingError(f"{what}: expected a list of {len(expected)} (token, surprise) tuples"
+                               + (" (the text has fewer scored tokens than k: return them all)" if k_ > len(expected) else "")
+                               + f", got {type(got).__name__}{' of length ' + str(len(got)) if hasattr(got, '__len__') else ''}.")
+        pairs = []
+        for item in got:
+            if not isinstance(item, (list, tuple)) or len(item) != 2 or not isinstance(item[0], str):
+                raise GradingError(f"{what}: each item should be a (token text, surprise) tuple, got {item!r}.")
+            pairs.append((item[0], _as_float(item[1], what)))
+        # Surprises come out of a forward pass: 1e-4 relative, 1e-4 absolute.
+        expect_close([s for _, s in pairs], [s for _, s in expected],
+                     what + ": the surprises (nats), largest first", atol=1e-4, rtol=1e-4)
+        for j, ((token, _), (want, surprise)) in enumerate(zip(pairs, expected)):
+            # Two surprises within 1e-3 of each other may come out in either order.
+            tied = any(0 <= i < len(full) and abs(full[i][1] - surprise) < 1e-3 for i in (j - 1, j + 1))
+            if token != want and not tied:
+                raise GradingError(f"{what}: item {j} should be the token {want!r} (surprise {surprise:.4f}), "
+                                   f"got {token!r}. Use tokenizer.token_text(id) of the token that was predicted "
+                                   "(the target), not of the token before it.")

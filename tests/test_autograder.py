@@ -1,0 +1,111 @@
+"""Meta-tests of the autograder (tests/autograder), each one a pytest subprocess with --grade-json:
+
+* the reference solutions/ earn every point (with a fixed grader seed, and with a fresh one);
+* the stubs in exercises/ earn 0 points, and the run completes (no crash, no collection error);
+* every known mistake in tests/autograder/mistakes/ loses points in its unit: the mistake's
+  functions are appended to a copy of solutions/<unit>.py (later definitions win) and the
+  unit is graded with ``-m <unit>``.
+
+A new file in mistakes/ is picked up automatically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+AUTOGRADER = REPO / "tests" / "autograder"
+SOLUTIONS = REPO / "solutions"
+EXERCISES = REPO / "exercises"
+MISTAKES = sorted((AUTOGRADER / "mistakes").glob("*__*.py"))
+UNITS = ("logits", "perplexity", "quantization", "sampling", "architecture", "scaling", "training")
+FIXED_SEED = 20240917
+
+
+def run_grader(target: Path, json_path: Path, *args: str, timeout: float = 300) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run the autograder on ``target``; returns the process and the parsed results.json."""
+    cmd = [sys.executable, "-m", "pytest", str(AUTOGRADER), "--target", str(target),
+           "--grade-json", str(json_path), "-q", "-p", "no:cacheprovider", *args]
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
+    # 0: all passed, 1: some tests failed. Anything else (2 interrupted / collection error,
+    # 3 internal error, 4 usage error, 5 nothing collected) means the grader itself broke.
+    assert proc.returncode in (0, 1), (
+        f"the autograder did not complete (exit code {proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}")
+    assert json_path.is_file(), f"no {json_path} written:\n{proc.stdout[-4000:]}"
+    return proc, json.loads(json_path.read_text(encoding="utf-8"))
+
+
+def _failures(results: dict) -> str:
+    return "\n\n".join(f"{t['name']}:\n{t['output']}" for t in results["tests"] if t["status"] != "passed")
+
+
+def _check_format(results: dict) -> None:
+    """The Gradescope fields are there, and the sums add up."""
+    for key in ("score", "max_score", "execution_time", "output", "tests", "extra_data"):
+        assert key in results, key
+    assert results["tests"], "no graded tests ran"
+    for test in results["tests"]:
+        assert {"name", "score", "max_score", "status", "output", "tags"} <= test.keys()
+        assert test["status"] in ("passed", "failed")
+        assert 0 <= test["score"] <= test["max_score"]
+    assert results["score"] == sum(t["score"] for t in results["tests"])
+    assert results["max_score"] == sum(t["max_score"] for t in results["tests"])
+    units = results["extra_data"]["units"]
+    assert sum(u["max_score"] for u in units.values()) == results["max_score"]
+    assert set(units) <= set(UNITS)
+    assert not any("autograder error" in t["output"] for t in results["tests"]), _failures(results)
+
+
+@pytest.mark.parametrize("seed", [FIXED_SEED, None], ids=["fixed-seed", "fresh-seed"])
+def test_reference_solutions_earn_every_point(tmp_path, seed):
+    args = ("--grader-seed", str(seed)) if seed is not None else ()
+    proc, results = run_grader(SOLUTIONS, tmp_path / "results.json", *args)
+    _check_format(results)
+    used = results["extra_data"]["grader_seed"]
+    assert results["score"] == results["max_score"] > 0, (
+        f"the reference lost points with grader seed {used} (rerun with --grader-seed {used}):\n{_failures(results)}")
+    assert proc.returncode == 0
+
+
+def test_exercise_stubs_earn_nothing(tmp_path):
+    proc, results = run_grader(EXERCISES, tmp_path / "results.json")
+    _check_format(results)
+    earned = [t["name"] for t in results["tests"] if t["score"] > 0]
+    assert results["score"] == 0, f"the stubs earned points in: {earned}"
+    assert results["max_score"] > 0
+    # Every unit with a solution is graded.
+    units = set(results["extra_data"]["units"])
+    assert {p.stem for p in SOLUTIONS.glob("*.py")} & set(UNITS) <= units
+
+
+def test_every_unit_has_mistakes():
+    units_with_tests = {p.stem.removeprefix("test_grade_") for p in AUTOGRADER.glob("test_grade_*.py")}
+    covered = {p.name.split("__")[0] for p in MISTAKES}
+    assert units_with_tests <= covered, f"units without a mistake in mistakes/: {sorted(units_with_tests - covered)}"
+
+
+@pytest.mark.parametrize("mistake", MISTAKES, ids=[p.stem for p in MISTAKES])
+def test_mistake_loses_points(tmp_path, mistake):
+    unit = mistake.name.split("__")[0]
+    assert unit in UNITS, f"{mistake.name}: name it <unit>__<short_name>.py with a unit among {UNITS}"
+    text = mistake.read_text(encoding="utf-8")
+    assert text.lstrip().startswith(('"""', "'''")), f"{mistake.name}: start with a docstring naming the mistake"
+    target = tmp_path / "submission"
+    shutil.copytree(SOLUTIONS, target, ignore=shutil.ignore_patterns("__pycache__"))
+    module = target / f"{unit}.py"
+    module.write_text(module.read_text(encoding="utf-8") + f"\n\n# ---- appended: {mistake.name} ----\n" + text,
+                      encoding="utf-8")
+    # -x: the first lost point is enough (tests that did not run count as lost).
+    _, results = run_grader(target, tmp_path / "results.json", "-m", unit, "-x", "--grader-seed", str(FIXED_SEED))
+    unit_score = results["extra_data"]["units"].get(unit)
+    assert unit_score is not None, f"no graded test of unit {unit!r} ran"
+    assert unit_score["score"] < unit_score["max_score"], (
+        f"{mistake.name}: the mistake earned every point of the {unit} unit; the autograder does not catch it")

@@ -1,0 +1,114 @@
+"""`minillm grade`: a class of submissions graded in subprocesses, one CSV row each.
+
+To keep it quick, the class is graded with a cut-down autograder: the real conftest.py and
+grading.py with only the logits unit's tests (``--autograder``). The submissions are a copy
+of the reference, a copy of the stubs, one with a syntax error and one that hangs for ever
+(it even switches off the per-test alarm), stopped by a short --timeout.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+
+from minillm.cli import main as cli_main
+from minillm.grade import (CSV_FIELDS, DEFAULT_AUTOGRADER, GradeError, compare_numbers, find_autograder,
+                           grade_class)
+
+REPO = Path(__file__).resolve().parents[1]
+AUTOGRADER = REPO / "tests" / "autograder"
+
+HANG = '''
+
+def next_token_logits(model, tokenizer, text):
+    import signal
+    signal.setitimer(signal.ITIMER_REAL, 0)   # no alarm can stop it
+    while True:
+        pass
+'''
+
+
+@pytest.fixture(scope="module")
+def small_autograder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("grader") / "tests" / "autograder"
+    folder.mkdir(parents=True)
+    for name in ("conftest.py", "grading.py", "test_grade_logits.py"):
+        shutil.copy(AUTOGRADER / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def submissions(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("submissions")
+    shutil.copytree(REPO / "solutions", root / "alice_reference", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "exercises", root / "bob_stubs", ignore=shutil.ignore_patterns("__pycache__"))
+    broken = root / "carol_syntax_error"
+    shutil.copytree(REPO / "solutions", broken, ignore=shutil.ignore_patterns("__pycache__"))
+    (broken / "logits.py").write_text("def next_token_logits(model, tokenizer, text)\n    return 1\n", encoding="utf-8")
+    hang = root / "dave_hangs"
+    shutil.copytree(REPO / "solutions", hang, ignore=shutil.ignore_patterns("__pycache__"))
+    (hang / "logits.py").write_text((hang / "logits.py").read_text(encoding="utf-8") + HANG, encoding="utf-8")
+    (root / ".hidden").mkdir()
+    return root
+
+
+def test_grade_class(tmp_path, small_autograder, submissions):
+    out = tmp_path / "grades.csv"
+    rows = grade_class(submissions, out, timeout=12, autograder=small_autograder, seed=7)
+    with out.open(newline="", encoding="utf-8") as f:
+        table = list(csv.DictReader(f))
+    assert [r["student"] for r in table] == ["alice_reference", "bob_stubs", "carol_syntax_error", "dave_hangs"]
+    assert list(table[0].keys()) == CSV_FIELDS
+    by = {r["student"]: r for r in table}
+    assert len(rows) == 4
+
+    ref = by["alice_reference"]
+    assert ref["status"] == "ok" and int(ref["total"]) == int(ref["max_total"]) == int(ref["logits_max"]) > 0
+    assert ref["logits"] == ref["logits_max"] and ref["grader_seed"] == "7"
+    assert ref["perplexity"] == "0" and ref["perplexity_max"] == ""   # not in this autograder
+
+    stubs = by["bob_stubs"]
+    assert stubs["status"] == "ok" and stubs["total"] == "0" and stubs["max_total"] == ref["max_total"]
+
+    broken = by["carol_syntax_error"]
+    assert broken["status"] == "ok" and broken["total"] == "0"
+
+    hang = by["dave_hangs"]
+    assert hang["status"] == "timeout" and hang["total"] == "0" and "12" in hang["message"]
+    assert float(hang["seconds"]) < 30
+
+
+def test_compare_numbers():
+    numbers = [
+        {"unit": "scaling", "name": "a", "student": 1.0, "reference": 1.0},
+        {"unit": "scaling", "name": "b", "student": 2.0001, "reference": 2.0},
+        {"unit": "scaling", "name": "c", "student": None, "reference": 3.0},
+        {"unit": "logits", "name": "d", "student": 5.0, "reference": 1.0},
+    ]
+    got = compare_numbers(numbers)
+    assert got["numbers"] == 3 and got["matched"] == 2 and got["max_rel_diff"] == float("inf")
+    got = compare_numbers(numbers[:2])
+    assert got["matched"] == 2 and got["max_rel_diff"] == pytest.approx(5e-5)
+    assert compare_numbers([]) == {"numbers": 0, "matched": 0, "max_rel_diff": None}
+
+
+def test_missing_autograder_and_submissions(tmp_path):
+    assert find_autograder() == DEFAULT_AUTOGRADER.resolve()
+    with pytest.raises(GradeError, match="no autograder"):
+        find_autograder(tmp_path / "nowhere")
+    with pytest.raises(GradeError, match="not a folder"):
+        grade_class(tmp_path / "absent", tmp_path / "g.csv")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(GradeError, match="no student folders"):
+        grade_class(tmp_path / "empty", tmp_path / "g.csv")
+
+
+def test_cli_reports_missing_autograder(tmp_path, capsys):
+    (tmp_path / "subs" / "eve").mkdir(parents=True)
+    status = cli_main(["grade", str(tmp_path / "subs"), "--out", str(tmp_path / "g.csv"),
+                       "--autograder", str(tmp_path / "nowhere")])
+    assert status == 1
+    assert "no autograder" in capsys.readouterr().err

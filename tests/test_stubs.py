@@ -1,0 +1,135 @@
+"""The exercise stubs: exercises/ is generated from solutions/ and must stay in sync (the CI
+check lives here, not in tests/autograder, so a student's filled-in exercises never trip it)."""
+
+from __future__ import annotations
+
+import ast
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from minillm.cli import main as cli_main
+from minillm.stubs import StubError, main as stubs_main, make_exercises, make_stub, out_of_sync
+
+REPO = Path(__file__).resolve().parents[1]
+SOLUTIONS, EXERCISES = REPO / "solutions", REPO / "exercises"
+
+SAMPLE = textwrap.dedent('''\
+    """A sample unit."""
+
+    import math
+
+    SCALE = 2.0
+
+
+    def helper(x):
+        return x * SCALE
+
+
+    def area(radius: float) -> float:
+        """The area of a circle of ``radius``."""
+        # BEGIN SOLUTION
+        r2 = radius ** 2
+        return math.pi * r2
+        # END SOLUTION
+
+
+    class Shapes:
+        def perimeter(self, radius: float) -> float:
+            """2 pi r."""
+            if radius < 0:
+                raise ValueError("negative")
+            # BEGIN SOLUTION
+            return 2 * math.pi * radius
+            # END SOLUTION
+    ''')
+
+
+def test_exercises_in_sync_with_solutions():
+    problems = out_of_sync(SOLUTIONS, EXERCISES)
+    assert not problems, "\n".join(problems) + "\nrun `python -m minillm.stubs` to regenerate exercises/"
+
+
+def test_stub_of_sample():
+    stub = make_stub(SAMPLE, "sample.py")
+    assert "BEGIN SOLUTION" not in stub and "END SOLUTION" not in stub
+    assert "r2 = radius" not in stub and "2 * math.pi" not in stub
+    assert '    raise NotImplementedError("area: your code here")\n' in stub
+    assert '        raise NotImplementedError("perimeter: your code here")\n' in stub
+    # Everything outside the regions is kept: imports, constants, helpers, docstrings, other code.
+    for kept in ('"""A sample unit."""', "import math", "SCALE = 2.0", "def helper(x):", "return x * SCALE",
+                 "def area(radius: float) -> float:", '"""The area of a circle of ``radius``."""',
+                 'raise ValueError("negative")', '"""2 pi r."""'):
+        assert kept in stub, kept
+
+
+def test_stub_runs_and_raises(tmp_path):
+    namespace: dict = {}
+    exec(compile(make_stub(SAMPLE, "sample.py"), "sample.py", "exec"), namespace)
+    assert namespace["helper"](3) == 6
+    with pytest.raises(NotImplementedError, match="area: your code here"):
+        namespace["area"](1.0)
+    with pytest.raises(NotImplementedError, match="perimeter: your code here"):
+        namespace["Shapes"]().perimeter(1.0)
+    assert namespace["area"].__doc__ == "The area of a circle of ``radius``."
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("def f():\n    # BEGIN SOLUTION\n    return 1\n", "never closed"),
+    ("def f():\n    return 1\n    # END SOLUTION\n", "without a"),
+    ("def f():\n    # BEGIN SOLUTION\n    # BEGIN SOLUTION\n    return 1\n    # END SOLUTION\n", "do not nest"),
+    ("# BEGIN SOLUTION\nx = 1\n# END SOLUTION\n", "not inside a function"),
+    ("def f():\n    # BEGIN SOLUTION\n    return 1\n  # END SOLUTION\n", "indented differently"),
+    ("def f():\n    #BEGIN SOLUTION\n    return 1\n", "not recognised"),
+])
+def test_malformed_markers(bad, message):
+    with pytest.raises(StubError, match=message):
+        make_stub(bad, "bad.py")
+
+
+def test_make_exercises_and_out_of_sync(tmp_path):
+    solutions, exercises = tmp_path / "solutions", tmp_path / "exercises"
+    solutions.mkdir()
+    (solutions / "sample.py").write_text(SAMPLE, encoding="utf-8")
+    assert out_of_sync(solutions, exercises) == [f"{exercises / 'sample.py'} is missing (solution {solutions / 'sample.py'})."]
+    written = make_exercises(solutions, exercises)
+    assert written == [exercises / "sample.py"]
+    assert out_of_sync(solutions, exercises) == []
+    (exercises / "sample.py").write_text("changed", encoding="utf-8")
+    (exercises / "extra.py").write_text("", encoding="utf-8")
+    problems = out_of_sync(solutions, exercises)
+    assert len(problems) == 2 and "differs" in problems[0] and "extra.py" in problems[1]
+    assert stubs_main(["--check", "--solutions", str(solutions), "--exercises", str(exercises)]) == 1
+    make_exercises(solutions, exercises)
+    (exercises / "extra.py").unlink()
+    assert stubs_main(["--check", "--solutions", str(solutions), "--exercises", str(exercises)]) == 0
+
+
+def test_repo_stubs_keep_signatures_and_docstrings():
+    """Each exercise has the solution's functions, signatures and docstrings; graded bodies raise."""
+    for solution in sorted(SOLUTIONS.glob("*.py")):
+        exercise = EXERCISES / solution.name
+        sol_defs = _functions(solution.read_text(encoding="utf-8"))
+        ex_defs = _functions(exercise.read_text(encoding="utf-8"))
+        assert sol_defs.keys() == ex_defs.keys(), solution.name
+        for name, (signature, doc, _) in sol_defs.items():
+            assert ex_defs[name][:2] == (signature, doc), f"{solution.name}: {name}"
+        assert any(raises for _, _, raises in ex_defs.values()), f"{exercise} has no stubbed function"
+
+
+def _functions(source: str) -> dict:
+    """Module-level functions and methods (not functions nested in a body, which a region may hold)."""
+    tree = ast.parse(source)
+    nodes = list(tree.body) + [n for c in tree.body if isinstance(c, ast.ClassDef) for n in c.body]
+    out = {}
+    for node in nodes:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            raises = any(isinstance(n, ast.Raise) and "your code here" in ast.unparse(n) for n in ast.walk(node))
+            out[node.name] = (ast.unparse(node.args), ast.get_docstring(node), raises)
+    return out
+
+
+def test_cli_make_exercises_check(capsys):
+    assert cli_main(["make-exercises", "--check"]) == 0
+    assert "in sync" in capsys.readouterr().out
