@@ -84,18 +84,40 @@ def cmd_generate(args: argparse.Namespace) -> None:
 DEFAULT_SCALING_MODELS = ["Qwen/Qwen2.5-0.5B", "Qwen/Qwen2.5-1.5B"]
 
 
-def cmd_scaling(args: argparse.Namespace) -> None:
-    """Score the same stories with every model; write tables, a report and plots."""
-    from . import data
-    from .experiments.scaling import run_scaling, save_results
+def _scaling_setup(args: argparse.Namespace) -> tuple[list[str], list[str], str]:
+    """(models, stories, where the stories come from) for `minillm scaling`.
 
+    With no --models, the Qwen2.5 family when it is cached or the hub answers; otherwise the
+    tiny family minillm ships (data/models) on the bundled stories it never trained on.
+    """
+    from . import data
+    from .hub import hub_reachable, is_cached
+
+    models = args.models
+    if models is None:
+        if all(is_cached(m) for m in DEFAULT_SCALING_MODELS) or (not args.offline and hub_reachable()):
+            models = DEFAULT_SCALING_MODELS
+        else:
+            from .family import FAMILY_DIR, SHAPES, held_out_stories
+
+            print(f"The default models ({', '.join(DEFAULT_SCALING_MODELS)}) are not in the Hugging Face cache "
+                  "and the hub cannot be reached (or --offline is set). To run them, download them once with "
+                  "`hf download Qwen/Qwen2.5-0.5B` (and 1.5B) or pass --models with local folders.\n"
+                  f"Using the tiny model family minillm ships instead ({FAMILY_DIR}), on the "
+                  f"{len(held_out_stories())} bundled stories it never trained on.\n")
+            return [str(FAMILY_DIR / name) for name in SHAPES], held_out_stories()[: args.stories], \
+                "the held-out bundled stories"
     if args.offline:
         os.environ["HF_HUB_OFFLINE"] = "1"  # hub ids come from the local cache only
-        stories = data.bundled_texts(args.category)[: args.stories]
-        source = f"the {args.category} bundled with minillm"
-    else:
-        stories = data.tinystories(args.stories)
-        source = "TinyStories validation"
+        return models, data.bundled_texts(args.category)[: args.stories], f"the {args.category} bundled with minillm"
+    return models, data.tinystories(args.stories), "TinyStories validation"
+
+
+def cmd_scaling(args: argparse.Namespace) -> None:
+    """Score the same stories with every model; write tables, a report and plots."""
+    from .experiments.scaling import run_scaling, save_results
+
+    args.models, stories, source = _scaling_setup(args)
     print(f"{len(stories)} stories from {source}; models: {', '.join(args.models)}")
     results = run_scaling(args.models, stories, dtype=args.dtype, batch_tokens=args.batch_tokens, seed=args.seed)
     print(f"\n{'model':<32} {'non-emb params':>15} {'tokens':>8} {'perplexity':>11} {'95% CI':>17} {'bits/byte':>9}")
@@ -368,8 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(run=cmd_generate)
 
     scaling = commands.add_parser("scaling", help="perplexity vs model size on the same stories")
-    scaling.add_argument("--models", nargs="+", default=DEFAULT_SCALING_MODELS,
-                         help="checkpoint folders or hub ids (default: %(default)s)")
+    scaling.add_argument("--models", nargs="+", default=None,
+                         help=f"checkpoint folders or hub ids (default: {' '.join(DEFAULT_SCALING_MODELS)}; "
+                              "without network or cache, the tiny family in data/models)")
     scaling.add_argument("--stories", type=int, default=50, help="how many stories (default 50)")
     scaling.add_argument("--out", type=Path, default=Path("scaling-results"), help="folder for tables and plots")
     scaling.add_argument("--offline", action="store_true",

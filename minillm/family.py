@@ -46,6 +46,8 @@ from .storygen import synthetic_stories
 from .tokenizer import load_tokenizer
 from .train import STATE_TENSORS, TrainConfig, train
 
+# The repo is installed editable (`pip install -e .`), so data/ sits next to the package.
+FAMILY_DIR = Path(__file__).resolve().parents[1] / "data" / "models"
 HELD_OUT = 20                    # the last 20 bundled stories: the evaluation set
 SYNTHETIC = 20_000               # synthetic stories in the training data
 REPEATS = 40                     # copies of each bundled training story

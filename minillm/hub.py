@@ -38,6 +38,30 @@ def offline() -> bool:
     return now or bool(huggingface_hub.constants.HF_HUB_OFFLINE)
 
 
+def is_cached(repo_id: str) -> bool:
+    """Whether the Hugging Face cache already holds ``repo_id``'s config.json (no network)."""
+    import huggingface_hub
+
+    return isinstance(huggingface_hub.try_to_load_from_cache(repo_id, "config.json"), str)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether downloads are on and the hub's host answers within ``timeout`` seconds."""
+    import socket
+    from urllib.parse import urlparse
+
+    import huggingface_hub
+
+    if offline():
+        return False
+    host = urlparse(huggingface_hub.constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def _looks_like_repo_id(source: str) -> bool:
     parts = source.split("/")
     return len(parts) == 2 and all(parts) and not source.startswith((".", "~"))

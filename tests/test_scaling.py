@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,3 +114,20 @@ def test_perplexity_vs_bits_on_the_real_model(shared_data):
     assert by[(8, "channel")].perplexity == pytest.approx(full.perplexity, rel=0.02)
     assert by[(2, "tensor")].perplexity > 3 * full.perplexity
     assert by[(8, "tensor")].size_mb < 0.3 * full.size_mb
+
+
+def test_scaling_without_models_or_network_uses_the_shipped_family(tmp_path, offline_cache, capsys):
+    """No --models, nothing cached, offline: the tiny family on the held-out stories, and
+    perplexity falls with size (the numbers recorded in data/models/family.csv)."""
+    from minillm.family import FAMILY_DIR, HELD_OUT
+
+    assert main(["scaling", "--stories", "50", "--out", str(tmp_path / "out")]) == 0
+    said = capsys.readouterr().out
+    assert "hf download Qwen/Qwen2.5-0.5B" in said and f"{HELD_OUT} stories from the held-out" in said
+    with open(tmp_path / "out" / "summary.csv", newline="") as f:
+        summary = {Path(r["model"]).name: float(r["perplexity"]) for r in csv.DictReader(f)}
+    with open(FAMILY_DIR / "family.csv", newline="") as f:
+        recorded = {r["name"]: float(r["held_out_perplexity"]) for r in csv.DictReader(f)}
+    assert summary["tiny-s"] > summary["tiny-m"] > summary["tiny-l"]
+    for name, ppl in summary.items():
+        assert abs(ppl - recorded[name]) <= 1e-4 * recorded[name]
