@@ -131,9 +131,14 @@ def load_weights(model: Transformer, folder: Path, dtype: torch.dtype, device: t
         by_file.setdefault(path, []).append(name)
     for path, names in by_file.items():
         try:
-            with safe_open(path, framework="pt") as f:
-                for name in names:
-                    _assign(model, expected[name], f.get_tensor(name), path, dtype, device)
+            for name in names:
+                # One opening per tensor: the file's memory map, and the pages it brought into
+                # this process, go away once the tensor is copied out, so loading peaks at the
+                # model plus one tensor rather than the model plus the whole file.
+                with safe_open(path, framework="pt") as f:
+                    tensor = f.get_tensor(name)
+                _assign(model, expected[name], tensor, path, dtype, device)
+                del tensor
         except WeightsError:
             raise
         except Exception as err:
@@ -169,6 +174,5 @@ def _assign(model: nn.Module, param_name: str, tensor: torch.Tensor, path: Path,
             f"but the config needs {tuple(wanted)}. Does config.json belong to these weights?"
         )
     # copy=True: a tensor read from a safetensors file can still live in the file's memory
-    # map, whose small pages stream more slowly than ordinary memory; one tensor at a time
-    # is copied out, so the peak stays one tensor above the model.
+    # map, whose small pages stream more slowly than ordinary memory.
     setattr(module, leaf, nn.Parameter(tensor.to(device=device, dtype=dtype, copy=True), requires_grad=False))
