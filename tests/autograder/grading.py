@@ -207,3 +207,14 @@ def random_text(rng, texts: Sequence[str], min_chars: int = 40, max_chars: int =
         piece = piece[: piece.rindex(" ")]  # end on a word boundary
     piece = piece.strip()
     return piece or text.strip()
+
+
+def refusal(what: str):
+    """A stand-in for a ready-made function (``what``, e.g. "minillm.quantize.quantize_tensor")
+    that fails the test with a student-readable message when the student's code calls it."""
+    def refuse(*args, **kwargs):
+        raise GradingError(
+            f"your code called {what}. This exercise is to write that computation yourself with "
+            "plain tensor operations; do not call a ready-made version (minillm's or torch's)."
+        )
+    return refuse

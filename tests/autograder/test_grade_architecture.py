@@ -22,7 +22,7 @@ import torch
 
 import minillm.model as mm
 import minillm.numpy_model as numpy_model
-from grading import GradingError, expect_close, expect_shape
+from grading import GradingError, expect_close, expect_shape, refusal as _forbidden
 from minillm.config import ModelConfig
 from minillm.weights import checkpoint_name
 
@@ -42,16 +42,6 @@ OBJECTIVES = {
 # ------------------------------------------------------------------------------------------
 # Helpers
 # ------------------------------------------------------------------------------------------
-
-def _forbidden(what: str):
-    def refuse(*args, **kwargs):
-        raise GradingError(
-            f"your code called {what}. This exercise is to write that computation yourself with "
-            "plain tensor operations (matmul, softmax, indexing...); do not call minillm's model "
-            "code or torch's ready-made version."
-        )
-    return refuse
-
 
 def _load_student_fn(student, monkeypatch, name: str):
     """The student's function, imported after minillm's answers and torch's built-ins are blocked.

@@ -18,7 +18,7 @@ import random
 
 import pytest
 import torch
-from grading import GradingError, expect_close, expect_shape
+from grading import GradingError, expect_close, expect_shape, refusal as _forbidden
 
 import minillm.quantize as mq
 import minillm.scoring as ms
@@ -41,15 +41,6 @@ OBJECTIVES = {
 # ------------------------------------------------------------------------------------------
 
 _REF_QUANTIZE_TENSOR = mq.quantize_tensor   # kept before a test blocks minillm's functions
-
-def _forbidden(what: str):
-    def refuse(*args, **kwargs):
-        raise GradingError(
-            f"your code called {what}. This exercise is to write that computation yourself with "
-            "plain tensor operations; do not call minillm's ready-made version."
-        )
-    return refuse
-
 
 def _load_student_fn(student, monkeypatch, name: str):
     """The student's function, imported after minillm's answers are blocked.

@@ -19,7 +19,7 @@ import random
 
 import pytest
 import torch
-from grading import GradingError, expect_close, expect_shape
+from grading import GradingError, expect_close, expect_shape, refusal as _forbidden
 
 import minillm
 
@@ -43,15 +43,6 @@ _REF = {name: getattr(mg, name) for name in ("top_k_filter", "top_p_filter", "sa
 # ------------------------------------------------------------------------------------------
 # Helpers
 # ------------------------------------------------------------------------------------------
-
-def _forbidden(what: str):
-    def refuse(*args, **kwargs):
-        raise GradingError(
-            f"your code called {what}. This exercise is to write that computation yourself with "
-            "plain tensor operations; do not call the ready-made version."
-        )
-    return refuse
-
 
 def _load_student_fn(student, monkeypatch, name: str, block_softmax: bool = False):
     """The student's function, imported after minillm's answers (and, for the softmax itself,

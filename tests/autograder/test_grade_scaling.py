@@ -20,7 +20,7 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 import torch
-from grading import GradingError, expect_close
+from grading import GradingError, expect_close, refusal as _forbidden
 
 import minillm
 from minillm.config import ModelConfig
@@ -52,15 +52,6 @@ CLASS_STORIES = 6   # the first 6 bundled stories: the fixed set for the recorde
 # ------------------------------------------------------------------------------------------
 # Helpers and fixtures
 # ------------------------------------------------------------------------------------------
-
-def _forbidden(what: str):
-    def refuse(*args, **kwargs):
-        raise GradingError(
-            f"your code called {what}. This exercise is to write that computation yourself; do not "
-            "call minillm's ready-made version."
-        )
-    return refuse
-
 
 def _load_student_fn(student, monkeypatch, name: str):
     """The student's function, imported after minillm's answers are blocked.
