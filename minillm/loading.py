@@ -9,7 +9,7 @@ import torch
 from .config import ModelConfig
 from .hub import resolve_source
 from .model import Transformer
-from .packed import pack_linears
+from .packed import pack_linears, use_fused_attention
 from .weights import load_weights
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -41,8 +41,9 @@ def load_model(
     them to ``dtype`` (float32, bfloat16, float16, or "auto" for the checkpoint's own).
     The model comes back in eval mode with gradients off (call ``model.requires_grad_(True)``
     to train it). ``model(input_ids)`` returns raw logits of shape (batch, seq, vocab).
-    ``packed=True`` stores the linear weights in oneDNN's CPU layout for faster inference
-    (see ``minillm.packed``); the weights can then no longer be inspected or trained.
+    ``packed=True`` is the fast inference path (see ``minillm.packed``): linear weights in
+    oneDNN's CPU layout and a fused attention kernel; logits then equal the readable path's up
+    to float rounding, and the weights can no longer be inspected or trained.
     """
     folder = resolve_source(source)
     config = ModelConfig.from_file(folder / "config.json")
@@ -52,4 +53,5 @@ def load_model(
     load_weights(model, folder, dtype, device)
     if packed:
         pack_linears(model)
+        use_fused_attention(model)
     return model.eval()

@@ -127,6 +127,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
 class Attention(nn.Module):
     """Causal self-attention with grouped-query heads and rotary positions."""
 
+    # The attention() above; minillm.packed.use_fused_attention swaps in PyTorch's fused kernel.
+    attend = staticmethod(attention)
+
     def __init__(self, config: ModelConfig, layer: int):
         super().__init__()
         self.layer = layer
@@ -149,7 +152,7 @@ class Attention(nn.Module):
             k, v = cache.update(self.layer, k, v)                  # (batch, n_kv_heads, past + seq, head_dim)
         k = repeat_kv(k, self.n_heads // self.n_kv_heads)          # (batch, n_heads, past + seq, head_dim)
         v = repeat_kv(v, self.n_heads // self.n_kv_heads)
-        y = attention(q, k, v, mask)                               # (batch, n_heads, seq, head_dim)
+        y = self.attend(q, k, v, mask)                             # (batch, n_heads, seq, head_dim)
         y = y.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim)  # (batch, seq, hidden)
         return self.o_proj(y)
 

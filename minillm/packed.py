@@ -1,4 +1,4 @@
-"""Faster CPU matrix products: linear weights stored in oneDNN's blocked layout (opt-in).
+"""The fast CPU path (opt-in): linear weights in oneDNN's blocked layout, fused attention.
 
 Generating one token reads every weight of the model once, so decoding speed is set by how
 fast the matrix-vector products stream weights from memory. On a 2-core AVX-512 machine,
@@ -12,12 +12,19 @@ so this is opt-in, for inference: ``load_model(..., packed=True)`` or ``pack_lin
 A tied LM head is left alone: packing it would need a second copy of the embedding matrix.
 Where oneDNN cannot pack (no mkldnn build, float16 without AVX512-FP16, a GPU), the model is
 left unchanged and ``pack_linears`` returns 0.
+
+``use_fused_attention`` replaces the explicit attention of ``minillm.model`` by PyTorch's
+``scaled_dot_product_attention``: the same softmax(q k^T / sqrt(d)) v in one kernel that never
+writes out the (seq x seq) scores. Batches of 10 x 200 tokens run ~7% faster in bfloat16; the
+results differ from the explicit version only by float rounding (~1e-5 on logits in float32),
+which is why the readable path, bit-identical to transformers' eager attention, stays the default.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .model import Transformer
 
@@ -61,3 +68,15 @@ def pack_linears(model: Transformer) -> int:
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name), child, PackedLinear(linear))
     return len(targets)
+
+
+def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """minillm.model.attention in one fused kernel; same arguments and shapes:
+    (batch, n_heads, seq, head_dim) -> (batch, n_heads, seq, head_dim), mask True = may look."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def use_fused_attention(model: Transformer) -> None:
+    """Make every attention layer of ``model`` use :func:`fused_attention`, in place."""
+    for block in model.layers:
+        block.self_attn.attend = fused_attention

@@ -56,10 +56,11 @@ def make_checkpoint(folder: Path, kind: str = "qwen2", seed: int = 0, shard: boo
     return folder
 
 
-def load_reference(folder: Path, dtype: torch.dtype = torch.float32):
-    """The same checkpoint loaded by transformers, eager attention, in eval mode."""
+def load_reference(folder: Path, dtype: torch.dtype = torch.float32, attention: str = "eager"):
+    """The same checkpoint loaded by transformers, in eval mode; ``attention`` is "eager"
+    (the explicit softmax, what minillm.model computes) or "sdpa" (the fused kernel)."""
     return transformers.AutoModelForCausalLM.from_pretrained(
-        folder, dtype=dtype, attn_implementation="eager"
+        folder, dtype=dtype, attn_implementation=attention
     ).eval()
 
 
