@@ -146,8 +146,7 @@ class Character:
     @property
     def a(self) -> str:
         """'a little fox', 'an old owl'."""
-        words = f"{self.trait} {self.kind}"
-        return ("an " if words[0] in "aeiou" else "a ") + words
+        return _article(f"{self.trait} {self.kind}")
 
 
 def _article(noun: str) -> str:

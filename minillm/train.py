@@ -57,10 +57,11 @@ from tqdm.auto import tqdm
 from .bpe import train_tokenizer
 from .config import ModelConfig
 from .generate import generate, sample_next_token
+from .loading import load_model
 from .mlp_lm import MLPLanguageModel
 from .model import Transformer
 from .tokenizer import Tokenizer, load_tokenizer
-from .weights import load_weights, save_weights
+from .weights import save_weights
 
 ARCHITECTURES = ("transformer", "mlp")
 BETAS = (0.9, 0.95)          # AdamW's moment decay rates, as used for most LLMs
@@ -159,7 +160,7 @@ class TrainResult:
 
     @property
     def final_val_loss(self) -> float:
-        return next(r.val_loss for r in reversed(self.history) if r.val_loss is not None)
+        return _last_val(self.history)
 
 
 # ---- data ----------------------------------------------------------------------------------------
@@ -341,13 +342,11 @@ def _restore(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, d
         optimizer.state[names[name]][slot] = value
 
 
-def _load_trained(folder: Path, config: TrainConfig, vocab_size: int, eos_id: int) -> nn.Module:
+def _load_trained(folder: Path, config: TrainConfig) -> nn.Module:
     """The model saved in ``folder``, as trainable float32 parameters."""
     if config.architecture == "mlp":
         return MLPLanguageModel.load(folder).train()
-    model = Transformer(model_config(config, vocab_size, eos_id))
-    load_weights(model, folder, torch.float32, "cpu")
-    return model.requires_grad_(True).train()
+    return load_model(folder, dtype=torch.float32).requires_grad_(True).train()
 
 
 # ---- the loop ------------------------------------------------------------------------------------
@@ -396,7 +395,7 @@ def train(texts: list[str], config: TrainConfig, out: str | Path, tokenizer: str
         tok = load_tokenizer(train_tokenizer(train_docs, config.vocab_size, out))
     else:
         tok = tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(tokenizer)
-    return _run(texts, val_texts, config, out, tok, until, progress, resuming=False)
+    return _run(texts, val_texts, config, out, tok, until, progress)
 
 
 def resume(out: str | Path, texts: list[str], until: int | None = None, progress: bool = True,
@@ -417,7 +416,7 @@ def resume(out: str | Path, texts: list[str], until: int | None = None, progress
                          "exactly. Shipped models keep only their history; train a new run instead.")
     state = json.loads((out / STATE_JSON).read_text(encoding="utf-8"))
     config = TrainConfig(**state["config"])
-    return _run(texts, val_texts, config, out, load_tokenizer(out), until, progress, resuming=True, state=state)
+    return _run(texts, val_texts, config, out, load_tokenizer(out), until, progress, state=state)
 
 
 def _documents(texts: list[str], val_texts: list[str] | None, config: TrainConfig) -> tuple[list[str], list[str]]:
@@ -430,7 +429,7 @@ def _documents(texts: list[str], val_texts: list[str] | None, config: TrainConfi
 
 
 def _run(texts, val_texts, config: TrainConfig, out: Path, tok: Tokenizer, until: int | None, progress: bool,
-         resuming: bool, state: dict | None = None) -> TrainResult:
+         state: dict | None = None) -> TrainResult:
     if until is not None and (not isinstance(until, int) or until < 1):
         raise ValueError(f"until must be a step number >= 1 (or None to run all {config.steps} steps); got {until!r}.")
     train_docs, val_docs = _documents(texts, val_texts, config)
@@ -442,11 +441,11 @@ def _run(texts, val_texts, config: TrainConfig, out: Path, tok: Tokenizer, until
     last = config.steps if until is None else min(until, config.steps)
 
     data_generator = torch.Generator().manual_seed(config.seed)
-    if resuming:
+    if state is not None:  # resuming
         if state["data"]["fingerprint"] != fingerprint:
             raise ValueError(f"the texts differ from those the run in {out} was trained on (token fingerprint "
                              f"{fingerprint} != {state['data']['fingerprint']}); resume with the same texts.")
-        model = _load_trained(out, config, vocab, eos)
+        model = _load_trained(out, config)
         optimizer = make_optimizer(model, config)
         _restore(out, model, optimizer, data_generator)
         history = [Record(**r) for r in state["history"]]
@@ -508,6 +507,7 @@ def _run(texts, val_texts, config: TrainConfig, out: Path, tok: Tokenizer, until
 
 
 def _last_val(history: list[Record]) -> float:
+    """The most recent validation loss in ``history`` (nats)."""
     return next(r.val_loss for r in reversed(history) if r.val_loss is not None)
 
 

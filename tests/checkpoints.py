@@ -78,26 +78,10 @@ def put_in_hub_cache(cache: Path, repo_id: str, folder: Path, commit: str = "0" 
     shutil.copytree(folder, repo / "snapshots" / commit)
 
 
-REPO = Path(__file__).resolve().parents[1]
-
-
 def make_tokenizer(folder: Path, vocab_size: int = 320) -> Path:
-    """Train a byte-level BPE tokenizer on the kit's bundled stories and save it as a
+    """A byte-level BPE tokenizer trained on the kit's bundled stories (minillm.bpe), saved as a
     Hugging Face tokenizer folder (tokenizer.json + tokenizer_config.json), no BOS."""
-    import json
+    from minillm.bpe import train_tokenizer
+    from minillm.data import bundled_texts
 
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    text = (REPO / "data" / "texts" / "stories.txt").read_text(encoding="utf-8")
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(text.split("<|endoftext|>"), trainer)
-    folder.mkdir(parents=True, exist_ok=True)
-    tok.save(str(folder / "tokenizer.json"))
-    config = {"eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "add_bos_token": False,
-              "tokenizer_class": "PreTrainedTokenizerFast"}
-    (folder / "tokenizer_config.json").write_text(json.dumps(config))
-    return folder
+    return train_tokenizer(bundled_texts("stories"), vocab_size, folder)
