@@ -406,27 +406,10 @@ def story_texts() -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tmp_path_factory, story_texts):
     from minillm import load_tokenizer
+    from minillm.bpe import train_tokenizer
     folder = tmp_path_factory.mktemp("tiny_tokenizer")
-    try:
-        from minillm.bpe import train_tokenizer
-    except ImportError:
-        train_tokenizer = _train_tokenizer_inline
     train_tokenizer(list(story_texts), TINY_VOCAB, folder)
     return load_tokenizer(folder)
-
-
-def _train_tokenizer_inline(texts: list[str], vocab_size: int, folder: Path) -> Path:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(texts, trainer)
-    tok.save(str(folder / "tokenizer.json"))
-    config = {"eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "add_bos_token": False}
-    (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
-    return folder
 
 
 @pytest.fixture(scope="session")

@@ -419,9 +419,14 @@ def test_forward_is_causal(student, monkeypatch, grader_seed, tiny_model, tiny_m
     changed = ids.clone()
     changed[0, cut:] = (changed[0, cut:] + 1 + torch.randint(0, 50, (seq - cut,), generator=gen)) % tiny_model_config.vocab_size
     weights = _hf_weights(tiny_model)
+    with torch.no_grad():
+        expected = tiny_model(ids)                                   # minillm, before its code is blocked
     forward = _load_student_fn(student, monkeypatch, "forward")
     first, second = forward(weights, tiny_model_config, ids), forward(weights, tiny_model_config, changed)
     _expect_tensor(first, "forward(weights, config, input_ids)")
+    # A whole forward pass against minillm, as in the tests above.
+    expect_close(first[0, :cut], expected[0, :cut], "forward(weights, config, input_ids): the logits of the "
+                 f"first {cut} positions", atol=1e-4, rtol=1e-4)
     # The same computation twice on identical prefixes: only summation-order noise may differ.
     expect_close(second[0, :cut], first[0, :cut],
                  f"the logits of positions 0..{cut - 1} after changing only the tokens from position {cut} on "

@@ -48,8 +48,9 @@ def test_next_token_logits(student, tiny_model, tiny_tokenizer, story_texts, gra
         text = random_text(rng, story_texts, 20, 200)
         got = fn(tiny_model, tiny_tokenizer, text)
         expect_shape(got, (tiny_model.config.vocab_size,), f"next_token_logits(model, tokenizer, {text!r})")
-        expected = _ref_logits(tiny_model, tiny_tokenizer, text)[-1]
-        if isinstance(got, torch.Tensor) and torch.allclose(got.float(), _ref_logits(tiny_model, tiny_tokenizer, text)[0],
+        ref = _ref_logits(tiny_model, tiny_tokenizer, text)
+        expected = ref[-1]
+        if isinstance(got, torch.Tensor) and torch.allclose(got.float(), ref[0],
                                                             **LOGITS_TOL) and len(tiny_tokenizer.encode(text)) > 1:
             raise GradingError(
                 f"next_token_logits(model, tokenizer, {text!r}) returned the logits of the FIRST position. "

@@ -423,6 +423,13 @@ def test_generate_seeded_sampling(student, monkeypatch, grader_seed, tiny_model,
     if first != second:
         raise GradingError(f"{what}: two calls with the same seed gave {first} and {second}. Create one "
                            "torch.Generator().manual_seed(seed) before the loop and pass it to every draw.")
+    others = [fn(tiny_model, list(prompt), n_new, 1.0, None, None, seed + k) for k in (1, 2)]
+    others = [o.reshape(-1).tolist() if isinstance(o, torch.Tensor) else [int(t) for t in o] for o in others]
+    # Three seeds giving one sequence of 8+ tokens from this model's flat-ish softmax: chance ~1e-9.
+    if first == others[0] == others[1]:
+        raise GradingError(f"{what}: seeds {seed}, {seed + 1} and {seed + 2} all gave {first}. At temperature 1 "
+                           "generate must SAMPLE from the softmax (torch.multinomial with the seeded generator), "
+                           "not take the argmax.")
     what_k1 = f"generate(model, prompt, max_new_tokens={n_new}, temperature=1.0, top_k=1, seed={seed})"
     only_top = fn(tiny_model, list(prompt), n_new, 1.0, 1, None, seed)
     only_top = only_top.reshape(-1).tolist() if isinstance(only_top, torch.Tensor) else [int(t) for t in only_top]
