@@ -41,7 +41,7 @@ import numpy as np
 import pytest
 import torch
 
-from grading import GradingError
+from grading import ForbiddenCall, GradingError, block
 
 UNITS = ("logits", "perplexity", "quantization", "sampling", "architecture", "scaling", "training")
 LEVELS = {"P": "core", "M": "merit", "E": "excellence"}
@@ -147,10 +147,6 @@ class StudentTimeout(BaseException):
 
 class PrintLimitExceeded(BaseException):
     """Student code printed too much."""
-
-
-class ForbiddenCall(BaseException):
-    """Student code called a library function that is the answer itself (see the `forbid` fixture)."""
 
 
 def _timeout_of(item: pytest.Item) -> float:
@@ -352,16 +348,7 @@ def forbid(monkeypatch) -> Callable[..., None]:
     Call it before the first ``student(...)`` so that ``from minillm import x`` in the student's
     file binds the forbidden stand-in too."""
     def do_forbid(*paths: str) -> None:
-        for path in paths:
-            module_name, _, attr = path.rpartition(".")
-            module = importlib.import_module(module_name)
-
-            def refuse(*args, _path=path, **kwargs):
-                raise ForbiddenCall(
-                    f"your code called {_path}(), the library's own version of what this exercise "
-                    "asks you to write. Compute it yourself with PyTorch."
-                )
-            monkeypatch.setattr(module, attr, refuse)
+        block(monkeypatch, *paths)
     return do_forbid
 
 

@@ -18,6 +18,8 @@ when a result went through a whole model forward pass, atol 1e-6 for values near
 
 from __future__ import annotations
 
+import importlib
+
 import math
 from typing import Any, Sequence
 
@@ -209,12 +211,41 @@ def random_text(rng, texts: Sequence[str], min_chars: int = 40, max_chars: int =
     return piece or text.strip()
 
 
-def refusal(what: str):
-    """A stand-in for a ready-made function (``what``, e.g. "minillm.quantize.quantize_tensor")
-    that fails the test with a student-readable message when the student's code calls it."""
-    def refuse(*args, **kwargs):
-        raise GradingError(
-            f"your code called {what}. This exercise is to write that computation yourself with "
-            "plain tensor operations; do not call a ready-made version (minillm's or torch's)."
-        )
-    return refuse
+
+class ForbiddenCall(BaseException):
+    """Student code called a library function that is the answer itself (see :func:`block`).
+    A BaseException, so that a student's ``except Exception`` cannot swallow it."""
+
+
+def block(monkeypatch, *paths: str) -> None:
+    """For the rest of the test, calling any of ``paths`` fails it with a student-readable message.
+
+    ``paths`` are dotted names of functions or methods: "minillm.scoring.perplexity",
+    "minillm.model.RMSNorm.forward", "torch.Tensor.softmax". Block them AFTER computing the
+    reference values and BEFORE importing the student's module, so that ``from minillm import x``
+    in the student's file binds the stand-in too.
+    """
+    for path in paths:
+        def refuse(*args, _path=path, **kwargs):
+            raise ForbiddenCall(
+                f"your code called {_path}, the ready-made version of what this exercise asks you "
+                "to write. Compute it yourself with plain tensor operations."
+            )
+        owner, name = _owner(path)
+        monkeypatch.setattr(owner, name, refuse)
+
+
+def _owner(path: str):
+    """("a.b.C.f") -> (the object holding f, "f"): the longest importable module prefix, then
+    attributes. (pytest's own string targets look attributes up first, so "minillm.generate.x"
+    would find the generate() function that minillm re-exports, not the module.)"""
+    parts = path.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            owner = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for part in parts[cut:-1]:
+            owner = getattr(owner, part)
+        return owner, parts[-1]
+    raise ValueError(f"block: no module in {path!r}")

@@ -21,8 +21,7 @@ import pytest
 import torch
 
 import minillm.model as mm
-import minillm.numpy_model as numpy_model
-from grading import GradingError, expect_close, expect_shape, refusal as _forbidden
+from grading import GradingError, expect_close, expect_shape, block
 from minillm.config import ModelConfig
 from minillm.weights import checkpoint_name
 
@@ -47,18 +46,14 @@ def _load_student_fn(student, monkeypatch, name: str):
     """The student's function, imported after minillm's answers and torch's built-ins are blocked.
 
     Call this AFTER computing the reference (the reference uses minillm.model)."""
-    for attr in ("rotate_half", "apply_rotary", "repeat_kv", "attention", "causal_mask"):
-        monkeypatch.setattr(mm, attr, _forbidden(f"minillm.model.{attr}"))
-    for cls in (mm.RMSNorm, mm.RotaryEmbedding, mm.Attention, mm.MLP, mm.DecoderBlock, mm.Transformer):
-        monkeypatch.setattr(cls, "forward", _forbidden(f"minillm.model.{cls.__name__}"))
-    monkeypatch.setattr(mm.Transformer, "hidden_states", _forbidden("minillm.model.Transformer.hidden_states"))
-    for attr in ("rms_norm", "rope_cos_sin", "apply_rope", "softmax", "attention", "swiglu_mlp",
-                 "decoder_block", "forward"):
-        if hasattr(numpy_model, attr):
-            monkeypatch.setattr(numpy_model, attr, _forbidden(f"minillm.numpy_model.{attr}"))
-    for attr in ("scaled_dot_product_attention", "rms_norm"):
-        if hasattr(torch.nn.functional, attr):
-            monkeypatch.setattr(torch.nn.functional, attr, _forbidden(f"torch.nn.functional.{attr}"))
+    block(monkeypatch, *(f"minillm.model.{name}" for name in
+                         ("rotate_half", "apply_rotary", "repeat_kv", "attention", "causal_mask",
+                          "RMSNorm.forward", "RotaryEmbedding.forward", "Attention.forward", "MLP.forward",
+                          "DecoderBlock.forward", "Transformer.forward", "Transformer.hidden_states")))
+    block(monkeypatch, *(f"minillm.numpy_model.{name}" for name in
+                         ("rms_norm", "rope_cos_sin", "apply_rope", "softmax", "attention", "swiglu_mlp",
+                          "decoder_block", "forward")))
+    block(monkeypatch, "torch.nn.functional.scaled_dot_product_attention", "torch.nn.functional.rms_norm")
     return student.function("architecture", name)
 
 

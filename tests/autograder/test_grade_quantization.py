@@ -18,7 +18,7 @@ import random
 
 import pytest
 import torch
-from grading import GradingError, expect_close, expect_shape, refusal as _forbidden
+from grading import GradingError, expect_close, expect_shape, block
 
 import minillm.quantize as mq
 import minillm.scoring as ms
@@ -46,15 +46,11 @@ def _load_student_fn(student, monkeypatch, name: str):
     """The student's function, imported after minillm's answers are blocked.
 
     Call this AFTER computing the reference (the reference uses them)."""
-    for attr in ("quantize_tensor", "quantize_model", "model_size_bytes", "quantization_error", "size_table"):
-        monkeypatch.setattr(mq, attr, _forbidden(f"minillm.quantize.{attr}"))
-    for attr in ("score", "score_many", "perplexity"):
-        monkeypatch.setattr(ms, attr, _forbidden(f"minillm.scoring.{attr}"))
-    import minillm
-    import minillm.experiments.quantization as mxq
-    for attr in ("score", "score_many", "perplexity"):
-        monkeypatch.setattr(minillm, attr, _forbidden(f"minillm.{attr}"))
-    monkeypatch.setattr(mxq, "perplexity_vs_bits", _forbidden("minillm.experiments.quantization.perplexity_vs_bits"))
+    block(monkeypatch, *(f"minillm.quantize.{name}" for name in
+                         ("quantize_tensor", "quantize_model", "model_size_bytes", "quantization_error", "size_table")))
+    block(monkeypatch, *(f"{module}.{name}" for module in ("minillm.scoring", "minillm")
+                         for name in ("score", "score_many", "perplexity")))
+    block(monkeypatch, "minillm.experiments.quantization.perplexity_vs_bits")
     return student.function("quantization", name)
 
 

@@ -19,9 +19,8 @@ import random
 
 import pytest
 import torch
-from grading import GradingError, expect_close, expect_shape, refusal as _forbidden
+from grading import GradingError, expect_close, expect_shape, block
 
-import minillm
 
 # The module, not the function: `minillm.generate` (the attribute) is the generate() function.
 mg = importlib.import_module("minillm.generate")
@@ -47,14 +46,9 @@ _REF = {name: getattr(mg, name) for name in ("top_k_filter", "top_p_filter", "sa
 def _load_student_fn(student, monkeypatch, name: str, block_softmax: bool = False):
     """The student's function, imported after minillm's answers (and, for the softmax itself,
     torch's softmax) are blocked. Call this AFTER computing the reference."""
-    for attr in _REF:
-        monkeypatch.setattr(mg, attr, _forbidden(f"minillm.generate.{attr}"))
-        monkeypatch.setattr(minillm, attr, _forbidden(f"minillm.{attr}"))
+    block(monkeypatch, *(f"{module}.{name}" for module in ("minillm.generate", "minillm") for name in _REF))
     if block_softmax:
-        monkeypatch.setattr(torch, "softmax", _forbidden("torch.softmax"))
-        monkeypatch.setattr(torch.nn.functional, "softmax", _forbidden("torch.nn.functional.softmax"))
-        monkeypatch.setattr(torch.Tensor, "softmax", _forbidden("Tensor.softmax"))
-        monkeypatch.setattr(torch.special, "softmax", _forbidden("torch.special.softmax"))
+        block(monkeypatch, "torch.softmax", "torch.nn.functional.softmax", "torch.Tensor.softmax", "torch.special.softmax")
     return student.function("sampling", name)
 
 

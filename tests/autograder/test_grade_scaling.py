@@ -21,9 +21,8 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 import torch
-from grading import GradingError, expect_close, refusal as _forbidden
+from grading import GradingError, expect_close, block
 
-import minillm
 from minillm.config import ModelConfig
 from minillm.model import Transformer
 
@@ -62,12 +61,11 @@ def _load_student_fn(student, monkeypatch, name: str):
     """The student's function, imported after minillm's answers are blocked.
 
     Call this AFTER computing the reference (the reference uses them)."""
-    for attr in ("score", "score_many", "perplexity"):
-        monkeypatch.setattr(ms, attr, _forbidden(f"minillm.scoring.{attr}"))
-        monkeypatch.setattr(minillm, attr, _forbidden(f"minillm.{attr}"))
-    for attr in ("fit_power_law", "bootstrap_interval", "summarize", "run_scaling", "costliest_tokens",
-                 "rank_stories", "loss_by_token"):
-        monkeypatch.setattr(mes, attr, _forbidden(f"minillm.experiments.scaling.{attr}"))
+    block(monkeypatch, *(f"{module}.{name}" for module in ("minillm.scoring", "minillm")
+                         for name in ("score", "score_many", "perplexity")))
+    block(monkeypatch, *(f"minillm.experiments.scaling.{name}" for name in
+                         ("fit_power_law", "bootstrap_interval", "summarize", "run_scaling", "costliest_tokens",
+                          "rank_stories", "loss_by_token")))
     return student.function("scaling", name)
 
 
