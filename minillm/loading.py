@@ -9,7 +9,7 @@ import torch
 from .config import ModelConfig
 from .hub import resolve_source
 from .model import Transformer
-from .packed import pack_linears, use_fused_attention
+from .packed import pack_linears, use_grouped_attention
 from .weights import load_weights
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -42,7 +42,7 @@ def load_model(
     The model comes back in eval mode with gradients off (call ``model.requires_grad_(True)``
     to train it). ``model(input_ids)`` returns raw logits of shape (batch, seq, vocab).
     ``packed=True`` is the fast inference path (see ``minillm.packed``): linear weights in
-    oneDNN's CPU layout and a fused attention kernel; logits then equal the readable path's up
+    oneDNN's CPU layout, a fused MLP and a leaner attention; logits then equal the readable path's up
     to float rounding, and the weights can no longer be inspected or trained.
     """
     folder = resolve_source(source)
@@ -53,5 +53,5 @@ def load_model(
     load_weights(model, folder, dtype, device)
     if packed:
         pack_linears(model)
-        use_fused_attention(model)
+        use_grouped_attention(model)
     return model.eval()

@@ -113,10 +113,13 @@ class KVCache:
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Scaled dot-product attention: softmax(q k^T / sqrt(head_dim), masked) v.
 
-    q: (batch, n_heads, seq, head_dim); k, v: (batch, n_heads, past + seq, head_dim);
-    mask: (batch or 1, 1, seq, past + seq) booleans, True where a query may look, or None.
-    The softmax runs in float32 whatever the model's dtype, as in the reference.
+    q: (batch, n_heads, seq, head_dim); k, v: (batch, n_kv_heads, past + seq, head_dim), where
+    n_kv_heads divides n_heads (grouped-query attention: each key/value head is repeated for its
+    group of query heads); mask: (batch or 1, 1, seq, past + seq) booleans, True where a query
+    may look, or None. The softmax runs in float32 whatever the model's dtype, as in the reference.
     """
+    n_rep = q.shape[1] // k.shape[1]
+    k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)                 # (batch, n_heads, past + seq, head_dim)
     scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5          # (batch, n_heads, seq, past + seq)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))           # a hidden key gets weight exactly 0
@@ -127,7 +130,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
 class Attention(nn.Module):
     """Causal self-attention with grouped-query heads and rotary positions."""
 
-    # The attention() above; minillm.packed.use_fused_attention swaps in PyTorch's fused kernel.
+    # The attention() above; minillm.packed.use_grouped_attention swaps in a version that
+    # does not copy the keys and values for every query head.
     attend = staticmethod(attention)
 
     def __init__(self, config: ModelConfig, layer: int):
@@ -150,8 +154,6 @@ class Attention(nn.Module):
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)                  # (batch, n_kv_heads, past + seq, head_dim)
-        k = repeat_kv(k, self.n_heads // self.n_kv_heads)          # (batch, n_heads, past + seq, head_dim)
-        v = repeat_kv(v, self.n_heads // self.n_kv_heads)
         y = self.attend(q, k, v, mask)                             # (batch, n_heads, seq, head_dim)
         y = y.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim)  # (batch, seq, hidden)
         return self.o_proj(y)
