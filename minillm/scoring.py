@@ -15,8 +15,8 @@ tokens cover), not by perplexity.
 
 Long texts are scored in sliding windows (each token once, with at least
 ``window - stride`` tokens of context once past the start), many texts at once in padded
-batches sorted by length, and the log-probabilities are gathered chunk by chunk, so that
-float32 log-probabilities over the whole vocabulary are never held for a whole batch.
+batches sorted by length, and the LM head is applied a slice of the vocabulary at a time, so
+that float32 logits over the whole vocabulary are never held for a whole batch.
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def _batches(segments: list[_Segment], batch_tokens: int) -> list[list[_Segment]
 
 @torch.inference_mode()
 def _score_batch(model: Transformer, batch: list[_Segment], top_k: int, padding_side: str,
-                 logits_budget_mb: float) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+                 slice_mb: float) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """For each segment: (target logprobs (n,), top-k ids (n, k), top-k logprobs (n, k))."""
     device = model.embed_tokens.weight.device
     width = max(len(s.ids) for s in batch)
@@ -168,42 +168,50 @@ def _score_batch(model: Transformer, batch: list[_Segment], top_k: int, padding_
     where = torch.cat(predictors)                                                        # (n, 2)
     hidden = hidden[where[:, 0], where[:, 1]]                                            # (n, hidden)
     target = torch.cat(targets).to(device)                                               # (n,)
-
-    # The LM head and the float32 log-softmax, a chunk of rows at a time, in one reused
-    # buffer: a fresh tensor of tens of MB per chunk would cost more in page faults than
-    # the softmax itself.
-    rows_per_chunk = max(1, int(logits_budget_mb * 2**20 / (model.config.vocab_size * 4)))
-    buffer = torch.empty(min(rows_per_chunk, len(target)), model.config.vocab_size, device=device)
-    logprobs, top_ids, top_lps = [], [], []
-    for start in range(0, len(target), rows_per_chunk):
-        chunk_target = target[start : start + rows_per_chunk]                          # (chunk,)
-        logits = _lm_head_into(model, hidden[start : start + rows_per_chunk], buffer)    # (chunk, vocab)
-        picked = logits.gather(-1, chunk_target[:, None])[:, 0]                         # (chunk,)
-        best = torch.topk(logits, top_k, dim=-1) if top_k else None
-        # log p(target) = logit[target] - log(sum exp logits); the sum after subtracting each
-        # row's largest logit, so exp never overflows. In place: the logits are spent after this.
-        peak = logits.amax(dim=-1, keepdim=True)                                        # (chunk, 1)
-        log_norm = logits.sub_(peak).exp_().sum(dim=-1).log_() + peak[:, 0]             # (chunk,)
-        logprobs.append(picked - log_norm)
-        if top_k:
-            top_ids.append(best.indices)
-            top_lps.append(best.values - log_norm[:, None])
-    logprobs = torch.cat(logprobs).cpu()
-    top_ids = torch.cat(top_ids).cpu() if top_k else torch.empty(len(target), 0, dtype=torch.long)
-    top_lps = torch.cat(top_lps).cpu() if top_k else torch.empty(len(target), 0)
+    logprobs, top_ids, top_lps = _target_logprobs(model.lm_head.weight, hidden, target, top_k, slice_mb)
     sizes = [len(t) for t in targets]
-    return list(zip(logprobs.split(sizes), top_ids.split(sizes), top_lps.split(sizes)))
+    return list(zip(logprobs.cpu().split(sizes), top_ids.cpu().split(sizes), top_lps.cpu().split(sizes)))
 
 
-def _lm_head_into(model: Transformer, hidden: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:
-    """Float32 logits of ``hidden`` (n, hidden) written into ``buffer[:n]``: (n, vocab)."""
-    out = buffer[: len(hidden)]
-    head = model.lm_head
-    if type(head) is torch.nn.Linear and head.weight.dtype == out.dtype:
-        torch.matmul(hidden, head.weight.t(), out=out)
-    else:
-        out.copy_(head(hidden))
-    return out
+def _target_logprobs(head: torch.Tensor, hidden: torch.Tensor, target: torch.Tensor, top_k: int,
+                     slice_mb: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """log p(target) (n,), top-k ids (n, k) and top-k logprobs (n, k), in float32, from the LM
+    head's weight (vocab, hidden) and the final hidden states (n, hidden), never holding all
+    (n x vocab) logits.
+
+    log p(t) = logit_t - log sum_v exp(logit_v). The vocabulary is visited a slice at a time:
+    the head's rows for a few hundred tokens give (n x slice) logits small enough to stay in
+    the processor's cache while we take what we need from them: the target's logit when it
+    falls in the slice, the slice's top-k, and its log-sum-exp, added to the running one with
+    logaddexp. (Whole-vocabulary logits, 48 MB for 80 rows of Qwen's 151,936, would be written
+    to memory and read back by every step of the softmax.)
+    """
+    n, vocab = len(hidden), head.shape[0]
+    width = min(vocab, max(100, int(slice_mb * 2**20 / (4 * n))))       # vocabulary entries per slice
+    raw = torch.empty(n * width, dtype=head.dtype, device=hidden.device)  # one buffer, reused by every slice
+    wide = raw if head.dtype == torch.float32 else torch.empty(n * width, device=hidden.device)
+    picked = torch.empty(n, device=hidden.device)
+    log_norm = torch.full((n,), float("-inf"), device=hidden.device)
+    top_lps = torch.empty(n, 0, device=hidden.device)
+    top_ids = torch.empty(n, 0, dtype=torch.long, device=hidden.device)
+    # Which rows' targets fall in each slice, found once: rows grouped by target // width.
+    slot = target // width
+    order = slot.argsort()
+    groups = order.split(torch.bincount(slot, minlength=-(-vocab // width)).tolist())
+    for rows, start in zip(groups, range(0, vocab, width)):
+        weight = head[start : start + width]                                        # (w, hidden)
+        out = raw[: n * len(weight)].view(n, len(weight))
+        torch.matmul(hidden, weight.t(), out=out)                                   # (n, w) in the model's dtype
+        logits = out if wide is raw else wide[: out.numel()].view_as(out).copy_(out)   # (n, w) float32
+        picked[rows] = logits[rows, target[rows] - start]
+        log_norm = torch.logaddexp(log_norm, torch.logsumexp(logits, dim=-1))
+        if top_k:
+            best = torch.topk(logits, min(top_k, len(weight)), dim=-1)               # this slice's best
+            values = torch.cat([top_lps, best.values], dim=-1)                      # with the best so far
+            ids = torch.cat([top_ids, best.indices + start], dim=-1)
+            top_lps, at = torch.topk(values, min(top_k, values.shape[1]), dim=-1)
+            top_ids = ids.gather(-1, at)
+    return picked - log_norm, top_ids, top_lps - log_norm[:, None]
 
 
 def score_many(
@@ -217,7 +225,7 @@ def score_many(
     top_k: int = 5,
     batch_tokens: int = 1024,
     padding_side: str = "right",
-    logits_budget_mb: float = 48,
+    slice_mb: float = 4,
     progress: bool = False,
 ) -> list[TextScore]:
     """Score many texts at once; returns one :class:`TextScore` per text, in order.
@@ -227,7 +235,8 @@ def score_many(
     ``stride`` (default: window // 2) set the sliding windows for long sequences.
     ``top_k`` alternatives are recorded per token (0 for none). Batches hold at most
     ``batch_tokens`` tokens (padding included); results do not depend on it, nor on
-    ``padding_side``, beyond float rounding. ``progress`` shows a progress bar.
+    ``padding_side``, beyond float rounding. ``slice_mb`` bounds the float32 logits held at
+    once (a slice of the vocabulary for every row of a batch). ``progress`` shows a progress bar.
     """
     if isinstance(texts, str):
         raise TypeError("score_many takes a list of texts; use score() for one text.")
@@ -257,7 +266,7 @@ def score_many(
     per_text: list[list[tuple[_Segment, tuple]]] = [[] for _ in texts]
     batches = _batches(segments, batch_tokens)
     for batch in tqdm(batches, desc="scoring", unit="batch", disable=not progress):
-        for seg, result in zip(batch, _score_batch(model, batch, top_k, padding_side, logits_budget_mb)):
+        for seg, result in zip(batch, _score_batch(model, batch, top_k, padding_side, slice_mb)):
             per_text[seg.owner].append((seg, result))
 
     n_windows = max(len(parts) for parts in per_text)

@@ -60,10 +60,11 @@ def test_rows_are_shifted_by_one_and_carry_top_k(tiny):
     assert [r.token_id for r in result.rows] == ids[1:]
     assert torch.allclose(torch.tensor([r.logprob for r in result.rows]), direct, atol=5e-5)
     assert result.total_nll == pytest.approx(-direct.sum().item(), rel=1e-5)
-    for row in result.rows:
-        probs = [p for _, _, p in row.top]
-        assert probs == sorted(probs, reverse=True) and len(probs) == 4
-        assert row.top[0][2] >= row.prob - 1e-6
+    expected = torch.softmax(model(torch.tensor([ids]))[0, :-1].float(), dim=-1).topk(4)   # (n, 4)
+    for row, probs, top_ids in zip(result.rows, expected.values.tolist(), expected.indices.tolist()):
+        assert [t for _, t, _ in row.top] == top_ids
+        assert [p for _, _, p in row.top] == pytest.approx(probs, abs=1e-6)
+        assert [s for s, _, _ in row.top] == [tok.token_text(t) for t in top_ids]
         assert row.surprise == -row.logprob
 
 
@@ -95,12 +96,15 @@ def test_results_do_not_depend_on_batch_size_or_padding_side(tiny, many_texts):
             assert torch.allclose(lp_alone, lp_batch, atol=5e-5)
 
 
-def test_small_logits_budget_changes_nothing(tiny, many_texts):
+def test_vocabulary_slices_change_nothing(tiny, many_texts):
     model, tok, _ = tiny
-    wide = score_many(model, tok, many_texts)
-    narrow = score_many(model, tok, many_texts, logits_budget_mb=0.001)   # one row per chunk
+    wide = score_many(model, tok, many_texts, slice_mb=64)      # the whole vocabulary in one slice
+    narrow = score_many(model, tok, many_texts, slice_mb=0.001)  # slices of 100 entries: 3 and a part
     for a, b in zip(wide, narrow):
         assert [r.logprob for r in a.rows] == pytest.approx([r.logprob for r in b.rows], abs=1e-6)
+        for ra, rb in zip(a.rows, b.rows):
+            assert [t[1] for t in ra.top] == [t[1] for t in rb.top]
+            assert [t[2] for t in ra.top] == pytest.approx([t[2] for t in rb.top], abs=1e-6)
 
 
 def test_sliding_windows_equal_the_full_pass_when_the_text_fits(tiny):
