@@ -10,14 +10,15 @@ loading shown too), forward throughput on N sequences of
 200 tokens (one at a time, then in batches of 10; full logits, as `model(ids).logits`), and
 greedy decoding with the KV cache (ms per new token, prefill excluded). Times are medians.
 The machine's floors are measured in the same run: the forward pass's matrix products run
-bare with F.linear, and one decode step's weight bytes over the measured memory bandwidth.
+bare with F.linear (in each worker, one floor pass timed just before every forward pass, since
+this machine's speed drifts), and one decode step's weight bytes over the measured memory
+bandwidth. Peak memory is taken before the floor's weights are allocated.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,8 +27,8 @@ from pathlib import Path
 
 import torch
 
-from common import (QWEN25_05B, bandwidth_gb_s, forward_floor_tok_s, make_checkpoint, median_time, param_count,
-                    peak_mb, rss_mb, timed)
+from common import (QWEN25_05B, ForwardFloor, bandwidth_gb_s, interleaved, make_checkpoint, median_time,
+                    param_count, peak_mb, rss_mb)
 
 SEQ_LEN, BATCH, PROMPT, NEW_TOKENS = 200, 10, 20, 64
 
@@ -57,22 +58,24 @@ def worker(impl: str, dtype_name: str, folder: Path, sequences: int) -> dict:
 
     with torch.inference_mode():
         forward(data[:BATCH])  # warm-up: page the weights in, let the allocator settle
-        one = statistics.median(timed(lambda i=i: forward(data[i : i + 1])) for i in range(sequences))
-        batches = [data[i : i + BATCH] for i in range(0, sequences, BATCH)]
-        batched = statistics.median(timed(lambda b=b: forward(b)) for b in batches)
         first = median_time(lambda: decode(1), repeats=3)
         full = median_time(lambda: decode(NEW_TOKENS + 1), repeats=3)
-    return dict(impl=impl, dtype=dtype_name, load_s=load_s, weights_mb=loaded, peak_mb=peak_mb() - base,
-                fwd_one_tok_s=SEQ_LEN / one, fwd_batch_tok_s=BATCH * SEQ_LEN / batched,
+        peak = peak_mb() - base  # before the floor's weights below
+        floor_one, one = interleaved(ForwardFloor(dtype, SEQ_LEN),
+                                     [lambda i=i: forward(data[i : i + 1]) for i in range(sequences)])
+        floor_batch, batched = interleaved(ForwardFloor(dtype, BATCH * SEQ_LEN),
+                                           [lambda i=i: forward(data[i : i + BATCH]) for i in range(0, sequences, BATCH)])
+    return dict(impl=impl, dtype=dtype_name, load_s=load_s, weights_mb=loaded, peak_mb=peak,
+                fwd_one_tok_s=SEQ_LEN / one, fwd_one_x_floor=floor_one / one,
+                fwd_batch_tok_s=BATCH * SEQ_LEN / batched, fwd_batch_x_floor=floor_batch / batched,
+                floor_one_tok_s=SEQ_LEN / floor_one, floor_batch_tok_s=BATCH * SEQ_LEN / floor_batch,
                 decode_ms=(full - first) / NEW_TOKENS * 1000)
 
 
-def floors(dtype_name: str) -> dict:
-    """This machine's floors: bare matrix products of one forward pass, and memory bandwidth."""
-    dtype = getattr(torch, dtype_name)
+def decode_floor_ms(dtype_name: str) -> tuple[float, float]:
+    """One decode step's floor: the weight bytes over this machine's measured memory bandwidth."""
     bandwidth = bandwidth_gb_s()
-    return dict(fwd_one_tok_s=forward_floor_tok_s(dtype, SEQ_LEN),
-                fwd_batch_tok_s=forward_floor_tok_s(dtype, BATCH * SEQ_LEN), bandwidth_gb_s=bandwidth, decode_ms=param_count() * dtype.itemsize / (bandwidth * 1e9) * 1000)
+    return param_count() * getattr(torch, dtype_name).itemsize / (bandwidth * 1e9) * 1000, bandwidth
 
 
 def main() -> None:
@@ -91,16 +94,17 @@ def main() -> None:
     print(f"checkpoint: {folder} (random weights, Qwen2.5-0.5B shapes); torch threads: {torch.get_num_threads()}; "
           f"{args.sequences} sequences of {SEQ_LEN} tokens; decode: {NEW_TOKENS} new tokens after {PROMPT}")
     for dtype in args.dtypes:
-        floor = floors(dtype)
+        decode_floor, bandwidth = decode_floor_ms(dtype)
         rows = {}
         for impl in args.impls:
             done = subprocess.run([sys.executable, __file__, "--worker", impl, dtype, "--checkpoint", str(folder),
                                    "--sequences", str(args.sequences)], capture_output=True, text=True, check=True)
             rows[impl] = json.loads(done.stdout.strip().splitlines()[-1])
         ref = rows.get("transformers")
-        print(f"\n{dtype}: floors: forward {floor['fwd_one_tok_s']:.0f} tok/s one at a time, "
-              f"{floor['fwd_batch_tok_s']:.0f} batched (bare F.linear); decode {floor['decode_ms']:.1f} ms/token "
-              f"(weights / {floor['bandwidth_gb_s']:.1f} GB/s)")
+        print(f"\n{dtype}: decode floor {decode_floor:.1f} ms/token (weights / {bandwidth:.1f} GB/s); forward floors "
+              "(bare F.linear, timed beside each implementation's passes): " +
+              ", ".join(f"{r['floor_one_tok_s']:.0f}/{r['floor_batch_tok_s']:.0f}" for r in rows.values()) +
+              " tok/s one at a time/batched")
         print(f"{'':16} {'load s':>7} {'RSS loaded':>10} {'peak MB':>8} {'fwd tok/s':>10} {'x floor':>7} "
               f"{'batch tok/s':>11} {'x floor':>7} {'decode ms':>9} {'x floor':>7} {'speed vs transformers':>22}")
         for impl, r in rows.items():
@@ -109,9 +113,9 @@ def main() -> None:
                 vs = (f"fwd {r['fwd_one_tok_s'] / ref['fwd_one_tok_s']:.2f}x "
                       f"dec {ref['decode_ms'] / r['decode_ms']:.2f}x")
             print(f"{impl:16} {r['load_s']:7.2f} {r['weights_mb']:10.0f} {r['peak_mb']:8.0f} "
-                  f"{r['fwd_one_tok_s']:10.1f} {r['fwd_one_tok_s'] / floor['fwd_one_tok_s']:7.2f} "
-                  f"{r['fwd_batch_tok_s']:11.1f} {r['fwd_batch_tok_s'] / floor['fwd_batch_tok_s']:7.2f} "
-                  f"{r['decode_ms']:9.1f} {floor['decode_ms'] / r['decode_ms']:7.2f} {vs:>22}")
+                  f"{r['fwd_one_tok_s']:10.1f} {r['fwd_one_x_floor']:7.2f} "
+                  f"{r['fwd_batch_tok_s']:11.1f} {r['fwd_batch_x_floor']:7.2f} "
+                  f"{r['decode_ms']:9.1f} {decode_floor / r['decode_ms']:7.2f} {vs:>22}")
 
 
 if __name__ == "__main__":

@@ -71,17 +71,35 @@ def param_count() -> int:
     return c["vocab_size"] * h + layers * per_layer + h
 
 
-def forward_floor_tok_s(dtype: torch.dtype, tokens: int, repeats: int = 3) -> float:
-    """Tokens/s of one forward pass's matrix products alone (F.linear on random weights of
-    Qwen2.5-0.5B's shapes, the LM head included), for ``tokens`` rows at a time."""
-    c = QWEN25_05B
-    h, i = c["hidden_size"], c["intermediate_size"]
-    kv = h // c["num_attention_heads"] * c["num_key_value_heads"]
-    shapes = [(h, h), (kv, h), (kv, h), (h, h), (i, h), (i, h), (h, i)] * c["num_hidden_layers"]
-    weights = [torch.randn(shape).to(dtype) for shape in shapes] + [torch.randn(c["vocab_size"], h).to(dtype)]
-    x = {h: torch.randn(tokens, h).to(dtype), i: torch.randn(tokens, i).to(dtype)}
-    with torch.inference_mode():
-        return tokens / median_time(lambda: [F.linear(x[w.shape[1]], w) for w in weights], repeats)
+class ForwardFloor:
+    """One forward pass's matrix products alone: F.linear on random weights of Qwen2.5-0.5B's
+    shapes (the LM head included), for ``tokens`` rows at a time. ``run()`` times one pass."""
+
+    def __init__(self, dtype: torch.dtype, tokens: int):
+        c = QWEN25_05B
+        h, i = c["hidden_size"], c["intermediate_size"]
+        kv = h // c["num_attention_heads"] * c["num_key_value_heads"]
+        shapes = [(h, h), (kv, h), (kv, h), (h, h), (i, h), (i, h), (h, i)] * c["num_hidden_layers"]
+        self.weights = [torch.randn(shape).to(dtype) for shape in shapes] + [torch.randn(c["vocab_size"], h).to(dtype)]
+        self.x = {h: torch.randn(tokens, h).to(dtype), i: torch.randn(tokens, i).to(dtype)}
+        self.tokens = tokens
+
+    def run(self) -> float:
+        with torch.inference_mode():
+            return timed(lambda: [F.linear(self.x[w.shape[1]], w) for w in self.weights])
+
+
+def interleaved(floor: ForwardFloor, passes: list) -> tuple[float, float]:
+    """Median seconds of each of ``passes`` and of a floor pass run just before it.
+
+    This machine's speed drifts by 10-20% over seconds; timing the floor beside every pass
+    keeps the ratio of the two honest."""
+    floor.run()  # warm-up
+    floor_s, pass_s = [], []
+    for fn in passes:
+        floor_s.append(floor.run())
+        pass_s.append(timed(fn))
+    return statistics.median(floor_s), statistics.median(pass_s)
 
 
 def bandwidth_gb_s() -> float:
