@@ -1,6 +1,6 @@
 """minillm vs transformers on a random checkpoint of Qwen2.5-0.5B's exact shape.
 
-    python bench/bench_core.py                 # full run (~10 min on 2 cores)
+    python bench/bench_core.py                 # full run (~25 min on 2 cores)
     python bench/bench_core.py --sequences 10  # quicker
 
 For each dtype (float32, bfloat16) and each implementation (minillm, minillm packed,
