@@ -90,11 +90,12 @@ def pack_linears(model: Transformer) -> int:
         return 0
     for block in model.layers:
         block.mlp = PackedMLP(block.mlp)
-    targets = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear) and m is not model.lm_head]
-    for name, linear in targets:
+    names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear) and m is not model.lm_head]
+    for name in names:  # one at a time, so that each plain weight is freed before the next is packed
         parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name), child, PackedLinear(linear))
-    return len(targets) + 3 * len(model.layers)
+        parent = model.get_submodule(parent_name)
+        setattr(parent, child, PackedLinear(getattr(parent, child)))
+    return len(names) + 3 * len(model.layers)
 
 
 def grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
