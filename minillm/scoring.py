@@ -194,15 +194,12 @@ def _target_logprobs(head: torch.Tensor, hidden: torch.Tensor, target: torch.Ten
     log_norm = torch.full((n,), float("-inf"), device=hidden.device)
     top_lps = torch.empty(n, 0, device=hidden.device)
     top_ids = torch.empty(n, 0, dtype=torch.long, device=hidden.device)
-    # Which rows' targets fall in each slice, found once: rows grouped by target // width.
-    slot = target // width
-    order = slot.argsort()
-    groups = order.split(torch.bincount(slot, minlength=-(-vocab // width)).tolist())
-    for rows, start in zip(groups, range(0, vocab, width)):
+    for start in range(0, vocab, width):
         weight = head[start : start + width]                                        # (w, hidden)
         out = raw[: n * len(weight)].view(n, len(weight))
         torch.matmul(hidden, weight.t(), out=out)                                   # (n, w) in the model's dtype
-        logits = out if wide is raw else wide[: out.numel()].view_as(out).copy_(out)   # (n, w) float32
+        logits = out if out.dtype == torch.float32 else wide[: out.numel()].view_as(out).copy_(out)  # float32
+        rows = ((target >= start) & (target < start + len(weight))).nonzero()[:, 0]  # targets in this slice
         picked[rows] = logits[rows, target[rows] - start]
         log_norm = torch.logaddexp(log_norm, torch.logsumexp(logits, dim=-1))
         if top_k:
