@@ -17,8 +17,23 @@ import torch
 from .model import Transformer
 
 
+# How far below p the probability of the tokens ahead of a candidate may fall and still count
+# as reaching p. Logits arrive as float32, rounded to 6e-8 of their size, which moves each
+# probability by up to ~1e-6 of itself for logits of size ~20: so a distribution meant to be
+# exactly [0.5, 0.3, 0.2] reaches p = 0.8 after two tokens, even though its float32 softmax sums
+# them to 0.79999998. The sums themselves are taken in float64 (error under 1e-10 even over
+# 151,936 terms). The tokens this rule drops that exact arithmetic on the rounded logits would
+# keep carry at most 1e-6 of the probability.
+TOP_P_TOLERANCE = 1e-6
+
+
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
-    """Set every logit outside the ``k`` largest to -inf. (..., vocab) -> (..., vocab)."""
+    """Set every logit below the ``k``-th largest of its row to -inf. (..., vocab) -> (..., vocab).
+
+    Ties: a logit *equal* to the k-th largest is kept, so a row with ties at the boundary keeps
+    more than k tokens (transformers' ``TopKLogitsWarper`` does the same); which of several equal
+    tokens is "more likely" is a question the logits cannot answer. ``k >= vocab`` keeps all.
+    """
     if k >= logits.shape[-1]:
         return logits
     kth_largest = torch.topk(logits, k, dim=-1).values[..., -1:]
@@ -26,16 +41,67 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """Keep the smallest set of most likely tokens whose probability adds up to at least ``p``.
+    """Nucleus filtering: keep the most likely tokens until their probability reaches ``p``.
 
-    The most likely token is always kept. (..., vocab) -> (..., vocab), the rest set to -inf.
+    (..., vocab) -> (..., vocab), every other logit set to -inf. A token is kept when the
+    tokens *strictly more likely* than it add up to less than ``p``: the kept set is the
+    smallest one whose probability reaches ``p``, the token that crosses ``p`` included, and
+    the most likely token is always kept.
+
+    The edges, decided so that float rounding cannot move them:
+
+    * ``p = 1`` keeps every token (it means "no filtering").
+    * probabilities are summed in float64, and a sum less than ``TOP_P_TOLERANCE`` (1e-6) below
+      ``p`` counts as reaching it, so an exact boundary (probabilities [0.5, 0.3, 0.2] and
+      p = 0.8) keeps what exact arithmetic keeps (two tokens), not what rounding says;
+    * tokens with equal logits are kept or dropped together (as top-k keeps every token equal
+      to the k-th largest), so the result does not depend on how a sort orders ties. Here
+      transformers' ``TopPLogitsWarper`` differs: it keeps whichever of the tied tokens its
+      sort puts first.
+    * a row whose logits are all -inf but one keeps that one; -inf logits stay -inf.
     """
-    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-    cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-    # A token is dropped when the tokens *before* it already reach p.
-    drop_sorted = (cumulative - sorted_logits.softmax(dim=-1)) >= p
+    if p >= 1:
+        return logits
+    probs = torch.softmax(logits.double(), dim=-1)
+    sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
+    # Probability of the tokens before each one in the sorted row.
+    before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
+    # Tied tokens share the "before" of the first of them: find where each run of equal values starts.
+    sorted_logits = logits.gather(-1, order)
+    position = torch.arange(logits.shape[-1], device=logits.device).expand_as(sorted_logits)
+    starts_run = torch.ones_like(sorted_logits, dtype=torch.bool)
+    starts_run[..., 1:] = sorted_logits[..., 1:] != sorted_logits[..., :-1]
+    run_start = torch.where(starts_run, position, 0).cummax(dim=-1).values
+    drop_sorted = before.gather(-1, run_start) >= p - TOP_P_TOLERANCE
     drop = drop_sorted.scatter(-1, order, drop_sorted)
     return logits.masked_fill(drop, float("-inf"))
+
+
+def next_token_distribution(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> torch.Tensor:
+    """The probabilities sampling draws from: (batch, vocab) logits -> (batch, vocab), rows sum to 1.
+
+    In transformers' order: temperature divides the logits, then top-k, then top-p, then the
+    softmax. Temperature 0 puts all the probability on the argmax. Each row's largest logit is
+    subtracted before dividing, so a temperature near 0 (1e-30, say) cannot overflow to
+    inf - inf = NaN: the probability goes, as it should in the limit, to the tokens tied for
+    the largest logit.
+    """
+    logits = logits.float()
+    if temperature == 0:
+        return torch.nn.functional.one_hot(logits.argmax(dim=-1), logits.shape[-1]).float()
+    if not torch.isfinite(logits.amax(dim=-1)).all():
+        raise ValueError("every row of logits needs a finite largest logit (not all -inf, no +inf or NaN).")
+    logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if top_p is not None:
+        logits = top_p_filter(logits, top_p)
+    return torch.softmax(logits, dim=-1)
 
 
 def sample_next_token(
@@ -47,16 +113,12 @@ def sample_next_token(
 ) -> torch.Tensor:
     """Choose the next token from one row of logits per sequence: (batch, vocab) -> (batch,) ids.
 
-    Temperature is applied to the logits *before* the softmax; temperature 0 is greedy.
+    Temperature 0 is greedy (the argmax, no randomness); otherwise one draw from
+    :func:`next_token_distribution` per row, with ``generator`` (seeded by the caller) if given.
     """
     if temperature == 0:
         return logits.argmax(dim=-1)
-    logits = logits.float() / temperature
-    if top_k is not None:
-        logits = top_k_filter(logits, top_k)
-    if top_p is not None:
-        logits = top_p_filter(logits, top_p)
-    probs = torch.softmax(logits, dim=-1)
+    probs = next_token_distribution(logits, temperature, top_k, top_p)
     return torch.multinomial(probs, num_samples=1, generator=generator)[:, 0]
 
 
