@@ -9,8 +9,10 @@ exist in the wild and both are read:
   and ``dtype``.
 
 Anything that would make the model compute something this implementation does not
-(rope scaling, a sliding window that is switched on, another architecture) is refused
-with a message instead of being silently ignored.
+(rope scaling, a sliding window that hides keys from some layer, another architecture) is
+refused with a message instead of being silently ignored; settings that only look unusual
+but compute the same numbers in ``transformers`` (a sliding window switched on for no layer,
+``attention_bias: false`` in a Qwen2 config) are accepted.
 """
 
 from __future__ import annotations
@@ -85,8 +87,9 @@ class ModelConfig:
         if head_dim % 2:
             raise ConfigError(f"{where}: head_dim={head_dim} is odd; rotary embeddings need an even width.")
 
-        # Qwen2 always has q/k/v bias and says nothing; Llama says so in attention_bias.
-        default_bias = model_type == "qwen2"
+        # Qwen2 always has q/k/v biases, whatever its config says (transformers' Qwen2Attention
+        # ignores attention_bias); Llama has them only when attention_bias says so.
+        bias = True if model_type == "qwen2" else bool(raw.get("attention_bias", False))
         return cls(
             model_type=model_type,
             vocab_size=int(need("vocab_size")),
@@ -100,7 +103,7 @@ class ModelConfig:
             rms_norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
             max_position_embeddings=int(raw.get("max_position_embeddings", 2048)),
             tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
-            attention_bias=bool(raw.get("attention_bias", default_bias)),
+            attention_bias=bias,
             torch_dtype=raw.get("dtype") or raw.get("torch_dtype"),
             bos_token_id=raw.get("bos_token_id"),
             eos_token_id=raw.get("eos_token_id"),
@@ -156,22 +159,47 @@ class ModelConfig:
 
 def _refuse_what_we_do_not_compute(raw: dict, where: str) -> None:
     """Raise ConfigError for settings that would change the math of the forward pass."""
-    rope = raw.get("rope_parameters") or {}
-    rope_type = rope.get("rope_type", rope.get("type", "default"))
-    if raw.get("rope_scaling") or rope_type != "default":
+    for rope in (raw.get("rope_parameters"), raw.get("rope_scaling")):  # new layout, old layout
+        if not rope or rope.get("rope_type", rope.get("type", "default")) == "default":
+            continue
         raise ConfigError(
-            f"{where}: rope scaling ({raw.get('rope_scaling') or rope}) is not implemented; "
+            f"{where}: rope scaling ({rope}) is not implemented; "
             "minillm only computes plain rotary embeddings. Remove it only if you know the "
             "model was trained without it."
         )
-    if raw.get("use_sliding_window"):
-        raise ConfigError(
-            f"{where}: use_sliding_window is true; minillm computes full causal attention only."
-        )
+    if raw.get("model_type") == "qwen2":
+        _refuse_sliding_windows_that_bite(raw, where)
     act = raw.get("hidden_act", "silu")
     if act != "silu":
         raise ConfigError(f"{where}: hidden_act {act!r} is not supported; the SwiGLU MLP uses 'silu'.")
-    if raw.get("mlp_bias"):
+    # Only Llama reads these two; transformers' Qwen2 ignores them, and so do we.
+    if raw.get("model_type") == "llama" and raw.get("mlp_bias"):
         raise ConfigError(f"{where}: mlp_bias is true; minillm's SwiGLU MLP has no biases.")
     if raw.get("model_type") == "llama" and raw.get("pretraining_tp", 1) != 1:
         raise ConfigError(f"{where}: pretraining_tp != 1 is not supported.")
+
+
+def _refuse_sliding_windows_that_bite(raw: dict, where: str) -> None:
+    """Refuse a Qwen2 config only if some layer's sliding window would hide a key full attention sees.
+
+    As in transformers: the window exists only when ``use_sliding_window`` is true, and applies to
+    the layers ``layer_types`` marks "sliding_attention" (without ``layer_types``: layers
+    ``max_window_layers`` and up). A window at least ``max_position_embeddings`` long never
+    hides anything. So ``use_sliding_window: true`` with ``max_window_layers`` >= the number of
+    layers (some hub configs) is full attention everywhere, and loads.
+    """
+    window = raw.get("sliding_window") if raw.get("use_sliding_window") else None
+    layers = int(raw.get("num_hidden_layers", 0))
+    layer_types = raw.get("layer_types") or [
+        "sliding_attention" if window is not None and i >= raw.get("max_window_layers", 28) else "full_attention"
+        for i in range(layers)
+    ]
+    unknown = sorted(set(layer_types) - {"full_attention", "sliding_attention"})
+    if unknown:
+        raise ConfigError(f"{where}: layer_types holds {unknown}; minillm computes full (causal) attention only.")
+    sliding = [i for i, kind in enumerate(layer_types) if kind == "sliding_attention"]
+    if window is not None and sliding and window < raw.get("max_position_embeddings", 2048):
+        raise ConfigError(
+            f"{where}: use_sliding_window is true and layers {sliding} attend to only the last "
+            f"{window} tokens (sliding_window); minillm computes full causal attention only."
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 
@@ -10,20 +11,25 @@ from .config import ModelConfig
 from .hub import resolve_source
 from .model import Transformer
 from .packed import pack_linears, use_grouped_attention
-from .weights import load_weights
+from .weights import load_weights, saved_dtype
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def parse_dtype(dtype: torch.dtype | str, config: ModelConfig | None = None) -> torch.dtype:
-    """A torch dtype from a dtype or its name; ``"auto"`` means the checkpoint's own dtype."""
+def parse_dtype(dtype: torch.dtype | str, config: ModelConfig | None = None, folder: Path | None = None) -> torch.dtype:
+    """A torch dtype from a dtype or its name.
+
+    ``"auto"`` means the checkpoint's own dtype, as in ``transformers``: the one config.json
+    records (``dtype`` or ``torch_dtype``), else the one its weights are stored in (``folder``'s
+    safetensors headers), else float32.
+    """
     if isinstance(dtype, torch.dtype):
         if dtype not in DTYPES.values():
             raise ValueError(f"dtype {dtype} is not supported; use one of {', '.join(DTYPES)}.")
         return dtype
     name = str(dtype).removeprefix("torch.")
     if name == "auto":
-        name = (config.torch_dtype if config else None) or "float32"
+        name = (config.torch_dtype if config else None) or (saved_dtype(folder) if folder else None) or "float32"
     if name not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not supported; use one of {', '.join(DTYPES)} or 'auto'.")
     return DTYPES[name]
@@ -47,7 +53,7 @@ def load_model(
     """
     folder = resolve_source(source)
     config = ModelConfig.from_file(folder / "config.json")
-    dtype = parse_dtype(dtype, config)
+    dtype = parse_dtype(dtype, config, folder)
     with torch.device("meta"):
         model = Transformer(config)     # shapes only; no memory until the weights arrive
     load_weights(model, folder, dtype, device)

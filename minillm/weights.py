@@ -73,6 +73,30 @@ def _tensor_names(path: Path) -> list[str]:
         ) from err
 
 
+SAFETENSORS_FLOATS = {"F64": "float64", "F32": "float32", "BF16": "bfloat16", "F16": "float16",
+                      "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
+
+
+def saved_dtype(folder: Path) -> str | None:
+    """The dtype the checkpoint's weights are stored in, e.g. ``"bfloat16"``, read from the
+    safetensors header alone (no tensor is loaded); None if it holds no floating-point tensor.
+
+    As ``transformers`` does for ``dtype="auto"`` when config.json records no dtype: the dtype
+    of the first floating-point tensor (in the first shard, for a sharded checkpoint).
+    """
+    files = weight_files(folder)
+    first = min(files.values())
+    try:
+        with safe_open(first, framework="pt") as f:
+            for name in sorted(n for n, path in files.items() if path == first):
+                code = f.get_slice(name).get_dtype()
+                if code in SAFETENSORS_FLOATS:
+                    return SAFETENSORS_FLOATS[code]
+    except Exception as err:
+        raise WeightsError(f"{first} could not be read as a safetensors file ({err}). Download it again.") from err
+    return None
+
+
 def checkpoint_name(param_name: str) -> str:
     """Our parameter name -> the name the Hugging Face checkpoint uses for it.
 

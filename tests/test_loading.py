@@ -61,7 +61,7 @@ def test_rope_theta_is_read_from_either_layout(ckpt):
     (dict(model_type="gpt2"), ["model_type", "gpt2"]),
     (dict(rope_parameters={"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0}), ["rope scaling"]),
     (dict(rope_scaling={"type": "linear", "factor": 2.0}), ["rope scaling"]),
-    (dict(use_sliding_window=True, sliding_window=16), ["use_sliding_window"]),
+    (dict(use_sliding_window=True, sliding_window=16, max_window_layers=1, layer_types=None), ["use_sliding_window"]),
     (dict(hidden_act="gelu"), ["hidden_act", "gelu"]),
     (dict(hidden_size=None), ["hidden_size"]),
 ])

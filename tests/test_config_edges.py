@@ -1,0 +1,111 @@
+"""Load what transformers loads, refuse only what it would compute differently.
+
+Each accepted config is loaded by both minillm (readable and packed path) and transformers and
+their logits compared; each refused one is shown to change transformers' logits. Tolerance:
+float32 logits within 1e-5 (readable path, the parity tests' bound) and 5e-5 (packed path: its
+matrix products add in another order; minillm.packed's documented bound).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+import transformers
+
+import minillm
+from minillm.config import ConfigError
+from checkpoints import VOCAB, load_reference, make_checkpoint
+
+IDS = torch.randint(0, VOCAB, (2, 12), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("edges"), "qwen2", seed=5, layers=2)
+
+
+@pytest.fixture
+def ckpt(pristine, tmp_path):
+    return shutil.copytree(pristine, tmp_path / "ckpt")
+
+
+def edit_config(folder, **changes):
+    path = folder / "config.json"
+    raw = json.loads(path.read_text())
+    for key, value in changes.items():
+        if value is None:
+            raw.pop(key, None)
+        else:
+            raw[key] = value
+    path.write_text(json.dumps(raw))
+
+
+def reference_logits(folder) -> torch.Tensor:
+    with torch.no_grad():
+        return load_reference(folder)(IDS).logits
+
+
+def assert_matches_transformers(folder) -> None:
+    expected = reference_logits(folder)
+    assert (minillm.load_model(folder)(IDS) - expected).abs().max() <= 1e-5
+    assert (minillm.load_model(folder, packed=True)(IDS) - expected).abs().max() <= 5e-5
+
+
+# Hub configs lack layer_types (transformers derives it from use_sliding_window and max_window_layers).
+@pytest.mark.parametrize("changes", [
+    dict(use_sliding_window=True, sliding_window=4, max_window_layers=2, layer_types=None),  # = layers
+    dict(use_sliding_window=True, sliding_window=4, max_window_layers=50, layer_types=None),
+    dict(use_sliding_window=True, sliding_window=None, max_window_layers=0, layer_types=None),  # no window
+    dict(use_sliding_window=True, sliding_window=256, max_window_layers=0, layer_types=None),   # >= context
+    dict(use_sliding_window=False, sliding_window=4, max_window_layers=0, layer_types=None),    # switched off
+    dict(attention_bias=False),        # Qwen2 has q/k/v biases whatever this says
+    dict(mlp_bias=True),               # read by Llama only
+    dict(rope_scaling={"rope_type": "default"}),
+], ids=["window-layers-eq-layers", "window-layers-above", "no-window-size", "window-covers-context",
+        "window-off", "attention-bias-false", "qwen2-mlp-bias", "rope-scaling-default"])
+def test_configs_that_only_look_unusual_load_with_transformers_logits(ckpt, changes):
+    edit_config(ckpt, **changes)
+    assert_matches_transformers(ckpt)
+
+
+@pytest.mark.parametrize("changes, words", [
+    (dict(use_sliding_window=True, sliding_window=4, max_window_layers=1, layer_types=None), ["layers [1]", "4"]),
+    (dict(use_sliding_window=True, sliding_window=4, layer_types=["sliding_attention", "full_attention"]),
+     ["layers [0]"]),
+])
+def test_sliding_windows_that_hide_keys_are_refused(ckpt, pristine, changes, words):
+    edit_config(ckpt, **changes)
+    # The refusal is needed: transformers' logits really change (12 tokens > the window of 4).
+    assert (reference_logits(ckpt) - reference_logits(pristine)).abs().max() > 1e-2
+    with pytest.raises(ConfigError) as err:
+        minillm.load_model(ckpt)
+    assert all(w in str(err.value) for w in ["sliding_window", "config.json", *words])
+
+
+def test_llama_mlp_bias_is_refused(tmp_path):
+    folder = make_checkpoint(tmp_path / "llama", "llama", seed=1, mlp_bias=True)
+    with pytest.raises(ConfigError, match="mlp_bias"):
+        minillm.load_model(folder)
+
+
+def test_auto_dtype_comes_from_the_weights_when_config_json_has_none(pristine, tmp_path):
+    # A bfloat16 checkpoint whose config.json records no dtype (older or hand-written configs).
+    folder = tmp_path / "bf16"
+    transformers.AutoModelForCausalLM.from_pretrained(pristine, dtype=torch.bfloat16).save_pretrained(folder)
+    edit_config(folder, dtype=None, torch_dtype=None)
+    ref = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype="auto", attn_implementation="eager")
+    assert ref.dtype == torch.bfloat16
+    for packed in (False, True):
+        model = minillm.load_model(folder, dtype="auto", packed=packed)
+        assert model.embed_tokens.weight.dtype == torch.bfloat16
+        with torch.no_grad():
+            expected = ref(IDS).logits
+        # bfloat16 kernels round differently: the parity tests' bound, argmax equal at >= 99%.
+        assert (model(IDS).argmax(-1) == expected.argmax(-1)).float().mean() >= 0.99
+    # A dtype recorded in config.json wins over the weights', in both libraries.
+    edit_config(folder, torch_dtype="float32")
+    assert transformers.AutoModelForCausalLM.from_pretrained(folder, dtype="auto").dtype == torch.float32
+    assert minillm.load_model(folder, dtype="auto").embed_tokens.weight.dtype == torch.float32
