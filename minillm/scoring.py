@@ -99,25 +99,56 @@ def encode_for_scoring(tok: Tokenizer, text: str, context: str | None = None, ch
     """Token ids to feed the model and the index of the first token to score.
 
     Without context: the text's ids (with BOS if the tokenizer adds one); scoring starts at 1.
-    With context: the context's ids, then the text's ids encoded on their own (so include the
-    space or newline that joins them in ``text``); scoring starts at the first text token.
+
+    With context: the context and the text are encoded *together*, once, as the model would
+    read them, and the tokens are split where the text's first character begins (found with the
+    tokenizer's character offsets). So the continuation is scored as it is tokenized in context,
+    which is not how it is tokenized alone: SentencePiece-style tokenizers (Llama, stories260K)
+    would put a lone "▁" in front of " She found ..." encoded on its own, and byte-level BPE
+    tokenizers can merge across the boundary. Include the space or newline that joins the two in
+    ``text`` (``context + text`` is what is encoded).
+
+    A token that *straddles* the boundary (it holds the end of the context and the start of the
+    text, e.g. "Ġtime" for context "Once upon a ti" and text "me") is scored as part of the text:
+    every character of the text is then covered by a scored token, and the bytes counted for
+    bits per byte start at that token's first character. (If that token is the sequence's first,
+    nothing predicts it and it is not scored.)
+
     ``chat=True`` (instruct models) puts the context in a user message of the chat template,
-    with the assistant's turn opened, and scores the text as the assistant's answer.
+    with the assistant's turn opened, and scores the text as the assistant's answer (the
+    rendered prompt + text encoded together, with no second BOS).
     """
+    ids, score_from, _ = _encode_for_scoring(tok, text, context, chat)
+    return ids, score_from
+
+
+def _encode_for_scoring(tok: Tokenizer, text: str, context: str | None, chat: bool) -> tuple[list[int], int, int]:
+    """(ids, first scored index, UTF-8 bytes of the text the scored tokens cover)."""
     if not isinstance(text, str) or not text:
         raise ValueError(f"text to score must be a non-empty string; got {text!r}.")
     if context is None:
         if chat:
             raise ValueError("chat=True needs a context: the user message the text answers.")
-        return tok.encode(text), 1
-    if chat:
-        prompt = tok.apply_chat_template([{"role": "user", "content": context}], add_generation_prompt=True)
-        prefix = tok.encode(prompt, add_special_tokens=False)
+        prefix, add_special = "", True
+    elif chat:
+        prefix = tok.apply_chat_template([{"role": "user", "content": context}], add_generation_prompt=True)
+        add_special = False                    # the rendered template holds its special tokens
     else:
-        prefix = tok.encode(context)
-    if not prefix:
-        raise ValueError("the context encodes to no tokens; pass context=None to score the text alone.")
-    return prefix + tok.encode(text, add_special_tokens=False), len(prefix)
+        if not context:
+            raise ValueError("the context is empty; pass context=None to score the text alone.")
+        prefix, add_special = context, True
+    joint = prefix + text
+    ids, offsets = tok.encode_with_offsets(joint, add_special_tokens=add_special)
+    if context is None:
+        score_from = 1
+    else:
+        # The first token that ends inside the text: it starts there, or straddles the boundary.
+        score_from = next(i for i, (_, end) in enumerate(offsets) if end > len(prefix))
+        score_from = max(score_from, 1)
+    if score_from >= len(ids):
+        return ids, score_from, 0
+    first_char = min(offsets[score_from][0], len(prefix)) if context is not None else offsets[score_from][0]
+    return ids, score_from, len(joint[first_char:].encode("utf-8"))
 
 
 def _windows(owner: int, ids: list[int], score_from: int, window: int, stride: int) -> list[_Segment]:
@@ -250,9 +281,9 @@ def score_many(
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right'; got {padding_side!r}.")
 
-    encoded = [encode_for_scoring(tok, t, c, chat) for t, c in zip(texts, contexts)]
+    encoded = [_encode_for_scoring(tok, t, c, chat) for t, c in zip(texts, contexts)]
     segments = []
-    for owner, (ids, score_from) in enumerate(encoded):
+    for owner, (ids, score_from, _) in enumerate(encoded):
         if score_from >= len(ids):
             raise ValueError(
                 f"text {owner} ({texts[owner][:40]!r}) leaves no token to score: it is a single token "
@@ -271,12 +302,13 @@ def score_many(
         f"sliding windows of {window} tokens, stride {stride}: each token scored once, "
         f"with at least {window - stride} tokens of context after the first window")
     if any(c is not None for c in contexts):
-        protocol += "; only the text after the context is scored" + (" (context as a chat user turn)" if chat else "")
+        protocol += ("; only the text after the context is scored, its tokens as encoded together with the context"
+                     + (" (context as a chat user turn)" if chat else ""))
     return [_text_score(tok, texts[i], contexts[i], *encoded[i], parts, protocol)
             for i, parts in enumerate(per_text)]
 
 
-def _text_score(tok: Tokenizer, text: str, context: str | None, ids: list[int], score_from: int,
+def _text_score(tok: Tokenizer, text: str, context: str | None, ids: list[int], score_from: int, n_bytes: int,
                 parts: list, protocol: str) -> TextScore:
     rows = []
     for seg, (logprobs, top_ids, top_lps) in sorted(parts, key=lambda p: p[0].offset):
@@ -286,9 +318,7 @@ def _text_score(tok: Tokenizer, text: str, context: str | None, ids: list[int], 
             top = [(tok.token_text(t), t, math.exp(v)) for t, v in zip(top_ids[j].tolist(), top_lps[j].tolist())]
             rows.append(TokenScore(pos, ids[pos], tok.token_text(ids[pos]),
                                    tok.decode(ids[max(0, pos - 12) : pos], skip_special_tokens=True), lp, top))
-    whole = len(tok.decode(ids, skip_special_tokens=True).encode("utf-8"))
-    unscored = len(tok.decode(ids[:score_from], skip_special_tokens=True).encode("utf-8"))
-    return TextScore(text, context, ids, rows, -sum(r.logprob for r in rows), max(whole - unscored, 1), protocol)
+    return TextScore(text, context, ids, rows, -sum(r.logprob for r in rows), max(n_bytes, 1), protocol)
 
 
 def score(model: Transformer, tok: Tokenizer, text: str, context: str | None = None, **options) -> TextScore:

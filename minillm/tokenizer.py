@@ -140,16 +140,26 @@ class Tokenizer:
         front for Llama-style tokenizers, nothing for Qwen2.5). Special tokens written in the
         text itself, like ``"<|im_end|>"``, become their single special id.
         """
+        return self.encode_with_offsets(text, add_special_tokens)[0]
+
+    def encode_with_offsets(self, text: str, add_special_tokens: bool = True) -> tuple[list[int], list[tuple[int, int]]]:
+        """Token ids of ``text`` and, for each, the ``(start, end)`` character span of ``text`` it
+        covers: ``text[start:end]`` is what the token stands for (a special token added around
+        the text covers ``(0, 0)``). Tokens that hold parts of one multi-byte character (an emoji
+        in byte-level BPE) each report that whole character. Used to find which tokens of a
+        joint encoding belong to which part of the text.
+        """
         if not isinstance(text, str):
             raise TokenizerError(
                 f"encode() takes a str, got {type(text).__name__}. Encode a batch one text at a time."
             )
-        ids = self._backend.encode(text, add_special_tokens=add_special_tokens).ids
+        encoding = self._backend.encode(text, add_special_tokens=add_special_tokens)
+        ids, offsets = list(encoding.ids), list(encoding.offsets)
         if add_special_tokens and self._add_bos:
-            ids = [self.bos_token_id] + ids
+            ids, offsets = [self.bos_token_id] + ids, [(0, 0)] + offsets
         if add_special_tokens and self._add_eos:
-            ids = ids + [self.eos_token_id]
-        return ids
+            ids, offsets = ids + [self.eos_token_id], offsets + [(0, 0)]
+        return ids, offsets
 
     def decode(self, ids: Iterable[int] | int, skip_special_tokens: bool = False) -> str:
         """Text of a list of token ids (a 1-D tensor works too); special tokens kept unless skipped."""

@@ -1,0 +1,99 @@
+"""score(..., context=...) scores the continuation as it is tokenized *in context*, for every
+tokenizer family the kit loads: SentencePiece-style byte fallback (the real stories260K),
+byte-level BPE (minillm.bpe's and the real Qwen2.5 tokenizer) and the chat-template path.
+
+References: transformers' model on the joint token ids (log_softmax, summed over the
+continuation's positions), the `tokenizers` library's own encoding of context + text, and
+byte counts written out by hand. Tolerance: per-token log-probs 5e-5 absolute (float32 forward
+passes summing in different orders, as in test_scoring), sums 5e-5 per token.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+
+import pytest
+import torch
+from tokenizers import Tokenizer as HFTokenizer
+
+import minillm
+from minillm.scoring import score
+from checkpoints import load_reference, make_checkpoint, make_tokenizer
+
+
+def reference_logprobs(folder, ids: list[int], start: int) -> torch.Tensor:
+    """log p(ids[i] | ids[:i]) for i >= start, from transformers."""
+    with torch.no_grad():
+        logits = load_reference(folder)(torch.tensor([ids])).logits[0].float()
+    return torch.log_softmax(logits[start - 1 : -1], -1).gather(-1, torch.tensor(ids[start:])[:, None])[:, 0]
+
+
+def check_against_transformers(folder, result, context: str, text: str, scored_text: str, add_special=True):
+    """The result scores exactly the joint encoding's tokens that cover ``scored_text`` (the
+    continuation, or the continuation plus the start of the token straddling the boundary)."""
+    backend = HFTokenizer.from_file(str(folder / "tokenizer.json"))
+    joint = backend.encode(context + text, add_special_tokens=add_special).ids
+    assert result.token_ids[-len(joint):] == joint                    # encoded once, together
+    start = len(result.token_ids) - result.n_tokens
+    ids = result.token_ids
+    whole = backend.decode(ids, skip_special_tokens=True)
+    assert whole[len(backend.decode(ids[:start], skip_special_tokens=True)):] == scored_text
+    assert result.n_bytes == len(scored_text.encode())
+    want = reference_logprobs(folder, result.token_ids, start)
+    got = torch.tensor([r.logprob for r in result.rows])
+    assert torch.allclose(got, want, atol=5e-5)
+    assert result.total_nll == pytest.approx(-want.sum().item(), abs=5e-5 * len(want))  # the per-token bound, summed
+
+
+def test_readme_example_on_sentencepiece_stories260k(shared_data):
+    folder = shared_data / "stories260K"
+    model, tok = minillm.load_model(folder), minillm.load_tokenizer(folder)
+    context, text = "Once upon a time, Lily went out.", " She found a dragon."
+    result = score(model, tok, text, context=context)
+    # Encoded alone, the text gains a lone "▁" token (12 tokens, NLL 26.28); in context it is 11.
+    assert result.n_tokens == 11 and tok.encode(text, add_special_tokens=False)[0] == tok.encode(" ")[-1]
+    assert result.total_nll == pytest.approx(16.50, abs=0.01)
+    check_against_transformers(folder, result, context, text, text)
+    # A token straddling the boundary ("ent" of " went") is scored with the continuation.
+    result = score(model, tok, "nt out.", context="Once upon a time, Lily we")
+    check_against_transformers(folder, result, "Once upon a time, Lily we", "nt out.", "ent out.")
+    # Packed path: the same scores up to its documented float rounding.
+    packed = score(minillm.load_model(folder, packed=True), tok, text, context=context)
+    assert packed.token_ids == score(model, tok, text, context=context).token_ids
+    assert packed.total_nll == pytest.approx(16.4976, abs=1e-3)
+
+
+@pytest.fixture(scope="module")
+def bpe_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ctx-bpe")
+    make_checkpoint(folder, "qwen2", seed=11, vocab=320, max_positions=256)
+    make_tokenizer(folder, vocab_size=320)
+    return folder
+
+
+@pytest.mark.parametrize("context, text, scored", [
+    ("The owl lived in an old oak.", " One night she saw a fox.", " One night she saw a fox."),
+    ("Once upon a time, th", "e fox 🦊 ran.", " the fox 🦊 ran."),     # " the" straddles the boundary
+    ("Tom said", "\"hi\" and Ann waved.", "\"hi\" and Ann waved."),
+])
+def test_byte_level_bpe(bpe_model, context, text, scored):
+    model, tok = minillm.load_model(bpe_model), minillm.load_tokenizer(bpe_model)
+    check_against_transformers(bpe_model, score(model, tok, text, context=context), context, text, scored)
+
+
+def test_chat_template_path_with_the_real_qwen_tokenizer(shared_data, tmp_path):
+    folder = make_checkpoint(tmp_path / "qwen-chat", "qwen2", seed=2, vocab=151_936, heads=2, kv_heads=1,
+                             head_dim=8, layers=1, tied=True)
+    (folder / "tokenizer.json").write_bytes(
+        gzip.decompress((shared_data / "qwen2.5-tokenizer" / "tokenizer.json.gz").read_bytes()))
+    shutil.copy(shared_data / "qwen2.5-tokenizer" / "tokenizer_config.json", folder)
+    model, tok = minillm.load_model(folder), minillm.load_tokenizer(folder)
+    question = "Write a story about a dragon."
+    prompt = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True)
+    for text, scored in [("Once upon a time, a dragon 🐉 slept.", "Once upon a time, a dragon 🐉 slept."),
+                         # The prompt ends in "\n": "\n" + "\n\n" is one token, which straddles.
+                         ("\n\nOnce upon a time.", "\n\n\nOnce upon a time.")]:
+        result = score(model, tok, text, context=question, chat=True)
+        check_against_transformers(folder, result, prompt, text, scored, add_special=False)
+        assert "chat user turn" in result.protocol
