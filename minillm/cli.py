@@ -75,10 +75,30 @@ def cmd_generate(args: argparse.Namespace) -> None:
             print(text[len(printed):], end="", flush=True)
             printed = text
 
+    temperature, top_k, top_p = _sampling_settings(args, model.generation_config)
+    # Stop where the checkpoint says (generation_config.json, else config.json), else at the tokenizer's EOS.
+    stop = model.generation_config.eos_token_ids or ((tok.eos_token_id,) if tok.eos_token_id is not None else ())
     print(prompt_text, end="", flush=True)
-    generate(model, ids, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-             top_p=args.top_p, seed=args.seed, eos_token_id=tok.eos_token_id, on_token=show)
-    print()
+    generate(model, ids, max_new_tokens=args.max_new_tokens, temperature=temperature, top_k=top_k,
+             top_p=top_p, seed=args.seed, eos_token_id=stop, on_token=show)
+    # What is still held back (a character whose last bytes never came) is printed as it is.
+    print(tok.decode(ids + new_ids, skip_special_tokens=True)[len(printed):])
+
+
+def _sampling_settings(args: argparse.Namespace, generation_config) -> tuple[float, int | None, float | None]:
+    """--temperature/--top-k/--top-p, each left out taken from generation_config.json's defaults
+    (as transformers' generate() does); says on stderr which came from the file."""
+    defaults = dict(zip(("temperature", "top_k", "top_p"), generation_config.sampling()))
+    chosen = {name: getattr(args, name) if getattr(args, name) is not None else value
+              for name, value in defaults.items()}
+    from_file = [f"{name} {chosen[name]}" for name in defaults
+                 if getattr(args, name) is None and generation_config.do_sample and chosen[name] is not None]
+    if from_file:
+        ignored = (f"; its repetition_penalty {generation_config.repetition_penalty} is not applied"
+                   if generation_config.repetition_penalty not in (None, 1, 1.0) else "")
+        print(f"[sampling with {', '.join(from_file)} from generation_config.json{ignored}; "
+              "--temperature 0 for greedy]", file=sys.stderr)
+    return chosen["temperature"], chosen["top_k"], chosen["top_p"]
 
 
 DEFAULT_SCALING_MODELS = ["Qwen/Qwen2.5-0.5B", "Qwen/Qwen2.5-1.5B"]
@@ -382,11 +402,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = commands.add_parser("generate", help="continue a prompt")
     _add_model_args(gen)
-    gen.add_argument("--max-new-tokens", type=int, default=50)
-    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    gen.add_argument("--top-k", type=int, default=None)
-    gen.add_argument("--top-p", type=float, default=None)
-    gen.add_argument("--seed", type=int, default=None)
+    gen.add_argument("--max-new-tokens", type=int, default=50, help="stop after this many new tokens")
+    gen.add_argument("--temperature", type=float, default=None,
+                     help="0 = greedy; default: the checkpoint's generation_config.json (do_sample, temperature), "
+                          "else 0")
+    gen.add_argument("--top-k", type=int, default=None,
+                     help="keep the k most likely tokens; default: generation_config.json's when it samples, else off")
+    gen.add_argument("--top-p", type=float, default=None,
+                     help="keep the nucleus of probability p; default: generation_config.json's when it samples, "
+                          "else off")
+    gen.add_argument("--seed", type=int, default=None, help="seed of the sampler (default: a fresh one each run)")
     gen.set_defaults(run=cmd_generate)
 
     scaling = commands.add_parser("scaling", help="perplexity vs model size on the same stories")

@@ -133,6 +133,16 @@ def _check_sampling_args(max_new_tokens, temperature, top_k, top_p) -> None:
         raise ValueError(f"top_p must be in (0, 1], or None to keep every token; got {top_p}.")
 
 
+def default_eos_token_ids(model: Transformer) -> tuple[int, ...]:
+    """The ids that end generation by default: the checkpoint's generation_config.json list
+    (attached by load_model), else config.json's ``eos_token_id``, else none."""
+    generation_config = getattr(model, "generation_config", None)
+    if generation_config is not None:
+        return generation_config.eos_token_ids
+    eos = model.config.eos_token_id
+    return () if eos is None else (eos,) if isinstance(eos, int) else tuple(eos)
+
+
 @torch.inference_mode()
 def generate(
     model: Transformer,
@@ -149,10 +159,17 @@ def generate(
 
     ``temperature=0`` is greedy decoding and fully deterministic; with sampling, the same
     ``seed`` gives the same tokens. Generation stops after ``max_new_tokens`` or right after
-    emitting an ``eos_token_id`` (which is included). ``on_token`` is called with each new
-    id as soon as it is chosen (to print a stream).
+    emitting an end id (which is included in the result). The end ids are ``eos_token_id``
+    (one id or several); by default (None) those the checkpoint lists in its
+    generation_config.json (``model.generation_config``, read by :func:`minillm.load_model`),
+    else ``model.config.eos_token_id``; ``eos_token_id=()`` never stops early. The sampling
+    settings here are always the arguments' (greedy by default); ``minillm generate`` is the
+    one that takes the checkpoint's sampling defaults. ``on_token`` is called with each new id
+    as soon as it is chosen (to print a stream).
     """
     _check_sampling_args(max_new_tokens, temperature, top_k, top_p)
+    if eos_token_id is None:
+        eos_token_id = default_eos_token_ids(model)
     device = model.embed_tokens.weight.device
     prompt = torch.as_tensor(ids, dtype=torch.long, device=device).reshape(1, -1)  # (1, seq)
     if prompt.numel() == 0:

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from .config import ModelConfig
+from .generation_config import GenerationConfig
 from .hub import resolve_source
 from .model import Transformer
 from .packed import pack_linears, use_grouped_attention
@@ -45,7 +46,8 @@ def load_model(
 
     Reads ``config.json`` and the safetensors weights (single file or shards), converting
     them to ``dtype`` (float32, bfloat16, float16, or "auto" for the checkpoint's own).
-    The model comes back in eval mode with gradients off (call ``model.requires_grad_(True)``
+    ``model.generation_config`` holds the checkpoint's generation_config.json (the ids that
+    end generation, sampling defaults). The model comes back in eval mode with gradients off (call ``model.requires_grad_(True)``
     to train it). ``model(input_ids)`` returns raw logits of shape (batch, seq, vocab).
     ``packed=True`` is the fast inference path (see ``minillm.packed``): linear weights in
     oneDNN's CPU layout, a fused MLP and a leaner attention; logits then equal the readable path's up
@@ -57,6 +59,7 @@ def load_model(
     with torch.device("meta"):
         model = Transformer(config)     # shapes only; no memory until the weights arrive
     load_weights(model, folder, dtype, device)
+    model.generation_config = GenerationConfig.from_folder(folder, config)   # where generate() stops
     if packed:
         pack_linears(model)
         use_grouped_attention(model)

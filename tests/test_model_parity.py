@@ -112,7 +112,7 @@ def test_greedy_generation_matches_transformers_generate(checkpoint):
     with torch.no_grad():
         expected = ref.generate(prompt, max_new_tokens=25, do_sample=False, eos_token_id=None,
                                 pad_token_id=0)[0, 5:].tolist()
-    assert minillm.generate(model, prompt[0].tolist(), max_new_tokens=25) == expected
+    assert minillm.generate(model, prompt[0].tolist(), max_new_tokens=25, eos_token_id=()) == expected
 
 
 def test_parameter_count_matches_transformers(checkpoint):

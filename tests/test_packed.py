@@ -70,7 +70,7 @@ def test_greedy_generation_matches_transformers(checkpoint):
     with torch.no_grad():
         expected = ref.generate(prompt, max_new_tokens=20, do_sample=False, eos_token_id=None,
                                 pad_token_id=0)[0, 6:].tolist()
-    assert minillm.generate(model, prompt[0].tolist(), max_new_tokens=20) == expected
+    assert minillm.generate(model, prompt[0].tolist(), max_new_tokens=20, eos_token_id=()) == expected
 
 
 def test_grouped_attention_equals_the_explicit_one_with_causal_and_padding_masks():
