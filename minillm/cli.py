@@ -2,6 +2,7 @@
 
     minillm logits SOURCE "text" --top-k 10
     minillm generate SOURCE "prompt" --max-new-tokens 50 --temperature 0.8 --top-k 40 --seed 0
+    minillm surprise SOURCE "text" --top-k 3
     minillm scaling --models Qwen/Qwen2.5-0.5B Qwen/Qwen2.5-1.5B --stories 50 --out results/
     minillm quantize SOURCE --bits 16 8 4 3 2 --schemes tensor channel group
     minillm train --data stories.txt --out my-model --hidden 64 --layers 2 --steps 500
@@ -15,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -29,14 +31,27 @@ from .tokenizer import TokenizerError, load_tokenizer
 from .weights import WeightsError
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows every option's default: argparse's "(default: ...)", unless the option's
+    help already says in words what the default is; a flag (``--chat``) is off unless given."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if "default" in (action.help or "") or action.nargs == 0:   # a flag is off unless given
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="a local checkpoint folder or a hub repo id such as Qwen/Qwen2.5-0.5B")
     parser.add_argument("text", help="the text (prompt) to feed the model")
-    parser.add_argument("--dtype", default="float32", choices=[*DTYPES, "auto"], help="weights' dtype (default float32)")
+    parser.add_argument("--dtype", default="float32", choices=[*DTYPES, "auto"],
+                        help="weights' dtype; auto: the checkpoint's own")
     parser.add_argument("--chat", action="store_true", help="wrap the text as a user message in the chat template")
 
 
 def _encode(tok, text: str, chat: bool) -> list[int]:
+    if not text:
+        raise ValueError("the text is empty: give the model at least one character to read, e.g. \"Once upon a time\".")
     if chat:  # the rendered template already holds its special tokens
         prompt = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True)
         return tok.encode(prompt, add_special_tokens=False)
@@ -55,6 +70,24 @@ def cmd_logits(args: argparse.Namespace) -> None:
     print(f"{'rank':>4}  {'token':<20} {'id':>7} {'logit':>9} {'prob':>8}")
     for rank, (logit, i) in enumerate(zip(top.values.tolist(), top.indices.tolist()), start=1):
         print(f"{rank:>4}  {tok.token_text(i)!r:<20} {i:>7} {logit:>9.3f} {probs[i].item():>8.4f}")
+
+
+def cmd_surprise(args: argparse.Namespace) -> None:
+    """Print every token of the text with its surprise given the tokens before it."""
+    from .scoring import score
+
+    if not args.text:
+        raise ValueError("the text is empty: give a text to score, e.g. \"Once upon a time, there was a fox.\"")
+    model, tok = load_model(args.source, dtype=args.dtype, packed=True), load_tokenizer(args.source)
+    result = score(model, tok, args.text, context=args.context, top_k=args.top_k)
+    print(f"{result.n_tokens} tokens scored ({result.protocol}); surprise = -log p(token | the tokens before it)")
+    print(f"{'pos':>4}  {'token':<16} {'id':>7} {'nats':>7} {'bits':>7} {'prob':>7}  model's top {args.top_k}")
+    for row in result.rows:
+        top = ", ".join(f"{text!r} {prob:.3f}" for text, _, prob in row.top)
+        print(f"{row.position:>4}  {row.token!r:<16} {row.token_id:>7} {row.surprise:>7.3f} "
+              f"{row.surprise / math.log(2):>7.3f} {row.prob:>7.4f}  {top}")
+    print(f"total {result.total_nll:.3f} nats over {result.n_tokens} tokens: perplexity {result.perplexity:.3f}, "
+          f"{result.bits_per_byte:.4f} bits per byte ({result.n_bytes} bytes)")
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -139,7 +172,8 @@ def cmd_scaling(args: argparse.Namespace) -> None:
 
     args.models, stories, source = _scaling_setup(args)
     print(f"{len(stories)} stories from {source}; models: {', '.join(args.models)}")
-    results = run_scaling(args.models, stories, dtype=args.dtype, batch_tokens=args.batch_tokens, seed=args.seed)
+    results = run_scaling(args.models, stories, dtype=args.dtype, batch_tokens=args.batch_tokens, seed=args.seed,
+                          progress=args.progress)
     print(f"\n{'model':<32} {'non-emb params':>15} {'tokens':>8} {'perplexity':>11} {'95% CI':>17} {'bits/byte':>9}")
     for s in results.summaries:
         ci = f"{s.ppl_ci_low:.3f}-{s.ppl_ci_high:.3f}"
@@ -161,7 +195,8 @@ def cmd_quantize(args: argparse.Namespace) -> None:
     model, tok = load_model(args.source, dtype="float32"), load_tokenizer(args.source)
     texts = data.bundled_texts(args.category)[: args.texts]
     print(f"{len(texts)} bundled {args.category} texts; {args.source}")
-    rows = perplexity_vs_bits(model, tok, texts, tuple(args.bits), tuple(args.schemes), args.group_size, progress=True)
+    rows = perplexity_vs_bits(model, tok, texts, tuple(args.bits), tuple(args.schemes), args.group_size,
+                              progress=args.progress)
     print(f"\n{'bits':>4} {'scheme':>8} {'size MB':>9} {'perplexity':>11} {'bits/byte':>9}")
     for r in rows:
         print(f"{r.bits:>4} {r.scheme:>8} {r.size_mb:>9.2f} {r.perplexity:>11.3f} {r.bits_per_byte:>9.4f}")
@@ -239,7 +274,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     texts = _read_texts(args.data)
     if args.resume:
         print(f"resuming the run in {args.out} on {len(texts)} documents")
-        result = resume(args.out, texts, until=args.until)
+        result = resume(args.out, texts, until=args.until, progress=args.progress)
     else:
         config = TrainConfig(
             architecture=args.architecture, vocab_size=args.vocab_size, hidden_size=args.hidden,
@@ -251,11 +286,15 @@ def cmd_train(args: argparse.Namespace) -> None:
             val_fraction=args.val_fraction, seed=args.seed, bf16=args.bf16, compile=args.compile,
         )
         print(f"training on {len(texts)} documents")
-        result = train(texts, config, args.out, tokenizer=args.tokenizer, until=args.until)
+        result = train(texts, config, args.out, tokenizer=args.tokenizer, until=args.until, progress=args.progress)
     last = result.history[-1]
+    per_step = 1000 * last.tokens / last.step / result.tokens_per_second if result.tokens_per_second else float("nan")
     print(f"step {last.step}: {last.tokens:,} tokens seen, train loss {last.train_loss:.4f}, validation loss "
           f"{result.final_val_loss:.4f} nats/token; {result.model.num_parameters():,} parameters; "
-          f"{result.tokens_per_second:,.0f} tokens/s")
+          f"{result.tokens_per_second:,.0f} tokens/s ({per_step:.0f} ms per step)")
+    if result.compile_seconds is not None:
+        print(f"torch.compile: compiling took {result.compile_seconds:.1f} s (the first step, left out of the "
+              "rate above); run without --compile to compare the ms per step.")
     print(f"wrote {result.folder}")
     print(f"wrote {plots.plot_loss_curves(result.history, result.folder / 'loss_curves.png')}")
 
@@ -267,34 +306,42 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
                         help="text files, documents separated by <|endoftext|> (default: the bundled stories)")
     parser.add_argument("--out", type=Path, default=Path("trained-model"), help="checkpoint folder to write")
     parser.add_argument("--tokenizer", type=Path, metavar="FOLDER",
-                        help="use this folder's tokenizer.json instead of training a BPE tokenizer")
-    parser.add_argument("--architecture", default=C.architecture, choices=["transformer", "mlp"])
+                        help="use this folder's tokenizer.json (default: train a byte-level BPE tokenizer)")
+    parser.add_argument("--architecture", default=C.architecture, choices=["transformer", "mlp"],
+                        help="a Qwen2 decoder, or the attention-free fixed-window MLP baseline")
     parser.add_argument("--vocab-size", type=int, default=C.vocab_size, help="BPE vocabulary to train")
     parser.add_argument("--hidden", type=int, default=C.hidden_size, help="hidden size (MLP: embedding width)")
-    parser.add_argument("--layers", type=int, default=C.num_hidden_layers)
-    parser.add_argument("--heads", type=int, default=C.num_attention_heads)
-    parser.add_argument("--kv-heads", type=int, default=C.num_key_value_heads)
+    parser.add_argument("--layers", type=int, default=C.num_hidden_layers, help="decoder blocks")
+    parser.add_argument("--heads", type=int, default=C.num_attention_heads, help="query heads")
+    parser.add_argument("--kv-heads", type=int, default=C.num_key_value_heads, help="key/value heads")
     parser.add_argument("--intermediate", type=int, default=C.intermediate_size, help="SwiGLU (MLP: hidden) width")
     parser.add_argument("--context", type=int, default=C.context, help="tokens per training window")
     parser.add_argument("--mlp-window", type=int, default=C.mlp_window, help="architecture mlp: tokens it sees")
-    parser.add_argument("--steps", type=int, default=C.steps)
-    parser.add_argument("--batch-size", type=int, default=C.batch_size)
+    parser.add_argument("--steps", type=int, default=C.steps, help="optimizer steps of the whole run")
+    parser.add_argument("--batch-size", type=int, default=C.batch_size, help="windows per step")
     parser.add_argument("--lr", type=float, default=C.learning_rate, help="peak learning rate")
     parser.add_argument("--warmup", type=int, default=C.warmup_steps, help="warm-up steps")
-    parser.add_argument("--min-lr-ratio", type=float, default=C.min_lr_ratio)
-    parser.add_argument("--weight-decay", type=float, default=C.weight_decay)
+    parser.add_argument("--min-lr-ratio", type=float, default=C.min_lr_ratio,
+                        help="the cosine decay ends at lr times this")
+    parser.add_argument("--weight-decay", type=float, default=C.weight_decay, help="AdamW's, on weight matrices")
     parser.add_argument("--grad-clip", type=float, default=C.grad_clip, help="max gradient norm (0: off)")
-    parser.add_argument("--eval-every", type=int, default=C.eval_every)
-    parser.add_argument("--sample-every", type=int, default=C.sample_every, help="0: never")
-    parser.add_argument("--save-every", type=int, default=C.save_every, help="0: only at the end")
-    parser.add_argument("--val-fraction", type=float, default=C.val_fraction)
-    parser.add_argument("--seed", type=int, default=C.seed)
+    parser.add_argument("--eval-every", type=int, default=C.eval_every, help="steps between validation losses")
+    parser.add_argument("--sample-every", type=int, default=C.sample_every,
+                        help="steps between sampled continuations (0: never)")
+    parser.add_argument("--save-every", type=int, default=C.save_every,
+                        help="steps between checkpoints (0: only at the end)")
+    parser.add_argument("--val-fraction", type=float, default=C.val_fraction, help="share of documents held out")
+    parser.add_argument("--seed", type=int, default=C.seed, help="seed of the weights and the data order")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass")
-    parser.add_argument("--compile", action="store_true", help="try torch.compile")
-    parser.add_argument("--until", type=int, help="stop and save after this step (finish later with --resume)")
+    parser.add_argument("--compile", action="store_true",
+                        help="try torch.compile (the first step compiles; the summary says how long)")
+    parser.add_argument("--until", type=int,
+                        help="stop and save after this step, to finish later with --resume (default: run all --steps)")
     parser.add_argument("--resume", action="store_true",
                         help="carry on the run saved in --out (its settings are read from there)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="no progress bar (TQDM_DISABLE=1 also hides it)")
 
 
 def _experiment_texts(args: argparse.Namespace) -> list[str]:
@@ -367,12 +414,12 @@ def _add_experiment_args(parser: argparse.ArgumentParser, tokens: int) -> None:
                         help="text files, documents separated by <|endoftext|> (default: synthetic stories)")
     parser.add_argument("--stories", type=int, default=3000, help="without --data: how many synthetic stories")
     parser.add_argument("--out", type=Path, required=True, help="folder for the models, the CSV and the plot")
-    parser.add_argument("--tokens", type=int, default=tokens, help="training tokens per model (default %(default)s)")
-    parser.add_argument("--vocab-size", type=int, default=1024)
-    parser.add_argument("--context", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--tokens", type=int, default=tokens, help="training tokens per model")
+    parser.add_argument("--vocab-size", type=int, default=1024, help="BPE vocabulary to train")
+    parser.add_argument("--context", type=int, default=64, help="tokens per training window")
+    parser.add_argument("--batch-size", type=int, default=16, help="windows per step")
     parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data order, the weights and the stories")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
@@ -392,15 +439,27 @@ def cmd_train_family(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="minillm", description="See what is inside a Qwen2/Llama language model.")
+    parser = argparse.ArgumentParser(prog="minillm", description="See what is inside a Qwen2/Llama language model.",
+                                     formatter_class=HelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    logits = commands.add_parser("logits", help="the most likely next tokens after a text")
+    logits = commands.add_parser("logits", formatter_class=HelpFormatter, help="the most likely next tokens after a text")
     _add_model_args(logits)
-    logits.add_argument("--top-k", type=int, default=10, help="how many rows to show (default 10)")
+    logits.add_argument("--top-k", type=int, default=10, help="how many rows to show")
     logits.set_defaults(run=cmd_logits)
 
-    gen = commands.add_parser("generate", help="continue a prompt")
+    surprise = commands.add_parser("surprise", formatter_class=HelpFormatter,
+                                   help="each token of a text with its surprise (nats, bits, probability)")
+    surprise.add_argument("source", help="a local checkpoint folder or a hub repo id such as Qwen/Qwen2.5-0.5B")
+    surprise.add_argument("text", help="the text to score")
+    surprise.add_argument("--context", default=None,
+                          help="text before it, read by the model but not scored (default: none)")
+    surprise.add_argument("--top-k", type=int, default=3, help="the model's most likely tokens shown per row")
+    surprise.add_argument("--dtype", default="float32", choices=[*DTYPES, "auto"],
+                          help="weights' dtype; auto: the checkpoint's own")
+    surprise.set_defaults(run=cmd_surprise)
+
+    gen = commands.add_parser("generate", formatter_class=HelpFormatter, help="continue a prompt")
     _add_model_args(gen)
     gen.add_argument("--max-new-tokens", type=int, default=50, help="stop after this many new tokens")
     gen.add_argument("--temperature", type=float, default=None,
@@ -414,71 +473,73 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=None, help="seed of the sampler (default: a fresh one each run)")
     gen.set_defaults(run=cmd_generate)
 
-    scaling = commands.add_parser("scaling", help="perplexity vs model size on the same stories")
+    scaling = commands.add_parser("scaling", formatter_class=HelpFormatter, help="perplexity vs model size on the same stories")
     scaling.add_argument("--models", nargs="+", default=None,
                          help=f"checkpoint folders or hub ids (default: {' '.join(DEFAULT_SCALING_MODELS)}; "
                               "without network or cache, the tiny family in data/models)")
-    scaling.add_argument("--stories", type=int, default=50, help="how many stories (default 50)")
+    scaling.add_argument("--stories", type=int, default=50, help="how many stories")
     scaling.add_argument("--out", type=Path, default=Path("scaling-results"), help="folder for tables and plots")
     scaling.add_argument("--offline", action="store_true",
                          help="no network: the bundled stories, and models from folders or the local cache")
     scaling.add_argument("--category", default="stories",
                          help="with --offline: which bundled texts (stories, news, code, poetry, instructions)")
-    scaling.add_argument("--dtype", default="float32", choices=[*DTYPES, "auto"])
+    scaling.add_argument("--dtype", default="float32", choices=[*DTYPES, "auto"], help="weights' dtype")
     scaling.add_argument("--batch-tokens", type=int, default=1024, help="tokens per scoring batch")
     scaling.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    scaling.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     scaling.set_defaults(run=cmd_scaling)
 
-    quant = commands.add_parser("quantize", help="perplexity and size of k-bit copies of a model")
+    quant = commands.add_parser("quantize", formatter_class=HelpFormatter, help="perplexity and size of k-bit copies of a model")
     quant.add_argument("source", help="a local checkpoint folder or a hub repo id")
-    quant.add_argument("--bits", type=int, nargs="+", default=[32, 16, 8, 6, 4, 3, 2])
+    quant.add_argument("--bits", type=int, nargs="+", default=[32, 16, 8, 6, 4, 3, 2], help="bit widths to try")
     quant.add_argument("--schemes", nargs="+", default=["tensor", "channel", "group"],
-                       choices=["tensor", "channel", "group"])
-    quant.add_argument("--group-size", type=int, default=64)
-    quant.add_argument("--texts", type=int, default=20, help="how many bundled texts to score (default 20)")
+                       choices=["tensor", "channel", "group"], help="one (zero point, scale) per tensor, row or group")
+    quant.add_argument("--group-size", type=int, default=64, help="weights per group of the group scheme")
+    quant.add_argument("--texts", type=int, default=20, help="how many bundled texts to score")
     quant.add_argument("--category", default="stories", help="which bundled texts (stories, news, code, ...)")
-    quant.add_argument("--out", type=Path, default=Path("quantization-results"))
+    quant.add_argument("--out", type=Path, default=Path("quantization-results"), help="folder for the CSV and plot")
+    quant.add_argument("--no-progress", dest="progress", action="store_false", help="no progress lines")
     quant.set_defaults(run=cmd_quantize)
 
-    llama2c = commands.add_parser("convert-llama2c", help="turn a llama2.c model into a Hugging Face folder")
+    llama2c = commands.add_parser("convert-llama2c", formatter_class=HelpFormatter, help="turn a llama2.c model into a Hugging Face folder")
     llama2c.add_argument("model_bin", type=Path, help="llama2.c model file (legacy export), e.g. stories15M.bin")
     llama2c.add_argument("tokenizer_bin", type=Path, help="llama2.c tokenizer file, e.g. tokenizer.bin")
     llama2c.add_argument("out_dir", type=Path, help="folder to write (created if needed)")
     llama2c.set_defaults(run=cmd_convert_llama2c)
 
-    stubs = commands.add_parser("make-exercises", help="write exercises/ (stubs) from solutions/")
+    stubs = commands.add_parser("make-exercises", formatter_class=HelpFormatter, help="write exercises/ (stubs) from solutions/")
     stubs.add_argument("--check", action="store_true", help="only check that exercises/ is up to date (exit 1 if not)")
     stubs.set_defaults(run=cmd_make_exercises)
 
-    grade = commands.add_parser("grade", help="grade a class: one folder of unit modules per student")
+    grade = commands.add_parser("grade", formatter_class=HelpFormatter, help="grade a class: one folder of unit modules per student")
     grade.add_argument("submissions", type=Path, help="folder with one subfolder per student")
-    grade.add_argument("--out", type=Path, default=Path("grades.csv"), help="CSV to write (default grades.csv)")
+    grade.add_argument("--out", type=Path, default=Path("grades.csv"), help="CSV to write")
     grade.add_argument("--timeout", type=float, default=600.0,
-                       help="seconds one student's whole grading run may take (default 600)")
+                       help="seconds one student's whole grading run may take")
     grade.add_argument("--autograder", type=Path, default=None,
                        help="the autograder's folder (default: tests/autograder of the minillm repository)")
     grade.set_defaults(run=cmd_grade)
 
-    train = commands.add_parser("train", help="train a small Qwen2 model (or the MLP baseline) on text files")
+    train = commands.add_parser("train", formatter_class=HelpFormatter, help="train a small Qwen2 model (or the MLP baseline) on text files")
     _add_train_args(train)
     train.set_defaults(run=cmd_train)
 
-    sweep = commands.add_parser("sweep", help="train several model sizes on the same tokens; fit a power law")
+    sweep = commands.add_parser("sweep", formatter_class=HelpFormatter, help="train several model sizes on the same tokens; fit a power law")
     _add_experiment_args(sweep, tokens=400_000)
     sweep.add_argument("--shapes", nargs="+", default=["16x1", "32x2", "64x2", "96x3"],
                        help="model shapes as HIDDENxLAYERS (default: %(default)s)")
     sweep.set_defaults(run=cmd_sweep)
 
-    arch = commands.add_parser("compare-architectures", help="a transformer against a fixed-window MLP")
+    arch = commands.add_parser("compare-architectures", formatter_class=HelpFormatter, help="a transformer against a fixed-window MLP")
     _add_experiment_args(arch, tokens=1_000_000)
     arch.add_argument("--hidden", type=int, default=64, help="hidden size (also the MLP's embedding width)")
-    arch.add_argument("--layers", type=int, default=2)
+    arch.add_argument("--layers", type=int, default=2, help="decoder blocks of the transformer")
     arch.add_argument("--mlp-window", type=int, default=8, help="tokens the MLP sees")
     arch.set_defaults(run=cmd_compare_architectures)
 
-    family = commands.add_parser("train-family", help="train the shipped tiny-s, tiny-m and tiny-l models")
+    family = commands.add_parser("train-family", formatter_class=HelpFormatter, help="train the shipped tiny-s, tiny-m and tiny-l models")
     family.add_argument("--out", type=Path, default=Path("data/models"), help="folder for the three models")
-    family.add_argument("--tokens", type=int, default=1_000_000, help="training tokens per model (default %(default)s)")
+    family.add_argument("--tokens", type=int, default=1_000_000, help="training tokens per model")
     family.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     family.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     family.set_defaults(run=cmd_train_family)

@@ -145,6 +145,14 @@ class ModelConfig:
         path = Path(path)
         if path.is_dir():
             path = path / "config.json"
+        if not path.is_file() and (path.parent / "mlp_config.json").is_file():
+            raise ConfigError(
+                f"{path.parent} holds one of minillm's own MLP language models (mlp_config.json, from "
+                "`minillm train --architecture mlp`), the attention-free baseline; it is not a Hugging Face "
+                "checkpoint, so load_model and the minillm logits/generate/surprise/scaling commands, which "
+                "run transformer checkpoints, cannot read it. In Python: "
+                "minillm.mlp_lm.MLPLanguageModel.load(folder)(ids) gives its logits (batch, seq, vocab)."
+            )
         if not path.is_file():
             raise ConfigError(
                 f"{path} not found: a checkpoint folder needs the config.json that describes the "

@@ -265,13 +265,18 @@ class Transformer(nn.Module):
             input_ids = torch.as_tensor(input_ids, device=self.embed_tokens.weight.device)
         if input_ids.dim() == 1:
             input_ids = input_ids[None]
+        if input_ids.numel() == 0:   # before the dtype: torch.tensor([[]]) is float32
+            raise ValueError("input_ids is empty: give the model at least one token (was the text empty, "
+                             "or did it encode to no tokens?).")
         if input_ids.dim() != 2 or input_ids.dtype not in (torch.int64, torch.int32):
             raise ValueError(
                 f"input_ids must be integer token ids of shape (batch, seq); got dtype "
                 f"{input_ids.dtype} and shape {tuple(input_ids.shape)}."
             )
-        if input_ids.numel() == 0:
-            raise ValueError("input_ids is empty: give the model at least one token (did the text encode to nothing?).")
+        if torch.compiler.is_compiling():
+            # Reading the ids' values back into Python would break torch.compile's graph in two
+            # (training with --compile); the ids a training loop feeds come from the tokenizer.
+            return input_ids
         low, high = int(input_ids.min()), int(input_ids.max())
         if low < 0 or high >= self.config.vocab_size:
             raise ValueError(

@@ -25,9 +25,9 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
 from .model import Transformer
+from .progress import progress_bar
 from .tokenizer import Tokenizer
 
 LN2 = math.log(2)
@@ -268,6 +268,8 @@ def score_many(
     """
     if isinstance(texts, str):
         raise TypeError("score_many takes a list of texts; use score() for one text.")
+    if not texts:
+        return []
     contexts = context if isinstance(context, list) else [context] * len(texts)
     if len(contexts) != len(texts):
         raise ValueError(f"got {len(contexts)} contexts for {len(texts)} texts; give one per text, or one for all.")
@@ -293,7 +295,7 @@ def score_many(
 
     per_text: list[list[tuple[_Segment, tuple]]] = [[] for _ in texts]
     batches = _batches(segments, batch_tokens)
-    for batch in tqdm(batches, desc="scoring", unit="batch", disable=not progress):
+    for batch in progress_bar(batches, enabled=progress, desc="scoring", unit="batch"):
         for seg, result in zip(batch, _score_batch(model, batch, top_k, padding_side, slice_mb)):
             per_text[seg.owner].append((seg, result))
 

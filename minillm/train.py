@@ -52,7 +52,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from .bpe import train_tokenizer
 from .config import ModelConfig
@@ -60,6 +59,7 @@ from .generate import generate, sample_next_token
 from .loading import load_model
 from .mlp_lm import MLPLanguageModel
 from .model import Transformer
+from .progress import print_line, progress_bar
 from .tokenizer import Tokenizer, load_tokenizer
 from .weights import save_weights
 
@@ -156,7 +156,8 @@ class TrainResult:
     history: list[Record]           # the whole run's, resumed parts included
     samples: list[tuple[int, str]]  # (step, text) of the sampled continuations of this call
     folder: Path                    # the checkpoint folder
-    tokens_per_second: float        # training throughput of this call (evaluation excluded)
+    tokens_per_second: float        # training throughput of this call (evaluation and compiling excluded)
+    compile_seconds: float | None = None  # --compile: how long the first step took (it compiles); None: eager
 
     @property
     def final_val_loss(self) -> float:
@@ -460,7 +461,7 @@ def _run(texts, val_texts, config: TrainConfig, out: Path, tok: Tokenizer, until
     forward = _compile(model) if config.compile else model
     samples: list[tuple[int, str]] = []
     prompts = [[eos], encode_documents(tok, val_docs[:1])[:4].tolist()]
-    train_seconds, train_tokens = 0.0, 0
+    train_seconds, train_tokens, compile_seconds = 0.0, 0, None
 
     def checkpoint() -> None:
         save_checkpoint(out, model, tok, optimizer, data_generator, dict(
@@ -469,7 +470,7 @@ def _run(texts, val_texts, config: TrainConfig, out: Path, tok: Tokenizer, until
                       train_tokens=len(train_stream), val_tokens=len(val_stream)),
             history=[asdict(r) for r in history]))
 
-    bar = tqdm(total=config.steps, initial=step, desc="training", unit="step", disable=not progress)
+    bar = progress_bar(total=config.steps, initial=step, desc="training", unit="step", enabled=progress)
     while step < last:
         batch = draw_batch(train_windows, config.batch_size, data_generator)
         lr = learning_rate(step + 1, config)
@@ -479,12 +480,15 @@ def _run(texts, val_texts, config: TrainConfig, out: Path, tok: Tokenizer, until
         except Exception as err:  # torch.compile fails in many ways (no compiler, unsupported op...)
             if forward is model:
                 raise
-            tqdm.write(f"torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+            print_line(f"torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
                        "training without it.")
             forward = model
             loss = train_step(model, forward, optimizer, batch, lr, config)
-        train_seconds += time.perf_counter() - start
-        train_tokens += config.tokens_per_step
+        if forward is not model and compile_seconds is None:
+            compile_seconds = time.perf_counter() - start     # the first compiled step compiles
+        else:
+            train_seconds += time.perf_counter() - start
+            train_tokens += config.tokens_per_step
         step += 1
         val = None
         if step % config.eval_every == 0 or step == config.steps:
@@ -492,18 +496,18 @@ def _run(texts, val_texts, config: TrainConfig, out: Path, tok: Tokenizer, until
         history.append(Record(step, step * config.tokens_per_step, loss, val, lr))
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}", val=f"{_last_val(history):.3f}",
-                        tok_s=f"{train_tokens / train_seconds:,.0f}")
+                        tok_s=f"{train_tokens / train_seconds:,.0f}" if train_seconds else "-")
         if config.sample_every and step % config.sample_every == 0:
             for i, prompt in enumerate(prompts):
                 text = tok.decode(prompt + _sample(model, prompt, 40, config.seed + i, eos))
                 samples.append((step, text))
                 if progress:
-                    tqdm.write(f"step {step} sample: {text!r}")
+                    print_line(f"step {step} sample: {text!r}")
         if (config.save_every and step % config.save_every == 0) or step == last:
             checkpoint()
     bar.close()
     rate = train_tokens / train_seconds if train_seconds else 0.0
-    return TrainResult(model, tok, history, samples, out, rate)
+    return TrainResult(model, tok, history, samples, out, rate, compile_seconds)
 
 
 def _last_val(history: list[Record]) -> float:
@@ -516,5 +520,5 @@ def _compile(model: nn.Module):
     try:
         return torch.compile(model)
     except Exception as err:
-        tqdm.write(f"torch.compile is not available ({err}); training without it.")
+        print_line(f"torch.compile is not available ({err}); training without it.")
         return model
