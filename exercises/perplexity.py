@@ -110,7 +110,11 @@ def continuation_perplexity(model, tokenizer, context: str, continuation: str) -
     Encode the two parts SEPARATELY and join the id lists:
     ``ids = tokenizer.encode(context) + tokenizer.encode(continuation)``, so that the
     first scored token is exactly the continuation's first token. Every continuation
-    token is scored, the first included (the context predicts it).
+    token is scored, the first included (the context predicts it). (This is exact for the
+    class's byte-level BPE tokenizer when the continuation starts with a space. A
+    SentencePiece-style tokenizer such as Llama's would give the continuation encoded alone
+    an extra lone "▁" token; ``minillm.score(..., context=...)`` therefore encodes
+    context + continuation together and splits them at the character boundary.)
 
     Pitfall: scoring the context's tokens too gives the perplexity of the whole text, not
     of the continuation; the mean must run over the ``len(continuation ids)`` tokens only.

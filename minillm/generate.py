@@ -125,7 +125,7 @@ def sample_next_token(
 def _check_sampling_args(max_new_tokens, temperature, top_k, top_p) -> None:
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be a whole number >= 0; got {max_new_tokens!r}.")
-    if temperature < 0:
+    if not temperature >= 0:   # also catches NaN, which every comparison calls False
         raise ValueError(f"temperature must be >= 0 (0 means greedy); got {temperature}.")
     if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
         raise ValueError(f"top_k must be a whole number >= 1, or None to keep every token; got {top_k!r}.")

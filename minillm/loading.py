@@ -32,7 +32,8 @@ def parse_dtype(dtype: torch.dtype | str, config: ModelConfig | None = None, fol
     if name == "auto":
         name = (config.torch_dtype if config else None) or (saved_dtype(folder) if folder else None) or "float32"
     if name not in DTYPES:
-        raise ValueError(f"dtype {dtype!r} is not supported; use one of {', '.join(DTYPES)} or 'auto'.")
+        saved = f" (the checkpoint's own dtype is {name})" if dtype == "auto" else ""
+        raise ValueError(f"dtype {dtype!r}{saved} is not supported; use one of {', '.join(DTYPES)} or 'auto'.")
     return DTYPES[name]
 
 

@@ -153,3 +153,15 @@ def test_temperature_near_zero_samples_among_the_largest_logits():
     # Greedy (temperature 0) is the argmax; its distribution is one-hot.
     assert sample_next_token(logits[:1], 0.0).tolist() == [0]
     assert next_token_distribution(logits[:1], 0.0).tolist() == [[1.0, 0.0, 0.0, 0.0]]
+
+
+@pytest.mark.parametrize("options, word", [(dict(temperature=float("nan")), "temperature"),
+                                           (dict(temperature=-0.1), "temperature"),
+                                           (dict(top_p=float("nan")), "top_p"), (dict(top_p=1.5), "top_p"),
+                                           (dict(top_k=0), "top_k")])
+def test_generate_refuses_settings_that_mean_nothing(options, word):
+    from minillm.generate import _check_sampling_args
+
+    settings = dict(max_new_tokens=5, temperature=1.0, top_k=None, top_p=None) | options
+    with pytest.raises(ValueError, match=word):
+        _check_sampling_args(**settings)
