@@ -194,6 +194,8 @@ def cmd_quantize(args: argparse.Namespace) -> None:
 
     model, tok = load_model(args.source, dtype="float32"), load_tokenizer(args.source)
     texts = data.bundled_texts(args.category)[: args.texts]
+    if not texts:
+        raise ValueError(f"--texts {args.texts}: give at least 1 text to score.")
     print(f"{len(texts)} bundled {args.category} texts; {args.source}")
     rows = perplexity_vs_bits(model, tok, texts, tuple(args.bits), tuple(args.schemes), args.group_size,
                               progress=args.progress)

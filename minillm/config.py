@@ -101,7 +101,8 @@ class ModelConfig:
             head_dim=head_dim,
             rope_theta=float(rope_theta),
             rms_norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
-            max_position_embeddings=int(raw.get("max_position_embeddings", 2048)),
+            # transformers' defaults when config.json leaves it out: Qwen2Config 32768, LlamaConfig 2048.
+            max_position_embeddings=int(raw.get("max_position_embeddings", 32768 if model_type == "qwen2" else 2048)),
             tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
             attention_bias=bias,
             torch_dtype=raw.get("dtype") or raw.get("torch_dtype"),
@@ -206,7 +207,7 @@ def _refuse_sliding_windows_that_bite(raw: dict, where: str) -> None:
     if unknown:
         raise ConfigError(f"{where}: layer_types holds {unknown}; minillm computes full (causal) attention only.")
     sliding = [i for i, kind in enumerate(layer_types) if kind == "sliding_attention"]
-    if window is not None and sliding and window < raw.get("max_position_embeddings", 2048):
+    if window is not None and sliding and window < raw.get("max_position_embeddings", 32768):
         raise ConfigError(
             f"{where}: use_sliding_window is true and layers {sliding} attend to only the last "
             f"{window} tokens (sliding_window); minillm computes full causal attention only."

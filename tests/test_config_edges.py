@@ -109,3 +109,18 @@ def test_auto_dtype_comes_from_the_weights_when_config_json_has_none(pristine, t
     edit_config(folder, torch_dtype="float32")
     assert transformers.AutoModelForCausalLM.from_pretrained(folder, dtype="auto").dtype == torch.float32
     assert minillm.load_model(folder, dtype="auto").embed_tokens.weight.dtype == torch.float32
+
+
+@pytest.mark.parametrize("kind", ["qwen2", "llama"])
+def test_keys_left_out_of_config_json_take_transformers_defaults(tmp_path, kind):
+    folder = make_checkpoint(tmp_path / kind, kind, seed=1)
+    # (num_key_value_heads stays: Qwen2Config's default, 32, fits no checkpoint but one with 32 KV heads.)
+    edit_config(folder, max_position_embeddings=None, rms_norm_eps=None, tie_word_embeddings=None, head_dim=None, rope_parameters=None, rope_theta=None,
+                hidden_act=None, layer_types=None)
+    ours = minillm.ModelConfig.from_file(folder)
+    theirs = transformers.AutoConfig.from_pretrained(folder)
+    assert (ours.max_position_embeddings, ours.rms_norm_eps, ours.tie_word_embeddings, ours.num_key_value_heads,
+            ours.head_dim, ours.rope_theta) == (
+        theirs.max_position_embeddings, theirs.rms_norm_eps, theirs.tie_word_embeddings,
+        theirs.num_key_value_heads, getattr(theirs, "head_dim", None) or theirs.hidden_size // theirs.num_attention_heads,
+        theirs.rope_parameters["rope_theta"])
