@@ -97,3 +97,23 @@ def test_chat_template_path_with_the_real_qwen_tokenizer(shared_data, tmp_path):
         result = score(model, tok, text, context=question, chat=True)
         check_against_transformers(folder, result, prompt, text, scored, add_special=False)
         assert "chat user turn" in result.protocol
+
+
+@pytest.mark.parametrize("trim_offsets", [False, True])
+def test_gpt2_tokenizer_with_and_without_trimmed_offsets(shared_data, tmp_path, trim_offsets):
+    """The real GPT-2 tokenizer as shipped, and with offsets trimmed of whitespace (a post-processor
+    option some tokenizer.json files set): a lone "Ġ" token then spans no character at all."""
+    import json
+
+    from minillm.scoring import _encode_for_scoring, encode_for_scoring
+
+    raw = json.loads(gzip.decompress((shared_data / "gpt2-tokenizer" / "tokenizer.json.gz").read_bytes()))
+    raw["post_processor"]["trim_offsets"] = trim_offsets
+    (tmp_path / "tokenizer.json").write_text(json.dumps(raw))
+    shutil.copy(shared_data / "gpt2-tokenizer" / "tokenizer_config.json", tmp_path)
+    tok = minillm.load_tokenizer(tmp_path)
+    for context, text in [("Hello there\n\n", "  World.  She said"), ("Hello there", " World.")]:
+        ids, start = encode_for_scoring(tok, text, context)
+        assert ids == tok.encode(context + text)
+        assert tok.decode(ids[start:]) == text                 # exactly the text's tokens, the lone "Ġ" too
+        assert _encode_for_scoring(tok, text, context, False)[2] == len(text.encode())
