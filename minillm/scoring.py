@@ -144,10 +144,6 @@ def _encode_for_scoring(tok: Tokenizer, text: str, context: str | None, chat: bo
     else:
         # The first token that ends inside the text: it starts there, or straddles the boundary.
         score_from = next(i for i, (_, end) in enumerate(offsets) if end > len(prefix))
-        # ...or earlier, when tokenizers that trim offsets give a whitespace token inside the
-        # text an empty span (start = end) at or after the boundary.
-        while score_from > 1 and offsets[score_from - 1][0] >= len(prefix):
-            score_from -= 1
         score_from = max(score_from, 1)
     if score_from >= len(ids):
         return ids, score_from, 0

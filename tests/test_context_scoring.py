@@ -102,7 +102,8 @@ def test_chat_template_path_with_the_real_qwen_tokenizer(shared_data, tmp_path):
 @pytest.mark.parametrize("trim_offsets", [False, True])
 def test_gpt2_tokenizer_with_and_without_trimmed_offsets(shared_data, tmp_path, trim_offsets):
     """The real GPT-2 tokenizer as shipped, and with offsets trimmed of whitespace (a post-processor
-    option some tokenizer.json files set): a lone "Ġ" token then spans no character at all."""
+    option some tokenizer.json files set): a lone "Ġ" token then spans no character at all, but
+    its span still ends where its space did, so the split by span ends keeps it with the text."""
     import json
 
     from minillm.scoring import _encode_for_scoring, encode_for_scoring
