@@ -203,3 +203,19 @@ def test_the_input_check_stays_out_of_compiled_graphs(tiny):
     assert explained.graph_break_count == 0 and explained.graph_count == 1
     with pytest.raises(ValueError, match="outside this model's vocabulary"):
         model(torch.tensor([[5, 320]]))                 # eager calls still check the ids' range
+
+
+def test_readme_family_numbers_are_what_the_shipped_models_score():
+    """"perplexity falls with size, 97.4 -> 83.0 -> 75.0" on the held-out bundled stories, and the
+    catalogue's count of known mistakes."""
+    from minillm.family import FAMILY_DIR, SHAPES, held_out_stories
+
+    quoted = re.search(r"perplexity falls with size, (\d+\.\d) ->\s+(\d+\.\d) -> (\d+\.\d)", README).groups()
+    stories = held_out_stories()
+    for name, number in zip(SHAPES, quoted):
+        model, tok = minillm.load_model(FAMILY_DIR / name), minillm.load_tokenizer(FAMILY_DIR / name)
+        results = minillm.score_many(model, tok, stories, top_k=0)
+        pooled = sum(r.total_nll for r in results) / sum(r.n_tokens for r in results)
+        assert f"{torch.tensor(pooled).exp().item():.1f}" == number, name
+    mistakes = len(list((ROOT / "tests" / "autograder" / "mistakes").glob("*__*.py")))
+    assert f"The {mistakes} in the catalogue today" in README
