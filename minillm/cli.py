@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 from .config import ConfigError
-from .generate import generate
+from .generate import default_eos_token_ids, generate
+from .generation_config import GenerationConfig
 from .hub import SourceError
 from .loading import DTYPES, load_model
 from .tokenizer import TokenizerError, load_tokenizer
@@ -108,9 +109,9 @@ def cmd_generate(args: argparse.Namespace) -> None:
             print(text[len(printed):], end="", flush=True)
             printed = text
 
-    temperature, top_k, top_p = _sampling_settings(args, model.generation_config)
+    temperature, top_k, top_p = _sampling_settings(args, getattr(model, "generation_config", None) or GenerationConfig())
     # Stop where the checkpoint says (generation_config.json, else config.json), else at the tokenizer's EOS.
-    stop = model.generation_config.eos_token_ids or ((tok.eos_token_id,) if tok.eos_token_id is not None else ())
+    stop = default_eos_token_ids(model) or ((tok.eos_token_id,) if tok.eos_token_id is not None else ())
     print(prompt_text, end="", flush=True)
     generate(model, ids, max_new_tokens=args.max_new_tokens, temperature=temperature, top_k=top_k,
              top_p=top_p, seed=args.seed, eos_token_id=stop, on_token=show)

@@ -5,7 +5,8 @@ divide them by a *temperature* (below 1 sharpens, above 1 flattens; 0 means "alw
 take the argmax", greedy decoding), optionally keep only the *k* most likely tokens
 (top-k) or the smallest set whose probabilities add up to *p* (top-p, nucleus), and draw
 from the softmax of what is left. The KV cache means each step feeds the model only the
-newest token.
+newest token. Generation ends after a set number of tokens, or at a token that ends a reply:
+those the checkpoint lists in its generation_config.json (see ``minillm.generation_config``).
 """
 
 from __future__ import annotations
