@@ -62,6 +62,8 @@ def _encode(tok, text: str, chat: bool) -> list[int]:
 @torch.inference_mode()
 def cmd_logits(args: argparse.Namespace) -> None:
     """Print the next-token table after the text: rank, token, id, logit, probability."""
+    if args.top_k < 1:
+        raise ValueError(f"--top-k must be at least 1; got {args.top_k}.")
     model, tok = load_model(args.source, dtype=args.dtype, packed=True), load_tokenizer(args.source)
     ids = _encode(tok, args.text, args.chat)
     logits = model(torch.tensor([ids]))[0, -1].float()       # (vocab,): scores for the next token
@@ -95,8 +97,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
     """Stream a continuation of the prompt to stdout."""
     model, tok = load_model(args.source, dtype=args.dtype, packed=True), load_tokenizer(args.source)
     ids = _encode(tok, args.text, args.chat)
-    prompt_text = tok.decode(ids, skip_special_tokens=True)
-    printed = prompt_text
+    printed = ""          # the prompt is printed with the first new token, once the settings have been checked
     new_ids: list[int] = []
 
     def show(token_id: int) -> None:
@@ -112,10 +113,10 @@ def cmd_generate(args: argparse.Namespace) -> None:
     temperature, top_k, top_p = _sampling_settings(args, getattr(model, "generation_config", None) or GenerationConfig())
     # Stop where the checkpoint says (generation_config.json, else config.json), else at the tokenizer's EOS.
     stop = default_eos_token_ids(model) or ((tok.eos_token_id,) if tok.eos_token_id is not None else ())
-    print(prompt_text, end="", flush=True)
     generate(model, ids, max_new_tokens=args.max_new_tokens, temperature=temperature, top_k=top_k,
              top_p=top_p, seed=args.seed, eos_token_id=stop, on_token=show)
-    # What is still held back (a character whose last bytes never came) is printed as it is.
+    # What is still held back (the prompt, if nothing was generated; a character whose last bytes
+    # never came) is printed as it is.
     print(tok.decode(ids + new_ids, skip_special_tokens=True)[len(printed):])
 
 

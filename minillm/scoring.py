@@ -280,6 +280,8 @@ def score_many(
             f"need 2 <= window <= {model.config.max_position_embeddings} (the model's context) and "
             f"1 <= stride < window; got window={window}, stride={stride}."
         )
+    if not isinstance(top_k, int) or top_k < 0:
+        raise ValueError(f"top_k must be a whole number >= 0 (0: record no alternatives); got {top_k!r}.")
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right'; got {padding_side!r}.")
 
