@@ -54,7 +54,7 @@ def test_the_api_stops_at_any_listed_id_like_transformers(two_eos):
 
 
 def test_the_cli_stops_there_too(two_eos, capsys):
-    folder, prompt, free, first, second = two_eos
+    folder, prompt, free, first, _ = two_eos
     tok = minillm.load_tokenizer(folder)
     assert main(["generate", str(folder), PROMPT, "--max-new-tokens", str(STEPS)]) == 0
     out = capsys.readouterr().out
