@@ -94,3 +94,28 @@ def test_reading_the_file(tmp_path):
     (tmp_path / "generation_config.json").write_text('{"eos_token_id": "</s>"}')
     with pytest.raises(ConfigError, match="generation_config.json: eos_token_id"):
         GenerationConfig.from_folder(tmp_path, config)
+
+
+def test_chat_generation_stops_there_too(two_eos, tmp_path, capsys):
+    """The issue's case: `minillm generate --chat` ran past an end id that only generation_config.json lists."""
+    import shutil
+
+    folder = shutil.copytree(two_eos[0], tmp_path / "chat")
+    config_path = folder / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["chat_template"] = ("{% for m in messages %}<|endoftext|>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                               "{% if add_generation_prompt %}assistant:{% endif %}")
+    config_path.write_text(json.dumps(config))
+    tok = minillm.load_tokenizer(folder)
+    ids = tok.encode(tok.apply_chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True),
+                     add_special_tokens=False)
+    # Two end ids from this prompt's own greedy continuation, as in the fixture.
+    free = minillm.generate(minillm.load_model(folder), ids, STEPS, eos_token_id=())
+    fresh = [i for i, t in enumerate(free) if t not in free[:i] and t not in ids]
+    (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": [free[fresh[4]], free[fresh[1]]]}))
+    with torch.no_grad():
+        expected = load_reference(folder).generate(torch.tensor([ids]), max_new_tokens=STEPS,
+                                                   pad_token_id=0)[0, len(ids):].tolist()
+    assert expected == free[: fresh[1] + 1]
+    assert main(["generate", str(folder), "Hi", "--chat", "--max-new-tokens", str(STEPS)]) == 0
+    assert capsys.readouterr().out == tok.decode(ids + expected, skip_special_tokens=True) + "\n"
