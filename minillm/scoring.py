@@ -143,7 +143,7 @@ def _encode_for_scoring(tok: Tokenizer, text: str, context: str | None, chat: bo
         score_from = 1
     else:
         # The first token that ends inside the text: it starts there, or straddles the boundary.
-        score_from = next(i for i, (_, end) in enumerate(offsets) if end > len(prefix))
+        score_from = next((i for i, (_, end) in enumerate(offsets) if end > len(prefix)), len(ids))
         score_from = max(score_from, 1)
     if score_from >= len(ids):
         return ids, score_from, 0
@@ -291,7 +291,8 @@ def score_many(
         if score_from >= len(ids):
             raise ValueError(
                 f"text {owner} ({texts[owner][:40]!r}) leaves no token to score: it is a single token "
-                "and the tokenizer adds no BOS token to predict it from. Give a longer text or a context."
+                "and the tokenizer adds no BOS token to predict it from (or, after a context, the tokenizer "
+                "encodes nothing of it). Give a longer text or a context."
             )
         segments.extend(_windows(owner, ids, score_from, window, stride))
 
