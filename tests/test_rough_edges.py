@@ -179,8 +179,9 @@ def test_progress_bars_honour_tqdm_disable_and_no_progress():
 
 
 def test_a_notebook_without_ipywidgets_gets_text_bars_and_no_warning():
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
+    import nbclient   # the test extra's: nbclient (with nbformat) and ipykernel
+    import nbformat
+
     try:
         import ipywidgets  # noqa: F401
         pytest.skip("ipywidgets is installed here: bars are widgets, the case tested is its absence")
