@@ -63,12 +63,11 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     """
     if p >= 1:
         return logits
-    probs = torch.softmax(logits.double(), dim=-1)
-    sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    sorted_probs = torch.softmax(sorted_logits.double(), dim=-1)
     # Probability of the tokens before each one in the sorted row.
     before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
     # Tied tokens share the "before" of the first of them: find where each run of equal values starts.
-    sorted_logits = logits.gather(-1, order)
     position = torch.arange(logits.shape[-1], device=logits.device).expand_as(sorted_logits)
     starts_run = torch.ones_like(sorted_logits, dtype=torch.bool)
     starts_run[..., 1:] = sorted_logits[..., 1:] != sorted_logits[..., :-1]
