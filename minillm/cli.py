@@ -227,7 +227,7 @@ def cmd_make_exercises(args: argparse.Namespace) -> None:
         if args.check:
             problems = out_of_sync()
             if problems:
-                raise ValueError("exercises/ is out of date; run `minillm make-exercises`:\n  " + "\n  ".join(problems))
+                raise ValueError("exercises/ or the notebooks are out of date; run `minillm make-exercises`:\n  " + "\n  ".join(problems))
             print(f"{EXERCISES_DIR} is in sync with {SOLUTIONS_DIR}.")
             return
         for path in make_exercises():

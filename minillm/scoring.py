@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .display import surprise_html, top_k_html
 from .model import Transformer
 from .progress import progress_bar
 from .tokenizer import Tokenizer
@@ -83,6 +84,40 @@ class TextScore:
     @property
     def bits_per_byte(self) -> float:
         return self.total_nll / LN2 / self.n_bytes
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: the text with each token shaded by its surprise, and a table of them."""
+        lead = self.rows[0].context if self.rows else ""     # the unscored tokens just before the first scored one
+        tokens = [(r.token, r.surprise, r.prob, r.top[0][0] if r.top else "") for r in self.rows]
+        summary = (f"{self.n_tokens} scored tokens, perplexity {self.perplexity:.2f}, "
+                   f"{self.bits_per_byte:.3f} bits per byte (darker red = more surprising)")
+        return surprise_html(lead, tokens, summary)
+
+
+@dataclass
+class NextTokens:
+    """The model's most likely next tokens after ``text``: ``rows`` of (token, id, logit, probability)."""
+
+    text: str
+    rows: list[tuple[str, int, float, float]]
+
+    def _repr_html_(self) -> str:
+        return top_k_html(self.text, self.rows)
+
+
+@torch.inference_mode()
+def next_tokens(model: Transformer, tok: Tokenizer, text: str, k: int = 10) -> NextTokens:
+    """The ``k`` most likely tokens after ``text``, most likely first, with their logits and
+    probabilities (softmax over the whole vocabulary, float32). Shows as a table in Jupyter."""
+    if not isinstance(text, str) or not text:
+        raise ValueError(f"text must be a non-empty string; got {text!r}.")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}.")
+    logits = model(torch.tensor([tok.encode(text)]))[0, -1].float()     # (vocab,): scores for the next token
+    probs = torch.softmax(logits, dim=-1)
+    top = torch.topk(logits, min(k, logits.numel()))
+    return NextTokens(text, [(tok.token_text(i), i, v, float(probs[i]))
+                             for v, i in zip(top.values.tolist(), top.indices.tolist())])
 
 
 @dataclass

@@ -13,16 +13,35 @@ replaced by ``raise NotImplementedError("<function name>: your code here")`` at 
 indentation; imports, signatures, docstrings, helpers and constants stay as they are.
 Everything happens on the text: the solution files are read, never imported.
 
-    python -m minillm.stubs            # (re)generate exercises/ from solutions/
-    python -m minillm.stubs --check    # exit 1 when exercises/ is out of date (for CI)
+The notebooks come from the same modules. ``solutions/notebooks/<unit>.py`` is a notebook
+source in the "percent" format that Jupytext, VS Code and PyCharm read: ``# %%`` starts a
+code cell, ``# %% [markdown]`` a markdown cell (its lines are comments), and two kinds of
+cell are filled in when the notebooks are rendered::
+
+    # %% module: imports FULL_PRECISION model_size_bytes quantize_tensor
+    # %% [markdown] answer
+    # The reference's answer to a question, in words.
+
+A ``module:`` cell holds the named top-level definitions of ``solutions/<unit>.py``
+(functions, classes, constants; ``imports`` stands for all its imports), copied whole into
+``solutions/<unit>.ipynb`` and as stubs into ``exercises/<unit>.ipynb``. An ``answer``
+markdown cell is kept in the reference notebook and left for the student to write in the
+exercise notebook. Every graded function of a unit must sit in a ``module:`` cell of its
+notebook, so that a student can fill it in and hand in the notebook. The notebooks are
+written without outputs.
+
+    python -m minillm.stubs            # (re)generate exercises/ and the notebooks from solutions/
+    python -m minillm.stubs --check    # exit 1 when exercises/ or a notebook is out of date (for CI)
     minillm make-exercises [--check]   # the same through the minillm command
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 BEGIN = "# BEGIN SOLUTION"
@@ -32,6 +51,8 @@ END = "# END SOLUTION"
 REPO = Path(__file__).resolve().parents[1]
 SOLUTIONS_DIR = REPO / "solutions"
 EXERCISES_DIR = REPO / "exercises"
+NOTEBOOK_SOURCES = "notebooks"   # solutions/notebooks/<unit>.py: the notebook sources
+STUDENT_ANSWER = "*Your answer here.*"
 
 _BEGIN_RE = re.compile(r"^(?P<indent>[ \t]*)# BEGIN SOLUTION[ \t]*$")
 _END_RE = re.compile(r"^(?P<indent>[ \t]*)# END SOLUTION[ \t]*$")
@@ -107,26 +128,28 @@ def _solution_files(solutions_dir: Path) -> list[Path]:
 
 
 def make_exercises(solutions_dir: str | Path = SOLUTIONS_DIR, exercises_dir: str | Path = EXERCISES_DIR) -> list[Path]:
-    """Write the stub of every ``solutions_dir/*.py`` into ``exercises_dir`` (created if needed).
+    """Write the stub of every ``solutions_dir/*.py`` into ``exercises_dir`` (created if needed),
+    and the two notebooks of every notebook source (``solutions_dir/notebooks/<unit>.py``):
+    ``solutions_dir/<unit>.ipynb`` and ``exercises_dir/<unit>.ipynb``.
 
-    Returns the exercise files, in name order. Files whose stub is unchanged are left
+    Returns the files, in path order. Files whose stub is unchanged are left
     untouched; exercise files without a solution are left in place (out_of_sync names them).
-    All stubs are generated before any is written, so a malformed marker writes nothing.
+    Everything is generated before anything is written, so a malformed marker writes nothing.
     """
     solutions_dir, exercises_dir = Path(solutions_dir), Path(exercises_dir)
-    stubs = {path.name: make_stub(path.read_text(encoding="utf-8"), str(path)) for path in _solution_files(solutions_dir)}
+    texts = {exercises_dir / path.name: make_stub(path.read_text(encoding="utf-8"), str(path))
+             for path in _solution_files(solutions_dir)}
+    texts.update(_notebook_texts(solutions_dir, exercises_dir))
     exercises_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, stub in stubs.items():
-        target = exercises_dir / name
-        if not target.is_file() or target.read_text(encoding="utf-8") != stub:
-            target.write_text(stub, encoding="utf-8")
-        written.append(target)
-    return written
+    for target, text in texts.items():
+        if not target.is_file() or target.read_text(encoding="utf-8") != text:
+            target.write_text(text, encoding="utf-8")
+    return sorted(texts)
 
 
 def out_of_sync(solutions_dir: str | Path = SOLUTIONS_DIR, exercises_dir: str | Path = EXERCISES_DIR) -> list[str]:
-    """Problems that keep ``exercises_dir`` from being exactly the stubs of ``solutions_dir``.
+    """Problems that keep ``exercises_dir`` and the notebooks from being exactly what
+    ``solutions_dir`` and its notebook sources make.
 
     An empty list means in sync. Each item is one sentence naming the file.
     """
@@ -149,7 +172,188 @@ def out_of_sync(solutions_dir: str | Path = SOLUTIONS_DIR, exercises_dir: str | 
         for extra in sorted(exercises_dir.glob("*.py")):
             if extra.name not in names:
                 problems.append(f"{extra} has no solution {solutions_dir / extra.name}; delete it or add the solution.")
+    return problems + _notebooks_out_of_sync(solutions_dir, exercises_dir)
+
+
+def _notebooks_out_of_sync(solutions_dir: Path, exercises_dir: Path) -> list[str]:
+    sources_dir = solutions_dir / NOTEBOOK_SOURCES
+    if not sources_dir.is_dir():
+        return []
+    problems = []
+    for module in _solution_files(solutions_dir):
+        source = sources_dir / module.name
+        if not source.is_file() and graded_functions(module.read_text(encoding="utf-8"), str(module)):
+            problems.append(f"{module} has graded functions but no notebook source {source}; write one.")
+    try:
+        texts = _notebook_texts(solutions_dir, exercises_dir)
+    except StubError as err:
+        return problems + [str(err)]
+    for target, text in texts.items():
+        if not target.is_file():
+            problems.append(f"{target} is missing (notebook source {sources_dir / (target.stem + '.py')}).")
+        elif target.read_text(encoding="utf-8") != text:
+            problems.append(f"{target} differs from the notebook rendered from {sources_dir / (target.stem + '.py')} "
+                            "(notebooks are committed without outputs: regenerate it).")
+    for folder in (solutions_dir, exercises_dir):
+        for extra in sorted(folder.glob("*.ipynb")) if folder.is_dir() else []:
+            if extra not in texts:
+                problems.append(f"{extra} has no notebook source {sources_dir / (extra.stem + '.py')}; "
+                                "delete it or add the source.")
     return problems
+
+
+@dataclass
+class Cell:
+    """One cell of a notebook source: ``kind`` is "markdown", "answer", "code" or "module"."""
+
+    kind: str
+    text: str                    # markdown text, code, or (module cells) the names, space-separated
+    line: int                    # where the cell starts in the source, for error messages
+
+
+_CELL_RE = re.compile(r"^# %%(?P<header>.*)$")
+
+
+def parse_notebook_source(source: str, filename: str = "<notebook source>") -> list[Cell]:
+    """The cells of a percent-format notebook source (text before the first ``# %%`` is ignored).
+
+    Raises StubError (naming ``filename`` and the line) for an unknown cell header, a
+    markdown line that is not a comment, or a ``module:`` cell that names nothing or holds code.
+    """
+    cells: list[Cell] = []
+    header: str | None = None
+    start, body = 0, []
+
+    def close() -> None:
+        if header is None:
+            return
+        text = "\n".join(body).strip("\n")
+        if header in ("[markdown]", "[markdown] answer"):
+            lines = []
+            for offset, line in enumerate(text.splitlines()):
+                if line != "#" and not line.startswith("# "):
+                    raise StubError(f"{filename}:{start + offset + 2}: a markdown cell's lines are comments "
+                                    f"('# text', or '#' for a blank line); got {line!r}.")
+                lines.append(line[2:])
+            cells.append(Cell("answer" if header.endswith("answer") else "markdown", "\n".join(lines), start + 1))
+        elif header.startswith("module:"):
+            names = header.removeprefix("module:").split()
+            if not names or text:
+                raise StubError(f"{filename}:{start + 1}: a 'module:' cell names the definitions to copy "
+                                "(e.g. '# %% module: imports token_loss') and holds no code of its own.")
+            cells.append(Cell("module", " ".join(names), start + 1))
+        elif header == "":
+            cells.append(Cell("code", text, start + 1))
+        else:
+            raise StubError(f"{filename}:{start + 1}: unknown cell header '# %%{header}'; use '# %%', "
+                            "'# %% [markdown]', '# %% [markdown] answer' or '# %% module: NAMES'.")
+
+    for i, line in enumerate(source.splitlines()):
+        match = _CELL_RE.match(line)
+        if match:
+            close()
+            header, start, body = match.group("header").strip(), i, []
+        else:
+            body.append(line)
+    close()
+    return cells
+
+
+def top_level_definitions(source: str, filename: str = "<module>") -> dict[str, str]:
+    """The text of every top-level function, class and constant of a module, by name.
+
+    A definition's text runs over whole lines, decorators and same-line comments included.
+    The key ``imports`` holds all the module's imports except ``from __future__``.
+    """
+    lines = source.splitlines()
+    found: dict[str, str] = {}
+    imports = []
+    for node in ast.parse(source, filename).body:
+        first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+        text = "\n".join(lines[first - 1 : node.end_lineno])
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            found[node.name] = text
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                if isinstance(target, ast.Name):
+                    found[target.id] = text
+        elif isinstance(node, ast.Import) or (isinstance(node, ast.ImportFrom) and node.module != "__future__"):
+            imports.append(text)
+    found["imports"] = "\n".join(imports)
+    return found
+
+
+def graded_functions(source: str, filename: str = "<solution>") -> list[str]:
+    """Names of the top-level functions of a solution module that hold a BEGIN SOLUTION region."""
+    names = []
+    for node in ast.parse(source, filename).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            if any(_BEGIN_RE.match(line) for line in source.splitlines()[node.lineno - 1 : node.end_lineno]):
+                names.append(node.name)
+    return names
+
+
+def render_notebook(notebook_source: str, module_source: str, student: bool,
+                    source_name: str = "<notebook source>", module_name: str = "<solution>"):
+    """The notebook (an ``nbformat`` NotebookNode, no outputs) of one unit.
+
+    ``student=False`` renders the reference (``solutions/<unit>.ipynb``): module cells hold the
+    solution's code. ``student=True`` renders ``exercises/<unit>.ipynb``: module cells hold the
+    stubs (``make_stub``) and answer cells the placeholder :data:`STUDENT_ANSWER`. Raises
+    StubError when a module cell names an unknown definition or a graded function of the
+    module is in no module cell.
+    """
+    import nbformat
+
+    module_text = make_stub(module_source, module_name) if student else module_source
+    definitions = top_level_definitions(module_text, module_name)
+    placed: set[str] = set()
+    cells = []
+    for cell in parse_notebook_source(notebook_source, source_name):
+        if cell.kind == "markdown":
+            cells.append(nbformat.v4.new_markdown_cell(cell.text))
+        elif cell.kind == "answer":
+            cells.append(nbformat.v4.new_markdown_cell(STUDENT_ANSWER if student else cell.text))
+        elif cell.kind == "code":
+            cells.append(nbformat.v4.new_code_cell(cell.text))
+        else:
+            missing = [name for name in cell.text.split() if name not in definitions]
+            if missing:
+                raise StubError(f"{source_name}:{cell.line}: {', '.join(missing)} not defined at the top level "
+                                f"of {module_name}; name its functions, classes, constants or 'imports'.")
+            placed.update(cell.text.split())
+            cells.append(nbformat.v4.new_code_cell("\n\n\n".join(definitions[n] for n in cell.text.split())))
+    unplaced = [name for name in graded_functions(module_source, module_name) if name not in placed]
+    if unplaced:
+        raise StubError(f"{source_name}: the graded function(s) {', '.join(unplaced)} of {module_name} are in no "
+                        "'# %% module:' cell; a student could not fill them in the notebook.")
+    for i, cell in enumerate(cells):
+        cell["id"] = f"cell-{i}"          # fixed ids: the same source always gives the same file
+    notebook = nbformat.v4.new_notebook(cells=cells, metadata={
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "language_info": {"name": "python"},
+    })
+    nbformat.validate(notebook)
+    return notebook
+
+
+def _notebook_texts(solutions_dir: Path, exercises_dir: Path) -> dict[Path, str]:
+    """Every notebook file to write, ``{path: text}``: two per notebook source."""
+    import nbformat
+
+    sources_dir = solutions_dir / NOTEBOOK_SOURCES
+    texts = {}
+    for source in sorted(sources_dir.glob("*.py")) if sources_dir.is_dir() else []:
+        module = solutions_dir / source.name
+        if not module.is_file():
+            raise StubError(f"{source}: there is no module {module} to take the functions from; a notebook "
+                            "source is named after its unit's module.")
+        notebook_source, module_source = source.read_text(encoding="utf-8"), module.read_text(encoding="utf-8")
+        for folder, student in ((solutions_dir, False), (exercises_dir, True)):
+            notebook = render_notebook(notebook_source, module_source, student, str(source), str(module))
+            texts[folder / f"{source.stem}.ipynb"] = nbformat.writes(notebook) + "\n"
+    return texts
 
 
 def run(check: bool, solutions_dir: Path = SOLUTIONS_DIR, exercises_dir: Path = EXERCISES_DIR) -> int:
@@ -159,7 +363,7 @@ def run(check: bool, solutions_dir: Path = SOLUTIONS_DIR, exercises_dir: Path = 
         for problem in problems:
             print(problem)
         if problems:
-            print("exercises/ is out of date: run `python -m minillm.stubs` (or `minillm make-exercises`).")
+            print("exercises/ or the notebooks are out of date: run `python -m minillm.stubs` (or `minillm make-exercises`).")
             return 1
         print(f"{exercises_dir} is in sync with {solutions_dir}.")
         return 0
@@ -169,8 +373,9 @@ def run(check: bool, solutions_dir: Path = SOLUTIONS_DIR, exercises_dir: Path = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minillm.stubs", description="Make exercises/ from solutions/.")
-    parser.add_argument("--check", action="store_true", help="only check that exercises/ is up to date (exit 1 if not)")
+    parser = argparse.ArgumentParser(prog="python -m minillm.stubs",
+                                     description="Make exercises/ and the notebooks from solutions/.")
+    parser.add_argument("--check", action="store_true", help="only check that exercises/ and the notebooks are up to date (exit 1 if not)")
     parser.add_argument("--solutions", type=Path, default=SOLUTIONS_DIR, help="default: %(default)s")
     parser.add_argument("--exercises", type=Path, default=EXERCISES_DIR, help="default: %(default)s")
     args = parser.parse_args(argv)

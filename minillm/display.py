@@ -1,0 +1,59 @@
+"""HTML for Jupyter: tokens shaded by how surprising they were, and next-token tables.
+
+Jupyter shows an object through its ``_repr_html_`` method when it has one; the result
+types of :mod:`minillm.scoring` call the functions here. Every piece of text (tokens can be
+``<``, ``&`` or a quote) goes through ``html.escape``, and the shading is proportional: a
+cell's background opacity is its value divided by the largest value in the table, so the
+most surprising token is fully coloured and a token of surprise 0 is white.
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+SURPRISE_RGB = "220, 50, 32"      # red: surprise (nats)
+PROBABILITY_RGB = "40, 110, 200"  # blue: probability
+
+
+def shade(value: float, largest: float, rgb: str) -> str:
+    """A CSS background whose opacity is ``value / largest`` (0 when ``largest`` is 0), 3 decimals."""
+    alpha = max(0.0, min(1.0, value / largest)) if largest > 0 else 0.0
+    return f"background: rgba({rgb}, {alpha:.3f})"
+
+
+def _token(text: str) -> str:
+    """A token made visible: escaped, with spaces and newlines shown as the symbols ␣ and ⏎."""
+    return escape(text.replace(" ", "\u2423").replace("\n", "\u23ce"))
+
+
+def surprise_html(context: str, tokens: list[tuple[str, float, float, str]], summary: str) -> str:
+    """A scored text: the tokens inline, each shaded by its surprise, then one row per token.
+
+    Args:
+        context: text shown in grey before the scored tokens (the unscored part), or "".
+        tokens: ``(token, surprise in nats, probability, the model's top guess or "")`` per scored token.
+        summary: one line above the table (e.g. the perplexity), plain text.
+    """
+    largest = max((s for _, s, _, _ in tokens), default=0.0)
+    inline = "".join(f'<span title="surprise {s:.2f} nats" style="{shade(s, largest, SURPRISE_RGB)}">'
+                     f"{escape(t)}</span>" for t, s, _, _ in tokens)
+    rows = "".join(f'<tr><td>{i}</td><td style="{shade(s, largest, SURPRISE_RGB)}"><code>{_token(t)}</code></td>'
+                   f"<td>{s:.3f}</td><td>{p:.4f}</td><td><code>{_token(guess)}</code></td></tr>"
+                   for i, (t, s, p, guess) in enumerate(tokens, start=1))
+    return (f"<div><p>{escape(summary)}</p>"
+            f'<p style="white-space: pre-wrap; line-height: 1.6"><span style="color: gray">{escape(context)}</span>'
+            f"{inline}</p>"
+            "<table><thead><tr><th>#</th><th>token</th><th>surprise (nats)</th><th>probability</th>"
+            f"<th>model's top guess</th></tr></thead><tbody>{rows}</tbody></table></div>")
+
+
+def top_k_html(after: str, rows: list[tuple[str, int, float, float]]) -> str:
+    """A next-token table: ``(token, id, logit, probability)`` per row, most likely first,
+    each probability cell shaded in proportion to the top probability."""
+    largest = max((p for *_, p in rows), default=0.0)
+    body = "".join(f"<tr><td>{rank}</td><td><code>{_token(t)}</code></td><td>{i}</td><td>{logit:.3f}</td>"
+                   f'<td style="{shade(p, largest, PROBABILITY_RGB)}">{p:.4f}</td></tr>'
+                   for rank, (t, i, logit, p) in enumerate(rows, start=1))
+    return (f"<div><p>The {len(rows)} most likely tokens after <code>{escape(after)}</code></p>"
+            "<table><thead><tr><th>rank</th><th>token</th><th>id</th><th>logit</th><th>probability</th></tr></thead>"
+            f"<tbody>{body}</tbody></table></div>")
