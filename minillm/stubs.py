@@ -262,7 +262,8 @@ def parse_notebook_source(source: str, filename: str = "<notebook source>") -> l
 def top_level_definitions(source: str, filename: str = "<module>") -> dict[str, str]:
     """The text of every top-level function, class and constant of a module, by name.
 
-    A definition's text runs over whole lines, decorators and same-line comments included.
+    A definition's text runs over whole lines, decorators and same-line comments included, and
+    the indented comment lines right after its last statement (an ``# END SOLUTION`` marker).
     The key ``imports`` holds all the module's imports except ``from __future__``.
     """
     lines = source.splitlines()
@@ -270,7 +271,10 @@ def top_level_definitions(source: str, filename: str = "<module>") -> dict[str, 
     imports = []
     for node in ast.parse(source, filename).body:
         first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
-        text = "\n".join(lines[first - 1 : node.end_lineno])
+        last = node.end_lineno
+        while last < len(lines) and lines[last][:1].isspace() and lines[last].lstrip().startswith("#"):
+            last += 1
+        text = "\n".join(lines[first - 1 : last])
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             found[node.name] = text
         elif isinstance(node, (ast.Assign, ast.AnnAssign)):

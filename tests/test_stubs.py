@@ -7,10 +7,12 @@ import ast
 import textwrap
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from minillm.cli import main as cli_main
-from minillm.stubs import StubError, main as stubs_main, make_exercises, make_stub, out_of_sync
+from minillm.stubs import (STUDENT_ANSWER, StubError, graded_functions, main as stubs_main, make_exercises, make_stub,
+                           out_of_sync, render_notebook)
 
 REPO = Path(__file__).resolve().parents[1]
 SOLUTIONS, EXERCISES = REPO / "solutions", REPO / "exercises"
@@ -133,3 +135,104 @@ def _functions(source: str) -> dict:
 def test_cli_make_exercises_check(capsys):
     assert cli_main(["make-exercises", "--check"]) == 0
     assert "in sync" in capsys.readouterr().out
+
+
+NOTEBOOK_SOURCE = textwrap.dedent('''\
+    # A comment before the first cell is not part of the notebook.
+    # %% [markdown]
+    # # Circles
+    #
+    # Work out an **area**.
+
+    # %%
+    r = 2.0
+
+    # %% module: imports SCALE area
+
+    # %% [markdown] answer
+    # pi r squared.
+
+    # %%
+    print(area(r))
+    ''')
+
+
+def _cells(notebook) -> list[tuple[str, str]]:
+    return [(cell.cell_type, cell.source) for cell in notebook.cells]
+
+
+def test_render_notebook_reference_and_student():
+    reference = render_notebook(NOTEBOOK_SOURCE, SAMPLE, student=False)
+    student = render_notebook(NOTEBOOK_SOURCE, SAMPLE, student=True)
+    area_source = SAMPLE[SAMPLE.index("def area"):SAMPLE.index("class Shapes")].rstrip()
+    assert _cells(reference) == [
+        ("markdown", "# Circles\n\nWork out an **area**."),
+        ("code", "r = 2.0"),
+        ("code", "import math\n\n\nSCALE = 2.0\n\n\n" + area_source),
+        ("markdown", "pi r squared."),
+        ("code", "print(area(r))"),
+    ]
+    module_cell = student.cells[2].source
+    assert 'raise NotImplementedError("area: your code here")' in module_cell and "r2 = radius" not in module_cell
+    assert '"""The area of a circle of ``radius``."""' in module_cell
+    assert student.cells[3].source == STUDENT_ANSWER
+    assert [c.id for c in student.cells] == [f"cell-{i}" for i in range(5)]
+    assert all(c.outputs == [] and c.execution_count is None for c in student.cells if c.cell_type == "code")
+    # The reference notebook's code runs and computes with the full solution.
+    namespace: dict = {}
+    for cell in reference.cells:
+        if cell.cell_type == "code" and "print" not in cell.source:
+            exec(cell.source, namespace)
+    assert namespace["area"](2.0) == pytest.approx(12.566370614359172)
+
+
+@pytest.mark.parametrize("source, message", [
+    ("# %% module: imports nothing_here\n", "nothing_here not defined at the top level"),
+    ("# %% module: imports SCALE\n", "area.*in no '# %% module:' cell"),
+    ("# %% [markdown]\nnot a comment\n", "markdown cell's lines are comments"),
+    ("# %% [raw]\n", "unknown cell header"),
+    ("# %% module:\n", "names the definitions"),
+    ("# %% module: area\nx = 1\n", "holds no code"),
+])
+def test_render_notebook_errors(source, message):
+    with pytest.raises(StubError, match=message):
+        render_notebook(source, SAMPLE, student=True, source_name="nb.py")
+
+
+def test_notebooks_made_and_checked(tmp_path):
+    solutions, exercises = tmp_path / "solutions", tmp_path / "exercises"
+    (solutions / "notebooks").mkdir(parents=True)
+    (solutions / "sample.py").write_text(SAMPLE, encoding="utf-8")
+    problems = out_of_sync(solutions, exercises)
+    assert any("no notebook source" in p and "sample.py" in p for p in problems)
+    (solutions / "notebooks" / "sample.py").write_text(NOTEBOOK_SOURCE, encoding="utf-8")
+    written = make_exercises(solutions, exercises)
+    assert written == sorted([exercises / "sample.py", exercises / "sample.ipynb", solutions / "sample.ipynb"])
+    assert out_of_sync(solutions, exercises) == []
+    # A notebook saved with outputs (or edited by hand) is stale: notebooks are committed without outputs.
+    notebook = nbformat.read(exercises / "sample.ipynb", as_version=4)
+    notebook.cells[1].outputs = [nbformat.v4.new_output("stream", text="2.0\n")]
+    nbformat.write(notebook, exercises / "sample.ipynb")
+    (exercises / "old.ipynb").write_text("{}", encoding="utf-8")
+    problems = out_of_sync(solutions, exercises)
+    assert len(problems) == 2 and "sample.ipynb differs" in problems[0] and "old.ipynb has no notebook source" in problems[1]
+    assert stubs_main(["--check", "--solutions", str(solutions), "--exercises", str(exercises)]) == 1
+    (exercises / "old.ipynb").unlink()
+    make_exercises(solutions, exercises)
+    assert stubs_main(["--check", "--solutions", str(solutions), "--exercises", str(exercises)]) == 0
+
+
+def test_repo_notebooks_define_every_graded_function():
+    """The grader takes each graded function from a notebook's code cells by name: every one is
+    defined there with the module's signature, in the reference and in the exercise notebook."""
+    for solution in sorted(SOLUTIONS.glob("*.py")):
+        graded = graded_functions(solution.read_text(encoding="utf-8"))
+        sol_defs = _functions(solution.read_text(encoding="utf-8"))
+        for folder in (SOLUTIONS, EXERCISES):
+            notebook = nbformat.read(folder / f"{solution.stem}.ipynb", as_version=4)
+            code = "\n\n".join(c.source for c in notebook.cells if c.cell_type == "code")
+            nb_defs = _functions(code)
+            for name in graded:
+                assert name in nb_defs, f"{folder.name}/{solution.stem}.ipynb does not define {name}"
+                assert nb_defs[name][:2] == sol_defs[name][:2], f"{folder.name}/{solution.stem}.ipynb: {name}"
+                assert nb_defs[name][2] == (folder == EXERCISES), f"{folder.name}/{solution.stem}.ipynb: {name}"
