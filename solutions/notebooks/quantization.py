@@ -78,7 +78,7 @@ fig = Figure(figsize=(6, 3.5), layout="constrained")
 ax = fig.add_subplot()
 ax.plot([b for b, _ in curve[1:]], [p for _, p in curve[1:]], marker="o", label="quantized")
 ax.axhline(curve[0][1], color="grey", linestyle="--", label="float32")
-ax.set(xlabel="bits per weight", ylabel="perplexity", yscale="log", title="Perplexity against bits per weight")
+ax.set(xlabel="bits per weight", ylabel="perplexity", title="Perplexity against bits per weight")
 ax.legend()
 fig
 

@@ -119,6 +119,8 @@ grid = np.geomspace(min(sizes.values()), max(sizes.values()) * 10, 50)
 ax.plot(grid, coefficient * grid ** exponent, "--", color="grey", label=f"fit: N^{exponent:.2f}")
 ax.set(xscale="log", yscale="log", xlabel="non-embedding parameters", ylabel="corpus perplexity",
        title="Perplexity against model size")
+ax.yaxis.set_major_formatter("{x:.0f}")                                  # 80, not 8 x 10^1
+ax.yaxis.set_minor_formatter("{x:.0f}")
 ax.legend()
 fig
 
@@ -169,6 +171,8 @@ for name in models:
     ax.scatter([r["tokens"] for r in mine], [r["perplexity"] for r in mine], label=name, s=14)
     correlation[name] = float(np.corrcoef([r["tokens"] for r in mine], [math.log(r["perplexity"]) for r in mine])[0, 1])
 ax.set(xlabel="scored tokens", ylabel="perplexity", yscale="log", title="Per-story perplexity against length")
+ax.yaxis.set_major_formatter("{x:.0f}")
+ax.yaxis.set_minor_formatter("{x:.0f}")
 ax.legend()
 print({name: round(c, 2) for name, c in correlation.items()})
 fig
