@@ -16,6 +16,12 @@ import torch
 from minillm import load_model, load_tokenizer
 from minillm.family import FAMILY_DIR
 
+# The model to generate with at the end. The kit's tiny story models run offline ("tiny-s", "tiny-m",
+# "tiny-l"); with network, put a hub id here instead, e.g. "Qwen/Qwen2.5-0.5B" (about 1 GB to
+# download) or "openai-community/gpt2" once your version of minillm loads GPT-2.
+MODEL = FAMILY_DIR / "tiny-m"
+model, tok = load_model(MODEL), load_tokenizer(MODEL)
+
 # %% [markdown]
 # ## The textbook's example
 #
@@ -108,12 +114,6 @@ print({w: round(float(f), 3) for w, f in zip(words, top3_frequencies) if f > 0})
 # %% module: generate
 
 # %%
-# The model to generate with. The kit's tiny story models run offline ("tiny-s", "tiny-m", "tiny-l");
-# with network, put a hub id here instead, e.g. "Qwen/Qwen2.5-0.5B" (about 1 GB to download) or
-# "openai-community/gpt2" once your version of minillm loads GPT-2.
-MODEL = FAMILY_DIR / "tiny-m"
-model, tok = load_model(MODEL), load_tokenizer(MODEL)
-
 prompt = tok.encode("Once upon a time")
 greedy = [generate(model, prompt, 20) for _ in range(2)]
 sampled = [(seed, generate(model, prompt, 20, temperature=1.0, seed=seed)) for seed in (0, 0, 1)]

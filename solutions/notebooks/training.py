@@ -27,6 +27,9 @@ from minillm.train import TrainConfig, build_model
 
 # QUICK (set by CI with MINILLM_NOTEBOOK_QUICK=1): fewer training steps. Set it to False for the full run.
 QUICK = os.environ.get("MINILLM_NOTEBOOK_QUICK") == "1"
+# The pretrained model of question 4: the kit's tiny-m runs offline; with network, put a hub id here
+# instead, e.g. "Qwen/Qwen2.5-0.5B" (it did not train on the kit's stories, so both sets are unseen).
+PRETRAINED = FAMILY_DIR / "tiny-m"
 
 # %% [markdown]
 # ## The data and the model
@@ -42,9 +45,9 @@ eos = tok.eos_token_id
 stories = bundled_texts("stories")
 
 
-def stream(texts: list[str]) -> torch.Tensor:
+def stream(texts: list[str], tokenizer=tok) -> torch.Tensor:
     """The texts' token ids, one after the other, each followed by the end-of-text id: (n,)."""
-    return torch.tensor([i for text in texts for i in tok.encode(text) + [eos]])
+    return torch.tensor([i for text in texts for i in tokenizer.encode(text) + [tokenizer.eos_token_id]])
 
 
 train_ids, val_ids = stream(stories[:40]), stream(stories[40:48])
@@ -149,10 +152,10 @@ print("resumed run equals the uninterrupted one:", resumed == uninterrupted)
 # and what does the gap say?**
 
 # %%
-pretrained = load_model(FAMILY_DIR / "tiny-m")
-context = pretrained.config.max_position_embeddings                        # 128 tokens
-seen_loss = evaluate(pretrained, stream(stories[:20]), context)
-unseen_loss = evaluate(pretrained, stream(held_out_stories()), context)
+pretrained, pretrained_tok = load_model(PRETRAINED), load_tokenizer(PRETRAINED)
+context = min(128, pretrained.config.max_position_embeddings)               # window length, tokens
+seen_loss = evaluate(pretrained, stream(stories[:20], pretrained_tok), context)
+unseen_loss = evaluate(pretrained, stream(held_out_stories(), pretrained_tok), context)
 print(f"stories it trained on: {seen_loss:.3f} nats (perplexity {math.exp(seen_loss):.1f})")
 print(f"held-out stories:      {unseen_loss:.3f} nats (perplexity {math.exp(unseen_loss):.1f})")
 
