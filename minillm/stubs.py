@@ -290,12 +290,10 @@ def top_level_definitions(source: str, filename: str = "<module>") -> dict[str, 
 
 def graded_functions(source: str, filename: str = "<solution>") -> list[str]:
     """Names of the top-level functions of a solution module that hold a BEGIN SOLUTION region."""
-    names = []
-    for node in ast.parse(source, filename).body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            if any(_BEGIN_RE.match(line) for line in source.splitlines()[node.lineno - 1 : node.end_lineno]):
-                names.append(node.name)
-    return names
+    lines = source.splitlines()
+    return [node.name for node in ast.parse(source, filename).body
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and any(_BEGIN_RE.match(line) for line in lines[node.lineno - 1 : node.end_lineno])]
 
 
 def render_notebook(notebook_source: str, module_source: str, student: bool,

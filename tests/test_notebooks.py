@@ -174,7 +174,7 @@ def test_logits_notebook(tiny_m, executed):
         assert math.isclose(ppl, math.exp(float(surprises(model, tok, text).mean())), rel_tol=1e-4), text
     ppl = got["ppl"]
     assert ppl["The cat sat on the mat."] < ppl["Mat the on sat cat the."]
-    bits = dict((b, p) for b, p in got["bits"])
+    bits = {b: p for b, p in got["bits"]}
     assert bits[2] > 2 * bits[32] and abs(bits[8] / bits[32] - 1) < 0.02   # 8 bits is nearly lossless, 2 bits is not
     assert '<span title="surprise' in got["html"] and "perplexity 201." in got["html"]
 

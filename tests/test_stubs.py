@@ -11,8 +11,16 @@ import nbformat
 import pytest
 
 from minillm.cli import main as cli_main
-from minillm.stubs import (STUDENT_ANSWER, StubError, graded_functions, main as stubs_main, make_exercises, make_stub,
-                           out_of_sync, render_notebook)
+from minillm.stubs import (
+    STUDENT_ANSWER,
+    StubError,
+    graded_functions,
+    make_exercises,
+    make_stub,
+    out_of_sync,
+    render_notebook,
+)
+from minillm.stubs import main as stubs_main
 
 REPO = Path(__file__).resolve().parents[1]
 SOLUTIONS, EXERCISES = REPO / "solutions", REPO / "exercises"

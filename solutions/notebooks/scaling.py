@@ -14,6 +14,7 @@
 # the command line and writes a report.
 
 # %%
+import itertools
 import math
 
 import matplotlib_inline.backend_inline  # noqa: F401 (Jupyter shows matplotlib figures as images)
@@ -85,7 +86,7 @@ for name in models:
     intervals[name] = bootstrap_ci([r["nll"] for r in mine], [r["tokens"] for r in mine])
     print(f"{name}: {corpus[name]:.1f}, 95% interval {intervals[name][0]:.1f} to {intervals[name][1]:.1f}")
 names = list(models)
-for smaller, larger in zip(names, names[1:]):
+for smaller, larger in itertools.pairwise(names):
     ppl = {(r["model"], r["story"]): r["perplexity"] for r in rows}
     wins = sum(ppl[larger, i] < ppl[smaller, i] for i in range(len(stories)))
     print(f"{larger} beats {smaller} on {wins} of {len(stories)} stories")
