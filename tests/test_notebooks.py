@@ -12,21 +12,20 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import nbclient
+import nbformat
 import pytest
 import torch
 
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
+from minillm.stubs import graded_functions
 
 REPO = Path(__file__).resolve().parents[1]
 UNITS = sorted(p.stem for p in (REPO / "solutions" / "notebooks").glob("*.py"))
 MARK = "NOTEBOOK-RESULTS "
 WORKERS = 2       # kernels at a time: CI has 2 cores, and each kernel runs torch on one thread
-TIMES: dict[str, float] = {}
 # What each reference notebook hands back: a Python expression evaluated in its kernel after the last cell.
 RESULTS = {
     "sampling": ("{'freq': {str(t): f.tolist() for t, f in frequencies.items()}, 'n': N_DRAWS,"
@@ -59,13 +58,11 @@ def execute(path: Path, results: str | None = None) -> tuple[nbformat.NotebookNo
            "HF_HUB_OFFLINE": "1"}
     client = nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3",
                                      resources={"metadata": {"path": str(path.parent)}})
-    start = time.perf_counter()
     error = None
     try:
         client.execute(env=env)
     except nbclient.exceptions.CellExecutionError as err:
         error = f"{err.ename}: {err.evalue}"
-    TIMES[str(path.relative_to(REPO))] = time.perf_counter() - start
     printed = None
     for cell in notebook.cells:
         for output in cell.get("outputs", []):
@@ -106,6 +103,8 @@ def test_exercise_notebook_stops_at_first_unfilled_function(unit, executed):
     assert error is not None, f"exercises/{unit}.ipynb ran to the end with every function unfilled"
     assert error.startswith("NotImplementedError: ") and error.endswith(": your code here"), (
         f"exercises/{unit}.ipynb stopped on something worse than an unfilled function: {error}\n{outputs_of(notebook)}")
+    name = error.removeprefix("NotImplementedError: ").removesuffix(": your code here")
+    assert name in graded_functions((REPO / "solutions" / f"{unit}.py").read_text(encoding="utf-8"))
     # It stops at the first cell that calls an unfilled function: the cells before it ran cleanly.
     ran = [c for c in notebook.cells if c.cell_type == "code" and c.get("execution_count")]
     assert all(o.get("output_type") != "error" for c in ran[:-1] for o in c.outputs)
