@@ -44,6 +44,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import nbformat
+
 BEGIN = "# BEGIN SOLUTION"
 END = "# END SOLUTION"
 
@@ -306,8 +308,6 @@ def render_notebook(notebook_source: str, module_source: str, student: bool,
     StubError when a module cell names an unknown definition or a graded function of the
     module is in no module cell.
     """
-    import nbformat
-
     module_text = make_stub(module_source, module_name) if student else module_source
     definitions = top_level_definitions(module_text, module_name)
     placed: set[str] = set()
@@ -342,8 +342,6 @@ def render_notebook(notebook_source: str, module_source: str, student: bool,
 
 def _notebook_texts(solutions_dir: Path, exercises_dir: Path) -> dict[Path, str]:
     """Every notebook file to write, ``{path: text}``: two per notebook source."""
-    import nbformat
-
     sources_dir = solutions_dir / NOTEBOOK_SOURCES
     texts = {}
     for source in sorted(sources_dir.glob("*.py")) if sources_dir.is_dir() else []:
