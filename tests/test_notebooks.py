@@ -56,7 +56,7 @@ def execute(path: Path, results: str | None = None) -> tuple[nbformat.NotebookNo
     # One thread per kernel: the CI machine has 2 cores; quick mode skips torch.compile's 20+ s.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MINILLM_NOTEBOOK_QUICK": "1", "PYTHONPATH": str(REPO),
            "HF_HUB_OFFLINE": "1"}
-    client = nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3",
+    client = nbclient.NotebookClient(notebook, timeout=120, startup_timeout=120, kernel_name="python3",
                                      resources={"metadata": {"path": str(path.parent)}})
     error = None
     try:
