@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import nbclient
 import nbformat
 import pytest
 import torch
+from jupyter_client.manager import KernelManager
 
 from minillm.stubs import graded_functions
 
@@ -56,13 +58,17 @@ def execute(path: Path, results: str | None = None) -> tuple[nbformat.NotebookNo
     # One thread per kernel: the CI machine has 2 cores; quick mode skips torch.compile's 20+ s.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MINILLM_NOTEBOOK_QUICK": "1", "PYTHONPATH": str(REPO),
            "HF_HUB_OFFLINE": "1"}
-    client = nbclient.NotebookClient(notebook, timeout=120, startup_timeout=120, kernel_name="python3",
-                                     resources={"metadata": {"path": str(path.parent)}})
     error = None
-    try:
-        client.execute(env=env)
-    except nbclient.exceptions.CellExecutionError as err:
-        error = f"{err.ename}: {err.evalue}"
+    # Kernels talk over Unix sockets in a folder of their own: TCP ports picked by two kernels
+    # starting at once can collide ("Address already in use", jupyter/nbconvert#1066).
+    with tempfile.TemporaryDirectory() as sockets:
+        kernel = KernelManager(kernel_name="python3", transport="ipc", ip=str(Path(sockets) / "kernel"))
+        client = nbclient.NotebookClient(notebook, km=kernel, timeout=120, startup_timeout=120,
+                                         resources={"metadata": {"path": str(path.parent)}})
+        try:
+            client.execute(env=env)
+        except nbclient.exceptions.CellExecutionError as err:
+            error = f"{err.ename}: {err.evalue}"
     printed = None
     for cell in notebook.cells:
         for output in cell.get("outputs", []):
