@@ -60,9 +60,11 @@ def execute(path: Path, results: str | None = None) -> tuple[nbformat.NotebookNo
            "HF_HUB_OFFLINE": "1"}
     error = None
     # Kernels talk over Unix sockets in a folder of their own: TCP ports picked by two kernels
-    # starting at once can collide ("Address already in use", jupyter/nbconvert#1066).
+    # starting at once can collide ("Address already in use", jupyter/nbconvert#1066). Windows has
+    # no Unix sockets: TCP there.
     with tempfile.TemporaryDirectory() as sockets:
-        kernel = KernelManager(kernel_name="python3", transport="ipc", ip=str(Path(sockets) / "kernel"))
+        kernel = (KernelManager(kernel_name="python3") if os.name == "nt" else
+                  KernelManager(kernel_name="python3", transport="ipc", ip=str(Path(sockets) / "kernel")))
         client = nbclient.NotebookClient(notebook, km=kernel, timeout=120, startup_timeout=120,
                                          resources={"metadata": {"path": str(path.parent)}})
         try:
