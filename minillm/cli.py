@@ -6,6 +6,8 @@
     minillm scaling --models Qwen/Qwen2.5-0.5B Qwen/Qwen2.5-1.5B --stories 50 --out results/
     minillm quantize SOURCE --bits 16 8 4 3 2 --schemes tensor channel group
     minillm train --data stories.txt --out my-model --hidden 64 --layers 2 --steps 500
+    minillm train --init data/models/tiny-m --data new.txt --out adapted --steps 200
+    minillm finetune data/models/tiny-m --data pairs.jsonl --out tiny-m-chat
     minillm sweep --shapes 32x2 64x2 96x3 --tokens 400000 --out sweep-results
     minillm compare-architectures --hidden 64 --layers 2 --mlp-window 8 --out architectures
     minillm train-family --out data/models --threads 1
@@ -269,6 +271,21 @@ def _read_texts(files: list[Path] | None) -> list[str]:
     return texts
 
 
+def _context(args: argparse.Namespace) -> int:
+    """--context, or by default 128 tokens, or fewer when --init's model was built for fewer."""
+    from .train import TrainConfig
+
+    if args.context is not None:
+        return args.context
+    if args.init is not None and not (Path(args.init) / "mlp_config.json").is_file():
+        from .config import ModelConfig
+        from .hub import resolve_source
+
+        window = ModelConfig.from_file(resolve_source(args.init) / "config.json").max_position_embeddings
+        return min(TrainConfig.context, window)
+    return TrainConfig.context
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     """Train a small model on text files; write the checkpoint folder and its loss curves."""
     from . import plots
@@ -277,20 +294,27 @@ def cmd_train(args: argparse.Namespace) -> None:
     _set_threads(args)
     texts = _read_texts(args.data)
     if args.resume:
+        if args.init is not None:
+            raise ValueError("--resume carries on the run in --out; --init starts a new run from a model's weights. "
+                             "Give one of them.")
         print(f"resuming the run in {args.out} on {len(texts)} documents")
-        result = resume(args.out, texts, until=args.until, progress=args.progress)
+        result = resume(args.out, texts, until=args.until, progress=args.progress, steps=args.steps)
     else:
         config = TrainConfig(
             architecture=args.architecture, vocab_size=args.vocab_size, hidden_size=args.hidden,
             num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
-            intermediate_size=args.intermediate, context=args.context, mlp_window=args.mlp_window, steps=args.steps,
+            intermediate_size=args.intermediate, context=_context(args), mlp_window=args.mlp_window,
+            steps=TrainConfig.steps if args.steps is None else args.steps,
             batch_size=args.batch_size, learning_rate=args.lr, warmup_steps=args.warmup,
             min_lr_ratio=args.min_lr_ratio, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
             eval_every=args.eval_every, sample_every=args.sample_every, save_every=args.save_every,
             val_fraction=args.val_fraction, seed=args.seed, bf16=args.bf16, compile=args.compile,
         )
         print(f"training on {len(texts)} documents")
-        result = train(texts, config, args.out, tokenizer=args.tokenizer, until=args.until, progress=args.progress)
+        result = train(texts, config, args.out, tokenizer=args.tokenizer, until=args.until, progress=args.progress,
+                       init=args.init)
+    for note in result.notes:
+        print(note)
     last = result.history[-1]
     per_step = 1000 * last.tokens / last.step / result.tokens_per_second if result.tokens_per_second else float("nan")
     print(f"step {last.step}: {last.tokens:,} tokens seen, train loss {last.train_loss:.4f}, validation loss "
@@ -319,9 +343,12 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heads", type=int, default=C.num_attention_heads, help="query heads")
     parser.add_argument("--kv-heads", type=int, default=C.num_key_value_heads, help="key/value heads")
     parser.add_argument("--intermediate", type=int, default=C.intermediate_size, help="SwiGLU (MLP: hidden) width")
-    parser.add_argument("--context", type=int, default=C.context, help="tokens per training window")
+    parser.add_argument("--context", type=int, default=None,
+                        help=f"tokens per training window (default {C.context}, or the --init model's window if shorter)")
     parser.add_argument("--mlp-window", type=int, default=C.mlp_window, help="architecture mlp: tokens it sees")
-    parser.add_argument("--steps", type=int, default=C.steps, help="optimizer steps of the whole run")
+    parser.add_argument("--steps", type=int, default=None,
+                        help=f"optimizer steps of the whole run (default {C.steps}); with --resume, a new total to "
+                             "train a finished run further (the learning-rate schedule is planned again for it)")
     parser.add_argument("--batch-size", type=int, default=C.batch_size, help="windows per step")
     parser.add_argument("--lr", type=float, default=C.learning_rate, help="peak learning rate")
     parser.add_argument("--warmup", type=int, default=C.warmup_steps, help="warm-up steps")
@@ -342,7 +369,10 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--until", type=int,
                         help="stop and save after this step, to finish later with --resume (default: run all --steps)")
     parser.add_argument("--resume", action="store_true",
-                        help="carry on the run saved in --out (its settings are read from there)")
+                        help="carry on the run saved in --out (its settings are read from there), on the same texts")
+    parser.add_argument("--init", metavar="FOLDER",
+                        help="continued pretraining: start from this model's weights and tokenizer (its shape too), "
+                             "with a fresh optimizer, schedule and step count; --data gives the new texts")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--no-progress", dest="progress", action="store_false",
                         help="no progress bar (TQDM_DISABLE=1 also hides it)")

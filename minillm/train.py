@@ -36,6 +36,21 @@ A checkpoint is an ordinary Hugging Face folder (``config.json``, ``model.safete
 number generators' states) and ``trainer_state.json`` (step, settings, loss history). No
 pickle anywhere: :func:`resume` gives, on CPU, bit-for-bit the losses and weights of a run
 that never stopped.
+
+Three ways to go on from a checkpoint:
+
+* **finish** an interrupted run (``until``, then :func:`resume`): exactly as if it had never stopped;
+* **extend** a run (``resume(..., steps=N)`` with more steps than planned): the weights, AdamW's
+  moments, the step count and the batch order carry on, and the learning-rate schedule is
+  planned again for N steps. Steps already taken keep the rates they had; the next step takes
+  the rate the new plan gives it, as if the run had been planned for N steps from the start.
+  For a run that had already decayed to its minimum that is a jump back up (a *re-warming*:
+  the rate at step s of N), which is what "train it some more" means in most trainers;
+* **continue pretraining** on new text (``train(..., init=FOLDER)``): only the weights (and the
+  tokenizer they belong to) come from FOLDER; the optimizer's moments, the learning-rate
+  schedule (warm-up, then cosine over ``config.steps``), the step count and the batch order
+  start afresh, as in a new run. This is how a model is adapted to a new domain (and, with
+  chat-formatted data, how :mod:`minillm.finetune` makes an instruct model).
 """
 
 from __future__ import annotations
@@ -45,7 +60,7 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -69,6 +84,7 @@ INIT_STD = 0.02              # std of the normal init of weight matrices (Huggin
 STATE_JSON = "trainer_state.json"
 STATE_TENSORS = "trainer_state.safetensors"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+IGNORE = -100                # a target id that the loss skips (F.cross_entropy's ignore_index)
 
 
 @dataclass
@@ -158,6 +174,7 @@ class TrainResult:
     folder: Path                    # the checkpoint folder
     tokens_per_second: float        # training throughput of this call (evaluation and compiling excluded)
     compile_seconds: float | None = None  # --compile: how long the first step took (it compiles); None: eager
+    notes: list[str] = field(default_factory=list)   # what carried on and what started afresh
 
     @property
     def final_val_loss(self) -> float:
@@ -197,8 +214,37 @@ def cut_windows(stream: torch.Tensor, context: int, what: str = "training") -> t
 
 
 def draw_batch(windows: torch.Tensor, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-    """``batch_size`` windows drawn at random (with replacement): (batch, context + 1)."""
+    """``batch_size`` windows drawn at random (with replacement): (batch, context + 1), or
+    (batch, 2, context + 1) for windows that carry their own targets."""
     return windows[torch.randint(len(windows), (batch_size,), generator=generator)]
+
+
+@dataclass
+class TrainingData:
+    """What the loop trains and validates on, already tokenized.
+
+    Windows are (n, context + 1) token ids, every next token a target (pretraining), or
+    (n, 2, context + 1): the ids, then the targets with ``IGNORE`` where nothing is scored
+    (fine-tuning scores only the replies, see :mod:`minillm.finetune`).
+    """
+
+    train: torch.Tensor
+    val: torch.Tensor
+    fingerprint: str                # of the tokens: a resumed run must see the same ones
+    info: dict                      # recorded in trainer_state.json under "data"
+    prompts: list[list[int]]        # prompts of the sampled continuations
+
+
+def text_data(tok: Tokenizer, texts: list[str], val_texts: list[str] | None, config: TrainConfig) -> TrainingData:
+    """Pretraining data: documents joined with EOS into streams, cut into windows."""
+    train_docs, val_docs = _documents(texts, val_texts, config)
+    train_stream, val_stream = encode_documents(tok, train_docs), encode_documents(tok, val_docs)
+    return TrainingData(
+        train=cut_windows(train_stream, config.context), val=validation_windows(val_stream, config),
+        fingerprint=_fingerprint(train_stream, val_stream),
+        info=dict(kind="text", train_documents=len(train_docs), val_documents=len(val_docs),
+                  train_tokens=len(train_stream), val_tokens=len(val_stream)),
+        prompts=[[tok.eos_token_id], encode_documents(tok, val_docs[:1])[:4].tolist()])
 
 
 # ---- model and optimizer -------------------------------------------------------------------------
@@ -261,10 +307,15 @@ def learning_rate(step: int, config: TrainConfig) -> float:
 
 def next_token_loss(model, windows: torch.Tensor, bf16: bool = False) -> torch.Tensor:
     """Mean next-token cross-entropy (nats) of windows (batch, context + 1): the first ``context``
-    tokens go in, and ``logits[:, t]`` is scored against token ``t + 1``. A 0-d tensor."""
+    tokens go in, and ``logits[:, t]`` is scored against token ``t + 1``. A 0-d tensor.
+
+    Windows (batch, 2, context + 1) carry their targets in row 1: positions whose target is
+    ``IGNORE`` are left out of the mean, so their logits get no gradient at all.
+    """
+    inputs, targets = (windows[:, 0], windows[:, 1]) if windows.dim() == 3 else (windows, windows)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        logits = model(windows[:, :-1])                                # (batch, context, vocab)
-    return F.cross_entropy(logits.float().flatten(0, 1), windows[:, 1:].flatten())
+        logits = model(inputs[:, :-1])                                 # (batch, context, vocab)
+    return F.cross_entropy(logits.float().flatten(0, 1), targets[:, 1:].flatten(), ignore_index=IGNORE)
 
 
 def train_step(model, forward, optimizer: torch.optim.Optimizer, batch: torch.Tensor, lr: float,
@@ -286,15 +337,22 @@ def train_step(model, forward, optimizer: torch.optim.Optimizer, batch: torch.Te
 
 @torch.no_grad()
 def evaluate(model, windows: torch.Tensor, batch_size: int, bf16: bool = False) -> float:
-    """Mean next-token cross-entropy (nats per token) over all ``windows`` (n, context + 1)."""
-    total = sum(next_token_loss(model, batch, bf16).item() * len(batch) for batch in windows.split(batch_size))
-    return total / len(windows)
+    """Mean next-token cross-entropy (nats per scored token) over all ``windows`` (see next_token_loss)."""
+    def scored(batch):   # the number of targets in a batch, or (whole windows) one weight per window
+        return int((batch[:, 1, 1:] != IGNORE).sum()) if batch.dim() == 3 else len(batch)
+
+    batches = windows.split(batch_size)
+    total = sum(next_token_loss(model, batch, bf16).item() * scored(batch) for batch in batches)
+    return total / sum(scored(batch) for batch in batches)
 
 
 def validation_windows(val_stream: torch.Tensor, config: TrainConfig) -> torch.Tensor:
     """The fixed validation windows: at most eval_batches * batch_size, spread over the whole set."""
-    windows = cut_windows(val_stream, config.context, "validation")
-    wanted = config.eval_batches * config.batch_size
+    return spread(cut_windows(val_stream, config.context, "validation"), config.eval_batches * config.batch_size)
+
+
+def spread(windows: torch.Tensor, wanted: int) -> torch.Tensor:
+    """At most ``wanted`` of ``windows``, evenly spaced over all of them."""
     if len(windows) <= wanted:
         return windows
     return windows[torch.linspace(0, len(windows) - 1, wanted).long()]
@@ -380,8 +438,9 @@ def _sample(model, prompt: list[int], max_new_tokens: int, seed: int, eos_id: in
 
 
 def train(texts: list[str], config: TrainConfig, out: str | Path, tokenizer: str | Path | Tokenizer | None = None,
-          until: int | None = None, progress: bool = True, val_texts: list[str] | None = None) -> TrainResult:
-    """Train a new model on ``texts`` (list of documents) and save it as a checkpoint in ``out``.
+          until: int | None = None, progress: bool = True, val_texts: list[str] | None = None,
+          init: str | Path | None = None) -> TrainResult:
+    """Train a model on ``texts`` (list of documents) and save it as a checkpoint in ``out``.
 
     ``tokenizer``: an existing tokenizer (a folder with tokenizer.json, or a Tokenizer); by
     default a BPE tokenizer of ``config.vocab_size`` tokens is trained on the training
@@ -389,35 +448,114 @@ def train(texts: list[str], config: TrainConfig, out: str | Path, tokenizer: str
     the learning-rate schedule still planned for ``config.steps``; :func:`resume` finishes
     the run. ``progress`` shows a progress bar and prints the samples. ``val_texts``: the
     validation documents, when they are not simply the last ``config.val_fraction`` of ``texts``.
+
+    ``init``: continued pretraining. Start from the weights of the model in this folder (or hub
+    id), with its tokenizer and shape (the shape fields of ``config`` are replaced by the
+    model's); everything else (optimizer, schedule, step count, batch order) starts afresh.
+    ``result.notes`` says so.
     """
     out = Path(out)
+    if init is not None:
+        if tokenizer is not None:
+            raise ValueError("give either init (the tokenizer comes with the model) or tokenizer, not both.")
+        model, tok = load_initial(init, out)
+        config = config_for(model, config)
+        notes = [f"continued pretraining from {init}: its weights and tokenizer carry on; the optimizer "
+                 f"(fresh AdamW moments), the learning-rate schedule (warm-up {config.warmup_steps} steps, cosine "
+                 f"over {config.steps}), the step count and the batch order start afresh."]
+        return _run(text_data(tok, texts, val_texts, config), config, out, tok, until, progress,
+                    init=model, provenance=dict(init=str(init)), notes=notes)
     train_docs, _ = _documents(texts, val_texts, config)
     if tokenizer is None:
         tok = load_tokenizer(train_tokenizer(train_docs, config.vocab_size, out))
     else:
         tok = tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(tokenizer)
-    return _run(texts, val_texts, config, out, tok, until, progress)
+    return _run(text_data(tok, texts, val_texts, config), config, out, tok, until, progress)
+
+
+def load_initial(source: str | Path, out: Path) -> tuple[nn.Module, Tokenizer]:
+    """The model (trainable, float32) and tokenizer to start continued training from."""
+    folder = Path(source)
+    if folder.is_dir() and out.exists() and folder.resolve() == out.resolve():
+        raise ValueError(f"--out {out} is the folder the weights come from; write the new model to another folder "
+                         "(to carry on a run in place, use --resume).")
+    if folder.is_dir() and (folder / "mlp_config.json").is_file():
+        model = MLPLanguageModel.load(folder)
+    else:
+        model = load_model(source, dtype=torch.float32).requires_grad_(True)
+    return model.train(), load_tokenizer(source)
+
+
+def config_for(model: nn.Module, config: TrainConfig) -> TrainConfig:
+    """``config`` with its model fields (architecture, vocabulary, shape) taken from ``model``."""
+    if isinstance(model, MLPLanguageModel):
+        return replace(config, architecture="mlp", vocab_size=model.vocab_size, mlp_window=model.window,
+                       hidden_size=model.embed_dim, intermediate_size=model.hidden)
+    c = model.config
+    if config.context > c.max_position_embeddings:
+        raise ValueError(f"context {config.context} is longer than the {c.max_position_embeddings} positions the "
+                         "model was built for (max_position_embeddings); choose --context "
+                         f"{c.max_position_embeddings} or less.")
+    return replace(config, architecture="transformer", vocab_size=c.vocab_size, hidden_size=c.hidden_size,
+                   num_hidden_layers=c.num_hidden_layers, num_attention_heads=c.num_attention_heads,
+                   num_key_value_heads=c.num_key_value_heads, intermediate_size=c.intermediate_size,
+                   tie_word_embeddings=c.tie_word_embeddings, rope_theta=c.rope_theta)
 
 
 def resume(out: str | Path, texts: list[str], until: int | None = None, progress: bool = True,
-           val_texts: list[str] | None = None) -> TrainResult:
+           val_texts: list[str] | None = None, steps: int | None = None) -> TrainResult:
     """Carry on the run saved in ``out`` up to its ``config.steps`` (or to ``until``).
 
     ``texts`` (and ``val_texts``) must be those the run started with (checked by a fingerprint
     of their tokens). On CPU the losses and final weights equal those of a run never interrupted,
     bit for bit: the weights, AdamW's moments and the step counter, the batch generator's
     state and torch's global generator state are all restored exactly.
+
+    ``steps``: plan the run for this many steps instead (more than it has taken): this is how a
+    finished run trains further. The learning-rate schedule is planned again for ``steps``
+    (see the module docstring); ``result.notes`` says what that means for the rate.
+    To train on other texts, start a new run from the weights: ``train(..., init=out)``.
     """
     out = Path(out)
+    state, config, notes = load_state(out, steps, until)
+    if state["data"].get("kind", "text") != "text":
+        raise ValueError(f"{out} holds a fine-tuning run; carry it on with `minillm finetune --resume --out {out}` "
+                         "(minillm.finetune.resume_finetune).")
+    tok = load_tokenizer(out)
+    return _run(text_data(tok, texts, val_texts, config), config, out, tok, until, progress, state=state, notes=notes)
+
+
+def load_state(out: Path, steps: int | None = None, until: int | None = None) -> tuple[dict, TrainConfig, list[str]]:
+    """(trainer state, its config planned for ``steps``, notes) of the run in ``out``, ready to go on."""
     if not (out / STATE_JSON).is_file():
         raise ValueError(f"{out} holds no {STATE_JSON}: nothing to resume. Start a run with train() "
                          "(`minillm train` without --resume).")
     if not (out / STATE_TENSORS).is_file():
         raise ValueError(f"{out} holds no {STATE_TENSORS} (the optimizer's state), so its run cannot be resumed "
-                         "exactly. Shipped models keep only their history; train a new run instead.")
+                         "exactly. Shipped models keep only their history; to train one further, start a new run "
+                         f"from its weights: `minillm train --init {out} --out NEW_FOLDER`.")
     state = json.loads((out / STATE_JSON).read_text(encoding="utf-8"))
     config = TrainConfig(**state["config"])
-    return _run(texts, val_texts, config, out, load_tokenizer(out), until, progress, state=state)
+    done, planned = state["step"], config.steps
+    if steps is None:
+        if done >= planned:
+            raise ValueError(f"the run in {out} has finished its {planned} planned steps. To train it further, give "
+                             f"the new total: --steps N (N > {done}; the learning-rate schedule is planned again for "
+                             "N steps), or start a new run from its weights with --init.")
+        steps = planned
+    if not isinstance(steps, int) or steps <= done:
+        raise ValueError(f"steps must be more than the {done} steps the run in {out} has taken; got {steps!r}.")
+    if until is not None and isinstance(until, int) and until <= done:
+        raise ValueError(f"until={until}: the run in {out} is already at step {done}; give a later step.")
+    notes = [f"resuming {out} at step {done}: weights, AdamW moments, step count and batch order carry on."]
+    if steps != planned:
+        config = replace(config, steps=steps)
+        old = learning_rate(done, replace(config, steps=planned)) if done else 0.0
+        notes.append(f"the plan grows from {planned} to {steps} steps: the learning-rate schedule (warm-up "
+                     f"{config.warmup_steps}, cosine down to {config.min_lr_ratio:g} of the peak) is planned again "
+                     f"for {steps} steps; step {done} ran at lr {old:.3g}, step {done + 1} runs at "
+                     f"{learning_rate(done + 1, config):.3g}, as in a run planned for {steps} steps from the start.")
+    return state, config, notes
 
 
 def _documents(texts: list[str], val_texts: list[str] | None, config: TrainConfig) -> tuple[list[str], list[str]]:
@@ -429,46 +567,43 @@ def _documents(texts: list[str], val_texts: list[str] | None, config: TrainConfi
     return list(texts), list(val_texts)
 
 
-def _run(texts, val_texts, config: TrainConfig, out: Path, tok: Tokenizer, until: int | None, progress: bool,
-         state: dict | None = None) -> TrainResult:
+def _run(data: TrainingData, config: TrainConfig, out: Path, tok: Tokenizer, until: int | None, progress: bool,
+         state: dict | None = None, init: nn.Module | None = None, provenance: dict | None = None,
+         notes: list[str] | None = None) -> TrainResult:
+    """The training loop on ``data``: from scratch, from ``init``'s weights, or from a saved ``state``."""
     if until is not None and (not isinstance(until, int) or until < 1):
         raise ValueError(f"until must be a step number >= 1 (or None to run all {config.steps} steps); got {until!r}.")
-    train_docs, val_docs = _documents(texts, val_texts, config)
-    train_stream, val_stream = encode_documents(tok, train_docs), encode_documents(tok, val_docs)
-    train_windows = cut_windows(train_stream, config.context)
-    val_windows = validation_windows(val_stream, config)
-    fingerprint = _fingerprint(train_stream, val_stream)
-    vocab, eos = tok.vocab_size, tok.eos_token_id
+    train_windows, val_windows, eos = data.train, data.val, tok.eos_token_id
     last = config.steps if until is None else min(until, config.steps)
 
     data_generator = torch.Generator().manual_seed(config.seed)
     if state is not None:  # resuming
-        if state["data"]["fingerprint"] != fingerprint:
+        if state["data"]["fingerprint"] != data.fingerprint:
             raise ValueError(f"the texts differ from those the run in {out} was trained on (token fingerprint "
-                             f"{fingerprint} != {state['data']['fingerprint']}); resume with the same texts.")
+                             f"{data.fingerprint} != {state['data']['fingerprint']}); resume with the same texts. "
+                             f"To train on new texts, start a new run from these weights: "
+                             f"`minillm train --init {out} --data NEW.txt --out NEW_FOLDER`.")
         model = _load_trained(out, config)
         optimizer = make_optimizer(model, config)
         _restore(out, model, optimizer, data_generator)
         history = [Record(**r) for r in state["history"]]
         step = state["step"]
+        provenance = {key: state[key] for key in ("init", "base") if key in state}
     else:
         torch.manual_seed(config.seed)
-        model = build_model(config, vocab, eos)
+        model = build_model(config, tok.vocab_size, eos) if init is None else init
         optimizer = make_optimizer(model, config)
         history = [Record(0, 0, None, evaluate(model, val_windows, config.batch_size, config.bf16), 0.0)]
         step = 0
 
     forward = _compile(model) if config.compile else model
     samples: list[tuple[int, str]] = []
-    prompts = [[eos], encode_documents(tok, val_docs[:1])[:4].tolist()]
     train_seconds, train_tokens, compile_seconds = 0.0, 0, None
 
     def checkpoint() -> None:
         save_checkpoint(out, model, tok, optimizer, data_generator, dict(
-            step=step, tokens=step * config.tokens_per_step, config=asdict(config),
-            data=dict(fingerprint=fingerprint, train_documents=len(train_docs), val_documents=len(val_docs),
-                      train_tokens=len(train_stream), val_tokens=len(val_stream)),
-            history=[asdict(r) for r in history]))
+            step=step, tokens=step * config.tokens_per_step, config=asdict(config), **(provenance or {}),
+            data=dict(fingerprint=data.fingerprint, **data.info), history=[asdict(r) for r in history]))
 
     bar = progress_bar(total=config.steps, initial=step, desc="training", unit="step", enabled=progress)
     while step < last:
@@ -491,14 +626,14 @@ def _run(texts, val_texts, config: TrainConfig, out: Path, tok: Tokenizer, until
             train_tokens += config.tokens_per_step
         step += 1
         val = None
-        if step % config.eval_every == 0 or step == config.steps:
+        if step % config.eval_every == 0 or step in (config.steps, last):   # and where the run stops
             val = evaluate(model, val_windows, config.batch_size, config.bf16)
         history.append(Record(step, step * config.tokens_per_step, loss, val, lr))
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}", val=f"{_last_val(history):.3f}",
                         tok_s=f"{train_tokens / train_seconds:,.0f}" if train_seconds else "-")
         if config.sample_every and step % config.sample_every == 0:
-            for i, prompt in enumerate(prompts):
+            for i, prompt in enumerate(data.prompts):
                 text = tok.decode(prompt + _sample(model, prompt, 40, config.seed + i, eos))
                 samples.append((step, text))
                 if progress:
@@ -507,7 +642,7 @@ def _run(texts, val_texts, config: TrainConfig, out: Path, tok: Tokenizer, until
             checkpoint()
     bar.close()
     rate = train_tokens / train_seconds if train_seconds else 0.0
-    return TrainResult(model, tok, history, samples, out, rate, compile_seconds)
+    return TrainResult(model, tok, history, samples, out, rate, compile_seconds, list(notes or []))
 
 
 def _last_val(history: list[Record]) -> float:

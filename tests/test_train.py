@@ -140,7 +140,7 @@ def test_resume_is_exact(stories, tmp_path):
     for (name, p), q in zip(whole.model.named_parameters(), rest.model.parameters()):
         assert torch.equal(p, q), name
     with pytest.raises(ValueError, match="differ"):
-        resume(tmp_path / "split", stories[:-1], progress=False)
+        resume(tmp_path / "split", stories[:-1], progress=False, steps=30)
 
 
 def test_no_pickle_anywhere(stories, tmp_path, monkeypatch):
@@ -244,3 +244,61 @@ def test_a_failing_torch_compile_is_reported_once_and_training_goes_on(stories, 
     result = train(stories, config, tmp_path, progress=False)
     assert [r.step for r in result.history] == [0, 1, 2, 3]
     assert capsys.readouterr().out.count("torch.compile failed (RuntimeError: no C++ compiler found)") == 1
+
+
+def test_a_finished_run_trains_further_with_more_steps(stories, tmp_path):
+    # Warm-up longer than both plans: every rate is peak * step / warmup whatever the plan, so
+    # 20 steps extended to 40 must be bit for bit the run planned for 40 from the start.
+    config = TrainConfig(**TINY, steps=20, warmup_steps=50, eval_every=5)
+    short = train(stories, config, tmp_path / "short", progress=False)
+    with pytest.raises(ValueError, match="finished its 20 planned steps.*--steps N"):
+        resume(tmp_path / "short", stories, progress=False)
+    longer = resume(tmp_path / "short", stories, progress=False, steps=40)
+    whole = train(stories, TrainConfig(**TINY, steps=40, warmup_steps=50, eval_every=5), tmp_path / "whole",
+                  progress=False)
+    assert len(short.history) == 21 and _history(longer) == _history(whole)
+    assert any("planned again for 40 steps" in note for note in longer.notes)
+    # After warm-up the rate follows the cosine of the new plan: computed here from the formula.
+    cosine = TrainConfig(**TINY, steps=20, warmup_steps=4, eval_every=5)
+    train(stories, cosine, tmp_path / "cos", progress=False)
+    more = resume(tmp_path / "cos", stories, progress=False, steps=40)
+    peak, low = cosine.learning_rate, cosine.learning_rate * cosine.min_lr_ratio
+    expected = [low + 0.5 * (peak - low) * (1 + math.cos(math.pi * (s - 4) / 36)) for s in range(21, 41)]
+    assert [r.lr for r in more.history[21:]] == pytest.approx(expected, rel=1e-12)
+    assert more.history[20].lr == pytest.approx(low, rel=1e-12)    # where the 20-step plan had ended
+    with pytest.raises(ValueError, match="more than the 40 steps"):
+        resume(tmp_path / "cos", stories, progress=False, steps=30)
+
+
+def test_continued_pretraining_on_new_text_keeps_the_weights_and_restarts_the_rest(stories, tmp_path):
+    from minillm.train import evaluate, text_data
+
+    first = train(stories, TrainConfig(**TINY, steps=30, warmup_steps=3, eval_every=10), tmp_path / "a",
+                  progress=False)
+    news = bundled_texts("news")
+    with pytest.raises(ValueError, match="--init"):            # resume needs the same texts, and says what to do
+        resume(tmp_path / "a", news, progress=False, steps=40)
+    config = TrainConfig(**{**TINY, "hidden_size": 8}, steps=6, warmup_steps=2, eval_every=3)   # shape: from init
+    again = train(news, config, tmp_path / "b", progress=False, init=tmp_path / "a")
+    assert "start afresh" in again.notes[0]
+    # Step 0 measures the first run's weights on the new validation text: recomputed here.
+    reference = text_data(first.tokenizer, news, None, TrainConfig(**TINY))
+    assert again.history[0].val_loss == pytest.approx(evaluate(first.model.eval(), reference.val, 16), abs=1e-6)
+    state = json.loads((tmp_path / "b" / "trainer_state.json").read_text())
+    assert state["step"] == 6 and state["init"] == str(tmp_path / "a") and state["config"]["hidden_size"] == 32
+    with safe_open(tmp_path / "b" / "trainer_state.safetensors", "pt") as f:    # fresh AdamW: 6 steps, not 36
+        assert f.get_tensor("adamw.step.embed_tokens.weight").item() == 6
+    assert (tmp_path / "b" / "tokenizer.json").read_bytes() == (tmp_path / "a" / "tokenizer.json").read_bytes()
+    with pytest.raises(ValueError, match="another folder"):
+        train(news, config, tmp_path / "a", progress=False, init=tmp_path / "a")
+
+
+def test_until_between_evaluations_measures_the_validation_loss_where_it_stops(stories, tmp_path):
+    from minillm.train import evaluate, text_data
+
+    config = TrainConfig(**TINY, steps=20, warmup_steps=2, eval_every=10)
+    result = train(stories, config, tmp_path, progress=False, until=7)
+    assert result.history[-1].step == 7 and result.history[-1].val_loss is not None
+    model, tok = minillm.load_model(tmp_path), minillm.load_tokenizer(tmp_path)
+    val = text_data(tok, stories, None, config).val
+    assert result.final_val_loss == pytest.approx(evaluate(model, val, 16), abs=1e-6)   # float32 sums, reordered
