@@ -327,6 +327,39 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"wrote {plots.plot_loss_curves(result.history, result.folder / 'loss_curves.png')}")
 
 
+def cmd_finetune(args: argparse.Namespace) -> None:
+    """Fine-tune a base model on instruction/response pairs; write the instruct model's folder."""
+    from . import plots
+    from .finetune import finetune, read_examples, resume_finetune
+    from .train import TrainConfig
+
+    _set_threads(args)
+    examples = read_examples(args.data)
+    if args.resume:
+        print(f"resuming the fine-tuning run in {args.out} on {len(examples)} examples")
+        result = resume_finetune(args.out, examples, until=args.until, steps=args.steps)
+    else:
+        if args.base is None:
+            raise ValueError("give the base model to fine-tune (a folder or hub id), or --resume to carry on --out.")
+        args.init = args.base
+        config = TrainConfig(context=_context(args), steps=args.steps or FINETUNE_STEPS, batch_size=args.batch_size,
+                             learning_rate=args.lr, warmup_steps=args.warmup, eval_every=args.eval_every,
+                             sample_every=args.sample_every, save_every=args.save_every,
+                             val_fraction=args.val_fraction, seed=args.seed, bf16=args.bf16)
+        result = finetune(args.base, examples, config, args.out, until=args.until)
+    for note in result.notes:
+        print(note)
+    last = result.history[-1]
+    print(f"step {last.step}: train loss {last.train_loss:.4f}, validation loss {result.final_val_loss:.4f} nats per "
+          f"reply token (before fine-tuning: {result.history[0].val_loss:.4f})")
+    print(f"wrote {result.folder} (chat template in tokenizer_config.json; try: minillm generate {result.folder} "
+          '"Write a story about a dragon." --chat)')
+    print(f"wrote {plots.plot_loss_curves(result.history, result.folder / 'loss_curves.png')}")
+
+
+FINETUNE_STEPS = 200
+
+
 def _add_train_args(parser: argparse.ArgumentParser) -> None:
     from .train import TrainConfig as C
 
@@ -557,6 +590,29 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", formatter_class=HelpFormatter, help="train a small Qwen2 model (or the MLP baseline) on text files")
     _add_train_args(train)
     train.set_defaults(run=cmd_train)
+
+    tune = commands.add_parser("finetune", formatter_class=HelpFormatter, help="fine-tune a base model on instruction/response pairs (chat template)")
+    tune.add_argument("base", nargs="?", help="the base model: a checkpoint folder or hub id (not needed with --resume)")
+    tune.add_argument("--data", type=Path, required=True, metavar="FILE",
+                      help='JSON Lines, one {"instruction": ..., "response": ...} or {"messages": [...]} per line')
+    tune.add_argument("--out", type=Path, required=True, help="folder for the instruct model")
+    tune.add_argument("--steps", type=int, default=None,
+                      help=f"optimizer updates (default {FINETUNE_STEPS}); with --resume, a new total")
+    tune.add_argument("--batch-size", type=int, default=16, help="windows per update (default %(default)s)")
+    tune.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default %(default)s)")
+    tune.add_argument("--warmup", type=int, default=20, help="warm-up steps (default %(default)s)")
+    tune.add_argument("--context", type=int, default=None,
+                      help="tokens per window (default: the base model's window, at most 128)")
+    tune.add_argument("--eval-every", type=int, default=50, help="steps between validation losses (default %(default)s)")
+    tune.add_argument("--sample-every", type=int, default=0, help="steps between sampled replies (default 0: never)")
+    tune.add_argument("--save-every", type=int, default=0, help="steps between checkpoints (default 0: only at the end)")
+    tune.add_argument("--val-fraction", type=float, default=0.05, help="examples held out (default %(default)s)")
+    tune.add_argument("--seed", type=int, default=0, help="default %(default)s")
+    tune.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass")
+    tune.add_argument("--until", type=int, help="stop and save after this step (finish later with --resume)")
+    tune.add_argument("--resume", action="store_true", help="carry on the fine-tuning run saved in --out")
+    tune.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    tune.set_defaults(run=cmd_finetune)
 
     sweep = commands.add_parser("sweep", formatter_class=HelpFormatter, help="train several model sizes on the same tokens; fit a power law")
     _add_experiment_args(sweep, tokens=400_000)
