@@ -11,6 +11,7 @@
     minillm sweep --shapes 32x2 64x2 96x3 --tokens 400000 --out sweep-results
     minillm compare-architectures --hidden 64 --layers 2 --mlp-window 8 --out architectures
     minillm train-family --out data/models --threads 1
+    minillm finetune-family --out data/models --threads 1
     minillm make-exercises [--check]
     minillm grade SUBMISSIONS_DIR --out grades.csv
 """
@@ -18,6 +19,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -324,7 +326,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         print(f"torch.compile: compiling took {result.compile_seconds:.1f} s (the first step, left out of the "
               "rate above); run without --compile to compare the ms per step.")
     print(f"wrote {result.folder}")
-    print(f"wrote {plots.plot_loss_curves(result.history, result.folder / 'loss_curves.png')}")
+    started_from = json.loads((result.folder / "trainer_state.json").read_text(encoding="utf-8")).get("init")
+    start = "untrained" if started_from is None else f"{started_from} at step 0"
+    print(f"wrote {plots.plot_loss_curves(result.history, result.folder / 'loss_curves.png', start_label=start)}")
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
@@ -354,7 +358,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
           f"reply token (before fine-tuning: {result.history[0].val_loss:.4f})")
     print(f"wrote {result.folder} (chat template in tokenizer_config.json; try: minillm generate {result.folder} "
           '"Write a story about a dragon." --chat)')
-    print(f"wrote {plots.plot_loss_curves(result.history, result.folder / 'loss_curves.png')}")
+    print(f"wrote {plots.plot_loss_curves(result.history, result.folder / 'loss_curves.png', 'Fine-tuning', 'base model')}")
 
 
 FINETUNE_STEPS = 200
@@ -505,6 +509,22 @@ def cmd_train_family(args: argparse.Namespace) -> None:
     print(f"wrote {', '.join(str(args.out / r.name) for r in rows)} and {args.out / 'family.csv'}")
 
 
+def cmd_finetune_family(args: argparse.Namespace) -> None:
+    """Fine-tune the shipped family into tiny-{s,m,l}-instruct; print losses and held-out perplexities."""
+    from .family import finetune_family
+
+    _set_threads(args)
+    rows = finetune_family(args.out, steps=args.steps, progress=args.progress, bases=args.bases)
+    print("\nHeld-out stories, perplexity of every story token given: nothing / \"Write a story.\" / its own instruction")
+    print(f"{'model':<16} {'val loss':>17} {'none':>7} {'vague':>7} {'specific':>8}   {'base: none':>10} {'vague':>7} "
+          f"{'specific':>8} {'improved':>8} {'seconds':>7}")
+    for r in rows:
+        print(f"{r.name:<16} {r.val_loss_before:>7.3f} -> {r.val_loss:>6.3f} {r.none:>7.2f} {r.vague:>7.2f} "
+              f"{r.specific:>8.2f}   {r.base_none:>10.2f} {r.base_vague:>7.2f} {r.base_specific:>8.2f} "
+              f"{r.specific_improved:>5}/20 {r.seconds:>7.1f}")
+    print(f"wrote {', '.join(str(args.out / r.name) for r in rows)} and {args.out / 'instruct.csv'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minillm", description="See what is inside a Qwen2/Llama language model.",
                                      formatter_class=HelpFormatter)
@@ -633,6 +653,15 @@ def build_parser() -> argparse.ArgumentParser:
     family.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     family.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     family.set_defaults(run=cmd_train_family)
+
+    instruct = commands.add_parser("finetune-family", help="fine-tune the shipped family into tiny-*-instruct")
+    instruct.add_argument("--out", type=Path, default=Path("data/models"), help="folder for the three instruct models")
+    instruct.add_argument("--bases", type=Path, default=Path("data/models"),
+                          help="folder holding tiny-s, tiny-m and tiny-l (default %(default)s)")
+    instruct.add_argument("--steps", type=int, default=150, help="fine-tuning steps per model (default %(default)s)")
+    instruct.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    instruct.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    instruct.set_defaults(run=cmd_finetune_family)
     return parser
 
 

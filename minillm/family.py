@@ -25,23 +25,40 @@ synthetic text alone, the *larger* models scored worse on the held-out stories),
 real stories, repeated, are learned by heart when training goes on much longer (at 2M
 tokens the order of the three models broke). These are toy models of toy data; their
 perplexity on the held-out stories is high (75 to 100 per token).
+
+**The instruct family** (``tiny-s-instruct``, ``tiny-m-instruct``, ``tiny-l-instruct``) is made
+by :func:`finetune_family`: each base model fine-tuned (:mod:`minillm.finetune`, ChatML, loss
+on the replies only) for 150 steps on 3,960 (instruction, story) pairs: 3,000 synthetic stories
+of another seed (1) than the pretraining ones, each with an instruction written from its own
+plot (:mod:`minillm.instructions`), and 20 copies of each of the 48 bundled training stories
+with the instruction written for it (``data/texts/story_instructions.jsonl``). The real
+stories are there for the reason they are in pretraining: tuned on synthetic stories alone,
+the models' held-out perplexity rose from 83 to 121 (tiny-m). The held-out bundled stories are
+in neither training set.
+:func:`instruction_perplexities` measures what an instruction is worth on the held-out
+stories: each scored in full after nothing (a document start), a vague instruction and a
+specific one written for it (``data/texts/held_out_instructions.jsonl``).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .bpe import train_tokenizer
-from .data import bundled_texts
+from .bpe import EOS, train_tokenizer
+from .data import TEXTS_DIR, bundled_texts
 from .experiments.scaling import write_csv
 from .experiments.training import shape
 from .loading import load_model
 from .scoring import score_many
+from .finetune import Example, examples_from_pairs, finetune
+from .instructions import instruction_pairs
 from .storygen import synthetic_stories
 from .tokenizer import load_tokenizer
 from .train import STATE_TENSORS, TrainConfig, train
@@ -126,4 +143,132 @@ def train_family(out_dir: str | Path, tokens: int = TOKENS, progress: bool = Tru
                                      model.num_parameters(non_embedding=True), steps, steps * config.tokens_per_step,
                                      result.final_val_loss, held_out_perplexity(out / name), seconds))
     write_csv(out / "family.csv", rows)
+    return rows
+
+
+# ---- the instruct family ------------------------------------------------------------------------
+
+INSTRUCT_EXAMPLES = 3000         # (instruction, story) pairs; the last 5% validate
+INSTRUCT_SEED = 1                # synthetic stories other than the pretraining ones (seed 0)
+INSTRUCT_REPEATS = 20            # copies of each bundled training story with its instruction
+INSTRUCT_STEPS = 150
+INSTRUCT_RECIPE = dict(context=128, batch_size=16, learning_rate=1e-3, warmup_steps=15, min_lr_ratio=0.1,
+                       weight_decay=0.1, grad_clip=1.0, eval_every=25, eval_batches=8, val_fraction=0.05,
+                       seed=SEED, bf16=True)
+VAGUE_INSTRUCTION = "Write a story."
+CONDITIONS = ("none", "vague", "specific")
+
+
+@dataclass
+class InstructMember:
+    """One fine-tuned model of the instruct family: a row of instruct.csv. Perplexities are on
+    the 20 held-out stories, every story token scored, exp(total NLL / tokens)."""
+
+    name: str
+    base: str
+    steps: int
+    examples: int                # training examples (pairs)
+    reply_tokens: int            # target tokens in the training windows (each seen ~once or less)
+    val_loss_before: float       # validation loss per reply token, nats, of the base with the chat tokens added
+    val_loss: float              # after fine-tuning
+    base_none: float             # the base model: story after <|endoftext|>
+    base_vague: float            # after "<|endoftext|>Write a story.\n"
+    base_specific: float         # after "<|endoftext|>" + the story's own instruction + "\n"
+    none: float                  # the instruct model, story after <|endoftext|> (plain text)
+    vague: float                 # as the reply to "Write a story." in the chat template
+    specific: float              # as the reply to the story's own instruction
+    specific_improved: int       # held-out stories whose NLL is lower given the specific instruction than given none
+    seconds: float
+
+
+def story_instructions() -> list[str]:
+    """The instruction written for each bundled story (data/texts/story_instructions.jsonl), in order."""
+    path = TEXTS_DIR / "story_instructions.jsonl"
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    stories = bundled_texts("stories")
+    if [r["story"] for r in records] != list(range(len(stories))):
+        raise ValueError(f"{path} must hold one instruction per bundled story, in order (0..{len(stories) - 1}).")
+    for r in records:
+        if not stories[r["story"]].startswith(r["begins"]):
+            raise ValueError(f"{path}: story {r['story']} no longer begins {r['begins']!r}; update the file.")
+    return [r["instruction"] for r in records]
+
+
+def held_out_instructions() -> list[str]:
+    """The instructions of the held-out stories, in the order of :func:`held_out_stories`."""
+    return story_instructions()[-HELD_OUT:]
+
+
+def instruct_examples(n: int = INSTRUCT_EXAMPLES, repeats: int = INSTRUCT_REPEATS) -> list[Example]:
+    """The fine-tuning pairs, shuffled with a fixed seed: ``n`` synthetic stories of seed 1, each
+    with its own instruction, and ``repeats`` copies of each bundled training story (not the
+    held-out ones) with its written instruction, as in pretraining."""
+    pairs = [(instruction, story) for _, instruction, story in instruction_pairs(n, INSTRUCT_SEED)]
+    bundled = bundled_texts("stories")[:-HELD_OUT]
+    pairs += list(zip(story_instructions()[:-HELD_OUT], bundled)) * repeats
+    random.Random(INSTRUCT_SEED).shuffle(pairs)
+    return examples_from_pairs(pairs)
+
+
+def instruction_perplexities(folder: str | Path, chat: bool) -> dict[str, list[float]]:
+    """Per held-out story, its total NLL (nats) in each condition of CONDITIONS, and under
+    "tokens" the number of scored tokens (the same in every condition: the whole story).
+
+    "none": the story after ``<|endoftext|>``, the document start the models were trained with.
+    "vague" / "specific": after "Write a story." / the story's own instruction; with
+    ``chat`` as the reply in the model's chat template, else as plain text followed by a newline.
+    """
+    model, tok = load_model(folder), load_tokenizer(folder)
+    stories = held_out_stories()
+    given = {"vague": [VAGUE_INSTRUCTION] * len(stories), "specific": held_out_instructions()}
+    scores = {"none": score_many(model, tok, stories, context=EOS, top_k=0)}
+    for condition, instructions in given.items():
+        contexts = instructions if chat else [f"{EOS}{text}\n" for text in instructions]
+        scores[condition] = score_many(model, tok, stories, context=contexts, chat=chat, top_k=0)
+    result = {name: [s.total_nll for s in rows] for name, rows in scores.items()}
+    result["tokens"] = [s.n_tokens for s in scores["none"]]
+    if any([s.n_tokens for s in rows] != result["tokens"] for rows in scores.values()):
+        raise RuntimeError("the conditions scored different tokens of the stories; they would not compare.")
+    return result
+
+
+def _corpus(nll: list[float], tokens: list[int]) -> float:
+    return math.exp(sum(nll) / sum(tokens))
+
+
+def finetune_family(out_dir: str | Path, steps: int = INSTRUCT_STEPS, progress: bool = True,
+                    bases: str | Path = FAMILY_DIR) -> list[InstructMember]:
+    """Fine-tune tiny-s, tiny-m and tiny-l (from ``bases``) into ``out_dir/<name>-instruct``;
+    write instruct.csv; return the rows."""
+    from . import plots
+
+    out, bases = Path(out_dir), Path(bases)
+    examples = instruct_examples()
+    held_out = set(held_out_stories())
+    if any(e.reply in held_out for e in examples):
+        raise AssertionError("a held-out story is in the fine-tuning data")
+    rows = []
+    for name in SHAPES:
+        target = out / f"{name}-instruct"
+        if target.exists():
+            shutil.rmtree(target)
+        config = TrainConfig(**INSTRUCT_RECIPE, steps=steps)
+        if progress:
+            print(f"fine-tuning {name} for {steps} steps on {len(examples)} examples", flush=True)
+        start = time.perf_counter()
+        result = finetune(bases / name, examples, config, target, progress=progress)
+        seconds = time.perf_counter() - start
+        (target / STATE_TENSORS).unlink()       # the optimizer state is not shipped
+        plots.plot_loss_curves(result.history, target / "loss_curves.png", title=f"Fine-tuning {name}-instruct",
+                               start_label=f"{name}, before")
+        base, tuned = instruction_perplexities(bases / name, chat=False), instruction_perplexities(target, chat=True)
+        tokens = tuned["tokens"]
+        improved = sum(s < n for s, n in zip(tuned["specific"], tuned["none"]))
+        state = json.loads((target / "trainer_state.json").read_text(encoding="utf-8"))
+        rows.append(InstructMember(
+            f"{name}-instruct", name, steps, state["data"]["train_examples"], state["data"]["train_targets"],
+            result.history[0].val_loss, result.final_val_loss,
+            *(_corpus(base[c], tokens) for c in CONDITIONS), *(_corpus(tuned[c], tokens) for c in CONDITIONS),
+            improved, seconds))
+    write_csv(out / "instruct.csv", rows)
     return rows

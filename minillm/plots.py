@@ -317,13 +317,15 @@ if TYPE_CHECKING:
     from .train import Record
 
 
-def loss_curves_figure(history: list[Record], title: str = "Training a language model") -> Figure:
+def loss_curves_figure(history: list[Record], title: str = "Training a language model",
+                       start_label: str = "untrained") -> Figure:
     """Training and validation loss (nats per token) against training tokens seen, log x.
 
     The thin line is each step's batch loss, noisy because every batch is different; the thick
     line is its running mean. Dots are the validation loss on held-out documents: when it
     stops following the training loss down, the model has begun to memorise its training text.
-    The dotted line is the untrained model's validation loss (about ln(vocabulary size)).
+    The dotted line is the validation loss at step 0: the untrained model's (about ln(vocabulary
+    size)), or for a run started from trained weights (``start_label``: "base model") theirs.
     """
     steps = [r for r in history if r.train_loss is not None]
     vals = [r for r in history if r.val_loss is not None and r.tokens > 0]
@@ -345,7 +347,7 @@ def loss_curves_figure(history: list[Record], title: str = "Training a language 
                 label=f"validation loss (last: {vals[-1].val_loss:.3f})")
     start = [r.val_loss for r in history if r.tokens == 0 and r.val_loss is not None]
     if start:
-        ax.axhline(start[0], color="0.5", ls=":", label=f"untrained: {start[0]:.2f}")
+        ax.axhline(start[0], color="0.5", ls=":", label=f"{start_label}: {start[0]:.2f}")
     ax.set_xscale("log")
     ax.set_xlabel("training tokens seen (log scale)")
     ax.set_ylabel("cross-entropy (nats per token)")
@@ -355,9 +357,10 @@ def loss_curves_figure(history: list[Record], title: str = "Training a language 
     return fig
 
 
-def plot_loss_curves(history: list[Record], path: str | Path, title: str = "Training a language model") -> Path:
+def plot_loss_curves(history: list[Record], path: str | Path, title: str = "Training a language model",
+                     start_label: str = "untrained") -> Path:
     """Save :func:`loss_curves_figure` as a PNG at ``path``; returns the path."""
-    return _save(loss_curves_figure(history, title), path)
+    return _save(loss_curves_figure(history, title, start_label), path)
 
 
 def size_sweep_figure(results: list[SweepResult], fit: PowerLaw | None) -> Figure:

@@ -277,6 +277,7 @@ class _Story:
     def lost(self):
         h, f, thing = self.hero, self.friend, f"{self.pick(COLORS)} {self.pick(OBJECTS)}"
         spot = self.pick(HIDING)
+        self.summary = f"loses {h.his} {thing} and {f.a} named {f.name} helps {h.him} find it"
         return [
             [self.opening(), *self.describe(),
              f"{self.when}, {h.name} took {h.his} {thing} to {self.place}.",
@@ -297,6 +298,7 @@ class _Story:
 
     def share(self):
         h, f, food = self.hero, self.friend, self.pick(FOODS)
+        self.summary = f"shares {h.his} {food} with {f.a} named {f.name} who has no food"
         return [
             [self.opening(), *self.describe(),
              f"{self.when}, {h.name} had {_article(food)} for lunch.",
@@ -315,6 +317,7 @@ class _Story:
     def fear(self):
         h, f = self.hero, self.friend
         fear, short = self.pick(FEARS)
+        self.summary = f"is afraid of {fear} until {h.his} friend {f.name} helps {h.him} be brave"
         return [
             [self.opening(), *self.describe(),
              f"{h.name} was afraid of {fear}.",
@@ -336,6 +339,7 @@ class _Story:
         want, done, fail = self.pick(SKILLS)
         tries = self.pick(NUMBERS[:4])
         middle = [f"{h.name} tried again, and {h.he} {fail} again."] * self.rng.choice([0, 1])
+        self.summary = f"wants to learn to {want} and does not give up"
         return [
             [self.opening(), *self.describe(),
              f"More than anything, {h.name} wanted to learn to {want}.",
@@ -356,6 +360,7 @@ class _Story:
     def help(self):
         h, f = self.hero, self.friend
         who, trouble, rescue = self.pick(TROUBLES)
+        self.summary = f"helps {who} that is {trouble}"
         return [
             [self.opening(), *self.describe(),
              f"{self.when}, {h.name} was walking in {self.place}.",
@@ -375,6 +380,7 @@ class _Story:
         h, self.friend = self.hero, None     # a story of the hero and a parent only
         thing, did, fix = self.pick(MISTAKES)
         parent = self.pick(["mom", "dad", "grandma", "grandpa"])
+        self.summary = f"{did} {thing} and tells {h.his} {parent} the truth"
         return [
             [self.opening(), *self.describe(),
              f"{self.when}, {h.name} was playing inside the house.",
@@ -393,6 +399,7 @@ class _Story:
 
     def new_friend(self):
         h, f, game = self.hero, self.friend, self.pick(GAMES)
+        self.summary = f"moves to a new home and makes a new friend, {f.a} named {f.name}"
         return [
             [self.opening(), *self.describe(),
              f"{h.name} and {h.his} family had just moved to a new home near {self.place}.",
@@ -410,6 +417,7 @@ class _Story:
     def race(self):
         h, f = self.hero, self.friend
         finish = self.pick(["the big tree", "the red gate", "the old well", "the end of the road", "the pond"])
+        self.summary = f"falls during a race with {h.his} friend {f.name}, who stops to help"
         return [
             [self.opening(), *self.describe(),
              f"{h.name} was very fast, and {h.he} liked to say so.",
@@ -431,6 +439,7 @@ class _Story:
         thing = self.pick(["shells", "apples", "acorns", "flowers", "stones", "berries", "leaves", "feathers"])
         give = self.rng.randint(1, n - 1)
         words = ["zero", "one"] + NUMBERS
+        self.summary = f"finds {words[n]} {thing} and gives some to {f.name}"
         return [
             [self.opening(), *self.describe(),
              f"{self.when}, {h.name} went to {self.place} to find {thing}.",
@@ -447,6 +456,7 @@ class _Story:
 
     def rain(self):
         h, f = self.hero, self.friend
+        self.summary = f"wants to have a picnic with {f.name}, but it begins to rain"
         return [
             [self.opening(), *self.describe(),
              self.meet(), f"{h.name} and {f.name} wanted to have a picnic in {self.place}.",
@@ -466,6 +476,7 @@ class _Story:
         parent = self.pick(["mom", "dad", "grandma", "grandpa"])
         made = self.pick(["a card with a big heart on it", "a necklace of colorful beads", "a picture of the whole family",
                           "a little clay bowl", "a crown of flowers", "a paper bird"])
+        self.summary = f"makes {made} for {h.his} {parent}'s birthday"
         return [
             [self.opening(), *self.describe(),
              f"Tomorrow was {h.his} {parent}'s birthday.",
@@ -485,6 +496,7 @@ class _Story:
                           ("touch a cloud", "the cloud was soft and cold, like a wet pillow"),
                           ("visit the moon", "the moon was quiet and silver"),
                           ("find a rainbow", "the rainbow had every color they knew")])
+        self.summary = f"has a big dream: to {wish[0]}"
         return [
             [self.opening(), *self.describe(),
              f"{h.name} had a big dream. {_cap(h.he)} wanted to {wish[0]}."],
@@ -502,15 +514,30 @@ class _Story:
 PLOTS = ("lost", "share", "fear", "skill", "help", "truth", "new_friend", "race", "count", "rain", "gift", "dream")
 
 
+@dataclass
+class StoryFacts:
+    """What one synthetic story is about, in words the story itself uses: enough to write an
+    instruction that the story answers ("Write a story about a shy fox named Pip who ...")."""
+
+    plot: str              # one of PLOTS
+    hero: Character
+    summary: str           # what the hero does, a verb phrase: "loses her red kite and a dog named Max helps her find it"
+
+
 def synthetic_story(rng: random.Random) -> str:
     """One story drawn from ``rng``: paragraphs separated by blank lines."""
+    return _write(rng)[0]
+
+
+def _write(rng: random.Random) -> tuple[str, StoryFacts]:
     story = _Story(rng)
-    paragraphs, _ = getattr(story, rng.choice(PLOTS))()
+    plot = rng.choice(PLOTS)
+    paragraphs, _ = getattr(story, plot)()
     for paragraph in paragraphs:   # scene sentences after a paragraph's first sentence
         paragraph[1:1] = [story.scene() for _ in range(rng.choice([0, 0, 0, 1, 1, 2]))]
     if story.maybe(0.25):
         paragraphs.append(story.epilogue())
-    return "\n\n".join(" ".join(p) for p in paragraphs)
+    return "\n\n".join(" ".join(p) for p in paragraphs), StoryFacts(plot, story.hero, story.summary)
 
 
 def synthetic_stories(n: int, seed: int = 0) -> list[str]:
@@ -522,3 +549,12 @@ def synthetic_stories(n: int, seed: int = 0) -> list[str]:
         raise ValueError(f"n must be a whole number >= 0; got {n!r}.")
     rng = random.Random(seed)
     return [synthetic_story(rng) for _ in range(n)]
+
+
+def synthetic_stories_with_facts(n: int, seed: int = 0) -> list[tuple[str, StoryFacts]]:
+    """The stories of :func:`synthetic_stories` (the same for the same ``seed``), each with
+    what it is about."""
+    if not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a whole number >= 0; got {n!r}.")
+    rng = random.Random(seed)
+    return [_write(rng) for _ in range(n)]

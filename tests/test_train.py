@@ -302,3 +302,4 @@ def test_until_between_evaluations_measures_the_validation_loss_where_it_stops(s
     model, tok = minillm.load_model(tmp_path), minillm.load_tokenizer(tmp_path)
     val = text_data(tok, stories, None, config).val
     assert result.final_val_loss == pytest.approx(evaluate(model, val, 16), abs=1e-6)   # float32 sums, reordered
+
