@@ -358,7 +358,8 @@ def cmd_finetune(args: argparse.Namespace) -> None:
           f"reply token (before fine-tuning: {result.history[0].val_loss:.4f})")
     print(f"wrote {result.folder} (chat template in tokenizer_config.json; try: minillm generate {result.folder} "
           '"Write a story about a dragon." --chat)')
-    print(f"wrote {plots.plot_loss_curves(result.history, result.folder / 'loss_curves.png', 'Fine-tuning', 'base model')}")
+    curves = plots.plot_loss_curves(result.history, result.folder / "loss_curves.png", "Fine-tuning", "base model")
+    print(f"wrote {curves}")
 
 
 FINETUNE_STEPS = 200
@@ -611,8 +612,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(train)
     train.set_defaults(run=cmd_train)
 
-    tune = commands.add_parser("finetune", formatter_class=HelpFormatter, help="fine-tune a base model on instruction/response pairs (chat template)")
-    tune.add_argument("base", nargs="?", help="the base model: a checkpoint folder or hub id (not needed with --resume)")
+    tune = commands.add_parser("finetune", formatter_class=HelpFormatter,
+                               help="fine-tune a base model on instruction/response pairs (chat template)")
+    tune.add_argument("base", nargs="?",
+                      help="the base model: a checkpoint folder or hub id (not needed with --resume)")
     tune.add_argument("--data", type=Path, required=True, metavar="FILE",
                       help='JSON Lines, one {"instruction": ..., "response": ...} or {"messages": [...]} per line')
     tune.add_argument("--out", type=Path, required=True, help="folder for the instruct model")
@@ -623,9 +626,11 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--warmup", type=int, default=20, help="warm-up steps (default %(default)s)")
     tune.add_argument("--context", type=int, default=None,
                       help="tokens per window (default: the base model's window, at most 128)")
-    tune.add_argument("--eval-every", type=int, default=50, help="steps between validation losses (default %(default)s)")
+    tune.add_argument("--eval-every", type=int, default=50,
+                      help="steps between validation losses (default %(default)s)")
     tune.add_argument("--sample-every", type=int, default=0, help="steps between sampled replies (default 0: never)")
-    tune.add_argument("--save-every", type=int, default=0, help="steps between checkpoints (default 0: only at the end)")
+    tune.add_argument("--save-every", type=int, default=0,
+                      help="steps between checkpoints (default 0: only at the end)")
     tune.add_argument("--val-fraction", type=float, default=0.05, help="examples held out (default %(default)s)")
     tune.add_argument("--seed", type=int, default=0, help="default %(default)s")
     tune.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass")

@@ -151,10 +151,10 @@ def train_family(out_dir: str | Path, tokens: int = TOKENS, progress: bool = Tru
 INSTRUCT_EXAMPLES = 3000         # (instruction, story) pairs; the last 5% validate
 INSTRUCT_SEED = 1                # synthetic stories other than the pretraining ones (seed 0)
 INSTRUCT_REPEATS = 20            # copies of each bundled training story with its instruction
+INSTRUCT_VALIDATION = 200        # further synthetic pairs for the validation loss
 INSTRUCT_STEPS = 150
 INSTRUCT_RECIPE = dict(context=128, batch_size=16, learning_rate=1e-3, warmup_steps=15, min_lr_ratio=0.1,
-                       weight_decay=0.1, grad_clip=1.0, eval_every=25, eval_batches=8, val_fraction=0.05,
-                       seed=SEED, bf16=True)
+                       weight_decay=0.1, grad_clip=1.0, eval_every=25, eval_batches=8, seed=SEED, bf16=True)
 VAGUE_INSTRUCTION = "Write a story."
 CONDITIONS = ("none", "vague", "specific")
 
@@ -199,15 +199,17 @@ def held_out_instructions() -> list[str]:
     return story_instructions()[-HELD_OUT:]
 
 
-def instruct_examples(n: int = INSTRUCT_EXAMPLES, repeats: int = INSTRUCT_REPEATS) -> list[Example]:
-    """The fine-tuning pairs, shuffled with a fixed seed: ``n`` synthetic stories of seed 1, each
-    with its own instruction, and ``repeats`` copies of each bundled training story (not the
-    held-out ones) with its written instruction, as in pretraining."""
-    pairs = [(instruction, story) for _, instruction, story in instruction_pairs(n, INSTRUCT_SEED)]
-    bundled = bundled_texts("stories")[:-HELD_OUT]
-    pairs += list(zip(story_instructions()[:-HELD_OUT], bundled)) * repeats
+def instruct_examples(n: int = INSTRUCT_EXAMPLES,
+                      repeats: int = INSTRUCT_REPEATS) -> tuple[list[Example], list[Example]]:
+    """(training, validation) pairs for fine-tuning. Training, shuffled with a fixed seed: ``n``
+    synthetic stories of seed 1, each with its own instruction, and ``repeats`` copies of each
+    bundled training story (not the held-out ones) with its written instruction, as in
+    pretraining. Validation: the next INSTRUCT_VALIDATION synthetic pairs, seen once by no one."""
+    synthetic = [(instruction, story) for _, instruction, story in instruction_pairs(n + INSTRUCT_VALIDATION,
+                                                                                     INSTRUCT_SEED)]
+    pairs = synthetic[:n] + list(zip(story_instructions()[:-HELD_OUT], bundled_texts("stories")[:-HELD_OUT])) * repeats
     random.Random(INSTRUCT_SEED).shuffle(pairs)
-    return examples_from_pairs(pairs)
+    return examples_from_pairs(pairs), examples_from_pairs(synthetic[n:])
 
 
 def instruction_perplexities(folder: str | Path, chat: bool) -> dict[str, list[float]]:
@@ -243,9 +245,9 @@ def finetune_family(out_dir: str | Path, steps: int = INSTRUCT_STEPS, progress: 
     from . import plots
 
     out, bases = Path(out_dir), Path(bases)
-    examples = instruct_examples()
+    examples, val_examples = instruct_examples()
     held_out = set(held_out_stories())
-    if any(e.reply in held_out for e in examples):
+    if any(e.reply in held_out for e in examples + val_examples):
         raise AssertionError("a held-out story is in the fine-tuning data")
     rows = []
     for name in SHAPES:
@@ -256,7 +258,7 @@ def finetune_family(out_dir: str | Path, steps: int = INSTRUCT_STEPS, progress: 
         if progress:
             print(f"fine-tuning {name} for {steps} steps on {len(examples)} examples", flush=True)
         start = time.perf_counter()
-        result = finetune(bases / name, examples, config, target, progress=progress)
+        result = finetune(bases / name, examples, config, target, progress=progress, val_examples=val_examples)
         seconds = time.perf_counter() - start
         (target / STATE_TENSORS).unlink()       # the optimizer state is not shipped
         plots.plot_loss_curves(result.history, target / "loss_curves.png", title=f"Fine-tuning {name}-instruct",

@@ -69,12 +69,12 @@ from .train import (
     TrainConfig,
     TrainingData,
     TrainResult,
-    _fingerprint,
-    _run,
     config_for,
     load_initial,
     load_state,
+    run_loop,
     spread,
+    token_fingerprint,
 )
 
 TURN_START, TURN_END = "<|im_start|>", "<|im_end|>"
@@ -117,12 +117,14 @@ def read_examples(path: str | Path) -> list[Example]:
             raise ValueError(f"{where} is not JSON ({err.msg}); write one JSON object per line.") from err
         examples.append(_example(record, where))
     if len(examples) < 2:
-        raise ValueError(f"{path} holds {len(examples)} examples; give at least two (one to train on, one to validate on).")
+        raise ValueError(f"{path} holds {len(examples)} examples; give at least two "
+                         "(one to train on, one to validate on).")
     return examples
 
 
 def _example(record, where: str) -> Example:
-    if isinstance(record, dict) and isinstance(record.get("instruction"), str) and isinstance(record.get("response"), str):
+    pair = isinstance(record, dict) and all(isinstance(record.get(key), str) for key in ("instruction", "response"))
+    if pair:
         if not record["response"]:
             raise ValueError(f"{where}: the response is empty; there would be nothing to train on.")
         return Example([{"role": "user", "content": record["instruction"]}], record["response"])
@@ -218,17 +220,23 @@ def example_windows(tok: Tokenizer, examples: list[Example], context: int) -> to
     return torch.stack(windows)
 
 
-def chat_data(tok: Tokenizer, examples: list[Example], config: TrainConfig) -> TrainingData:
-    """Training and validation windows: the last ``val_fraction`` of the examples validate."""
-    if len(examples) < 2:
-        raise ValueError("give at least two examples: one to train on and one to validate on.")
-    n_val = min(max(1, math.ceil(config.val_fraction * len(examples))), len(examples) - 1)
-    train_examples, val_examples = examples[:-n_val], examples[-n_val:]
+def chat_data(tok: Tokenizer, examples: list[Example], config: TrainConfig,
+              val_examples: list[Example] | None = None) -> TrainingData:
+    """Training and validation windows: ``val_examples`` validate, or else the last
+    ``val_fraction`` of ``examples``."""
+    if val_examples:
+        train_examples = examples
+    else:
+        if len(examples) < 2:
+            raise ValueError("give at least two examples: one to train on and one to validate on.")
+        n_val = min(max(1, math.ceil(config.val_fraction * len(examples))), len(examples) - 1)
+        train_examples, val_examples = examples[:-n_val], examples[-n_val:]
     train = example_windows(tok, train_examples, config.context)
     val = example_windows(tok, val_examples, config.context)
     first = val_examples[0].prompt
     return TrainingData(
-        train=train, val=spread(val, config.eval_batches * config.batch_size), fingerprint=_fingerprint(train, val),
+        train=train, val=spread(val, config.eval_batches * config.batch_size),
+        fingerprint=token_fingerprint(train, val),
         info=dict(kind="chat", train_examples=len(train_examples), val_examples=len(val_examples),
                   train_windows=len(train), val_windows=len(val),
                   train_targets=int((train[:, 1, 1:] != IGNORE).sum())),
@@ -238,13 +246,15 @@ def chat_data(tok: Tokenizer, examples: list[Example], config: TrainConfig) -> T
 # ---- the runs -------------------------------------------------------------------------------------
 
 def finetune(base: str | Path, examples: list[Example], config: TrainConfig, out: str | Path,
-             until: int | None = None, progress: bool = True) -> TrainResult:
+             until: int | None = None, progress: bool = True, val_examples: list[Example] | None = None) -> TrainResult:
     """Fine-tune the model in ``base`` (a folder or hub id) on ``examples``; save it in ``out``.
 
     The model's shape and vocabulary come from ``base`` (``config``'s shape fields are
     replaced); ``config`` gives the optimisation (steps, learning rate, batch, context...).
     ``out`` receives a Hugging Face folder with the chat tokenizer, ``generation_config.json``
     and the trainer state (so :func:`resume_finetune` can carry the run on exactly).
+    ``val_examples``: the validation examples, when they are not the last ``config.val_fraction``
+    of ``examples`` (give them when ``examples`` repeats, or a copy would validate itself).
     """
     out = Path(out)
     model, base_tok = load_initial(base, out)
@@ -262,12 +272,12 @@ def finetune(base: str | Path, examples: list[Example], config: TrainConfig, out
              "replies only. " + (f"Added {added} special tokens ({TURN_START}, {TURN_END}) and as many embedding rows "
                                  "(the mean of the others)." if added else "The chat tokens were already there."),
              "The weights carry on from the base; the optimizer, learning-rate schedule and step count start afresh."]
-    return _run(chat_data(tok, examples, config), config, out, tok, until, progress, init=model,
+    return run_loop(chat_data(tok, examples, config, val_examples), config, out, tok, until, progress, init=model,
                 provenance=dict(base=str(base)), notes=notes)
 
 
 def resume_finetune(out: str | Path, examples: list[Example], until: int | None = None, progress: bool = True,
-                    steps: int | None = None) -> TrainResult:
+                    steps: int | None = None, val_examples: list[Example] | None = None) -> TrainResult:
     """Carry on the fine-tuning run in ``out`` (same examples): bit for bit on CPU, as
     :func:`minillm.train.resume`; ``steps`` extends a finished run the same way."""
     out = Path(out)
@@ -275,5 +285,6 @@ def resume_finetune(out: str | Path, examples: list[Example], until: int | None 
     if state["data"].get("kind") != "chat":
         raise ValueError(f"{out} holds a pretraining run; carry it on with `minillm train --resume --out {out}`.")
     tok = load_tokenizer(out)
-    return _run(chat_data(tok, examples, config), config, out, tok, until, progress, state=state, notes=notes)
+    return run_loop(chat_data(tok, examples, config, val_examples), config, out, tok, until, progress, state=state,
+                notes=notes)
 

@@ -521,7 +521,7 @@ class StoryFacts:
 
     plot: str              # one of PLOTS
     hero: Character
-    summary: str           # what the hero does, a verb phrase: "loses her red kite and a dog named Max helps her find it"
+    summary: str           # what the hero does: "loses her red kite and a dog named Max helps her find it"
 
 
 def synthetic_story(rng: random.Random) -> str:

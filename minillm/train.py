@@ -241,7 +241,7 @@ def text_data(tok: Tokenizer, texts: list[str], val_texts: list[str] | None, con
     train_stream, val_stream = encode_documents(tok, train_docs), encode_documents(tok, val_docs)
     return TrainingData(
         train=cut_windows(train_stream, config.context), val=validation_windows(val_stream, config),
-        fingerprint=_fingerprint(train_stream, val_stream),
+        fingerprint=token_fingerprint(train_stream, val_stream),
         info=dict(kind="text", train_documents=len(train_docs), val_documents=len(val_docs),
                   train_tokens=len(train_stream), val_tokens=len(val_stream)),
         prompts=[[tok.eos_token_id], encode_documents(tok, val_docs[:1])[:4].tolist()])
@@ -410,7 +410,8 @@ def _load_trained(folder: Path, config: TrainConfig) -> nn.Module:
 
 # ---- the loop ------------------------------------------------------------------------------------
 
-def _fingerprint(*streams: torch.Tensor) -> str:
+def token_fingerprint(*streams: torch.Tensor) -> str:
+    """A short hash of token tensors: a resumed run checks that it sees the same tokens."""
     digest = hashlib.sha256()
     for stream in streams:
         digest.update(stream.numpy().tobytes())
@@ -463,14 +464,14 @@ def train(texts: list[str], config: TrainConfig, out: str | Path, tokenizer: str
         notes = [f"continued pretraining from {init}: its weights and tokenizer carry on; the optimizer "
                  f"(fresh AdamW moments), the learning-rate schedule (warm-up {config.warmup_steps} steps, cosine "
                  f"over {config.steps}), the step count and the batch order start afresh."]
-        return _run(text_data(tok, texts, val_texts, config), config, out, tok, until, progress,
+        return run_loop(text_data(tok, texts, val_texts, config), config, out, tok, until, progress,
                     init=model, provenance=dict(init=str(init)), notes=notes)
     train_docs, _ = _documents(texts, val_texts, config)
     if tokenizer is None:
         tok = load_tokenizer(train_tokenizer(train_docs, config.vocab_size, out))
     else:
         tok = tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(tokenizer)
-    return _run(text_data(tok, texts, val_texts, config), config, out, tok, until, progress)
+    return run_loop(text_data(tok, texts, val_texts, config), config, out, tok, until, progress)
 
 
 def load_initial(source: str | Path, out: Path) -> tuple[nn.Module, Tokenizer]:
@@ -522,7 +523,8 @@ def resume(out: str | Path, texts: list[str], until: int | None = None, progress
         raise ValueError(f"{out} holds a fine-tuning run; carry it on with `minillm finetune --resume --out {out}` "
                          "(minillm.finetune.resume_finetune).")
     tok = load_tokenizer(out)
-    return _run(text_data(tok, texts, val_texts, config), config, out, tok, until, progress, state=state, notes=notes)
+    data = text_data(tok, texts, val_texts, config)
+    return run_loop(data, config, out, tok, until, progress, state=state, notes=notes)
 
 
 def load_state(out: Path, steps: int | None = None, until: int | None = None) -> tuple[dict, TrainConfig, list[str]]:
@@ -567,9 +569,9 @@ def _documents(texts: list[str], val_texts: list[str] | None, config: TrainConfi
     return list(texts), list(val_texts)
 
 
-def _run(data: TrainingData, config: TrainConfig, out: Path, tok: Tokenizer, until: int | None, progress: bool,
-         state: dict | None = None, init: nn.Module | None = None, provenance: dict | None = None,
-         notes: list[str] | None = None) -> TrainResult:
+def run_loop(data: TrainingData, config: TrainConfig, out: Path, tok: Tokenizer, until: int | None, progress: bool,
+             state: dict | None = None, init: nn.Module | None = None, provenance: dict | None = None,
+             notes: list[str] | None = None) -> TrainResult:
     """The training loop on ``data``: from scratch, from ``init``'s weights, or from a saved ``state``."""
     if until is not None and (not isinstance(until, int) or until < 1):
         raise ValueError(f"until must be a step number >= 1 (or None to run all {config.steps} steps); got {until!r}.")

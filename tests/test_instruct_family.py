@@ -44,9 +44,11 @@ def test_instructions_are_written_from_each_storys_own_words():
 
 
 def test_held_out_stories_are_not_in_the_finetuning_data():
-    replies = [e.reply for e in instruct_examples()]
+    train, val = instruct_examples()
+    replies, val_replies = [e.reply for e in train], {e.reply for e in val}
     held_out = set(held_out_stories())
-    assert len(held_out) == HELD_OUT and not held_out & set(replies)
+    assert len(held_out) == HELD_OUT and not held_out & (set(replies) | val_replies)
+    assert not val_replies & set(replies)                        # validation is not a copy of training data
     bundled = minillm.data.bundled_texts("stories")
     assert all(replies.count(story) == 20 for story in bundled[:-HELD_OUT])   # the training stories, 20 copies
     assert len(held_out_instructions()) == HELD_OUT
