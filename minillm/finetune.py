@@ -183,6 +183,12 @@ def resize_embeddings(model: Transformer, vocab_size: int) -> None:
     model.config = replace(model.config, vocab_size=vocab_size)
 
 
+def end_of_text_id(base: Tokenizer) -> int | None:
+    """The id that ends a document for ``base``: its EOS, or its padding token when its EOS is
+    already ``<|im_end|>`` (Qwen2.5's tokenizer: ``<|endoftext|>``)."""
+    return base.pad_token_id if base.eos_token == TURN_END else base.eos_token_id
+
+
 def write_generation_config(out: Path, tok: Tokenizer, end_of_text: int | None) -> Path:
     """generation_config.json: the ids that end a reply (``<|im_end|>``, then end-of-text)."""
     stops = [tok.eos_token_id] + ([end_of_text] if end_of_text not in (None, tok.eos_token_id) else [])
@@ -266,7 +272,7 @@ def finetune(base: str | Path, examples: list[Example], config: TrainConfig, out
     resize_embeddings(model, max(model.config.vocab_size, tok.vocab_size))
     model.config = replace(model.config, eos_token_id=tok.eos_token_id)
     config = config_for(model, config)
-    write_generation_config(out, tok, base_tok.eos_token_id)
+    write_generation_config(out, tok, end_of_text_id(base_tok))
     added = tok.vocab_size - base_tok.vocab_size
     notes = [f"fine-tuning {base} on {len(examples)} examples in the ChatML template; the loss is taken on the "
              "replies only. " + (f"Added {added} special tokens ({TURN_START}, {TURN_END}) and as many embedding rows "

@@ -183,3 +183,25 @@ def test_cli_finetune_and_bad_data_files(pairs, tmp_path, capsys):
     bad.write_text(lines[0] + "\n" + '{"instruction": "Hi"}\n', encoding="utf-8")
     assert main(["finetune", str(BASE), "--data", str(bad), "--out", str(tmp_path / "x")]) == 1
     assert f"{bad}, line 2" in capsys.readouterr().err
+
+
+def test_a_tokenizer_that_has_the_chat_tokens_keeps_its_ids(shared_data, tmp_path):
+    # Qwen2.5's real tokenizer already holds <|im_start|> (151644) and <|im_end|> (151645):
+    # they are reused, nothing is added, and a reply ends at <|im_end|> or <|endoftext|> (151643).
+    import gzip
+    import shutil
+
+    from minillm.finetune import end_of_text_id, write_generation_config
+
+    source = shared_data / "qwen2.5-tokenizer"
+    base = tmp_path / "base"
+    base.mkdir()
+    shutil.copy(source / "tokenizer_config.json", base)
+    (base / "tokenizer.json").write_bytes(gzip.decompress((source / "tokenizer.json.gz").read_bytes()))
+    qwen = minillm.load_tokenizer(base)
+    tok = write_chat_tokenizer(qwen, tmp_path / "out")
+    assert tok.vocab_size == qwen.vocab_size == 151665
+    prompt = tok.apply_chat_template([{"role": "user", "content": "Hi!"}], add_generation_prompt=True)
+    assert tok.encode(prompt, add_special_tokens=False)[:1] == [151644] and tok.eos_token_id == 151645
+    write_generation_config(tmp_path / "out", tok, end_of_text_id(qwen))
+    assert json.loads((tmp_path / "out" / "generation_config.json").read_text())["eos_token_id"] == [151645, 151643]
