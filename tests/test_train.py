@@ -303,3 +303,23 @@ def test_until_between_evaluations_measures_the_validation_loss_where_it_stops(s
     val = text_data(tok, stories, None, config).val
     assert result.final_val_loss == pytest.approx(evaluate(model, val, 16), abs=1e-6)   # float32 sums, reordered
 
+
+def test_cli_extends_a_finished_run_and_continues_pretraining(stories, tmp_path, capsys):
+    data = tmp_path / "stories.txt"
+    data.write_text("\n<|endoftext|>\n".join(stories[:30]), encoding="utf-8")
+    news = tmp_path / "news.txt"
+    news.write_text("\n<|endoftext|>\n".join(bundled_texts("news")), encoding="utf-8")
+    out = tmp_path / "r"
+    shape = ["--vocab-size", "300", "--hidden", "32", "--layers", "1", "--heads", "2", "--kv-heads", "1",
+             "--intermediate", "64", "--context", "32", "--batch-size", "8", "--eval-every", "3", "--threads", "1"]
+    assert main(["train", "--data", str(data), "--out", str(out), "--steps", "4", *shape]) == 0
+    capsys.readouterr()
+    assert main(["train", "--data", str(data), "--out", str(out), "--resume"]) == 1
+    assert "has finished its 4 planned steps" in capsys.readouterr().err
+    assert main(["train", "--data", str(data), "--out", str(out), "--resume", "--steps", "6"]) == 0
+    printed = capsys.readouterr().out
+    assert "planned again for 6 steps" in printed and "step 6:" in printed
+    assert main(["train", "--init", str(out), "--data", str(news), "--out", str(tmp_path / "n"), "--steps", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "continued pretraining from" in printed and "start afresh" in printed and "step 2:" in printed
+    assert minillm.load_model(tmp_path / "n").config.max_position_embeddings == 32    # --init's window, by default
