@@ -461,7 +461,8 @@ def train(texts: list[str], config: TrainConfig, out: str | Path, tokenizer: str
             raise ValueError("give either init (the tokenizer comes with the model) or tokenizer, not both.")
         model, tok = load_initial(init, out)
         config = config_for(model, config)
-        notes = [f"continued pretraining from {init}: its weights and tokenizer carry on; the optimizer "
+        notes = [f"continued pretraining from {init}: its weights, tokenizer and shape carry on (shape options "
+                 "are ignored); the optimizer "
                  f"(fresh AdamW moments), the learning-rate schedule (warm-up {config.warmup_steps} steps, cosine "
                  f"over {config.steps}), the step count and the batch order start afresh."]
         return run_loop(text_data(tok, texts, val_texts, config), config, out, tok, until, progress,
@@ -581,10 +582,11 @@ def run_loop(data: TrainingData, config: TrainConfig, out: Path, tok: Tokenizer,
     data_generator = torch.Generator().manual_seed(config.seed)
     if state is not None:  # resuming
         if state["data"]["fingerprint"] != data.fingerprint:
+            again = (f"minillm finetune {out} --data NEW.jsonl --out NEW_FOLDER" if data.info["kind"] == "chat"
+                     else f"minillm train --init {out} --data NEW.txt --out NEW_FOLDER")
             raise ValueError(f"the texts differ from those the run in {out} was trained on (token fingerprint "
                              f"{data.fingerprint} != {state['data']['fingerprint']}); resume with the same texts. "
-                             f"To train on new texts, start a new run from these weights: "
-                             f"`minillm train --init {out} --data NEW.txt --out NEW_FOLDER`.")
+                             f"To train on new texts, start a new run from these weights: `{again}`.")
         model = _load_trained(out, config)
         optimizer = make_optimizer(model, config)
         _restore(out, model, optimizer, data_generator)
