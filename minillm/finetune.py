@@ -251,8 +251,8 @@ def chat_data(tok: Tokenizer, examples: list[Example], config: TrainConfig,
 
 # ---- the runs -------------------------------------------------------------------------------------
 
-def finetune(base: str | Path, examples: list[Example], config: TrainConfig, out: str | Path,
-             until: int | None = None, progress: bool = True, val_examples: list[Example] | None = None) -> TrainResult:
+def finetune(base: str | Path, examples: list[Example], config: TrainConfig, out: str | Path, until: int | None = None,
+             progress: bool = True, val_examples: list[Example] | None = None) -> TrainResult:
     """Fine-tune the model in ``base`` (a folder or hub id) on ``examples``; save it in ``out``.
 
     The model's shape and vocabulary come from ``base`` (``config``'s shape fields are
@@ -278,8 +278,8 @@ def finetune(base: str | Path, examples: list[Example], config: TrainConfig, out
              "replies only. " + (f"Added {added} special tokens ({TURN_START}, {TURN_END}) and as many embedding rows "
                                  "(the mean of the others)." if added else "The chat tokens were already there."),
              "The weights carry on from the base; the optimizer, learning-rate schedule and step count start afresh."]
-    return run_loop(chat_data(tok, examples, config, val_examples), config, out, tok, until, progress, init=model,
-                provenance=dict(base=str(base)), notes=notes)
+    data = chat_data(tok, examples, config, val_examples)
+    return run_loop(data, config, out, tok, until, progress, init=model, provenance=dict(base=str(base)), notes=notes)
 
 
 def resume_finetune(out: str | Path, examples: list[Example], until: int | None = None, progress: bool = True,
@@ -291,6 +291,6 @@ def resume_finetune(out: str | Path, examples: list[Example], until: int | None 
     if state["data"].get("kind") != "chat":
         raise ValueError(f"{out} holds a pretraining run; carry it on with `minillm train --resume --out {out}`.")
     tok = load_tokenizer(out)
-    return run_loop(chat_data(tok, examples, config, val_examples), config, out, tok, until, progress, state=state,
-                notes=notes)
+    data = chat_data(tok, examples, config, val_examples)
+    return run_loop(data, config, out, tok, until, progress, state=state, notes=notes)
 

@@ -466,7 +466,7 @@ def train(texts: list[str], config: TrainConfig, out: str | Path, tokenizer: str
                  f"(fresh AdamW moments), the learning-rate schedule (warm-up {config.warmup_steps} steps, cosine "
                  f"over {config.steps}), the step count and the batch order start afresh."]
         return run_loop(text_data(tok, texts, val_texts, config), config, out, tok, until, progress,
-                    init=model, provenance=dict(init=str(init)), notes=notes)
+                        init=model, provenance=dict(init=str(init)), notes=notes)
     train_docs, _ = _documents(texts, val_texts, config)
     if tokenizer is None:
         tok = load_tokenizer(train_tokenizer(train_docs, config.vocab_size, out))
