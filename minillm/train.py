@@ -542,9 +542,11 @@ def load_state(out: Path, steps: int | None = None, until: int | None = None) ->
     done, planned = state["step"], config.steps
     if steps is None:
         if done >= planned:
+            again = (f"`minillm finetune {out} --data FILE --out NEW_FOLDER`" if state["data"].get("kind") == "chat"
+                     else f"`minillm train --init {out} --out NEW_FOLDER`")
             raise ValueError(f"the run in {out} has finished its {planned} planned steps. To train it further, give "
                              f"the new total: --steps N (N > {done}; the learning-rate schedule is planned again for "
-                             "N steps), or start a new run from its weights with --init.")
+                             f"N steps), or start a new run from its weights: {again}.")
         steps = planned
     if not isinstance(steps, int) or steps <= done:
         raise ValueError(f"steps must be more than the {done} steps the run in {out} has taken; got {steps!r}.")
