@@ -341,7 +341,8 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     examples = read_examples(args.data)
     if args.resume:
         print(f"resuming the fine-tuning run in {args.out} on {len(examples)} examples")
-        result = resume_finetune(args.out, examples, until=args.until, steps=args.steps)
+        result = resume_finetune(args.out, examples, until=args.until, steps=args.steps,
+                                 progress=args.progress)
     else:
         if args.base is None:
             raise ValueError("give the base model to fine-tune (a folder or hub id), or --resume to carry on --out.")
@@ -350,7 +351,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
                              learning_rate=args.lr, warmup_steps=args.warmup, eval_every=args.eval_every,
                              sample_every=args.sample_every, save_every=args.save_every,
                              val_fraction=args.val_fraction, seed=args.seed, bf16=args.bf16)
-        result = finetune(args.base, examples, config, args.out, until=args.until)
+        result = finetune(args.base, examples, config, args.out, until=args.until, progress=args.progress)
     for note in result.notes:
         print(note)
     last = result.history[-1]
@@ -410,7 +411,8 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
                         help="carry on the run saved in --out (its settings are read from there), on the same texts")
     parser.add_argument("--init", metavar="FOLDER",
                         help="continued pretraining: start from this model's weights and tokenizer (its shape too), "
-                             "with a fresh optimizer, schedule and step count; --data gives the new texts")
+                             "with a fresh optimizer, schedule and step count; --data gives the new texts "
+                             "(default: a new model)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--no-progress", dest="progress", action="store_false",
                         help="no progress bar (TQDM_DISABLE=1 also hides it)")
@@ -615,10 +617,11 @@ def build_parser() -> argparse.ArgumentParser:
     tune = commands.add_parser("finetune", formatter_class=HelpFormatter,
                                help="fine-tune a base model on instruction/response pairs (chat template)")
     tune.add_argument("base", nargs="?",
-                      help="the base model: a checkpoint folder or hub id (not needed with --resume)")
+                      help="the base model: a checkpoint folder or hub id (no default; not needed with --resume)")
     tune.add_argument("--data", type=Path, required=True, metavar="FILE",
-                      help='JSON Lines, one {"instruction": ..., "response": ...} or {"messages": [...]} per line')
-    tune.add_argument("--out", type=Path, required=True, help="folder for the instruct model")
+                      help='JSON Lines, one {"instruction": ..., "response": ...} or {"messages": [...]} per line '
+                           "(required, no default)")
+    tune.add_argument("--out", type=Path, required=True, help="folder for the instruct model (required, no default)")
     tune.add_argument("--steps", type=int, default=None,
                       help=f"optimizer updates (default {FINETUNE_STEPS}); with --resume, a new total")
     tune.add_argument("--batch-size", type=int, default=16, help="windows per update (default %(default)s)")
@@ -634,9 +637,11 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--val-fraction", type=float, default=0.05, help="examples held out (default %(default)s)")
     tune.add_argument("--seed", type=int, default=0, help="default %(default)s")
     tune.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass")
-    tune.add_argument("--until", type=int, help="stop and save after this step (finish later with --resume)")
+    tune.add_argument("--until", type=int,
+                      help="stop and save after this step, finish later with --resume (default: run all --steps)")
     tune.add_argument("--resume", action="store_true", help="carry on the fine-tuning run saved in --out")
     tune.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    tune.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     tune.set_defaults(run=cmd_finetune)
 
     sweep = commands.add_parser("sweep", formatter_class=HelpFormatter, help="train several model sizes on the same tokens; fit a power law")
@@ -659,7 +664,8 @@ def build_parser() -> argparse.ArgumentParser:
     family.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     family.set_defaults(run=cmd_train_family)
 
-    instruct = commands.add_parser("finetune-family", help="fine-tune the shipped family into tiny-*-instruct")
+    instruct = commands.add_parser("finetune-family", formatter_class=HelpFormatter,
+                                   help="fine-tune the shipped family into tiny-*-instruct")
     instruct.add_argument("--out", type=Path, default=Path("data/models"), help="folder for the three instruct models")
     instruct.add_argument("--bases", type=Path, default=Path("data/models"),
                           help="folder holding tiny-s, tiny-m and tiny-l (default %(default)s)")
