@@ -21,8 +21,10 @@ next-token loss with two changes:
    ``<|im_start|>assistant\\n``) is input but never a target: the model is not taught to
    write instructions, only to answer them. The reply's tokens and the closing
    ``<|im_end|>`` are the targets, so the model also learns to *stop*. Each example's ids are
-   exactly those ``score(model, tok, reply, context=instruction, chat=True)`` feeds the model:
-   the prompt rendered by the template, then the reply encoded on its own.
+   the rendered prompt, then the reply encoded on its own: the tokens
+   ``score(model, tok, reply, context=instruction, chat=True)`` scores (the prompt ends with a
+   newline, where a byte-level tokenizer always splits, so encoding the two apart or together
+   gives the same ids; ``tests/test_finetune.py`` checks it).
 
 Special tokens. A tokenizer trained for pretraining only (like the tiny family's) has no
 ``<|im_start|>`` or ``<|im_end|>``. They are added as two new special tokens and the
