@@ -55,10 +55,10 @@ from .bpe import EOS, train_tokenizer
 from .data import TEXTS_DIR, bundled_texts
 from .experiments.scaling import write_csv
 from .experiments.training import shape
-from .loading import load_model
-from .scoring import score_many
 from .finetune import Example, examples_from_pairs, finetune
 from .instructions import instruction_pairs
+from .loading import load_model
+from .scoring import score_many
 from .storygen import synthetic_stories
 from .tokenizer import load_tokenizer
 from .train import STATE_TENSORS, TrainConfig, train

@@ -461,10 +461,10 @@ def train(texts: list[str], config: TrainConfig, out: str | Path, tokenizer: str
             raise ValueError("give either init (the tokenizer comes with the model) or tokenizer, not both.")
         model, tok = load_initial(init, out)
         config = config_for(model, config)
-        notes = [f"continued pretraining from {init}: its weights, tokenizer and shape carry on (shape options "
-                 "are ignored); the optimizer "
-                 f"(fresh AdamW moments), the learning-rate schedule (warm-up {config.warmup_steps} steps, cosine "
-                 f"over {config.steps}), the step count and the batch order start afresh."]
+        notes = [(f"continued pretraining from {init}: its weights, tokenizer and shape carry on (shape options "
+                  "are ignored); the optimizer (fresh AdamW moments), the learning-rate schedule (warm-up "
+                  f"{config.warmup_steps} steps, cosine over {config.steps}), the step count and the batch order "
+                  "start afresh.")]
         return run_loop(text_data(tok, texts, val_texts, config), config, out, tok, until, progress,
                         init=model, provenance=dict(init=str(init)), notes=notes)
     train_docs, _ = _documents(texts, val_texts, config)
