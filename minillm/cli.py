@@ -245,7 +245,7 @@ def cmd_grade(args: argparse.Namespace) -> None:
     from .grade import grade_class
 
     rows = grade_class(args.submissions, args.out, timeout=args.timeout, autograder=args.autograder,
-                       progress=True)
+                       progress=True, units=args.units, time_limit_scale=args.time_limit_scale)
     print(f"wrote {args.out} ({len(rows)} submissions)")
 
 
@@ -601,11 +601,16 @@ def build_parser() -> argparse.ArgumentParser:
     stubs.add_argument("--check", action="store_true", help="only check that exercises/ is up to date (exit 1 if not)")
     stubs.set_defaults(run=cmd_make_exercises)
 
-    grade = commands.add_parser("grade", formatter_class=HelpFormatter, help="grade a class: one folder of unit modules per student")
+    grade = commands.add_parser("grade", formatter_class=HelpFormatter,
+                                help="grade a class: one folder of unit modules or notebooks per student")
     grade.add_argument("submissions", type=Path, help="folder with one subfolder per student")
     grade.add_argument("--out", type=Path, default=Path("grades.csv"), help="CSV to write")
     grade.add_argument("--timeout", type=float, default=600.0,
                        help="seconds one student's whole grading run may take")
+    grade.add_argument("--units", default=None, metavar="UNIT,UNIT",
+                       help="grade only these units, comma-separated, e.g. logits,perplexity (default: all)")
+    grade.add_argument("--time-limit-scale", type=float, default=1.0, metavar="F",
+                       help="multiply every test's time limit by F (e.g. 2 on a slow machine)")
     grade.add_argument("--autograder", type=Path, default=None,
                        help="the autograder's folder (default: tests/autograder of the minillm repository)")
     grade.set_defaults(run=cmd_grade)

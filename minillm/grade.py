@@ -1,23 +1,28 @@
 """Grade a whole class with the autograder: one pytest subprocess per student, one CSV row each.
 
-    minillm grade SUBMISSIONS_DIR --out grades.csv [--timeout S] [--autograder PATH]
+    minillm grade SUBMISSIONS_DIR --out grades.csv [--timeout S] [--units logits,perplexity]
+                  [--time-limit-scale F] [--autograder PATH]
 
-``SUBMISSIONS_DIR`` holds one folder per student, each with that student's unit modules
-(``logits.py``, ``perplexity.py``, ...; missing ones score 0 in their unit). Each folder is
-graded in its own process::
+``SUBMISSIONS_DIR`` holds one folder per student, each with that student's unit modules or
+notebooks (``logits.py`` or ``logits.ipynb``, ``perplexity.py`` or ``perplexity.ipynb``, ...;
+missing ones score 0 in their unit). Each folder is graded in its own process::
 
     python -m pytest <autograder> --target <folder> --grade-json <tmp>/results.json -q -p no:cacheprovider
 
 so that a crash, an infinite loop or a ``sys.exit`` in one student's code cannot touch the
-others; the whole run of one student is killed after ``timeout`` seconds. Every student gets
-the same grader seed (fresh per class run, written in the CSV), so their recorded numbers are
-computed on the same texts.
+others; the whole run of one student is killed after ``timeout`` seconds. The run is offline
+(``HF_HUB_OFFLINE=1``) and reads nothing from the terminal. Every student gets the same grader
+seed (fresh per class run, written in the CSV), so their recorded numbers are computed on the
+same texts. ``units`` grades only those units (``-m "logits or perplexity"``), for an assignment
+that covers a few of them.
 
 The CSV has one row per student: ``student``, ``status`` (``ok`` / ``timeout`` / ``crashed``),
 ``total`` and ``max_total``, the points of each unit (``<unit>`` and ``<unit>_max``), the
 scaling comparison (``scaling_numbers``: numbers the scaling unit recorded, ``scaling_matched``:
 how many agree with the reference's within 1e-4 relative, ``scaling_max_rel_diff``), then
-``grader_seed``, ``seconds`` and a ``message`` for runs that did not finish.
+``grader_seed``, ``seconds`` and a ``message``: what went wrong, unit by unit ("logits: missing: ...;
+perplexity: importing perplexity.py failed with ...", the autograder's ``extra_data["problems"]``),
+or why the run did not finish.
 
 This module never imports the autograder, the tests or the exercises: it only runs them.
 """
@@ -34,10 +39,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 UNITS = ("logits", "perplexity", "quantization", "sampling", "architecture", "scaling", "training")
 MATCH_RTOL = 1e-4            # a recorded number "matches" the reference within this relative difference
+MESSAGE_CHARS = 2000         # the longest CSV message (a spreadsheet cell stays readable)
 SCALING_UNIT = "scaling"
 
 # The repository is installed editable (`pip install -e .`): tests/autograder sits next to the package.
@@ -79,11 +86,26 @@ def compare_numbers(numbers: list[dict], unit: str | None = SCALING_UNIT, rtol: 
     return {"numbers": len(rows), "matched": matched, "max_rel_diff": worst if rows else None}
 
 
+def _check_units(units) -> list[str] | None:
+    if units is None:
+        return None
+    units = [u.strip() for u in ([units] if isinstance(units, str) else units) for u in u.split(",") if u.strip()]
+    unknown = [u for u in units if u not in UNITS]
+    if unknown or not units:
+        raise GradeError(f"units {unknown or units}: choose among {', '.join(UNITS)} (comma-separated).")
+    return units
+
+
 def grade_submission(folder: str | Path, autograder: str | Path | None = None, timeout: float = 600.0,
-                     seed: int | None = None) -> dict:
+                     seed: int | None = None, units: Sequence[str] | None = None,
+                     time_limit_scale: float = 1.0) -> dict:
     """Grade one submission folder in a subprocess; returns a dict with ``status`` ("ok", "timeout"
-    or "crashed"), ``results`` (the parsed results.json, or None), ``seconds`` and ``message``."""
+    or "crashed"), ``results`` (the parsed results.json, or None), ``seconds`` and ``message``.
+
+    ``units``: grade only these units (default: all). ``time_limit_scale``: every test's time
+    limit is multiplied by it (the autograder's ``--time-limit-scale``)."""
     autograder = find_autograder(autograder)
+    units = _check_units(units)
     folder = Path(folder).resolve()
     with tempfile.TemporaryDirectory(prefix="minillm-grade-") as tmp:
         json_path = Path(tmp) / "results.json"
@@ -91,11 +113,17 @@ def grade_submission(folder: str | Path, autograder: str | Path | None = None, t
                "--grade-json", str(json_path), "-q", "-p", "no:cacheprovider"]
         if seed is not None:
             cmd += ["--grader-seed", str(seed)]
+        if units:
+            cmd += ["-m", " or ".join(units)]
+        if time_limit_scale != 1.0:
+            cmd += ["--time-limit-scale", repr(float(time_limit_scale))]
         env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
         env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env["HF_HUB_OFFLINE"] = "1"
         start = time.monotonic()
-        proc = subprocess.Popen(cmd, cwd=autograder.parent.parent, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        proc = subprocess.Popen(cmd, cwd=autograder.parent.parent, env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
         try:
             output, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -111,10 +139,19 @@ def grade_submission(folder: str | Path, autograder: str | Path | None = None, t
             except json.JSONDecodeError:
                 results = None
     if proc.returncode in (0, 1) and results is not None:
-        return {"status": "ok", "results": results, "seconds": seconds, "message": "", "output": output}
+        return {"status": "ok", "results": results, "seconds": seconds, "message": problems_message(results),
+                "output": output}
     tail = " | ".join(line for line in output.strip().splitlines()[-3:])
     return {"status": "crashed", "results": results, "seconds": seconds,
             "message": f"pytest exit code {proc.returncode}: {tail}"[:500], "output": output}
+
+
+def problems_message(results: dict) -> str:
+    """What went wrong with the student's files, unit by unit, from a results.json ("" when nothing
+    did): "logits: missing: ...; perplexity: importing perplexity.py failed with ...". """
+    problems = results.get("extra_data", {}).get("problems", {}) or {}
+    text = "; ".join(f"{unit}: {problem}" for unit in UNITS for problem in problems.get(unit, []))
+    return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 3] + "..."
 
 
 def _kill(proc: subprocess.Popen) -> None:
@@ -166,13 +203,16 @@ CSV_FIELDS = (["student", "status", "total", "max_total"]
 
 
 def grade_class(submissions_dir: str | Path, out: str | Path, timeout: float = 600.0,
-                autograder: str | Path | None = None, seed: int | None = None, progress: bool = False) -> list[dict]:
+                autograder: str | Path | None = None, seed: int | None = None, progress: bool = False,
+                units: Sequence[str] | None = None, time_limit_scale: float = 1.0) -> list[dict]:
     """Grade every student folder of ``submissions_dir``; write the CSV ``out``; return its rows.
 
     ``timeout``: seconds one student's whole grading run may take. ``seed``: the grader seed
-    shared by the whole class (default: a fresh one).
+    shared by the whole class (default: a fresh one). ``units`` and ``time_limit_scale``: see
+    :func:`grade_submission`.
     """
     autograder = find_autograder(autograder)
+    units = _check_units(units)
     folders = submission_folders(submissions_dir)
     if seed is None:
         seed = random.SystemRandom().randrange(1, 2**31 - 1)
@@ -180,7 +220,7 @@ def grade_class(submissions_dir: str | Path, out: str | Path, timeout: float = 6
         print(f"grading {len(folders)} submissions with {autograder} (grader seed {seed})", flush=True)
     rows = []
     for folder in folders:
-        row = csv_row(folder.name, grade_submission(folder, autograder, timeout, seed), seed)
+        row = csv_row(folder.name, grade_submission(folder, autograder, timeout, seed, units, time_limit_scale), seed)
         rows.append(row)
         if progress:
             print(f"  {folder.name:<24} {row['status']:<8} {row['total']}/{row['max_total'] or '?'}"

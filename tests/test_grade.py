@@ -1,7 +1,7 @@
 """`minillm grade`: a class of submissions graded in subprocesses, one CSV row each.
 
-To keep it quick, the class is graded with a cut-down autograder: the real conftest.py and
-grading.py with only the logits unit's tests (``--autograder``). The submissions are a copy
+To keep it quick, the class is graded with a cut-down autograder: the real conftest.py and its
+helpers with only the logits unit's tests (``--autograder``). The submissions are a copy
 of the reference, a copy of the stubs, one with a syntax error and one that hangs for ever
 (it even switches off the per-test alarm), stopped by a short --timeout.
 """
@@ -35,8 +35,9 @@ def next_token_logits(model, tokenizer, text):
 def small_autograder(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("grader") / "tests" / "autograder"
     folder.mkdir(parents=True)
-    for name in ("conftest.py", "grading.py", "test_grade_logits.py"):
-        shutil.copy(AUTOGRADER / name, folder / name)
+    for path in AUTOGRADER.glob("*.py"):   # conftest.py and its helpers, and the logits unit's tests
+        if not path.name.startswith("test_grade_") or path.name == "test_grade_logits.py":
+            shutil.copy(path, folder / path.name)
     return folder
 
 
@@ -75,6 +76,9 @@ def test_grade_class(tmp_path, small_autograder, submissions):
 
     broken = by["carol_syntax_error"]
     assert broken["status"] == "ok" and broken["total"] == "0"
+    # The message says what went wrong, once for the unit (not once per test); the stubs have nothing to say.
+    assert broken["message"] == "logits: logits.py has a syntax error at line 1: expected ':'", broken["message"]
+    assert stubs["message"] == "" and ref["message"] == ""
 
     hang = by["dave_hangs"]
     assert hang["status"] == "timeout" and hang["total"] == "0" and "12" in hang["message"]

@@ -1,10 +1,11 @@
-"""The autograder: grades the student's modules in exercises/ (or another folder) with pytest.
+"""The autograder: grades the student's modules or notebooks in exercises/ (or another folder) with pytest.
 
 Students run ``pytest`` in the repository root (``testpaths`` points here) and get a table of
 points per unit at the end. Instructors run::
 
     python -m pytest tests/autograder --target solutions -q -p no:cacheprovider   # the reference
     python -m pytest tests/autograder --target PATH --grade-json results.json   # one submission
+    python -m pytest tests/autograder --target PATH/logits.ipynb                 # one unit's notebook
     minillm grade SUBMISSIONS_DIR --out grades.csv                               # a whole class
 
 API for the test files ``test_grade_<unit>.py`` (see the README):
@@ -16,6 +17,14 @@ API for the test files ``test_grade_<unit>.py`` (see the README):
   checked function), ``grader_seed``, ``tiny_tokenizer``, ``tiny_model``, ``tiny_model_config``,
   ``story_texts``, ``record_number``, ``forbid`` (library functions the student may not call);
 * ``from grading import expect_close, expect_shape``.
+
+A unit's code is ``<unit>.py`` or ``<unit>.ipynb`` (submission.py says which wins when both are
+there and what of a notebook runs). What goes wrong with a unit's file (missing, a syntax error,
+an exception or a time-out while loading it, a notebook cell that could not run) is listed under
+the points table and in the JSON (``extra_data["problems"]``; ``extra_data["notes"]`` says which
+file was graded and which IPython lines were skipped). A file that failed to load is not loaded
+again: the unit's other tests fail at once with the same message, so a file that hangs costs one
+time limit, not one per test.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import importlib.util
 import inspect
 import json
 import math
+import os
 import random
 import re
 import signal
@@ -40,8 +50,9 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 import torch
-
+from grader_options import add_grader_options
 from grading import ForbiddenCall, GradingError, block
+from submission import NotebookError, find_unit_file, read_notebook
 
 UNITS = ("logits", "perplexity", "quantization", "sampling", "architecture", "scaling", "training")
 LEVELS = {"P": "core", "M": "merit", "E": "excellence"}
@@ -60,14 +71,7 @@ _HAS_ALARM = hasattr(signal, "setitimer") and hasattr(signal, "SIGALRM")
 # --------------------------------------------------------------------------------------------
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("minillm autograder")
-    group.addoption("--target", default="exercises",
-                    help="folder holding the unit modules to grade: 'exercises' (default), 'solutions', "
-                         "or a path to a student's submission")
-    group.addoption("--grader-seed", type=int, default=None,
-                    help="seed for the random texts/shapes the tests draw (default: a fresh one per run)")
-    group.addoption("--grade-json", default=None, metavar="PATH",
-                    help="also write the results as a Gradescope results.json file to PATH")
+    add_grader_options(parser)   # unless the repository root's conftest.py already did
 
 
 @dataclasses.dataclass
@@ -85,9 +89,16 @@ class TestResult:
 
 @dataclasses.dataclass
 class RunState:
-    target: Path
+    target: Path                      # the folder with the student's files
     seed: int
     started: float
+    target_file: Path | None = None   # --target <unit>.py / <unit>.ipynb: only that unit is graded
+    time_limit_scale: float = 1.0
+    limit: float = DEFAULT_TIMEOUT_S  # the running test's time limit, in seconds
+    failed_units: dict = dataclasses.field(default_factory=dict)  # unit -> message: its file failed to load
+    problems: dict = dataclasses.field(default_factory=dict)      # unit -> [what went wrong with its file]
+    notes: dict = dataclasses.field(default_factory=dict)         # unit -> [what the grader did, for information]
+    notebooks: dict = dataclasses.field(default_factory=dict)     # path -> NotebookCode, parsed once
     results: dict = dataclasses.field(default_factory=dict)       # nodeid -> TestResult
     objectives: dict = dataclasses.field(default_factory=dict)    # unit -> {ID: text}
     numbers: list = dataclasses.field(default_factory=list)       # recorded numbers
@@ -99,14 +110,33 @@ class RunState:
 _STATE: RunState | None = None
 
 
-def _resolve_target(value: str) -> Path:
+def _resolve_target(value: str) -> tuple[Path, Path | None]:
+    """(the folder to grade, the one file to grade or None) of ``--target value``."""
     path = Path(value).expanduser()
     for candidate in (path, REPO / value):
         if candidate.is_dir():
-            return candidate.resolve()
+            return candidate.resolve(), None
+        if candidate.is_file() and candidate.suffix in (".py", ".ipynb"):
+            _unit_of_file(candidate)  # a usage error unless the name says which unit it is
+            return candidate.parent.resolve(), candidate.resolve()
     raise pytest.UsageError(
-        f"--target {value!r}: no such folder (looked in {Path.cwd()} and {REPO}). Give 'exercises', "
-        "'solutions' or the path of a folder that holds the unit modules (logits.py, perplexity.py, ...)."
+        f"--target {value!r}: no such folder or file (looked in {Path.cwd()} and {REPO}). Give 'exercises', "
+        "'solutions', the path of a folder that holds the units' modules or notebooks (logits.py or "
+        "logits.ipynb, perplexity.py or perplexity.ipynb, ...), or one such file."
+    )
+
+
+def _unit_of_file(path: Path) -> str:
+    """The unit a single --target file is graded as: its name, or the one unit its name contains
+    ("Copy of logits.ipynb" is the logits unit)."""
+    units = [u for u in UNITS if u in path.stem.lower()]
+    if path.stem in UNITS:
+        return path.stem
+    if len(units) == 1:
+        return units[0]
+    raise pytest.UsageError(
+        f"--target {path}: the file's name does not say which unit it is. Name it after its unit: "
+        + ", ".join(f"{u}{path.suffix}" for u in UNITS) + "."
     )
 
 
@@ -126,7 +156,14 @@ def pytest_configure(config: pytest.Config) -> None:
     seed = config.option.grader_seed
     if seed is None:
         seed = random.SystemRandom().randrange(1, 2**31 - 1)
-    _STATE = RunState(target=_resolve_target(config.option.target), seed=seed, started=time.time())
+    folder, file = _resolve_target(config.option.target)
+    scale = config.option.time_limit_scale
+    if not (scale > 0 and math.isfinite(scale)):
+        raise pytest.UsageError(f"--time-limit-scale {scale}: give a positive number (1 keeps the limits).")
+    _STATE = RunState(target=folder, target_file=file, seed=seed, started=time.time(), time_limit_scale=scale)
+    # Grading runs offline: a notebook constant such as MODEL = load_model("Qwen/Qwen2.5-0.5B") fails at
+    # once from the cache instead of downloading (minillm and huggingface_hub read this variable).
+    os.environ["HF_HUB_OFFLINE"] = "1"
     if getattr(config.option, "tbstyle", "auto") == "auto":
         config.option.tbstyle = "short"
 
@@ -150,10 +187,13 @@ class PrintLimitExceeded(BaseException):
 
 
 def _timeout_of(item: pytest.Item) -> float:
+    """The test's time limit in seconds: its timeout_s marker (default 20 s) times --time-limit-scale."""
     marker = item.get_closest_marker("timeout_s")
     if marker is None:
-        return DEFAULT_TIMEOUT_S
-    return float(marker.args[0] if marker.args else marker.kwargs.get("seconds", DEFAULT_TIMEOUT_S))
+        seconds = DEFAULT_TIMEOUT_S
+    else:
+        seconds = float(marker.args[0] if marker.args else marker.kwargs.get("seconds", DEFAULT_TIMEOUT_S))
+    return seconds * _state().time_limit_scale
 
 
 def _bounded_print(*args, **kwargs) -> None:
@@ -175,7 +215,7 @@ def _bounded_print(*args, **kwargs) -> None:
 def pytest_runtest_call(item: pytest.Item):
     state = _state()
     state.print_chars = state.print_calls = 0
-    limit = _timeout_of(item)
+    limit = state.limit = _timeout_of(item)
     old_handler = None
     if _HAS_ALARM:
         def on_alarm(signum, frame):
@@ -235,9 +275,14 @@ def _code_objects(code: types.CodeType):
 _GLOBAL_OPS = {"LOAD_GLOBAL", "LOAD_NAME", "STORE_GLOBAL", "DELETE_GLOBAL"}
 
 
-def check_global_vars(fn: Callable, module: types.ModuleType, unit: str) -> None:
+def check_global_vars(fn: Callable, module: types.ModuleType, unit: str,
+                      skipped: dict[str, int] | None = None) -> None:
     """Fail when ``fn`` (or a helper of the same module that it calls) reads a module-level
-    variable, e.g. a ``model`` or ``text`` left at the top of the file, instead of its arguments."""
+    variable, e.g. a ``model`` or ``text`` left at the top of the file, instead of its arguments.
+    ``skipped``: for a notebook, the names that its top-level statements the grader did not run
+    would have bound (name -> cell)."""
+    file = Path(getattr(module, "__file__", None) or f"{unit}.py").name
+    skipped = skipped or {}
     seen: set[int] = set()
     todo = [fn]
     while todo:
@@ -252,12 +297,21 @@ def check_global_vars(fn: Callable, module: types.ModuleType, unit: str) -> None
                 if instr.opname not in _GLOBAL_OPS or not isinstance(instr.argval, str):
                     continue
                 name = instr.argval
+                if instr.opname != "STORE_GLOBAL" and name not in g and name in skipped:
+                    raise GradingError(
+                        f"{file}: {fn.__name__}() uses the variable `{name}` that cell {skipped[name]} sets. "
+                        "Of a notebook the grader runs only the imports, functions, classes and ALL_CAPS "
+                        "constants (not the cells that load a model or try examples), and a graded function "
+                        "must compute its answer from its arguments: the grader passes in its own model, "
+                        f"tokenizer and texts. Use the argument instead of `{name}`, or, if it is a true "
+                        "constant, name it in ALL_CAPS."
+                    )
                 if instr.opname != "STORE_GLOBAL" and name not in g:
                     continue  # a builtin (len, range, ...) or an undefined name
                 value = g.get(name)
                 if instr.opname == "STORE_GLOBAL" or not _allowed_global(name, value):
                     raise GradingError(
-                        f"{unit}.py: {fn.__name__}() uses the module-level variable `{name}` "
+                        f"{file}: {fn.__name__}() uses the module-level variable `{name}` "
                         f"({'assigned with `global`' if instr.opname == 'STORE_GLOBAL' else type(value).__name__}). "
                         "A graded function must compute its answer from its arguments only: the grader "
                         f"passes in its own model, tokenizer and texts. Use the argument instead of `{name}`, "
@@ -268,21 +322,67 @@ def check_global_vars(fn: Callable, module: types.ModuleType, unit: str) -> None
 
 
 class Student:
-    """``student("unit")`` -> the unit's module from the target folder, imported fresh for this test.
-    ``student.function("unit", "name")`` -> the function, after the global-variable check."""
+    """``student("unit")`` -> the unit's module (from ``<unit>.py``) or notebook (``<unit>.ipynb``)
+    in the target folder, loaded fresh for this test. ``student.function("unit", "name")`` -> the
+    function, after the global-variable check. A file that failed to load earlier in the run is not
+    loaded again: its error is raised at once."""
 
-    def __init__(self, target: Path):
-        self.target = target
+    def __init__(self, state: RunState):
+        self.state = state
+        self.target = state.target
         self._modules: dict[str, types.ModuleType] = {}
+        self._skipped: dict[str, dict[str, int]] = {}
 
     def __call__(self, unit: str) -> types.ModuleType:
         if unit in self._modules:
             return self._modules[unit]
-        path = self.target / f"{unit}.py"
-        if not path.is_file():
-            raise GradingError(
-                f"{path} not found. The {unit} unit is graded from a file named {unit}.py in {self.target}."
-            )
+        state = self.state
+        if unit in state.failed_units:
+            raise GradingError(f"{state.failed_units[unit]}\n(found by an earlier test of the {unit} unit: "
+                               "the grader loads a file that failed once only)")
+        path = self._file(unit)
+        try:
+            module = self._load_notebook(unit, path) if path.suffix == ".ipynb" else self._import(unit, path)
+        except StudentTimeout as err:
+            where = _student_frames(err.__traceback__, self.target)
+            what = ("A notebook's imports, functions and ALL_CAPS constants" if path.suffix == ".ipynb"
+                    else "Code at the top level of the file (a training run? a download?)")
+            self._fail(unit, f"{path.name} did not finish loading within the time limit of {state.limit:g} s, "
+                             "so the unit scores 0 (its other tests fail at once).\n"
+                             f"{what} must load in a moment: move slow work into a function, or into a "
+                             "cell that is not graded (one that does not assign an ALL_CAPS name)."
+                             + (f" It was running:\n{where}" if where else ""))
+        except PrintLimitExceeded as err:
+            self._fail(unit, f"{path.name} printed too much while loading: {err}")
+        except GradingError as err:
+            self._fail(unit, str(err))
+        self._modules[unit] = module
+        return module
+
+    def _note(self, unit: str, text: str, problem: bool = True) -> None:
+        notes = (self.state.problems if problem else self.state.notes).setdefault(unit, [])
+        if text not in notes:
+            notes.append(text)
+
+    def _fail(self, unit: str, message: str) -> None:
+        """Remember that ``unit``'s file cannot be loaded, for the rest of the run, and fail."""
+        self.state.failed_units[unit] = message
+        self._note(unit, message.splitlines()[0])
+        raise GradingError(message) from None
+
+    def _file(self, unit: str) -> Path:
+        state = self.state
+        if state.target_file is not None and _unit_of_file(state.target_file) == unit:
+            return state.target_file
+        path, note = find_unit_file(self.target, unit)
+        if path is None:
+            self._fail(unit, f"missing: the {unit} unit is graded from a file named {unit}.py or {unit}.ipynb "
+                             f"in {self.target}, and there is none. {note}".rstrip())
+        if note:
+            self._note(unit, note, problem=False)
+        return path
+
+    def _import(self, unit: str, path: Path) -> types.ModuleType:
         name = f"_student_{unit}"
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
@@ -313,30 +413,71 @@ class Student:
             ) from None
         finally:
             sys.dont_write_bytecode = dont_write
+            _remove_from_path(str(self.target))
+        return module
+
+    def _load_notebook(self, unit: str, path: Path) -> types.ModuleType:
+        """Run the notebook's imports, definitions and constants (submission.py) in a fresh module.
+        A statement that fails is left out with a note; the others still run."""
+        code = self.state.notebooks.get(path)
+        if code is None:
             try:
-                sys.path.remove(str(self.target))
-            except ValueError:
-                pass
-        self._modules[unit] = module
+                code = self.state.notebooks[path] = read_notebook(path)
+            except NotebookError as err:
+                raise GradingError(str(err)) from None
+        for note in code.problems:
+            self._note(unit, note)
+        for note in code.info:
+            self._note(unit, note, problem=False)
+        name = f"_student_{unit}"
+        module = types.ModuleType(name, f"the {unit} unit, from {path.name}")
+        module.__file__ = str(path)
+        module.print = _bounded_print  # type: ignore[attr-defined]
+        sys.modules[name] = module
+        sys.path.insert(0, str(self.target))
+        try:
+            for statement in code.statements:
+                try:
+                    exec(statement.code, module.__dict__)
+                except (StudentTimeout, PrintLimitExceeded, KeyboardInterrupt):
+                    sys.modules.pop(name, None)
+                    raise
+                except BaseException as err:  # an import that is not installed, a NameError, SystemExit...
+                    first = (str(err).splitlines() or [""])[0]
+                    self._note(unit, f"{path.name}, cell {statement.cell}: `{statement.text}` failed with "
+                                     f"{type(err).__name__}: {first}; the grader went on without it")
+        finally:
+            _remove_from_path(str(self.target))
+        self._skipped[unit] = code.skipped_names
         return module
 
     def function(self, unit: str, name: str) -> Callable:
         module = self(unit)
         fn = getattr(module, name, None)
+        file = Path(module.__file__).name
         if fn is None:
+            notes = [n for n in self.state.problems.get(unit, []) if n.startswith(f"{file}, cell")]
             raise GradingError(
-                f"{unit}.py has no function {name}(). Keep the name and signature of the exercise "
+                f"{file} has no function {name}(). Keep the name and signature of the exercise "
                 "stub (a renamed or deleted function cannot be graded)."
+                + "".join(f"\n  note: {n}" for n in notes)
             )
         if not callable(fn):
-            raise GradingError(f"{unit}.py: {name} should be a function, but it is a {type(fn).__name__}.")
-        check_global_vars(fn, module, unit)
+            raise GradingError(f"{file}: {name} should be a function, but it is a {type(fn).__name__}.")
+        check_global_vars(fn, module, unit, self._skipped.get(unit))
         return fn
+
+
+def _remove_from_path(entry: str) -> None:
+    try:
+        sys.path.remove(entry)
+    except ValueError:
+        pass
 
 
 @pytest.fixture
 def student() -> Student:
-    return Student(_state().target)
+    return Student(_state())
 
 
 @pytest.fixture
@@ -523,6 +664,12 @@ def _setup_problem(item: pytest.Item) -> str | None:
 def pytest_collection_modifyitems(session, config, items) -> None:
     if _STATE is None:
         return
+    if _STATE.target_file is not None:  # one file: grade its unit only
+        unit = _unit_of_file(_STATE.target_file)
+        other = [item for item in items if _unit_of(item) not in (unit, None)]
+        if other:
+            items[:] = [item for item in items if item not in other]
+            config.hook.pytest_deselected(items=other)
     for item in items:
         info = _graded_info(item)
         if info is None:
@@ -645,7 +792,17 @@ def grade_table() -> str:
     earned = sum(e for e, _ in units.values())
     most = sum(m for _, m in units.values())
     lines.append(f"{'TOTAL':<36} {earned:>3}/{most:<3}")
+    for title, notes in (("problems", _notes(state.problems)), ("notes", _notes(state.notes))):
+        if notes:
+            lines.append(f"{title}:")
+            lines += [f"  {unit}: {note}" for unit, unit_notes in notes.items() for note in unit_notes]
     return "\n".join(lines)
+
+
+def _notes(by_unit: dict[str, list[str]]) -> dict[str, list[str]]:
+    """``by_unit`` for the units graded in this run, in unit order."""
+    graded = {r.unit for r in _state().results.values()}
+    return {u: by_unit[u] for u in UNITS if u in graded and by_unit.get(u)}
 
 
 def gradescope_results() -> dict:
@@ -687,6 +844,8 @@ def gradescope_results() -> dict:
                 for (u, o, lv), (e, m) in rows.items()
             ],
             "numbers": list(state.numbers),
+            "problems": _notes(state.problems),
+            "notes": _notes(state.notes),
         },
     }
 

@@ -1,0 +1,30 @@
+"""The autograder's command-line options (``--target``, ``--grader-seed``, ``--grade-json``,
+``--time-limit-scale``).
+
+Both ``conftest.py`` files declare them through :func:`add_grader_options`: the one in the
+repository root, which pytest loads before it reads the command line of a run started there
+(without it, ``pytest --grader-seed 1234`` stops with "unrecognized arguments": pytest takes
+``1234`` for a test path and never loads this folder's conftest.py before parsing), and the one
+in this folder, for runs that do not start at the root (``minillm grade --autograder PATH``).
+"""
+
+from __future__ import annotations
+
+GROUP = "minillm autograder"
+
+
+def add_grader_options(parser) -> None:
+    """Declare the options on pytest's ``parser``, once (a second call adds nothing)."""
+    group = parser.getgroup(GROUP)
+    if any("--target" in option.names() for option in group.options):
+        return
+    group.addoption("--target", default="exercises",
+                    help="what to grade: a folder holding the units' modules or notebooks (<unit>.py or "
+                         "<unit>.ipynb): 'exercises' (default), 'solutions' or a submission's folder; or one "
+                         "file <unit>.py / <unit>.ipynb, which grades that unit only")
+    group.addoption("--grader-seed", type=int, default=None,
+                    help="seed for the random texts/shapes the tests draw (default: a fresh one per run)")
+    group.addoption("--grade-json", default=None, metavar="PATH",
+                    help="also write the results as a Gradescope results.json file to PATH")
+    group.addoption("--time-limit-scale", type=float, default=1.0, metavar="F",
+                    help="multiply every test's time limit by F (default 1; e.g. 2 on a slow machine)")

@@ -1,0 +1,265 @@
+"""Notebooks graded as submitted, and unit files that fail to load (issues 10 and 14).
+
+The notebooks are built here the way a student's saved notebook looks: the reference
+``solutions/<unit>.py`` cut into one code cell per top-level definition, the module docstring as
+markdown, and around them the cells a student adds: ``!pip install``, ``%matplotlib inline``,
+loading ``Qwen/Qwen2.5-0.5B`` (the grader is offline), calling the functions on examples (with
+saved outputs), ``input()``, a training loop that never ends at the top level, a ``%%time``
+cell. A classic mistake is a later cell holding a file of tests/autograder/mistakes/ (later
+definitions win, as in Jupyter).
+
+Three grading runs (each a pytest subprocess, ~4 s of start-up on an idle machine): ``pytest
+--target`` on one folder, and ``minillm grade`` on a class of two. The time limits are scaled down
+(``--time-limit-scale``) so that a unit that hangs costs seconds, not 20 s per test.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+from minillm.grade import grade_class, problems_message
+
+REPO = Path(__file__).resolve().parents[1]
+AUTOGRADER = REPO / "tests" / "autograder"
+SOLUTIONS = REPO / "solutions"
+EXERCISES = REPO / "exercises"
+MISTAKES = AUTOGRADER / "mistakes"
+SEED = 20240917
+# Every test's limit times 0.15: 3 s for the default 20 s. The reference's slowest graded call
+# takes ~0.2 s here, so 3 s leaves room for a busy machine and still makes a hang cheap.
+SCALE = 0.15
+HANG_LIMIT_S = 20 * SCALE
+
+sys.path.insert(0, str(AUTOGRADER))
+from submission import count_stubs, find_unit_file, read_notebook
+
+# --------------------------------------------------------------------------------------------
+# A student's notebook, built from a module
+# --------------------------------------------------------------------------------------------
+
+def _ran(text: str, count: int) -> nbformat.NotebookNode:
+    """A code cell as Jupyter saves it after running: an execution count and its output."""
+    return new_code_cell(text, execution_count=count,
+                         outputs=[new_output("stream", name="stdout", text="tensor([ 1.25, -0.50, ...])\n")])
+
+
+def student_notebook(module: Path, *, model_cell: str = "model = load_model(MODEL_ID)",
+                     extra: tuple[str, ...] = ()) -> nbformat.NotebookNode:
+    """``module`` as a student's notebook (see the module docstring); ``extra``: code cells at the end."""
+    source = module.read_text(encoding="utf-8")
+    tree = ast.parse(source)
+    lines = source.splitlines(keepends=True)
+    body = tree.body
+    cells = []
+    if ast.get_docstring(tree):
+        cells.append(new_markdown_cell(ast.get_docstring(tree)))
+        body = body[1:]
+    cells += [
+        new_code_cell("!pip install torch==2.13.0\n!pip install -e .\n%matplotlib inline"),
+        _ran("import torch\nfrom minillm import load_model, load_tokenizer\n\n"
+             f"MODEL_ID = 'Qwen/Qwen2.5-0.5B'\n{model_cell}\ntokenizer = load_tokenizer(MODEL_ID)\n"
+             "print(model)", 1),
+        new_code_cell("name = input('Your name: ')"),
+    ]
+    end = body[0].lineno - 1
+    for count, node in enumerate(body, start=2):
+        cells.append(new_code_cell("".join(lines[end:node.end_lineno]).strip("\n")))
+        end = node.end_lineno
+        if isinstance(node, ast.FunctionDef) and not node.name.startswith("_"):
+            cells.append(new_markdown_cell(f"Try `{node.name}` on an example:"))
+            cells.append(_ran(f"result = {node.name}(model, tokenizer, 'The cat sat on the mat.')\nresult", count))
+    cells += [
+        new_code_cell("%%time\nfor step in range(10**12):   # a training loop left in a cell\n    loss = 1 / (step + 1)"),
+        new_code_cell("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()"),
+    ]
+    cells += [new_code_cell(text) for text in extra]
+    return new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"}})
+
+
+def write_notebook(notebook: nbformat.NotebookNode, path: Path) -> Path:
+    nbformat.validate(notebook)
+    nbformat.write(notebook, path)
+    return path
+
+
+def mistake_cell(name: str) -> str:
+    return (MISTAKES / name).read_text(encoding="utf-8")
+
+
+HANG_CELL = "def _warm_up():\n    while True:\n        pass\n\n\nWARMED_UP = _warm_up()   # never returns\n"
+HANG_MODULE = "\n\nwhile True:   # a training run left at the bottom of the file\n    pass\n"
+
+
+def run_pytest(*args: str) -> subprocess.CompletedProcess:
+    """The `pytest` command in the repository root, as a student types it (README)."""
+    script = Path(sys.executable).with_name("pytest")
+    cmd = [str(script)] if script.is_file() else [sys.executable, "-m", "pytest"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
+    return subprocess.run([*cmd, *args, "-q", "-p", "no:cacheprovider"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+
+
+# --------------------------------------------------------------------------------------------
+# In process: what of a notebook runs, which file is graded
+# --------------------------------------------------------------------------------------------
+
+def test_read_notebook_runs_definitions_only(tmp_path):
+    notebook = student_notebook(SOLUTIONS / "logits.py", model_cell="MODEL = load_model(MODEL_ID)", extra=(
+        "x = !ls\nsquare?\n",
+        "def broken(:\n    pass",
+        "%%bash\necho hello",
+        "try:\n    import not_installed_here\nexcept ImportError:\n    not_installed_here = None",
+    ))
+    code = read_notebook(write_notebook(notebook, tmp_path / "logits.ipynb"))
+    run = [s.text for s in code.statements]
+    assert "import torch" in run and "from __future__ import annotations" in run
+    assert "MODEL_ID = 'Qwen/Qwen2.5-0.5B'" in run and "MODEL = load_model(MODEL_ID)" in run
+    assert any(t.startswith("def next_token_logits(") for t in run)
+    assert any(t.startswith("try:") for t in run)
+    assert not any("input(" in t or "for step" in t or "plt." in t or t.startswith("result") for t in run), run
+    # Names bound by the statements left out, for the global-variable message.
+    assert {"tokenizer", "name", "result", "step"} <= code.skipped_names.keys()
+    assert code.skipped_names["tokenizer"] == 3
+    problems = "\n".join(code.problems)
+    assert "syntax error at line 1" in problems and len(code.problems) == 1, code.problems
+    info = "\n".join(code.info)
+    assert "%%time skipped" in info and "%%bash cell, not Python" in info
+    assert "IPython syntax" in info
+    # `from __future__ import annotations` in the first code cell holds for the later cells.
+    namespace: dict = {}
+    for statement in code.statements:
+        if statement.text.startswith(("def next_token_logits", "from __future__")):
+            exec(statement.code, namespace)
+    assert isinstance(namespace["next_token_logits"].__annotations__["text"], str)
+
+
+def test_file_choice_when_both_exist(tmp_path):
+    """The file with fewer unfilled stubs wins; on a tie, the .py file."""
+    shutil.copy(EXERCISES / "logits.py", tmp_path / "logits.py")
+    write_notebook(student_notebook(SOLUTIONS / "logits.py"), tmp_path / "logits.ipynb")
+    assert count_stubs(tmp_path / "logits.py") == 4 and count_stubs(tmp_path / "logits.ipynb") == 0
+    path, note = find_unit_file(tmp_path, "logits")
+    assert path.name == "logits.ipynb" and "fewer unfilled" in note
+
+    shutil.copy(SOLUTIONS / "logits.py", tmp_path / "logits.py")
+    path, note = find_unit_file(tmp_path, "logits")
+    assert path.name == "logits.py" and "wins a tie" in note
+
+    write_notebook(student_notebook(EXERCISES / "logits.py"), tmp_path / "Copy of perplexity.ipynb")
+    path, note = find_unit_file(tmp_path, "perplexity")
+    assert path is None and "Rename 'Copy of perplexity.ipynb' to perplexity.ipynb" in note
+
+
+# --------------------------------------------------------------------------------------------
+# pytest --target FOLDER with notebooks, in the repository root
+# --------------------------------------------------------------------------------------------
+
+def test_pytest_target_grades_notebooks(tmp_path):
+    """logits.ipynb: the reference, with a Qwen model loaded in an ALL_CAPS constant: full marks;
+    perplexity.ipynb: a classic mistake: loses points there only; sampling.ipynb: a cell that
+    never finishes: 0 within one time limit; quantization: stub .py + reference .ipynb: the
+    notebook is graded, full marks; architecture.py: fails to import; training: missing."""
+    folder = tmp_path / "alice"
+    folder.mkdir()
+    write_notebook(student_notebook(SOLUTIONS / "logits.py", model_cell="MODEL = load_model(MODEL_ID)"),
+                   folder / "logits.ipynb")
+    write_notebook(student_notebook(SOLUTIONS / "perplexity.py",
+                                    extra=(mistake_cell("perplexity__off_by_one.py"),)), folder / "perplexity.ipynb")
+    write_notebook(student_notebook(SOLUTIONS / "sampling.py", extra=(HANG_CELL,)), folder / "sampling.ipynb")
+    shutil.copy(EXERCISES / "quantization.py", folder / "quantization.py")
+    write_notebook(student_notebook(SOLUTIONS / "quantization.py"), folder / "quantization.ipynb")
+    (folder / "architecture.py").write_text(
+        (SOLUTIONS / "architecture.py").read_text(encoding="utf-8") + "\nimport numpyy\n", encoding="utf-8")
+    json_path = tmp_path / "results.json"
+    start = time.monotonic()
+    # `--target=PATH`: a folder outside the clone needs the "=" (README: with a space, pytest takes the
+    # path for the folder of tests to run before it knows the option, and looks for its settings there).
+    proc = run_pytest(f"--target={folder}", "--grade-json", str(json_path),
+                      "--grader-seed", str(SEED), "--time-limit-scale", str(SCALE), "-m", "not scaling")
+    seconds = time.monotonic() - start
+    assert proc.returncode == 1, proc.stdout[-4000:] + proc.stderr[-2000:]
+    results = json.loads(json_path.read_text(encoding="utf-8"))
+    units = results["extra_data"]["units"]
+    full = {u for u, s in units.items() if s["score"] == s["max_score"] > 0}
+    assert full == {"logits", "quantization"}, units
+    assert 0 < units["perplexity"]["score"] < units["perplexity"]["max_score"]
+    assert units["sampling"]["score"] == units["architecture"]["score"] == units["training"]["score"] == 0
+    # The hang cost one time limit, not one per sampling test (there are 7).
+    assert seconds < 3 * HANG_LIMIT_S + 30, seconds
+
+    problems = results["extra_data"]["problems"]
+    assert set(problems) == {"logits", "sampling", "architecture", "training"}, problems
+    assert any("MODEL = load_model(MODEL_ID)" in p and "SourceError" in p for p in problems["logits"])
+    assert problems["sampling"] == [(f"sampling.ipynb did not finish loading within the time limit of "
+                                     f"{HANG_LIMIT_S:g} s, so the unit scores 0 (its other tests fail at once).")]
+    assert problems["architecture"] == [
+        "importing architecture.py failed with ModuleNotFoundError: No module named 'numpyy'"]
+    assert problems["training"][0].startswith("missing: the training unit is graded from a file named")
+    # One test ran into the time limit (and says where the notebook was stuck); the others failed at once.
+    sampling_outputs = [t["output"] for t in results["tests"] if t["tags"][0] == "sampling"]
+    assert all(o.startswith("sampling.ipynb did not finish loading") for o in sampling_outputs)
+    first, *others = sampling_outputs
+    assert "in sampling.ipynb, cell" in first and "while True" in first and "earlier test" not in first, first
+    assert others and all("found by an earlier test of the sampling unit" in o for o in others)
+    notes = results["extra_data"]["notes"]
+    assert any("graded quantization.ipynb" in n for n in notes["quantization"])
+    # The points table ends with the problems, for the student; grades.csv's message lists them.
+    table = proc.stdout[proc.stdout.rindex("minillm autograder:"):]
+    assert "problems:" in table and "sampling: sampling.ipynb did not finish loading" in table
+    message = problems_message(results)
+    assert message.startswith("logits: logits.ipynb, cell 3: `MODEL = load_model(MODEL_ID)` failed with SourceError")
+    assert "; training: missing: " in message and "; architecture: importing architecture.py failed" in message
+
+
+# --------------------------------------------------------------------------------------------
+# minillm grade: a class of notebooks and modules
+# --------------------------------------------------------------------------------------------
+
+def test_grade_class_notebooks_and_failed_loads(tmp_path):
+    """erin: reference notebooks, full marks, no message. frank: logits.py hangs at import (0 in
+    logits within one time limit), perplexity.ipynb with a classic mistake (loses points there),
+    sampling: the stub .py beside the reference notebook (graded from the notebook, full marks)."""
+    root = tmp_path / "class"
+    erin, frank = root / "erin", root / "frank"
+    for folder in (erin, frank):
+        folder.mkdir(parents=True)
+    for unit in ("logits", "perplexity", "sampling"):
+        write_notebook(student_notebook(SOLUTIONS / f"{unit}.py"), erin / f"{unit}.ipynb")
+    (frank / "logits.py").write_text((SOLUTIONS / "logits.py").read_text(encoding="utf-8") + HANG_MODULE,
+                                     encoding="utf-8")
+    write_notebook(student_notebook(SOLUTIONS / "perplexity.py", extra=(mistake_cell("perplexity__log2.py"),)),
+                   frank / "perplexity.ipynb")
+    shutil.copy(EXERCISES / "sampling.py", frank / "sampling.py")
+    write_notebook(student_notebook(SOLUTIONS / "sampling.py"), frank / "sampling.ipynb")
+
+    out = tmp_path / "grades.csv"
+    grade_class(root, out, timeout=120, seed=SEED, units=("logits", "perplexity", "sampling"),
+                time_limit_scale=SCALE)
+    with out.open(newline="", encoding="utf-8") as f:
+        by = {row["student"]: row for row in csv.DictReader(f)}
+
+    def full(row, unit):
+        return row[unit] == row[f"{unit}_max"] != ""
+
+    e = by["erin"]
+    assert e["status"] == "ok" and e["total"] == e["max_total"] and e["message"] == "", e
+    assert all(full(e, u) for u in ("logits", "perplexity", "sampling"))
+    assert e["quantization"] == "0" and e["quantization_max"] == ""   # not among --units
+
+    f = by["frank"]
+    assert f["status"] == "ok" and f["logits"] == "0" and full(f, "sampling"), f
+    assert 0 < int(f["perplexity"]) < int(f["perplexity_max"])
+    assert f["message"] == (f"logits: logits.py did not finish loading within the time limit of {HANG_LIMIT_S:g} s, "
+                            "so the unit scores 0 (its other tests fail at once)."), f["message"]
+    assert float(f["seconds"]) < float(e["seconds"]) + 3 * HANG_LIMIT_S, (f["seconds"], e["seconds"])
