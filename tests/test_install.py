@@ -1,0 +1,65 @@
+"""`import minillm` from the folder that holds the clone (Colab's /content, or Jupyter started
+one level up), after `pip install -e .` and after `pip install .`.
+
+There the clone's own folder, named ``minillm`` and without an ``__init__.py``, is on the path
+('' is the current folder). With setuptools' default editable install (an import hook that Python
+asks after its own search) Python took that folder for an empty namespace package:
+``from minillm import load_model`` failed with "unknown location". pyproject.toml's
+``package-dir`` makes the editable install a plain path entry instead (see the comment there).
+
+Each install goes into a fresh virtual environment that sees this Python's packages
+(``--system-site-packages``: torch, and pip itself, without a download) and is built offline
+with the installed setuptools (``--no-build-isolation --no-index``), from a copy of the clone
+in a temporary folder named ``minillm``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+WHERE = "import importlib.util; print(importlib.util.find_spec('minillm').origin)"
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}   # the venv's own sys.path only
+
+
+def _clone(parent: Path) -> Path:
+    clone = parent / "minillm"
+    clone.mkdir(parents=True)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, clone / name)
+    shutil.copytree(REPO / "minillm", clone / "minillm", ignore=shutil.ignore_patterns("__pycache__"))
+    return clone
+
+
+def _install(venv: Path, *pip_args: str) -> Path:
+    """A virtual environment with minillm installed by ``pip install <pip_args>``; its python."""
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
+                   check=True, capture_output=True, text=True, timeout=120)
+    python = venv / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+    proc = subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-build-isolation",
+                           "--no-index", "-q", *pip_args], capture_output=True, text=True, timeout=300, env=ENV)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return python
+
+
+def _run(python: Path, code: str, cwd: Path) -> str:
+    proc = subprocess.run([str(python), "-c", code], cwd=cwd, capture_output=True, text=True, timeout=300, env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.strip()
+
+
+def test_import_from_the_clones_parent_folder(tmp_path):
+    parent = tmp_path / "content"
+    clone = _clone(parent)
+
+    editable = _install(tmp_path / "venv-editable", "-e", str(clone))
+    assert _run(editable, WHERE, parent) == str(clone / "minillm" / "__init__.py")
+    assert _run(editable, "from minillm import load_model; print(load_model.__module__)", parent) == "minillm.loading"
+
+    installed = _install(tmp_path / "venv-installed", str(clone))
+    origin = Path(_run(installed, WHERE, parent))
+    assert origin.name == "__init__.py" and origin.parent.parent.name == "site-packages", origin
