@@ -1,6 +1,7 @@
 """Meta-tests of the autograder (tests/autograder), each one a pytest subprocess with --grade-json:
 
-* the reference solutions/ earn every point (with a fixed grader seed, and with a fresh one);
+* the reference solutions/ earn every point (the modules with a fixed grader seed, the same
+  code as notebooks with a fresh one);
 * the stubs in exercises/ earn 0 points, and the run completes (no crash, no collection error);
 * every known mistake in tests/autograder/mistakes/ loses points in its unit: the mistake's
   functions are appended to a copy of solutions/<unit>.py (later definitions win) and the
@@ -20,6 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from student_notebooks import reference_notebooks
 
 REPO = Path(__file__).resolve().parents[1]
 AUTOGRADER = REPO / "tests" / "autograder"
@@ -65,15 +67,22 @@ def _check_format(results: dict) -> None:
     assert not any("autograder error" in t["output"] for t in results["tests"]), _failures(results)
 
 
-@pytest.mark.parametrize("seed", [FIXED_SEED, None], ids=["fixed-seed", "fresh-seed"])
+@pytest.mark.parametrize("seed", [FIXED_SEED, None], ids=["fixed-seed-modules", "fresh-seed-notebooks"])
 def test_reference_solutions_earn_every_point(tmp_path, seed):
+    """The modules of solutions/ on a fixed seed; on a fresh seed, the reference as notebooks, one
+    per unit (solutions/<unit>.ipynb, or one built from the module as a student's notebook looks)."""
     args = ("--grader-seed", str(seed)) if seed is not None else ()
-    proc, results = run_grader(SOLUTIONS, tmp_path / "results.json", *args)
+    target = SOLUTIONS if seed is not None else reference_notebooks(tmp_path / "notebooks")
+    proc, results = run_grader(target, tmp_path / "results.json", *args)
     _check_format(results)
     used = results["extra_data"]["grader_seed"]
     assert results["score"] == results["max_score"] > 0, (
         f"the reference lost points with grader seed {used} (rerun with --grader-seed {used}):\n{_failures(results)}")
     assert proc.returncode == 0
+    assert not results["extra_data"]["problems"], results["extra_data"]["problems"]
+    if seed is None:
+        assert all(n.startswith(f"{u}.ipynb: ran its") for u, notes in results["extra_data"]["notes"].items()
+                   for n in notes), results["extra_data"]["notes"]
 
 
 def test_exercise_stubs_earn_nothing(tmp_path):

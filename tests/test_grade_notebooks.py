@@ -1,12 +1,10 @@
 """Notebooks graded as submitted, and unit files that fail to load (issues 10 and 14).
 
-The notebooks are built here the way a student's saved notebook looks: the reference
-``solutions/<unit>.py`` cut into one code cell per top-level definition, the module docstring as
-markdown, and around them the cells a student adds: ``!pip install``, ``%matplotlib inline``,
-loading ``Qwen/Qwen2.5-0.5B`` (the grader is offline), calling the functions on examples (with
-saved outputs), ``input()``, a training loop that never ends at the top level, a ``%%time``
-cell. A classic mistake is a later cell holding a file of tests/autograder/mistakes/ (later
-definitions win, as in Jupyter).
+The notebooks look like a student's saved notebook (student_notebooks.py): the reference
+``solutions/<unit>.py`` cut into cells, among example calls with outputs, ``!pip`` lines, a hub
+model loaded at the top, ``input()`` and a training loop. A classic mistake is a later cell
+holding a file of tests/autograder/mistakes/ (later definitions win, as in Jupyter). The reference
+notebooks of every unit earn full marks in test_autograder.py (the fresh-seed run).
 
 Three grading runs (each a pytest subprocess, ~4 s of start-up on an idle machine): ``pytest
 --target`` on one folder, and ``minillm grade`` on a class of two. The time limits are scaled down
@@ -15,7 +13,6 @@ Three grading runs (each a pytest subprocess, ~4 s of start-up on an idle machin
 
 from __future__ import annotations
 
-import ast
 import csv
 import json
 import os
@@ -25,8 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+from student_notebooks import student_notebook, write_notebook
 
 from minillm.grade import grade_class, problems_message
 
@@ -43,54 +39,6 @@ HANG_LIMIT_S = 20 * SCALE
 
 sys.path.insert(0, str(AUTOGRADER))
 from submission import count_stubs, find_unit_file, read_notebook
-
-# --------------------------------------------------------------------------------------------
-# A student's notebook, built from a module
-# --------------------------------------------------------------------------------------------
-
-def _ran(text: str, count: int) -> nbformat.NotebookNode:
-    """A code cell as Jupyter saves it after running: an execution count and its output."""
-    return new_code_cell(text, execution_count=count,
-                         outputs=[new_output("stream", name="stdout", text="tensor([ 1.25, -0.50, ...])\n")])
-
-
-def student_notebook(module: Path, *, model_cell: str = "model = load_model(MODEL_ID)",
-                     extra: tuple[str, ...] = ()) -> nbformat.NotebookNode:
-    """``module`` as a student's notebook (see the module docstring); ``extra``: code cells at the end."""
-    source = module.read_text(encoding="utf-8")
-    tree = ast.parse(source)
-    lines = source.splitlines(keepends=True)
-    body = tree.body
-    cells = []
-    if ast.get_docstring(tree):
-        cells.append(new_markdown_cell(ast.get_docstring(tree)))
-        body = body[1:]
-    cells += [
-        new_code_cell("!pip install torch==2.13.0\n!pip install -e .\n%matplotlib inline"),
-        _ran("import torch\nfrom minillm import load_model, load_tokenizer\n\n"
-             f"MODEL_ID = 'Qwen/Qwen2.5-0.5B'\n{model_cell}\ntokenizer = load_tokenizer(MODEL_ID)\n"
-             "print(model)", 1),
-        new_code_cell("name = input('Your name: ')"),
-    ]
-    end = body[0].lineno - 1
-    for count, node in enumerate(body, start=2):
-        cells.append(new_code_cell("".join(lines[end:node.end_lineno]).strip("\n")))
-        end = node.end_lineno
-        if isinstance(node, ast.FunctionDef) and not node.name.startswith("_"):
-            cells.append(new_markdown_cell(f"Try `{node.name}` on an example:"))
-            cells.append(_ran(f"result = {node.name}(model, tokenizer, 'The cat sat on the mat.')\nresult", count))
-    cells += [
-        new_code_cell("%%time\nfor step in range(10**12):   # a training loop left in a cell\n    loss = 1 / (step + 1)"),
-        new_code_cell("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()"),
-    ]
-    cells += [new_code_cell(text) for text in extra]
-    return new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"}})
-
-
-def write_notebook(notebook: nbformat.NotebookNode, path: Path) -> Path:
-    nbformat.validate(notebook)
-    nbformat.write(notebook, path)
-    return path
 
 
 def mistake_cell(name: str) -> str:
@@ -131,11 +79,11 @@ def test_read_notebook_runs_definitions_only(tmp_path):
     # Names bound by the statements left out, for the global-variable message.
     assert {"tokenizer", "name", "result", "step"} <= code.skipped_names.keys()
     assert code.skipped_names["tokenizer"] == 3
-    problems = "\n".join(code.problems)
-    assert "syntax error at line 1" in problems and len(code.problems) == 1, code.problems
-    info = "\n".join(code.info)
-    assert "%%time skipped" in info and "%%bash cell, not Python" in info
-    assert "IPython syntax" in info
+    n = len(notebook.cells)   # the last five: %%time loop, plot, then `extra`: !ls, broken, %%bash, try
+    assert code.problems == [f"logits.ipynb, cell {n - 2}: syntax error at line 1: invalid syntax; the cell was not run"]
+    assert code.info.startswith(f"logits.ipynb: ran its {len(code.statements)} imports, definitions and ALL_CAPS")
+    assert code.info.endswith(f"the IPython lines (%, !) of cell(s) 2, {n - 5}, {n - 3}, "
+                              f"the non-Python cell(s) {n - 1} (%%bash)"), code.info
     # `from __future__ import annotations` in the first code cell holds for the later cells.
     namespace: dict = {}
     for statement in code.statements:

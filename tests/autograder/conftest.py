@@ -38,7 +38,6 @@ import json
 import math
 import os
 import random
-import re
 import signal
 import sys
 import time
@@ -52,7 +51,7 @@ import pytest
 import torch
 from grader_options import add_grader_options
 from grading import ForbiddenCall, GradingError, block
-from submission import NotebookError, find_unit_file, read_notebook
+from submission import NotebookError, constant_name, find_unit_file, read_notebook
 
 UNITS = ("logits", "perplexity", "quantization", "sampling", "architecture", "scaling", "training")
 LEVELS = {"P": "core", "M": "merit", "E": "excellence"}
@@ -246,13 +245,12 @@ def pytest_runtest_call(item: pytest.Item):
 # The `student` fixture: fresh imports from the target folder, global-variable check
 # --------------------------------------------------------------------------------------------
 
-_ALL_CAPS = re.compile(r"^_*[A-Z][A-Z0-9_]*$")
 _CONSTANT_MODULES = (math, np, torch)
 
 
 def _allowed_global(name: str, value: Any) -> bool:
     """Module-level names a graded function may use: modules, functions, classes, CONSTANTS."""
-    if _ALL_CAPS.match(name) or (name.startswith("__") and name.endswith("__")):
+    if constant_name(name):
         return True
     if inspect.ismodule(value) or inspect.isclass(value) or inspect.isroutine(value):
         return True
@@ -427,8 +425,7 @@ class Student:
                 raise GradingError(str(err)) from None
         for note in code.problems:
             self._note(unit, note)
-        for note in code.info:
-            self._note(unit, note, problem=False)
+        self._note(unit, code.info, problem=False)
         name = f"_student_{unit}"
         module = types.ModuleType(name, f"the {unit} unit, from {path.name}")
         module.__file__ = str(path)

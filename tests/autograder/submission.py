@@ -64,7 +64,7 @@ class NotebookCode:
     skipped_names: dict[str, int]     # module-level name -> the cell whose statement binding it was skipped
     skipped_statements: int           # top-level statements not run (examples, model loading...)
     problems: list[str]               # cells (or statements) that could not run, for the student
-    info: list[str]                   # lines of IPython syntax that were skipped
+    info: str                         # what ran and what was skipped, in a sentence
 
 
 def count_stubs(path: Path) -> int:
@@ -111,6 +111,11 @@ def _read(path: Path):
         ) from None
 
 
+def constant_name(name: str) -> bool:
+    """Whether a module-level name is a constant a graded function may read: ALL_CAPS or dunder."""
+    return bool(_ALL_CAPS.match(name)) or (name.startswith("__") and name.endswith("__"))
+
+
 def _is_definition(node: ast.stmt) -> bool:
     """Whether a graded function may depend on this top-level statement (see the module doc)."""
     if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
@@ -120,16 +125,12 @@ def _is_definition(node: ast.stmt) -> bool:
         if isinstance(node, ast.AnnAssign) and node.value is None:
             return False
         names = [n for t in targets for n in _bound(t)]
-        return bool(names) and len(names) == _n_targets(targets) and all(_constant_name(n) for n in names)
+        return bool(names) and len(names) == _n_targets(targets) and all(constant_name(n) for n in names)
     if isinstance(node, ast.Try):  # try: import x / except ImportError: ...
         return all(_is_definition(s) or isinstance(s, ast.Pass) for s in node.body) and all(
             _is_definition(s) or isinstance(s, (ast.Pass, ast.Assign))
             for block in ([h.body for h in node.handlers] + [node.orelse, node.finalbody]) for s in block)
     return False
-
-
-def _constant_name(name: str) -> bool:
-    return bool(_ALL_CAPS.match(name)) or (name.startswith("__") and name.endswith("__"))
 
 
 def _bound(target: ast.expr) -> list[str]:
@@ -183,7 +184,8 @@ def read_notebook(path: Path) -> NotebookCode:
     statements: list[Statement] = []
     skipped_names: dict[str, int] = {}
     problems: list[str] = []
-    info: list[str] = []
+    ipython: list[str] = []      # cells with IPython lines skipped
+    not_python: list[str] = []   # cells of a cell magic whose body is not Python (%%bash, %%html)
     skipped = 0
     flags = 0   # `from __future__ import annotations` in one cell holds for the later ones, as in Jupyter
     for index, cell in enumerate(notebook.cells, start=1):
@@ -199,9 +201,9 @@ def read_notebook(path: Path) -> NotebookCode:
             try:
                 ast.parse(source, filename)
             except SyntaxError:
-                info.append(f"{path.name}, cell {index}: a {magic} cell, not Python: not run")
+                not_python.append(f"{index} ({magic})")
                 continue
-            info.append(f"{path.name}, cell {index}: the line {magic} skipped, the cell's Python run")
+            ipython.append(str(index))
         try:
             tree = ast.parse(source, filename)
         except SyntaxError:
@@ -212,9 +214,8 @@ def read_notebook(path: Path) -> NotebookCode:
                 problems.append(f"{path.name}, cell {index}: syntax error at line {err.lineno}: {err.msg}; "
                                 "the cell was not run")
                 continue
-            if replaced:
-                info.append(f"{path.name}, cell {index}: {replaced} line(s) of IPython syntax (% magics, "
-                            "! shell commands) skipped")
+            if replaced and str(index) not in ipython:
+                ipython.append(str(index))
         linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
         for node in tree.body:
             if not _is_definition(node):
@@ -234,7 +235,9 @@ def read_notebook(path: Path) -> NotebookCode:
                 problems.append(f"{path.name}, cell {index}, line {err.lineno}: {err.msg}; `{text}` was not run")
                 continue
             statements.append(Statement(cell=index, line=node.lineno, text=text, code=code))
-    info.append(f"{path.name}: ran its {len(statements)} imports, definitions and ALL_CAPS constants; "
-                f"skipped {skipped} other top-level statement(s) (examples, model loading, training...)")
+    info = (f"{path.name}: ran its {len(statements)} imports, definitions and ALL_CAPS constants; skipped "
+            f"{skipped} other top-level statement(s) (examples, model loading, training...)"
+            + (f", the IPython lines (%, !) of cell(s) {', '.join(ipython)}" if ipython else "")
+            + (f", the non-Python cell(s) {', '.join(not_python)}" if not_python else ""))
     return NotebookCode(path=path, statements=statements, skipped_names=skipped_names,
                         skipped_statements=skipped, problems=problems, info=info)
