@@ -114,13 +114,13 @@ def check_readme_points(results: dict) -> None:
 
 
 def test_student_command_at_the_repository_root():
-    """`pytest --grader-seed 1234 -m logits --target exercises` in the root, as the README says: the
-    options are known (the root conftest.py declares them) and the stubs are graded: exit 1 and the
-    points table. (test_grade_notebooks.py runs `pytest --target=PATH` in the root.)"""
+    """`pytest --grader-seed 1234 -m logits` in the root, as the README says: the option is known
+    (the root conftest.py declares it) and the stubs in exercises/ are graded: exit 1 and the points
+    table. (test_grade_notebooks.py runs `pytest --target=PATH` in the root.)"""
     script = Path(sys.executable).with_name("pytest")   # the `pytest` command, not `python -m pytest`
     cmd = [str(script)] if script.is_file() else [sys.executable, "-m", "pytest"]
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
-    proc = subprocess.run([*cmd, "--grader-seed", "1234", "-m", "logits", "--target", "exercises", "-p", "no:cacheprovider"],
+    proc = subprocess.run([*cmd, "--grader-seed", "1234", "-m", "logits", "-p", "no:cacheprovider"],
                           cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 1, f"exit code {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     table = proc.stdout[proc.stdout.index("minillm autograder:"):]

@@ -6,8 +6,8 @@ model loaded at the top, ``input()`` and a training loop. A classic mistake is a
 holding a file of tests/autograder/mistakes/ (later definitions win, as in Jupyter). The reference
 notebooks of every unit earn full marks in test_autograder.py (the fresh-seed run).
 
-Three grading runs (each a pytest subprocess, ~4 s of start-up on an idle machine): ``pytest
---target`` on one folder, and ``minillm grade`` on a class of two. The time limits are scaled down
+Four grading runs (each a pytest subprocess, ~4 s of start-up on an idle machine): ``pytest
+--target`` on one folder and on one notebook, and ``minillm grade`` on a class of two. The time limits are scaled down
 (``--time-limit-scale``) so that a unit that hangs costs seconds, not 20 s per test.
 """
 
@@ -168,6 +168,18 @@ def test_pytest_target_grades_notebooks(tmp_path):
     message = problems_message(results)
     assert message.startswith("logits: logits.ipynb, cell 3: `MODEL = load_model(MODEL_ID)` failed with SourceError")
     assert "; training: missing: " in message and "; architecture: importing architecture.py failed" in message
+
+
+def test_pytest_target_one_notebook(tmp_path):
+    """`pytest --target=<file>.ipynb` grades that file's unit only, named as Colab names a copy."""
+    path = write_notebook(student_notebook(SOLUTIONS / "perplexity.py"), tmp_path / "Copy of perplexity.ipynb")
+    json_path = tmp_path / "results.json"
+    proc = run_pytest(f"--target={path}", "--grade-json", str(json_path))
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    results = json.loads(json_path.read_text(encoding="utf-8"))
+    assert list(results["extra_data"]["units"]) == ["perplexity"]
+    assert results["score"] == results["max_score"] > 0 and not results["extra_data"]["problems"]
+    assert "deselected" in proc.stdout
 
 
 # --------------------------------------------------------------------------------------------

@@ -97,6 +97,7 @@ class RunState:
     failed_units: dict = dataclasses.field(default_factory=dict)  # unit -> message: its file failed to load
     problems: dict = dataclasses.field(default_factory=dict)      # unit -> [what went wrong with its file]
     notes: dict = dataclasses.field(default_factory=dict)         # unit -> [what the grader did, for information]
+    unit_files: dict = dataclasses.field(default_factory=dict)    # unit -> (its file or None, note), found once
     notebooks: dict = dataclasses.field(default_factory=dict)     # path -> NotebookCode, parsed once
     results: dict = dataclasses.field(default_factory=dict)       # nodeid -> TestResult
     objectives: dict = dataclasses.field(default_factory=dict)    # unit -> {ID: text}
@@ -372,7 +373,9 @@ class Student:
         state = self.state
         if state.target_file is not None and _unit_of_file(state.target_file) == unit:
             return state.target_file
-        path, note = find_unit_file(self.target, unit)
+        if unit not in state.unit_files:
+            state.unit_files[unit] = find_unit_file(self.target, unit)
+        path, note = state.unit_files[unit]
         if path is None:
             self._fail(unit, f"missing: the {unit} unit is graded from a file named {unit}.py or {unit}.ipynb "
                              f"in {self.target}, and there is none. {note}".rstrip())
