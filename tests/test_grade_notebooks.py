@@ -153,7 +153,8 @@ def test_pytest_target_grades_notebooks(tmp_path):
                                      f"{HANG_LIMIT_S:g} s, so the unit scores 0 (its other tests fail at once).")]
     assert problems["architecture"] == [
         "importing architecture.py failed with ModuleNotFoundError: No module named 'numpyy'"]
-    assert problems["training"][0].startswith("missing: the training unit is graded from a file named")
+    assert problems["training"] == ["missing: no training.py or training.ipynb in alice/, the files the training "
+                                    "unit is graded from."]
     # One test ran into the time limit (and says where the notebook was stuck); the others failed at once.
     sampling_outputs = [t["output"] for t in results["tests"] if t["tags"][0] == "sampling"]
     assert all(o.startswith("sampling.ipynb did not finish loading") for o in sampling_outputs)

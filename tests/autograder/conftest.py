@@ -59,6 +59,7 @@ REPO = Path(__file__).resolve().parents[2]
 DEFAULT_TIMEOUT_S = 20.0
 PRINT_LIMIT_CHARS = 10_000   # characters one test's student code may print
 PRINT_LIMIT_CALLS = 500      # print() calls one test's student code may make
+NOTE_CHARS = 240             # the longest error text quoted in a problem under the points table
 TINY_VOCAB = 320
 TINY_MODEL_SEED = 1234       # the tiny model's weights are fixed; texts and shapes vary with grader_seed
 
@@ -366,7 +367,8 @@ class Student:
     def _fail(self, unit: str, message: str) -> None:
         """Remember that ``unit``'s file cannot be loaded, for the rest of the run, and fail."""
         self.state.failed_units[unit] = message
-        self._note(unit, message.splitlines()[0])
+        first = message.splitlines()[0]
+        self._note(unit, first if len(first) <= NOTE_CHARS else first[: NOTE_CHARS - 3] + "...")
         raise GradingError(message) from None
 
     def _file(self, unit: str) -> Path:
@@ -377,8 +379,8 @@ class Student:
             state.unit_files[unit] = find_unit_file(self.target, unit)
         path, note = state.unit_files[unit]
         if path is None:
-            self._fail(unit, f"missing: the {unit} unit is graded from a file named {unit}.py or {unit}.ipynb "
-                             f"in {self.target}, and there is none. {note}".rstrip())
+            self._fail(unit, f"missing: no {unit}.py or {unit}.ipynb in {self.target.name}/, the files the "
+                             f"{unit} unit is graded from. {note}".rstrip())
         if note:
             self._note(unit, note, problem=False)
         return path
@@ -444,6 +446,7 @@ class Student:
                     raise
                 except BaseException as err:  # an import that is not installed, a NameError, SystemExit...
                     first = (str(err).splitlines() or [""])[0]
+                    first = first if len(first) <= NOTE_CHARS else first[: NOTE_CHARS - 3] + "..."
                     self._note(unit, f"{path.name}, cell {statement.cell}: `{statement.text}` failed with "
                                      f"{type(err).__name__}: {first}; the grader went on without it")
         finally:
