@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import nbformat
 from student_notebooks import student_notebook, write_notebook
 
 from minillm.grade import grade_class, problems_message
@@ -46,6 +47,11 @@ def mistake_cell(name: str) -> str:
 
 
 HANG_CELL = "def _warm_up():\n    while True:\n        pass\n\n\nWARMED_UP = _warm_up()   # never returns\n"
+# A helper module the student had on their own machine: the import fails when graded, and so does
+# the graded function that uses it (and only that one).
+MISSING_HELPER_CELL = ("from my_helpers import pooled_nll\n\n\n"
+                       "def corpus_perplexity(model, tokenizer, texts):\n"
+                       "    return pooled_nll(model, tokenizer, texts)\n")
 HANG_MODULE = "\n\nwhile True:   # a training run left at the bottom of the file\n    pass\n"
 
 
@@ -115,20 +121,24 @@ def test_file_choice_when_both_exist(tmp_path):
 
 def test_pytest_target_grades_notebooks(tmp_path):
     """logits.ipynb: the reference, with a Qwen model loaded in an ALL_CAPS constant: full marks;
-    perplexity.ipynb: a classic mistake: loses points there only; sampling.ipynb: a cell that
+    perplexity.ipynb: a classic mistake, and a function using a helper module that is not there:
+    loses points there only; sampling.ipynb: a cell that
     never finishes: 0 within one time limit; quantization: stub .py + reference .ipynb: the
     notebook is graded, full marks; architecture.py: fails to import; training: missing."""
     folder = tmp_path / "alice"
     folder.mkdir()
     write_notebook(student_notebook(SOLUTIONS / "logits.py", model_cell="MODEL = load_model(MODEL_ID)"),
                    folder / "logits.ipynb")
-    write_notebook(student_notebook(SOLUTIONS / "perplexity.py",
-                                    extra=(mistake_cell("perplexity__off_by_one.py"),)), folder / "perplexity.ipynb")
+    write_notebook(student_notebook(SOLUTIONS / "perplexity.py", extra=(
+        mistake_cell("perplexity__off_by_one.py"), MISSING_HELPER_CELL)), folder / "perplexity.ipynb")
     write_notebook(student_notebook(SOLUTIONS / "sampling.py", extra=(HANG_CELL,)), folder / "sampling.ipynb")
     shutil.copy(EXERCISES / "quantization.py", folder / "quantization.py")
     write_notebook(student_notebook(SOLUTIONS / "quantization.py"), folder / "quantization.ipynb")
     (folder / "architecture.py").write_text(
         (SOLUTIONS / "architecture.py").read_text(encoding="utf-8") + "\nimport numpyy\n", encoding="utf-8")
+    def n_cells(unit):
+        return len(nbformat.read(folder / f"{unit}.ipynb", as_version=4).cells)
+
     json_path = tmp_path / "results.json"
     start = time.monotonic()
     # `--target=PATH`: a folder outside the clone needs the "=" (README: with a space, pytest takes the
@@ -146,9 +156,13 @@ def test_pytest_target_grades_notebooks(tmp_path):
     # The hang cost one time limit, not one per sampling test (there are 7).
     assert seconds < 3 * HANG_LIMIT_S + 30, seconds
 
-    problems = results["extra_data"]["problems"]
-    assert set(problems) == {"logits", "sampling", "architecture", "training"}, problems
-    assert any("MODEL = load_model(MODEL_ID)" in p and "SourceError" in p for p in problems["logits"])
+    problems, notes = results["extra_data"]["problems"], results["extra_data"]["notes"]
+    assert set(problems) == {"perplexity", "sampling", "architecture", "training"}, problems
+    # The failed constant costs nothing (no graded function uses it): a note, not a problem.
+    assert any("cell 3: `MODEL = load_model(MODEL_ID)` failed with SourceError" in n for n in notes["logits"])
+    assert problems["perplexity"] == [
+        f"perplexity.ipynb: corpus_perplexity() uses `pooled_nll`, but cell {n_cells('perplexity')}: "
+        "`from my_helpers import pooled_nll` failed with ModuleNotFoundError: No module named 'my_helpers'."]
     assert problems["sampling"] == [(f"sampling.ipynb did not finish loading within the time limit of "
                                      f"{HANG_LIMIT_S:g} s, so the unit scores 0 (its other tests fail at once).")]
     assert problems["architecture"] == [
@@ -161,14 +175,13 @@ def test_pytest_target_grades_notebooks(tmp_path):
     first, *others = sampling_outputs
     assert "in sampling.ipynb, cell" in first and "while True" in first and "earlier test" not in first, first
     assert others and all("found by an earlier test of the sampling unit" in o for o in others)
-    notes = results["extra_data"]["notes"]
     assert any("graded quantization.ipynb" in n for n in notes["quantization"])
     # The points table ends with the problems, for the student; grades.csv's message lists them.
     table = proc.stdout[proc.stdout.rindex("minillm autograder:"):]
     assert "problems:" in table and "sampling: sampling.ipynb did not finish loading" in table
     message = problems_message(results)
-    assert message.startswith("logits: logits.ipynb, cell 3: `MODEL = load_model(MODEL_ID)` failed with SourceError")
-    assert "; training: missing: " in message and "; architecture: importing architecture.py failed" in message
+    assert message.startswith("perplexity: perplexity.ipynb: corpus_perplexity() uses `pooled_nll`")
+    assert "; architecture: importing architecture.py failed" in message and "; training: missing: " in message
 
 
 def test_pytest_target_one_notebook(tmp_path):

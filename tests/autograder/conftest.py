@@ -20,9 +20,10 @@ API for the test files ``test_grade_<unit>.py`` (see the README):
 
 A unit's code is ``<unit>.py`` or ``<unit>.ipynb`` (submission.py says which wins when both are
 there and what of a notebook runs). What goes wrong with a unit's file (missing, a syntax error,
-an exception or a time-out while loading it, a notebook cell that could not run) is listed under
-the points table and in the JSON (``extra_data["problems"]``; ``extra_data["notes"]`` says which
-file was graded and which IPython lines were skipped). A file that failed to load is not loaded
+an exception or a time-out while loading it, a notebook cell that does not parse, a graded
+function that needs a notebook statement that failed) is listed under the points table and in the
+JSON (``extra_data["problems"]``; ``extra_data["notes"]`` says which file was graded, what of a
+notebook ran, and which statements failed without costing points). A file that failed to load is not loaded
 again: the unit's other tests fail at once with the same message, so a file that hangs costs one
 time limit, not one per test.
 """
@@ -276,13 +277,14 @@ _GLOBAL_OPS = {"LOAD_GLOBAL", "LOAD_NAME", "STORE_GLOBAL", "DELETE_GLOBAL"}
 
 
 def check_global_vars(fn: Callable, module: types.ModuleType, unit: str,
-                      skipped: dict[str, int] | None = None) -> None:
+                      skipped: dict[str, int] | None = None, failed: dict[str, str] | None = None) -> None:
     """Fail when ``fn`` (or a helper of the same module that it calls) reads a module-level
     variable, e.g. a ``model`` or ``text`` left at the top of the file, instead of its arguments.
-    ``skipped``: for a notebook, the names that its top-level statements the grader did not run
-    would have bound (name -> cell)."""
+    For a notebook, ``skipped``: the names that the top-level statements the grader did not run
+    would have bound (name -> cell); ``failed``: those of statements that failed (name -> what
+    happened); using one of them fails too, saying why the name is not there."""
     file = Path(getattr(module, "__file__", None) or f"{unit}.py").name
-    skipped = skipped or {}
+    skipped, failed = skipped or {}, failed or {}
     seen: set[int] = set()
     todo = [fn]
     while todo:
@@ -297,6 +299,8 @@ def check_global_vars(fn: Callable, module: types.ModuleType, unit: str,
                 if instr.opname not in _GLOBAL_OPS or not isinstance(instr.argval, str):
                     continue
                 name = instr.argval
+                if instr.opname != "STORE_GLOBAL" and name not in g and name in failed:
+                    raise GradingError(f"{file}: {fn.__name__}() uses `{name}`, but {failed[name]}.")
                 if instr.opname != "STORE_GLOBAL" and name not in g and name in skipped:
                     raise GradingError(
                         f"{file}: {fn.__name__}() uses the variable `{name}` that cell {skipped[name]} sets. "
@@ -331,7 +335,8 @@ class Student:
         self.state = state
         self.target = state.target
         self._modules: dict[str, types.ModuleType] = {}
-        self._skipped: dict[str, dict[str, int]] = {}
+        self._skipped: dict[str, dict[str, int]] = {}   # unit -> {name: cell}: notebook statements not run
+        self._failed: dict[str, dict[str, str]] = {}    # unit -> {name: why}: notebook statements that failed
 
     def __call__(self, unit: str) -> types.ModuleType:
         if unit in self._modules:
@@ -437,6 +442,7 @@ class Student:
         module.print = _bounded_print  # type: ignore[attr-defined]
         sys.modules[name] = module
         sys.path.insert(0, str(self.target))
+        failed = self._failed[unit] = {}
         try:
             for statement in code.statements:
                 try:
@@ -447,8 +453,12 @@ class Student:
                 except BaseException as err:  # an import that is not installed, a NameError, SystemExit...
                     first = (str(err).splitlines() or [""])[0]
                     first = first if len(first) <= NOTE_CHARS else first[: NOTE_CHARS - 3] + "..."
-                    self._note(unit, f"{path.name}, cell {statement.cell}: `{statement.text}` failed with "
-                                     f"{type(err).__name__}: {first}; the grader went on without it")
+                    what = (f"cell {statement.cell}: `{statement.text}` failed with {type(err).__name__}: "
+                            f"{first}")
+                    # A note, not a problem: it matters only if a graded function uses what it defines
+                    # (function() then says so).
+                    self._note(unit, f"{path.name}, {what}; the grader went on without it", problem=False)
+                    failed.update({n: what for n in statement.names})
         finally:
             _remove_from_path(str(self.target))
         self._skipped[unit] = code.skipped_names
@@ -458,6 +468,10 @@ class Student:
         module = self(unit)
         fn = getattr(module, name, None)
         file = Path(module.__file__).name
+        if fn is None and name in self._failed.get(unit, {}):
+            message = f"{file}: {name}() is not defined: {self._failed[unit][name]}."
+            self._note(unit, message)
+            raise GradingError(message)
         if fn is None:
             notes = [n for n in self.state.problems.get(unit, []) if n.startswith(f"{file}, cell")]
             raise GradingError(
@@ -467,7 +481,12 @@ class Student:
             )
         if not callable(fn):
             raise GradingError(f"{file}: {name} should be a function, but it is a {type(fn).__name__}.")
-        check_global_vars(fn, module, unit, self._skipped.get(unit))
+        try:
+            check_global_vars(fn, module, unit, self._skipped.get(unit), self._failed.get(unit))
+        except GradingError as err:
+            if any(f"uses `{n}`, but cell" in str(err) for n in self._failed.get(unit, {})):
+                self._note(unit, str(err).splitlines()[0])   # a failed cell costs points: say so in the message
+            raise
         return fn
 
 

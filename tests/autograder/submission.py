@@ -18,7 +18,9 @@ function on an example, loading ``Qwen/Qwen2.5-0.5B``, a training loop, ``input(
 skipped. The graded functions lose nothing by it: the global-variable rule already forbids them
 to read any other module-level name, and a notebook whose first cells load a hub model or train
 for an hour is graded in seconds, offline. The names that skipped statements bind are kept so
-that a function reading one of them gets the global-variable message, not a bare NameError.
+that a function reading one of them gets the global-variable message, not a bare NameError; so
+are the names of statements that fail when run (``Statement.names``), so that the grader can say
+which failure a graded function depends on.
 
 IPython syntax (``%matplotlib inline``, ``!pip install ...``, ``x = !ls``, ``obj?``) is not
 Python: in a cell that does not parse as Python, such lines are replaced by ``pass`` (cell magics
@@ -55,6 +57,7 @@ class Statement:
     line: int                 # 1-based line within the cell
     text: str                 # its first line, for messages
     code: types.CodeType
+    names: list[str]          # the module-level names it binds
 
 
 @dataclasses.dataclass
@@ -150,7 +153,14 @@ def _n_targets(targets: list[ast.expr]) -> int:
 
 
 def _names_bound_by(node: ast.stmt) -> list[str]:
-    """Module-level names a skipped statement would have bound."""
+    """Module-level names a top-level statement binds."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return [node.name]
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return [alias.asname or alias.name.split(".")[0] for alias in node.names if alias.name != "*"]
+    if isinstance(node, ast.Try):
+        return [n for block in ([node.body, node.orelse, node.finalbody] + [h.body for h in node.handlers])
+                for s in block for n in _names_bound_by(s)]
     if isinstance(node, ast.Assign):
         return [n for t in node.targets for n in _bound(t)]
     if isinstance(node, (ast.AnnAssign, ast.AugAssign, ast.For, ast.AsyncFor)):
@@ -234,7 +244,8 @@ def read_notebook(path: Path) -> NotebookCode:
             except SyntaxError as err:  # e.g. `return` outside a function: found by the compiler
                 problems.append(f"{path.name}, cell {index}, line {err.lineno}: {err.msg}; `{text}` was not run")
                 continue
-            statements.append(Statement(cell=index, line=node.lineno, text=text, code=code))
+            statements.append(Statement(cell=index, line=node.lineno, text=text, code=code,
+                                        names=_names_bound_by(node)))
     info = (f"{path.name}: ran its {len(statements)} imports, definitions and ALL_CAPS constants; skipped "
             f"{skipped} other top-level statement(s) (examples, model loading, training...)"
             + (f", the IPython lines (%, !) of cell(s) {', '.join(ipython)}" if ipython else "")
