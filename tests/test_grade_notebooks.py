@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import pytest
 from student_notebooks import student_notebook, write_notebook
 
 from minillm.grade import grade_class, problems_message
@@ -40,7 +41,7 @@ SCALE = 0.2
 HANG_LIMIT_S = 20 * SCALE
 
 sys.path.insert(0, str(AUTOGRADER))
-from submission import count_stubs, find_unit_file, read_notebook
+from submission import NotebookError, count_stubs, find_unit_file, read_notebook
 
 
 def mistake_cell(name: str) -> str:
@@ -97,6 +98,14 @@ def test_read_notebook_runs_definitions_only(tmp_path):
         if statement.text.startswith(("def next_token_logits", "from __future__")):
             exec(statement.code, namespace)
     assert isinstance(namespace["next_token_logits"].__annotations__["text"], str)
+
+
+def test_unreadable_notebook(tmp_path):
+    path = tmp_path / "logits.ipynb"
+    path.write_text('{"cells": [', encoding="utf-8")   # cut short, as a failed upload leaves it
+    with pytest.raises(NotebookError, match=r"logits.ipynb is not a notebook that Jupyter can open"):
+        read_notebook(path)
+    assert count_stubs(path) == 0
 
 
 def test_file_choice_when_both_exist(tmp_path):

@@ -21,7 +21,7 @@ def add_grader_options(parser) -> None:
     group.addoption("--target", default="exercises",
                     help="what to grade: a folder holding the units' modules or notebooks (<unit>.py or "
                          "<unit>.ipynb): 'exercises' (default), 'solutions' or a submission's folder; or one "
-                         "file <unit>.py / <unit>.ipynb, which grades that unit only")
+                         "file <unit>.py / <unit>.ipynb, which grades that unit only (outside the repository, write --target=PATH)")
     group.addoption("--grader-seed", type=int, default=None,
                     help="seed for the random texts/shapes the tests draw (default: a fresh one per run)")
     group.addoption("--grade-json", default=None, metavar="PATH",

@@ -23,9 +23,10 @@ are the names of statements that fail when run (``Statement.names``), so that th
 which failure a graded function depends on.
 
 IPython syntax (``%matplotlib inline``, ``!pip install ...``, ``x = !ls``, ``obj?``) is not
-Python: in a cell that does not parse as Python, such lines are replaced by ``pass`` (cell magics
-such as ``%%bash`` skip their whole cell), with a note. A cell that still does not parse is
-skipped with a note naming the cell and the line. Cells are numbered from 1 at the top of the
+Python: in a cell that does not parse as Python, such lines are replaced by ``pass``. A cell
+magic's line is dropped and the cell's body handled as Python when it is (``%%time``), skipped
+when it is not (``%%bash``). The note says which cells. A cell that still does not parse is
+skipped, a problem naming the cell and the line. Cells are numbered from 1 at the top of the
 notebook, markdown cells included.
 """
 
