@@ -350,12 +350,13 @@ class Student:
             module = self._load_notebook(unit, path) if path.suffix == ".ipynb" else self._import(unit, path)
         except StudentTimeout as err:
             where = _student_frames(err.__traceback__, self.target)
-            what = ("A notebook's imports, functions and ALL_CAPS constants" if path.suffix == ".ipynb"
-                    else "Code at the top level of the file (a training run? a download?)")
+            advice = ("A notebook's imports, functions, classes and ALL_CAPS constants must load in a moment: "
+                      "assign slow work (training, a download) to a lower-case name, which the grader skips."
+                      if path.suffix == ".ipynb" else
+                      "Code at the top level of the file runs when it is imported: put slow work (training, "
+                      'a download) in a function, or under `if __name__ == "__main__":`.')
             self._fail(unit, f"{path.name} did not finish loading within the time limit of {state.limit:g} s, "
-                             "so the unit scores 0 (its other tests fail at once).\n"
-                             f"{what} must load in a moment: move slow work into a function, or into a "
-                             "cell that is not graded (one that does not assign an ALL_CAPS name)."
+                             f"so the unit scores 0 (its other tests fail at once).\n{advice}"
                              + (f" It was running:\n{where}" if where else ""))
         except PrintLimitExceeded as err:
             self._fail(unit, f"{path.name} printed too much while loading: {err}")
