@@ -164,7 +164,8 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"--time-limit-scale {scale}: give a positive number (1 keeps the limits).")
     _STATE = RunState(target=folder, target_file=file, seed=seed, started=time.time(), time_limit_scale=scale)
     # Grading runs offline: a notebook constant such as MODEL = load_model("Qwen/Qwen2.5-0.5B") fails at
-    # once from the cache instead of downloading (minillm and huggingface_hub read this variable).
+    # once from the cache instead of downloading. Set here, before anything imports huggingface_hub
+    # (which reads it once, at import; minillm reads it at each call), for the whole grading process.
     os.environ["HF_HUB_OFFLINE"] = "1"
     if getattr(config.option, "tbstyle", "auto") == "auto":
         config.option.tbstyle = "short"
