@@ -4,6 +4,9 @@
     minillm generate SOURCE "prompt" --max-new-tokens 50 --temperature 0.8 --top-k 40 --seed 0
     minillm surprise SOURCE "text" --top-k 3
     minillm scaling --models Qwen/Qwen2.5-0.5B Qwen/Qwen2.5-1.5B --stories 50 --out results/
+    minillm context --offline --out context-results
+    minillm instructions --models M1 M2-Instruct --out instruction-results
+    minillm categories --offline --texts wiki.txt --out category-results
     minillm quantize SOURCE --bits 16 8 4 3 2 --schemes tensor channel group
     minillm train --data stories.txt --out my-model --hidden 64 --layers 2 --steps 500
     minillm train --init data/models/tiny-m --data new.txt --out adapted --steps 200
@@ -28,6 +31,7 @@ from pathlib import Path
 import torch
 
 from .config import ConfigError
+from .data import CATEGORIES
 from .generate import default_eos_token_ids, generate
 from .generation_config import GenerationConfig
 from .hub import SourceError
@@ -143,74 +147,191 @@ def _sampling_settings(args: argparse.Namespace, generation_config) -> tuple[flo
 DEFAULT_SCALING_MODELS = ["Qwen/Qwen2.5-0.5B", "Qwen/Qwen2.5-1.5B"]
 
 
-def _scaling_setup(args: argparse.Namespace) -> tuple[list[str], list[str], str]:
-    """(models, stories, where the stories come from) for `minillm scaling`.
+def _is_local(source: str) -> bool:
+    return Path(source).expanduser().is_dir()
 
-    With no --models, the Qwen2.5 family when it is cached or the hub answers; otherwise the
-    tiny family minillm ships (data/models) on the bundled stories it never trained on.
+
+def _texts_for(args: argparse.Namespace, models: list[str], limit: int, default: str = "tinystories"):
+    """The texts a scoring command runs on, as a TextSource, and print what they are.
+
+    --texts FILE wins; then --category (bundled texts); then, with --offline or when the default
+    is "bundled", the bundled stories; else TinyStories' validation stories from the hub (when
+    the hub is out of reach and every model is a local folder: the bundled stories, said so).
+    Texts a model trained on (its training record) are left out unless --include-seen.
     """
     from . import data
+    from .provenance import without_training_texts
+
+    if getattr(args, "texts", None):
+        source = data.read_text_file(args.texts)
+    elif args.category or getattr(args, "offline", False) or default == "bundled":
+        source = data.bundled_source(args.category or "stories")
+    else:
+        try:
+            source = data.tinystories_source(limit)
+        except SourceError as err:
+            if not all(_is_local(m) for m in models):
+                raise
+            print(f"{err}\nThe models are local folders, so using the stories bundled with minillm instead.\n")
+            source = data.bundled_source("stories")
+    if not args.include_seen:
+        source, message = without_training_texts(models, source)
+        if message:
+            print(message)
+    source = source.first(limit)
+    print(f"Scoring {source.label}.")
+    return source
+
+
+def _pick_models(args: argparse.Namespace) -> tuple[list[str], bool]:
+    """(models, whether they are the shipped family standing in for the defaults).
+
+    With no --models, the Qwen2.5 family when it is cached or the hub answers; otherwise the
+    tiny family minillm ships (data/models). With --offline, hub ids come from the cache only.
+    """
     from .hub import hub_reachable, is_cached
 
-    models = args.models
-    if models is None:
-        if all(is_cached(m) for m in DEFAULT_SCALING_MODELS) or (not args.offline and hub_reachable()):
-            models = DEFAULT_SCALING_MODELS
-        else:
-            from .family import FAMILY_DIR, SHAPES, held_out_stories
-
-            print(f"The default models ({', '.join(DEFAULT_SCALING_MODELS)}) are not in the Hugging Face cache "
-                  "and the hub cannot be reached (or --offline is set). To run them, download them once with "
-                  "`hf download Qwen/Qwen2.5-0.5B` (and 1.5B) or pass --models with local folders.\n"
-                  f"Using the tiny model family minillm ships instead ({FAMILY_DIR}), on the "
-                  f"{len(held_out_stories())} bundled stories it never trained on.\n")
-            return [str(FAMILY_DIR / name) for name in SHAPES], held_out_stories()[: args.stories], \
-                "the held-out bundled stories"
     if args.offline:
         os.environ["HF_HUB_OFFLINE"] = "1"  # hub ids come from the local cache only
-        return models, data.bundled_texts(args.category)[: args.stories], f"the {args.category} bundled with minillm"
-    return models, data.tinystories(args.stories), "TinyStories validation"
+    if args.models is not None:
+        return args.models, False
+    if all(is_cached(m) for m in DEFAULT_SCALING_MODELS) or (not args.offline and hub_reachable()):
+        return DEFAULT_SCALING_MODELS, False
+    from .family import FAMILY_DIR, SHAPES
+
+    print(f"The default models ({', '.join(DEFAULT_SCALING_MODELS)}) are not in the Hugging Face cache "
+          "and the hub cannot be reached (or --offline is set). To run them, download them once with "
+          "`hf download Qwen/Qwen2.5-0.5B` (and 1.5B) or pass --models with local folders.\n"
+          f"Using the tiny model family minillm ships instead ({FAMILY_DIR}), on bundled texts it "
+          "never trained on.\n")
+    return [str(FAMILY_DIR / name) for name in SHAPES], True
+
+
+def _scaling_setup(args: argparse.Namespace) -> tuple[list[str], object]:
+    """(models, texts) for `minillm scaling` and the experiments (see _pick_models, _texts_for)."""
+    models, family = _pick_models(args)
+    return models, _texts_for(args, models, args.stories, default="bundled" if family else "tinystories")
 
 
 def cmd_scaling(args: argparse.Namespace) -> None:
     """Score the same stories with every model; write tables, a report and plots."""
-    from .experiments.scaling import run_scaling, save_results
+    from .experiments.scaling import fit_sentence, run_scaling, save_results
 
-    args.models, stories, source = _scaling_setup(args)
-    print(f"{len(stories)} stories from {source}; models: {', '.join(args.models)}")
-    results = run_scaling(args.models, stories, dtype=args.dtype, batch_tokens=args.batch_tokens, seed=args.seed,
+    args.models, source = _scaling_setup(args)
+    print(f"models: {', '.join(args.models)}")
+    results = run_scaling(args.models, source, dtype=args.dtype, batch_tokens=args.batch_tokens, seed=args.seed,
                           progress=args.progress)
     print(f"\n{'model':<32} {'non-emb params':>15} {'tokens':>8} {'perplexity':>11} {'95% CI':>17} {'bits/byte':>9}")
     for s in results.summaries:
         ci = f"{s.ppl_ci_low:.3f}-{s.ppl_ci_high:.3f}"
         print(f"{s.model:<32} {s.non_embedding_params:>15,} {s.tokens:>8,} {s.perplexity:>11.3f} {ci:>17} "
               f"{s.bits_per_byte:>9.4f}")
-    if results.fit:
-        print(f"power law: perplexity = {results.fit.coefficient:.4g} * N^{results.fit.exponent:.4f} "
-              "(N = non-embedding parameters)")
+    print(fit_sentence(results))
+    for warning in results.warnings:
+        print(warning)
     for path in save_results(results, args.out):
         print(f"wrote {path}")
 
 
+def cmd_context(args: argparse.Namespace) -> None:
+    """The same continuation after 0..3 sentences of its story: does context lower perplexity?"""
+    from .experiments.context import run_context, write_context
+
+    models, source = _scaling_setup(args)
+    results = run_context(models, source, max_k=args.max_k, dtype=args.dtype, seed=args.seed, progress=args.progress)
+    print(f"\n{'model':<16} {'k':>4} {'stories':>7} {'perplexity':>11} {'95% CI':>17}   paired ratio to k=0 (95% CI)")
+    for s in results.summaries:
+        d = next((d for d in results.differences if d.b == s.condition and d.group == Path(s.model).name), None)
+        ratio = f"{d.ratio:.3f} ({d.ratio_ci_low:.3f}-{d.ratio_ci_high:.3f}), better on {d.b_better}/{d.texts}" \
+            if d else ""
+        print(f"{Path(s.model).name:<16} {s.condition:>4} {s.texts:>7} {s.perplexity:>11.3f} "
+              f"{s.ppl_ci_low:>8.3f}-{s.ppl_ci_high:<8.3f}   {ratio}")
+    for warning in results.warnings:
+        print(warning)
+    for path in write_context(results, args.out):
+        print(f"wrote {path}")
+
+
+def _print_conditions(summaries, differences, header: str, baseline: str) -> None:
+    print(f"\n{'model':<18} {header:>12} {'texts':>5} {'perplexity':>11} {'95% CI':>17}   paired ratio to {baseline}")
+    for s in summaries:
+        name = Path(s.model).name
+        d = next((d for d in differences if d.group == name and d.a == baseline and d.b == s.condition), None)
+        ratio = f"{d.ratio:.3f} ({d.ratio_ci_low:.3f}-{d.ratio_ci_high:.3f}), better on {d.b_better}/{d.texts}" \
+            if d else ""
+        print(f"{name:<18} {s.condition:>12} {s.texts:>5} {s.perplexity:>11.3f} "
+              f"{s.ppl_ci_low:>8.3f}-{s.ppl_ci_high:<8.3f}   {ratio}")
+
+
+def cmd_instructions(args: argparse.Namespace) -> None:
+    """Stories after instruction prefixes (none, vague, specific, paraphrased, mismatched)."""
+    from .experiments.instructions import run_instructions, write_instructions
+
+    if args.models is None:
+        from .family import FAMILY_DIR, SHAPES
+
+        found = [FAMILY_DIR / n for n in SHAPES] + [FAMILY_DIR / f"{n}-instruct" for n in SHAPES]
+        args.models = [str(f) for f in found if (f / "config.json").is_file()]
+        args.category = args.category or "stories"
+        print(f"Using the tiny family minillm ships, base and instruct where present: "
+              f"{', '.join(Path(m).name for m in args.models)}.")
+    models, source = _scaling_setup(args)
+    results = run_instructions(models, source, chat_models=args.chat_models, dtype=args.dtype, seed=args.seed,
+                               progress=args.progress)
+    _print_conditions(results.summaries, results.differences, "instruction", "none")
+    for warning in results.warnings:
+        print(warning)
+    for path in write_instructions(results, args.out):
+        print(f"wrote {path}")
+
+
+def cmd_categories(args: argparse.Namespace) -> None:
+    """Every model on every bundled category (and --texts files): bits per byte and perplexity."""
+    from . import data
+    from .experiments.categories import run_categories, write_categories
+    from .provenance import without_training_texts
+
+    models, _ = _pick_models(args)
+    sources = {}
+    for category in data.CATEGORIES:
+        source, message = data.bundled_source(category), None
+        if not args.include_seen:
+            source, message = without_training_texts(models, source)
+        if message:
+            print(f"{category}: {message}")
+        sources[category] = source.first(args.stories)
+    for path in args.texts_files or []:
+        sources[path.name] = data.read_text_file(path, limit=args.stories)
+    results = run_categories(models, sources, dtype=args.dtype, seed=args.seed, progress=args.progress)
+    print(f"\n{'model':<18} {'category':>18} {'texts':>5} {'bits/byte':>10} {'95% CI':>15} {'perplexity':>11}")
+    for s in results.summaries:
+        print(f"{Path(s.model).name:<18} {s.condition:>18} {s.texts:>5} {s.bits_per_byte:>10.4f} "
+              f"{s.bpb_ci_low:>7.4f}-{s.bpb_ci_high:<7.4f} {s.perplexity:>11.3f}")
+    for warning in results.warnings:
+        print(warning)
+    for path in write_categories(results, args.out):
+        print(f"wrote {path}")
+
+
 def cmd_quantize(args: argparse.Namespace) -> None:
-    """Perplexity and size of k-bit copies of a model on the bundled stories."""
-    from . import data, plots
+    """Perplexity and size of k-bit copies of a model on bundled texts it never trained on."""
+    from . import plots
     from .experiments.quantization import perplexity_vs_bits
     from .experiments.scaling import write_csv
 
     model, tok = load_model(args.source, dtype="float32"), load_tokenizer(args.source)
-    texts = data.bundled_texts(args.category)[: args.texts]
-    if not texts:
-        raise ValueError(f"--texts {args.texts}: give at least 1 text to score.")
-    print(f"{len(texts)} bundled {args.category} texts; {args.source}")
-    rows = perplexity_vs_bits(model, tok, texts, tuple(args.bits), tuple(args.schemes), args.group_size,
+    if args.n_texts < 1:
+        raise ValueError(f"--texts {args.n_texts}: give at least 1 text to score.")
+    source = _texts_for(args, [args.source], args.n_texts, default="bundled")
+    rows = perplexity_vs_bits(model, tok, source.texts, tuple(args.bits), tuple(args.schemes), args.group_size,
                               progress=args.progress)
     print(f"\n{'bits':>4} {'scheme':>8} {'size MB':>9} {'perplexity':>11} {'bits/byte':>9}")
     for r in rows:
         print(f"{r.bits:>4} {r.scheme:>8} {r.size_mb:>9.2f} {r.perplexity:>11.3f} {r.bits_per_byte:>9.4f}")
     args.out.mkdir(parents=True, exist_ok=True)
     for path in (write_csv(args.out / "quantization.csv", rows),
-                 plots.plot_quantization(rows, args.out / "perplexity_vs_bits.png")):
+                 plots.plot_quantization(rows, args.out / "perplexity_vs_bits.png",
+                                         data_label=f"{Path(args.source).name} on {source.label}")):
         print(f"wrote {path}")
 
 
@@ -528,6 +649,30 @@ def cmd_finetune_family(args: argparse.Namespace) -> None:
     print(f"wrote {', '.join(str(args.out / r.name) for r in rows)} and {args.out / 'instruct.csv'}")
 
 
+def _add_text_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--category", choices=CATEGORIES, default=None,
+                        help="score bundled texts of this kind instead of TinyStories (works with --offline)")
+    parser.add_argument("--texts", type=Path, metavar="FILE",
+                        help="score the texts of this file: TinyStories (<|endoftext|>), WikiText, or paragraphs")
+    parser.add_argument("--include-seen", action="store_true",
+                        help="also score texts a model trained on (its training_data.json says which)")
+
+
+def _add_scoring_args(parser: argparse.ArgumentParser, out: str) -> None:
+    """Models and texts, as for `minillm scaling`."""
+    parser.add_argument("--models", nargs="+", default=None,
+                        help=f"checkpoint folders or hub ids (default: {' '.join(DEFAULT_SCALING_MODELS)}; "
+                             "without network or cache, the tiny family in data/models)")
+    parser.add_argument("--stories", type=int, default=50, help="how many texts at most")
+    parser.add_argument("--out", type=Path, default=Path(out), help="folder for tables, plots and the report")
+    parser.add_argument("--offline", action="store_true",
+                        help="no network: bundled texts, and models from folders or the local cache")
+    _add_text_args(parser)
+    parser.add_argument("--dtype", default="float32", choices=[*DTYPES, "auto"], help="weights' dtype")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress lines")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minillm", description="See what is inside a Qwen2/Llama language model.",
                                      formatter_class=HelpFormatter)
@@ -571,13 +716,43 @@ def build_parser() -> argparse.ArgumentParser:
     scaling.add_argument("--out", type=Path, default=Path("scaling-results"), help="folder for tables and plots")
     scaling.add_argument("--offline", action="store_true",
                          help="no network: the bundled stories, and models from folders or the local cache")
-    scaling.add_argument("--category", default="stories",
-                         help="with --offline: which bundled texts (stories, news, code, poetry, instructions)")
+    _add_text_args(scaling)
     scaling.add_argument("--dtype", default="float32", choices=[*DTYPES, "auto"], help="weights' dtype")
     scaling.add_argument("--batch-tokens", type=int, default=1024, help="tokens per scoring batch")
     scaling.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     scaling.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     scaling.set_defaults(run=cmd_scaling)
+
+    context = commands.add_parser("context", formatter_class=HelpFormatter,
+                                  help="perplexity of a continuation after 0..3 sentences of its story")
+    _add_scoring_args(context, "context-results")
+    context.add_argument("--max-k", type=int, default=3, help="most sentences of context")
+    context.set_defaults(run=cmd_context)
+
+    instr = commands.add_parser("instructions", formatter_class=HelpFormatter,
+                                help="stories after vague, specific, paraphrased or mismatched instructions; "
+                                     "base and instruct models")
+    _add_scoring_args(instr, "instruction-results")
+    instr.add_argument("--chat-models", nargs="+", default=None, metavar="MODEL",
+                       help="score these through their chat template (default: models whose name says "
+                            "instruct or chat and whose tokenizer has a template)")
+    instr.set_defaults(run=cmd_instructions)
+
+    cats = commands.add_parser("categories", formatter_class=HelpFormatter,
+                               help="every model on stories, news, code, poetry, instructions (and --texts files): "
+                                    "bits per byte")
+    cats.add_argument("--models", nargs="+", default=None,
+                      help="checkpoint folders or hub ids (default: as for `minillm scaling`)")
+    cats.add_argument("--stories", type=int, default=50, help="texts per category at most")
+    cats.add_argument("--texts", dest="texts_files", type=Path, nargs="+", metavar="FILE",
+                      help="more text sources, one category each: TinyStories, WikiText or paragraph files")
+    cats.add_argument("--out", type=Path, default=Path("category-results"), help="folder for tables, plot, report")
+    cats.add_argument("--offline", action="store_true", help="models from folders or the local cache only")
+    cats.add_argument("--include-seen", action="store_true", help="also score texts a model trained on")
+    cats.add_argument("--dtype", default="float32", choices=[*DTYPES, "auto"], help="weights' dtype")
+    cats.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    cats.add_argument("--no-progress", dest="progress", action="store_false", help="no progress lines")
+    cats.set_defaults(run=cmd_categories, category=None, texts=None)
 
     quant = commands.add_parser("quantize", formatter_class=HelpFormatter, help="perplexity and size of k-bit copies of a model")
     quant.add_argument("source", help="a local checkpoint folder or a hub repo id")
@@ -585,11 +760,14 @@ def build_parser() -> argparse.ArgumentParser:
     quant.add_argument("--schemes", nargs="+", default=["tensor", "channel", "group"],
                        choices=["tensor", "channel", "group"], help="one (zero point, scale) per tensor, row or group")
     quant.add_argument("--group-size", type=int, default=64, help="weights per group of the group scheme")
-    quant.add_argument("--texts", type=int, default=20, help="how many bundled texts to score")
-    quant.add_argument("--category", default="stories", help="which bundled texts (stories, news, code, ...)")
+    quant.add_argument("--texts", dest="n_texts", type=int, default=20, help="how many bundled texts to score")
+    quant.add_argument("--category", choices=CATEGORIES, default=None,
+                       help="which bundled texts (default: stories the model never trained on)")
+    quant.add_argument("--include-seen", action="store_true",
+                       help="also score texts the model trained on (its training record says which)")
     quant.add_argument("--out", type=Path, default=Path("quantization-results"), help="folder for the CSV and plot")
     quant.add_argument("--no-progress", dest="progress", action="store_false", help="no progress lines")
-    quant.set_defaults(run=cmd_quantize)
+    quant.set_defaults(run=cmd_quantize, texts=None)     # bundled texts only (no file of texts)
 
     llama2c = commands.add_parser("convert-llama2c", formatter_class=HelpFormatter, help="turn a llama2.c model into a Hugging Face folder")
     llama2c.add_argument("model_bin", type=Path, help="llama2.c model file (legacy export), e.g. stories15M.bin")

@@ -17,9 +17,11 @@ cache (``HF_HUB_CACHE``) and honours offline mode (``HF_HUB_OFFLINE=1``).
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
-from .hub import SourceError, offline
+from .hub import SourceError, hub_reachable, offline
 
 SEPARATOR = "<|endoftext|>"  # the line between two texts, as in the TinyStories files
 CATEGORIES = ("stories", "news", "code", "poetry", "instructions")
@@ -37,6 +39,83 @@ def split_stories(raw: str) -> list[str]:
     Texts are separated by ``<|endoftext|>``; each is stripped, and empty ones are dropped.
     """
     return [text.strip() for text in raw.split(SEPARATOR) if text.strip()]
+
+
+@dataclass
+class TextSource:
+    """Texts to score, each with an id that leads back to it, and a label that says what they are.
+
+    ``ids[i]`` is ``"<file>#<n>"``: text number ``n`` (counting from 0) of that file, in the
+    order :func:`split_stories` (or :func:`read_text_file`) returns them, so that a story named
+    in a report can be found in its source. ``label`` is for titles and reports, e.g.
+    "20 held-out bundled stories".
+    """
+
+    label: str
+    texts: list[str]
+    ids: list[str]
+
+    def __post_init__(self) -> None:
+        if len(self.texts) != len(self.ids):
+            raise ValueError(f"{len(self.texts)} texts but {len(self.ids)} ids.")
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def select(self, keep: list[int], label: str | None = None) -> TextSource:
+        """The texts at the indices ``keep`` (in that order), with their own ids."""
+        return TextSource(label or self.label, [self.texts[i] for i in keep], [self.ids[i] for i in keep])
+
+    def first(self, n: int) -> TextSource:
+        """The first ``n`` texts (all when there are fewer); a label that starts with the count is updated."""
+        if n >= len(self):
+            return self
+        counted = re.match(r"\d+ ", self.label)
+        label = f"the first {n} " + self.label[counted.end():] if counted else f"the first {n} of {self.label}"
+        return self.select(list(range(n)), label)
+
+
+def bundled_source(category: str = "stories", start: int = 0, stop: int | None = None,
+                   label: str | None = None) -> TextSource:
+    """The bundled texts ``start:stop`` of ``category`` as a :class:`TextSource` (ids "stories.txt#48")."""
+    texts = bundled_texts(category)
+    picked = range(len(texts))[start:stop]
+    return TextSource(label or f"{len(picked)} bundled texts of data/texts/{category}.txt", [texts[i] for i in picked],
+                      [f"{category}.txt#{i}" for i in picked])
+
+
+_WIKITEXT_TITLE = re.compile(r"^ = [^=].* = $", re.MULTILINE)   # " = Title = ": a level-1 heading
+
+
+def read_text_file(path: str | Path, limit: int | None = None) -> TextSource:
+    """The texts of a local text file, split the way its format asks:
+
+    * on ``<|endoftext|>`` lines (TinyStories' own files, the bundled texts);
+    * else at WikiText's article headings (a line `` = Title = ``), one text per article;
+    * else at blank lines: one text per paragraph (e.g. ``tinystories_validation_head.txt``,
+      whose stories and paragraphs are both separated by blank lines).
+
+    ``limit`` keeps the first texts only. Raises ValueError naming the file when it is missing
+    or holds no text.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--texts {path}: no such file. Give a UTF-8 text file: TinyStories (texts "
+                         f"separated by {SEPARATOR}), WikiText (articles under ' = Title = ' lines) or "
+                         "paragraphs separated by blank lines.")
+    raw = path.read_text(encoding="utf-8")
+    if SEPARATOR in raw:
+        texts, how = split_stories(raw), f"texts separated by {SEPARATOR}"
+    elif _WIKITEXT_TITLE.search(raw):
+        starts = [m.start() for m in _WIKITEXT_TITLE.finditer(raw)] + [len(raw)]
+        texts, how = [raw[a:b].strip() for a, b in zip(starts, starts[1:])], "WikiText articles"
+    else:
+        texts, how = [t.strip() for t in re.split(r"\n\s*\n", raw) if t.strip()], "paragraphs"
+    if not texts:
+        raise ValueError(f"--texts {path}: the file holds no text.")
+    ids = [f"{path.name}#{i}" for i in range(len(texts))]
+    texts, ids = texts[:limit], ids[:limit]
+    return TextSource(f"{len(texts)} {how} of {path.name}", texts, ids)
 
 
 def bundled_texts(category: str = "stories") -> list[str]:
@@ -75,14 +154,22 @@ def tinystories(n: int, split: str = "validation") -> list[str]:
     return stories
 
 
+def tinystories_source(n: int, split: str = "validation") -> TextSource:
+    """:func:`tinystories` as a :class:`TextSource` (ids "TinyStories-valid.txt#3")."""
+    name = TINYSTORIES_FILES.get(split, split)
+    return TextSource(f"{n} TinyStories {split} stories", tinystories(n, split), [f"{name}#{i}" for i in range(n)])
+
+
 def _download(filename: str) -> Path:
     # Imported here so that the bundled texts never touch the network stack.
     import huggingface_hub.constants
     from huggingface_hub.errors import LocalEntryNotFoundError
 
+    # One quick look for the hub's host first: without it huggingface_hub retries for ~25 s.
+    local_only = offline() or not hub_reachable()
     try:
         path = huggingface_hub.hf_hub_download(TINYSTORIES_REPO, filename, repo_type="dataset",
-                                               local_files_only=offline())
+                                               local_files_only=local_only)
     except LocalEntryNotFoundError as err:
         why = "offline mode is on (HF_HUB_OFFLINE)" if offline() else "the hub cannot be reached"
         raise SourceError(

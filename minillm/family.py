@@ -58,6 +58,7 @@ from .experiments.training import shape
 from .finetune import Example, examples_from_pairs, finetune
 from .instructions import instruction_pairs
 from .loading import load_model
+from .provenance import write_record
 from .scoring import score_many
 from .storygen import synthetic_stories
 from .tokenizer import load_tokenizer
@@ -91,6 +92,19 @@ class FamilyMember:
     val_loss: float              # final validation loss (400 synthetic stories), nats per token
     held_out_perplexity: float   # on the 20 held-out bundled stories, exp(total NLL / scored tokens)
     seconds: float               # training time
+
+
+TRAINING_DESCRIPTION = (
+    f"{SYNTHETIC:,} synthetic stories, minillm.storygen.synthetic_stories({SYNTHETIC + VALIDATION}, seed={SEED})"
+    f"[:{SYNTHETIC}] (not listed here), plus the bundled stories data/texts/stories.txt #0 to "
+    f"#{{last}}, each {REPEATS} times (their SHA-256 below). Never trained on: the last {HELD_OUT} bundled "
+    "stories and every other bundled category (news, code, poetry, instructions).")
+
+
+def write_training_record(folder: str | Path) -> Path:
+    """Write the family's training record (``training_data.json``, see :mod:`minillm.provenance`) into ``folder``."""
+    trained = bundled_texts("stories")[:-HELD_OUT]
+    return write_record(folder, trained, TRAINING_DESCRIPTION.format(last=len(trained) - 1))
 
 
 def held_out_stories() -> list[str]:
@@ -137,6 +151,7 @@ def train_family(out_dir: str | Path, tokens: int = TOKENS, progress: bool = Tru
             result = train(texts, config, out / name, tokenizer=tokenizer, progress=progress, val_texts=val_texts)
             seconds = time.perf_counter() - start
             (out / name / STATE_TENSORS).unlink()       # the optimizer state is not shipped
+            write_training_record(out / name)
             plots.plot_loss_curves(result.history, out / name / "loss_curves.png", title=f"Training {name}")
             model = result.model
             rows.append(FamilyMember(name, config.hidden_size, config.num_hidden_layers, model.num_parameters(),

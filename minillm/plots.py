@@ -18,6 +18,7 @@ The figures:
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,8 +33,8 @@ from matplotlib.ticker import LogFormatter, NullFormatter
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from .experiments.quantization import QuantizationResult
-    from .experiments.scaling import ModelSummary, PowerLaw, StoryResult
+    from .results import (ConditionSummary, ModelSummary, PairedDifference, PowerLaw, QuantizationResult,
+                          StoryResult)
     from .scoring import TextScore
 
 DPI = 150
@@ -85,16 +86,20 @@ def _save(fig: Figure, path: str | Path) -> Path:
     return path
 
 
-def scaling_figure(summaries: list[ModelSummary], fit: PowerLaw | None, metric: str = "perplexity") -> Figure:
+def scaling_figure(summaries: list[ModelSummary], fit: PowerLaw | None, metric: str = "perplexity",
+                   data_label: str = "", note: str | None = None) -> Figure:
     """One point per model: ``metric`` against non-embedding parameters, both axes log.
 
     ``metric`` is "perplexity" (per scored token) or "bits_per_byte". Error bars span the
     bootstrap 95% interval over stories. ``fit``, when given, is drawn as a straight line on
-    the log-log axes over the models' size range (the caller decides which metric it fits).
+    the log-log axes over the models' size range; it must have been fitted on ``metric``.
+    ``data_label`` (what was scored) goes into the title; ``note`` is printed under the axes.
     """
     if metric not in ("perplexity", "bits_per_byte"):
         raise ValueError(f"metric must be 'perplexity' or 'bits_per_byte'; got {metric!r}.")
     ppl = metric == "perplexity"
+    if fit is not None and fit.metric != metric:
+        raise ValueError(f"the fit is in {fit.metric} but the figure shows {metric}: fit the metric you plot.")
     n = np.array([s.non_embedding_params for s in summaries], dtype=float)
     y = np.array([getattr(s, metric) for s in summaries])
     low = np.array([s.ppl_ci_low if ppl else s.bpb_ci_low for s in summaries])
@@ -109,10 +114,10 @@ def scaling_figure(summaries: list[ModelSummary], fit: PowerLaw | None, metric: 
         ax.annotate(short_name(s.model), (xi, yi), xytext=(7, 4), textcoords="offset points", fontsize=9)
     if fit is not None:
         xs = np.geomspace(n.min(), n.max(), 100)
-        note = " (exact through 2 points)" if fit.points == 2 else f" ({fit.points} models)"
+        points = " (exact through 2 points)" if fit.points == 2 else f" ({fit.points} models)"
         name = "ppl" if ppl else "bits/byte"
         ax.plot(xs, fit.predict(xs), "--", color="C3",
-                label=f"fit: {name} = {fit.coefficient:.2g} · N^{fit.exponent:.3f}{note}")
+                label=f"fit: {name} = {fit.coefficient:.3g} · N^{fit.exponent:.3f}{points}")
     ax.set_xscale("log")
     # Ticks at the models' own sizes, read as 22.7K / 1.31B: log-axis minor labels crowd.
     ax.set_xticks(n, [human_count(v) for v in n])
@@ -121,34 +126,58 @@ def scaling_figure(summaries: list[ModelSummary], fit: PowerLaw | None, metric: 
     ax.set_xlim(n.min() / 2, n.max() * 4)          # room for the name labels on the right
     ax.set_xlabel("non-embedding parameters N (log scale)")
     ax.set_ylabel("perplexity per token (log scale)" if ppl else "bits per byte (log scale)")
-    ax.set_title(("Perplexity" if ppl else "Bits per byte") + " against model size (lower is better)")
+    ax.set_title(("Perplexity" if ppl else "Bits per byte") + " against model size (lower is better)"
+                 + (f"\n{data_label}" if data_label else ""), fontsize=11)
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=8, loc="upper right")
+    fig.legend(fontsize=8, loc="outside lower center")       # below the axes: never over a point
+    if note:
+        ax.text(0.5, 0.02, note, transform=ax.transAxes, ha="center", va="bottom", fontsize=8, color="C3")
     return fig
 
 
 def plot_scaling(summaries: list[ModelSummary], fit: PowerLaw | None, path: str | Path,
-                 metric: str = "perplexity") -> Path:
+                 metric: str = "perplexity", data_label: str = "", note: str | None = None) -> Path:
     """Save :func:`scaling_figure` as a PNG at ``path``; returns the path."""
-    return _save(scaling_figure(summaries, fit, metric), path)
+    return _save(scaling_figure(summaries, fit, metric, data_label, note), path)
 
 
-def per_story_figure(rows: list[StoryResult], summaries: list[ModelSummary], labelled: int = 5) -> Figure:
+def _spread(values: list[float], gap: float) -> list[float]:
+    """Positions near ``values`` (same order) at least ``gap`` apart: labels that do not overlap.
+
+    Sorted, each one is pushed up to ``gap`` above the one below it; then the group is shifted
+    down by the mean push, so that labels stay centred on their points."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    placed: list[float] = []
+    for i in order:
+        placed.append(values[i] if not placed else max(values[i], placed[-1] + gap))
+    shift = float(np.mean([p - values[i] for p, i in zip(placed, order)])) if placed else 0.0
+    out = [0.0] * len(values)
+    for p, i in zip(placed, order):
+        out[i] = p - shift
+    return out
+
+
+def per_story_figure(rows: list[StoryResult], summaries: list[ModelSummary], labelled: int = 5,
+                     data_label: str = "") -> Figure:
     """Each story's perplexity across the models, smallest model on the left (log y).
 
     One thin line per story: grey when the largest model finds it easier than the smallest
-    does, orange when it finds it harder (the ``labelled`` that got worst carry their story
-    index). The thick line is each model's corpus perplexity over all stories.
+    does, orange when it finds it harder. The ``labelled`` stories the largest model finds
+    hardest, and every orange one, carry their story id (file#index) at the right, spread
+    apart so that labels never overlap. The thick line is each model's corpus perplexity.
     """
     models = sorted(summaries, key=lambda s: s.non_embedding_params)
     column = {s.model: i for i, s in enumerate(models)}
     lines: dict[int, list[tuple[int, float]]] = {}          # story -> [(model column, perplexity)]
+    ids: dict[int, str] = {}
     for r in sorted(rows, key=lambda r: column[r.model]):
         lines.setdefault(r.story, []).append((column[r.model], r.perplexity))
+        ids[r.story] = r.story_id
     harder = sorted((s for s, pts in lines.items() if pts[-1][1] > pts[0][1]),
                     key=lambda s: lines[s][-1][1] / lines[s][0][1], reverse=True)
+    hardest = sorted(lines, key=lambda s: lines[s][-1][1], reverse=True)[:labelled]
 
-    fig = Figure(figsize=(max(6.0, 1.6 * len(models) + 3), 5.5), layout="constrained")
+    fig = Figure(figsize=(max(7.0, 1.6 * len(models) + 4), 5.8), layout="constrained")
     ax = fig.add_subplot()
     for story, pts in sorted(lines.items()):
         x, y = zip(*pts)
@@ -156,58 +185,89 @@ def per_story_figure(rows: list[StoryResult], summaries: list[ModelSummary], lab
             ax.plot(x, y, color="C1", lw=1.2, alpha=0.9)
         else:
             ax.plot(x, y, color="0.6", lw=0.7, alpha=0.5)
-    for story in harder[:labelled]:
-        ax.annotate(f"story {story}", lines[story][-1], xytext=(5, 0), textcoords="offset points",
-                    fontsize=7, color="C1", va="center")
     ax.plot(range(len(models)), [s.perplexity for s in models], "o-", color="C0", lw=3, label="corpus perplexity")
+    _log_y(ax)
+    named = list(dict.fromkeys(hardest + harder[:labelled]))
+    ends = [lines[s][-1][1] for s in named]
+    spans = np.log10([min(p for pts in lines.values() for _, p in pts), max(p for pts in lines.values() for _, p in pts)])
+    gap = max(0.045 * (spans[1] - spans[0]), 0.02)                                 # label height, log10 units
+    last = len(models) - 1
+    for story, y_end, y_label in zip(named, ends, _spread(list(np.log10(ends)), gap)):
+        ax.annotate(ids[story], (last, y_end), xytext=(last + 0.25, 10**y_label), textcoords="data", fontsize=7,
+                    color="C1" if story in harder else "0.25", va="center",
+                    arrowprops=dict(arrowstyle="-", color="0.6", lw=0.5))
     easier = len(lines) - len(harder)
     ax.plot([], [], color="0.6", lw=0.7,
             label=f"a story, easier for the largest model than for the smallest ({easier})")
     ax.plot([], [], color="C1", lw=1.2,
             label=f"a story, harder for the largest model than for the smallest ({len(harder)})")
+    ax.plot([], [], " ", label=f"labels: story id (file#index from 0) of the {len(hardest)} stories "
+                               f"{short_name(models[-1].model)} finds hardest, and of those that got harder")
     ticks = [f"{short_name(s.model)}\n{human_count(s.non_embedding_params)} params" for s in models]
     ax.set_xticks(range(len(models)), ticks, fontsize=8)
-    ax.set_xlim(-0.3, len(models) - 0.5)
-    _log_y(ax)
+    ax.set_xlim(-0.3, last + 0.9)                        # room on the right for the story ids
     ax.set_xlabel("model, smallest to largest (non-embedding parameters)")
     ax.set_ylabel("perplexity per token (log scale)")
-    ax.set_title("Per-story perplexity across model sizes")
+    ax.set_title("Per-story perplexity across model sizes" + (f"\n{data_label}" if data_label else ""), fontsize=11)
     ax.grid(True, axis="y", which="both", alpha=0.25)
     fig.legend(fontsize=8, loc="outside lower center")
     return fig
 
 
-def plot_per_story(rows: list[StoryResult], summaries: list[ModelSummary], path: str | Path) -> Path:
+def plot_per_story(rows: list[StoryResult], summaries: list[ModelSummary], path: str | Path,
+                   data_label: str = "") -> Path:
     """Save :func:`per_story_figure` as a PNG at ``path``; returns the path."""
-    return _save(per_story_figure(rows, summaries), path)
+    return _save(per_story_figure(rows, summaries, data_label=data_label), path)
 
 
-def length_confound_figure(rows: list[StoryResult]) -> Figure:
-    """Scatter of each story's perplexity (log y) against its scored tokens, one colour per model.
+def length_trend(tokens: list[float], perplexities: list[float]) -> tuple[float, float, float]:
+    """(slope, intercept, Pearson r) of log10(perplexity) against log10(tokens); r is nan for < 3 stories."""
+    x, y = np.log10(np.asarray(tokens, dtype=float)), np.log10(np.asarray(perplexities, dtype=float))
+    if len(x) < 2 or np.ptp(x) == 0:
+        return float("nan"), float("nan"), float("nan")
+    slope, intercept = np.polyfit(x, y, deg=1)
+    r = float(np.corrcoef(x, y)[0, 1]) if len(x) >= 3 and np.ptp(y) > 0 else float("nan")
+    return float(slope), float(intercept), r
 
-    Early tokens are predicted from little context, so short stories, where early tokens are
-    a larger share, tend to score a higher perplexity whatever the model: compare models on
-    the same stories, not stories of different lengths.
+
+def length_confound_figure(rows: list[StoryResult], data_label: str = "") -> Figure:
+    """Each story's perplexity against its length (scored tokens), both log, one colour per model,
+    with each model's least-squares trend line and the correlation r of the two logs.
+
+    Why look: early tokens are predicted from little context, so a story's length may move its
+    perplexity whatever the model. Whether it does here is for the data to say: the figure
+    draws the trend and its r, and asserts nothing; |r| near 0 means no linear trend.
     """
     sizes = {r.model: r.non_embedding_params for r in rows}
-    fig = Figure(figsize=(7, 4.8), layout="constrained")
+    fig = Figure(figsize=(7, 5.2), layout="constrained")
     ax = fig.add_subplot()
     for i, model in enumerate(sorted(sizes, key=sizes.get)):
         mine = [r for r in rows if r.model == model]
-        ax.scatter([r.tokens for r in mine], [r.perplexity for r in mine], s=18, alpha=0.75, color=f"C{i}",
-                   label=f"{short_name(model)} ({human_count(sizes[model])} params)")
+        tokens, ppl = [r.tokens for r in mine], [r.perplexity for r in mine]
+        slope, intercept, r = length_trend(tokens, ppl)
+        ax.scatter(tokens, ppl, s=18, alpha=0.75, color=f"C{i}",
+                   label=f"{short_name(model)} ({human_count(sizes[model])} params): "
+                         + (f"r = {r:+.2f}, slope {slope:+.2f}" if not np.isnan(r) else "too few stories for r"))
+        if not np.isnan(slope):
+            xs = np.geomspace(min(tokens), max(tokens), 50)
+            ax.plot(xs, 10 ** (intercept + slope * np.log10(xs)), color=f"C{i}", lw=1.2, ls="--")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(_PlainLogFormatter(labelOnlyBase=False))
+    ax.xaxis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False))
     _log_y(ax)
-    ax.set_xlabel("story length (scored tokens)")
+    ax.set_xlabel("story length (scored tokens, log scale)")
     ax.set_ylabel("perplexity per token (log scale)")
-    ax.set_title("The length confound: short stories have less context,\nso they tend to look harder", fontsize=11)
+    ax.set_title("Story perplexity against story length" + (f"\n{data_label}" if data_label else ""), fontsize=11)
     ax.grid(True, which="both", alpha=0.25)
-    fig.legend(fontsize=8, loc="outside lower center", ncols=2)
+    ax.plot([], [], color="0.3", ls="--", label="dashed: least-squares line of log perplexity on log length; "
+                                                "r: correlation of the two logs, slope: of the line")
+    fig.legend(fontsize=8, loc="outside lower center", ncols=1)
     return fig
 
 
-def plot_length_confound(rows: list[StoryResult], path: str | Path) -> Path:
+def plot_length_confound(rows: list[StoryResult], path: str | Path, data_label: str = "") -> Path:
     """Save :func:`length_confound_figure` as a PNG at ``path``; returns the path."""
-    return _save(length_confound_figure(rows), path)
+    return _save(length_confound_figure(rows, data_label), path)
 
 
 def _columns(text: str) -> int:
@@ -218,29 +278,56 @@ def _columns(text: str) -> int:
 def _layout(pieces: list[tuple[str, object, str]], width: int) -> list[tuple[int, int, str, object, str]]:
     """Place (text, colour, id) pieces on lines of ``width`` columns: (line, column, text, colour, id).
 
-    A newline is drawn as "↵" and ends the line, a tab as "⇥", a carriage return not at all; a
-    piece that does not fit moves to the next line, and one longer than a whole line is cut.
+    A newline is drawn as "↵" and ends the line, a tab as "⇥", a carriage return not at all.
+    Lines break between words, never inside one: a word (the pieces from one that starts with
+    whitespace up to the next such piece) that does not fit moves whole to the next line; only
+    a word longer than a whole line is cut.
     """
-    placed, line, col = [], 0, 0
+    segs: list[tuple[str, object, str, bool]] = []            # (text, colour, id, ends its line)
     for text, color, gid in pieces:
         parts = text.replace("\t", "⇥").replace("\r", "").split("\n")
         for k, part in enumerate(parts):
-            part += "↵" if k < len(parts) - 1 else ""
-            while part:
-                if col and col + _columns(part) > width:
-                    line, col = line + 1, 0
-                cut = len(part)
-                while cut > 1 and _columns(part[:cut]) > width:
-                    cut -= 1
-                placed.append((line, col, part[:cut], color, gid))
-                col += _columns(part[:cut])
-                part = part[cut:]
-            if k < len(parts) - 1:
+            ends = k < len(parts) - 1
+            segs.append((part + ("↵" if ends else ""), color, gid, ends))
+    starts = [i == 0 or segs[i - 1][3] or seg[0][:1].isspace() or segs[i - 1][0][-1:].isspace()
+              for i, seg in enumerate(segs)]
+    placed, line, col = [], 0, 0
+    for i, (part, color, gid, ends) in enumerate(segs):
+        if starts[i] and col:
+            word, j = 0, i                                     # the columns of the word starting here
+            while j < len(segs):
+                word += _columns(segs[j][0])
+                if segs[j][3] or (j + 1 < len(segs) and starts[j + 1]):
+                    break
+                j += 1
+            if col + word > width:
                 line, col = line + 1, 0
+        while part:
+            if col and col + _columns(part) > width:
+                line, col = line + 1, 0
+            cut = len(part)
+            while cut > 1 and _columns(part[:cut]) > width:
+                cut -= 1
+            placed.append((line, col, part[:cut], color, gid))
+            col += _columns(part[:cut])
+            part = part[cut:]
+        if ends:
+            line, col = line + 1, 0
     return placed
 
 
-def token_surprise_figure(score: TextScore, title: str = "", max_tokens: int = 300, width: int = 90,
+def _word_boundary(rows: list, limit: int) -> int:
+    """How many of ``rows`` (scored tokens) to show at most ``limit``: cut before a token that starts a
+    word (begins with whitespace), so that the shown text never ends mid-word."""
+    if len(rows) <= limit:
+        return len(rows)
+    for n in range(limit, 0, -1):
+        if rows[n].token[:1].isspace():
+            return n
+    return limit
+
+
+def token_surprise_figure(score: TextScore, title: str = "", max_tokens: int | None = None, width: int = 90,
                           fontsize: float = 9) -> Figure:
     """The text, token by token, each scored token's background shaded by its surprise (nats).
 
@@ -248,14 +335,16 @@ def token_surprise_figure(score: TextScore, title: str = "", max_tokens: int = 3
     text before the first scored token (a context, or a first token with nothing before it to
     predict it from; at most its last 12 tokens) is grey. Tokens are shown as they are, leading
     spaces included (thin white gaps separate tokens), wrapped at ``width`` columns; a newline
-    shows as "↵" and starts a new line, a tab as "⇥". After ``max_tokens`` tokens the text ends with "…".
+    shows as "↵" and starts a new line, a tab as "⇥". Lines break between words. By default the
+    whole text is drawn; with ``max_tokens`` it stops at the last word boundary within that many
+    tokens and ends with "…".
     """
-    rows = score.rows[:max_tokens]
+    rows = score.rows[: _word_boundary(score.rows, max_tokens or len(score.rows))]
     before = ("…" if rows[0].position > 12 else "") + rows[0].context
     pieces = [(before, UNSCORED_COLOR, "unscored")] if before else []
     norm = Normalize(0, MAX_SURPRISE, clip=True)
     pieces += [(r.token, SURPRISE_CMAP(norm(r.surprise)), f"token {r.position}") for r in rows]
-    if len(score.rows) > max_tokens:
+    if len(score.rows) > len(rows):
         pieces.append(("…", "none", "truncated"))
     placed = _layout(pieces, width)
     n_lines = placed[-1][0] + 1 if placed else 1
@@ -285,13 +374,14 @@ def token_surprise_figure(score: TextScore, title: str = "", max_tokens: int = 3
     return fig
 
 
-def plot_token_surprise(score: TextScore, path: str | Path, title: str = "", max_tokens: int = 300) -> Path:
+def plot_token_surprise(score: TextScore, path: str | Path, title: str = "", max_tokens: int | None = None) -> Path:
     """Save :func:`token_surprise_figure` as a PNG at ``path``; returns the path."""
     return _save(token_surprise_figure(score, title, max_tokens), path)
 
 
-def quantization_figure(rows: list[QuantizationResult]) -> Figure:
-    """Perplexity (log y) against bits per weight, one line per scheme, the unquantized model dashed."""
+def quantization_figure(rows: list[QuantizationResult], data_label: str = "") -> Figure:
+    """Perplexity (log y) against bits per weight, one line per scheme, the unquantized model dashed;
+    ``data_label`` (what was scored) goes under the title."""
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot()
     for scheme in dict.fromkeys(r.scheme for r in rows if r.bits != 32):
@@ -303,17 +393,19 @@ def quantization_figure(rows: list[QuantizationResult]) -> Figure:
     _log_y(ax)
     ax.set_xlabel("bits per weight")
     ax.set_ylabel("perplexity (lower is better)")
-    ax.set_title("Perplexity against weight precision (uniform min-max rounding)")
+    ax.set_title("Perplexity against weight precision (uniform min-max rounding)"
+                 + (f"\n{data_label}" if data_label else ""), fontsize=11)
     ax.legend()
     return fig
 
 
-def plot_quantization(rows: list[QuantizationResult], path: str | Path) -> Path:
-    return _save(quantization_figure(rows), path)
+def plot_quantization(rows: list[QuantizationResult], path: str | Path, data_label: str = "") -> Path:
+    """Save :func:`quantization_figure` as a PNG at ``path``; returns the path."""
+    return _save(quantization_figure(rows, data_label), path)
 
 
 if TYPE_CHECKING:
-    from .experiments.training import ArchitectureRow, SweepResult
+    from .results import ArchitectureRow, SweepResult
     from .train import Record
 
 
@@ -417,3 +509,78 @@ def architectures_figure(rows: list[ArchitectureRow]) -> Figure:
 def plot_architectures(rows: list[ArchitectureRow], path: str | Path) -> Path:
     """Save :func:`architectures_figure` as a PNG at ``path``; returns the path."""
     return _save(architectures_figure(rows), path)
+
+
+def _base_name(model: str) -> str:
+    """'Qwen/Qwen2.5-0.5B-Instruct' -> 'Qwen2.5-0.5B'; 'data/models/tiny-m-instruct' -> 'tiny-m'."""
+    return re.sub(r"[-_](instruct|chat|it)$", "", short_name(model), flags=re.IGNORECASE)
+
+
+def conditions_figure(summaries: list[ConditionSummary], differences: list[PairedDifference], title: str,
+                      xlabel: str, data_label: str = "", baseline: str = "", metric: str = "perplexity",
+                      connect: bool = True) -> Figure:
+    """Two panels over the same conditions (x, in order of first appearance), one line per model.
+
+    Left: each model's pooled ``metric`` ("perplexity" per token or "bits_per_byte") per
+    condition, bars = 95% bootstrap interval over texts. Right (when ``differences`` are given):
+    each condition against ``baseline`` for the same model (a difference whose ``group`` is the
+    model's short name), as the ratio B / A with its paired 95% interval; below 1 means the
+    condition made the texts more predictable. ``connect``
+    joins a model's points with lines (for ordered conditions such as k = 0..3, not for categories).
+    """
+    conditions = list(dict.fromkeys(s.condition for s in summaries))
+    models = list(dict.fromkeys(s.model for s in summaries))
+    x = {c: i for i, c in enumerate(conditions)}
+    # A base model and its instruct/chat variant share a colour; the variant is drawn with squares.
+    bases = list(dict.fromkeys(_base_name(m) for m in models))
+    colour = {m: f"C{bases.index(_base_name(m))}" for m in models}
+    marker = {m: "s" if _base_name(m) != short_name(m) else "o" for m in models}
+    panels = 2 if differences else 1
+    fig = Figure(figsize=(6.5 * panels, 5.2), layout="constrained")
+    axes = [fig.add_subplot(1, panels, i + 1) for i in range(panels)]
+    ppl = metric == "perplexity"
+    offset = 0.08 * (np.arange(len(models)) - (len(models) - 1) / 2)         # models side by side
+    for i, model in enumerate(models):
+        mine = [s for s in summaries if s.model == model]
+        xs = np.array([x[s.condition] for s in mine]) + offset[i]
+        y = np.array([s.perplexity if ppl else s.bits_per_byte for s in mine])
+        low = np.array([s.ppl_ci_low if ppl else s.bpb_ci_low for s in mine])
+        high = np.array([s.ppl_ci_high if ppl else s.bpb_ci_high for s in mine])
+        axes[0].errorbar(xs, y, yerr=np.clip([y - low, high - y], 0, None),
+                         fmt=marker[model] + ("-" if connect else ""), color=colour[model], capsize=3,
+                         label=short_name(model))
+        if differences:
+            mine_d = [d for d in differences if d.group == short_name(model)]
+            xd = np.array([x[d.b] for d in mine_d]) + offset[i]
+            r = np.array([d.ratio for d in mine_d])
+            axes[1].errorbar(xd, r, yerr=np.clip([r - [d.ratio_ci_low for d in mine_d],
+                                                  [d.ratio_ci_high for d in mine_d] - r], 0, None),
+                             fmt=marker[model], color=colour[model], capsize=3)
+    long_names = max(len(c) for c in conditions) > 12
+    for ax in axes:
+        ax.set_xticks(range(len(conditions)), conditions, rotation=20 if long_names else 0,
+                      ha="right" if long_names else "center", fontsize=8 if long_names else None)
+        ax.set_xlabel(xlabel)
+        ax.grid(True, axis="y", which="both", alpha=0.25)
+    _log_y(axes[0])
+    axes[0].set_ylabel(("perplexity per token" if ppl else "bits per byte") + " (log scale)\n"
+                       "bars: 95% bootstrap interval over texts")
+    if differences:
+        axes[1].axhline(1.0, color="0.4", lw=1, ls="--")
+        axes[1].set_ylabel(f"perplexity ratio to {baseline}, same model\nbars: paired 95% interval")
+        axes[1].set_title(f"Paired change from {baseline} (below 1: lower perplexity)", fontsize=10)
+    if differences:
+        axes[0].set_title("Each condition on its own", fontsize=10)
+    fig.suptitle(title + (f"\n{data_label}" if data_label else ""), fontsize=11)
+    handles = dict(zip(axes[0].get_legend_handles_labels()[1], axes[0].get_legend_handles_labels()[0]))
+    order = sorted(models, key=lambda m: (bases.index(_base_name(m)), marker[m] == "s"))
+    paired = len(models) == 2 * len(bases)            # each base with its variant: one legend column each
+    fig.legend([handles[short_name(m)] for m in order], [short_name(m) for m in order], fontsize=8,
+               loc="outside lower center", ncols=len(bases) if paired else min(len(models), 4))
+    return fig
+
+
+def plot_conditions(summaries: list[ConditionSummary], differences: list[PairedDifference], path: str | Path,
+                    **options) -> Path:
+    """Save :func:`conditions_figure` as a PNG at ``path``; returns the path."""
+    return _save(conditions_figure(summaries, differences, **options), path)

@@ -108,6 +108,7 @@ def test_tinystories_hub_unreachable(monkeypatch):
         raise LocalEntryNotFoundError("connection error and no cached file")
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)      # `minillm scaling --offline` in a test sets it
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", unreachable)
     with pytest.raises(SourceError, match="cannot be reached"):
         tinystories(3, split="train")
@@ -120,3 +121,19 @@ def test_tinystories_hub_unreachable(monkeypatch):
 def test_tinystories_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         tinystories(**kwargs)
+
+
+def test_read_text_file_splits_the_real_tinystories_and_wikitext_files(shared_data, tmp_path):
+    from minillm.data import read_text_file
+
+    wiki = read_text_file(shared_data / "text" / "wikitext2_raw_test.txt")
+    assert len(wiki) == 62 and wiki.texts[0].startswith("= Robert Boulter =")      # 62 articles (its README)
+    assert wiki.ids[:2] == ["wikitext2_raw_test.txt#0", "wikitext2_raw_test.txt#1"]
+    head = read_text_file(shared_data / "text" / "tinystories_validation_head.txt", limit=3)
+    assert head.texts[0].startswith("Spot. Spot saw the shiny car") and len(head) == 3
+    assert head.label == "3 paragraphs of tinystories_validation_head.txt"
+    mine = tmp_path / "mine.txt"
+    mine.write_text("one story\n<|endoftext|>\ntwo\n\nparagraphs\n<|endoftext|>\n")
+    assert read_text_file(mine).texts == ["one story", "two\n\nparagraphs"]
+    with pytest.raises(ValueError, match="no such file"):
+        read_text_file(tmp_path / "missing.txt")

@@ -7,9 +7,11 @@ import sys
 
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from minillm import plots
-from minillm.experiments.scaling import ModelSummary, StoryResult, fit_power_law
+from minillm.experiments.scaling import fit_power_law
+from minillm.results import ModelSummary, StoryResult
 from minillm.scoring import TextScore, TokenScore
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -37,8 +39,9 @@ def rows(summaries) -> list[StoryResult]:
         for story in range(6):
             tokens = 40 + 60 * story
             ppl = s.perplexity * (1 + 20 / tokens) * (s.non_embedding_params / 1e6) ** (0.3 if story == 4 else 0)
-            out.append(StoryResult(s.model, s.params, s.non_embedding_params, story, tokens, 4 * tokens,
-                                   tokens * float(np.log(ppl)), ppl, float(np.log2(ppl)) / 4))
+            out.append(StoryResult(s.model, s.params, s.non_embedding_params, story, f"s.txt#{story}", tokens,
+                                   4 * tokens, tokens * float(np.log(ppl)), float(np.log(ppl)), ppl,
+                                   float(np.log2(ppl)) / 4, "no"))
     return out
 
 
@@ -82,7 +85,7 @@ def test_scaling_is_log_log_with_the_fitted_power_law(summaries):
     x, y = line.get_xdata(), line.get_ydata()
     assert x.min() == pytest.approx(1e6) and x.max() == pytest.approx(1e8)
     np.testing.assert_allclose(y, fit.predict(x), rtol=1e-12)
-    assert line.get_label() == f"fit: ppl = {fit.coefficient:.2g} · N^{fit.exponent:.3f} (3 models)"
+    assert line.get_label() == f"fit: ppl = {fit.coefficient:.3g} · N^{fit.exponent:.3f} (3 models)"
     assert {t.get_text() for t in ax.texts} == {"tiny-1M", "small-10M", "big-100M"}
 
 
@@ -117,13 +120,42 @@ def test_per_story_lines_run_from_small_to_large(rows, summaries):
     assert len(story_lines) == 6
     harder = [ln for ln in story_lines if ln.get_color() == "C1"]
     assert len(harder) == 1 and harder[0].get_ydata()[-1] > harder[0].get_ydata()[0]
-    assert [t.get_text() for t in ax.texts] == ["story 4"]
+    # labelled: the 5 hardest for the largest model and the one that got harder, by their ids
+    texts = ax.texts
+    assert {t.get_text() for t in texts} == {"s.txt#4", "s.txt#0", "s.txt#1", "s.txt#2", "s.txt#3"}
+    assert next(t for t in texts if t.get_text() == "s.txt#4").get_color() == "C1"
+    fig = ax.figure
+    FigureCanvasAgg(fig).draw()     # lay the figure out as savefig does, to measure where texts landed
+    boxes = [t.get_window_extent() for t in texts]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])     # labels apart
+    assert not fig.legends[0].get_window_extent().overlaps(ax.get_window_extent())        # legend off the axes
+    assert "/" not in ax.get_title() and "big-100M" in ax.get_xticklabels()[2].get_text()
+
+
+def test_spread_keeps_labels_a_gap_apart_and_centred():
+    ys = [1.0, 1.01, 1.02, 3.0]
+    out = plots._spread(ys, 0.1)
+    s = sorted(out)
+    assert all(b - a >= 0.1 - 1e-12 for a, b in zip(s, s[1:]))
+    assert [sorted(range(4), key=lambda i: out[i])] == [sorted(range(4), key=lambda i: ys[i])]   # order kept
+    assert np.mean(out) == pytest.approx(np.mean(ys))
 
 
 def test_length_confound_scatters_one_colour_per_model(rows):
-    fig = plots.length_confound_figure(rows)
+    fig = plots.length_confound_figure(rows, data_label="6 made-up stories")
     ax = fig.axes[0]
-    assert ax.get_yscale() == "log" and "confound" in ax.get_title()
+    # the title says what is plotted and on what, and asserts no finding
+    assert ax.get_yscale() == "log" and ax.get_title() == "Story perplexity against story length\n6 made-up stories"
+    # each model's trend line and correlation, computed here independently with numpy
+    for i, model in enumerate(["org/tiny-1M", "org/small-10M", "/models/big-100M"]):
+        mine = [r for r in rows if r.model == model]
+        x, y = np.log10([r.tokens for r in mine]), np.log10([r.perplexity for r in mine])
+        slope, intercept = np.polyfit(x, y, 1)
+        r = np.corrcoef(x, y)[0, 1]
+        [trend] = [ln for ln in ax.get_lines() if ln.get_color() == f"C{i}"]
+        xs = trend.get_xdata()
+        np.testing.assert_allclose(np.log10(trend.get_ydata()), intercept + slope * np.log10(xs), rtol=1e-9)
+        assert f"r = {r:+.2f}, slope {slope:+.2f}" in ax.collections[i].get_label()
     assert len(ax.collections) == 3
     points = ax.collections[0].get_offsets()
     first = [r for r in rows if r.model == "org/tiny-1M"]
@@ -188,3 +220,79 @@ def test_helpers():
 def test_importing_plots_leaves_pyplot_alone():
     code = "import sys, minillm.plots; assert 'matplotlib.pyplot' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_layout_breaks_lines_between_words_only():
+    # words made of several tokens each; 12 columns per line
+    pieces = [(t, "w", f"token {i}") for i, t in enumerate(
+        ["Wil", "hel", "mina", " had", " a", " har", "mon", "ica", ".", " She", " played", " it", "."])]
+    placed = plots._layout(pieces, 12)
+    lines: dict[int, str] = {}
+    for line, col, text, _, _ in placed:
+        lines[line] = lines.get(line, "") + text
+    assert list(lines.values()) == ["Wilhelmina", " had a", " harmonica.", " She played", " it."]
+    assert all(len(text) <= 12 for text in lines.values())
+
+
+def test_token_surprise_truncates_at_a_word_boundary(story_score):
+    texts = [t.get_text() for t in plots.token_surprise_figure(story_score, max_tokens=3).axes[0].texts]
+    assert texts == ["Once", " upon", " a", "…"]          # " time" then "," would be 3; cut before " time"
+
+
+def test_titles_name_models_without_their_paths(summaries, rows):
+    for fig in (plots.scaling_figure(summaries, None, data_label="6 stories"), plots.per_story_figure(rows, summaries),
+                plots.length_confound_figure(rows)):
+        words = [t.get_text() for ax in fig.axes for t in [ax.title, *ax.texts, *ax.get_xticklabels()]]
+        words += [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+        assert not [w for w in words if "/models/" in w or "org/" in w]
+
+
+def test_conditions_figure_draws_each_condition_and_the_paired_ratios():
+    from minillm.results import ConditionSummary, PairedDifference
+
+    summaries = [ConditionSummary(m, f"k={k}", 10, 500, ppl, 0.9 * ppl, 1.1 * ppl, 2.0, 1.9, 2.1)
+                 for m, base in [("org/a", 50.0), ("org/b", 30.0)] for k, ppl in enumerate([base, base * 0.9])]
+    diffs = [PairedDifference(m, "k=0", "k=1", 10, -0.1, -0.15, -0.05, 0.9, 0.86, 0.95, 9)
+             for m in ("a", "b")]
+    fig = plots.conditions_figure(summaries, diffs, title="t", xlabel="k", baseline="k=0")
+    left, right = fig.axes
+    assert [t.get_text() for t in left.get_xticklabels()] == ["k=0", "k=1"]
+    assert [c.lines[0].get_ydata().tolist() for c in left.containers] == [[50.0, 45.0], [30.0, 27.0]]
+    assert [c.lines[0].get_ydata().tolist() for c in right.containers] == [[0.9], [0.9]]
+    assert list(right.get_lines()[-1].get_ydata()) == [1.0, 1.0]                      # the "no change" line
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["a", "b"]
+
+
+def test_bits_per_byte_plot_draws_its_own_fit_and_keeps_the_legend_off_the_points(summaries):
+    fit = fit_power_law([s.non_embedding_params for s in summaries], [s.bits_per_byte for s in summaries],
+                        metric="bits_per_byte")
+    fig = plots.scaling_figure(summaries, fit, metric="bits_per_byte", data_label="6 stories")
+    ax = fig.axes[0]
+    [line] = [ln for ln in ax.get_lines() if ln.get_label().startswith("fit: bits/byte")]
+    np.testing.assert_allclose(line.get_ydata(), fit.predict(line.get_xdata()), rtol=1e-12)
+    FigureCanvasAgg(fig).draw()
+    assert not fig.legends[0].get_window_extent().overlaps(ax.get_window_extent())
+    with pytest.raises(ValueError, match="fit the metric you plot"):
+        plots.scaling_figure(summaries, fit, metric="perplexity")
+
+
+def test_plots_imports_only_the_result_types():
+    """Data flows one way: experiments -> result rows -> plots; plots never imports experiments."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(plots))
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level}
+    assert "results" in imported and not any(m and m.startswith("experiments") for m in imported)
+
+
+def test_conditions_figure_pairs_a_base_model_with_its_instruct_variant():
+    from minillm.results import ConditionSummary
+
+    models = ["org/m-1B", "org/m-2B", "org/m-1B-Instruct", "org/m-2B-Instruct"]
+    summaries = [ConditionSummary(m, c, 5, 100, 10.0, 9.0, 11.0, 1.0, 0.9, 1.1) for m in models for c in ("a", "b")]
+    fig = plots.conditions_figure(summaries, [], title="t", xlabel="x")
+    lines = [c.lines[0] for c in fig.axes[0].containers]
+    assert [ln.get_color() for ln in lines] == ["C0", "C1", "C0", "C1"]
+    assert [ln.get_marker() for ln in lines] == ["o", "o", "s", "s"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["m-1B", "m-1B-Instruct", "m-2B", "m-2B-Instruct"]

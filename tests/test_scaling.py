@@ -13,15 +13,15 @@ import minillm
 from minillm.cli import main
 from minillm.data import bundled_texts
 from minillm.experiments.quantization import perplexity_vs_bits
-from minillm.experiments.scaling import (StoryResult, bootstrap_interval, fit_power_law, run_scaling,
-                                         summarize)
+from minillm.experiments.scaling import bootstrap_interval, fit_power_law, run_scaling, summarize
+from minillm.results import StoryResult
 from minillm.scoring import score
 from checkpoints import make_checkpoint, make_tokenizer
 
 
 def _row(story, tokens, nll):
-    return StoryResult("m", 10, 5, story, tokens, 4 * tokens, nll, math.exp(nll / tokens),
-                       nll / math.log(2) / (4 * tokens))
+    return StoryResult("m", 10, 5, story, f"t#{story}", tokens, 4 * tokens, nll, nll / tokens, math.exp(nll / tokens),
+                       nll / math.log(2) / (4 * tokens), "unknown")
 
 
 def test_corpus_perplexity_is_exp_of_pooled_nll_not_mean_of_perplexities():
@@ -76,26 +76,31 @@ def test_run_scaling_scores_every_story_with_every_model(two_models):
         model, tok = minillm.load_model(folder), minillm.load_tokenizer(folder)
         for r in (r for r in results.rows if r.model == folder):
             alone = score(model, tok, stories[r.story])
-            assert r.tokens == alone.n_tokens and r.nll == pytest.approx(alone.total_nll, rel=1e-5)
+            assert r.tokens == alone.n_tokens and r.nll_total == pytest.approx(alone.total_nll, rel=1e-5)
+            assert r.nll_mean == pytest.approx(alone.total_nll / alone.n_tokens, rel=1e-5)
             assert r.params == model.num_parameters()
     assert results.fit is not None and results.fit.points == 2
 
 
-def test_scaling_command_writes_tables_report_and_plots(two_models, tmp_path, capsys):
+def test_scaling_command_writes_tables_report_and_plots(two_models, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")        # what --offline sets, undone after the test
     out = tmp_path / "out"
     assert main(["scaling", "--offline", "--models", *two_models, "--stories", "5", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "power law" in printed and "5 stories from the stories bundled with minillm" in printed
+    assert "Power law" in printed and "Scoring the first 5 bundled texts of data/texts/stories.txt." in printed
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 10 and set(rows[0]) >= {"model", "params", "non_embedding_params", "story", "tokens",
-                                                "nll", "perplexity", "bits_per_byte"}
+    assert len(rows) == 10 and set(rows[0]) >= {"model", "params", "non_embedding_params", "story", "story_id", "tokens",
+                                                "nll_total", "nll_mean", "perplexity", "bits_per_byte",
+                                                "seen_in_training"}
+    assert [r["story_id"] for r in rows[:5]] == [f"stories.txt#{i}" for i in range(5)]
     with open(out / "summary.csv") as f:
         summary = list(csv.DictReader(f))
     assert [float(s["ppl_ci_low"]) <= float(s["perplexity"]) <= float(s["ppl_ci_high"]) for s in summary] == [True] * 2
     report = (out / "report.md").read_text()
     hardest = max((r for r in rows if r["model"] == two_models[-1]), key=lambda r: float(r["perplexity"]))
     assert bundled_texts("stories")[int(hardest["story"])][:60] in report
+    assert f"### Story stories.txt#{hardest['story']}" in report
     for png in ["perplexity_vs_size", "bits_per_byte_vs_size", "per_story", "length_confound", "hardest_story_tokens"]:
         assert (out / f"{png}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -123,7 +128,7 @@ def test_scaling_without_models_or_network_uses_the_shipped_family(tmp_path, off
 
     assert main(["scaling", "--stories", "50", "--out", str(tmp_path / "out")]) == 0
     said = capsys.readouterr().out
-    assert "hf download Qwen/Qwen2.5-0.5B" in said and f"{HELD_OUT} stories from the held-out" in said
+    assert "hf download Qwen/Qwen2.5-0.5B" in said and f"Scoring {HELD_OUT} bundled texts of data/texts/stories.txt that no model here trained on." in said
     with open(tmp_path / "out" / "summary.csv", newline="") as f:
         summary = {Path(r["model"]).name: float(r["perplexity"]) for r in csv.DictReader(f)}
     with open(FAMILY_DIR / "family.csv", newline="") as f:
@@ -131,3 +136,99 @@ def test_scaling_without_models_or_network_uses_the_shipped_family(tmp_path, off
     assert summary["tiny-s"] > summary["tiny-m"] > summary["tiny-l"]
     for name, ppl in summary.items():
         assert abs(ppl - recorded[name]) <= 1e-4 * recorded[name]
+
+
+def _scaling(args, out, capsys):
+    assert main(["scaling", *args, "--out", str(out)]) == 0
+    with open(out / "results.csv", newline="") as f:
+        return capsys.readouterr().out, list(csv.DictReader(f))
+
+
+def test_category_news_offline_scores_news_and_says_so(tmp_path, offline_cache, capsys):
+    """--category news with --offline and no --models (the shipped family): news is scored, and labelled."""
+    said, rows = _scaling(["--offline", "--category", "news", "--stories", "2"], tmp_path, capsys)
+    assert "Scoring the first 2 bundled texts of data/texts/news.txt." in said
+    assert {r["story_id"] for r in rows} == {"news.txt#0", "news.txt#1"} and len(rows) == 6    # 3 models
+    assert {r["seen_in_training"] for r in rows} == {"no"}
+    assert "Scored: the first 2 bundled texts of data/texts/news.txt." in (tmp_path / "report.md").read_text()
+
+
+def test_texts_a_model_trained_on_are_left_out_or_flagged(two_models, tmp_path, capsys, monkeypatch):
+    """A model folder whose training record names bundled stories 0-2."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")        # what --offline sets, undone after the test
+    import shutil
+
+    from minillm.provenance import write_record
+
+    folder = tmp_path / "trained"
+    shutil.copytree(two_models[0], folder)
+    write_record(folder, bundled_texts("stories")[:3], "stories 0-2")
+    said, rows = _scaling(["--offline", "--models", str(folder), "--stories", "4"], tmp_path / "a", capsys)
+    assert "Left out 3 of the 68 texts, trained on by trained (3 of them; trained/training_data.json)" in said
+    assert [r["story_id"] for r in rows] == [f"stories.txt#{i}" for i in (3, 4, 5, 6)]
+    results = run_scaling([str(folder)], bundled_texts("stories")[:4], progress=False)      # as --include-seen
+    assert [r.seen_in_training for r in results.rows] == ["yes", "yes", "yes", "no"]
+    [warning] = results.warnings
+    assert warning.startswith("WARNING: 3 of the 4 texts were in the training data")
+
+
+def test_the_shipped_family_records_what_it_trained_on():
+    from minillm.family import FAMILY_DIR, SHAPES, held_out_stories
+    from minillm.provenance import read_record
+
+    stories = bundled_texts("stories")
+    for name in SHAPES:
+        record = read_record(FAMILY_DIR / name)
+        assert record.seen(stories) == [True] * 48 + [False] * 20
+        assert not any(record.seen(held_out_stories()))
+
+
+def test_local_folders_without_network_do_not_wait_for_the_hub(two_models, tmp_path, monkeypatch, capsys):
+    """No --offline, nothing cached, no network: one quick look for the hub, no download retries,
+    and the bundled stories, said so."""
+    import huggingface_hub
+
+    from minillm import data
+
+    calls = []
+    real = huggingface_hub.hf_hub_download
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("local_files_only"))
+        return real(*args, **kwargs)
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(data, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", spy)
+    said, rows = _scaling(["--models", *two_models, "--stories", "2"], tmp_path / "out", capsys)
+    assert calls == [True]                                    # the cache only: no network request, no retries
+    assert "The models are local folders, so using the stories bundled with minillm instead" in said
+    assert len(rows) == 4
+
+
+def test_models_with_different_tokenizers_are_fitted_in_bits_per_byte(tmp_path):
+    from minillm.experiments.scaling import fit_sentence
+
+    folders = []
+    for name, layers, vocab in [("a", 1, 300), ("b", 2, 320)]:
+        folder = make_checkpoint(tmp_path / name, "qwen2", seed=layers, vocab=vocab, layers=layers)
+        make_tokenizer(folder, vocab_size=vocab)
+        folders.append(str(folder))
+    results = run_scaling(folders, bundled_texts("stories")[:3], progress=False)
+    assert not results.shared_tokenizer and results.fit is None
+    assert results.bpb_fit.metric == "bits_per_byte"
+    bpb = [s.bits_per_byte for s in results.summaries]
+    n = [s.non_embedding_params for s in results.summaries]
+    assert results.bpb_fit.exponent == pytest.approx(math.log(bpb[1] / bpb[0]) / math.log(n[1] / n[0]))   # 2 points
+    assert "different tokenizers" in fit_sentence(results) and "compare them in bits per byte" in fit_sentence(results)
+
+
+def test_quantize_scores_the_family_on_held_out_stories(tmp_path, capsys):
+    from minillm.family import FAMILY_DIR
+
+    assert main(["quantize", str(FAMILY_DIR / "tiny-s"), "--bits", "32", "--texts", "3",
+                 "--out", str(tmp_path)]) == 0
+    said = capsys.readouterr().out
+    assert "Left out 48 of the 68 texts" in said and "Scoring the first 3 bundled texts of data/texts/stories.txt that tiny-s never trained on." in said

@@ -8,25 +8,12 @@ and the corpus perplexity, ``exp(total NLL / total tokens)``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 from ..model import Transformer
+from ..results import QuantizationResult
 from ..quantize import model_size_bytes, quantize_model
 from ..scoring import score_many
 from ..tokenizer import Tokenizer
-
-
-@dataclass
-class QuantizationResult:
-    """One (bits, scheme) setting: a row of quantization.csv."""
-
-    bits: int                     # 32 means the unquantized model
-    scheme: str                   # "tensor", "channel" or "group"
-    size_mb: float                # storage of a real k-bit model, 10**6 bytes
-    tokens: int                   # scored tokens
-    mean_nll: float               # nats per token
-    perplexity: float
-    bits_per_byte: float
 
 
 def perplexity_vs_bits(model: Transformer, tok: Tokenizer, texts: list[str],

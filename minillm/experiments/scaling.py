@@ -16,71 +16,20 @@ perplexities are not over the same units: compare them by bits per byte.
 
 from __future__ import annotations
 
+import hashlib
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..data import TextSource
 from ..loading import load_model
+from ..provenance import overlap_warning, seen_in_training
+from ..results import ModelSummary, PairedDifference, PowerLaw, ScalingResults, StoryResult
 from ..scoring import TextScore, score_many
 from ..tokenizer import load_tokenizer
-
-
-@dataclass
-class StoryResult:
-    """One model on one story: a row of results.csv."""
-
-    model: str
-    params: int                   # total parameters (a tied LM head counted once)
-    non_embedding_params: int
-    story: int                    # index of the story in the experiment's list
-    tokens: int                   # scored tokens
-    bytes: int                    # UTF-8 bytes the scored tokens cover
-    nll: float                    # total negative log-likelihood, nats
-    perplexity: float
-    bits_per_byte: float
-
-
-@dataclass
-class ModelSummary:
-    """One model over all stories: a row of summary.csv."""
-
-    model: str
-    params: int
-    non_embedding_params: int
-    stories: int
-    tokens: int
-    mean_nll: float               # nats per scored token, over all stories
-    perplexity: float             # exp(mean_nll)
-    ppl_ci_low: float             # bootstrap 95% interval of the perplexity
-    ppl_ci_high: float
-    bits_per_byte: float
-    bpb_ci_low: float
-    bpb_ci_high: float
-
-
-@dataclass
-class PowerLaw:
-    """perplexity ~= coefficient * N ** exponent, N = non-embedding parameters."""
-
-    coefficient: float
-    exponent: float
-    points: int                   # models it was fitted on (2 points fit exactly)
-
-    def predict(self, n: float | np.ndarray) -> float | np.ndarray:
-        return self.coefficient * np.asarray(n, dtype=float) ** self.exponent
-
-
-@dataclass
-class ScalingResults:
-    stories: list[str]
-    rows: list[StoryResult]
-    summaries: list[ModelSummary]          # sorted by non-embedding parameters
-    fit: PowerLaw | None                   # None with fewer than two model sizes
-    scores: dict[str, list[TextScore]]     # per model, per story: the token-level detail
-    protocol: str
 
 
 def bootstrap_interval(nll: np.ndarray, counts: np.ndarray, samples: int = 2000, seed: int = 0,
@@ -97,16 +46,50 @@ def bootstrap_interval(nll: np.ndarray, counts: np.ndarray, samples: int = 2000,
     return tuple(float(v) for v in np.percentile(ratios, [tail, 100 - tail]))
 
 
-def fit_power_law(n_params: list[float], perplexities: list[float]) -> PowerLaw | None:
-    """Least-squares line through (log N, log perplexity); None with fewer than two sizes."""
+def paired_difference(nll_a: np.ndarray, count_a: np.ndarray, nll_b: np.ndarray, count_b: np.ndarray,
+                      a: str = "A", b: str = "B", group: str = "", samples: int = 2000, seed: int = 0,
+                      level: float = 0.95) -> PairedDifference:
+    """Condition (or model) B against A on the same texts, with a paired bootstrap interval.
+
+    ``nll_*``: total NLL per text (nats); ``count_*``: per text the denominator (scored tokens,
+    or bytes * ln 2 for bits per byte), text i of A and text i of B being the same text. The
+    statistic is the difference of pooled means, ``sum(nll_b)/sum(count_b) - sum(nll_a)/sum(count_a)``;
+    each bootstrap replicate resamples texts with replacement and uses the *same* picks for A
+    and B, so that what the texts share (some stories are hard for every condition) cancels.
+    Two separate intervals, one per condition, can overlap even when B wins on nearly every
+    text; the paired interval is what says whether the difference is more than chance.
+    """
+    arrays = [np.asarray(v, dtype=float) for v in (nll_a, count_a, nll_b, count_b)]
+    if len({len(v) for v in arrays}) != 1 or not len(arrays[0]):
+        raise ValueError(f"paired_difference needs the same non-zero number of texts for {a!r} and {b!r}; "
+                         f"got {[len(v) for v in arrays]}.")
+    nll_a, count_a, nll_b, count_b = arrays
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(nll_a), size=(samples, len(nll_a)))         # (samples, texts)
+    diffs = nll_b[picks].sum(1) / count_b[picks].sum(1) - nll_a[picks].sum(1) / count_a[picks].sum(1)
+    tail = (1 - level) / 2 * 100
+    low, high = (float(v) for v in np.percentile(diffs, [tail, 100 - tail]))
+    diff = float(nll_b.sum() / count_b.sum() - nll_a.sum() / count_a.sum())
+    return PairedDifference(group=group, a=a, b=b, texts=len(nll_a), mean_nll_diff=diff, ci_low=low, ci_high=high,
+                            ratio=math.exp(diff), ratio_ci_low=math.exp(low), ratio_ci_high=math.exp(high),
+                            b_better=int((nll_b / count_b < nll_a / count_a).sum()))
+
+
+def fit_power_law(n_params: list[float], values: list[float], metric: str = "perplexity") -> PowerLaw | None:
+    """Least-squares line through (log N, log value); None with fewer than two sizes.
+
+    ``metric`` names what ``values`` hold ("perplexity" or "bits_per_byte"); it is recorded
+    in the fit. Fit per-token perplexity only across models that share one tokenizer.
+    """
     if len(set(n_params)) < 2:
         return None
-    slope, intercept = np.polyfit(np.log(n_params), np.log(perplexities), deg=1)
-    return PowerLaw(coefficient=float(math.exp(intercept)), exponent=float(slope), points=len(n_params))
+    slope, intercept = np.polyfit(np.log(n_params), np.log(values), deg=1)
+    return PowerLaw(coefficient=float(math.exp(intercept)), exponent=float(slope), points=len(n_params),
+                    metric=metric)
 
 
 def summarize(name: str, rows: list[StoryResult], seed: int = 0) -> ModelSummary:
-    nll = np.array([r.nll for r in rows])
+    nll = np.array([r.nll_total for r in rows])
     tokens = np.array([r.tokens for r in rows], dtype=float)
     nbytes = np.array([r.bytes for r in rows], dtype=float)
     mean_nll = nll.sum() / tokens.sum()
@@ -120,32 +103,50 @@ def summarize(name: str, rows: list[StoryResult], seed: int = 0) -> ModelSummary
     )
 
 
-def run_scaling(models: list[str], stories: list[str], dtype: torch.dtype | str = torch.float32,
+def tokenizer_fingerprint(source: str) -> str:
+    """SHA-256 of a model's tokenizer.json: two models with the same one split text the same way."""
+    return hashlib.sha256((load_tokenizer(source).folder / "tokenizer.json").read_bytes()).hexdigest()
+
+
+def run_scaling(models: list[str], stories: TextSource | list[str], dtype: torch.dtype | str = torch.float32,
                 batch_tokens: int = 1024, progress: bool = True, seed: int = 0) -> ScalingResults:
-    """Score ``stories`` with every model (folder or hub id), one model in memory at a time."""
+    """Score ``stories`` with every model (folder or hub id), one model in memory at a time.
+
+    ``stories``: a :class:`~minillm.data.TextSource` (texts with ids), or a plain list of texts
+    (ids "text #0", "text #1", ...). Each row records whether the model trained on the story
+    (its training record, :mod:`minillm.provenance`). The power law is fitted in perplexity
+    only when all models share one tokenizer; in bits per byte always.
+    """
     if not models:
         raise ValueError("give at least one model (a checkpoint folder or a hub repo id).")
-    if not stories:
+    if isinstance(stories, list):
+        stories = TextSource(f"{len(stories)} texts", stories, [f"text #{i}" for i in range(len(stories))])
+    if not stories.texts:
         raise ValueError("give at least one story to score.")
     rows: list[StoryResult] = []
     scores: dict[str, list[TextScore]] = {}
-    protocols = set()
+    protocols, warnings = set(), []
     for name in models:
         if progress:
             print(f"scoring {len(stories)} stories with {name}", flush=True)
         model, tok = load_model(name, dtype=dtype, packed=True), load_tokenizer(name)
         params, non_embedding = model.num_parameters(), model.num_parameters(non_embedding=True)
-        scores[name] = score_many(model, tok, stories, batch_tokens=batch_tokens, progress=progress)
+        scores[name] = score_many(model, tok, stories.texts, batch_tokens=batch_tokens, progress=progress)
         protocols.update(s.protocol for s in scores[name])
+        seen = seen_in_training(name, stories.texts)
+        warnings += [w for w in [overlap_warning(name, stories.texts)] if w]
         for i, s in enumerate(scores[name]):
-            rows.append(StoryResult(name, params, non_embedding, i, s.n_tokens, s.n_bytes, s.total_nll,
-                                    s.perplexity, s.bits_per_byte))
+            rows.append(StoryResult(name, params, non_embedding, i, stories.ids[i], s.n_tokens, s.n_bytes,
+                                    s.total_nll, s.mean_nll, s.perplexity, s.bits_per_byte, seen[i]))
         del model
     summaries = sorted((summarize(name, [r for r in rows if r.model == name], seed) for name in models),
                        key=lambda s: s.non_embedding_params)
-    fit = fit_power_law([s.non_embedding_params for s in summaries], [s.perplexity for s in summaries])
+    shared = len({tokenizer_fingerprint(m) for m in models}) == 1
+    sizes = [s.non_embedding_params for s in summaries]
+    fit = fit_power_law(sizes, [s.perplexity for s in summaries]) if shared else None
+    bpb_fit = fit_power_law(sizes, [s.bits_per_byte for s in summaries], metric="bits_per_byte")
     protocol = "; ".join(sorted(protocols)) + "; each story scored on its own"
-    return ScalingResults(stories, rows, summaries, fit, scores, protocol)
+    return ScalingResults(stories, rows, summaries, fit, bpb_fit, shared, scores, protocol, warnings)
 
 
 def write_csv(path: Path, rows: list) -> Path:
@@ -165,9 +166,12 @@ def rank_stories(results: ScalingResults, model: str) -> list[StoryResult]:
     return sorted((r for r in results.rows if r.model == model), key=lambda r: r.perplexity, reverse=True)
 
 
-def costliest_tokens(scores: list[TextScore], k: int = 20) -> list[dict]:
-    """The k single tokens with the highest surprise across all stories, hardest first."""
-    found = [dict(story=i, position=row.position, token=row.token, context=row.context, surprise=row.surprise,
+def costliest_tokens(scores: list[TextScore], k: int = 20, ids: list[str] | None = None) -> list[dict]:
+    """The k single tokens with the highest surprise across all stories, hardest first.
+
+    ``story`` is the story's id from ``ids`` (default: its index in ``scores``)."""
+    ids = ids or [str(i) for i in range(len(scores))]
+    found = [dict(story=ids[i], position=row.position, token=row.token, context=row.context, surprise=row.surprise,
                   prob=row.prob, model_expected=row.top[0][0] if row.top else "")
              for i, s in enumerate(scores) for row in s.rows]
     return sorted(found, key=lambda d: d["surprise"], reverse=True)[:k]
@@ -183,30 +187,73 @@ def loss_by_token(scores: list[TextScore], k: int = 20) -> list[dict]:
     return [dict(token=t, count=len(v), total_nats=sum(v), mean_nats=sum(v) / len(v)) for t, v in ranked]
 
 
+def size_differences(results: ScalingResults, seed: int = 0) -> list[PairedDifference]:
+    """Each model against the next smaller one on the same stories (paired bootstrap).
+
+    Per token when the models share a tokenizer, else per byte (``ratio`` is then the ratio of
+    2 ** bits-per-byte, the per-byte perplexity)."""
+    out = []
+    per_token = results.shared_tokenizer
+    for small, large in zip(results.summaries, results.summaries[1:]):
+        a = sorted((r for r in results.rows if r.model == small.model), key=lambda r: r.story)
+        b = sorted((r for r in results.rows if r.model == large.model), key=lambda r: r.story)
+        count = (lambda rows: [r.tokens for r in rows]) if per_token else \
+            (lambda rows: [r.bytes * math.log(2) for r in rows])
+        out.append(paired_difference([r.nll_total for r in a], count(a), [r.nll_total for r in b], count(b),
+                                     small.model, large.model, results.source.label, seed=seed))
+    return out
+
+
+def fit_sentence(results: ScalingResults) -> str:
+    """The fitted power law(s), in words, saying which metric and why."""
+    parts = []
+    for fit in (results.fit, results.bpb_fit):
+        if fit is None:
+            continue
+        name = "perplexity" if fit.metric == "perplexity" else "bits per byte"
+        note = " (exact through 2 points)" if fit.points == 2 else ""
+        parts.append(f"{name} = {fit.coefficient:.4g} * N^{fit.exponent:.4f}, fitted on {fit.points} models{note}")
+    if not parts:
+        return "No power law: it needs at least two model sizes."
+    text = "Power law (N = non-embedding parameters): " + "; ".join(parts) + "."
+    if not results.shared_tokenizer:
+        text += (" The models use different tokenizers, so their per-token perplexities count different "
+                 "tokens and are not compared or fitted: compare them in bits per byte.")
+    return text
+
+
 def write_report(results: ScalingResults, out: Path, n_stories: int = 3) -> Path:
-    """report.md: the summary table, the fit, and for the largest model the hardest and easiest
-    stories (full text) and the tokens that cost the most."""
-    lines = ["# Scaling experiment", "", f"Protocol: {results.protocol}.", "",
-             "| model | parameters | non-embedding | stories | tokens | perplexity (95% CI) | bits/byte (95% CI) |",
-             "|---|---|---|---|---|---|---|"]
+    """report.md: the summary table, the fit, the paired differences between sizes, and for the
+    largest model the hardest and easiest stories (full text, with their ids) and the tokens
+    that cost the most."""
+    lines = ["# Scaling experiment", "", f"Scored: {results.source.label}.", "", f"Protocol: {results.protocol}.", ""]
+    lines += [f"**{w}**" for w in results.warnings] + ([""] if results.warnings else [])
+    lines += ["| model | parameters | non-embedding | stories | tokens | perplexity (95% CI) | bits/byte (95% CI) |",
+              "|---|---|---|---|---|---|---|"]
     for s in results.summaries:
         lines.append(f"| {s.model} | {s.params:,} | {s.non_embedding_params:,} | {s.stories} | {s.tokens:,} | "
                      f"{s.perplexity:.3f} ({s.ppl_ci_low:.3f}-{s.ppl_ci_high:.3f}) | "
                      f"{s.bits_per_byte:.4f} ({s.bpb_ci_low:.4f}-{s.bpb_ci_high:.4f}) |")
-    if results.fit:
-        note = " (exact through 2 points)" if results.fit.points == 2 else ""
-        lines += ["", f"Power law: perplexity = {results.fit.coefficient:.4g} * N^{results.fit.exponent:.4f}, "
-                      f"N = non-embedding parameters, fitted on {results.fit.points} models{note}."]
+    lines += ["", fit_sentence(results)]
+    diffs = size_differences(results)
+    if diffs:
+        unit = "perplexity" if results.shared_tokenizer else "per-byte perplexity (2^bits per byte)"
+        lines += ["", "## Each model against the next smaller one, on the same stories", "",
+                  f"Ratio of {unit}, larger / smaller, with a paired bootstrap 95% interval over stories:", "",
+                  "| smaller | larger | ratio (95% CI) | stories where the larger is better |", "|---|---|---|---|"]
+        for d in diffs:
+            lines.append(f"| {d.a} | {d.b} | {d.ratio:.3f} ({d.ratio_ci_low:.3f}-{d.ratio_ci_high:.3f}) | "
+                         f"{d.b_better} of {d.texts} |")
     largest = results.summaries[-1].model
     ranked = rank_stories(results, largest)
     for title, picks in [("Hardest stories", ranked[:n_stories]), ("Easiest stories", ranked[::-1][:n_stories])]:
         lines += ["", f"## {title} for {largest}", ""]
         for r in picks:
-            lines += [f"### Story {r.story}: perplexity {r.perplexity:.3f} over {r.tokens} tokens", "",
+            lines += [f"### Story {r.story_id}: perplexity {r.perplexity:.3f} over {r.tokens} tokens", "",
                       "> " + results.stories[r.story].replace("\n", "\n> "), ""]
     lines += ["", f"## Tokens that cost {largest} the most", "",
               "| story | token | after ... | surprise (nats) | p | model expected |", "|---|---|---|---|---|---|"]
-    for t in costliest_tokens(results.scores[largest]):
+    for t in costliest_tokens(results.scores[largest], ids=results.source.ids):
         lines.append(f"| {t['story']} | `{t['token']!r}` | `{t['context'][-30:]!r}` | {t['surprise']:.2f} | "
                      f"{t['prob']:.2e} | `{t['model_expected']!r}` |")
     lines += ["", "| token | count | total nats | mean nats |", "|---|---|---|---|"]
@@ -218,21 +265,32 @@ def write_report(results: ScalingResults, out: Path, n_stories: int = 3) -> Path
 
 
 def save_results(results: ScalingResults, out: str | Path) -> list[Path]:
-    """Write results.csv, summary.csv, report.md and the plots into ``out``; returns the paths."""
+    """Write results.csv, summary.csv, differences.csv, report.md, the plots and report.html
+    into ``out``; returns the paths."""
     from .. import plots  # matplotlib is loaded only when figures are drawn
+    from ..report import write_scaling_html
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     largest = results.summaries[-1].model
     hardest = rank_stories(results, largest)[0]
-    return [
+    label = results.source.label
+    diffs = size_differences(results)
+    paths = [
         write_csv(out / "results.csv", results.rows),
         write_csv(out / "summary.csv", results.summaries),
+        *([write_csv(out / "differences.csv", diffs)] if diffs else []),
         write_report(results, out),
-        plots.plot_scaling(results.summaries, results.fit, out / "perplexity_vs_size.png"),
-        plots.plot_scaling(results.summaries, None, out / "bits_per_byte_vs_size.png", metric="bits_per_byte"),
-        plots.plot_per_story(results.rows, results.summaries, out / "per_story.png"),
-        plots.plot_length_confound(results.rows, out / "length_confound.png"),
+        plots.plot_scaling(results.summaries, results.fit, out / "perplexity_vs_size.png", data_label=label,
+                           note=None if results.shared_tokenizer else
+                           "different tokenizers: per-token perplexities not comparable, no fit; see bits per byte"),
+        plots.plot_scaling(results.summaries, results.bpb_fit, out / "bits_per_byte_vs_size.png",
+                           metric="bits_per_byte", data_label=label),
+        plots.plot_per_story(results.rows, results.summaries, out / "per_story.png", data_label=label),
+        plots.plot_length_confound(results.rows, out / "length_confound.png", data_label=label),
         plots.plot_token_surprise(results.scores[largest][hardest.story], out / "hardest_story_tokens.png",
-                                  title=f"{largest}: story {hardest.story}, perplexity {hardest.perplexity:.2f}"),
+                                  title=f"{plots.short_name(largest)}'s hardest story, {hardest.story_id}: "
+                                        f"perplexity {hardest.perplexity:.2f}"),
     ]
+    paths.append(write_scaling_html(results, rank_stories(results, largest), diffs, out, fit_sentence(results)))
+    return paths

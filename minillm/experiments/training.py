@@ -19,44 +19,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from ..bpe import train_tokenizer
 from ..train import TrainConfig, split_documents, train
-from .scaling import PowerLaw, fit_power_law
-
-
-@dataclass
-class SweepResult:
-    """One model of a size sweep: a row of sweep.csv."""
-
-    name: str                     # "h64-l2": hidden size and layers
-    hidden_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    intermediate_size: int
-    params: int                   # all parameters (the tied embedding once)
-    non_embedding_params: int
-    steps: int
-    tokens: int                   # training tokens seen
-    val_loss: float               # final validation loss, nats per token
-    val_perplexity: float         # exp(val_loss)
-    seconds: float                # wall-clock training time
-    tokens_per_second: float
-
-
-@dataclass
-class ArchitectureRow:
-    """One validation measurement of one architecture: a row of architectures.csv."""
-
-    architecture: str             # "transformer" or "mlp"
-    params: int
-    non_embedding_params: int
-    step: int
-    tokens: int                   # training tokens seen
-    val_loss: float               # nats per token
+from ..results import ArchitectureRow, PowerLaw, SweepResult
+from .scaling import fit_power_law
 
 
 def shape(hidden: int, layers: int, head_dim: int = 16) -> dict:

@@ -1,0 +1,155 @@
+"""What the context, instruction and category experiments share: one text scored under several
+conditions, summaries with bootstrap intervals, and paired differences between conditions.
+
+A *condition* is what changes while the scored text stays the same: how many sentences come
+before a continuation, which instruction comes before a story, or (for categories) which kind
+of text it is. Every summary pools NLL over texts (``exp(total NLL / total tokens)``, never a
+mean of perplexities); every comparison of two conditions on the same texts is paired
+(:func:`minillm.experiments.scaling.paired_difference`).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..results import ConditionScore, ConditionSummary, PairedDifference
+from ..scoring import TextScore
+from ..tokenizer import Tokenizer
+from .scaling import bootstrap_interval, paired_difference
+
+
+def document_start(tok: Tokenizer) -> str | None:
+    """What marks the start of a document for this tokenizer, so that a text's first token is scored.
+
+    A tokenizer that adds a BOS token (Llama, stories260K) needs nothing: returns None (score
+    the text with no context, BOS predicts its first token). One without (Qwen, GPT-2, the
+    tiny family) gets its end-of-text token, which separates documents in training: returns
+    ``tok.eos_token``. Raises ValueError when the tokenizer has neither.
+    """
+    probe = tok.encode("a")
+    if tok.bos_token_id is not None and probe[:1] == [tok.bos_token_id]:
+        return None
+    if tok.eos_token:
+        return tok.eos_token
+    raise ValueError(f"the tokenizer in {tok.folder} adds no BOS token and has no eos_token: nothing can mark "
+                     "the start of a document, so a text's first token cannot be scored.")
+
+
+def with_start(tok: Tokenizer, prefix: str) -> str | None:
+    """``prefix`` after the document-start marker (None for an empty prefix and a BOS tokenizer)."""
+    start = document_start(tok) or ""
+    return (start + prefix) or None
+
+
+def condition_rows(model: str, condition: str, ids: list[str], scores: list[TextScore], prompts: list[str],
+                   seen: list[str]) -> list[ConditionScore]:
+    """One row per scored text."""
+    return [ConditionScore(model, condition, i, s.n_tokens, s.n_bytes, s.total_nll, s.mean_nll, s.perplexity,
+                           s.bits_per_byte, p, seen_flag)
+            for i, s, p, seen_flag in zip(ids, scores, prompts, seen)]
+
+
+def summarize_conditions(rows: list[ConditionScore], seed: int = 0) -> list[ConditionSummary]:
+    """Per (model, condition), in first-seen order: pooled perplexity and bits per byte with intervals."""
+    out = []
+    for model, condition in dict.fromkeys((r.model, r.condition) for r in rows):
+        mine = [r for r in rows if r.model == model and r.condition == condition]
+        nll = np.array([r.nll_total for r in mine])
+        tokens = np.array([r.tokens for r in mine], dtype=float)
+        nbytes = np.array([r.bytes for r in mine], dtype=float) * math.log(2)
+        low, high = bootstrap_interval(nll, tokens, seed=seed)
+        blow, bhigh = bootstrap_interval(nll, nbytes, seed=seed)
+        out.append(ConditionSummary(model, condition, len(mine), int(tokens.sum()), math.exp(nll.sum() / tokens.sum()),
+                                    math.exp(low), math.exp(high), float(nll.sum() / nbytes.sum()), blow, bhigh))
+    return out
+
+
+def differences_from(rows: list[ConditionScore], baseline: str, per: str = "token",
+                     seed: int = 0) -> list[PairedDifference]:
+    """Per model, every other condition against ``baseline`` on the texts both scored (paired by text id).
+
+    ``per`` is "token" (perplexity ratio) or "byte" (ratio of 2 ** bits per byte)."""
+    out = []
+    for model in dict.fromkeys(r.model for r in rows):
+        base = {r.text_id: r for r in rows if r.model == model and r.condition == baseline}
+        for condition in dict.fromkeys(r.condition for r in rows if r.model == model):
+            if condition == baseline:
+                continue
+            other = [r for r in rows if r.model == model and r.condition == condition and r.text_id in base]
+            if other:
+                out.append(_paired(_short(model), [base[r.text_id] for r in other], other, baseline, condition, per,
+                                   seed))
+    return out
+
+
+def differences_between_models(rows: list[ConditionScore], per: str = "byte",
+                               seed: int = 0) -> list[PairedDifference]:
+    """Per condition, each model against the first model (paired by text id)."""
+    out = []
+    models = list(dict.fromkeys(r.model for r in rows))
+    for condition in dict.fromkeys(r.condition for r in rows):
+        base = {r.text_id: r for r in rows if r.model == models[0] and r.condition == condition}
+        for model in models[1:]:
+            other = [r for r in rows if r.model == model and r.condition == condition and r.text_id in base]
+            if other:
+                out.append(_paired(condition, [base[r.text_id] for r in other], other, _short(models[0]),
+                                   _short(model), per, seed))
+    return out
+
+
+def _short(model: str) -> str:
+    """'Qwen/Qwen2.5-0.5B' -> 'Qwen2.5-0.5B'; a folder path -> its last part."""
+    return model.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _paired(tag: str, a: list[ConditionScore], b: list[ConditionScore], name_a: str, name_b: str, per: str,
+            seed: int) -> PairedDifference:
+    if per not in ("token", "byte"):
+        raise ValueError(f"per must be 'token' or 'byte'; got {per!r}.")
+    count = (lambda rs: [r.tokens for r in rs]) if per == "token" else (lambda rs: [r.bytes * math.log(2) for r in rs])
+    return paired_difference([r.nll_total for r in a], count(a), [r.nll_total for r in b], count(b),
+                             name_a, name_b, tag, seed=seed)
+
+
+def summary_table(summaries: list[ConditionSummary], condition_header: str) -> list[str]:
+    """Markdown table lines of the summaries."""
+    lines = [f"| model | {condition_header} | texts | tokens | perplexity (95% CI) | bits/byte (95% CI) |",
+             "|---|---|---|---|---|---|"]
+    for s in summaries:
+        lines.append(f"| {_short(s.model)} | {s.condition} | {s.texts} | {s.tokens:,} | {s.perplexity:.3f} "
+                     f"({s.ppl_ci_low:.3f}-{s.ppl_ci_high:.3f}) | {s.bits_per_byte:.4f} "
+                     f"({s.bpb_ci_low:.4f}-{s.bpb_ci_high:.4f}) |")
+    return lines
+
+
+def difference_table(diffs: list[PairedDifference], what: str, group: str = "model") -> list[str]:
+    """Markdown table lines of paired differences (B against A); ``group`` heads the column of what both share."""
+    lines = [f"| {group} | A | B | texts | {what} B / A (95% paired CI) | texts where B is better |",
+             "|---|---|---|---|---|---|"]
+    for d in diffs:
+        lines.append(f"| {d.group} | {d.a} | {d.b} | {d.texts} | {d.ratio:.3f} ({d.ratio_ci_low:.3f}-{d.ratio_ci_high:.3f}) | "
+                     f"{d.b_better} of {d.texts} |")
+    return lines
+
+
+def per_text_differences(rows: list[ConditionScore], baseline: str) -> list[dict]:
+    """Per model, text and condition: the change in NLL per token from ``baseline`` (nats; negative:
+    the condition made the text more predictable) and the perplexity ratio."""
+    base = {(r.model, r.text_id): r for r in rows if r.condition == baseline}
+    return [dict(model=r.model, text_id=r.text_id, condition=r.condition, baseline=baseline,
+                 nll_mean_diff=r.nll_mean - base[(r.model, r.text_id)].nll_mean,
+                 perplexity_ratio=r.perplexity / base[(r.model, r.text_id)].perplexity)
+            for r in rows if r.condition != baseline and (r.model, r.text_id) in base]
+
+
+def write_dicts(path: Path, rows: list[dict]) -> Path:
+    """Rows of dicts (same keys) as CSV."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path

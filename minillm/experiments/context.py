@@ -1,0 +1,140 @@
+"""Does context help? The same continuation scored after 0, 1, 2 or 3 sentences of its story.
+
+Each story is cut after its first ``max_k`` sentences (default 3); the rest of it is the
+*continuation*, and only the continuation is scored, in every condition, so the numbers
+compare token for token. Condition ``k`` puts the k sentences that come right before the
+continuation in front of it (k = 3: the story's first three sentences; k = 1: only the
+third). Condition k = 0 puts nothing but the start-of-document marker there (BOS, or the
+end-of-text token that separates documents in training, see
+:func:`~minillm.experiments.conditions.document_start`), which the other conditions also
+start with. Stories with fewer than ``max_k + 1`` sentences are skipped.
+
+Per model and k: the pooled perplexity of the continuations with a bootstrap interval over
+stories, and each k against k = 0, paired story by story (the per-model intervals overlap
+even when nearly every story improves; the paired one says whether the change is chance).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..data import TextSource
+from ..loading import load_model
+from ..provenance import overlap_warning, seen_in_training
+from ..results import ConditionScore, ConditionSummary, PairedDifference
+from ..scoring import TextScore, score_many
+from ..tokenizer import load_tokenizer
+from .conditions import (condition_rows, difference_table, differences_from, per_text_differences,
+                         summarize_conditions, summary_table, with_start, write_dicts)
+from .scaling import write_csv
+
+# A sentence ends at ., ! or ? (and a closing quote after it) followed by whitespace and a capital
+# letter, digit or opening quote: '"Two!" said Sam.' is one sentence.
+_SENTENCE_END = re.compile(r"""[.!?]["'”’]?(?=\s+["'“‘]?[A-Z0-9])""")
+
+
+def sentence_ends(text: str) -> list[int]:
+    """Character offsets just after each sentence of ``text`` but the last (where the next one's whitespace starts)."""
+    return [m.end() for m in _SENTENCE_END.finditer(text)]
+
+
+def split_for_context(story: str, max_k: int = 3) -> tuple[list[str], str] | None:
+    """(the first ``max_k`` sentences, the continuation after them), or None when the story has fewer
+    than ``max_k + 1`` sentences. Sentences keep no leading whitespace; the continuation keeps
+    the whitespace that joins it to the sentence before (" Then ...")."""
+    story = story.strip()
+    ends = sentence_ends(story)
+    if len(ends) < max_k or not story[ends[max_k - 1]:].strip():
+        return None
+    starts = [0] + ends[: max_k - 1]
+    sentences = [story[a:b].strip() for a, b in zip(starts, ends[:max_k])]
+    return sentences, story[ends[max_k - 1]:]
+
+
+def context_for(sentences: list[str], k: int) -> str:
+    """The last ``k`` of ``sentences``, joined by spaces ("" for k = 0)."""
+    return " ".join(sentences[len(sentences) - k:]) if k else ""
+
+
+@dataclass
+class ContextResults:
+    """What :func:`run_context` measured; :func:`write_context` turns it into files."""
+
+    source: TextSource                 # the stories used (those with enough sentences)
+    rows: list[ConditionScore]         # condition "k=0".."k=3"
+    summaries: list[ConditionSummary]
+    differences: list[PairedDifference]  # per model, each k against k=0, per token
+    scores: dict[tuple[str, int], list[TextScore]]   # (model, k) -> per story
+    max_k: int
+    warnings: list[str]
+    skipped: int                       # stories with too few sentences
+
+
+def run_context(models: list[str], source: TextSource, max_k: int = 3, dtype: torch.dtype | str = torch.float32,
+                seed: int = 0, progress: bool = True) -> ContextResults:
+    """Score every story's continuation after k = 0..max_k sentences with every model."""
+    split = [split_for_context(t, max_k) for t in source.texts]
+    keep = [i for i, s in enumerate(split) if s is not None]
+    if not keep:
+        raise ValueError(f"no story in {source.label} has {max_k + 1} sentences or more: nothing to continue.")
+    used = source.select(keep, f"{len(keep)} of the texts ({source.label}) with at least {max_k + 1} sentences"
+                         if len(keep) < len(source) else source.label)
+    parts = [split[i] for i in keep]
+    rows, scores, warnings = [], {}, []
+    for name in models:
+        if progress:
+            print(f"scoring {len(keep)} continuations x {max_k + 1} contexts with {name}", flush=True)
+        model, tok = load_model(name, dtype=dtype, packed=True), load_tokenizer(name)
+        seen = seen_in_training(name, used.texts)
+        warnings += [w for w in [overlap_warning(name, used.texts)] if w]
+        for k in range(max_k + 1):
+            contexts = [with_start(tok, context_for(sentences, k)) for sentences, _ in parts]
+            scored = score_many(model, tok, [cont for _, cont in parts], context=contexts, top_k=0)
+            scores[(name, k)] = scored
+            rows += condition_rows(name, f"k={k}", used.ids, scored, [context_for(s, k) for s, _ in parts], seen)
+        del model
+    return ContextResults(used, rows, summarize_conditions(rows, seed), differences_from(rows, "k=0", seed=seed),
+                          scores, max_k, warnings, len(source) - len(keep))
+
+
+def write_context(results: ContextResults, out: str | Path) -> list[Path]:
+    """context.csv (per story, model and k), context_summary.csv, context_differences.csv (each k
+    against k=0, paired), context_per_story.csv (each story's change from k=0), context_report.md
+    and context.png into ``out``."""
+    from .. import plots
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    scored = (f"Scored: the continuation of each of {results.source.label}, after k = 0 to {results.max_k} "
+              "preceding sentences; only the continuation is scored, the same tokens for every k (k = 0: only "
+              "the start-of-document marker before it).")
+    lines = ["# Does context help?", "", scored, ""]
+    if results.skipped:
+        lines += [f"{results.skipped} stories with fewer than {results.max_k + 1} sentences were skipped.", ""]
+    lines += [f"**{w}**" for w in results.warnings] + ([""] if results.warnings else [])
+    lines += summary_table(results.summaries, "k")
+    lines += ["", "## Each k against k = 0, paired story by story", ""]
+    lines += difference_table(results.differences, "perplexity")
+    last = results.rows[-1].model
+    per_story = [d for d in per_text_differences(results.rows, "k=0") if d["model"] == last]
+    ks = [f"k={k}" for k in range(1, results.max_k + 1)]
+    lines += ["", f"## Per story, {Path(last).name}: perplexity with k sentences / without (k=0)", "",
+              "| story | " + " | ".join(ks) + " |", "|---" * (len(ks) + 1) + "|"]
+    for story_id in dict.fromkeys(d["text_id"] for d in per_story):
+        ratios = {d["condition"]: d["perplexity_ratio"] for d in per_story if d["text_id"] == story_id}
+        lines.append(f"| {story_id} | " + " | ".join(f"{ratios[k]:.3f}" for k in ks) + " |")
+    path = out / "context_report.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return [write_csv(out / "context.csv", results.rows),
+            write_csv(out / "context_summary.csv", results.summaries),
+            write_csv(out / "context_differences.csv", results.differences),
+            write_dicts(out / "context_per_story.csv", per_text_differences(results.rows, "k=0")),
+            path,
+            plots.plot_conditions(results.summaries, results.differences, out / "context.png",
+                                  title="Perplexity of the same continuation after k sentences of its story",
+                                  xlabel="k: sentences of the story before the continuation",
+                                  data_label=results.source.label, baseline="k=0")]

@@ -1,0 +1,65 @@
+"""report.html: the scaling experiment's report as a web page a browser opens from disk.
+
+The page holds the same tables as report.md, the figures (linked by their file names, so the
+folder can be moved or zipped as a whole) and the largest model's hardest story with every
+token shaded by its surprise, on the same colour scale as ``hardest_story_tokens.png``
+(hover over a token for its surprise and probability). It is rendered with jinja2 with
+autoescaping on: story text and token strings are escaped, never read as HTML.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+
+from .plots import MAX_SURPRISE, SURPRISE_CMAP, short_name
+from .results import PairedDifference, ScalingResults, StoryResult
+from .scoring import TextScore
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+
+def shaded_tokens(score: TextScore) -> list[dict]:
+    """The text of ``score`` as pieces for the page: the unscored start, then one per scored token
+    with its surprise (nats), probability and background colour (CSS rgb, white = 0 nats)."""
+    pieces = []
+    first = score.rows[0]
+    if first.context:
+        pieces.append(dict(text=first.context, color="rgb(217,217,217)", title="not scored", scored=False))
+    for row in score.rows:
+        r, g, b, _ = SURPRISE_CMAP(min(row.surprise, MAX_SURPRISE) / MAX_SURPRISE)
+        pieces.append(dict(text=row.token, color=f"rgb({r * 255:.0f},{g * 255:.0f},{b * 255:.0f})",
+                           title=f"surprise {row.surprise:.2f} nats, p = {row.prob:.3g}", scored=True))
+    return pieces
+
+
+def write_scaling_html(results: ScalingResults, ranked: list[StoryResult], diffs: list[PairedDifference], out: Path,
+                       fit_text: str) -> Path:
+    """Write ``out/report.html`` from the results (the figures must already be in ``out``).
+
+    ``ranked``: the largest model's story rows, hardest first; ``diffs``: each model against
+    the next smaller one; ``fit_text``: the power law in words."""
+    largest = results.summaries[-1].model
+    hardest = ranked[0]
+    figures = [(name, caption) for name, caption in [
+        ("perplexity_vs_size.png", "Perplexity against model size"),
+        ("bits_per_byte_vs_size.png", "Bits per byte against model size (fair across tokenizers)"),
+        ("per_story.png", "Each story's perplexity across the models"),
+        ("length_confound.png", "Perplexity against story length"),
+        ("hardest_story_tokens.png", "The hardest story, token by token"),
+    ] if (out / name).is_file()]
+    html = _environment().get_template("scaling_report.html").render(
+        label=results.source.label, protocol=results.protocol, warnings=results.warnings,
+        summaries=results.summaries, fit_text=fit_text, diffs=diffs, shared_tokenizer=results.shared_tokenizer,
+        largest=short_name(largest), hardest=hardest, hardest_pieces=shaded_tokens(results.scores[largest][hardest.story]),
+        easiest=ranked[::-1][:3], stories=results.stories, figures=figures, max_surprise=MAX_SURPRISE,
+        short_name=short_name)
+    path = out / "report.html"
+    path.write_text(html, encoding="utf-8")
+    return path
