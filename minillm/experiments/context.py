@@ -26,8 +26,8 @@ from ..data import TextSource
 from ..loading import load_model
 from ..provenance import overlap_warning, seen_in_training
 from ..results import ConditionScore, ConditionSummary, PairedDifference
-from ..scoring import TextScore, score_many
-from ..tokenizer import load_tokenizer
+from ..scoring import TextScore, encode_for_scoring, score_many
+from ..tokenizer import Tokenizer, load_tokenizer
 from .conditions import (condition_rows, difference_table, differences_from, per_text_differences,
                          summarize_conditions, summary_table, with_start, write_dicts)
 from .scaling import write_csv
@@ -58,6 +58,25 @@ def split_for_context(story: str, max_k: int = 3) -> tuple[list[str], str] | Non
 def context_for(sentences: list[str], k: int) -> str:
     """The last ``k`` of ``sentences``, joined by spaces ("" for k = 0)."""
     return " ".join(sentences[len(sentences) - k:]) if k else ""
+
+
+def alone(tok: Tokenizer, continuation: str, context: str) -> str:
+    """The continuation as written at the start of a document (after BOS, no context) so that it
+    splits into the same tokens as it does after ``context``.
+
+    A SentencePiece-style tokenizer (Llama, stories260K) puts "▁" before a text's first word; after
+    a context, " Then" already reads "▁Then", but on its own it becomes "▁" + "▁Then". Without its
+    leading whitespace, "Then" alone reads "▁Then" again. So: the continuation itself, or without
+    its leading whitespace, whichever gives the in-context tokens (the continuation when neither
+    does). Its bytes then count one space fewer; its tokens, the ones perplexity averages over, are
+    the same.
+    """
+    ids, start = encode_for_scoring(tok, continuation, context)
+    for candidate in (continuation, continuation.lstrip()):
+        alone_ids, alone_start = encode_for_scoring(tok, candidate)
+        if alone_ids[alone_start:] == ids[start:]:
+            return candidate
+    return continuation
 
 
 @dataclass
@@ -93,7 +112,9 @@ def run_context(models: list[str], source: TextSource, max_k: int = 3, dtype: to
         warnings += [w for w in [overlap_warning(name, used.texts)] if w]
         for k in range(max_k + 1):
             contexts = [with_start(tok, context_for(sentences, k)) for sentences, _ in parts]
-            scored = score_many(model, tok, [cont for _, cont in parts], context=contexts, top_k=0)
+            texts = [cont if c is not None else alone(tok, cont, sentences[-1])
+                     for c, (sentences, cont) in zip(contexts, parts)]
+            scored = score_many(model, tok, texts, context=contexts, top_k=0)
             scores[(name, k)] = scored
             rows += condition_rows(name, f"k={k}", used.ids, scored, [context_for(s, k) for s, _ in parts], seen)
         del model

@@ -11,7 +11,10 @@ Per story, five conditions, and in every one only the story's own tokens are sco
 
 Base models read the instruction as plain text, a blank line, then the story. Instruct models
 (a chat template in their tokenizer) read it as the user's message, the story as the
-assistant's reply (``score(..., context=instruction, chat=True)``).
+assistant's reply (``score(..., context=instruction, chat=True)``). With a SentencePiece-style
+tokenizer (Llama, stories260K) the story's first word is split as "▁Once" at the start of a
+document but as "Once" after the blank line, so for those models the first scored token of
+``none`` differs from the other conditions'; every other token is the same.
 
 The bundled held-out stories have prompts written for this project
 (``data/texts/instruction_prompts.json``); any other story gets prompts derived from its own
