@@ -651,9 +651,11 @@ def cmd_finetune_family(args: argparse.Namespace) -> None:
 
 def _add_text_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--category", choices=CATEGORIES, default=None,
-                        help="score bundled texts of this kind instead of TinyStories (works with --offline)")
+                        help="score bundled texts of this kind, with or without --offline (default: TinyStories' "
+                             "validation stories; offline or with the shipped family, the bundled stories)")
     parser.add_argument("--texts", type=Path, metavar="FILE",
-                        help="score the texts of this file: TinyStories (<|endoftext|>), WikiText, or paragraphs")
+                        help="score the texts of this file: TinyStories (<|endoftext|>), WikiText, or paragraphs "
+                             "(default: no file)")
     parser.add_argument("--include-seen", action="store_true",
                         help="also score texts a model trained on (its training_data.json says which)")
 
@@ -745,7 +747,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="checkpoint folders or hub ids (default: as for `minillm scaling`)")
     cats.add_argument("--stories", type=int, default=50, help="texts per category at most")
     cats.add_argument("--texts", dest="texts_files", type=Path, nargs="+", metavar="FILE",
-                      help="more text sources, one category each: TinyStories, WikiText or paragraph files")
+                      help="more text sources, one category each: TinyStories, WikiText or paragraph files "
+                           "(default: none)")
     cats.add_argument("--out", type=Path, default=Path("category-results"), help="folder for tables, plot, report")
     cats.add_argument("--offline", action="store_true", help="models from folders or the local cache only")
     cats.add_argument("--include-seen", action="store_true", help="also score texts a model trained on")
