@@ -101,10 +101,21 @@ TRAINING_DESCRIPTION = (
     "stories and every other bundled category (news, code, poetry, instructions).")
 
 
-def write_training_record(folder: str | Path) -> Path:
-    """Write the family's training record (``training_data.json``, see :mod:`minillm.provenance`) into ``folder``."""
+INSTRUCT_DESCRIPTION = (
+    "Pretraining as its base model: {base} Then fine-tuned on (instruction, story) pairs: synthetic stories of "
+    "minillm.instructions.instruction_pairs(seed=1) (not listed here) and the same bundled stories #0 to #{last} "
+    "with their instructions from data/texts/story_instructions.jsonl.")
+
+
+def write_training_record(folder: str | Path, instruct: bool = False) -> Path:
+    """Write the family's training record (``training_data.json``, see :mod:`minillm.provenance`) into
+    ``folder``; ``instruct``: the record of a fine-tuned instruct variant (its base's data, then the
+    instruction pairs, whose bundled stories are the same ones)."""
     trained = bundled_texts("stories")[:-HELD_OUT]
-    return write_record(folder, trained, TRAINING_DESCRIPTION.format(last=len(trained) - 1))
+    description = TRAINING_DESCRIPTION.format(last=len(trained) - 1)
+    if instruct:
+        description = INSTRUCT_DESCRIPTION.format(base=description, last=len(trained) - 1)
+    return write_record(folder, trained, description)
 
 
 def held_out_stories() -> list[str]:
@@ -276,6 +287,7 @@ def finetune_family(out_dir: str | Path, steps: int = INSTRUCT_STEPS, progress: 
         result = finetune(bases / name, examples, config, target, progress=progress, val_examples=val_examples)
         seconds = time.perf_counter() - start
         (target / STATE_TENSORS).unlink()       # the optimizer state is not shipped
+        write_training_record(target, instruct=True)
         plots.plot_loss_curves(result.history, target / "loss_curves.png", title=f"Fine-tuning {name}-instruct",
                                start_label=f"{name}, before")
         base, tuned = instruction_perplexities(bases / name, chat=False), instruction_perplexities(target, chat=True)

@@ -177,7 +177,7 @@ def test_the_shipped_family_records_what_it_trained_on():
     from minillm.provenance import read_record
 
     stories = bundled_texts("stories")
-    for name in SHAPES:
+    for name in [*SHAPES, *(f"{n}-instruct" for n in SHAPES)]:
         record = read_record(FAMILY_DIR / name)
         assert record.seen(stories) == [True] * 48 + [False] * 20
         assert not any(record.seen(held_out_stories()))
