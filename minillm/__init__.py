@@ -1,15 +1,16 @@
-"""minillm: a readable Qwen2/Llama decoder for seeing what is inside an LLM."""
+"""minillm: readable Qwen2/Llama and GPT-2 decoders for seeing what is inside an LLM."""
 
-from .config import ModelConfig
+from .config import GPT2Config, ModelConfig
 from .generate import generate, next_token_distribution, sample_next_token, top_k_filter, top_p_filter
+from .gpt2 import GPT2
 from .loading import load_model
 from .model import KVCache, Transformer
 from .scoring import NextTokens, TextScore, TokenScore, next_tokens, perplexity, score, score_many
 from .tokenizer import Tokenizer, load_tokenizer
 
 __all__ = [
-    "KVCache", "ModelConfig", "NextTokens", "Transformer", "generate", "load_model", "next_token_distribution",
-    "next_tokens",
+    "GPT2", "GPT2Config", "KVCache", "ModelConfig", "NextTokens", "Transformer", "generate", "load_model",
+    "next_token_distribution", "next_tokens",
     "TextScore", "TokenScore", "Tokenizer", "load_tokenizer", "perplexity", "sample_next_token", "score",
     "score_many", "top_k_filter", "top_p_filter",
 ]

@@ -8,11 +8,17 @@ exist in the wild and both are read:
 * current ``transformers``: ``rope_parameters = {"rope_type": "default", "rope_theta": ...}``
   and ``dtype``.
 
+GPT-2 checkpoints name the same numbers differently (``n_embd`` for ``hidden_size``,
+``n_layer``, ``n_head``, ``n_positions``...): :class:`GPT2Config` keeps those names and
+offers the Qwen2 names as properties, so code that only asks "how wide, how deep, how
+long a context" works on both. :func:`load_config` reads a ``config.json`` and returns
+the right one of the two, going by its ``model_type``.
+
 Anything that would make the model compute something this implementation does not
-(rope scaling, a sliding window that hides keys from some layer, another architecture) is
-refused with a message instead of being silently ignored; settings that only look unusual
-but compute the same numbers in ``transformers`` (a sliding window switched on for no layer,
-``attention_bias: false`` in a Qwen2 config) are accepted.
+(rope scaling, a sliding window that hides keys from some layer, GPT-2 with another
+activation, another architecture) is refused with a message instead of being silently
+ignored; settings that only look unusual but compute the same numbers in ``transformers`` (a
+sliding window switched on for no layer, ``attention_bias: false`` in a Qwen2 config) are accepted.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-SUPPORTED_MODEL_TYPES = ("qwen2", "llama")
+SUPPORTED_MODEL_TYPES = ("qwen2", "llama")   # ModelConfig; "gpt2" has its own GPT2Config
 
 
 class ConfigError(ValueError):
@@ -64,7 +70,8 @@ class ModelConfig:
         if model_type not in SUPPORTED_MODEL_TYPES:
             raise ConfigError(
                 f"{where}: model_type {model_type!r} is not supported; minillm computes "
-                f"{' and '.join(SUPPORTED_MODEL_TYPES)} decoders only."
+                f"{', '.join(SUPPORTED_MODEL_TYPES)} and gpt2 decoders only"
+                + (" (read a gpt2 config with GPT2Config or load_config)." if model_type == "gpt2" else ".")
             )
 
         def need(key: str):
@@ -212,3 +219,127 @@ def _refuse_sliding_windows_that_bite(raw: dict, where: str) -> None:
             f"{where}: use_sliding_window is true and layers {sliding} attend to only the last "
             f"{window} tokens (sliding_window); minillm computes full causal attention only."
         )
+
+
+@dataclass(frozen=True)
+class GPT2Config:
+    """GPT-2's hyperparameters under GPT-2's own ``config.json`` names.
+
+    The properties below give the same numbers under the names :class:`ModelConfig` uses
+    (``hidden_size``, ``max_position_embeddings``...), so that scoring, generation and the
+    experiments ask one question of either family.
+    """
+
+    vocab_size: int                # rows of the embedding table (50257 for OpenAI's GPT-2)
+    n_positions: int               # rows of the position table: the longest sequence
+    n_embd: int                    # width of the residual stream
+    n_layer: int                   # number of blocks
+    n_head: int                    # attention heads (every head has its own keys and values)
+    n_inner: int | None = None     # width of the MLP's hidden layer; None means 4 * n_embd
+    activation_function: str = "gelu_new"  # GELU, tanh approximation
+    layer_norm_epsilon: float = 1e-5
+    tie_word_embeddings: bool = True
+    torch_dtype: str | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+    model_type: str = "gpt2"
+
+    # The same numbers under ModelConfig's names.
+    hidden_size = property(lambda self: self.n_embd)
+    num_hidden_layers = property(lambda self: self.n_layer)
+    num_attention_heads = property(lambda self: self.n_head)
+    num_key_value_heads = property(lambda self: self.n_head)   # plain multi-head attention
+    max_position_embeddings = property(lambda self: self.n_positions)
+    head_dim = property(lambda self: self.n_embd // self.n_head)
+    intermediate_size = property(lambda self: self.n_inner or 4 * self.n_embd)
+
+    @classmethod
+    def from_dict(cls, raw: dict, where: str = "config.json") -> "GPT2Config":
+        """Build a config from a parsed GPT-2 ``config.json``; ``where`` names it in errors."""
+        if raw.get("model_type") != "gpt2":
+            raise ConfigError(f"{where}: model_type {raw.get('model_type')!r} is not 'gpt2'.")
+        missing = [key for key in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head") if key not in raw]
+        if missing:
+            raise ConfigError(f"{where}: missing key(s) {missing} (needed for model_type 'gpt2').")
+        _refuse_what_gpt2_does_not_compute(raw, where)
+        if raw["n_embd"] % raw["n_head"]:
+            raise ConfigError(f"{where}: n_embd={raw['n_embd']} is not a multiple of n_head={raw['n_head']}.")
+        return cls(
+            vocab_size=int(raw["vocab_size"]),
+            n_positions=int(raw["n_positions"]),
+            n_embd=int(raw["n_embd"]),
+            n_layer=int(raw["n_layer"]),
+            n_head=int(raw["n_head"]),
+            n_inner=int(raw["n_inner"]) if raw.get("n_inner") else None,
+            activation_function=raw.get("activation_function", "gelu_new"),
+            layer_norm_epsilon=float(raw.get("layer_norm_epsilon", 1e-5)),
+            tie_word_embeddings=bool(raw.get("tie_word_embeddings", True)),
+            torch_dtype=raw.get("dtype") or raw.get("torch_dtype"),
+            bos_token_id=raw.get("bos_token_id"),
+            eos_token_id=raw.get("eos_token_id"),
+        )
+
+    def to_dict(self) -> dict:
+        """The ``config.json`` contents (the inverse of :meth:`from_dict`), as transformers writes them."""
+        return {
+            "architectures": ["GPT2LMHeadModel"],
+            "model_type": "gpt2",
+            "vocab_size": self.vocab_size,
+            "n_positions": self.n_positions,
+            "n_embd": self.n_embd,
+            "n_layer": self.n_layer,
+            "n_head": self.n_head,
+            "n_inner": self.n_inner,
+            "activation_function": self.activation_function,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "scale_attn_weights": True,
+            "scale_attn_by_inverse_layer_idx": False,
+            "reorder_and_upcast_attn": False,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "torch_dtype": self.torch_dtype or "float32",
+            "bos_token_id": self.bos_token_id,
+            "eos_token_id": self.eos_token_id,
+        }
+
+
+# GPT-2's activation: GELU with the tanh approximation. transformers names it "gelu_new"
+# (the original GPT-2 code) or "gelu_pytorch_tanh" (the same formula, PyTorch's kernel).
+GPT2_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")
+
+
+def _refuse_what_gpt2_does_not_compute(raw: dict, where: str) -> None:
+    """Raise ConfigError for GPT-2 settings that would change the math of the forward pass."""
+    act = raw.get("activation_function", "gelu_new")
+    if act not in GPT2_ACTIVATIONS:
+        raise ConfigError(
+            f"{where}: activation_function {act!r} is not supported; minillm's GPT-2 computes GELU with "
+            f"the tanh approximation ({' or '.join(GPT2_ACTIVATIONS)}), which would give other logits."
+        )
+    if not raw.get("scale_attn_weights", True):
+        raise ConfigError(f"{where}: scale_attn_weights is false; minillm always divides attention scores "
+                          "by sqrt(head_dim).")
+    if raw.get("scale_attn_by_inverse_layer_idx"):
+        raise ConfigError(f"{where}: scale_attn_by_inverse_layer_idx is true (scores of layer i also divided "
+                          "by i + 1); minillm's GPT-2 does not compute that.")
+    if raw.get("reorder_and_upcast_attn"):
+        raise ConfigError(f"{where}: reorder_and_upcast_attn is true (the attention scores computed another way, "
+                          "in float32); minillm's GPT-2 does not compute that.")
+    if raw.get("add_cross_attention"):
+        raise ConfigError(f"{where}: add_cross_attention is true: an encoder-decoder model, not a decoder.")
+
+
+def load_config(path: str | Path) -> ModelConfig | GPT2Config:
+    """Read a ``config.json`` (or the folder that holds one): a GPT2Config for model_type
+    "gpt2", a ModelConfig otherwise (which refuses unsupported types)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.json"
+    if not path.is_file():
+        return ModelConfig.from_file(path)      # its error says what the file is for
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path} is not valid JSON: {err}") from err
+    if isinstance(raw, dict) and raw.get("model_type") == "gpt2":
+        return GPT2Config.from_dict(raw, where=str(path))
+    return ModelConfig.from_dict(raw, where=str(path))

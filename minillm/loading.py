@@ -1,4 +1,4 @@
-"""``load_model``: a source (folder or hub id) in, a ready-to-run Transformer out."""
+"""``load_model``: a source (folder or hub id) in, a ready-to-run model out (Transformer or GPT2)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from pathlib import Path
 
 import torch
 
-from .config import ModelConfig
+from .config import GPT2Config, ModelConfig, load_config
 from .generation_config import GenerationConfig
+from .gpt2 import GPT2
 from .hub import resolve_source
 from .model import Transformer
 from .packed import pack_linears, use_grouped_attention
@@ -17,7 +18,8 @@ from .weights import load_weights, saved_dtype
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def parse_dtype(dtype: torch.dtype | str, config: ModelConfig | None = None, folder: Path | None = None) -> torch.dtype:
+def parse_dtype(dtype: torch.dtype | str, config: ModelConfig | GPT2Config | None = None,
+                folder: Path | None = None) -> torch.dtype:
     """A torch dtype from a dtype or its name.
 
     ``"auto"`` means the checkpoint's own dtype, as in ``transformers``: the one config.json
@@ -42,23 +44,25 @@ def load_model(
     dtype: torch.dtype | str = torch.float32,
     device: torch.device | str = "cpu",
     packed: bool = False,
-) -> Transformer:
-    """Load a Qwen2 or Llama checkpoint from a local folder or a hub repo id.
+) -> Transformer | GPT2:
+    """Load a Qwen2, Llama or GPT-2 checkpoint from a local folder or a hub repo id.
 
-    Reads ``config.json`` and the safetensors weights (single file or shards), converting
-    them to ``dtype`` (float32, bfloat16, float16, or "auto" for the checkpoint's own).
-    ``model.generation_config`` holds the checkpoint's generation_config.json (the ids that
-    end generation, sampling defaults). The model comes back in eval mode with gradients off (call ``model.requires_grad_(True)``
+    Reads ``config.json`` (its ``model_type`` picks minillm.model.Transformer or
+    minillm.gpt2.GPT2, which share one interface) and the safetensors weights (single file
+    or shards), converting them to ``dtype`` (float32, bfloat16, float16, or "auto" for the
+    checkpoint's own). ``model.generation_config`` holds the checkpoint's generation_config.json
+    (the ids that end generation, sampling defaults). The model comes back in eval mode with
+    gradients off (call ``model.requires_grad_(True)``
     to train it). ``model(input_ids)`` returns raw logits of shape (batch, seq, vocab).
     ``packed=True`` is the fast inference path (see ``minillm.packed``): linear weights in
-    oneDNN's CPU layout, a fused MLP and a leaner attention; logits then equal the readable path's up
+    oneDNN's CPU layout, a fused MLP (Qwen2/Llama) and a leaner attention; logits then equal the readable path's up
     to float rounding, and the weights can no longer be inspected or trained.
     """
     folder = resolve_source(source)
-    config = ModelConfig.from_file(folder / "config.json")
+    config = load_config(folder / "config.json")
     dtype = parse_dtype(dtype, config, folder)
-    with torch.device("meta"):
-        model = Transformer(config)     # shapes only; no memory until the weights arrive
+    with torch.device("meta"):          # shapes only; no memory until the weights arrive
+        model = GPT2(config) if isinstance(config, GPT2Config) else Transformer(config)
     load_weights(model, folder, dtype, device)
     model.generation_config = GenerationConfig.from_folder(folder, config)   # where generate() stops
     if packed:

@@ -1,4 +1,5 @@
-"""The same Qwen2 / Llama decoder as ``minillm.model``, in plain NumPy: no torch at all.
+"""The same Qwen2 / Llama decoder as ``minillm.model``, and GPT-2 as ``minillm.gpt2``, in plain
+NumPy: no torch at all.
 
 Every step of the forward pass is one short function on arrays, so you can read (and
 print, and poke at) the whole computation:
@@ -15,6 +16,13 @@ Weights are kept in a plain dict under the names the checkpoint file uses
 (out_features, in_features), so applying it is ``x @ W.T (+ b)``.
 Everything is computed in float32. There is no KV cache and no padding: each call
 recomputes the whole sequence, which is slow but simple.
+
+GPT-2 (``model_type: gpt2``, :func:`gpt2_forward`) differs in four places: learned position
+vectors added to the token vectors instead of rotary embeddings, LayerNorm instead of
+RMSNorm, a GELU MLP instead of SwiGLU, and every attention head with its own keys and
+values. Its projection weights are kept as the file stores them, (in, out) ("Conv1D"),
+so applying one is ``x @ W + b``; its names get the ``transformer.`` prefix when the file
+has none.
 
 This module imports nothing from torch, nor from the rest of minillm (whose package
 ``__init__`` imports torch), so it can be copied and read on its own.
@@ -40,8 +48,10 @@ def read_config(folder: str | Path) -> dict:
     ``hidden_size // num_attention_heads``), and refuses settings that would change the math.
     """
     raw = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    if raw.get("model_type") == "gpt2":
+        return _read_gpt2_config(raw)
     if raw.get("model_type") not in ("qwen2", "llama"):
-        raise ValueError(f"model_type {raw.get('model_type')!r} is not supported: only qwen2 and llama.")
+        raise ValueError(f"model_type {raw.get('model_type')!r} is not supported: only qwen2, llama and gpt2.")
     rope = raw.get("rope_parameters") or {}  # newer transformers nest rope_theta here
     if raw.get("rope_scaling") or rope.get("rope_type", "default") != "default":
         raise ValueError("rope scaling is not implemented here: only plain rotary embeddings.")
@@ -49,6 +59,7 @@ def read_config(folder: str | Path) -> dict:
         raise ValueError("only full causal attention and the silu (SwiGLU) MLP are implemented here.")
     heads = raw["num_attention_heads"]
     return {
+        "model_type": raw["model_type"],
         "vocab_size": raw["vocab_size"],
         "hidden_size": raw["hidden_size"],
         "num_hidden_layers": raw["num_hidden_layers"],
@@ -58,6 +69,25 @@ def read_config(folder: str | Path) -> dict:
         "rope_theta": float(rope.get("rope_theta", raw.get("rope_theta", 10000.0))),
         "rms_norm_eps": float(raw.get("rms_norm_eps", 1e-6)),
         "tie_word_embeddings": bool(raw.get("tie_word_embeddings", False)),
+    }
+
+
+def _read_gpt2_config(raw: dict) -> dict:
+    """The numbers GPT-2's forward pass needs, under GPT-2's config.json names."""
+    if raw.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
+        raise ValueError("only GPT-2's GELU (tanh approximation, 'gelu_new') is implemented here.")
+    if (not raw.get("scale_attn_weights", True) or raw.get("scale_attn_by_inverse_layer_idx")
+            or raw.get("reorder_and_upcast_attn")):
+        raise ValueError("only GPT-2's plain attention scaling, 1 / sqrt(head_dim), is implemented here.")
+    return {
+        "model_type": "gpt2",
+        "vocab_size": raw["vocab_size"],
+        "n_positions": raw["n_positions"],
+        "n_embd": raw["n_embd"],
+        "n_layer": raw["n_layer"],
+        "n_head": raw["n_head"],
+        "layer_norm_epsilon": float(raw.get("layer_norm_epsilon", 1e-5)),
+        "tie_word_embeddings": bool(raw.get("tie_word_embeddings", True)),
     }
 
 
@@ -108,8 +138,15 @@ def load_numpy_model(folder: str | Path) -> tuple[dict[str, np.ndarray], dict]:
     """
     config = read_config(folder)
     weights = load_weights(folder)
+    embedding = "model.embed_tokens.weight"
+    if config["model_type"] == "gpt2":
+        # "transformer." in front of every name but the head; old files' attention-mask
+        # buffers (attn.bias, attn.masked_bias) are not weights.
+        weights = {name if name.startswith(("transformer.", "lm_head.")) else "transformer." + name: w
+                   for name, w in weights.items() if not name.endswith((".attn.bias", ".attn.masked_bias"))}
+        embedding = "transformer.wte.weight"
     if config["tie_word_embeddings"]:
-        weights["lm_head.weight"] = weights["model.embed_tokens.weight"]
+        weights["lm_head.weight"] = weights[embedding]
     return weights, config
 
 
@@ -243,6 +280,8 @@ def forward(weights: dict[str, np.ndarray], config: dict, input_ids: np.ndarray)
         raise ValueError(f"input_ids must be a non-empty integer array (seq,) or (batch, seq); got {input_ids.shape}")
     if input_ids.min() < 0 or input_ids.max() >= config["vocab_size"]:
         raise ValueError(f"token ids must lie in 0..{config['vocab_size'] - 1}")
+    if config["model_type"] == "gpt2":
+        return gpt2_forward(weights, config, input_ids)
 
     x = weights["model.embed_tokens.weight"][input_ids]             # (batch, seq, hidden): one row per token
     positions = np.arange(input_ids.shape[1])                       # (seq,): 0, 1, 2, ...
@@ -252,6 +291,65 @@ def forward(weights: dict[str, np.ndarray], config: dict, input_ids: np.ndarray)
     x = rms_norm(x, weights["model.norm.weight"], config["rms_norm_eps"])
     head = weights.get("lm_head.weight", weights["model.embed_tokens.weight"])  # tied: reuse the embedding
     return linear(x, head)                                          # (batch, seq, vocab)
+
+
+# ---------------------------------------------------------------------------------------
+# GPT-2: what changes
+# ---------------------------------------------------------------------------------------
+
+
+def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
+    """Mean 0 and variance 1 for each vector, then a learned gain and bias per channel.
+
+    x: (..., hidden); weight, bias: (hidden,) -> (..., hidden). RMSNorm skips the mean and the bias.
+    """
+    mean = np.mean(x, axis=-1, keepdims=True)                      # (..., 1)
+    var = np.mean((x - mean) ** 2, axis=-1, keepdims=True)         # the biased variance
+    return weight * (x - mean) / np.sqrt(var + eps) + bias
+
+
+def gelu_new(x: np.ndarray) -> np.ndarray:
+    """GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), elementwise."""
+    return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
+
+
+def conv1d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """GPT-2's "Conv1D" projection, a linear layer with the weight stored (in, out): x @ W + b."""
+    return x @ weight + bias
+
+
+def gpt2_block(x: np.ndarray, weights: dict[str, np.ndarray], layer: int, config: dict) -> np.ndarray:
+    """x + attention(layer_norm(x)), then x + mlp(layer_norm(x)): (batch, seq, n_embd) -> same."""
+    p = f"transformer.h.{layer}."
+    w = lambda name: weights[p + name]  # noqa: E731
+    batch, seq, width = x.shape
+    n_head, eps = config["n_head"], config["layer_norm_epsilon"]
+    head_dim = width // n_head
+
+    h = layer_norm(x, w("ln_1.weight"), w("ln_1.bias"), eps)
+    qkv = conv1d(h, w("attn.c_attn.weight"), w("attn.c_attn.bias"))   # (batch, seq, 3 * n_embd)
+    q, k, v = np.split(qkv, 3, axis=-1)                                 # queries, keys, values side by side
+    q, k, v = (t.reshape(batch, seq, n_head, head_dim).transpose(0, 2, 1, 3) for t in (q, k, v))
+    y = attention(q, k, v)                                              # (batch, n_head, seq, head_dim)
+    y = y.transpose(0, 2, 1, 3).reshape(batch, seq, width)
+    x = x + conv1d(y, w("attn.c_proj.weight"), w("attn.c_proj.bias"))
+
+    h = layer_norm(x, w("ln_2.weight"), w("ln_2.bias"), eps)
+    h = gelu_new(conv1d(h, w("mlp.c_fc.weight"), w("mlp.c_fc.bias")))  # (batch, seq, 4 * n_embd)
+    return x + conv1d(h, w("mlp.c_proj.weight"), w("mlp.c_proj.bias"))
+
+
+def gpt2_forward(weights: dict[str, np.ndarray], config: dict, input_ids: np.ndarray) -> np.ndarray:
+    """GPT-2's logits: input_ids (batch, seq) -> (batch, seq, vocab). At most n_positions tokens."""
+    seq = input_ids.shape[1]
+    if seq > config["n_positions"]:
+        raise ValueError(f"{seq} tokens exceed GPT-2's n_positions={config['n_positions']}: wpe has no row past it.")
+    x = weights["transformer.wte.weight"][input_ids] + weights["transformer.wpe.weight"][:seq]  # (batch, seq, n_embd)
+    for layer in range(config["n_layer"]):
+        x = gpt2_block(x, weights, layer, config)
+    x = layer_norm(x, weights["transformer.ln_f.weight"], weights["transformer.ln_f.bias"],
+                   config["layer_norm_epsilon"])
+    return linear(x, weights["lm_head.weight"])                        # (batch, seq, vocab)
 
 
 class NumpyModel:

@@ -17,7 +17,10 @@ scoring reads the head's weight a slice of the vocabulary at a time.
 Where oneDNN cannot pack (no mkldnn build, float16 without AVX512-FP16, a GPU), the model is
 left unchanged and ``pack_linears`` returns 0.
 
-``use_grouped_attention`` replaces the attention of ``minillm.model`` by the same math without
+GPT-2 (``minillm.gpt2``) gets packed linear layers and the leaner attention; its MLP keeps
+its two products and GELU as they are.
+
+``use_grouped_attention`` replaces the attention of ``minillm.model`` (and ``minillm.gpt2``) by the same math without
 copying every key/value head for each query head of its group: the query heads that share a
 key/value head are stacked into one matrix product. PyTorch's fused ``scaled_dot_product_attention``
 was measured too: on CPU, for a few hundred tokens, it is about twice as slow as this.
@@ -28,6 +31,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .gpt2 import GPT2
 from .model import MLP, Transformer
 
 
@@ -82,20 +86,23 @@ def can_pack(dtype: torch.dtype, device: torch.device | str = "cpu") -> bool:
 
 
 @torch.no_grad()
-def pack_linears(model: Transformer) -> int:
-    """Replace the model's MLPs by PackedMLP and its other nn.Linear layers but the LM head by
-    PackedLinear, in place; returns how many linear layers were packed."""
+def pack_linears(model: Transformer | GPT2) -> int:
+    """Replace the model's SwiGLU MLPs by PackedMLP and its other nn.Linear layers but the LM
+    head by PackedLinear, in place; returns how many linear layers were packed."""
     weight = model.embed_tokens.weight
     if not can_pack(weight.dtype, weight.device):
         return 0
+    fused = 0
     for block in model.layers:
-        block.mlp = PackedMLP(block.mlp)
+        if isinstance(block.mlp, MLP):
+            block.mlp = PackedMLP(block.mlp)
+            fused += 3
     names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear) and m is not model.lm_head]
     for name in names:  # one at a time, so that each plain weight is freed before the next is packed
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)
         setattr(parent, child, PackedLinear(getattr(parent, child)))
-    return len(names) + 3 * len(model.layers)
+    return len(names) + fused
 
 
 def grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -121,7 +128,8 @@ def grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: t
     return (weights @ v).view(batch, n_heads, seq, head_dim)
 
 
-def use_grouped_attention(model: Transformer) -> None:
+def use_grouped_attention(model: Transformer | GPT2) -> None:
     """Make every attention layer of ``model`` use :func:`grouped_attention`, in place."""
-    for block in model.layers:
-        block.self_attn.attend = grouped_attention
+    for module in model.modules():
+        if hasattr(module, "attend"):
+            module.attend = grouped_attention

@@ -8,12 +8,20 @@ no second full copy of the model is ever built. Pickle files (``pytorch_model.bi
 run arbitrary code when loaded and are refused.
 
 Loading is strict: a missing tensor, an unexpected one, or a wrong shape is an error that
-names the tensor and the file.
+names the tensor and the file. The one exception is a short list, per family, of tensors
+that older ``transformers`` versions saved although they are not weights
+(:data:`NON_WEIGHT_BUFFERS`); they are skipped.
+
+GPT-2 checkpoints have two more quirks: their projections were saved by a "Conv1D" layer
+that stores the weight as (in, out), the transpose of ``nn.Linear``'s (out, in), and the
+decoder's keys start with ``transformer.`` in files written by ``GPT2LMHeadModel`` but not
+in OpenAI's original upload (``wte.weight``, ``h.0.attn.c_attn.weight`` ...). Both spellings load.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -21,10 +29,23 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .gpt2 import GPT2
 from .model import Transformer
 
 INDEX_FILE = "model.safetensors.index.json"
 PICKLE_PATTERNS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt")
+
+# Buffers that older transformers versions saved with the weights, although nothing is
+# learned in them; they are recomputed, so a loader skips them (checkpoint names, full match).
+NON_WEIGHT_BUFFERS = {
+    # GPT-2 before transformers 4.29-ish: the causal mask as a (1, 1, n_positions, n_positions)
+    # matrix, and the value masked scores were set to (-1e4).
+    "gpt2": re.compile(r"(transformer\.)?h\.\d+\.attn\.(bias|masked_bias)"),
+    # Llama conversions before transformers 4.31: the rotary frequencies theta ** (-2i / head_dim).
+    "llama": re.compile(r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq"),
+}
+# GPT-2's Conv1D weights, stored (in, out): transposed on the way in and out.
+CONV1D_WEIGHTS = re.compile(r"h\.\d+\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight")
 
 
 class WeightsError(ValueError):
@@ -97,41 +118,75 @@ def saved_dtype(folder: Path) -> str | None:
     return None
 
 
-def checkpoint_name(param_name: str) -> str:
+def checkpoint_name(param_name: str, model_type: str = "qwen2") -> str:
     """Our parameter name -> the name the Hugging Face checkpoint uses for it.
 
-    The decoder stack lives under ``model.`` in Hugging Face checkpoints; the LM head does not.
+    The decoder stack lives under ``model.`` (GPT-2: ``transformer.``) in Hugging Face
+    checkpoints; the LM head does not.
     """
-    return param_name if param_name.startswith("lm_head.") else "model." + param_name
+    if param_name.startswith("lm_head."):
+        return param_name
+    return ("transformer." if model_type == "gpt2" else "model.") + param_name
 
 
-def save_weights(model: Transformer, folder: str | Path) -> Path:
+def _stored_transposed(param_name: str, model_type: str) -> bool:
+    """Whether the checkpoint stores this weight as (in, out) (GPT-2's Conv1D)."""
+    return model_type == "gpt2" and CONV1D_WEIGHTS.fullmatch(param_name) is not None
+
+
+def _file_names(files: dict[str, Path], model_type: str, folder: Path) -> dict[str, str]:
+    """Map each tensor name, as :func:`checkpoint_name` spells it, to its name in the files;
+    known non-weight buffers are left out. GPT-2 names without ``transformer.`` get it."""
+    skip = NON_WEIGHT_BUFFERS.get(model_type)
+    names: dict[str, str] = {}
+    for name in files:
+        if skip is not None and skip.fullmatch(name):
+            continue
+        canonical = name
+        if model_type == "gpt2" and not name.startswith(("transformer.", "lm_head.")):
+            canonical = "transformer." + name
+        if canonical in names:
+            raise WeightsError(f"checkpoint in {folder} holds both {names[canonical]!r} and {name!r}: "
+                               "one tensor under two names. Keep one of them.")
+        names[canonical] = name
+    return names
+
+
+def save_weights(model: Transformer | GPT2, folder: str | Path) -> Path:
     """Write ``model``'s parameters to ``folder/model.safetensors`` under Hugging Face names.
 
     The inverse of :func:`load_weights`: tensors keep their dtype, a tied LM head is left
-    out (it is the embedding matrix), and the file carries ``{"format": "pt"}`` metadata as
-    ``transformers``' own files do. Returns the path of the file.
+    out (it is the embedding matrix), GPT-2's Conv1D weights are written (in, out), and the
+    file carries ``{"format": "pt"}`` metadata as ``transformers``' own files do. Returns
+    the path of the file.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    model_type = model.config.model_type
     tensors = {}
     for name, param in model.named_parameters(remove_duplicate=False):
         if name == "lm_head.weight" and model.config.tie_word_embeddings:
             continue
-        tensors[checkpoint_name(name)] = param.detach().to("cpu").contiguous()
+        tensor = param.detach().to("cpu")
+        if _stored_transposed(name, model_type):
+            tensor = tensor.T
+        tensors[checkpoint_name(name, model_type)] = tensor.contiguous()
     path = folder / "model.safetensors"
     save_file(tensors, path, metadata={"format": "pt"})
     return path
 
 
-def load_weights(model: Transformer, folder: Path, dtype: torch.dtype, device: torch.device | str) -> None:
+def load_weights(model: Transformer | GPT2, folder: Path, dtype: torch.dtype, device: torch.device | str) -> None:
     """Fill every parameter of ``model`` (built on the meta device) from ``folder``'s safetensors."""
-    files = weight_files(folder)
+    model_type = model.config.model_type
+    all_files = weight_files(folder)
+    stored_as = _file_names(all_files, model_type, folder)        # checkpoint name -> name in the file
+    files = {name: all_files[stored] for name, stored in stored_as.items()}
     tied = model.config.tie_word_embeddings
-    expected = {checkpoint_name(n): n for n, _ in model.named_parameters(remove_duplicate=False)}
+    expected = {checkpoint_name(n, model_type): n for n, _ in model.named_parameters(remove_duplicate=False)}
     head_copy = None
     if tied:
-        # Tied checkpoints (Qwen2.5-0.5B/1.5B/3B) usually ship no lm_head.weight: the
+        # Tied checkpoints (Qwen2.5-0.5B/1.5B/3B, GPT-2) usually ship no lm_head.weight: the
         # embedding matrix serves as the head. Some ship a copy, which must be the same matrix.
         expected.pop("lm_head.weight")
         head_copy = files.pop("lm_head.weight", None)
@@ -147,7 +202,8 @@ def load_weights(model: Transformer, folder: Path, dtype: torch.dtype, device: t
     if unexpected:
         raise WeightsError(
             f"checkpoint in {folder} has {len(unexpected)} tensor(s) the model has no place for, e.g. "
-            f"{unexpected[:3]} in {files[unexpected[0]].name}. Does config.json belong to these weights?"
+            f"{[stored_as[n] for n in unexpected[:3]]} in {files[unexpected[0]].name}. Does config.json belong "
+            "to these weights?"
         )
 
     by_file: dict[Path, list[str]] = {}
@@ -160,8 +216,10 @@ def load_weights(model: Transformer, folder: Path, dtype: torch.dtype, device: t
                 # this process, go away once the tensor is copied out, so loading peaks at the
                 # model plus one tensor rather than the model plus the whole file.
                 with safe_open(path, framework="pt") as f:
-                    tensor = f.get_tensor(name)
-                _assign(model, expected[name], tensor, path, dtype, device)
+                    tensor = f.get_tensor(stored_as[name])
+                if _stored_transposed(expected[name], model_type):
+                    tensor = tensor.T                              # Conv1D's (in, out) -> (out, in)
+                _assign(model, expected[name], tensor, path, dtype, device, stored_as[name])
                 del tensor
         except WeightsError:
             raise
@@ -176,26 +234,28 @@ def load_weights(model: Transformer, folder: Path, dtype: torch.dtype, device: t
             _check_tied_copy(model, head_copy)
 
 
-def _check_tied_copy(model: Transformer, path: Path) -> None:
+def _check_tied_copy(model: Transformer | GPT2, path: Path) -> None:
     with safe_open(path, framework="pt") as f:
         head = f.get_tensor("lm_head.weight")
     embedding = model.embed_tokens.weight
     if head.shape != embedding.shape or not torch.equal(head.to(embedding), embedding):
         raise WeightsError(
             f"config.json says tie_word_embeddings=true, but {path.name} holds an lm_head.weight that "
-            "differs from model.embed_tokens.weight. Set tie_word_embeddings to false in config.json "
+            "differs from the token embedding. Set tie_word_embeddings to false in config.json "
             "if the checkpoint really has its own output matrix."
         )
 
 
-def _assign(model: nn.Module, param_name: str, tensor: torch.Tensor, path: Path, dtype, device) -> None:
+def _assign(model: nn.Module, param_name: str, tensor: torch.Tensor, path: Path, dtype, device,
+            stored_name: str) -> None:
     module_name, _, leaf = param_name.rpartition(".")
     module = model.get_submodule(module_name)
     wanted = getattr(module, leaf).shape
     if tensor.shape != wanted:
+        transposed = _stored_transposed(param_name, model.config.model_type)
         raise WeightsError(
-            f"tensor {checkpoint_name(param_name)!r} has shape {tuple(tensor.shape)} in {path.name}, "
-            f"but the config needs {tuple(wanted)}. Does config.json belong to these weights?"
+            f"tensor {stored_name!r} has shape {tuple(tensor.shape)}{' (transposed from Conv1D)' if transposed else ''} "
+            f"in {path.name}, but the config needs {tuple(wanted)}. Does config.json belong to these weights?"
         )
     # copy=True: a tensor read from a safetensors file can still live in the file's memory
     # map, whose small pages stream more slowly than ordinary memory.

@@ -31,14 +31,15 @@ def make_config(kind: str = "qwen2", *, heads: int = 4, kv_heads: int = 2, head_
 
 
 def randomize(model: torch.nn.Module, seed: int, std: float = 0.15) -> None:
-    """Draw every parameter afresh: matrices and biases ~ N(0, std), norm gains ~ 1 + N(0, 0.1)."""
+    """Draw every parameter afresh: matrices and biases (GPT-2's LayerNorm biases too) ~ N(0, std),
+    norm gains ~ 1 + N(0, 0.1), token embeddings ~ N(0, 1)."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
             noise = torch.randn(p.shape, generator=gen)
-            if "norm" in name:
+            if "norm" in name or (".ln_" in name and name.endswith(".weight")):   # norm gains
                 p.copy_(1 + 0.1 * noise)
-            elif "embed_tokens" in name:
+            elif "embed_tokens" in name or "wte" in name:
                 p.copy_(noise)  # unit-scale embeddings, as in trained models
             else:
                 p.copy_(std * noise)
@@ -50,6 +51,26 @@ def make_checkpoint(folder: Path, kind: str = "qwen2", seed: int = 0, shard: boo
     cls = transformers.Qwen2ForCausalLM if kind == "qwen2" else transformers.LlamaForCausalLM
     torch.manual_seed(seed)
     model = cls(config)
+    randomize(model, seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, max_shard_size="40KB" if shard else "5GB")
+    return folder
+
+
+def make_gpt2_config(*, n_embd: int = 24, n_head: int = 3, n_layer: int = 2, n_positions: int = 64,
+                     vocab: int = VOCAB, tied: bool = True, **extra):
+    """A tiny GPT2Config (gelu_new, LayerNorm eps 1e-5, dropout irrelevant in eval mode)."""
+    return transformers.GPT2Config(
+        vocab_size=vocab, n_embd=n_embd, n_head=n_head, n_layer=n_layer, n_positions=n_positions,
+        tie_word_embeddings=tied, bos_token_id=vocab - 1, eos_token_id=vocab - 1, **extra,
+    )
+
+
+def make_gpt2_checkpoint(folder: Path, seed: int = 0, shard: bool = False, **config_kw) -> Path:
+    """A random GPT2LMHeadModel saved by transformers (keys ``transformer.*``, Conv1D weights (in, out))."""
+    config = make_gpt2_config(**config_kw)
+    torch.manual_seed(seed)
+    model = transformers.GPT2LMHeadModel(config)
     randomize(model, seed)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder, max_shard_size="40KB" if shard else "5GB")

@@ -41,3 +41,17 @@ def offline_cache(tmp_path, monkeypatch) -> Path:
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     return cache
+
+
+@pytest.fixture(scope="session")
+def gpt2_tokenizer_folder(tmp_path_factory) -> Path:
+    """The real GPT-2 tokenizer as a loadable folder: ../shared/data's gzipped tokenizer.json
+    decompressed next to its tokenizer_config.json."""
+    import gzip
+    import shutil
+
+    source = need_shared_data() / "gpt2-tokenizer"
+    folder = tmp_path_factory.mktemp("gpt2-tokenizer")
+    (folder / "tokenizer.json").write_bytes(gzip.decompress((source / "tokenizer.json.gz").read_bytes()))
+    shutil.copyfile(source / "tokenizer_config.json", folder / "tokenizer_config.json")
+    return folder
