@@ -19,6 +19,8 @@ CHECKPOINT_FILES = [
     "*.safetensors",
     "model.safetensors.index.json",
     "tokenizer.json",
+    "vocab.json",           # with merges.txt: the older byte-level BPE layout (GPT-2)
+    "merges.txt",
     "tokenizer_config.json",
     "special_tokens_map.json",
     "chat_template.jinja",  # where transformers >= 4.47 saves the chat template

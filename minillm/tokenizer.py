@@ -12,6 +12,12 @@ trained with, so it ships in the checkpoint folder:
 * ``tokenizer_config.json`` names the *special tokens* (``bos_token``: beginning of
   sequence, ``eos_token``: end of sequence, ``pad_token``) and holds the *chat template*.
 
+Older checkpoints (GPT-2's original upload) may instead ship the two halves of a byte-level
+BPE tokenizer: ``vocab.json`` (token -> id) and ``merges.txt`` (the merges, most frequent
+first). They are assembled here into the same pipeline GPT-2 uses: split into words with a
+byte-level pre-tokenizer, merge, decode bytes back. GPT-2 adds no BOS token and ends every
+text with ``<|endoftext|>``, which is its EOS token even when the config does not say so.
+
 Chat models were trained on conversations written in a fixed format with special tokens
 around each turn, for Qwen2.5::
 
@@ -41,8 +47,12 @@ from jinja2 import nodes
 from jinja2.ext import Extension
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer as _BackendTokenizer
+from tokenizers import decoders, models, pre_tokenizers, processors
 
 from minillm.hub import resolve_source
+
+
+GPT2_EOS = "<|endoftext|>"   # GPT-2's end of text, its only special token
 
 
 class TokenizerError(ValueError):
@@ -50,28 +60,24 @@ class TokenizerError(ValueError):
 
 
 class Tokenizer:
-    """The tokenizer of one checkpoint folder: ``tokenizer.json`` + ``tokenizer_config.json``.
+    """The tokenizer of one checkpoint folder: ``tokenizer.json`` (or GPT-2's older
+    ``vocab.json`` + ``merges.txt``) + ``tokenizer_config.json``.
+
+    ``add_prefix_space``: put a space in front of a text that does not start with one, so
+    that its first word is tokenized like every later word (GPT-2: "go" -> [2188] but
+    " go" -> [467]). None: as ``tokenizer_config.json`` says (default off). Only byte-level
+    BPE tokenizers (GPT-2's, Qwen2's) have the option.
 
     Attributes: ``folder`` (Path), ``bos_token`` / ``eos_token`` / ``pad_token`` (str or None)
     and their ids ``bos_token_id`` / ``eos_token_id`` / ``pad_token_id`` (int or None),
     ``chat_template`` (the default Jinja template, str or None).
     """
 
-    def __init__(self, folder: str | os.PathLike):
+    def __init__(self, folder: str | os.PathLike, add_prefix_space: bool | None = None):
         self.folder = Path(folder)
-        path = self.folder / "tokenizer.json"
-        if not path.is_file():
-            raise TokenizerError(
-                f"{self.folder} has no tokenizer.json. minillm reads only the `tokenizers` library's "
-                "tokenizer.json; a SentencePiece tokenizer.model, vocab.json + merges.txt or pickled "
-                "tokenizer files alone are not supported. Download tokenizer.json from the model's hub "
-                "page, or write it once with transformers: "
-                "AutoTokenizer.from_pretrained(folder).save_pretrained(folder)."
-            )
-        try:
-            self._backend = _BackendTokenizer.from_file(str(path))
-        except Exception as err:  # the tokenizers library raises a bare Exception
-            raise TokenizerError(f"{path} could not be read by the tokenizers library: {err}") from err
+        config = _read_config(self.folder)
+        self._backend = _read_backend(self.folder, config)
+        _set_prefix_space(self._backend, self.folder, add_prefix_space, config.get("add_prefix_space"))
         self._vocab_size = self._backend.get_vocab_size(with_added_tokens=True)  # asked once: it is slow
         # token_text() decodes a token after this one, so that a leading space survives.
         self._anchor = (self._backend.encode("a", add_special_tokens=False).ids or [0])[-1]
@@ -80,7 +86,6 @@ class Tokenizer:
         self._backend.no_truncation()
         self._backend.no_padding()
 
-        config = _read_config(self.folder)
         self._backend.encode_special_tokens = bool(config.get("split_special_tokens", False))
         # Every "*_token" entry (bos_token, eos_token, pad_token, unk_token and model-specific
         # ones such as image_token) as plain text; these are also the template's variables.
@@ -89,6 +94,10 @@ class Tokenizer:
             for key, value in config.items()
             if key.endswith("_token") and _token_text(value) is not None
         }
+        if "eos_token" not in self._special_tokens and self._backend.token_to_id(GPT2_EOS) is not None:
+            # GPT-2's own tokenizer_config.json names no special token at all; like transformers'
+            # GPT2Tokenizer, take <|endoftext|> as its end of text.
+            self._special_tokens["eos_token"] = GPT2_EOS
         self.bos_token = self._special_tokens.get("bos_token")
         self.eos_token = self._special_tokens.get("eos_token")
         self.pad_token = self._special_tokens.get("pad_token")
@@ -262,10 +271,58 @@ class Tokenizer:
         )
 
 
-def load_tokenizer(source: str | os.PathLike) -> Tokenizer:
+def load_tokenizer(source: str | os.PathLike, add_prefix_space: bool | None = None) -> Tokenizer:
     """Load the tokenizer of ``source``: a checkpoint folder or a hub repo id such as
-    ``"Qwen/Qwen2.5-0.5B-Instruct"`` (see :func:`minillm.hub.resolve_source`)."""
-    return Tokenizer(resolve_source(source))
+    ``"Qwen/Qwen2.5-0.5B-Instruct"`` (see :func:`minillm.hub.resolve_source`).
+    ``add_prefix_space``: see :class:`Tokenizer`."""
+    return Tokenizer(resolve_source(source), add_prefix_space=add_prefix_space)
+
+
+def _read_backend(folder: Path, config: dict) -> _BackendTokenizer:
+    """The `tokenizers` pipeline of ``folder``: from tokenizer.json, or else assembled from
+    GPT-2's vocab.json + merges.txt."""
+    path = folder / "tokenizer.json"
+    if path.is_file():
+        try:
+            return _BackendTokenizer.from_file(str(path))
+        except Exception as err:  # the tokenizers library raises a bare Exception
+            raise TokenizerError(f"{path} could not be read by the tokenizers library: {err}") from err
+    vocab, merges = folder / "vocab.json", folder / "merges.txt"
+    if not (vocab.is_file() and merges.is_file()):
+        raise TokenizerError(
+            f"{folder} has no tokenizer.json (nor vocab.json + merges.txt, GPT-2's older layout). "
+            "minillm reads the `tokenizers` library's tokenizer.json; a SentencePiece tokenizer.model or "
+            "pickled tokenizer files alone are not supported. Download tokenizer.json from the model's hub "
+            "page, or write it once with transformers: AutoTokenizer.from_pretrained(folder).save_pretrained(folder)."
+        )
+    try:
+        backend = _BackendTokenizer(models.BPE.from_file(str(vocab), str(merges)))
+    except Exception as err:
+        raise TokenizerError(f"{vocab} + {merges} could not be read as a BPE vocabulary and merges: {err}") from err
+    # GPT-2's pipeline: byte-level words in, merges, bytes back to text out.
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.post_processor = processors.ByteLevel(trim_offsets=False)
+    specials = {_token_text(v) for k, v in config.items() if k.endswith("_token")} | {GPT2_EOS}
+    specials |= {_token_text(v) for v in (config.get("added_tokens_decoder") or {}).values()}
+    backend.add_special_tokens(sorted(t for t in specials if t and backend.token_to_id(t) is not None))
+    return backend
+
+
+def _set_prefix_space(backend: _BackendTokenizer, folder: Path, wanted: bool | None, configured) -> None:
+    """Switch the byte-level pre-tokenizer's add_prefix_space to ``wanted`` (the caller's
+    choice) or else to the config's ``add_prefix_space`` (when the config has one)."""
+    value = wanted if wanted is not None else configured
+    if value is None:
+        return
+    pre = backend.pre_tokenizer
+    if isinstance(pre, pre_tokenizers.ByteLevel):
+        pre.add_prefix_space = bool(value)
+    elif wanted is not None:
+        raise TokenizerError(
+            f"add_prefix_space applies to byte-level BPE tokenizers (GPT-2, Qwen2); the tokenizer in "
+            f"{folder} splits text with {type(pre).__name__}. Leave add_prefix_space out."
+        )
 
 
 def _read_json(path: Path) -> dict:
