@@ -11,6 +11,8 @@
     minillm train --data stories.txt --out my-model --hidden 64 --layers 2 --steps 500
     minillm train --init data/models/tiny-m --data new.txt --out adapted --steps 200
     minillm finetune data/models/tiny-m --data pairs.jsonl --out tiny-m-chat
+    minillm train --architecture gpt2 --tokenizer GPT2_FOLDER --hidden 64 --layers 6 --heads 8 --context 128 \
+        --n-positions 1024 --data tinystories.txt --out tiny-gpt2     # the TinyStories paper's 3.6M GPT-2
     minillm sweep --shapes 32x2 64x2 96x3 --tokens 400000 --out sweep-results
     minillm compare-architectures --hidden 64 --layers 2 --mlp-window 8 --out architectures
     minillm train-family --out data/models --threads 1
@@ -401,10 +403,10 @@ def _context(args: argparse.Namespace) -> int:
     if args.context is not None:
         return args.context
     if args.init is not None and not (Path(args.init) / "mlp_config.json").is_file():
-        from .config import ModelConfig
+        from .config import load_config
         from .hub import resolve_source
 
-        window = ModelConfig.from_file(resolve_source(args.init) / "config.json").max_position_embeddings
+        window = load_config(resolve_source(args.init) / "config.json").max_position_embeddings
         return min(TrainConfig.context, window)
     return TrainConfig.context
 
@@ -427,7 +429,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             architecture=args.architecture, vocab_size=args.vocab_size, hidden_size=args.hidden,
             num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
             intermediate_size=args.intermediate, context=_context(args), mlp_window=args.mlp_window,
-            steps=TrainConfig.steps if args.steps is None else args.steps,
+            n_positions=args.n_positions, steps=TrainConfig.steps if args.steps is None else args.steps,
             batch_size=args.batch_size, learning_rate=args.lr, warmup_steps=args.warmup,
             min_lr_ratio=args.min_lr_ratio, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
             eval_every=args.eval_every, sample_every=args.sample_every, save_every=args.save_every,
@@ -495,8 +497,9 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("trained-model"), help="checkpoint folder to write")
     parser.add_argument("--tokenizer", type=Path, metavar="FOLDER",
                         help="use this folder's tokenizer.json (default: train a byte-level BPE tokenizer)")
-    parser.add_argument("--architecture", default=C.architecture, choices=["transformer", "mlp"],
-                        help="a Qwen2 decoder, or the attention-free fixed-window MLP baseline")
+    parser.add_argument("--architecture", default=C.architecture, choices=["transformer", "mlp", "gpt2"],
+                        help="transformer: a Qwen2 decoder; gpt2: GPT-2 (MLP 4 x hidden wide, no --kv-heads); "
+                             "mlp: the attention-free fixed-window MLP baseline")
     parser.add_argument("--vocab-size", type=int, default=C.vocab_size, help="BPE vocabulary to train")
     parser.add_argument("--hidden", type=int, default=C.hidden_size, help="hidden size (MLP: embedding width)")
     parser.add_argument("--layers", type=int, default=C.num_hidden_layers, help="decoder blocks")
@@ -506,6 +509,8 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--context", type=int, default=None,
                         help=f"tokens per training window (default {C.context}, or the --init model's window if shorter)")
     parser.add_argument("--mlp-window", type=int, default=C.mlp_window, help="architecture mlp: tokens it sees")
+    parser.add_argument("--n-positions", type=int, default=C.n_positions,
+                        help="architecture gpt2: rows of the position table (0: --context)")
     parser.add_argument("--steps", type=int, default=None,
                         help=f"optimizer steps of the whole run (default {C.steps}); with --resume, a new total to "
                              "train a finished run further (the learning-rate schedule is planned again for it)")
@@ -796,7 +801,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the autograder's folder (default: tests/autograder of the minillm repository)")
     grade.set_defaults(run=cmd_grade)
 
-    train = commands.add_parser("train", formatter_class=HelpFormatter, help="train a small Qwen2 model (or the MLP baseline) on text files")
+    train = commands.add_parser("train", formatter_class=HelpFormatter,
+                                help="train a small Qwen2 or GPT-2 model (or the MLP baseline) on text files")
     _add_train_args(train)
     train.set_defaults(run=cmd_train)
 

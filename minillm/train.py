@@ -1,4 +1,4 @@
-"""Training a small Qwen2-architecture language model from text, from the first step.
+"""Training a small Qwen2-architecture (or GPT-2) language model from text, from the first step.
 
 A language model is trained on one task only: predict the next token. The recipe:
 
@@ -69,16 +69,17 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from .bpe import train_tokenizer
-from .config import ModelConfig
+from .config import GPT2Config, ModelConfig
 from .generate import generate, sample_next_token
+from .gpt2 import GPT2, LayerNorm
 from .loading import load_model
 from .mlp_lm import MLPLanguageModel
-from .model import Transformer
+from .model import RMSNorm, Transformer
 from .progress import print_line, progress_bar
 from .tokenizer import Tokenizer, load_tokenizer
 from .weights import save_weights
 
-ARCHITECTURES = ("transformer", "mlp")
+ARCHITECTURES = ("transformer", "mlp", "gpt2")
 BETAS = (0.9, 0.95)          # AdamW's moment decay rates, as used for most LLMs
 INIT_STD = 0.02              # std of the normal init of weight matrices (Hugging Face's default)
 STATE_JSON = "trainer_state.json"
@@ -93,7 +94,9 @@ class TrainConfig:
     embedding, with a 1024-token vocabulary), 500 steps of 16 x 128 tokens."""
 
     # The model. "transformer": a Qwen2 decoder; "mlp": minillm.mlp_lm's fixed-window MLP
-    # (hidden_size = its embedding width, intermediate_size = its hidden width).
+    # (hidden_size = its embedding width, intermediate_size = its hidden width); "gpt2":
+    # minillm.gpt2 (n_embd = hidden_size, MLP 4 x hidden_size wide, every head with its own
+    # keys and values, so intermediate_size and num_key_value_heads are not used).
     architecture: str = "transformer"
     vocab_size: int = 1024          # size of the BPE vocabulary trained when no tokenizer is given
     hidden_size: int = 64
@@ -105,6 +108,7 @@ class TrainConfig:
     tie_word_embeddings: bool = True
     rope_theta: float = 10000.0
     mlp_window: int = 8             # architecture "mlp": how many previous tokens it sees
+    n_positions: int = 0            # architecture "gpt2": rows of the position table; 0 means context
     # The optimisation.
     steps: int = 500                # optimizer updates in the whole run
     batch_size: int = 16            # windows per update
@@ -131,16 +135,20 @@ class TrainConfig:
                      "eval_batches"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a whole number >= 1; got {getattr(self, name)!r}.")
-        if self.architecture == "transformer":
+        if self.architecture in ("transformer", "gpt2"):
             if self.hidden_size % self.num_attention_heads:
                 raise ValueError(f"hidden_size={self.hidden_size} must be a multiple of "
                                  f"num_attention_heads={self.num_attention_heads}.")
+        if self.architecture == "transformer":
             if self.num_attention_heads % self.num_key_value_heads:
                 raise ValueError(f"num_attention_heads={self.num_attention_heads} must be a multiple of "
                                  f"num_key_value_heads={self.num_key_value_heads}.")
             if (self.hidden_size // self.num_attention_heads) % 2:
                 raise ValueError(f"head width hidden_size / num_attention_heads = "
                                  f"{self.hidden_size // self.num_attention_heads} must be even (rotary embeddings).")
+        if self.architecture == "gpt2" and self.n_positions and self.n_positions < self.context:
+            raise ValueError(f"n_positions={self.n_positions} is smaller than context={self.context}: "
+                             "the position table needs a row for every position of a window.")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be between 0 and 1; got {self.val_fraction}.")
         if self.learning_rate < 0 or self.weight_decay < 0 or self.grad_clip < 0 or self.warmup_steps < 0:
@@ -262,23 +270,40 @@ def model_config(config: TrainConfig, vocab_size: int, eos_id: int) -> ModelConf
     )
 
 
+def gpt2_config(config: TrainConfig, vocab_size: int, eos_id: int) -> GPT2Config:
+    """The GPT2Config of the model ``config`` describes (vocabulary from the tokenizer)."""
+    return GPT2Config(
+        vocab_size=vocab_size, n_positions=config.n_positions or config.context, n_embd=config.hidden_size,
+        n_layer=config.num_hidden_layers, n_head=config.num_attention_heads,
+        tie_word_embeddings=config.tie_word_embeddings, torch_dtype="float32", bos_token_id=eos_id, eos_token_id=eos_id,
+    )
+
+
 def init_weights(model: nn.Module, seed: int) -> None:
-    """Initialise like Hugging Face: matrices and embeddings ~ N(0, 0.02), biases 0, norm gains 1."""
+    """Initialise like Hugging Face: matrices and embeddings ~ N(0, 0.02), biases 0, norm gains 1.
+    GPT-2's projections into the residual stream (``c_proj``) get the std divided by
+    sqrt(2 * n_layer), as in the GPT-2 paper, so that the stream's variance does not grow with depth."""
     generator = torch.Generator().manual_seed(seed)
+    gains = {id(m.weight) for m in model.modules() if isinstance(m, (RMSNorm, LayerNorm))}
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if "norm" in name:
+            if id(param) in gains:
                 param.fill_(1.0)
             elif name.endswith("bias"):
                 param.zero_()
             else:
-                param.copy_(torch.randn(param.shape, generator=generator) * INIT_STD)
+                std = INIT_STD
+                if isinstance(model, GPT2) and name.endswith("c_proj.weight"):
+                    std /= math.sqrt(2 * model.config.n_layer)
+                param.copy_(torch.randn(param.shape, generator=generator) * std)
 
 
 def build_model(config: TrainConfig, vocab_size: int, eos_id: int) -> nn.Module:
     """A freshly initialised model of ``config.architecture``, float32, in train mode."""
     if config.architecture == "mlp":
         model = MLPLanguageModel(vocab_size, config.mlp_window, config.hidden_size, config.intermediate_size)
+    elif config.architecture == "gpt2":
+        model = GPT2(gpt2_config(config, vocab_size, eos_id))
     else:
         model = Transformer(model_config(config, vocab_size, eos_id))
     init_weights(model, config.seed)
@@ -365,7 +390,7 @@ def save_checkpoint(folder: Path, model: nn.Module, tok: Tokenizer, optimizer: t
     """Write the model folder plus the trainer state (see the module docstring); returns ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / STATE_JSON).unlink(missing_ok=True)   # written again last, once the rest is complete
-    if isinstance(model, Transformer):
+    if isinstance(model, (Transformer, GPT2)):
         (folder / "config.json").write_text(json.dumps(model.config.to_dict(), indent=2) + "\n", encoding="utf-8")
         save_weights(model, folder)
     else:
@@ -419,11 +444,11 @@ def token_fingerprint(*streams: torch.Tensor) -> str:
 
 
 def _sample(model, prompt: list[int], max_new_tokens: int, seed: int, eos_id: int) -> list[int]:
-    """A sampled continuation (temperature 0.8, top-k 40): minillm.generate for the transformer,
+    """A sampled continuation (temperature 0.8, top-k 40): minillm.generate for the transformers,
     a plain loop over the last window for the MLP (it has no KV cache)."""
     was_training = model.training
     model.eval()
-    if isinstance(model, Transformer):
+    if isinstance(model, (Transformer, GPT2)):
         max_new_tokens = min(max_new_tokens, model.config.max_position_embeddings - len(prompt))
         new = generate(model, prompt, max_new_tokens, temperature=0.8, top_k=40, seed=seed, eos_token_id=eos_id)
     else:

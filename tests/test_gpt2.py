@@ -310,3 +310,51 @@ def test_logits_lab_runs_on_gpt2_with_the_real_tokenizer(tmp_path, gpt2_tokenize
     table = lab.predict_next_tokens(model, tok, text, 3)
     best = lab.most_likely_next_token(model, tok, text)
     assert table[0] == pytest.approx(best) and best[0] == tok.token_text(int(last.argmax()))
+
+
+# ---- training a GPT-2 -------------------------------------------------------------------------------
+
+@pytest.fixture
+def one_thread():
+    """Bit-for-bit resume needs the same summation order in both runs: one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_gpt2_trains_resumes_exactly_and_loads_in_transformers(tmp_path, one_thread):
+    from minillm.data import bundled_texts
+    from minillm.train import TrainConfig, resume, train
+
+    texts = bundled_texts("stories")
+    config = TrainConfig(architecture="gpt2", vocab_size=320, hidden_size=24, num_hidden_layers=2,
+                         num_attention_heads=3, context=32, batch_size=8, steps=16, warmup_steps=4,
+                         eval_every=8, eval_batches=2, learning_rate=1e-2)
+    whole = train(texts, config, tmp_path / "whole", progress=False)
+    train(texts, config, tmp_path / "split", until=9, progress=False)
+    resumed = resume(tmp_path / "split", texts, progress=False)
+    assert [r.train_loss for r in resumed.history] == [r.train_loss for r in whole.history]
+    for (name, a), (_, b) in zip(whole.model.named_parameters(), resumed.model.named_parameters()):
+        assert torch.equal(a, b), name
+    assert whole.history[-1].val_loss < whole.history[0].val_loss - 0.5    # it learns (from ~ln 320 = 5.8)
+
+    folder = tmp_path / "whole"
+    assert json.loads((folder / "config.json").read_text())["architectures"] == ["GPT2LMHeadModel"]
+    ref = transformers.GPT2LMHeadModel.from_pretrained(folder, attn_implementation="eager").eval()
+    ids = torch.tensor([minillm.load_tokenizer(folder).encode(texts[0])[:32]])
+    assert (minillm.load_model(folder)(ids) - _logits(ref, ids)).abs().max().item() <= 1e-5
+
+
+def test_the_tinystories_paper_shape_has_its_3_6m_parameters():
+    """n_embd 64, 6 layers, 8 heads, the GPT-2 vocabulary, context 128 (with transformers' default
+    1024-row position table, as the paper's GPT2Config had: 3.58M; with 128 rows: 3.52M)."""
+    from minillm.train import TrainConfig, build_model
+
+    shape = dict(architecture="gpt2", hidden_size=64, num_hidden_layers=6, num_attention_heads=8, context=128)
+    for positions in (0, 1024):
+        model = build_model(TrainConfig(**shape, n_positions=positions), vocab_size=50257, eos_id=50256)
+        ref = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_embd=64, n_layer=6, n_head=8,
+                                                                   n_positions=positions or 128))
+        assert model.num_parameters() == ref.num_parameters()
+    assert round(model.num_parameters() / 1e6, 1) == 3.6
