@@ -17,8 +17,8 @@ scoring reads the head's weight a slice of the vocabulary at a time.
 Where oneDNN cannot pack (no mkldnn build, float16 without AVX512-FP16, a GPU), the model is
 left unchanged and ``pack_linears`` returns 0.
 
-GPT-2 (``minillm.gpt2``) gets packed linear layers and the leaner attention; its MLP keeps
-its two products and GELU as they are.
+GPT-2 (``minillm.gpt2``) gets the same: packed linear layers, its MLP's GELU (tanh
+approximation) done inside the first product, and the leaner attention.
 
 ``use_grouped_attention`` replaces the attention of ``minillm.model`` (and ``minillm.gpt2``) by the same math without
 copying every key/value head for each query head of its group: the query heads that share a
@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 
 from .gpt2 import GPT2
+from .gpt2 import MLP as GELUMLP
 from .model import MLP, Transformer
 
 
@@ -53,6 +54,10 @@ class PackedLinear(nn.Module):
         """``F.silu(self(x))`` in one call: (..., in_features) -> (..., out_features)."""
         return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "swish", [], "")
 
+    def gelu(self, x: torch.Tensor) -> torch.Tensor:
+        """``minillm.gpt2.gelu_new(self(x))`` (GELU, tanh approximation) in one call."""
+        return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "gelu", [], "tanh")
+
     def times(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
         """``self(x) * other`` in one call; ``other`` has the output's shape."""
         return torch.ops.mkldnn._linear_pointwise.binary(x, other, self.weight, self.bias, "mul")
@@ -72,6 +77,18 @@ class PackedMLP(nn.Module):
         return self.down_proj(self.up_proj.times(x, self.gate_proj.silu(x)))
 
 
+class PackedGELUMLP(nn.Module):
+    """minillm.gpt2.MLP, c_proj(gelu(c_fc(x))), on packed weights with the GELU done inside c_fc's product."""
+
+    def __init__(self, mlp: GELUMLP):
+        super().__init__()
+        self.c_fc = PackedLinear(mlp.c_fc)
+        self.c_proj = PackedLinear(mlp.c_proj)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (batch, seq, n_embd) -> same
+        return self.c_proj(self.c_fc.gelu(x))
+
+
 def can_pack(dtype: torch.dtype, device: torch.device | str = "cpu") -> bool:
     """Whether this machine's PyTorch can pack ``dtype`` weights on ``device``."""
     if torch.device(device).type != "cpu" or not torch.backends.mkldnn.is_available():
@@ -79,7 +96,7 @@ def can_pack(dtype: torch.dtype, device: torch.device | str = "cpu") -> bool:
     try:  # float16 needs AVX512-FP16 or AVX-NE-CONVERT; ask oneDNN rather than guess
         probe = PackedLinear(nn.Linear(16, 16, bias=False).to(dtype))
         x = torch.ones(1, 16, dtype=dtype)
-        probe.times(x, probe.silu(x))
+        probe.times(x, probe.silu(x)) + probe.gelu(x)
     except (RuntimeError, AttributeError):
         return False
     return True
@@ -87,16 +104,18 @@ def can_pack(dtype: torch.dtype, device: torch.device | str = "cpu") -> bool:
 
 @torch.no_grad()
 def pack_linears(model: Transformer | GPT2) -> int:
-    """Replace the model's SwiGLU MLPs by PackedMLP and its other nn.Linear layers but the LM
-    head by PackedLinear, in place; returns how many linear layers were packed."""
+    """Replace the model's MLPs by PackedMLP (SwiGLU) or PackedGELUMLP (GPT-2) and its other
+    nn.Linear layers but the LM head by PackedLinear, in place; returns how many linear layers
+    were packed."""
     weight = model.embed_tokens.weight
     if not can_pack(weight.dtype, weight.device):
         return 0
     fused = 0
     for block in model.layers:
         if isinstance(block.mlp, MLP):
-            block.mlp = PackedMLP(block.mlp)
-            fused += 3
+            block.mlp, fused = PackedMLP(block.mlp), fused + 3
+        elif isinstance(block.mlp, GELUMLP):
+            block.mlp, fused = PackedGELUMLP(block.mlp), fused + 2
     names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear) and m is not model.lm_head]
     for name in names:  # one at a time, so that each plain weight is freed before the next is packed
         parent_name, _, child = name.rpartition(".")
