@@ -368,3 +368,23 @@ def test_the_tinystories_paper_shape_has_its_3_6m_parameters():
                                                                    n_positions=positions or 128))
         assert model.num_parameters() == ref.num_parameters()
     assert round(model.num_parameters() / 1e6, 1) == 3.6
+
+
+@pytest.mark.parametrize("mistake", [None, "logits__first_position.py"])
+def test_the_logits_unit_grades_on_a_gpt2(tmp_path, mistake):
+    """The autograder's logits unit with --tiny-model gpt2: the reference earns every point, a
+    known mistake does not."""
+    import shutil
+
+    from test_autograder import AUTOGRADER, FIXED_SEED, SOLUTIONS, run_grader
+
+    target = tmp_path / "submission"
+    shutil.copytree(SOLUTIONS, target, ignore=shutil.ignore_patterns("__pycache__"))
+    if mistake:
+        module = target / "logits.py"
+        module.write_text(module.read_text(encoding="utf-8") + "\n\n" +
+                          (AUTOGRADER / "mistakes" / mistake).read_text(encoding="utf-8"), encoding="utf-8")
+    _, results = run_grader(target, tmp_path / "results.json", "-m", "logits", "--tiny-model", "gpt2",
+                            "--grader-seed", str(FIXED_SEED))
+    score = results["extra_data"]["units"]["logits"]
+    assert (score["score"] == score["max_score"]) == (mistake is None), results["output"][-2000:]

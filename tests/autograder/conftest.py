@@ -565,8 +565,11 @@ def tiny_tokenizer(tmp_path_factory, story_texts):
 
 
 @pytest.fixture(scope="session")
-def tiny_model_config(tiny_tokenizer):
-    from minillm import ModelConfig
+def tiny_model_config(tiny_tokenizer, pytestconfig):
+    from minillm import GPT2Config, ModelConfig
+    if pytestconfig.getoption("tiny_model", "qwen2") == "gpt2":
+        return GPT2Config(vocab_size=tiny_tokenizer.vocab_size, n_positions=4096, n_embd=32, n_layer=2, n_head=4,
+                          tie_word_embeddings=False, torch_dtype="float32", eos_token_id=tiny_tokenizer.eos_token_id)
     return ModelConfig(
         model_type="qwen2", vocab_size=tiny_tokenizer.vocab_size, hidden_size=32, intermediate_size=64,
         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
@@ -578,18 +581,18 @@ def tiny_model_config(tiny_tokenizer):
 
 def _build_tiny_model(config):
     """Random weights, seeded, spread wider than a trained model's so mistakes change the numbers:
-    RMSNorm gains and biases are not the neutral 1 and 0, and the logits spread over a few nats."""
-    from minillm import Transformer
+    norm gains and biases are not the neutral 1 and 0, and the logits spread over a few nats."""
+    from minillm import GPT2, GPT2Config, Transformer
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_MODEL_SEED)
-        model = Transformer(config)
+        model = GPT2(config) if isinstance(config, GPT2Config) else Transformer(config)
         with torch.no_grad():
             for name, p in model.named_parameters():
-                if name.endswith("norm.weight"):
+                if name.endswith("norm.weight") or (name.endswith(".weight") and name.split(".")[-2].startswith("ln_")):
                     p.copy_(1.0 + 0.3 * torch.randn_like(p))
                 elif name.endswith("bias"):
                     p.copy_(0.3 * torch.randn_like(p))
-                elif "embed_tokens" in name:
+                elif "embed_tokens" in name or name == "wte.weight":
                     p.copy_(torch.randn_like(p))
                 else:
                     p.copy_(0.25 * torch.randn_like(p))

@@ -24,6 +24,10 @@ def add_grader_options(parser) -> None:
                          "file <unit>.py / <unit>.ipynb, which grades that unit only (outside the repository, write --target=PATH)")
     group.addoption("--grader-seed", type=int, default=None,
                     help="seed for the random texts/shapes the tests draw (default: a fresh one per run)")
+    group.addoption("--tiny-model", default="qwen2", choices=("qwen2", "gpt2"),
+                    help="architecture of the tiny_model fixture (default qwen2); gpt2 grades the units "
+                         "that only call the model (logits, perplexity, sampling, quantization) on a GPT-2, "
+                         "the logits notebook's model")
     group.addoption("--grade-json", default=None, metavar="PATH",
                     help="also write the results as a Gradescope results.json file to PATH")
     group.addoption("--time-limit-scale", type=float, default=1.0, metavar="F",
