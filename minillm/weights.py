@@ -38,10 +38,10 @@ PICKLE_PATTERNS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt")
 # Buffers that older transformers versions saved with the weights, although nothing is
 # learned in them; they are recomputed, so a loader skips them (checkpoint names, full match).
 NON_WEIGHT_BUFFERS = {
-    # GPT-2 before transformers 4.29-ish: the causal mask as a (1, 1, n_positions, n_positions)
-    # matrix, and the value masked scores were set to (-1e4).
+    # GPT-2 (OpenAI's upload, older transformers): the causal mask as a (1, 1, n_positions,
+    # n_positions) matrix, and the value masked scores were set to (-1e4).
     "gpt2": re.compile(r"(transformer\.)?h\.\d+\.attn\.(bias|masked_bias)"),
-    # Llama conversions before transformers 4.31: the rotary frequencies theta ** (-2i / head_dim).
+    # Llama conversions by older transformers: the rotary frequencies theta ** (-2i / head_dim).
     "llama": re.compile(r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq"),
 }
 # GPT-2's Conv1D weights, stored (in, out): transposed on the way in and out.
