@@ -63,6 +63,7 @@ import torch.nn as nn
 from tokenizers import AddedToken
 from tokenizers import Tokenizer as BackendTokenizer
 
+from .gpt2 import GPT2
 from .model import Transformer
 from .tokenizer import Tokenizer, load_tokenizer
 from .train import (
@@ -164,7 +165,7 @@ def write_chat_tokenizer(base: Tokenizer, out: Path) -> Tokenizer:
     return load_tokenizer(out)
 
 
-def resize_embeddings(model: Transformer, vocab_size: int) -> None:
+def resize_embeddings(model: Transformer | GPT2, vocab_size: int) -> None:
     """Give ``model`` ``vocab_size`` token rows (embedding and LM head), in place. New rows are
     the mean of the old ones; existing rows and a tied head stay as they are."""
     old = model.embed_tokens.weight
@@ -266,7 +267,7 @@ def finetune(base: str | Path, examples: list[Example], config: TrainConfig, out
     """
     out = Path(out)
     model, base_tok = load_initial(base, out)
-    if not isinstance(model, Transformer):
+    if not isinstance(model, (Transformer, GPT2)):
         raise ValueError(f"{base} is not a transformer checkpoint (config.json + safetensors); fine-tuning needs one.")
     if (out / STATE_JSON).exists():
         raise ValueError(f"{out} already holds a training run; carry it on with --resume, or choose another --out.")

@@ -523,6 +523,10 @@ def config_for(model: nn.Module, config: TrainConfig) -> TrainConfig:
         raise ValueError(f"context {config.context} is longer than the {c.max_position_embeddings} positions the "
                          "model was built for (max_position_embeddings); choose --context "
                          f"{c.max_position_embeddings} or less.")
+    if isinstance(model, GPT2):
+        return replace(config, architecture="gpt2", vocab_size=c.vocab_size, hidden_size=c.n_embd,
+                       num_hidden_layers=c.n_layer, num_attention_heads=c.n_head, n_positions=c.n_positions,
+                       tie_word_embeddings=c.tie_word_embeddings)
     return replace(config, architecture="transformer", vocab_size=c.vocab_size, hidden_size=c.hidden_size,
                    num_hidden_layers=c.num_hidden_layers, num_attention_heads=c.num_attention_heads,
                    num_key_value_heads=c.num_key_value_heads, intermediate_size=c.intermediate_size,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -349,11 +350,17 @@ def test_gpt2_trains_resumes_exactly_and_loads_in_transformers(tmp_path, one_thr
         assert torch.equal(a, b), name
     assert whole.history[-1].val_loss < whole.history[0].val_loss - 0.5    # it learns (from ~ln 320 = 5.8)
 
-    folder = tmp_path / "whole"
-    assert json.loads((folder / "config.json").read_text())["architectures"] == ["GPT2LMHeadModel"]
-    ref = transformers.GPT2LMHeadModel.from_pretrained(folder, attn_implementation="eager").eval()
-    ids = torch.tensor([minillm.load_tokenizer(folder).encode(texts[0])[:32]])
-    assert (minillm.load_model(folder)(ids) - _logits(ref, ids)).abs().max().item() <= 1e-5
+    # The folder, and one fine-tuned from it on chat pairs (new token rows for the chat markers),
+    # load in transformers' GPT2LMHeadModel with minillm's logits.
+    from minillm.finetune import examples_from_pairs, finetune
+
+    pairs = examples_from_pairs([("Tell a story.", texts[1][:200]), ("Another one.", texts[2][:200])] * 4)
+    finetune(tmp_path / "whole", pairs, replace(config, steps=3, batch_size=2), tmp_path / "chat", progress=False)
+    for folder in (tmp_path / "whole", tmp_path / "chat"):
+        assert json.loads((folder / "config.json").read_text())["architectures"] == ["GPT2LMHeadModel"]
+        ref = transformers.GPT2LMHeadModel.from_pretrained(folder, attn_implementation="eager").eval()
+        ids = torch.tensor([minillm.load_tokenizer(folder).encode(texts[0])[:32]])
+        assert (minillm.load_model(folder)(ids) - _logits(ref, ids)).abs().max().item() <= 1e-5
 
 
 def test_the_tinystories_paper_shape_has_its_3_6m_parameters():
