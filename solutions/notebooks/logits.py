@@ -27,7 +27,7 @@ from minillm.family import FAMILY_DIR
 # %%
 MODEL = FAMILY_DIR / "tiny-m"
 # MODEL = "Qwen/Qwen2.5-0.5B"          # 0.5 billion parameters, about 1 GB to download
-# MODEL = "openai-community/gpt2"      # once your version of minillm loads GPT-2
+# MODEL = "openai-community/gpt2"      # GPT-2 small, 124 million parameters, the lab's own model
 model, tok = load_model(MODEL), load_tokenizer(MODEL)
 print(f"{MODEL}: {model.num_parameters():,} parameters, a vocabulary of {tok.vocab_size:,} tokens")
 

@@ -19,7 +19,7 @@ from minillm.family import FAMILY_DIR, held_out_stories
 
 # %%
 # The kit's tiny story models run offline ("tiny-s", "tiny-m", "tiny-l"); with network, put a hub
-# id here instead, e.g. "Qwen/Qwen2.5-0.5B", or "openai-community/gpt2" once minillm loads GPT-2.
+# id here instead, e.g. "Qwen/Qwen2.5-0.5B", or "openai-community/gpt2".
 MODEL = FAMILY_DIR / "tiny-m"
 model, tok = load_model(MODEL), load_tokenizer(MODEL)
 # Five stories the tiny models never trained on, cut to their first sentences (up to 300 characters):

@@ -18,7 +18,7 @@ from minillm.family import FAMILY_DIR
 
 # The model to generate with at the end. The kit's tiny story models run offline ("tiny-s", "tiny-m",
 # "tiny-l"); with network, put a hub id here instead, e.g. "Qwen/Qwen2.5-0.5B" (about 1 GB to
-# download) or "openai-community/gpt2" once your version of minillm loads GPT-2.
+# download) or "openai-community/gpt2".
 MODEL = FAMILY_DIR / "tiny-m"
 model, tok = load_model(MODEL), load_tokenizer(MODEL)
 

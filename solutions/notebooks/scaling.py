@@ -201,15 +201,25 @@ alone = score(model, tok, rest).perplexity
 print(f"the rest of the story alone {alone:.1f}, after its first sentence {with_context:.1f}")
 
 # %% [markdown]
-# **An instruction prefix**, and **base against instruct**: an instruction-tuned model reads the prefix
-# as a request (`score(instruct, tok, story, context=instruction, chat=True)` puts it in the chat
-# template). The tiny models are base models only; with network, load `Qwen/Qwen2.5-0.5B-Instruct`
-# beside `Qwen/Qwen2.5-0.5B`.
+# **An instruction prefix**, and **base against instruct**: a base model reads an instruction as plain
+# text before the story; an instruction-tuned model reads it as a request, through its chat template
+# (`score(instruct, tok, story, context=instruction, chat=True)` scores only the story, as the
+# assistant's reply). The kit ships instruct variants of the tiny models (`tiny-m-instruct`, fine-tuned
+# from `tiny-m` by `minillm finetune-family`); they have two more tokens for the chat template, so they
+# come with their own tokenizer. With network, compare `Qwen/Qwen2.5-0.5B` and `Qwen/Qwen2.5-0.5B-Instruct`.
 
 # %%
 instruction = "Write a short story for a young child."
-after_instruction = score(model, tok, " " + hardest_story, context=instruction).perplexity
-print(f"hardest story alone {ranked[0]['perplexity']:.1f}, after the instruction {after_instruction:.1f}")
+base = models["tiny-m"]
+instruct = load_model(FAMILY_DIR / "tiny-m-instruct")
+instruct_tok = load_tokenizer(FAMILY_DIR / "tiny-m-instruct")
+story = hardest_story
+base_alone = score(base, tok, story).perplexity
+base_after = score(base, tok, " " + story, context=instruction).perplexity
+instruct_alone = score(instruct, instruct_tok, story).perplexity
+instruct_after = score(instruct, instruct_tok, story, context=instruction, chat=True).perplexity
+print(f"tiny-m (base):     alone {base_alone:6.1f}, after the instruction {base_after:6.1f}")
+print(f"tiny-m-instruct:   alone {instruct_alone:6.1f}, after the instruction {instruct_after:6.1f} (chat template)")
 
 # %% [markdown]
 # **Stories, news and code:** the same model on kinds of text it was and was not trained on (whole texts:
@@ -226,6 +236,8 @@ print({kind: round(ppl, 1) for kind, ppl in by_kind.items()})
 # %% [markdown] answer
 # A story model finds news and, above all, code far more surprising than stories: perplexity measures
 # how much a text looks like the training data, not how "good" the text is. A context that sets up the
-# story lowers the perplexity of what follows; so does the instruction, a little, even though this
-# base model never saw a request in training (it does see that a story follows). With the Qwen models,
-# compare base and instruct on the same stories with and without the instruction.
+# story lowers the perplexity of what follows. An instruction is another matter: a base model never saw
+# a request in training, so the words of the request are just an odd opening and help little or not at
+# all, while the instruct model was trained to follow the request with a story. One story proves
+# nothing either way: the commands `minillm context`, `minillm instructions` and `minillm categories`
+# run each study on all held-out stories and report paired differences with confidence intervals.
