@@ -3,9 +3,9 @@
 * the reference solutions/ earn every point (the modules with a fixed grader seed, the same
   code as notebooks with a fresh one);
 * the stubs in exercises/ earn 0 points, and the run completes (no crash, no collection error);
-* every known mistake in tests/autograder/mistakes/ loses points in its unit: the mistake's
-  functions are appended to a copy of solutions/<unit>.py (later definitions win) and the
-  unit is graded with ``-m <unit>``.
+* every known mistake in tests/autograder/mistakes/ loses points in its unit on three grader
+  seeds (the fixed one and two fresh): the mistake's functions are appended to a copy of
+  solutions/<unit>.py (later definitions win) and the unit is graded with ``-m <unit>``.
 
 A new file in mistakes/ is picked up automatically.
 """
@@ -119,20 +119,83 @@ def test_every_unit_has_mistakes():
     assert units_with_tests <= covered, f"units without a mistake in mistakes/: {sorted(units_with_tests - covered)}"
 
 
+def _fresh_seeds(n: int) -> list[int]:
+    import random
+    return [random.SystemRandom().randrange(1, 2**31 - 1) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def mistake_grades(tmp_path_factory) -> dict[str, list[dict]]:
+    """Every catalogued mistake graded in its unit on three grader seeds (the fixed one and two fresh).
+
+    One subprocess runs them all, each a separate in-process ``pytest.main`` (see :func:`_grade_jobs`):
+    starting Python, torch and transformers once instead of once per (mistake, seed) keeps the cost at
+    ~1 s per grading instead of ~4 s. Each mistake has its own target folder, and the conftest resets
+    its state in ``pytest_configure``, so one grading cannot see another's."""
+    root = tmp_path_factory.mktemp("mistakes")
+    seeds = [FIXED_SEED, *_fresh_seeds(2)]
+    jobs = []
+    for mistake in MISTAKES:
+        unit = mistake.name.split("__")[0]
+        if unit not in UNITS:
+            continue                                   # test_mistake_loses_points reports the bad name
+        target = root / mistake.stem
+        shutil.copytree(SOLUTIONS, target, ignore=shutil.ignore_patterns("__pycache__"))
+        module = target / f"{unit}.py"
+        module.write_text(module.read_text(encoding="utf-8") + f"\n\n# ---- appended: {mistake.name} ----\n"
+                          + mistake.read_text(encoding="utf-8"), encoding="utf-8")
+        for seed in seeds:
+            jobs.append({"mistake": mistake.name, "unit": unit, "target": str(target), "seed": seed,
+                         "json": str(root / f"{mistake.stem}.{seed}.json")})
+    jobs_path = root / "jobs.json"
+    jobs_path.write_text(json.dumps(jobs), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), str(jobs_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=60 + 30 * len(jobs), env=env)
+    assert proc.returncode == 0, f"the mistake runner failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    graded: dict[str, list[dict]] = {}
+    for job in json.loads(jobs_path.read_text(encoding="utf-8")):
+        graded.setdefault(job["mistake"], []).append(job)
+    return graded
+
+
 @pytest.mark.parametrize("mistake", MISTAKES, ids=[p.stem for p in MISTAKES])
-def test_mistake_loses_points(tmp_path, mistake):
+def test_mistake_loses_points(mistake_grades, mistake):
     unit = mistake.name.split("__")[0]
     assert unit in UNITS, f"{mistake.name}: name it <unit>__<short_name>.py with a unit among {UNITS}"
     text = mistake.read_text(encoding="utf-8")
     assert text.lstrip().startswith(('"""', "'''")), f"{mistake.name}: start with a docstring naming the mistake"
-    target = tmp_path / "submission"
-    shutil.copytree(SOLUTIONS, target, ignore=shutil.ignore_patterns("__pycache__"))
-    module = target / f"{unit}.py"
-    module.write_text(module.read_text(encoding="utf-8") + f"\n\n# ---- appended: {mistake.name} ----\n" + text,
-                      encoding="utf-8")
-    # -x: the first lost point is enough (tests that did not run count as lost).
-    _, results = run_grader(target, tmp_path / "results.json", "-m", unit, "-x", "--grader-seed", str(FIXED_SEED))
-    unit_score = results["extra_data"]["units"].get(unit)
-    assert unit_score is not None, f"no graded test of unit {unit!r} ran"
-    assert unit_score["score"] < unit_score["max_score"], (
-        f"{mistake.name}: the mistake earned every point of the {unit} unit; the autograder does not catch it")
+    jobs = mistake_grades[mistake.name]
+    assert len(jobs) == 3
+    for job in jobs:
+        seed = job["seed"]
+        # 0: all passed, 1: some failed; anything else means the grader itself broke.
+        assert job["exit_code"] in (0, 1), (
+            f"{mistake.name}, grader seed {seed}: the autograder did not complete (exit code {job['exit_code']}):\n"
+            f"{job['output'][-4000:]}")
+        results = json.loads(Path(job["json"]).read_text(encoding="utf-8"))
+        unit_score = results["extra_data"]["units"].get(unit)
+        assert unit_score is not None, f"{mistake.name}, grader seed {seed}: no graded test of unit {unit!r} ran"
+        assert unit_score["score"] < unit_score["max_score"], (
+            f"{mistake.name}: the mistake earned every point of the {unit} unit with grader seed {seed} "
+            f"(rerun with --grader-seed {seed}); the autograder does not catch it on every seed")
+
+
+def _grade_jobs(jobs_path: Path) -> None:
+    """Grade each job (a mistake's target folder, its unit, a seed) with an in-process pytest run;
+    record the exit code and the captured output in the jobs file."""
+    import contextlib
+    import io
+    jobs = json.loads(jobs_path.read_text(encoding="utf-8"))
+    for job in jobs:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            # -x: the first lost point is enough (tests that did not run count as lost).
+            code = pytest.main([str(AUTOGRADER), "--target", job["target"], "--grade-json", job["json"], "-q",
+                                "-p", "no:cacheprovider", "-m", job["unit"], "-x", "--grader-seed", str(job["seed"])])
+        job["exit_code"], job["output"] = int(code), out.getvalue()[-6000:]
+    jobs_path.write_text(json.dumps(jobs), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    _grade_jobs(Path(sys.argv[1]))

@@ -68,19 +68,33 @@ def _expect_tensor(got, what: str) -> None:
 
 
 def _random_config(rng: random.Random, **overrides) -> ModelConfig:
-    """A small random Qwen2-style config with real grouped-query attention (n_kv >= 2, n_rep >= 2)."""
+    """A small random Qwen2-style config with real grouped-query attention (n_kv >= 2, n_rep >= 2).
+
+    Confusable quantities always differ, on every seed: query heads per KV head != KV heads (repeating
+    K/V by the wrong factor changes the shapes or the grouping), and rope_theta is never the common 10000
+    (a hard-coded theta fails)."""
     head_dim = rng.choice([8, 12, 16])
-    n_kv = rng.choice([2, 3])
-    n_rep = rng.choice([2, 3])
+    n_kv, n_rep = _kv_and_rep(rng)
     values = dict(
         model_type="qwen2", vocab_size=rng.randint(40, 90), hidden_size=rng.choice([24, 32, 40]),
         intermediate_size=rng.choice([48, 56, 72]), num_hidden_layers=rng.choice([2, 3]),
         num_attention_heads=n_kv * n_rep, num_key_value_heads=n_kv, head_dim=head_dim,
-        rope_theta=rng.choice([10000.0, 500000.0, 1000000.0]), rms_norm_eps=rng.choice([1e-6, 1e-5]),
+        rope_theta=_rope_theta(rng), rms_norm_eps=rng.choice([1e-6, 1e-5]),
         max_position_embeddings=512, tie_word_embeddings=False, attention_bias=True,
     )
     values.update(overrides)
     return ModelConfig(**values)
+
+
+def _kv_and_rep(rng: random.Random) -> tuple[int, int]:
+    """(KV heads, query heads per KV head), both > 1 and never equal."""
+    return rng.choice([(2, 3), (3, 2), (2, 4), (4, 2)])
+
+
+def _rope_theta(rng: random.Random) -> float:
+    """A RoPE base drawn log-uniformly between 2e4 and 2e6: far from the usual 10000, so a hard-coded
+    theta changes the angles of every position > 0."""
+    return float(round(10 ** rng.uniform(4.3, 6.3)))
 
 
 def _randomize(module: torch.nn.Module, gen: torch.Generator) -> None:
@@ -153,7 +167,7 @@ def test_rms_norm_eps_matters_for_small_inputs(student, monkeypatch, grader_seed
 @pytest.mark.graded(points=2, objective="ARCH-2", level="P")
 def test_rope_cos_sin_matches_minillm(student, monkeypatch, grader_seed):
     rng, _ = _rng(grader_seed, 3)
-    head_dim, theta = rng.choice([8, 16, 32]), rng.choice([10000.0, 500000.0, 1000000.0])
+    head_dim, theta = rng.choice([8, 16, 32]), _rope_theta(rng)
     start, seq = rng.randint(3, 60), rng.randint(4, 12)
     positions = torch.arange(start, start + seq)
     cos_ref, sin_ref = mm.RotaryEmbedding(head_dim, theta)(positions[None], torch.float32)
@@ -271,7 +285,7 @@ def test_attention_with_arbitrary_mask(student, monkeypatch, grader_seed):
 @pytest.mark.graded(points=2, objective="ARCH-4", level="P")
 def test_repeat_kv_groups_heads(student, monkeypatch, grader_seed):
     rng, gen = _rng(grader_seed, 9)
-    batch, n_kv, n_rep = rng.randint(1, 2), rng.randint(2, 4), rng.randint(2, 3)
+    batch, (n_kv, n_rep) = rng.randint(1, 2), _kv_and_rep(rng)
     seq, head_dim = rng.randint(3, 7), rng.choice([8, 16])
     x = torch.randn(batch, n_kv, seq, head_dim, generator=gen)       # every KV head different
     expected = mm.repeat_kv(x, n_rep)
@@ -359,20 +373,26 @@ def test_decoder_block_matches_minillm(student, monkeypatch, grader_seed):
 
 @pytest.mark.graded(points=3, objective="ARCH-7", level="M")
 @pytest.mark.timeout_s(30)
-def test_forward_matches_minillm_on_tiny_model(student, monkeypatch, grader_seed, tiny_model, tiny_model_config):
+def test_forward_matches_minillm_on_tiny_model(student, monkeypatch, grader_seed):
     rng, gen = _rng(grader_seed, 13)
+    # Its own random Qwen2 model rather than the shared tiny one (4 query heads over 2 KV heads, theta
+    # 10000): here the heads per KV head differ from the KV heads, and rope_theta is drawn, on every seed.
+    config = _random_config(rng)
+    model = mm.Transformer(config).eval()
+    _randomize(model, gen)
     batch, seq = 2, rng.randint(6, 16)
-    ids = torch.randint(0, tiny_model_config.vocab_size, (batch, seq), generator=gen)
+    ids = torch.randint(0, config.vocab_size, (batch, seq), generator=gen)
     with torch.no_grad():
-        expected = tiny_model(ids)
-    weights = _hf_weights(tiny_model)
+        expected = model(ids)
+    weights = _hf_weights(model)
     forward = _load_student_fn(student, monkeypatch, "forward")
-    got = forward(weights, tiny_model_config, ids.clone())
+    got = forward(weights, config, ids.clone())
     _expect_tensor(got, "forward(weights, config, input_ids)")
-    expect_shape(got, (batch, seq, tiny_model_config.vocab_size), "forward(weights, config, input_ids)")
-    # A 2-layer float32 forward pass, logits of size ~10: reductions of <= 64 terms, ~1e-6 relative each.
-    expect_close(got, expected, "the logits of the tiny Qwen2 model (2 layers, 4 query heads, 2 KV heads)",
-                 atol=1e-4, rtol=1e-4)
+    expect_shape(got, (batch, seq, config.vocab_size), "forward(weights, config, input_ids)")
+    # A float32 forward pass of <= 3 layers, logits of size ~10: reductions of <= 72 terms, ~1e-6 relative each.
+    expect_close(got, expected, f"the logits of a random Qwen2 model ({config.num_hidden_layers} layers, "
+                 f"{config.num_attention_heads} query heads, {config.num_key_value_heads} KV heads, "
+                 f"rope_theta={config.rope_theta:g})", atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.graded(points=2, objective="ARCH-7", level="E")

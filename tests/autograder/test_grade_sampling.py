@@ -73,6 +73,34 @@ def _safe_p(logits: torch.Tensor, rng: random.Random, low: float = 0.3, high: fl
     raise RuntimeError("autograder: found no p away from the cumulative sums")  # pragma: no cover
 
 
+def _separating_p(row: torch.Tensor, temperature: float, rng: random.Random, low: float = 0.3,
+                  high: float = 0.9, min_extra: float = 0.0) -> float | None:
+    """A safe p (see :func:`_safe_p`) whose nucleus at ``temperature`` differs from the one at
+    temperature 1, so that filtering before or after dividing by the temperature keeps different
+    tokens. With ``min_extra``, every token in one nucleus but not the other has at least that
+    probability after renormalising over the larger nucleus at ``temperature``, so a few hundred
+    draws are sure to show it (0.97 ** 400 ~ 5e-6). None when this row has no such p (draw another)."""
+    rows = torch.stack([row / temperature, row])
+    sums = torch.softmax(rows.double(), dim=-1).sort(dim=-1, descending=True).values.cumsum(-1)
+    for _ in range(2000):
+        p = rng.uniform(low, high)
+        if not bool(((sums - p).abs() > 1e-3).all()):
+            continue
+        kept = [torch.isfinite(_REF["top_p_filter"](r, p)) for r in rows]
+        extra = kept[0] ^ kept[1]
+        if not extra.any():
+            continue
+        probs = torch.softmax((row.double() / temperature).masked_fill(~(kept[0] | kept[1]), float("-inf")), -1)
+        if float(probs[extra].min()) >= min_extra:
+            return p
+    return None
+
+
+def _far_temperature(rng: random.Random) -> float:
+    """A temperature far from 1 (0.4..0.6 or 1.8..2.5), where the order of temperature and filters shows."""
+    return rng.uniform(0.4, 0.6) if rng.random() < 0.5 else rng.uniform(1.8, 2.5)
+
+
 def _frequency_tolerance(probs: torch.Tensor, n: int) -> torch.Tensor:
     """Six binomial standard errors, sqrt(p (1 - p) / n), per token (plus 1/n for rounding).
 
@@ -121,12 +149,16 @@ def test_softmax_is_numerically_stable(student, monkeypatch, grader_seed):
     """Logits in the hundreds or thousands (exp overflows float32 past ~88) and -inf entries."""
     rng, gen = _rng(grader_seed, 2)
     # exp() overflows float32 above ~88 and underflows to 0 below ~-103: both sides are hit.
-    logits = 10.0 * torch.randn(3, rng.randint(10, 30), generator=gen) + rng.choice([-300.0, 300.0])
+    # Rows of very different scale in one batch: the max must be taken per row (a max over the whole
+    # tensor leaves a row whose every exp underflows to 0, and 0/0 = NaN).
+    offsets = torch.tensor([300.0, -300.0, 0.0])[torch.randperm(3, generator=gen)]
+    logits = 10.0 * torch.randn(3, rng.randint(10, 30), generator=gen) + offsets[:, None]
     logits[:, rng.randrange(logits.shape[1])] = float("-inf")
     temperature = rng.uniform(0.5, 2.0)
     expected = torch.softmax(logits.double() / temperature, dim=-1)
     fn = _load_student_fn(student, monkeypatch, "softmax_with_temperature", block_softmax=True)
-    what = f"softmax_with_temperature(logits around {float(logits[0, 0]):.0f}, with -inf entries, {temperature:.3g})"
+    what = (f"softmax_with_temperature(rows of logits around {[round(float(o)) for o in offsets]}, with -inf "
+            f"entries, {temperature:.3g})")
     got = fn(logits.clone(), temperature)
     _expect_tensor(got, what)
     if torch.isnan(got).any():
@@ -152,6 +184,13 @@ def test_top_k_filter(student, monkeypatch, grader_seed):
                      ((2, vocab), vocab + rng.randint(0, 3))):
         logits = 3.0 * torch.randn(shape, generator=gen)
         cases.append((logits, k, _REF["top_k_filter"](logits, k)))
+    # Ties at the k-th logit: the docstring keeps every logit equal to the k-th largest (so more than k).
+    k = rng.randint(2, vocab // 2)
+    logits = 3.0 * torch.randn(rng.randint(2, 4), vocab, generator=gen)
+    order = logits.argsort(dim=-1, descending=True)
+    rows = torch.arange(logits.shape[0])
+    logits[rows, order[:, k]] = logits[rows, order[:, k - 1]]            # the (k+1)-th largest = the k-th
+    cases.append((logits, k, _REF["top_k_filter"](logits, k)))
     fn = _load_student_fn(student, monkeypatch, "top_k_filter")
     for logits, k, expected in cases:
         what = f"top_k_filter(logits of shape {tuple(logits.shape)}, k={k})"
@@ -165,8 +204,10 @@ def test_top_k_filter(student, monkeypatch, grader_seed):
         kept = torch.isfinite(got)
         if not torch.equal(kept, torch.isfinite(expected)):
             counts = kept.sum(-1).reshape(-1).tolist()
-            raise GradingError(f"{what}: the wrong tokens were kept. Each row should keep {min(k, logits.shape[-1])} "
-                               f"logits (its k largest) and set the rest to -inf; your rows keep {counts}.")
+            want = torch.isfinite(expected).sum(-1).reshape(-1).tolist()
+            raise GradingError(f"{what}: the wrong tokens were kept. Each row should keep its k largest logits "
+                               f"and every logit EQUAL to the k-th largest (ties), {want}, and set the rest to "
+                               f"-inf; your rows keep {counts}.")
         # Kept logits are copied unchanged.
         expect_close(torch.where(kept, got, 0.0), torch.where(kept, expected, 0.0),
                      what + ": the kept logits must be unchanged", atol=0, rtol=0)
@@ -254,13 +295,24 @@ def test_sample_greedy_at_temperature_zero(student, monkeypatch, grader_seed):
 def test_sample_reproducible_and_allowed(student, monkeypatch, grader_seed):
     rng, gen = _rng(grader_seed, 7)
     vocab, rows = rng.randint(20, 50), 400
-    row = _row_logits(gen, vocab, 1.0)
+    # Below 1, far from it, and p chosen so the nucleus of row / t_p is smaller than row's: top-p applied
+    # before the temperature keeps tokens that this nucleus does not, each likely enough to be drawn.
+    t_p, p = rng.uniform(0.4, 0.6), None
+    while p is None:                                   # ~4% of rows have no such p: draw another
+        row = _row_logits(gen, vocab, 1.0)
+        p = _separating_p(row, t_p, rng, 0.4, 0.8, min_extra=0.03)
     logits = row.expand(rows, vocab).clone()
     seed = rng.randrange(2**31)
     k = rng.randint(3, 6)
-    p = _safe_p(row[None] / 0.9, rng, 0.4, 0.8)
     allowed_k = torch.isfinite(_REF["top_k_filter"](row / 1.2, k))
-    allowed_p = torch.isfinite(_REF["top_p_filter"](row / 0.9, p))
+    allowed_p = torch.isfinite(_REF["top_p_filter"](row / t_p, p))
+    # Large logits, a low temperature, rows of very different scale: logits / t reach ~1e5, so exp()
+    # without subtracting each row's max overflows. Each row's largest logit is raised 100 above the
+    # runner-up, 100 / t > 2000 nats, so the draw is the argmax (the runner-up has probability < e^-2000).
+    huge = 300.0 * torch.randn(3, vocab, generator=gen) + torch.tensor([2000.0, -2000.0, 0.0])[:, None]
+    top = huge.argmax(-1)
+    huge[torch.arange(3), top] = huge.topk(2, dim=-1).values[:, 1] + 100.0
+    t_low = rng.uniform(0.01, 0.05)
     fn = _load_student_fn(student, monkeypatch, "sample")
 
     what = f"sample({rows} copies of one row of logits, temperature=1.0, generator seeded {seed})"
@@ -279,11 +331,18 @@ def test_sample_reproducible_and_allowed(student, monkeypatch, grader_seed):
     if bad:
         raise GradingError(f"sample(..., temperature=1.2, top_k={k}): drew ids {bad[:5]} that are not among the "
                            f"{k} most likely tokens.")
-    ids = fn(logits.clone(), 0.9, None, p, torch.Generator().manual_seed(seed + 2))
+    ids = fn(logits.clone(), t_p, None, p, torch.Generator().manual_seed(seed + 2))
     bad = sorted(set(ids.tolist()) - set(torch.nonzero(allowed_p).flatten().tolist()))
     if bad:
-        raise GradingError(f"sample(..., temperature=0.9, top_p={p:.3f}): drew ids {bad[:5]} outside the nucleus "
-                           "(apply the temperature first, then the filter, to the same logits).")
+        raise GradingError(f"sample(..., temperature={t_p:.3f}, top_p={p:.3f}): drew ids {bad[:5]} outside the "
+                           "nucleus (apply the temperature first, then the filter, to the same logits).")
+    what = (f"sample(3 rows of logits around 2000, -2000 and 0 (std 300), temperature={t_low:.3f}, "
+            f"generator seeded {seed + 3})")
+    got = fn(huge.clone(), t_low, None, None, torch.Generator().manual_seed(seed + 3))
+    _expect_tensor(got, what)
+    expect_close(got, top, what + ": each row's runner-up is > 2000 nats behind, so every draw is the row's "
+                 "argmax. (Subtract each row's max before exp(), or use your softmax: exp of 1e5 overflows "
+                 "to inf, and inf/inf is NaN.)", atol=0, rtol=0)
 
 
 # ------------------------------------------------------------------------------------------
@@ -299,11 +358,14 @@ def test_sampling_frequencies(student, monkeypatch, grader_seed):
     for temperature, top_k, top_p in ((rng.uniform(0.5, 0.8), None, None),
                                       (rng.uniform(1.5, 2.5), None, None),
                                       (rng.uniform(0.8, 1.2), rng.randint(3, 5), None),
-                                      (rng.uniform(0.8, 1.2), None, "safe")):
+                                      (_far_temperature(rng), None, "separating")):
         row = _row_logits(gen, vocab, 1.5)
+        if top_p == "separating":                  # filtering before the temperature keeps other tokens
+            top_p = _separating_p(row, temperature, rng, 0.5, 0.9, min_extra=0.01)
+            while top_p is None:                   # a few rows have no such p: draw another
+                row = _row_logits(gen, vocab, 1.5)
+                top_p = _separating_p(row, temperature, rng, 0.5, 0.9, min_extra=0.01)
         scaled = row / temperature
-        if top_p == "safe":
-            top_p = _safe_p(scaled[None], rng, 0.5, 0.9)
         filtered = scaled
         if top_k is not None:
             filtered = _REF["top_k_filter"](filtered, top_k)
