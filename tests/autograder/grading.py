@@ -25,7 +25,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["expect_close", "expect_shape", "to_array", "describe", "random_text", "GradingError"]
+__all__ = ["expect_close", "expect_shape", "expect_float", "to_array", "describe", "random_text", "GradingError",
+           "Unchanged"]
 
 
 class GradingError(AssertionError):
@@ -95,6 +96,82 @@ def to_array(value: Any, what: str = "the value", role: str = "your function ret
     if arr.dtype.kind == "f":
         arr = arr.astype(np.float64)
     return arr
+
+
+def expect_float(got: Any, what: str = "the result") -> float:
+    """Fail unless ``got`` is a Python float (a 0-d tensor or NumPy float32 is not); return it.
+
+    Contracts that say "a Python float" mean it: a 0-d tensor keeps its autograd graph and device,
+    prints as ``tensor(3.2)``, and breaks ``json.dump`` and f-string formats downstream."""
+    if isinstance(got, bool) or not isinstance(got, (float, int)):
+        hint = " Convert it with float(...) or .item()." if hasattr(got, "item") else ""
+        raise GradingError(f"{what} should return a Python float; got a {describe(got)}.{hint}")
+    return float(got)
+
+
+class Unchanged:
+    """Snapshot tensors, NumPy arrays, modules and (nested) lists/dicts of them; ``check()`` fails with
+    a student-readable message when any of them changed since (a graded function must leave its
+    inputs alone), and when the global torch RNG state moved (it must draw from its own generator).
+
+        inputs = Unchanged("the logits you were given", logits, rng=True)
+        got = fn(logits, ...)
+        inputs.check("softmax_with_temperature(...)")
+    """
+
+    def __init__(self, what: str, *values: Any, rng: bool = False) -> None:
+        import torch
+        self.what = what
+        self.values = values
+        self.saved = [self._copy(v) for v in values]
+        self.rng_state = torch.get_rng_state() if rng else None
+
+    @classmethod
+    def _copy(cls, value: Any) -> Any:
+        import torch
+        if isinstance(value, torch.nn.Module):
+            return {k: v.detach().clone() for k, v in value.state_dict().items()}
+        if isinstance(value, torch.Tensor):
+            return value.detach().clone()
+        if isinstance(value, np.ndarray):
+            return value.copy()
+        if isinstance(value, dict):
+            return {k: cls._copy(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [cls._copy(v) for v in value]
+        return value
+
+    @classmethod
+    def _same(cls, value: Any, saved: Any) -> bool:
+        import torch
+        if isinstance(value, torch.nn.Module):
+            state = value.state_dict()
+            return state.keys() == saved.keys() and all(torch.equal(state[k], saved[k]) for k in saved)
+        if isinstance(value, torch.Tensor):
+            if value.shape != saved.shape or value.dtype != saved.dtype:
+                return False
+            if torch.equal(value, saved):
+                return True
+            nan = value.isnan() if value.is_floating_point() else None      # NaN != NaN: compare the rest
+            return nan is not None and torch.equal(nan, saved.isnan()) and torch.equal(value[~nan], saved[~nan])
+        if isinstance(value, np.ndarray):
+            return value.shape == saved.shape and bool(np.array_equal(value, saved, equal_nan=value.dtype.kind == "f"))
+        if isinstance(value, dict):
+            return value.keys() == saved.keys() and all(cls._same(value[k], saved[k]) for k in saved)
+        if isinstance(value, (list, tuple)):
+            return len(value) == len(saved) and all(cls._same(v, s) for v, s in zip(value, saved))
+        return value == saved
+
+    def check(self, call: str) -> None:
+        import torch
+        if not all(self._same(v, s) for v, s in zip(self.values, self.saved)):
+            raise GradingError(f"{call} changed {self.what}. A function must not modify its inputs: work on a "
+                               "copy (x.clone(), copy.deepcopy(model)) or use out-of-place operations "
+                               "(masked_fill, not masked_fill_; x = x / t, not x /= t).")
+        if self.rng_state is not None and not torch.equal(torch.get_rng_state(), self.rng_state):
+            raise GradingError(f"{call} changed torch's GLOBAL random state (torch.manual_seed, or a draw without "
+                               "the generator you were given). Draw with your own torch.Generator so that the "
+                               "caller's random numbers do not depend on your function.")
 
 
 def expect_shape(got: Any, shape: Sequence[int | None], what: str = "the result") -> None:

@@ -14,7 +14,7 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
-from grading import GradingError, expect_close, random_text
+from grading import GradingError, Unchanged, expect_close, expect_float, random_text
 
 from minillm.scoring import perplexity as ref_perplexity
 from minillm.scoring import score as ref_score
@@ -70,6 +70,7 @@ def test_token_loss(student, grader_seed):
         expected = F.cross_entropy(logits.double()[None], torch.tensor([target]))
         got = fn(logits.clone(), target)
         what = f"token_loss(logits of shape ({vocab},), target_id={target})"
+        expect_float(got, what)
         if isinstance(got, (int, float)) and math.isfinite(got) and abs(got - float(expected) / math.log(2)) < 1e-4:
             raise GradingError(f"{what}: you returned the loss in bits (log base 2); use the natural log (nats).")
         if isinstance(got, (int, float)) and abs(got + float(expected)) < 1e-4:
@@ -114,10 +115,7 @@ def test_compute_perplexity(student, forbid, tiny_model, tiny_tokenizer, story_t
     for text, ref in zip(texts, refs):
         what = f"compute_perplexity(model, tokenizer, {text!r})"
         got = fn(tiny_model, tiny_tokenizer, text)
-        try:
-            value = float(got)
-        except (TypeError, ValueError):
-            raise GradingError(f"{what} should return a float; got {type(got).__name__}.") from None
+        value = expect_float(got, what)
         if abs(value - ref.perplexity) > 1e-3 * value and abs(value - 2 ** ref.mean_nll) < 1e-3 * value:
             raise GradingError(f"{what}: you computed 2 ** (mean surprise in nats); use exp(), or surprises in bits.")
         expect_close(got, ref.perplexity, what, **PPL_TOL)
@@ -137,16 +135,32 @@ def test_continuation_perplexity(student, forbid, tiny_model, tiny_tokenizer, st
         cases.append((context, continuation,
                        ref_perplexity(tiny_model, tiny_tokenizer, continuation, context=context),
                        ref_perplexity(tiny_model, tiny_tokenizer, context + continuation)))
+    # A boundary that does not fall before a space (inside a word, or right after a space): the
+    # contract encodes the two parts separately and joins the ids, which here differs from encoding
+    # the whole text at once. The expected value is computed in the test from that definition.
+    while len(cases) < 4:
+        text = random_text(rng, story_texts, 80, 300)
+        inside = [i for i in range(20, len(text) - 15) if text[i] != " " and text[i - 1] != " "]
+        if not inside:
+            continue
+        cut = rng.choice(inside)
+        context, continuation = text[:cut], text[cut:]
+        prefix, cont = tiny_tokenizer.encode(context), tiny_tokenizer.encode(continuation)
+        if prefix + cont == tiny_tokenizer.encode(text):
+            continue                                # this cut happens to fall on a token boundary
+        with torch.no_grad():
+            logits = tiny_model(torch.tensor([prefix + cont]))[0].double()
+        nll = -torch.log_softmax(logits[len(prefix) - 1 : -1], dim=-1)[torch.arange(len(cont)), torch.tensor(cont)]
+        cases.append((context, continuation, math.exp(float(nll.mean())), None))
     forbid(*LIBRARY_SCORING)
     fn = student.function("perplexity", "continuation_perplexity")
     for context, continuation, expected, whole in cases:
         what = f"continuation_perplexity(model, tokenizer, {context!r}, {continuation!r})"
+        inputs = Unchanged("the model's weights", tiny_model)
         got = fn(tiny_model, tiny_tokenizer, context, continuation)
-        try:
-            value = float(got)
-        except (TypeError, ValueError):
-            raise GradingError(f"{what} should return a float; got {type(got).__name__}.") from None
-        if abs(value - whole) < 1e-4 * whole and abs(value - expected) > 1e-4 * expected:
+        inputs.check("continuation_perplexity(model, ...)")
+        value = expect_float(got, what)
+        if whole is not None and abs(value - whole) < 1e-4 * whole and abs(value - expected) > 1e-4 * expected:
             raise GradingError(f"{what}: {value:.6g} is the perplexity of context + continuation together. "
                                f"Score only the continuation's tokens (expected {expected:.6g}).")
         expect_close(got, expected, what, **PPL_TOL)
@@ -167,10 +181,7 @@ def test_corpus_perplexity(student, forbid, tiny_model, tiny_tokenizer, story_te
     what = f"corpus_perplexity(model, tokenizer, texts) for {len(texts)} texts of " \
            f"{[r.n_tokens + 1 for r in refs]} tokens"
     got = fn(tiny_model, tiny_tokenizer, list(texts))
-    try:
-        value = float(got)
-    except (TypeError, ValueError):
-        raise GradingError(f"{what} should return a float; got {type(got).__name__}.") from None
+    value = expect_float(got, what)
     if abs(value - mean_of_ppl) < 1e-4 * mean_of_ppl and abs(value - expected) > 1e-4 * expected:
         raise GradingError(f"{what}: {value:.6g} is the mean of the per-text perplexities. Pool instead: the total "
                            f"surprise of all scored tokens over their total count, then exp() (expected {expected:.6g}).")

@@ -268,6 +268,15 @@ def test_quantize_model_leaves_original(student, monkeypatch, grader_seed, tiny_
     if shared:
         raise GradingError(f"quantize_model(model, {bits}): the returned model shares weight tensors with the "
                            "original, so changing one changes the other. Use copy.deepcopy(model).")
+    # bits=32 ("not quantized") is still a copy: the docstring promises an unmodified COPY, and an
+    # experiment that quantizes the result further must not reach the original.
+    got = fn(tiny_model, 32)
+    if got is tiny_model or {p.data_ptr() for p in tiny_model.parameters()} & {p.data_ptr() for p in got.parameters()}:
+        raise GradingError("quantize_model(model, 32) returned the original model (or one sharing its weights); "
+                           "at 32 bits return an unmodified COPY (copy.deepcopy(model)).")
+    for name, p in got.named_parameters():
+        expect_close(p, before[name], f"quantize_model(model, 32): parameter {name} (32 bits: unchanged)",
+                     atol=0, rtol=0)
 
 
 # ------------------------------------------------------------------------------------------

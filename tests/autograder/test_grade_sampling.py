@@ -19,7 +19,7 @@ import random
 
 import pytest
 import torch
-from grading import GradingError, expect_close, expect_shape, block
+from grading import GradingError, Unchanged, expect_close, expect_shape, block
 
 
 # The module, not the function: `minillm.generate` (the attribute) is the generate() function.
@@ -50,6 +50,15 @@ def _load_student_fn(student, monkeypatch, name: str, block_softmax: bool = Fals
     if block_softmax:
         block(monkeypatch, "torch.softmax", "torch.nn.functional.softmax", "torch.Tensor.softmax", "torch.special.softmax")
     return student.function("sampling", name)
+
+
+def _checked(fn, *args):
+    """``fn(*args)``, failing the test when the call changed any of its inputs (logits, prompt, model)
+    or torch's global random state: every function here draws only from the generator or seed it is given."""
+    inputs = Unchanged("its inputs (the logits, prompt or model it was given)", *args, rng=True)
+    got = fn(*args)
+    inputs.check(f"{getattr(fn, '__name__', 'your function')}(...)")
+    return got
 
 
 def _rng(grader_seed: int, salt: int) -> tuple[random.Random, torch.Generator]:
@@ -127,7 +136,7 @@ def test_softmax_with_temperature(student, monkeypatch, grader_seed):
     fn = _load_student_fn(student, monkeypatch, "softmax_with_temperature", block_softmax=True)
     for logits, temperature, expected in cases:
         what = f"softmax_with_temperature(logits of shape {tuple(logits.shape)}, {temperature:.3g})"
-        got = fn(logits.clone(), temperature)
+        got = _checked(fn, logits, temperature)
         _expect_tensor(got, what)
         expect_shape(got, tuple(logits.shape), what)
         sums = got.detach().double().sum(dim=-1)
@@ -159,7 +168,7 @@ def test_softmax_is_numerically_stable(student, monkeypatch, grader_seed):
     fn = _load_student_fn(student, monkeypatch, "softmax_with_temperature", block_softmax=True)
     what = (f"softmax_with_temperature(rows of logits around {[round(float(o)) for o in offsets]}, with -inf "
             f"entries, {temperature:.3g})")
-    got = fn(logits.clone(), temperature)
+    got = _checked(fn, logits, temperature)
     _expect_tensor(got, what)
     if torch.isnan(got).any():
         raise GradingError(f"{what}: the result holds NaN. exp() of a large logit is inf and inf / inf is NaN: "
@@ -259,7 +268,7 @@ def test_top_p_filter_edge_cases(student, monkeypatch, grader_seed):
     flat = 0.5 * torch.randn(2, vocab, generator=gen)   # no probability below 1e-3: p = 1 keeps all
     expected_peaked = _REF["top_p_filter"](peaked, p_small)
     fn = _load_student_fn(student, monkeypatch, "top_p_filter")
-    got = fn(peaked.clone(), p_small)
+    got = _checked(fn, peaked, p_small)
     what = f"top_p_filter(rows whose top token has probability > 0.99, p={p_small:.3f})"
     _expect_tensor(got, what)
     counts = torch.isfinite(got).sum(-1).tolist()
@@ -267,7 +276,7 @@ def test_top_p_filter_edge_cases(student, monkeypatch, grader_seed):
         raise GradingError(f"{what}: each row should keep exactly its most likely token (it alone reaches p); "
                            f"your rows keep {counts} tokens." + (" The most likely token must always be kept."
                                                                  if 0 in counts else ""))
-    got = fn(flat.clone(), 1.0)
+    got = _checked(fn, flat, 1.0)
     what = "top_p_filter(logits, p=1.0)"
     _expect_tensor(got, what)
     if not torch.isfinite(got).all():
@@ -285,7 +294,7 @@ def test_sample_greedy_at_temperature_zero(student, monkeypatch, grader_seed):
     logits = 2.0 * torch.randn(rng.randint(3, 8), rng.randint(10, 60), generator=gen)
     fn = _load_student_fn(student, monkeypatch, "sample")
     what = f"sample(logits of shape {tuple(logits.shape)}, temperature=0)"
-    got = fn(logits.clone(), 0.0, None, None, torch.Generator().manual_seed(rng.randrange(2**31)))
+    got = _checked(fn, logits, 0.0, None, None, torch.Generator().manual_seed(rng.randrange(2**31)))
     _expect_tensor(got, what)
     expect_shape(got, (logits.shape[0],), what)
     expect_close(got, logits.argmax(dim=-1), what + ": greedy decoding, the argmax of each row", atol=0, rtol=0)
@@ -316,29 +325,29 @@ def test_sample_reproducible_and_allowed(student, monkeypatch, grader_seed):
     fn = _load_student_fn(student, monkeypatch, "sample")
 
     what = f"sample({rows} copies of one row of logits, temperature=1.0, generator seeded {seed})"
-    first = fn(logits.clone(), 1.0, None, None, torch.Generator().manual_seed(seed))
+    first = _checked(fn, logits, 1.0, None, None, torch.Generator().manual_seed(seed))
     _expect_tensor(first, what)
     expect_shape(first, (rows,), what)
-    again = fn(logits.clone(), 1.0, None, None, torch.Generator().manual_seed(seed))
+    again = _checked(fn, logits, 1.0, None, None, torch.Generator().manual_seed(seed))
     if not torch.equal(first, again):
         raise GradingError(f"{what}: two calls with generators seeded alike gave different ids. Draw with the "
                            "generator you are given: torch.multinomial(probs, 1, generator=generator).")
     if torch.unique(first).numel() < 2:
         raise GradingError(f"{what}: all {rows} draws gave the same id; at temperature 1 the draws should vary "
                            "(is it taking the argmax instead of sampling?).")
-    ids = fn(logits.clone(), 1.2, k, None, torch.Generator().manual_seed(seed + 1))
+    ids = _checked(fn, logits, 1.2, k, None, torch.Generator().manual_seed(seed + 1))
     bad = sorted(set(ids.tolist()) - set(torch.nonzero(allowed_k).flatten().tolist()))
     if bad:
         raise GradingError(f"sample(..., temperature=1.2, top_k={k}): drew ids {bad[:5]} that are not among the "
                            f"{k} most likely tokens.")
-    ids = fn(logits.clone(), t_p, None, p, torch.Generator().manual_seed(seed + 2))
+    ids = _checked(fn, logits, t_p, None, p, torch.Generator().manual_seed(seed + 2))
     bad = sorted(set(ids.tolist()) - set(torch.nonzero(allowed_p).flatten().tolist()))
     if bad:
         raise GradingError(f"sample(..., temperature={t_p:.3f}, top_p={p:.3f}): drew ids {bad[:5]} outside the "
                            "nucleus (apply the temperature first, then the filter, to the same logits).")
     what = (f"sample(3 rows of logits around 2000, -2000 and 0 (std 300), temperature={t_low:.3f}, "
             f"generator seeded {seed + 3})")
-    got = fn(huge.clone(), t_low, None, None, torch.Generator().manual_seed(seed + 3))
+    got = _checked(fn, huge, t_low, None, None, torch.Generator().manual_seed(seed + 3))
     _expect_tensor(got, what)
     expect_close(got, top, what + ": each row's runner-up is > 2000 nats behind, so every draw is the row's "
                  "argmax. (Subtract each row's max before exp(), or use your softmax: exp of 1e5 overflows "
@@ -377,7 +386,7 @@ def test_sampling_frequencies(student, monkeypatch, grader_seed):
     for i, (row, temperature, top_k, top_p, probs) in enumerate(cases):
         what = (f"sampling_frequencies(logits of {vocab} tokens, n_draws={n}, seed={seed + i}, temperature="
                 f"{temperature:.3f}, top_k={top_k}, top_p={None if top_p is None else round(top_p, 4)})")
-        got = fn(row.clone(), n, seed + i, temperature, top_k, top_p)
+        got = _checked(fn, row, n, seed + i, temperature, top_k, top_p)
         _expect_tensor(got, what)
         expect_shape(got, (vocab,), what)
         freq = got.detach().double()
@@ -404,8 +413,8 @@ def test_sampling_frequencies(student, monkeypatch, grader_seed):
                 f"(6 standard errors).{hint}\n  expected {[round(float(v), 4) for v in probs]}\n"
                 f"  got      {[round(float(v), 4) for v in freq]}")
     row, temperature = cases[0][0], cases[0][1]
-    first = fn(row.clone(), n, seed, temperature, None, None)
-    second = fn(row.clone(), n, seed, temperature, None, None)
+    first = _checked(fn, row, n, seed, temperature, None, None)
+    second = _checked(fn, row, n, seed, temperature, None, None)
     if not torch.equal(torch.as_tensor(first), torch.as_tensor(second)):
         raise GradingError("sampling_frequencies: two calls with the same seed gave different frequencies. Make ONE "
                            "torch.Generator().manual_seed(seed) and draw with it.")
@@ -446,7 +455,7 @@ def test_generate_greedy(student, monkeypatch, grader_seed, tiny_model, tiny_tok
     reference = _REF["generate"](tiny_model, prompt, n_new, temperature=0.0)
     fn = _load_student_fn(student, monkeypatch, "generate")
     what = f"generate(model, prompt of {len(prompt)} ids, max_new_tokens={n_new}, temperature=0)"
-    got = fn(tiny_model, list(prompt), n_new, 0.0)
+    got = _checked(fn, tiny_model, list(prompt), n_new, 0.0)
     if isinstance(got, torch.Tensor):
         got = got.reshape(-1).tolist()
     if not isinstance(got, (list, tuple)) or len(got) != n_new:
@@ -470,16 +479,16 @@ def test_generate_seeded_sampling(student, monkeypatch, grader_seed, tiny_model,
     vocab = tiny_model.config.vocab_size
     fn = _load_student_fn(student, monkeypatch, "generate")
     what = f"generate(model, prompt, max_new_tokens={n_new}, temperature=1.0, seed={seed})"
-    first = fn(tiny_model, list(prompt), n_new, 1.0, None, None, seed)
+    first = _checked(fn, tiny_model, list(prompt), n_new, 1.0, None, None, seed)
     first = first.reshape(-1).tolist() if isinstance(first, torch.Tensor) else [int(t) for t in first]
     if len(first) != n_new or not all(0 <= t < vocab for t in first):
         raise GradingError(f"{what}: expected {n_new} new ids in 0..{vocab - 1}, got {first}.")
-    second = fn(tiny_model, list(prompt), n_new, 1.0, None, None, seed)
+    second = _checked(fn, tiny_model, list(prompt), n_new, 1.0, None, None, seed)
     second = second.reshape(-1).tolist() if isinstance(second, torch.Tensor) else [int(t) for t in second]
     if first != second:
         raise GradingError(f"{what}: two calls with the same seed gave {first} and {second}. Create one "
                            "torch.Generator().manual_seed(seed) before the loop and pass it to every draw.")
-    others = [fn(tiny_model, list(prompt), n_new, 1.0, None, None, seed + k) for k in (1, 2)]
+    others = [_checked(fn, tiny_model, list(prompt), n_new, 1.0, None, None, seed + k) for k in (1, 2)]
     others = [o.reshape(-1).tolist() if isinstance(o, torch.Tensor) else [int(t) for t in o] for o in others]
     # Three seeds giving one sequence of 8+ tokens from this model's flat-ish softmax: chance ~1e-9.
     if first == others[0] == others[1]:
@@ -487,7 +496,7 @@ def test_generate_seeded_sampling(student, monkeypatch, grader_seed, tiny_model,
                            "generate must SAMPLE from the softmax (torch.multinomial with the seeded generator), "
                            "not take the argmax.")
     what_k1 = f"generate(model, prompt, max_new_tokens={n_new}, temperature=1.0, top_k=1, seed={seed})"
-    only_top = fn(tiny_model, list(prompt), n_new, 1.0, 1, None, seed)
+    only_top = _checked(fn, tiny_model, list(prompt), n_new, 1.0, 1, None, seed)
     only_top = only_top.reshape(-1).tolist() if isinstance(only_top, torch.Tensor) else [int(t) for t in only_top]
     if len(only_top) != n_new:
         raise GradingError(f"{what_k1}: expected {n_new} new ids, got {len(only_top)}.")
