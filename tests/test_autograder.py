@@ -119,6 +119,24 @@ def test_every_unit_has_mistakes():
     assert units_with_tests <= covered, f"units without a mistake in mistakes/: {sorted(units_with_tests - covered)}"
 
 
+def test_readme_catalogue_matches_the_folder():
+    """README's "The N in the catalogue today" and its table (one '; '-separated entry per mistake)
+    count what tests/autograder/mistakes/ holds, per unit, so the two cannot drift apart."""
+    import re
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### The mistakes catalogue"):]
+    section = section[: section.index("\n## ")]
+    total = re.search(r"The (\d+) in the\s+catalogue today", section)
+    assert total, "README's catalogue section lost its 'The N in the catalogue today' sentence"
+    assert int(total.group(1)) == len(MISTAKES), (
+        f"README says {total.group(1)} mistakes, tests/autograder/mistakes/ holds {len(MISTAKES)}")
+    rows = dict(re.findall(r"^\| (\w+) \| (.+) \|$", section, flags=re.M))
+    rows.pop("unit", None)
+    per_unit = {unit: sum(p.name.startswith(unit + "__") for p in MISTAKES) for unit in UNITS}
+    in_readme = {unit: len(rows.get(unit, "").split("; ")) if unit in rows else 0 for unit in UNITS}
+    assert in_readme == per_unit, f"README's catalogue table lists {in_readme}, the folder holds {per_unit}"
+
+
 def _fresh_seeds(n: int) -> list[int]:
     import random
     return [random.SystemRandom().randrange(1, 2**31 - 1) for _ in range(n)]

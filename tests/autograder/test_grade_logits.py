@@ -40,6 +40,45 @@ def _ref_logits(model, tokenizer, text: str) -> torch.Tensor:
         return model(torch.tensor([tokenizer.encode(text)]))[0].float()   # (n, vocab)
 
 
+SPACE = "\u2581"       # "▁", SentencePiece's mark for a space
+
+
+@pytest.fixture(scope="module")
+def sentencepiece_tokenizer(tmp_path_factory, story_texts, tiny_model_config):
+    """A SentencePiece-style (Llama, stories260K) tokenizer trained here on the kit's own stories, with
+    the tiny model's vocabulary size so the tiny model can read its ids: a space becomes "▁" and the
+    text gets one in front; <unk>, <s>, </s>, then the 256 byte tokens <0x00>..<0xFF> for byte
+    fallback, then the learned pieces. Its decoder strips the leading space of a text, so
+    ``decode([id])`` of a word-initial piece loses the space that ``token_text(id)`` keeps.
+    (Built from data/texts, never ../shared: students grade offline.)"""
+    import json
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from minillm import load_tokenizer
+    specials = ["<unk>", "<s>", "</s>"]
+    byte_tokens = [f"<0x{b:02X}>" for b in range(256)]
+    learned = tiny_model_config.vocab_size - len(specials) - len(byte_tokens)
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend(SPACE), normalizers.Replace(" ", SPACE)])
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SPACE, prepend_scheme="never")
+    tokenizer.decoder = decoders.Sequence([decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse(),
+                                           decoders.Strip(" ", 1, 0)])
+    trainer = trainers.BpeTrainer(vocab_size=len(specials) + learned, special_tokens=specials,
+                                  limit_alphabet=learned // 2, show_progress=False)
+    tokenizer.train_from_iterator(list(story_texts), trainer)
+    # Put the byte tokens into the model's vocabulary (ids 3..258), the learned pieces after them.
+    raw = json.loads(tokenizer.to_str())
+    pieces = [t for t, _ in sorted(raw["model"]["vocab"].items(), key=lambda kv: kv[1]) if t not in specials]
+    raw["model"]["vocab"] = {t: i for i, t in enumerate(specials + byte_tokens + pieces)}
+    folder = tmp_path_factory.mktemp("sentencepiece_tokenizer")
+    (folder / "tokenizer.json").write_text(json.dumps(raw), encoding="utf-8")
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
+              "unk_token": "<unk>", "add_bos_token": False, "add_eos_token": False}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    loaded = load_tokenizer(folder)
+    assert loaded.vocab_size <= tiny_model_config.vocab_size, "autograder: SentencePiece fixture too large"
+    return loaded
+
+
 @pytest.mark.graded(points=3, objective="LOG-1", level="P")
 def test_next_token_logits(student, tiny_model, tiny_tokenizer, story_texts, grader_seed):
     fn = student.function("logits", "next_token_logits")
@@ -104,7 +143,7 @@ def test_most_likely_next_token(student, tiny_model, tiny_tokenizer, story_texts
 
 
 @pytest.mark.graded(points=3, objective="LOG-4", level="M")
-def test_predict_next_tokens(student, tiny_model, tiny_tokenizer, story_texts, grader_seed):
+def test_predict_next_tokens(student, tiny_model, tiny_tokenizer, story_texts, grader_seed, sentencepiece_tokenizer):
     fn = student.function("logits", "predict_next_tokens")
     rng = _rng(grader_seed, "topk")
     for _ in range(3):
@@ -131,6 +170,25 @@ def test_predict_next_tokens(student, tiny_model, tiny_tokenizer, story_texts, g
             raise GradingError(f"{what}: your {k} probabilities sum to 1: they were re-normalised over the k "
                                "tokens. Take the softmax over the whole vocabulary, then keep the top k.")
         expect_close(got_probs, top.values, f"{what}: the probabilities", **PROB_TOL)
+    # The same on a SentencePiece-style tokenizer, with a text whose table holds a word-initial piece:
+    # there decode([id]) drops the piece's leading space, and the contract's token_text(id) keeps it.
+    sp = sentencepiece_tokenizer
+    for _ in range(50):
+        text, k = random_text(rng, story_texts, 20, 200), rng.randint(8, 15)
+        top = torch.topk(torch.softmax(_ref_logits(tiny_model, sp, text)[-1], dim=-1), k)
+        ids = top.indices.tolist()
+        if any(sp.token_text(i) != sp.decode([i]) for i in ids):
+            break
+    expected_tokens = [sp.token_text(i) for i in ids]
+    what = f"predict_next_tokens(model, a SentencePiece-style tokenizer, {text!r}, k={k})"
+    got = fn(tiny_model, sp, text, k)
+    tokens = [row[0] for row in got] if isinstance(got, (list, tuple)) else got
+    if tokens != expected_tokens:
+        hint = ""
+        if tokens == [sp.decode([i]) for i in ids]:
+            hint = (" You decoded each id alone (tokenizer.decode([id])): a SentencePiece decoder strips the "
+                    "space at the start of a text, so ' the' comes out as 'the'. Use tokenizer.token_text(id).")
+        raise GradingError(f"{what}: expected the tokens {expected_tokens}, got {tokens}.{hint}")
 
 
 @pytest.mark.graded(points=2, objective="LOG-5", level="E")
