@@ -21,7 +21,7 @@ import pytest
 import torch
 
 import minillm.model as mm
-from grading import GradingError, expect_close, expect_shape, block
+from grading import GradingError, Unchanged, expect_close, expect_shape, block
 from minillm.config import ModelConfig
 from minillm.weights import checkpoint_name
 
@@ -54,7 +54,16 @@ def _load_student_fn(student, monkeypatch, name: str):
                          ("rms_norm", "rope_cos_sin", "apply_rope", "softmax", "attention", "swiglu_mlp",
                           "decoder_block", "forward")))
     block(monkeypatch, "torch.nn.functional.scaled_dot_product_attention", "torch.nn.functional.rms_norm")
-    return student.function("architecture", name)
+    fn = student.function("architecture", name)
+
+    def checked(*args, **kwargs):
+        """The call, failing when it changed its inputs (tensors, the weights dict) or torch's global RNG."""
+        inputs = Unchanged("its inputs (the tensors or the weights dict it was given)", *args, *kwargs.values(),
+                           rng=True)
+        got = fn(*args, **kwargs)
+        inputs.check(f"{name}(...)")
+        return got
+    return checked
 
 
 def _rng(grader_seed: int, salt: int) -> tuple[random.Random, torch.Generator]:

@@ -11,7 +11,7 @@ import random
 
 import pytest
 import torch
-from grading import GradingError, expect_close, expect_shape, random_text
+from grading import GradingError, Unchanged, expect_close, expect_shape, random_text
 
 pytestmark = pytest.mark.logits
 
@@ -33,6 +33,15 @@ PROB_TOL = dict(atol=1e-5, rtol=1e-4)
 
 def _rng(grader_seed: int, salt: str) -> random.Random:
     return random.Random(f"{grader_seed}-logits-{salt}")
+
+
+def _checked(fn, *args):
+    """``fn(*args)``, failing when the call changed the model's weights or torch's global random state
+    (reading logits must leave both alone)."""
+    inputs = Unchanged("the model's weights", *args, rng=True)
+    got = fn(*args)
+    inputs.check(f"{getattr(fn, '__name__', 'your function')}(model, ...)")
+    return got
 
 
 def _ref_logits(model, tokenizer, text: str) -> torch.Tensor:
@@ -85,7 +94,7 @@ def test_next_token_logits(student, tiny_model, tiny_tokenizer, story_texts, gra
     rng = _rng(grader_seed, "next")
     for _ in range(3):
         text = random_text(rng, story_texts, 20, 200)
-        got = fn(tiny_model, tiny_tokenizer, text)
+        got = _checked(fn, tiny_model, tiny_tokenizer, text)
         expect_shape(got, (tiny_model.config.vocab_size,), f"next_token_logits(model, tokenizer, {text!r})")
         ref = _ref_logits(tiny_model, tiny_tokenizer, text)
         expected = ref[-1]
@@ -105,7 +114,7 @@ def test_next_token_distributions(student, tiny_model, tiny_tokenizer, story_tex
         text = random_text(rng, story_texts, 30, 200)
         n = len(tiny_tokenizer.encode(text))
         what = f"next_token_distributions(model, tokenizer, {text!r})"
-        got = fn(tiny_model, tiny_tokenizer, text)
+        got = _checked(fn, tiny_model, tiny_tokenizer, text)
         expect_shape(got, (n, tiny_model.config.vocab_size), what)
         row_sums = torch.as_tensor(got).detach().double().sum(-1)
         # A sum of ~320 float32 probabilities: rounding stays far below 1e-4.
@@ -123,7 +132,7 @@ def test_most_likely_next_token(student, tiny_model, tiny_tokenizer, story_texts
     for _ in range(3):
         text = random_text(rng, story_texts, 20, 200)
         what = f"most_likely_next_token(model, tokenizer, {text!r})"
-        got = fn(tiny_model, tiny_tokenizer, text)
+        got = _checked(fn, tiny_model, tiny_tokenizer, text)
         if not isinstance(got, (tuple, list)) or len(got) != 2:
             raise GradingError(f"{what} should return a tuple (token, probability); got {got!r}.")
         token, prob = got
@@ -150,7 +159,7 @@ def test_predict_next_tokens(student, tiny_model, tiny_tokenizer, story_texts, g
         text = random_text(rng, story_texts, 20, 200)
         k = rng.randint(2, 12)
         what = f"predict_next_tokens(model, tokenizer, {text!r}, k={k})"
-        got = fn(tiny_model, tiny_tokenizer, text, k)
+        got = _checked(fn, tiny_model, tiny_tokenizer, text, k)
         if not isinstance(got, (list, tuple)) or len(got) != k:
             raise GradingError(f"{what} should return a list of {k} (token, probability) tuples; got "
                                f"{type(got).__name__} of length {len(got) if hasattr(got, '__len__') else '?'}.")
@@ -181,7 +190,7 @@ def test_predict_next_tokens(student, tiny_model, tiny_tokenizer, story_texts, g
             break
     expected_tokens = [sp.token_text(i) for i in ids]
     what = f"predict_next_tokens(model, a SentencePiece-style tokenizer, {text!r}, k={k})"
-    got = fn(tiny_model, sp, text, k)
+    got = _checked(fn, tiny_model, sp, text, k)
     tokens = [row[0] for row in got] if isinstance(got, (list, tuple)) else got
     if tokens != expected_tokens:
         hint = ""
@@ -197,14 +206,14 @@ def test_edge_cases(student, tiny_model, tiny_tokenizer, story_texts, grader_see
     rng = _rng(grader_seed, "edge")
     # A text of exactly one token: its only position is the last one.
     one = next(t for t in (" the", " was", "The", "a", ".") if len(tiny_tokenizer.encode(t)) == 1)
-    got = fn(tiny_model, tiny_tokenizer, one)
+    got = _checked(fn, tiny_model, tiny_tokenizer, one)
     expect_shape(got, (tiny_model.config.vocab_size,), f"next_token_logits on the one-token text {one!r}")
     expect_close(got, _ref_logits(tiny_model, tiny_tokenizer, one)[-1],
                  f"next_token_logits on the one-token text {one!r}", **LOGITS_TOL)
     # A long text (a whole story or two: several hundred tokens) in one pass.
     i = rng.randrange(len(story_texts) - 1)
     long_text = story_texts[i] + "\n\n" + story_texts[i + 1]
-    got = fn(tiny_model, tiny_tokenizer, long_text)
+    got = _checked(fn, tiny_model, tiny_tokenizer, long_text)
     expect_close(got, _ref_logits(tiny_model, tiny_tokenizer, long_text)[-1],
                  f"next_token_logits on a text of {len(tiny_tokenizer.encode(long_text))} tokens", **LOGITS_TOL)
     if isinstance(got, torch.Tensor) and got.requires_grad:

@@ -318,8 +318,12 @@ def _run_train(student, tiny_model, tiny_tokenizer, story_texts, grader_seed, se
     train_ids, val_ids = _split(tiny_tokenizer, story_texts, grader_seed)
     model = copy.deepcopy(tiny_model).train()
     train = student.function("training", "train")
+    # train draws its batches from its own seeded generator: the caller's token ids and torch's global
+    # random state are left as they were.
+    inputs = Unchanged("the token ids it was given or torch's global random state", train_ids, val_ids, rng=True)
     history = train(model, train_ids, val_ids, steps=steps, batch_size=8, lr=LR, seed=seed,
                     seq_len=32, eval_every=10)
+    inputs.check(f"train(model, train_ids, val_ids, ..., seed={seed})")
     return history, model, val_ids
 
 
