@@ -105,7 +105,7 @@ def expect_float(got: Any, what: str = "the result") -> float:
     prints as ``tensor(3.2)``, and breaks ``json.dump`` and f-string formats downstream."""
     if isinstance(got, bool) or not isinstance(got, (float, int)):
         hint = " Convert it with float(...) or .item()." if hasattr(got, "item") else ""
-        raise GradingError(f"{what} should return a Python float; got a {describe(got)}.{hint}")
+        raise GradingError(f"{what}: expected a Python float (the contract says so), got a {describe(got)}.{hint}")
     return float(got)
 
 

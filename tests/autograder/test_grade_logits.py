@@ -11,7 +11,7 @@ import random
 
 import pytest
 import torch
-from grading import GradingError, Unchanged, expect_close, expect_shape, random_text
+from grading import GradingError, Unchanged, expect_close, expect_float, expect_shape, random_text
 
 pytestmark = pytest.mark.logits
 
@@ -149,6 +149,7 @@ def test_most_likely_next_token(student, tiny_model, tiny_tokenizer, story_texts
         if isinstance(prob, (int, float, torch.Tensor)) and float(prob) > 1.0:
             raise GradingError(f"{what}: the probability {float(prob):.4g} is above 1: did you return the logit?")
         expect_close(prob, probs[best], f"{what}: the probability of {expected_token!r}", **PROB_TOL)
+        expect_float(prob, f"{what}: the probability")                       # the contract: a Python float
 
 
 @pytest.mark.graded(points=3, objective="LOG-4", level="M")
@@ -174,6 +175,7 @@ def test_predict_next_tokens(student, tiny_model, tiny_tokenizer, story_texts, g
                 raise GradingError(f"{what}: the right tokens in the wrong order; put the most likely first.\n"
                                    f"  expected {expected_tokens}\n  got      {tokens}")
             raise GradingError(f"{what}: expected the tokens {expected_tokens}, got {tokens}.")
+        expect_float(got[0][1], f"{what}: the probability in row 0")          # the contract: Python floats
         got_probs = [float(row[1]) for row in got]
         if abs(sum(got_probs) - 1.0) < 1e-4 and abs(float(top.values.sum()) - 1.0) > 1e-3:
             raise GradingError(f"{what}: your {k} probabilities sum to 1: they were re-normalised over the k "

@@ -102,6 +102,7 @@ def test_surprise_table(student, forbid, tiny_model, tiny_tokenizer, story_texts
             raise GradingError(f"{what}: the tokens should be tokens 1..n-1 of the text, as "
                                f"tokenizer.token_text(id):\n  expected {expected_tokens[:8]}...\n  got      {tokens[:8]}...")
         surprises = [row[1] for row in got]
+        expect_float(surprises[0], f"{what}: the surprise of row 0")       # the contract: Python floats
         expect_close(surprises, [r.surprise for r in ref.rows], f"{what}: the surprises (nats)", **SURPRISE_TOL)
 
 
