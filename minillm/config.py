@@ -170,6 +170,9 @@ class ModelConfig:
             raw = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             raise ConfigError(f"{path} is not valid JSON: {err}") from err
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path} holds a JSON {type(raw).__name__}, not an object: a config.json is one "
+                              '{"key": value, ...} object (model_type, hidden_size, ...). Copy it from the model\'s hub page.')
         return cls.from_dict(raw, where=str(path))
 
 

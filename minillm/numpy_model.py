@@ -117,6 +117,9 @@ def load_weights(folder: str | Path) -> dict[str, np.ndarray]:
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         files = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        outside = [f for f in files if Path(f).is_absolute() or ".." in Path(f).parts]
+        if outside:   # an index may only name files its own folder holds
+            raise ValueError(f"{index} lists shard(s) outside {folder}: {outside}. Download the index again.")
     else:
         files = ["model.safetensors"]
     weights = {}

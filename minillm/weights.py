@@ -21,6 +21,7 @@ in OpenAI's original upload (``wte.weight``, ``h.0.attn.c_attn.weight`` ...). Bo
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -57,10 +58,14 @@ def weight_files(folder: Path) -> dict[str, Path]:
     index = folder / INDEX_FILE
     if index.is_file():
         try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        except (json.JSONDecodeError, KeyError) as err:
-            raise WeightsError(f"{index} is not a valid index: it needs a 'weight_map' object ({err}).") from err
-        files = {name: folder / shard for name, shard in weight_map.items()}
+            raw = json.loads(index.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise WeightsError(f"{index} is not valid JSON ({err}). Download it again.") from err
+        weight_map = raw.get("weight_map") if isinstance(raw, dict) else None
+        if not isinstance(weight_map, dict):
+            raise WeightsError(f"{index} is not a valid index: it needs a 'weight_map' object "
+                               '({"tensor name": "shard file", ...}). Download it again.')
+        files = {name: _shard_path(folder, shard, index) for name, shard in weight_map.items()}
         for shard in sorted(set(files.values())):
             if not shard.is_file():
                 raise WeightsError(f"{index} lists shard {shard.name}, but {shard} is missing. Download it again.")
@@ -81,6 +86,26 @@ def weight_files(folder: Path) -> dict[str, Path]:
         f"{folder} has no model.safetensors (nor {INDEX_FILE} for a sharded checkpoint). "
         "Put the checkpoint's safetensors file(s) next to its config.json."
     )
+
+
+def _shard_path(folder: Path, shard: object, index: Path) -> Path:
+    """``folder / shard`` for a shard file name the index lists, refused unless it names a file
+    inside ``folder``: a plain relative path with no ``..`` part, not absolute.
+
+    The check is on the name as written, not on where a symbolic link leads: the Hugging Face
+    cache stores every file of a snapshot folder as a link into its ``blobs/`` folder, and the
+    links a folder holds are its owner's choice. What an index must not do is reach, by its
+    own say, a file its folder does not hold (``../../secret``, ``/etc/passwd``).
+    """
+    if not isinstance(shard, str) or not shard:
+        raise WeightsError(f"{index} lists the shard {shard!r}: a shard must be a file name such as "
+                           "'model-00001-of-00002.safetensors'. Download the index again.")
+    path = Path(shard)
+    if path.is_absolute() or ".." in path.parts or Path(os.path.normpath(shard)).is_absolute():
+        raise WeightsError(f"{index} lists the shard {shard!r}, which is outside the checkpoint folder {folder}. "
+                           "Shards must be files inside that folder; minillm opens no file elsewhere. "
+                           "Download the index again from a source you trust.")
+    return folder / path
 
 
 def _tensor_names(path: Path) -> list[str]:
