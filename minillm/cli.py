@@ -37,6 +37,7 @@ from .data import CATEGORIES
 from .generate import default_eos_token_ids, generate
 from .generation_config import GenerationConfig
 from .hub import SourceError
+from .safe_io import build_then_move, check_output_file, check_output_folder, refuse_to_overwrite
 from .loading import DTYPES, load_model
 from .tokenizer import TokenizerError, load_tokenizer
 from .weights import WeightsError
@@ -357,7 +358,7 @@ def cmd_make_exercises(args: argparse.Namespace) -> None:
                 raise ValueError("exercises/ or the notebooks are out of date; run `minillm make-exercises`:\n  " + "\n  ".join(problems))
             print(f"{EXERCISES_DIR} is in sync with {SOLUTIONS_DIR}.")
             return
-        for path in make_exercises():
+        for path in make_exercises(force=args.force):
             print(f"wrote {path}")
     except FileNotFoundError as err:
         raise ValueError(str(err)) from err
@@ -367,6 +368,9 @@ def cmd_grade(args: argparse.Namespace) -> None:
     """Grade every submission folder with the autograder, one subprocess each; write a CSV."""
     from .grade import grade_class
 
+    check_output_file(args.out)   # before grading a whole class, not after
+    if not args.overwrite:
+        refuse_to_overwrite(args.out, "grades")
     rows = grade_class(args.submissions, args.out, timeout=args.timeout, autograder=args.autograder,
                        progress=True, units=args.units, time_limit_scale=args.time_limit_scale)
     print(f"wrote {args.out} ({len(rows)} submissions)")
@@ -413,10 +417,13 @@ def _context(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> None:
     """Train a small model on text files; write the checkpoint folder and its loss curves."""
-    from . import plots
     from .train import TrainConfig, resume, train
 
     _set_threads(args)
+    if not args.resume:   # before any work: --out must be writable, and not hold a checkpoint to lose
+        check_output_folder(args.out)
+        if not args.overwrite:
+            refuse_to_overwrite(args.out, "files (a checkpoint?)")
     texts = _read_texts(args.data)
     if args.resume:
         if args.init is not None:
@@ -424,6 +431,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                              "Give one of them.")
         print(f"resuming the run in {args.out} on {len(texts)} documents")
         result = resume(args.out, texts, until=args.until, progress=args.progress, steps=args.steps)
+        curves = _plot_run(result)
     else:
         config = TrainConfig(
             architecture=args.architecture, vocab_size=args.vocab_size, hidden_size=args.hidden,
@@ -436,8 +444,10 @@ def cmd_train(args: argparse.Namespace) -> None:
             val_fraction=args.val_fraction, seed=args.seed, bf16=args.bf16, compile=args.compile,
         )
         print(f"training on {len(texts)} documents")
-        result = train(texts, config, args.out, tokenizer=args.tokenizer, until=args.until, progress=args.progress,
-                       init=args.init)
+        with build_then_move(args.out) as partial:   # a run that fails leaves --out as it was
+            result = train(texts, config, partial, tokenizer=args.tokenizer, until=args.until, progress=args.progress,
+                           init=args.init)
+            curves = args.out / _plot_run(result).name
     for note in result.notes:
         print(note)
     last = result.history[-1]
@@ -448,10 +458,17 @@ def cmd_train(args: argparse.Namespace) -> None:
     if result.compile_seconds is not None:
         print(f"torch.compile: compiling took {result.compile_seconds:.1f} s (the first step, left out of the "
               "rate above); run without --compile to compare the ms per step.")
-    print(f"wrote {result.folder}")
+    print(f"wrote {args.out}")
+    print(f"wrote {curves}")
+
+
+def _plot_run(result) -> Path:
+    """loss_curves.png in the run's folder, its first point labelled with where the run started."""
+    from . import plots
+
     started_from = json.loads((result.folder / "trainer_state.json").read_text(encoding="utf-8")).get("init")
     start = "untrained" if started_from is None else f"{started_from} at step 0"
-    print(f"wrote {plots.plot_loss_curves(result.history, result.folder / 'loss_curves.png', start_label=start)}")
+    return plots.plot_loss_curves(result.history, result.folder / "loss_curves.png", start_label=start)
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
@@ -495,6 +512,8 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, nargs="+", metavar="FILE",
                         help="text files, documents separated by <|endoftext|> (default: the bundled stories)")
     parser.add_argument("--out", type=Path, default=Path("trained-model"), help="checkpoint folder to write")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace what --out already holds (without it, an existing checkpoint is kept)")
     parser.add_argument("--tokenizer", type=Path, metavar="FOLDER",
                         help="use this folder's tokenizer.json (default: train a byte-level BPE tokenizer)")
     parser.add_argument("--architecture", default=C.architecture, choices=["transformer", "mlp", "gpt2"],
@@ -785,12 +804,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     stubs = commands.add_parser("make-exercises", formatter_class=HelpFormatter, help="write exercises/ (stubs) from solutions/")
     stubs.add_argument("--check", action="store_true", help="only check that exercises/ is up to date (exit 1 if not)")
+    stubs.add_argument("--force", action="store_true",
+                       help="replace exercise files edited since they were generated (a student's edits are lost)")
     stubs.set_defaults(run=cmd_make_exercises)
 
     grade = commands.add_parser("grade", formatter_class=HelpFormatter,
                                 help="grade a class: one folder of unit modules or notebooks per student")
     grade.add_argument("submissions", type=Path, help="folder with one subfolder per student")
     grade.add_argument("--out", type=Path, default=Path("grades.csv"), help="CSV to write")
+    grade.add_argument("--overwrite", action="store_true", help="replace an existing --out CSV")
     grade.add_argument("--timeout", type=float, default=600.0,
                        help="seconds one student's whole grading run may take")
     grade.add_argument("--units", default=None, metavar="UNIT,UNIT",

@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
+import json
 import re
 import sys
 from dataclasses import dataclass
@@ -53,6 +55,7 @@ END = "# END SOLUTION"
 REPO = Path(__file__).resolve().parents[1]
 SOLUTIONS_DIR = REPO / "solutions"
 EXERCISES_DIR = REPO / "exercises"
+GENERATED = ".generated.json"   # in exercises/: the SHA-256 of each file as make_exercises last wrote it
 NOTEBOOK_SOURCES = "notebooks"   # solutions/notebooks/<unit>.py: the notebook sources
 STUDENT_ANSWER = "*Your answer here.*"
 
@@ -129,7 +132,8 @@ def _solution_files(solutions_dir: Path) -> list[Path]:
     return sorted(p for p in solutions_dir.glob("*.py") if p.is_file())
 
 
-def make_exercises(solutions_dir: str | Path = SOLUTIONS_DIR, exercises_dir: str | Path = EXERCISES_DIR) -> list[Path]:
+def make_exercises(solutions_dir: str | Path = SOLUTIONS_DIR, exercises_dir: str | Path = EXERCISES_DIR,
+                   force: bool = False) -> list[Path]:
     """Write the stub of every ``solutions_dir/*.py`` into ``exercises_dir`` (created if needed),
     and the two notebooks of every notebook source (``solutions_dir/notebooks/<unit>.py``):
     ``solutions_dir/<unit>.ipynb`` and ``exercises_dir/<unit>.ipynb``.
@@ -137,16 +141,48 @@ def make_exercises(solutions_dir: str | Path = SOLUTIONS_DIR, exercises_dir: str
     Returns the files, in path order. Files whose stub is unchanged are left
     untouched; exercise files without a solution are left in place (out_of_sync names them).
     Everything is generated before anything is written, so a malformed marker writes nothing.
+
+    A file of ``exercises_dir`` is replaced only if it is unchanged since make_exercises wrote it
+    (its SHA-256 is the one recorded in ``exercises_dir/.generated.json``), so regenerating after
+    editing a solution just works. A file edited since (a student's work), or one with no record,
+    is kept: unless ``force``, nothing is written and StubError names those files.
     """
     solutions_dir, exercises_dir = Path(solutions_dir), Path(exercises_dir)
     texts = {exercises_dir / path.name: make_stub(path.read_text(encoding="utf-8"), str(path))
              for path in _solution_files(solutions_dir)}
     texts.update(_notebook_texts(solutions_dir, exercises_dir))
+    students = {target: text for target, text in texts.items() if target.parent == exercises_dir}
+    generated = _generated_hashes(exercises_dir)
+    edited = []
+    for target, text in students.items():
+        current = target.read_text(encoding="utf-8") if target.is_file() else text
+        if current != text and generated.get(target.name) != _sha256(current):
+            edited.append(target)
+    if edited and not force:
+        raise StubError(f"{len(edited)} exercise file(s) were edited since they were generated (or have no record in "
+                        f"{exercises_dir / GENERATED}), so they may hold a student's work: "
+                        f"{', '.join(map(str, edited))}. Nothing was written. Copy them somewhere safe, or pass "
+                        "--force (force=True) to replace them.")
     exercises_dir.mkdir(parents=True, exist_ok=True)
     for target, text in texts.items():
         if not target.is_file() or target.read_text(encoding="utf-8") != text:
             target.write_text(text, encoding="utf-8")
+    hashes = {target.name: _sha256(text) for target, text in students.items()}
+    (exercises_dir / GENERATED).write_text(json.dumps(hashes, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     return sorted(texts)
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _generated_hashes(exercises_dir: Path) -> dict[str, str]:
+    """{file name: SHA-256} of the files make_exercises last wrote; {} when there is no readable record."""
+    try:
+        hashes = json.loads((exercises_dir / GENERATED).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return hashes if isinstance(hashes, dict) else {}
 
 
 def out_of_sync(solutions_dir: str | Path = SOLUTIONS_DIR, exercises_dir: str | Path = EXERCISES_DIR) -> list[str]:
@@ -356,7 +392,8 @@ def _notebook_texts(solutions_dir: Path, exercises_dir: Path) -> dict[Path, str]
     return texts
 
 
-def run(check: bool, solutions_dir: Path = SOLUTIONS_DIR, exercises_dir: Path = EXERCISES_DIR) -> int:
+def run(check: bool, solutions_dir: Path = SOLUTIONS_DIR, exercises_dir: Path = EXERCISES_DIR,
+        force: bool = False) -> int:
     """The command: generate (or only check) and print what happened; returns the exit status."""
     if check:
         problems = out_of_sync(solutions_dir, exercises_dir)
@@ -367,7 +404,7 @@ def run(check: bool, solutions_dir: Path = SOLUTIONS_DIR, exercises_dir: Path = 
             return 1
         print(f"{exercises_dir} is in sync with {solutions_dir}.")
         return 0
-    for path in make_exercises(solutions_dir, exercises_dir):
+    for path in make_exercises(solutions_dir, exercises_dir, force):
         print(f"wrote {path}")
     return 0
 
@@ -376,11 +413,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minillm.stubs",
                                      description="Make exercises/ and the notebooks from solutions/.")
     parser.add_argument("--check", action="store_true", help="only check that exercises/ and the notebooks are up to date (exit 1 if not)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace exercise files edited since they were generated (a student's edits are lost)")
     parser.add_argument("--solutions", type=Path, default=SOLUTIONS_DIR, help="default: %(default)s")
     parser.add_argument("--exercises", type=Path, default=EXERCISES_DIR, help="default: %(default)s")
     args = parser.parse_args(argv)
     try:
-        return run(args.check, args.solutions, args.exercises)
+        return run(args.check, args.solutions, args.exercises, args.force)
     except (StubError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -151,6 +151,9 @@ class TrainConfig:
                              "the position table needs a row for every position of a window.")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be between 0 and 1; got {self.val_fraction}.")
+        for name in ("learning_rate", "min_lr_ratio", "weight_decay", "grad_clip", "val_fraction"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number; got {getattr(self, name)!r}.")
         if self.learning_rate < 0 or self.weight_decay < 0 or self.grad_clip < 0 or self.warmup_steps < 0:
             raise ValueError("learning_rate, weight_decay, grad_clip and warmup_steps must be >= 0.")
         if not 0 <= self.min_lr_ratio <= 1:

@@ -10,7 +10,10 @@ import pytest
 
 import minillm
 from minillm import numpy_model
+from minillm.cli import main as cli_main
 from minillm.config import ConfigError
+from minillm.data import bundled_texts
+from minillm.stubs import main as stubs_main, make_exercises
 from minillm.weights import WeightsError
 from checkpoints import make_checkpoint
 
@@ -68,3 +71,80 @@ def test_config_that_is_a_json_list_names_the_file(sharded, tmp_path):
     (folder / "config.json").write_text('[{"model_type": "qwen2"}]')
     with pytest.raises(ConfigError, match=r"config\.json holds a JSON list, not an object"):
         minillm.load_model(folder)
+
+
+# ---- data loss -----------------------------------------------------------------------------------
+
+TINY_RUN = ["--vocab-size", "280", "--hidden", "16", "--layers", "1", "--heads", "2", "--kv-heads", "1",
+            "--intermediate", "32", "--context", "16", "--steps", "2", "--batch-size", "2", "--warmup", "1",
+            "--eval-every", "2", "--no-progress", "--threads", "1"]
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    data = root / "stories.txt"
+    data.write_text("\n<|endoftext|>\n".join(bundled_texts("stories")[:12]), encoding="utf-8")
+    out = root / "model"
+    assert cli_main(["train", "--data", str(data), "--out", str(out), *TINY_RUN]) == 0
+    return data, out
+
+
+def test_train_refuses_to_replace_a_checkpoint_without_overwrite(trained, capsys):
+    data, out = trained
+    before = _snapshot(out)
+    assert cli_main(["train", "--data", str(data), "--out", str(out), *TINY_RUN]) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert _snapshot(out) == before
+
+
+@pytest.mark.parametrize("bad, words", [
+    (["--lr", "nan"], "learning_rate must be a finite number"),
+    # fails after the tokenizer is trained: before issue 15 it had already replaced tokenizer.json
+    (["--context", "100000"], "fewer than one window"),
+])
+def test_a_failed_run_leaves_the_old_checkpoint_whole(trained, capsys, bad, words):
+    data, out = trained
+    before = _snapshot(out)
+    assert cli_main(["train", "--data", str(data), "--out", str(out), *TINY_RUN, "--overwrite", *bad]) == 1
+    assert words in capsys.readouterr().err
+    assert _snapshot(out) == before
+    assert [p.name for p in out.parent.iterdir() if ".partial-" in p.name] == []   # no debris left next to it
+
+
+def test_train_into_a_file_is_refused_before_training(tmp_path, capsys):
+    out = tmp_path / "model"
+    out.write_text("my notes")
+    assert cli_main(["train", "--out", str(out), *TINY_RUN, "--overwrite"]) == 1
+    assert "is a file" in capsys.readouterr().err and out.read_text() == "my notes"
+
+
+def test_make_exercises_keeps_a_students_edits(tmp_path):
+    solutions, exercises = tmp_path / "solutions", tmp_path / "exercises"
+    solutions.mkdir()
+    (solutions / "unit.py").write_text('def f():\n    """Doc."""\n    # BEGIN SOLUTION\n    return 1\n    # END SOLUTION\n',
+                                       encoding="utf-8")
+    make_exercises(solutions, exercises)
+    work = "def f():\n    return 1  # my answer\n"
+    (exercises / "unit.py").write_text(work, encoding="utf-8")
+    assert stubs_main(["--solutions", str(solutions), "--exercises", str(exercises)]) == 1
+    assert (exercises / "unit.py").read_text(encoding="utf-8") == work
+    assert stubs_main(["--check", "--solutions", str(solutions), "--exercises", str(exercises)]) == 1   # unchanged
+    assert stubs_main(["--force", "--solutions", str(solutions), "--exercises", str(exercises)]) == 0
+    assert "my answer" not in (exercises / "unit.py").read_text(encoding="utf-8")
+
+
+def test_grade_refuses_to_replace_a_csv_before_grading(tmp_path, capsys):
+    (tmp_path / "subs" / "eve").mkdir(parents=True)
+    old = tmp_path / "grades.csv"
+    old.write_text("student,total\nann,10\n")
+    # --autograder points nowhere: a refusal that came only after grading would say "no autograder"
+    args = ["grade", str(tmp_path / "subs"), "--out", str(old), "--autograder", str(tmp_path / "nowhere")]
+    assert cli_main(args) == 1
+    assert "--overwrite" in capsys.readouterr().err and old.read_text() == "student,total\nann,10\n"
+    assert cli_main([*args, "--overwrite"]) == 1
+    assert "no autograder" in capsys.readouterr().err

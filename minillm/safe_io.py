@@ -1,0 +1,88 @@
+"""Writing a command's outputs without destroying a user's files.
+
+Three rules the ``minillm`` commands follow:
+
+* check where the outputs go before the work starts (:func:`check_output_folder`,
+  :func:`check_output_file`), so that an hour of scoring or a class's grading is not lost
+  to an ``--out`` that is a file or cannot be written;
+* never replace existing results unless the user says so (:func:`refuse_to_overwrite`);
+* build a folder completely in a temporary place next to it, and move it into place only
+  when it is whole (:func:`build_then_move`), so that a run that fails half-way leaves the
+  old folder (or none) rather than a corrupt one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def _writable_parent(path: Path, flag: str) -> None:
+    """The nearest existing folder above ``path`` must be a folder this process can write into."""
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{flag} {path}: {parent} is a file, not a folder. Choose another {flag}.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path}: cannot write into {parent} (permission denied). Choose another {flag}.")
+
+
+def check_output_folder(path: Path, flag: str = "--out") -> None:
+    """Raise ValueError, naming ``flag``, unless ``path`` is (or can be created as) a writable folder."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {path} is a file, but a folder is needed for the results. Choose another {flag}.")
+    if path.is_dir():
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ValueError(f"{flag} {path}: cannot write into this folder (permission denied). Choose another {flag}.")
+    else:
+        _writable_parent(path, flag)
+
+
+def check_output_file(path: Path, flag: str = "--out") -> None:
+    """Raise ValueError, naming ``flag``, unless ``path`` can be written as a file."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a folder, but a file name is needed, e.g. {path / 'grades.csv'}.")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"{flag} {path}: the file cannot be written (permission denied). Choose another {flag}.")
+    _writable_parent(path, flag)
+
+
+def refuse_to_overwrite(path: Path, what: str, flag: str = "--overwrite") -> None:
+    """Raise ValueError if ``path`` exists (a file, or a folder that is not empty): replacing it needs ``flag``."""
+    path = Path(path)
+    if path.is_file() or (path.is_dir() and any(path.iterdir())):
+        raise ValueError(f"{path} already holds {what}; refusing to replace it. Choose another --out, "
+                         f"or pass {flag} to replace it.")
+
+
+@contextmanager
+def build_then_move(target: Path) -> Iterator[Path]:
+    """Yield an empty temporary folder next to ``target``; when the block ends without an error,
+    move it to ``target`` (replacing a ``target`` folder that was there).
+
+    If the block raises, ``target`` is left as it was and the temporary folder is removed.
+    The temporary folder sits in ``target``'s own parent so that the final move is a rename on
+    one file system, never a copy.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        yield partial
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        os.replace(target, old / target.name)
+    os.replace(partial, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
