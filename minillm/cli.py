@@ -220,6 +220,7 @@ def cmd_scaling(args: argparse.Namespace) -> None:
     """Score the same stories with every model; write tables, a report and plots."""
     from .experiments.scaling import fit_sentence, run_scaling, save_results
 
+    check_output_folder(args.out)   # before the scoring, not after
     args.models, source = _scaling_setup(args)
     print(f"models: {', '.join(args.models)}")
     results = run_scaling(args.models, source, dtype=args.dtype, batch_tokens=args.batch_tokens, seed=args.seed,
@@ -322,6 +323,7 @@ def cmd_quantize(args: argparse.Namespace) -> None:
     from .experiments.quantization import perplexity_vs_bits
     from .experiments.scaling import write_csv
 
+    check_output_folder(args.out)   # before the scoring, not after
     model, tok = load_model(args.source, dtype="float32"), load_tokenizer(args.source)
     if args.n_texts < 1:
         raise ValueError(f"--texts {args.n_texts}: give at least 1 text to score.")

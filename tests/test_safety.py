@@ -148,3 +148,29 @@ def test_grade_refuses_to_replace_a_csv_before_grading(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err and old.read_text() == "student,total\nann,10\n"
     assert cli_main([*args, "--overwrite"]) == 1
     assert "no autograder" in capsys.readouterr().err
+
+
+# ---- outputs checked before the work -------------------------------------------------------------
+
+@pytest.mark.parametrize("command", [["quantize", "no/such-model"], ["scaling", "--offline", "--models", "no/such-model"]])
+def test_out_that_is_a_file_is_refused_before_any_model_is_loaded(tmp_path, capsys, command):
+    """The model does not exist: an --out checked only after the work would report the model instead."""
+    out = tmp_path / "results"
+    out.write_text("keep me")
+    assert cli_main([*command, "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"--out {out} is a file" in err and "no/such-model" not in err
+    assert out.read_text() == "keep me"
+
+
+def test_out_under_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("")
+    assert cli_main(["quantize", "no/such-model", "--out", str(tmp_path / "notes.txt" / "results")]) == 1
+    assert "notes.txt is a file, not a folder" in capsys.readouterr().err
+
+
+def test_grade_out_that_is_a_folder_is_refused_before_grading(tmp_path, capsys):
+    (tmp_path / "subs" / "eve").mkdir(parents=True)
+    assert cli_main(["grade", str(tmp_path / "subs"), "--out", str(tmp_path), "--overwrite",
+                     "--autograder", str(tmp_path / "nowhere")]) == 1
+    assert "is a folder, but a file name is needed" in capsys.readouterr().err
