@@ -38,8 +38,8 @@ from .generate import default_eos_token_ids, generate
 from .generation_config import GenerationConfig
 from .hub import SourceError
 from .safe_io import build_then_move, check_output_file, check_output_folder, refuse_to_overwrite
-from .loading import DTYPES, load_model
-from .tokenizer import TokenizerError, load_tokenizer
+from .loading import DTYPES, load_model_and_tokenizer
+from .tokenizer import TokenizerError
 from .weights import WeightsError
 
 
@@ -51,6 +51,36 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if "default" in (action.help or "") or action.nargs == 0:   # a flag is off unless given
             return action.help or ""
         return super()._get_help_string(action)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (``--top-k 0`` or ``--stories -3`` is refused, not run)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0 (``nan``, ``inf`` and negatives are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (``--timeout 0`` would fail every student)."""
+    value = non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be greater than 0, got 0")
+    return value
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -73,9 +103,7 @@ def _encode(tok, text: str, chat: bool) -> list[int]:
 @torch.inference_mode()
 def cmd_logits(args: argparse.Namespace) -> None:
     """Print the next-token table after the text: rank, token, id, logit, probability."""
-    if args.top_k < 1:
-        raise ValueError(f"--top-k must be at least 1; got {args.top_k}.")
-    model, tok = load_model(args.source, dtype=args.dtype, packed=True), load_tokenizer(args.source)
+    model, tok = load_model_and_tokenizer(args.source, dtype=args.dtype, packed=True)
     ids = _encode(tok, args.text, args.chat)
     logits = model(torch.tensor([ids]))[0, -1].float()       # (vocab,): scores for the next token
     probs = torch.softmax(logits, dim=-1)
@@ -92,7 +120,7 @@ def cmd_surprise(args: argparse.Namespace) -> None:
 
     if not args.text:
         raise ValueError("the text is empty: give a text to score, e.g. \"Once upon a time, there was a fox.\"")
-    model, tok = load_model(args.source, dtype=args.dtype, packed=True), load_tokenizer(args.source)
+    model, tok = load_model_and_tokenizer(args.source, dtype=args.dtype, packed=True)
     result = score(model, tok, args.text, context=args.context, top_k=args.top_k)
     print(f"{result.n_tokens} tokens scored ({result.protocol}); surprise = -log p(token | the tokens before it)")
     print(f"{'pos':>4}  {'token':<16} {'id':>7} {'nats':>7} {'bits':>7} {'prob':>7}  model's top {args.top_k}")
@@ -106,7 +134,7 @@ def cmd_surprise(args: argparse.Namespace) -> None:
 
 def cmd_generate(args: argparse.Namespace) -> None:
     """Stream a continuation of the prompt to stdout."""
-    model, tok = load_model(args.source, dtype=args.dtype, packed=True), load_tokenizer(args.source)
+    model, tok = load_model_and_tokenizer(args.source, dtype=args.dtype, packed=True)
     ids = _encode(tok, args.text, args.chat)
     printed = ""          # the prompt is printed with the first new token, once the settings have been checked
     new_ids: list[int] = []
@@ -324,9 +352,7 @@ def cmd_quantize(args: argparse.Namespace) -> None:
     from .experiments.scaling import write_csv
 
     check_output_folder(args.out)   # before the scoring, not after
-    model, tok = load_model(args.source, dtype="float32"), load_tokenizer(args.source)
-    if args.n_texts < 1:
-        raise ValueError(f"--texts {args.n_texts}: give at least 1 text to score.")
+    model, tok = load_model_and_tokenizer(args.source, dtype="float32")
     source = _texts_for(args, [args.source], args.n_texts, default="bundled")
     rows = perplexity_vs_bits(model, tok, source.texts, tuple(args.bits), tuple(args.schemes), args.group_size,
                               progress=args.progress)
@@ -633,7 +659,7 @@ def cmd_compare_architectures(args: argparse.Namespace) -> None:
 def _add_experiment_args(parser: argparse.ArgumentParser, tokens: int) -> None:
     parser.add_argument("--data", type=Path, nargs="+", metavar="FILE",
                         help="text files, documents separated by <|endoftext|> (default: synthetic stories)")
-    parser.add_argument("--stories", type=int, default=3000, help="without --data: how many synthetic stories")
+    parser.add_argument("--stories", type=positive_int, default=3000, help="without --data: how many synthetic stories")
     parser.add_argument("--out", type=Path, required=True, help="folder for the models, the CSV and the plot")
     parser.add_argument("--tokens", type=int, default=tokens, help="training tokens per model")
     parser.add_argument("--vocab-size", type=int, default=1024, help="BPE vocabulary to train")
@@ -708,7 +734,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     logits = commands.add_parser("logits", formatter_class=HelpFormatter, help="the most likely next tokens after a text")
     _add_model_args(logits)
-    logits.add_argument("--top-k", type=int, default=10, help="how many rows to show")
+    logits.add_argument("--top-k", type=positive_int, default=10, help="how many rows to show")
     logits.set_defaults(run=cmd_logits)
 
     surprise = commands.add_parser("surprise", formatter_class=HelpFormatter,
@@ -725,10 +751,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen = commands.add_parser("generate", formatter_class=HelpFormatter, help="continue a prompt")
     _add_model_args(gen)
     gen.add_argument("--max-new-tokens", type=int, default=50, help="stop after this many new tokens")
-    gen.add_argument("--temperature", type=float, default=None,
+    gen.add_argument("--temperature", type=non_negative_float, default=None,
                      help="0 = greedy; default: the checkpoint's generation_config.json (do_sample, temperature), "
                           "else 0")
-    gen.add_argument("--top-k", type=int, default=None,
+    gen.add_argument("--top-k", type=positive_int, default=None,
                      help="keep the k most likely tokens; default: generation_config.json's when it samples, else off")
     gen.add_argument("--top-p", type=float, default=None,
                      help="keep the nucleus of probability p; default: generation_config.json's when it samples, "
@@ -740,7 +766,7 @@ def build_parser() -> argparse.ArgumentParser:
     scaling.add_argument("--models", nargs="+", default=None,
                          help=f"checkpoint folders or hub ids (default: {' '.join(DEFAULT_SCALING_MODELS)}; "
                               "without network or cache, the tiny family in data/models)")
-    scaling.add_argument("--stories", type=int, default=50, help="how many stories")
+    scaling.add_argument("--stories", type=positive_int, default=50, help="how many stories")
     scaling.add_argument("--out", type=Path, default=Path("scaling-results"), help="folder for tables and plots")
     scaling.add_argument("--offline", action="store_true",
                          help="no network: the bundled stories, and models from folders or the local cache")
@@ -789,7 +815,7 @@ def build_parser() -> argparse.ArgumentParser:
     quant.add_argument("--schemes", nargs="+", default=["tensor", "channel", "group"],
                        choices=["tensor", "channel", "group"], help="one (zero point, scale) per tensor, row or group")
     quant.add_argument("--group-size", type=int, default=64, help="weights per group of the group scheme")
-    quant.add_argument("--texts", dest="n_texts", type=int, default=20, help="how many bundled texts to score")
+    quant.add_argument("--texts", dest="n_texts", type=positive_int, default=20, help="how many bundled texts to score")
     quant.add_argument("--category", choices=CATEGORIES, default=None,
                        help="which bundled texts (default: stories the model never trained on)")
     quant.add_argument("--include-seen", action="store_true",
@@ -815,7 +841,7 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("submissions", type=Path, help="folder with one subfolder per student")
     grade.add_argument("--out", type=Path, default=Path("grades.csv"), help="CSV to write")
     grade.add_argument("--overwrite", action="store_true", help="replace an existing --out CSV")
-    grade.add_argument("--timeout", type=float, default=600.0,
+    grade.add_argument("--timeout", type=positive_float, default=600.0,
                        help="seconds one student's whole grading run may take")
     grade.add_argument("--units", default=None, metavar="UNIT,UNIT",
                        help="grade only these units, comma-separated, e.g. logits,perplexity (default: all)")

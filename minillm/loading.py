@@ -13,6 +13,7 @@ from .gpt2 import GPT2
 from .hub import resolve_source
 from .model import Transformer
 from .packed import pack_linears, use_grouped_attention
+from .tokenizer import Tokenizer, load_tokenizer
 from .weights import load_weights, saved_dtype
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -69,3 +70,21 @@ def load_model(
         pack_linears(model)
         use_grouped_attention(model)
     return model.eval()
+
+
+def load_model_and_tokenizer(source: str | os.PathLike, dtype: torch.dtype | str = torch.float32,
+                             packed: bool = False) -> tuple[Transformer, Tokenizer]:
+    """:func:`load_model` and :func:`~minillm.tokenizer.load_tokenizer` of the same source.
+
+    Raises ValueError, naming both sizes, when the tokenizer has more tokens than the model's
+    embedding table has rows: some texts would encode to ids the model has no row for. (Fewer
+    tokens than rows is normal: Qwen2.5 pads its 151,665 tokens to 151,936 rows.)
+    """
+    model, tok = load_model(source, dtype=dtype, packed=packed), load_tokenizer(source)
+    if tok.vocab_size > model.config.vocab_size:
+        raise ValueError(
+            f"{source}: the tokenizer has {tok.vocab_size:,} tokens but the model's embedding has only "
+            f"{model.config.vocab_size:,} rows (config.json vocab_size), so they do not belong together. "
+            "Put the tokenizer files that came with these weights next to config.json."
+        )
+    return model, tok

@@ -284,4 +284,18 @@ def _assign(model: nn.Module, param_name: str, tensor: torch.Tensor, path: Path,
         )
     # copy=True: a tensor read from a safetensors file can still live in the file's memory
     # map, whose small pages stream more slowly than ordinary memory.
-    setattr(module, leaf, nn.Parameter(tensor.to(device=device, dtype=dtype, copy=True), requires_grad=False))
+    value = tensor.to(device=device, dtype=dtype, copy=True)
+    if not _all_finite(value):
+        raise WeightsError(
+            f"tensor {checkpoint_name(param_name)!r} in {path} holds NaN or infinite values (as {dtype}), so every "
+            "result computed with it would be NaN. If the file is damaged, download it again; if its values are "
+            "only too large for float16, load it as float32 or bfloat16."
+        )
+    setattr(module, leaf, nn.Parameter(value, requires_grad=False))
+
+
+def _all_finite(tensor: torch.Tensor, chunk: int = 1 << 22) -> bool:
+    """No NaN or infinity in ``tensor``, checked in chunks of ``chunk`` values so that the
+    check adds a few MB, not a mask as large as the tensor, to the peak memory of loading."""
+    flat = tensor.reshape(-1)
+    return all(bool(torch.isfinite(part).all()) for part in flat.split(chunk))

@@ -7,6 +7,7 @@ import json
 import shutil
 
 import pytest
+from safetensors.torch import load_file, save_file
 
 import minillm
 from minillm import numpy_model
@@ -15,7 +16,7 @@ from minillm.config import ConfigError
 from minillm.data import bundled_texts
 from minillm.stubs import main as stubs_main, make_exercises
 from minillm.weights import WeightsError
-from checkpoints import make_checkpoint
+from checkpoints import make_checkpoint, make_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +175,57 @@ def test_grade_out_that_is_a_folder_is_refused_before_grading(tmp_path, capsys):
     assert cli_main(["grade", str(tmp_path / "subs"), "--out", str(tmp_path), "--overwrite",
                      "--autograder", str(tmp_path / "nowhere")]) == 1
     assert "is a folder, but a file name is needed" in capsys.readouterr().err
+
+
+# ---- silent nonsense -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nan_or_inf_weights_are_refused_at_load(tmp_path, capsys, bad):
+    folder = make_checkpoint(tmp_path / "ckpt", "qwen2", tied=True, vocab=300)
+    make_tokenizer(folder, 300)
+    tensors = load_file(folder / "model.safetensors")
+    tensors["model.layers.0.mlp.up_proj.weight"][3, 5] = bad
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(WeightsError, match=r"'model\.layers\.0\.mlp\.up_proj\.weight' in .*model\.safetensors "
+                                           r"holds NaN or infinite values"):
+        minillm.load_model(folder)
+    assert cli_main(["logits", str(folder), "Once upon a time"]) == 1     # before: a NaN table, exit 0
+    assert "NaN or infinite" in capsys.readouterr().err
+
+
+def test_float16_overflow_is_caught_too(tmp_path):
+    """A finite float32 weight beyond float16's largest value (65504) becomes inf when loaded as float16."""
+    folder = make_checkpoint(tmp_path / "ckpt", "qwen2")
+    tensors = load_file(folder / "model.safetensors")
+    tensors["model.norm.weight"][0] = 1e6
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    assert minillm.load_model(folder).norm.weight[0].item() == 1e6
+    with pytest.raises(WeightsError, match="too large for float16"):
+        minillm.load_model(folder, dtype="float16")
+
+
+def test_tokenizer_with_more_tokens_than_embedding_rows_is_refused(tmp_path, capsys):
+    folder = make_checkpoint(tmp_path / "ckpt", "qwen2")           # 101 embedding rows
+    make_tokenizer(folder, 300)                                     # a real BPE tokenizer of 300 tokens
+    assert cli_main(["logits", str(folder), "Once upon a time"]) == 1
+    err = capsys.readouterr().err
+    assert "the tokenizer has 300 tokens but the model's embedding has only 101 rows" in err
+    fits = make_checkpoint(tmp_path / "fits", "qwen2", vocab=320)  # fewer tokens than rows is normal (Qwen2.5)
+    make_tokenizer(fits, 300)
+    assert cli_main(["logits", str(fits), "Once upon a time", "--top-k", "2"]) == 0
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["scaling", "--stories", "-3"], "--stories: must be at least 1, got -3"),
+    (["logits", "m", "t", "--top-k", "0"], "--top-k: must be at least 1, got 0"),
+    (["generate", "m", "t", "--top-k", "-3"], "--top-k: must be at least 1, got -3"),
+    (["generate", "m", "t", "--temperature", "nan"], "--temperature: must be a finite number >= 0, got nan"),
+    (["quantize", "m", "--texts", "0"], "--texts: must be at least 1, got 0"),
+    (["grade", "subs", "--timeout", "0"], "--timeout: must be greater than 0"),
+    (["grade", "subs", "--timeout", "-5"], "--timeout: must be a finite number >= 0, got -5"),
+    (["sweep", "--out", "x", "--stories", "0"], "--stories: must be at least 1, got 0"),
+])
+def test_nonsense_arguments_are_refused_by_argparse(capsys, argv, words):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(argv)
+    assert exit_info.value.code == 2 and words in capsys.readouterr().err

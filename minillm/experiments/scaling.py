@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..data import TextSource
-from ..loading import load_model
+from ..loading import load_model_and_tokenizer
 from ..provenance import overlap_warning, seen_in_training
 from ..results import ModelSummary, PairedDifference, PowerLaw, ScalingResults, StoryResult
 from ..scoring import TextScore, score_many
@@ -129,7 +129,7 @@ def run_scaling(models: list[str], stories: TextSource | list[str], dtype: torch
     for name in models:
         if progress:
             print(f"scoring {len(stories)} stories with {name}", flush=True)
-        model, tok = load_model(name, dtype=dtype, packed=True), load_tokenizer(name)
+        model, tok = load_model_and_tokenizer(name, dtype=dtype, packed=True)
         params, non_embedding = model.num_parameters(), model.num_parameters(non_embedding=True)
         scores[name] = score_many(model, tok, stories.texts, batch_tokens=batch_tokens, progress=progress)
         protocols.update(s.protocol for s in scores[name])
