@@ -40,6 +40,19 @@ def parse_dtype(dtype: torch.dtype | str, config: ModelConfig | GPT2Config | Non
     return DTYPES[name]
 
 
+def check_device(device: torch.device | str) -> None:
+    """Raise ValueError, naming ``device``, if this torch build or machine cannot put a tensor there
+    (``"cuda"`` with a CPU-only torch, a GPU index that does not exist, a misspelled name), before
+    any file is read: otherwise the failure would come out of the weight loading, looking like a bad file."""
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as err:   # torch raises AssertionError for a build without CUDA
+        hint = (" This torch build has no CUDA support: install a CUDA build of torch (see pytorch.org), "
+                "or use device='cpu'." if "cuda" in str(device) and not torch.backends.cuda.is_built()
+                else " Use device='cpu', or a device this machine has.")
+        raise ValueError(f"device {str(device)!r} is not available here ({err}).{hint}") from err
+
+
 def load_model(
     source: str | os.PathLike,
     dtype: torch.dtype | str = torch.float32,
@@ -59,6 +72,7 @@ def load_model(
     oneDNN's CPU layout, a fused MLP (Qwen2/Llama) and a leaner attention; logits then equal the readable path's up
     to float rounding, and the weights can no longer be inspected or trained.
     """
+    check_device(device)
     folder = resolve_source(source)
     config = load_config(folder / "config.json")
     dtype = parse_dtype(dtype, config, folder)

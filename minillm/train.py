@@ -420,13 +420,17 @@ def _state_json(state: dict) -> str:
 
 def _restore(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, data_generator: torch.Generator):
     """Load weights, AdamW moments and generator states saved by :func:`save_checkpoint`."""
-    tensors = load_file(folder / STATE_TENSORS)
-    torch.set_rng_state(tensors.pop("rng.torch"))
-    data_generator.set_state(tensors.pop("rng.data"))
-    names = dict(model.named_parameters())
-    for key, value in tensors.items():
-        _, slot, name = key.split(".", 2)
-        optimizer.state[names[name]][slot] = value
+    try:
+        tensors = load_file(folder / STATE_TENSORS)
+        torch.set_rng_state(tensors.pop("rng.torch"))
+        data_generator.set_state(tensors.pop("rng.data"))
+        names = dict(model.named_parameters())
+        for key, value in tensors.items():
+            _, slot, name = key.split(".", 2)
+            optimizer.state[names[name]][slot] = value
+    except Exception as err:   # safetensors' own error for a damaged file, KeyError/ValueError for foreign tensors
+        raise ValueError(f"{folder / STATE_TENSORS} is damaged or belongs to another run ({type(err).__name__}: "
+                         f"{err}), so the run cannot be resumed exactly. Train a new run instead.") from err
 
 
 def _load_trained(folder: Path, config: TrainConfig) -> nn.Module:
@@ -569,9 +573,13 @@ def load_state(out: Path, steps: int | None = None, until: int | None = None) ->
         raise ValueError(f"{out} holds no {STATE_TENSORS} (the optimizer's state), so its run cannot be resumed "
                          "exactly. Shipped models keep only their history; to train one further, start a new run "
                          f"from its weights: `minillm train --init {out} --out NEW_FOLDER`.")
-    state = json.loads((out / STATE_JSON).read_text(encoding="utf-8"))
-    config = TrainConfig(**state["config"])
-    done, planned = state["step"], config.steps
+    try:
+        state = json.loads((out / STATE_JSON).read_text(encoding="utf-8"))
+        config = TrainConfig(**state["config"])
+        done, planned = state["step"], config.steps
+    except (ValueError, KeyError, TypeError) as err:   # not JSON or not UTF-8, a missing key, a foreign setting
+        raise ValueError(f"{out / STATE_JSON} is damaged ({type(err).__name__}: {err}); the run cannot be "
+                         "resumed. Train a new run instead.") from err
     if steps is None:
         if done >= planned:
             again = (f"`minillm finetune {out} --data FILE --out NEW_FOLDER`" if state["data"].get("kind") == "chat"

@@ -229,3 +229,41 @@ def test_nonsense_arguments_are_refused_by_argparse(capsys, argv, words):
     with pytest.raises(SystemExit) as exit_info:
         cli_main(argv)
     assert exit_info.value.code == 2 and words in capsys.readouterr().err
+
+
+# ---- clear errors instead of tracebacks ----------------------------------------------------------
+
+@pytest.mark.parametrize("damage, file", [
+    (lambda f: f.write_text('{"step": 2, "config": {"hidden', encoding="utf-8"), "trainer_state.json"),
+    (lambda f: f.write_text('{"step": 2, "config": {"no_such_setting": 1}}', encoding="utf-8"), "trainer_state.json"),
+    (lambda f: f.write_bytes(b"\xff\xfe garbage"), "trainer_state.json"),
+    (lambda f: f.write_bytes(f.read_bytes()[:100]), "trainer_state.safetensors"),    # truncated
+])
+def test_resume_with_a_damaged_trainer_state_names_the_file(trained, tmp_path, capsys, damage, file):
+    data, out = trained
+    folder = shutil.copytree(out, tmp_path / "run")
+    damage(folder / file)
+    assert cli_main(["train", "--resume", "--data", str(data), "--out", str(folder), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert f"{folder / file} is damaged" in err and "Traceback" not in err
+
+
+def test_data_file_that_is_not_utf8_is_named(tmp_path, capsys):
+    data = tmp_path / "latin1.txt"
+    data.write_bytes("Il était une fois, à Paris.".encode("latin-1"))
+    assert cli_main(["train", "--data", str(data), "--out", str(tmp_path / "m"), *TINY_RUN]) == 1
+    assert f"--data {data} is not UTF-8 text" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_device_torch_cannot_use_is_named_before_any_file_is_read(sharded):
+    """On this CPU-only torch, "cuda" says so (before: "could not be read... Download it again");
+    on a machine with GPUs a device index that does not exist stands in for it."""
+    import torch
+
+    device = "cuda:99" if torch.cuda.is_available() else "cuda"
+    with pytest.raises(ValueError, match=f"device '{device}' is not available here") as info:
+        minillm.load_model(sharded, device=device)
+    assert "Download it again" not in str(info.value)
+    if not torch.backends.cuda.is_built():
+        assert "This torch build has no CUDA support" in str(info.value)
