@@ -121,16 +121,23 @@ def grade_submission(folder: str | Path, autograder: str | Path | None = None, t
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         env["HF_HUB_OFFLINE"] = "1"
         start = time.monotonic()
-        proc = subprocess.Popen(cmd, cwd=autograder.parent.parent, env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
-        try:
-            output, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill(proc)
-            output, _ = proc.communicate()
-            return {"status": "timeout", "results": None, "seconds": time.monotonic() - start,
-                    "message": f"grading took longer than {timeout:g} s and was stopped", "output": output}
+        # The output goes to a file, not a pipe: a process the student's code started (and left
+        # running) inherits the output, and a pipe would stay open, stalling the grading until the
+        # timeout even though pytest has finished. We wait for pytest itself, then stop the rest.
+        log_path = Path(tmp) / "output.txt"
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(cmd, cwd=autograder.parent.parent, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _kill(proc)
+                proc.wait()
+                return {"status": "timeout", "results": None, "seconds": time.monotonic() - start,
+                        "message": f"grading took longer than {timeout:g} s and was stopped",
+                        "output": _tail(log_path)}
+            _kill(proc)   # whatever the student's code started and left behind
+        output = _tail(log_path)
         seconds = time.monotonic() - start
         results = None
         if json_path.is_file():
@@ -152,6 +159,13 @@ def problems_message(results: dict) -> str:
     problems = results.get("extra_data", {}).get("problems", {}) or {}
     text = "; ".join(f"{unit}: {problem}" for unit in UNITS for problem in problems.get(unit, []))
     return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 3] + "..."
+
+
+def _tail(path: Path, limit: int = 100_000) -> str:
+    """The last ``limit`` bytes of the grading output as text (a student's code may write gigabytes)."""
+    with path.open("rb") as f:
+        f.seek(max(0, path.stat().st_size - limit))
+        return f.read().decode("utf-8", errors="replace")
 
 
 def _kill(proc: subprocess.Popen) -> None:

@@ -267,3 +267,54 @@ def test_a_device_torch_cannot_use_is_named_before_any_file_is_read(sharded):
     assert "Download it again" not in str(info.value)
     if not torch.backends.cuda.is_built():
         assert "This torch build has no CUDA support" in str(info.value)
+
+
+# ---- the grader's process ------------------------------------------------------------------------
+
+LEAVES_A_CHILD = '''
+import json, subprocess, sys
+
+import pytest
+
+
+def pytest_addoption(parser):
+    parser.addoption("--target")
+    parser.addoption("--grade-json")
+    parser.addoption("--grader-seed")
+
+
+def pytest_sessionfinish(session):
+    # as a student's code might: start a process that outlives pytest, holding its output open
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    with open(session.config.getoption("--target") + "/child.pid", "w") as f:
+        f.write(str(child.pid))
+    with open(session.config.getoption("--grade-json"), "w") as f:
+        json.dump({"score": 1, "max_score": 1, "tests": []}, f)
+'''
+
+
+def test_a_process_left_running_does_not_stall_the_grading(tmp_path):
+    """A small autograder whose run leaves a child holding the output: before issue 15 the grading
+    waited for the pipe to close, i.e. until the timeout, and the student got "timeout"."""
+    import os
+    import time
+
+    from minillm.grade import grade_submission
+
+    autograder = tmp_path / "tests" / "autograder"
+    autograder.mkdir(parents=True)
+    (autograder / "conftest.py").write_text(LEAVES_A_CHILD)
+    (autograder / "test_one.py").write_text("def test_one():\n    pass\n")
+    student = tmp_path / "alice"
+    student.mkdir()
+    graded = grade_submission(student, autograder, timeout=40)
+    assert graded["status"] == "ok" and graded["results"]["score"] == 1 and graded["seconds"] < 30
+    child = int((student / "child.pid").read_text())
+    for _ in range(50):   # the child was killed with the grading's process group (init reaps it)
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"the process {child} the graded code started is still running")
