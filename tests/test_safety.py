@@ -318,3 +318,48 @@ def test_a_process_left_running_does_not_stall_the_grading(tmp_path):
         time.sleep(0.1)
     else:
         pytest.fail(f"the process {child} the graded code started is still running")
+
+
+MISBEHAVING = '''
+
+import os
+import sys
+
+
+def next_token_logits(model, tokenizer, text):
+    os._exit(3)
+
+
+def most_likely_next_token(model, tokenizer, text):
+    raise KeyboardInterrupt
+
+
+def predict_next_tokens(model, tokenizer, text, k):
+    while True:
+        sys.stdout.write("x" * 1000)
+'''
+
+
+def test_os_exit_keyboard_interrupt_and_raw_writes_cost_only_their_test(tmp_path):
+    """Before issue 15, os._exit ended the grading with no results at all, KeyboardInterrupt stopped
+    the run, and sys.stdout.write went past the print limit without end."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    student = tmp_path / "mallory"
+    student.mkdir()
+    (student / "logits.py").write_text((repo / "solutions" / "logits.py").read_text() + MISBEHAVING)
+    json_path = tmp_path / "results.json"
+    proc = subprocess.run([sys.executable, "-m", "pytest", str(repo / "tests" / "autograder"), "--target", str(student),
+                           "--grade-json", str(json_path), "-q", "-p", "no:cacheprovider", "-k", "logits"],
+                          cwd=repo, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    tests = {t["name"].split(": ")[-1]: t for t in json.loads(json_path.read_text())["tests"]}   # "logits LOG-1 (P): test_..."
+    out = {name: (t["status"], t["output"]) for name, t in tests.items()}
+    assert "os._exit(3)" in out["test_next_token_logits"][1], out
+    assert "raised KeyboardInterrupt" in out["test_most_likely_next_token"][1], out
+    assert "wrote more than" in out["test_predict_next_tokens"][1], out
+    assert out["test_next_token_distributions"][0] == "passed", out     # the rest of the unit is still graded
+    assert len(proc.stdout) < 200_000

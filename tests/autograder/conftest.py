@@ -245,6 +245,66 @@ def pytest_runtest_call(item: pytest.Item):
             signal.signal(signal.SIGALRM, old_handler)
 
 
+class StudentExit(BaseException):
+    """Student code tried to end the whole grading run (os._exit, KeyboardInterrupt): only its test fails."""
+
+
+WRITE_LIMIT_CHARS = 10 * PRINT_LIMIT_CHARS   # characters one test may write to sys.stdout/sys.stderr directly
+
+
+class _BoundedStream:
+    """Stands in for sys.stdout and sys.stderr while a test runs: ``sys.stdout.write`` would
+    otherwise bypass the print limit (``print`` itself writes here too, so the limit is larger)."""
+
+    def __init__(self, stream, written: list[int]):
+        self._stream, self._written = stream, written    # one count shared by stdout and stderr
+
+    def write(self, text: str) -> int:
+        self._written[0] += len(text)
+        if self._written[0] > WRITE_LIMIT_CHARS:
+            raise PrintLimitExceeded(f"your code wrote more than {WRITE_LIMIT_CHARS} characters to sys.stdout/"
+                                     "sys.stderr in one test. Remove debugging output from loops.")
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def _refused_exit(status: int = 0) -> None:
+    raise StudentExit(f"your code called os._exit({status}), which would end the grading of every unit. "
+                      "Return a value or raise an exception instead.")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function):
+    """Around each test function: os._exit refused, output bounded, and a KeyboardInterrupt that the
+    code raised itself (not a real Ctrl-C) fails only this test instead of stopping the run."""
+    saved = os._exit, sys.stdout, sys.stderr
+    written = [0]
+    os._exit = _refused_exit
+    sys.stdout, sys.stderr = _BoundedStream(saved[1], written), _BoundedStream(saved[2], written)
+    ctrl_c = []
+
+    def on_sigint(signum, frame):
+        ctrl_c.append(signum)
+        raise KeyboardInterrupt
+
+    try:
+        old_sigint = signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:   # not in the main thread
+        old_sigint = None
+    try:
+        outcome = yield
+    finally:
+        os._exit, sys.stdout, sys.stderr = saved
+        if old_sigint is not None:
+            signal.signal(signal.SIGINT, old_sigint)
+    if isinstance(outcome.exception, KeyboardInterrupt) and not ctrl_c:
+        outcome.force_exception(StudentExit(
+            "your code raised KeyboardInterrupt, which would stop the grading of every unit. "
+            "Raise an ordinary exception (ValueError, ...) instead."))
+
+
 # --------------------------------------------------------------------------------------------
 # The `student` fixture: fresh imports from the target folder, global-variable check
 # --------------------------------------------------------------------------------------------
@@ -742,7 +802,7 @@ def _student_frames(tb, target: Path) -> str:
 def _readable_failure(excinfo: pytest.ExceptionInfo, target: Path) -> tuple[str, bool]:
     """(message for the student, whether it replaces pytest's traceback)."""
     err = excinfo.value
-    if isinstance(err, (GradingError, StudentTimeout, PrintLimitExceeded, ForbiddenCall)):
+    if isinstance(err, (GradingError, StudentTimeout, PrintLimitExceeded, ForbiddenCall, StudentExit)):
         where = _student_frames(excinfo.tb, target) if not isinstance(err, GradingError) else ""
         return str(err) + ("\n" + where if where else ""), True
     if isinstance(err, pytest.fail.Exception):
