@@ -624,6 +624,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     from .experiments.training import fit_sweep, shape, size_sweep
 
     _set_threads(args)
+    check_output_folder(args.out)   # before the training, not after
     texts = _experiment_texts(args)
     shapes = [shape(*_parse_shape(s)) for s in args.shapes]
     print(f"{len(texts)} documents; {len(shapes)} models, {args.tokens:,} training tokens each")
@@ -647,6 +648,7 @@ def cmd_compare_architectures(args: argparse.Namespace) -> None:
     from .experiments.training import compare_architectures, shape
 
     _set_threads(args)
+    check_output_folder(args.out)   # before the training, not after
     texts = _experiment_texts(args)
     base = _experiment_config(args, mlp_window=args.mlp_window, **shape(args.hidden, args.layers))
     print(f"{len(texts)} documents; {args.tokens:,} training tokens for each architecture")

@@ -153,7 +153,8 @@ def test_grade_refuses_to_replace_a_csv_before_grading(tmp_path, capsys):
 
 # ---- outputs checked before the work -------------------------------------------------------------
 
-@pytest.mark.parametrize("command", [["quantize", "no/such-model"], ["scaling", "--offline", "--models", "no/such-model"]])
+@pytest.mark.parametrize("command", [["quantize", "no/such-model"], ["scaling", "--offline", "--models", "no/such-model"],
+                                     ["sweep", "--data", "no/such-model"]])
 def test_out_that_is_a_file_is_refused_before_any_model_is_loaded(tmp_path, capsys, command):
     """The model does not exist: an --out checked only after the work would report the model instead."""
     out = tmp_path / "results"
@@ -351,6 +352,7 @@ def test_os_exit_keyboard_interrupt_and_raw_writes_cost_only_their_test(tmp_path
     student = tmp_path / "mallory"
     student.mkdir()
     (student / "logits.py").write_text((repo / "solutions" / "logits.py").read_text() + MISBEHAVING)
+    (student / "perplexity.py").write_text("import os\n\nos._exit(4)\n")      # at import time
     json_path = tmp_path / "results.json"
     proc = subprocess.run([sys.executable, "-m", "pytest", str(repo / "tests" / "autograder"), "--target", str(student),
                            "--grade-json", str(json_path), "-q", "-p", "no:cacheprovider", "-k", "logits"],
@@ -361,5 +363,7 @@ def test_os_exit_keyboard_interrupt_and_raw_writes_cost_only_their_test(tmp_path
     assert "os._exit(3)" in out["test_next_token_logits"][1], out
     assert "raised KeyboardInterrupt" in out["test_most_likely_next_token"][1], out
     assert "wrote more than" in out["test_predict_next_tokens"][1], out
+    assert "importing perplexity.py failed" in out["test_token_loss_extreme_logits"][1], out
+    assert "os._exit(4)" in out["test_token_loss_extreme_logits"][1], out
     assert out["test_next_token_distributions"][0] == "passed", out     # the rest of the unit is still graded
     assert len(proc.stdout) < 200_000
