@@ -130,6 +130,11 @@ def test_make_exercises_keeps_a_students_edits(tmp_path):
     (solutions / "unit.py").write_text('def f():\n    """Doc."""\n    # BEGIN SOLUTION\n    return 1\n    # END SOLUTION\n',
                                        encoding="utf-8")
     make_exercises(solutions, exercises)
+    # the instructor changes the solution: the generated, untouched exercise is regenerated without --force
+    (solutions / "unit.py").write_text('def f():\n    """Doc, clearer."""\n    # BEGIN SOLUTION\n    return 1\n'
+                                       '    # END SOLUTION\n', encoding="utf-8")
+    make_exercises(solutions, exercises)
+    assert "Doc, clearer." in (exercises / "unit.py").read_text(encoding="utf-8")
     work = "def f():\n    return 1  # my answer\n"
     (exercises / "unit.py").write_text(work, encoding="utf-8")
     assert stubs_main(["--solutions", str(solutions), "--exercises", str(exercises)]) == 1
