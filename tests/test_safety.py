@@ -343,12 +343,18 @@ def most_likely_next_token(model, tokenizer, text):
 def predict_next_tokens(model, tokenizer, text, k):
     while True:
         sys.stdout.write("x" * 1000)
+
+
+def next_token_distributions(model, tokenizer, text):
+    import torch
+
+    return torch.ones(3 * 2**30 // 4)     # 3 GiB, over the 2 GiB limit the test sets
 '''
 
 
-def test_os_exit_keyboard_interrupt_and_raw_writes_cost_only_their_test(tmp_path):
+def test_os_exit_keyboard_interrupt_raw_writes_and_memory_cost_only_their_test(tmp_path):
     """Before issue 15, os._exit ended the grading with no results at all, KeyboardInterrupt stopped
-    the run, and sys.stdout.write went past the print limit without end."""
+    the run, sys.stdout.write went past the print limit without end, and memory had no limit."""
     import subprocess
     import sys
     from pathlib import Path
@@ -360,7 +366,8 @@ def test_os_exit_keyboard_interrupt_and_raw_writes_cost_only_their_test(tmp_path
     (student / "perplexity.py").write_text("import os\n\nos._exit(4)\n")      # at import time
     json_path = tmp_path / "results.json"
     proc = subprocess.run([sys.executable, "-m", "pytest", str(repo / "tests" / "autograder"), "--target", str(student),
-                           "--grade-json", str(json_path), "-q", "-p", "no:cacheprovider", "-k", "logits"],
+                           "--grade-json", str(json_path), "-q", "-p", "no:cacheprovider", "-k", "logits",
+                           "--memory-limit-gb", "2"],
                           cwd=repo, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stdout[-3000:]
     tests = {t["name"].split(": ")[-1]: t for t in json.loads(json_path.read_text())["tests"]}   # "logits LOG-1 (P): test_..."
@@ -370,5 +377,6 @@ def test_os_exit_keyboard_interrupt_and_raw_writes_cost_only_their_test(tmp_path
     assert "wrote more than" in out["test_predict_next_tokens"][1], out
     assert "importing perplexity.py failed" in out["test_token_loss_extreme_logits"][1], out
     assert "os._exit(4)" in out["test_token_loss_extreme_logits"][1], out
-    assert out["test_next_token_distributions"][0] == "passed", out     # the rest of the unit is still graded
+    assert "can't allocate memory" in out["test_next_token_distributions"][1], out
+    assert out["test_edge_cases"][1].startswith("your code called os._exit(3)"), out   # the unit's other tests ran
     assert len(proc.stdout) < 200_000

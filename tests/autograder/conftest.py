@@ -167,8 +167,22 @@ def pytest_configure(config: pytest.Config) -> None:
     # once from the cache instead of downloading. Set here, before anything imports huggingface_hub
     # (which reads it once, at import; minillm reads it at each call), for the whole grading process.
     os.environ["HF_HUB_OFFLINE"] = "1"
+    _limit_memory(config.option.memory_limit_gb)
     if getattr(config.option, "tbstyle", "auto") == "auto":
         config.option.tbstyle = "short"
+
+
+def _limit_memory(gigabytes: float) -> None:
+    """Cap this process's address space (Linux, macOS: RLIMIT_AS), so that a graded function that
+    allocates without end gets a MemoryError / torch RuntimeError in its own test."""
+    try:
+        import resource
+    except ImportError:   # Windows: no limit
+        return
+    if gigabytes > 0:
+        limit = int(gigabytes * 2**30)
+        hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+        resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
 
 
 def _state() -> RunState:

@@ -32,3 +32,6 @@ def add_grader_options(parser) -> None:
                     help="also write the results as a Gradescope results.json file to PATH")
     group.addoption("--time-limit-scale", type=float, default=1.0, metavar="F",
                     help="multiply every test's time limit by F (default 1; e.g. 2 on a slow machine)")
+    group.addoption("--memory-limit-gb", type=float, default=8.0, metavar="GB",
+                    help="address space the grading process may use (default 8; 0: no limit); an allocation "
+                         "beyond it fails the test that made it instead of exhausting the machine")
