@@ -249,7 +249,8 @@ def test_resume_with_a_damaged_trainer_state_names_the_file(trained, tmp_path, c
     data, out = trained
     folder = shutil.copytree(out, tmp_path / "run")
     damage(folder / file)
-    assert cli_main(["train", "--resume", "--data", str(data), "--out", str(folder), "--no-progress"]) == 1
+    # --steps 4: the fixture's run has finished its 2 steps; resuming carries it further
+    assert cli_main(["train", "--resume", "--steps", "4", "--data", str(data), "--out", str(folder), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert f"{folder / file} is damaged" in err and "Traceback" not in err
 
