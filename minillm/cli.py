@@ -510,6 +510,10 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     from .train import TrainConfig
 
     _set_threads(args)
+    if not args.resume:   # before any work: --out must be writable, and not hold a model to lose
+        check_output_folder(args.out)
+        if not args.overwrite:
+            refuse_to_overwrite(args.out, "files (a model?)")
     examples = read_examples(args.data)
     if args.resume:
         print(f"resuming the fine-tuning run in {args.out} on {len(examples)} examples")
@@ -523,16 +527,19 @@ def cmd_finetune(args: argparse.Namespace) -> None:
                              learning_rate=args.lr, warmup_steps=args.warmup, eval_every=args.eval_every,
                              sample_every=args.sample_every, save_every=args.save_every,
                              val_fraction=args.val_fraction, seed=args.seed, bf16=args.bf16)
-        result = finetune(args.base, examples, config, args.out, until=args.until, progress=args.progress)
+        with build_then_move(args.out) as partial:   # a run that fails leaves --out as it was
+            result = finetune(args.base, examples, config, partial, until=args.until, progress=args.progress)
+            plots.plot_loss_curves(result.history, partial / "loss_curves.png", "Fine-tuning", "base model")
+    if args.resume:
+        plots.plot_loss_curves(result.history, args.out / "loss_curves.png", "Fine-tuning", "base model")
     for note in result.notes:
         print(note)
     last = result.history[-1]
     print(f"step {last.step}: train loss {last.train_loss:.4f}, validation loss {result.final_val_loss:.4f} nats per "
           f"reply token (before fine-tuning: {result.history[0].val_loss:.4f})")
-    print(f"wrote {result.folder} (chat template in tokenizer_config.json; try: minillm generate {result.folder} "
+    print(f"wrote {args.out} (chat template in tokenizer_config.json; try: minillm generate {args.out} "
           '"Write a story about a dragon." --chat)')
-    curves = plots.plot_loss_curves(result.history, result.folder / "loss_curves.png", "Fine-tuning", "base model")
-    print(f"wrote {curves}")
+    print(f"wrote {args.out / 'loss_curves.png'}")
 
 
 FINETUNE_STEPS = 200
@@ -870,6 +877,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help='JSON Lines, one {"instruction": ..., "response": ...} or {"messages": [...]} per line '
                            "(required, no default)")
     tune.add_argument("--out", type=Path, required=True, help="folder for the instruct model (required, no default)")
+    tune.add_argument("--overwrite", action="store_true",
+                      help="replace what --out already holds (without it, an existing model is kept)")
     tune.add_argument("--steps", type=int, default=None,
                       help=f"optimizer updates (default {FINETUNE_STEPS}); with --resume, a new total")
     tune.add_argument("--batch-size", type=int, default=16, help="windows per update (default %(default)s)")

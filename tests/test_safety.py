@@ -381,3 +381,11 @@ def test_os_exit_keyboard_interrupt_raw_writes_and_memory_cost_only_their_test(t
     assert "can't allocate memory" in out["test_next_token_distributions"][1], out
     assert out["test_edge_cases"][1].startswith("your code called os._exit(3)"), out   # the unit's other tests ran
     assert len(proc.stdout) < 200_000
+
+
+def test_finetune_refuses_to_replace_a_model_before_reading_anything(tmp_path, capsys):
+    out = tmp_path / "instruct"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"my model")
+    assert cli_main(["finetune", "no/such-base", "--data", str(tmp_path / "missing.jsonl"), "--out", str(out)]) == 1
+    assert "--overwrite" in capsys.readouterr().err and (out / "model.safetensors").read_bytes() == b"my model"
