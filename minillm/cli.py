@@ -398,7 +398,7 @@ def cmd_grade(args: argparse.Namespace) -> None:
 
     check_output_file(args.out)   # before grading a whole class, not after
     if not args.overwrite:
-        refuse_to_overwrite(args.out, "grades")
+        refuse_to_overwrite(args.out, "a file (earlier grades?)")
     rows = grade_class(args.submissions, args.out, timeout=args.timeout, autograder=args.autograder,
                        progress=True, units=args.units, time_limit_scale=args.time_limit_scale)
     print(f"wrote {args.out} ({len(rows)} submissions)")
