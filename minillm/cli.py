@@ -240,6 +240,7 @@ def _pick_models(args: argparse.Namespace) -> tuple[list[str], bool]:
 
 def _scaling_setup(args: argparse.Namespace) -> tuple[list[str], object]:
     """(models, texts) for `minillm scaling` and the experiments (see _pick_models, _texts_for)."""
+    check_output_folder(args.out)   # before the scoring, not after
     models, family = _pick_models(args)
     return models, _texts_for(args, models, args.stories, default="bundled" if family else "tinystories")
 
@@ -248,7 +249,6 @@ def cmd_scaling(args: argparse.Namespace) -> None:
     """Score the same stories with every model; write tables, a report and plots."""
     from .experiments.scaling import fit_sentence, run_scaling, save_results
 
-    check_output_folder(args.out)   # before the scoring, not after
     args.models, source = _scaling_setup(args)
     print(f"models: {', '.join(args.models)}")
     results = run_scaling(args.models, source, dtype=args.dtype, batch_tokens=args.batch_tokens, seed=args.seed,
@@ -323,6 +323,7 @@ def cmd_categories(args: argparse.Namespace) -> None:
     from .experiments.categories import run_categories, write_categories
     from .provenance import without_training_texts
 
+    check_output_folder(args.out)   # before the scoring, not after
     models, _ = _pick_models(args)
     sources = {}
     for category in data.CATEGORIES:
@@ -730,7 +731,7 @@ def _add_scoring_args(parser: argparse.ArgumentParser, out: str) -> None:
     parser.add_argument("--models", nargs="+", default=None,
                         help=f"checkpoint folders or hub ids (default: {' '.join(DEFAULT_SCALING_MODELS)}; "
                              "without network or cache, the tiny family in data/models)")
-    parser.add_argument("--stories", type=int, default=50, help="how many texts at most")
+    parser.add_argument("--stories", type=positive_int, default=50, help="how many texts at most")
     parser.add_argument("--out", type=Path, default=Path(out), help="folder for tables, plots and the report")
     parser.add_argument("--offline", action="store_true",
                         help="no network: bundled texts, and models from folders or the local cache")
@@ -810,7 +811,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "bits per byte")
     cats.add_argument("--models", nargs="+", default=None,
                       help="checkpoint folders or hub ids (default: as for `minillm scaling`)")
-    cats.add_argument("--stories", type=int, default=50, help="texts per category at most")
+    cats.add_argument("--stories", type=positive_int, default=50, help="texts per category at most")
     cats.add_argument("--texts", dest="texts_files", type=Path, nargs="+", metavar="FILE",
                       help="more text sources, one category each: TinyStories, WikiText or paragraph files "
                            "(default: none)")

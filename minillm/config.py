@@ -66,6 +66,9 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, raw: dict, where: str = "config.json") -> "ModelConfig":
         """Build a config from the parsed ``config.json``; ``where`` names it in errors."""
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where} holds a JSON {type(raw).__name__}, not an object: a config.json is one "
+                              '{"key": value, ...} object (model_type, hidden_size, ...). Copy it from the model\'s hub page.')
         model_type = raw.get("model_type")
         if model_type not in SUPPORTED_MODEL_TYPES:
             raise ConfigError(
@@ -168,11 +171,8 @@ class ModelConfig:
             )
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ConfigError(f"{path} is not valid JSON: {err}") from err
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path} holds a JSON {type(raw).__name__}, not an object: a config.json is one "
-                              '{"key": value, ...} object (model_type, hidden_size, ...). Copy it from the model\'s hub page.')
         return cls.from_dict(raw, where=str(path))
 
 
@@ -341,7 +341,7 @@ def load_config(path: str | Path) -> ModelConfig | GPT2Config:
         return ModelConfig.from_file(path)      # its error says what the file is for
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path} is not valid JSON: {err}") from err
     if isinstance(raw, dict) and raw.get("model_type") == "gpt2":
         return GPT2Config.from_dict(raw, where=str(path))

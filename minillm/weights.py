@@ -287,7 +287,7 @@ def _assign(model: nn.Module, param_name: str, tensor: torch.Tensor, path: Path,
     value = tensor.to(device=device, dtype=dtype, copy=True)
     if not _all_finite(value):
         raise WeightsError(
-            f"tensor {checkpoint_name(param_name)!r} in {path} holds NaN or infinite values (as {dtype}), so every "
+            f"tensor {stored_name!r} in {path} holds NaN or infinite values (as {dtype}), so every "
             "result computed with it would be NaN. If the file is damaged, download it again; if its values are "
             "only too large for float16, load it as float32 or bfloat16."
         )

@@ -159,7 +159,8 @@ def test_grade_refuses_to_replace_a_csv_before_grading(tmp_path, capsys):
 # ---- outputs checked before the work -------------------------------------------------------------
 
 @pytest.mark.parametrize("command", [["quantize", "no/such-model"], ["scaling", "--offline", "--models", "no/such-model"],
-                                     ["sweep", "--data", "no/such-model"]])
+                                     ["sweep", "--data", "no/such-model"], ["context", "--models", "no/such-model"],
+                                     ["categories", "--models", "no/such-model"]])
 def test_out_that_is_a_file_is_refused_before_any_model_is_loaded(tmp_path, capsys, command):
     """The model does not exist: an --out checked only after the work would report the model instead."""
     out = tmp_path / "results"
