@@ -34,6 +34,7 @@ import torch
 
 from .config import ConfigError
 from .data import CATEGORIES
+from .display import probability_text
 from .generate import default_eos_token_ids, generate
 from .generation_config import GenerationConfig
 from .hub import SourceError
@@ -75,6 +76,37 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: a whole number >= 0 (``--max-new-tokens -1`` is refused)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def probability(text: str) -> float:
+    """argparse type: a number in (0, 1] (``--top-p 0`` would keep no token)."""
+    value = non_negative_float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def bit_width(text: str) -> int:
+    """argparse type: a bit width quantize can build, 1..16 or 32 (full precision), checked
+    before the model is loaded and scored."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not (1 <= value <= 16 or value == 32):
+        raise argparse.ArgumentTypeError(f"must be 1..16, or 32 for the unquantized model; got {value}")
+    return value
+
+
 def positive_float(text: str) -> float:
     """argparse type: a finite number > 0 (``--timeout 0`` would fail every student)."""
     value = non_negative_float(text)
@@ -109,9 +141,9 @@ def cmd_logits(args: argparse.Namespace) -> None:
     probs = torch.softmax(logits, dim=-1)
     top = torch.topk(logits, min(args.top_k, logits.numel()))
     print(f"{len(ids)} prompt tokens; the next token after {args.text[-40:]!r}:")
-    print(f"{'rank':>4}  {'token':<20} {'id':>7} {'logit':>9} {'prob':>8}")
+    print(f"{'rank':>4}  {'token':<20} {'id':>7} {'logit':>9} {'prob':>9}")
     for rank, (logit, i) in enumerate(zip(top.values.tolist(), top.indices.tolist()), start=1):
-        print(f"{rank:>4}  {tok.token_text(i)!r:<20} {i:>7} {logit:>9.3f} {probs[i].item():>8.4f}")
+        print(f"{rank:>4}  {tok.token_text(i)!r:<20} {i:>7} {logit:>9.3f} {probability_text(probs[i].item()):>9}")
 
 
 def cmd_surprise(args: argparse.Namespace) -> None:
@@ -120,22 +152,31 @@ def cmd_surprise(args: argparse.Namespace) -> None:
 
     if not args.text:
         raise ValueError("the text is empty: give a text to score, e.g. \"Once upon a time, there was a fox.\"")
+    if args.chat and args.context is None:
+        raise ValueError("--chat needs --context: the user message that the text answers, e.g. "
+                         "--context \"Tell me a story.\" --chat")
     model, tok = load_model_and_tokenizer(args.source, dtype=args.dtype, packed=True)
-    result = score(model, tok, args.text, context=args.context, top_k=args.top_k)
+    result = score(model, tok, args.text, context=args.context, chat=args.chat, top_k=args.top_k)
     print(f"{result.n_tokens} tokens scored ({result.protocol}); surprise = -log p(token | the tokens before it)")
-    print(f"{'pos':>4}  {'token':<16} {'id':>7} {'nats':>7} {'bits':>7} {'prob':>7}  model's top {args.top_k}")
+    print(f"{'pos':>4}  {'token':<16} {'id':>7} {'nats':>7} {'bits':>7} {'prob':>8}  model's top {args.top_k}")
     for row in result.rows:
-        top = ", ".join(f"{text!r} {prob:.3f}" for text, _, prob in row.top)
+        top = ", ".join(f"{text!r} {probability_text(prob)}" for text, _, prob in row.top)
         print(f"{row.position:>4}  {row.token!r:<16} {row.token_id:>7} {row.surprise:>7.3f} "
-              f"{row.surprise / math.log(2):>7.3f} {row.prob:>7.4f}  {top}")
+              f"{row.surprise / math.log(2):>7.3f} {probability_text(row.prob):>8}  {top}")
     print(f"total {result.total_nll:.3f} nats over {result.n_tokens} tokens: perplexity {result.perplexity:.3f}, "
           f"{result.bits_per_byte:.4f} bits per byte ({result.n_bytes} bytes)")
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    """Stream a continuation of the prompt to stdout."""
+    """Stream a continuation of the prompt to stdout. With --chat the special tokens are kept
+    (``<|im_start|>assistant`` and the like), so the student sees where the model's reply starts."""
     model, tok = load_model_and_tokenizer(args.source, dtype=args.dtype, packed=True)
     ids = _encode(tok, args.text, args.chat)
+    context = model.config.max_position_embeddings
+    if len(ids) + args.max_new_tokens > context:
+        raise ValueError(f"the prompt ({len(ids)} tokens) + --max-new-tokens {args.max_new_tokens} exceeds the "
+                         f"model's context of {context} tokens; give a smaller --max-new-tokens.")
+    skip_special = not args.chat
     printed = ""          # the prompt is printed with the first new token, once the settings have been checked
     new_ids: list[int] = []
 
@@ -144,7 +185,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
         # split over several byte tokens, only comes out right in context.
         nonlocal printed
         new_ids.append(token_id)
-        text = tok.decode(ids + new_ids, skip_special_tokens=True)
+        text = tok.decode(ids + new_ids, skip_special_tokens=skip_special)
         if not text.endswith("\ufffd"):
             print(text[len(printed):], end="", flush=True)
             printed = text
@@ -156,7 +197,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
              top_p=top_p, seed=args.seed, eos_token_id=stop, on_token=show)
     # What is still held back (the prompt, if nothing was generated; a character whose last bytes
     # never came) is printed as it is.
-    print(tok.decode(ids + new_ids, skip_special_tokens=True)[len(printed):])
+    print(tok.decode(ids + new_ids, skip_special_tokens=skip_special)[len(printed):])
 
 
 def _sampling_settings(args: argparse.Namespace, generation_config) -> tuple[float, int | None, float | None]:
@@ -742,7 +783,7 @@ def _add_scoring_args(parser: argparse.ArgumentParser, out: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="minillm", description="See what is inside a Qwen2/Llama language model.",
+    parser = argparse.ArgumentParser(prog="minillm", description="See what is inside a GPT-2, Qwen2 or Llama language model.",
                                      formatter_class=HelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -757,20 +798,23 @@ def build_parser() -> argparse.ArgumentParser:
     surprise.add_argument("text", help="the text to score")
     surprise.add_argument("--context", default=None,
                           help="text before it, read by the model but not scored (default: none)")
-    surprise.add_argument("--top-k", type=int, default=3, help="the model's most likely tokens shown per row")
+    surprise.add_argument("--top-k", type=non_negative_int, default=3, help="the model's most likely tokens shown per row")
     surprise.add_argument("--dtype", default="float32", choices=[*DTYPES, "auto"],
                           help="weights' dtype; auto: the checkpoint's own")
+    surprise.add_argument("--chat", action="store_true",
+                          help="put --context in the chat template as a user message and score the text as "
+                               "the assistant's reply (for instruct models)")
     surprise.set_defaults(run=cmd_surprise)
 
     gen = commands.add_parser("generate", formatter_class=HelpFormatter, help="continue a prompt")
     _add_model_args(gen)
-    gen.add_argument("--max-new-tokens", type=int, default=50, help="stop after this many new tokens")
+    gen.add_argument("--max-new-tokens", type=non_negative_int, default=50, help="stop after this many new tokens")
     gen.add_argument("--temperature", type=non_negative_float, default=None,
                      help="0 = greedy; default: the checkpoint's generation_config.json (do_sample, temperature), "
                           "else 0")
     gen.add_argument("--top-k", type=positive_int, default=None,
                      help="keep the k most likely tokens; default: generation_config.json's when it samples, else off")
-    gen.add_argument("--top-p", type=float, default=None,
+    gen.add_argument("--top-p", type=probability, default=None,
                      help="keep the nucleus of probability p; default: generation_config.json's when it samples, "
                           "else off")
     gen.add_argument("--seed", type=int, default=None, help="seed of the sampler (default: a fresh one each run)")
@@ -825,10 +869,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     quant = commands.add_parser("quantize", formatter_class=HelpFormatter, help="perplexity and size of k-bit copies of a model")
     quant.add_argument("source", help="a local checkpoint folder or a hub repo id")
-    quant.add_argument("--bits", type=int, nargs="+", default=[32, 16, 8, 6, 4, 3, 2], help="bit widths to try")
+    quant.add_argument("--bits", type=bit_width, nargs="+", default=[32, 16, 8, 6, 4, 3, 2], help="bit widths to try")
     quant.add_argument("--schemes", nargs="+", default=["tensor", "channel", "group"],
                        choices=["tensor", "channel", "group"], help="one (zero point, scale) per tensor, row or group")
-    quant.add_argument("--group-size", type=int, default=64, help="weights per group of the group scheme")
+    quant.add_argument("--group-size", type=positive_int, default=64, help="weights per group of the group scheme")
     quant.add_argument("--texts", dest="n_texts", type=positive_int, default=20, help="how many bundled texts to score")
     quant.add_argument("--category", choices=CATEGORIES, default=None,
                        help="which bundled texts (default: stories the model never trained on)")

@@ -21,6 +21,13 @@ def shade(value: float, largest: float, rgb: str) -> str:
     return f"background: rgba({rgb}, {alpha:.3f})"
 
 
+def probability_text(p: float) -> str:
+    """A probability with 3 significant digits, in scientific notation below 0.001:
+    0.136, 0.0576, 7.65e-08 (a fixed 4 decimals would print 0.0000 for most tokens of a
+    50k-token vocabulary)."""
+    return f"{p:.2e}" if 0 < p < 1e-3 else f"{p:.3g}"
+
+
 def _token(text: str) -> str:
     """A token made visible: escaped, with spaces and newlines shown as the symbols ␣ and ⏎."""
     return escape(text.replace(" ", "\u2423").replace("\n", "\u23ce"))
@@ -38,7 +45,7 @@ def surprise_html(context: str, tokens: list[tuple[str, float, float, str]], sum
     inline = "".join(f'<span title="surprise {s:.2f} nats" style="{shade(s, largest, SURPRISE_RGB)}">'
                      f"{escape(t)}</span>" for t, s, _, _ in tokens)
     rows = "".join(f'<tr><td>{i}</td><td style="{shade(s, largest, SURPRISE_RGB)}"><code>{_token(t)}</code></td>'
-                   f"<td>{s:.3f}</td><td>{p:.3g}</td><td><code>{_token(guess)}</code></td></tr>"
+                   f"<td>{s:.3f}</td><td>{probability_text(p)}</td><td><code>{_token(guess)}</code></td></tr>"
                    for i, (t, s, p, guess) in enumerate(tokens, start=1))
     return (f"<div><p>{escape(summary)}</p>"
             f'<p style="white-space: pre-wrap; line-height: 1.6"><span style="color: gray">{escape(context)}</span>'
@@ -52,7 +59,7 @@ def top_k_html(after: str, rows: list[tuple[str, int, float, float]]) -> str:
     each probability cell shaded in proportion to the top probability."""
     largest = max((p for *_, p in rows), default=0.0)
     body = "".join(f"<tr><td>{rank}</td><td><code>{_token(t)}</code></td><td>{i}</td><td>{logit:.3f}</td>"
-                   f'<td style="{shade(p, largest, PROBABILITY_RGB)}">{p:.3g}</td></tr>'
+                   f'<td style="{shade(p, largest, PROBABILITY_RGB)}">{probability_text(p)}</td></tr>'
                    for rank, (t, i, logit, p) in enumerate(rows, start=1))
     return (f"<div><p>The {len(rows)} most likely tokens after <code>{escape(after)}</code></p>"
             "<table><thead><tr><th>rank</th><th>token</th><th>id</th><th>logit</th><th>probability</th></tr></thead>"

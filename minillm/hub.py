@@ -85,6 +85,13 @@ def resolve_source(source: str | os.PathLike) -> Path:
             "*.safetensors and tokenizer files) or a hub repo id such as 'Qwen/Qwen2.5-0.5B'."
         )
     text = str(source)
+    first = Path(text).parts[0] if Path(text).parts else ""
+    if text.startswith(("./", "../", "/", "~")) or (len(Path(text).parts) > 1 and Path(first).is_dir()):
+        # A path, not a hub id: its first folder is here (models/tiny-x with a models/ folder).
+        raise SourceError(
+            f"no such folder: {text!r} ({path.resolve()} does not exist). Check the path; a model "
+            "folder holds config.json, *.safetensors and tokenizer files."
+        )
     if not _looks_like_repo_id(text.split("@")[0]):
         raise SourceError(
             f"model source {text!r} is neither an existing folder nor a hub repo id "
@@ -111,7 +118,8 @@ def _download(source: str) -> Path:
     except LocalEntryNotFoundError as err:
         why = "offline mode is on (HF_HUB_OFFLINE)" if offline() else "the hub cannot be reached"
         raise SourceError(
-            f"cannot load {repo_id!r}: {why} and it is not in the Hugging Face cache "
+            f"cannot load {repo_id!r}: there is no folder {repo_id!r} here, so it was taken as a hub id, but "
+            f"{why} and it is not in the Hugging Face cache "
             f"({huggingface_hub.constants.HF_HUB_CACHE}). Download it once on a machine with "
             f"network (`hf download {repo_id}`) and copy the cache, or pass the "
             "path of a local folder that holds config.json and the *.safetensors files."

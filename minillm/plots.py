@@ -382,6 +382,8 @@ def plot_token_surprise(score: TextScore, path: str | Path, title: str = "", max
 def quantization_figure(rows: list[QuantizationResult], data_label: str = "") -> Figure:
     """Perplexity (log y) against bits per weight, one line per scheme, the unquantized model dashed;
     ``data_label`` (what was scored) goes under the title."""
+    import textwrap
+
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot()
     for scheme in dict.fromkeys(r.scheme for r in rows if r.bits != 32):
@@ -393,8 +395,10 @@ def quantization_figure(rows: list[QuantizationResult], data_label: str = "") ->
     _log_y(ax)
     ax.set_xlabel("bits per weight")
     ax.set_ylabel("perplexity (lower is better)")
-    ax.set_title("Perplexity against weight precision (uniform min-max rounding)"
-                 + (f"\n{data_label}" if data_label else ""), fontsize=11)
+    # Wrapped: a long data label ("tiny-m on 20 bundled texts that tiny-m never trained on") would
+    # run past the figure's right edge on one line.
+    ax.set_title("\n".join(["Perplexity against weight precision (uniform min-max rounding)",
+                             *textwrap.wrap(data_label, 70)]), fontsize=11)
     ax.legend()
     return fig
 

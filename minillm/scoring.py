@@ -325,7 +325,7 @@ def score_many(
     for owner, (ids, score_from, _) in enumerate(encoded):
         if score_from >= len(ids):
             raise ValueError(
-                f"text {owner} ({texts[owner][:40]!r}) leaves no token to score: it is a single token "
+                f"{f'text {owner} ' if len(texts) > 1 else 'the text '}({texts[owner][:40]!r}) leaves no token to score: it is a single token "
                 "and the tokenizer adds no BOS token to predict it from (or, after a context, the tokenizer "
                 "encodes nothing of it). Give a longer text or a context."
             )

@@ -27,7 +27,7 @@ def test_logits_prints_the_next_token_table(stories, capsys):
     top = torch.topk(logits, 4).indices.tolist()
     assert [int(r[0]) for r in rows] == top                      # ids, best first
     assert float(rows[0][1]) == pytest.approx(logits[top[0]].item(), abs=1e-3)
-    assert float(rows[0][2]) == pytest.approx(probs[top[0]].item(), abs=1e-4)
+    assert float(rows[0][2]) == pytest.approx(probs[top[0]].item(), rel=5e-3)  # 3 significant digits
 
 
 def test_generate_greedy_and_seeded_sampling(stories, capsys):
