@@ -716,7 +716,7 @@ def _add_experiment_args(parser: argparse.ArgumentParser, tokens: int) -> None:
                         help="text files, documents separated by <|endoftext|> (default: synthetic stories)")
     parser.add_argument("--stories", type=positive_int, default=3000, help="without --data: how many synthetic stories")
     parser.add_argument("--out", type=Path, required=True, help="folder for the models, the CSV and the plot")
-    parser.add_argument("--tokens", type=int, default=tokens, help="training tokens per model")
+    parser.add_argument("--tokens", type=positive_int, default=tokens, help="training tokens per model")
     parser.add_argument("--vocab-size", type=int, default=1024, help="BPE vocabulary to train")
     parser.add_argument("--context", type=int, default=64, help="tokens per training window")
     parser.add_argument("--batch-size", type=int, default=16, help="windows per step")
@@ -838,7 +838,7 @@ def build_parser() -> argparse.ArgumentParser:
     context = commands.add_parser("context", formatter_class=HelpFormatter,
                                   help="perplexity of a continuation after 0..3 sentences of its story")
     _add_scoring_args(context, "context-results")
-    context.add_argument("--max-k", type=int, default=3, help="most sentences of context")
+    context.add_argument("--max-k", type=positive_int, default=3, help="most sentences of context")
     context.set_defaults(run=cmd_context)
 
     instr = commands.add_parser("instructions", formatter_class=HelpFormatter,
@@ -903,7 +903,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds one student's whole grading run may take")
     grade.add_argument("--units", default=None, metavar="UNIT,UNIT",
                        help="grade only these units, comma-separated, e.g. logits,perplexity (default: all)")
-    grade.add_argument("--time-limit-scale", type=float, default=1.0, metavar="F",
+    grade.add_argument("--time-limit-scale", type=positive_float, default=1.0, metavar="F",
                        help="multiply every test's time limit by F (e.g. 2 on a slow machine)")
     grade.add_argument("--autograder", type=Path, default=None,
                        help="the autograder's folder (default: tests/autograder of the minillm repository)")
@@ -961,7 +961,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     family = commands.add_parser("train-family", formatter_class=HelpFormatter, help="train the shipped tiny-s, tiny-m and tiny-l models")
     family.add_argument("--out", type=Path, default=Path("data/models"), help="folder for the three models")
-    family.add_argument("--tokens", type=int, default=1_000_000, help="training tokens per model")
+    family.add_argument("--tokens", type=positive_int, default=1_000_000, help="training tokens per model")
     family.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     family.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     family.set_defaults(run=cmd_train_family)
@@ -971,7 +971,7 @@ def build_parser() -> argparse.ArgumentParser:
     instruct.add_argument("--out", type=Path, default=Path("data/models"), help="folder for the three instruct models")
     instruct.add_argument("--bases", type=Path, default=Path("data/models"),
                           help="folder holding tiny-s, tiny-m and tiny-l (default %(default)s)")
-    instruct.add_argument("--steps", type=int, default=150, help="fine-tuning steps per model (default %(default)s)")
+    instruct.add_argument("--steps", type=positive_int, default=150, help="fine-tuning steps per model (default %(default)s)")
     instruct.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     instruct.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     instruct.set_defaults(run=cmd_finetune_family)

@@ -74,6 +74,11 @@ def test_logits_and_surprise_print_small_probabilities_readably(random_gpt2, cap
     (["generate", "no-such-model", "hi", "--top-p", "1.5"], "--top-p"),
     (["generate", "no-such-model", "hi", "--max-new-tokens", "-1"], "--max-new-tokens"),
     (["surprise", "no-such-model", "hi", "--top-k", "-2"], "--top-k"),
+    (["context", "--max-k", "0"], "--max-k"),                 # was an IndexError after the scoring
+    (["train-family", "--tokens", "0"], "--tokens"),            # was refused only after training a tokenizer
+    (["sweep", "--out", "no-such-folder", "--tokens", "0"], "--tokens"),
+    (["finetune-family", "--steps", "0"], "--steps"),
+    (["grade", "no-such-folder", "--time-limit-scale", "-1"], "--time-limit-scale"),   # was a crash per student
 ])
 def test_bad_numbers_are_refused_before_loading(argv, flag, capsys):
     # Had the command run, the missing model would end it with status 1; argparse's refusal is status 2.
