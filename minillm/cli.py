@@ -3,6 +3,7 @@
     minillm logits SOURCE "text" --top-k 10
     minillm generate SOURCE "prompt" --max-new-tokens 50 --temperature 0.8 --top-k 40 --seed 0
     minillm surprise SOURCE "text" --top-k 3
+    minillm surprise SOURCE "the reply" --context "the question" --chat
     minillm scaling --models Qwen/Qwen2.5-0.5B Qwen/Qwen2.5-1.5B --stories 50 --out results/
     minillm context --offline --out context-results
     minillm instructions --models M1 M2-Instruct --out instruction-results
