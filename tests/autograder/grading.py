@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 __all__ = ["expect_close", "expect_shape", "expect_float", "to_array", "describe", "random_text", "GradingError",
-           "Unchanged"]
+           "Unchanged", "show_token", "show_tokens"]
 
 
 class GradingError(AssertionError):
@@ -253,6 +253,22 @@ def expect_close(
     elif np.isinf(arr).any() and not np.isinf(exp).any():
         lines.append("  Your result holds inf: look for log(0) or exp() of a large number.")
     raise GradingError("\n".join(lines))
+
+
+def show_token(token: Any, token_id: int | None = None) -> str:
+    """A token's text for a message: its repr, plus its id when the text holds U+FFFD ('\ufffd'), which
+    is how one byte of a character split over several byte-level tokens prints: two such tokens
+    look the same, and only the ids tell them apart (``show_token('\ufffd', 171)`` -> ``'\ufffd' (id 171)``)."""
+    text = repr(token)
+    if token_id is not None and isinstance(token, str) and "\ufffd" in token:
+        text += f" (id {int(token_id)})"
+    return text
+
+
+def show_tokens(tokens: Sequence[Any], token_ids: Sequence[int] | None = None) -> str:
+    """A list of tokens for a message, as :func:`show_token` writes each (ids where known)."""
+    ids = list(token_ids) if token_ids is not None else [None] * len(tokens)
+    return "[" + ", ".join(show_token(t, i) for t, i in zip(tokens, ids + [None] * (len(tokens) - len(ids)))) + "]"
 
 
 def _num(x: Any) -> str:

@@ -11,7 +11,8 @@ import random
 
 import pytest
 import torch
-from grading import GradingError, Unchanged, expect_close, expect_float, expect_shape, random_text
+from grading import (GradingError, Unchanged, expect_close, expect_float, expect_shape, random_text, show_token,
+                     show_tokens)
 
 pytestmark = pytest.mark.logits
 
@@ -145,10 +146,10 @@ def test_most_likely_next_token(student, tiny_model, tiny_tokenizer, story_texts
                 hint = " You returned the raw vocabulary entry; use tokenizer.token_text(id) to get the text."
             elif isinstance(token, int) or (isinstance(token, torch.Tensor) and token.numel() == 1):
                 hint = " You returned the token id; return the token as text, tokenizer.token_text(id)."
-            raise GradingError(f"{what}: expected the token {expected_token!r}, got {token!r}.{hint}")
+            raise GradingError(f"{what}: expected the token {show_token(expected_token, best)}, got {token!r}.{hint}")
         if isinstance(prob, (int, float, torch.Tensor)) and float(prob) > 1.0:
             raise GradingError(f"{what}: the probability {float(prob):.4g} is above 1: did you return the logit?")
-        expect_close(prob, probs[best], f"{what}: the probability of {expected_token!r}", **PROB_TOL)
+        expect_close(prob, probs[best], f"{what}: the probability of {show_token(expected_token, best)}", **PROB_TOL)
         expect_float(prob, f"{what}: the probability")                       # the contract: a Python float
 
 
@@ -173,8 +174,10 @@ def test_predict_next_tokens(student, tiny_model, tiny_tokenizer, story_texts, g
         if tokens != expected_tokens:
             if sorted(map(str, tokens)) == sorted(expected_tokens):
                 raise GradingError(f"{what}: the right tokens in the wrong order; put the most likely first.\n"
-                                   f"  expected {expected_tokens}\n  got      {tokens}")
-            raise GradingError(f"{what}: expected the tokens {expected_tokens}, got {tokens}.")
+                                   f"  expected {show_tokens(expected_tokens, top.indices.tolist())}\n"
+                                   f"  got      {show_tokens(tokens)}")
+            raise GradingError(f"{what}: expected the tokens {show_tokens(expected_tokens, top.indices.tolist())}, "
+                               f"got {show_tokens(tokens)}.")
         expect_float(got[0][1], f"{what}: the probability in row 0")          # the contract: Python floats
         got_probs = [float(row[1]) for row in got]
         if abs(sum(got_probs) - 1.0) < 1e-4 and abs(float(top.values.sum()) - 1.0) > 1e-3:
@@ -199,7 +202,8 @@ def test_predict_next_tokens(student, tiny_model, tiny_tokenizer, story_texts, g
         if tokens == [sp.decode([i]) for i in ids]:
             hint = (" You decoded each id alone (tokenizer.decode([id])): a SentencePiece decoder strips the "
                     "space at the start of a text, so ' the' comes out as 'the'. Use tokenizer.token_text(id).")
-        raise GradingError(f"{what}: expected the tokens {expected_tokens}, got {tokens}.{hint}")
+        raise GradingError(f"{what}: expected the tokens {show_tokens(expected_tokens, ids)}, "
+                           f"got {show_tokens(tokens)}.{hint}")
 
 
 @pytest.mark.graded(points=2, objective="LOG-5", level="E")

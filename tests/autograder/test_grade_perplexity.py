@@ -14,7 +14,7 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
-from grading import GradingError, Unchanged, expect_close, expect_float, random_text
+from grading import GradingError, Unchanged, expect_close, expect_float, random_text, show_tokens
 
 from minillm.scoring import perplexity as ref_perplexity
 from minillm.scoring import score as ref_score
@@ -97,10 +97,11 @@ def test_surprise_table(student, forbid, tiny_model, tiny_tokenizer, story_texts
         if len(got) != n - 1:
             raise GradingError(f"{what}: expected {n - 1} rows (tokens 1..n-1 of {n}), got {len(got)}.")
         tokens = [row[0] for row in got]
-        expected_tokens = [r.token for r in ref.rows]
+        expected_tokens, expected_ids = [r.token for r in ref.rows], [r.token_id for r in ref.rows[:8]]
         if tokens != expected_tokens:
             raise GradingError(f"{what}: the tokens should be tokens 1..n-1 of the text, as "
-                               f"tokenizer.token_text(id):\n  expected {expected_tokens[:8]}...\n  got      {tokens[:8]}...")
+                               f"tokenizer.token_text(id):\n  expected {show_tokens(expected_tokens[:8], expected_ids)}..."
+                               f"\n  got      {show_tokens(tokens[:8])}...")
         surprises = [row[1] for row in got]
         expect_float(surprises[0], f"{what}: the surprise of row 0")       # the contract: Python floats
         expect_close(surprises, [r.surprise for r in ref.rows], f"{what}: the surprises (nats)", **SURPRISE_TOL)
