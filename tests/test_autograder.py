@@ -80,6 +80,9 @@ def test_reference_solutions_earn_every_point(tmp_path, seed):
         f"the reference lost points with grader seed {used} (rerun with --grader-seed {used}):\n{_failures(results)}")
     assert proc.returncode == 0
     assert not results["extra_data"]["problems"], results["extra_data"]["problems"]
+    if seed is not None:   # solutions/ holds each unit's .py and .ipynb with the same code: nothing to note
+        assert not results["extra_data"]["notes"], results["extra_data"]["notes"]
+        assert "notes:" not in results["output"], results["output"]
     if seed is None:   # every unit was graded from its notebook
         notes = results["extra_data"]["notes"]
         assert all(any(n.startswith(f"{u}.ipynb: ran its") for n in notes.get(u, []))

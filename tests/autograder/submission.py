@@ -9,7 +9,9 @@
 both; a student fills in one of them). The grader takes the one with fewer unfilled exercise
 stubs (``raise NotImplementedError("...: your code here")``), so the file the student worked in
 wins whatever the files' dates; on a tie the ``.py`` file wins (the same result on every copy of
-the folder). ``note`` says which was graded and why.
+the folder). ``note`` says which was graded and why when the choice mattered; on a tie it is
+short (the points table gathers the tied units in one line), and empty when the two files hold
+the same code (``same_code``: the reference's .py and .ipynb, or two untouched stubs).
 
 **What runs of a notebook.** Only what a graded function may depend on: the code cells'
 top-level imports, ``def`` and ``class`` statements, and assignments to ALL_CAPS (or dunder)
@@ -86,21 +88,65 @@ def count_stubs(path: Path) -> int:
 def find_unit_file(folder: Path, unit: str) -> tuple[Path | None, str]:
     """The file that holds ``unit``'s code in ``folder``, and a note for the student ("" when
     there is nothing to say). None when the unit has neither file; the note then names a file that
-    looks like a misnamed copy ("Copy of logits.ipynb"), if there is one."""
+    looks like a misnamed copy ("Copy of logits.ipynb"), if there is one.
+
+    When both files are there: the note explains the choice when it mattered (one file has fewer
+    unfilled stubs); on a tie it is :func:`tie_note` (which the points table gathers into one line
+    for all units), or "" when the two files hold the same code (see :func:`same_code`)."""
     module, notebook = folder / f"{unit}.py", folder / f"{unit}.ipynb"
     if module.is_file() and notebook.is_file():
         in_module, in_notebook = count_stubs(module), count_stubs(notebook)
+        if in_module == in_notebook:
+            return module, "" if same_code(module, notebook) else tie_note(unit)
         chosen = notebook if in_notebook < in_module else module
-        why = ("it has fewer unfilled functions" if in_notebook != in_module
-               else "the same number of unfilled functions: the .py file wins a tie")
-        return chosen, (f"both {module.name} and {notebook.name} are in the folder: graded {chosen.name} "
-                        f"({why}; unfilled: {in_module} in {module.name}, {in_notebook} in {notebook.name})")
+        return chosen, (f"both {module.name} and {notebook.name} are in the folder: graded {chosen.name}, "
+                        f"the one with fewer unfilled functions ({in_module} in {module.name}, "
+                        f"{in_notebook} in {notebook.name})")
     for path in (module, notebook):
         if path.is_file():
             return path, ""
     lookalikes = sorted(p.name for p in folder.glob("*") if p.suffix in (".py", ".ipynb")
                         and unit in p.stem.lower() and p.is_file()) if folder.is_dir() else []
     return None, f"Rename {lookalikes[0]!r} to {unit}{Path(lookalikes[0]).suffix}." if lookalikes else ""
+
+
+def tie_note(unit: str) -> str:
+    """The note for a unit whose .py and .ipynb files have as many unfilled stubs but differ."""
+    return f"graded {unit}.py; {unit}.ipynb beside it (as many unfilled functions, other code) was not graded"
+
+
+def _statements(sources: list[str]) -> tuple[set[str], dict[str, str]]:
+    """The top-level statements of ``sources`` (a module, or a notebook's cells) as AST dumps, leaving
+    out docstrings and ``from __future__`` imports; and the last definition of each function or class."""
+    statements, definitions = set(), {}
+    for source in sources:
+        try:
+            tree = ast.parse(_without_ipython(source)[0])
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)) or (
+                    isinstance(node, ast.ImportFrom) and node.module == "__future__"):
+                continue
+            statements.add(ast.dump(node))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                definitions[node.name] = ast.dump(node)
+    return statements, definitions
+
+
+def same_code(module: Path, notebook: Path) -> bool:
+    """Whether ``notebook`` holds every top-level statement of ``module`` (comments, layout and docstrings
+    aside), and its last definition of each of the module's functions and classes is the module's: then
+    grading either file gives the same result, and the choice needs no note. The notebook may hold more
+    (examples, helpers of its examples), which the grader does not run or no test grades."""
+    try:
+        cells = [c.source for c in _read(notebook).cells if c.cell_type == "code"]
+    except NotebookError:
+        return False
+    ours, our_definitions = _statements([module.read_text(encoding="utf-8", errors="replace")])
+    theirs, their_definitions = _statements(cells)
+    return bool(ours) and ours <= theirs and all(
+        their_definitions.get(name) == code for name, code in our_definitions.items())
 
 
 def _read(path: Path):
