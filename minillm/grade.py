@@ -17,11 +17,15 @@ same texts. ``units`` grades only those units (``-m "logits or perplexity"``), f
 that covers a few of them.
 
 The CSV has one row per student: ``student``, ``status`` (``ok`` / ``timeout`` / ``crashed``),
-``total`` and ``max_total``, the points of each unit (``<unit>`` and ``<unit>_max``), the
+``total`` and ``max_total``, the points of each unit (``<unit>`` and ``<unit>_max``: both blank
+for a unit the run did not grade, with ``--units`` or when the run did not finish, so that a
+spreadsheet shows no zero that was never earned; every unit has its columns in every run, so the
+CSVs of one class share one header), the
 scaling comparison (``scaling_numbers``: numbers the scaling unit recorded, ``scaling_matched``:
 how many agree with the reference's within 1e-4 relative, ``scaling_max_rel_diff``), then
 ``grader_seed``, ``seconds`` and a ``message``: what went wrong, unit by unit ("logits: missing: ...;
-perplexity: importing perplexity.py failed with ...", the autograder's ``extra_data["problems"]``),
+perplexity: importing perplexity.py failed with ...", the autograder's ``extra_data["problems"]``
+joined by "; "),
 or why the run did not finish.
 
 This module never imports the autograder, the tests or the exercises: it only runs them.
@@ -157,7 +161,9 @@ def problems_message(results: dict) -> str:
     """What went wrong with the student's files, unit by unit, from a results.json ("" when nothing
     did): "logits: missing: ...; perplexity: importing perplexity.py failed with ...". """
     problems = results.get("extra_data", {}).get("problems", {}) or {}
-    text = "; ".join(f"{unit}: {problem}" for unit in UNITS for problem in problems.get(unit, []))
+    # Each problem is a sentence; the separator replaces its final period ("...graded from; perplexity: ...").
+    text = "; ".join(f"{unit}: {problem.rstrip().removesuffix('.')}"
+                     for unit in UNITS for problem in problems.get(unit, []))
     return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 3] + "..."
 
 
@@ -195,8 +201,8 @@ def csv_row(student: str, graded: dict, seed: int) -> dict:
     row: dict = {"student": student, "status": graded["status"], "total": 0, "max_total": ""}
     results = graded["results"] if graded["status"] == "ok" else None
     units = (results or {}).get("extra_data", {}).get("units", {})
-    for unit in UNITS:
-        row[unit] = units.get(unit, {}).get("score", 0 if results else "")
+    for unit in UNITS:   # a unit this run did not grade stays blank (not 0: it was not graded)
+        row[unit] = units.get(unit, {}).get("score", "")
         row[f"{unit}_max"] = units.get(unit, {}).get("max_score", "")
     if results:
         row["total"], row["max_total"] = results.get("score", 0), results.get("max_score", "")

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from minillm.cli import main as cli_main
-from minillm.grade import (CSV_FIELDS, DEFAULT_AUTOGRADER, GradeError, compare_numbers, find_autograder,
-                           grade_class)
+from minillm.grade import (CSV_FIELDS, DEFAULT_AUTOGRADER, UNITS, GradeError, compare_numbers, csv_row,
+                           find_autograder, grade_class, problems_message)
 
 REPO = Path(__file__).resolve().parents[1]
 AUTOGRADER = REPO / "tests" / "autograder"
@@ -69,7 +69,7 @@ def test_grade_class(tmp_path, small_autograder, submissions):
     ref = by["alice_reference"]
     assert ref["status"] == "ok" and int(ref["total"]) == int(ref["max_total"]) == int(ref["logits_max"]) > 0
     assert ref["logits"] == ref["logits_max"] and ref["grader_seed"] == "7"
-    assert ref["perplexity"] == "0" and ref["perplexity_max"] == ""   # not in this autograder
+    assert ref["perplexity"] == ref["perplexity_max"] == ""   # not graded (not in this autograder): blank, not 0
 
     stubs = by["bob_stubs"]
     assert stubs["status"] == "ok" and stubs["total"] == "0" and stubs["max_total"] == ref["max_total"]
@@ -83,6 +83,32 @@ def test_grade_class(tmp_path, small_autograder, submissions):
     hang = by["dave_hangs"]
     assert hang["status"] == "timeout" and hang["total"] == "0" and "12" in hang["message"]
     assert float(hang["seconds"]) < 30
+
+
+def test_csv_row_leaves_ungraded_units_blank():
+    """`--units logits,sampling`: the other units' cells are blank (a 0 would read as earned), the header
+    is the class's one header all the same; a unit graded at 0 points stays 0."""
+    results = {"score": 5, "max_score": 20, "extra_data": {"units": {
+        "logits": {"score": 5, "max_score": 12}, "sampling": {"score": 0, "max_score": 8}}}}
+    row = csv_row("erin", {"status": "ok", "results": results, "seconds": 3.0, "message": ""}, seed=7)
+    assert list(row) == CSV_FIELDS
+    assert (row["logits"], row["logits_max"], row["sampling"], row["sampling_max"]) == (5, 12, 0, 8)
+    assert all(row[u] == row[f"{u}_max"] == "" for u in UNITS if u not in ("logits", "sampling")), row
+    assert (row["total"], row["max_total"]) == (5, 20)
+    timeout = csv_row("finn", {"status": "timeout", "results": None, "seconds": 9.0, "message": "stopped"}, seed=7)
+    assert all(timeout[u] == timeout[f"{u}_max"] == "" for u in UNITS)
+
+
+def test_problems_message_joins_sentences_cleanly():
+    problems = {"training": ["missing: no training.py or training.ipynb in erin/, the files the training unit "
+                             "is graded from."],
+                "logits": ["logits.py has a syntax error at line 1: expected ':'",
+                           "missing: no logits.py. Rename 'Copy of logits.ipynb' to logits.ipynb. "]}
+    message = problems_message({"extra_data": {"problems": problems}})
+    assert message == ("logits: logits.py has a syntax error at line 1: expected ':'; logits: missing: no logits.py. "
+                       "Rename 'Copy of logits.ipynb' to logits.ipynb; training: missing: no training.py or "
+                       "training.ipynb in erin/, the files the training unit is graded from")
+    assert ".;" not in message and problems_message({"extra_data": {}}) == ""
 
 
 def test_compare_numbers():

@@ -41,7 +41,8 @@ SCALE = 0.2
 HANG_LIMIT_S = 20 * SCALE
 
 sys.path.insert(0, str(AUTOGRADER))
-from submission import NotebookError, count_stubs, find_unit_file, read_notebook
+from grading import show_token, show_tokens
+from submission import NotebookError, count_stubs, find_unit_file, read_notebook, tie_note
 
 
 def mistake_cell(name: str) -> str:
@@ -116,13 +117,40 @@ def test_file_choice_when_both_exist(tmp_path):
     path, note = find_unit_file(tmp_path, "logits")
     assert path.name == "logits.ipynb" and "fewer unfilled" in note
 
-    shutil.copy(SOLUTIONS / "logits.py", tmp_path / "logits.py")
+    shutil.copy(SOLUTIONS / "logits.py", tmp_path / "logits.py")     # the same code in both: nothing to say
     path, note = find_unit_file(tmp_path, "logits")
-    assert path.name == "logits.py" and "wins a tie" in note
+    assert path.name == "logits.py" and note == ""
+    # Both filled in, differently (one function changed in the .py file): a tie, said in a short note.
+    changed = (SOLUTIONS / "logits.py").read_text(encoding="utf-8").replace("def ", "def _old_", 1)
+    (tmp_path / "logits.py").write_text(changed + "\n\ndef extra():\n    return 1\n", encoding="utf-8")
+    path, note = find_unit_file(tmp_path, "logits")
+    assert path.name == "logits.py" and note == tie_note("logits")
+    # A later notebook cell that redefines a function (later definitions win) is other code too.
+    shutil.copy(SOLUTIONS / "logits.py", tmp_path / "logits.py")
+    write_notebook(student_notebook(SOLUTIONS / "logits.py", extra=(mistake_cell("logits__first_position.py"),)),
+                   tmp_path / "logits.ipynb")
+    assert find_unit_file(tmp_path, "logits") == (tmp_path / "logits.py", tie_note("logits"))
 
     write_notebook(student_notebook(EXERCISES / "logits.py"), tmp_path / "Copy of perplexity.ipynb")
     path, note = find_unit_file(tmp_path, "perplexity")
     assert path is None and "Rename 'Copy of perplexity.ipynb' to perplexity.ipynb" in note
+
+
+def test_partial_byte_tokens_show_their_ids(gpt2_tokenizer_folder):
+    """The real GPT-2 tokenizer splits the llama emoji over byte tokens that each print as U+FFFD: a
+    grader message shows their ids (they look alike, the ids tell them apart); whole tokens, as before."""
+    from minillm.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(gpt2_tokenizer_folder)
+    ids = tokenizer.encode(" a llama \U0001F999", add_special_tokens=False)
+    texts = [tokenizer.token_text(i) for i in ids]
+    partial = [(t, i) for t, i in zip(texts, ids) if "\ufffd" in t]
+    assert len({i for _, i in partial}) >= 2, list(zip(texts, ids))     # two different byte tokens
+    shown = show_tokens(texts, ids)
+    for text, token_id in partial:
+        assert f"{text!r} (id {token_id})" in shown, shown
+    assert shown.startswith("[' a', ' ll', 'ama', ") and show_token(" a", 257) == "' a'"
+    assert show_tokens(texts) == "[" + ", ".join(map(repr, texts)) + "]"   # ids not known: the text alone
 
 
 # --------------------------------------------------------------------------------------------
@@ -146,6 +174,8 @@ def test_pytest_target_grades_notebooks(tmp_path):
     write_notebook(student_notebook(SOLUTIONS / "quantization.py"), folder / "quantization.ipynb")
     (folder / "architecture.py").write_text(
         (SOLUTIONS / "architecture.py").read_text(encoding="utf-8") + "\nimport numpyy\n", encoding="utf-8")
+    # Beside it the reference notebook: no stubs in either, other code: a tie, which the .py file wins.
+    write_notebook(student_notebook(SOLUTIONS / "architecture.py"), folder / "architecture.ipynb")
     def n_cells(unit):
         return len(nbformat.read(folder / f"{unit}.ipynb", as_version=4).cells)
 
@@ -182,9 +212,13 @@ def test_pytest_target_grades_notebooks(tmp_path):
     assert "in sampling.ipynb, cell" in first and "while True" in first and "earlier test" not in first, first
     assert others and all("found by an earlier test of the sampling unit" in o for o in others)
     assert any("graded quantization.ipynb" in n for n in notes["quantization"])
+    assert notes["architecture"] == [tie_note("architecture")]
     # The points table ends with the problems, for the student; grades.csv's message lists them.
     table = proc.stdout[proc.stdout.rindex("minillm autograder:"):]
     assert "problems:" in table and "sampling: sampling.ipynb did not finish loading" in table
+    # A tie is one short line for all tied units, not a note per unit.
+    assert ("  graded the .py files; the notebooks beside them (as many unfilled functions, other code) were "
+            "not graded: architecture\n") in table + "\n" and "both architecture.py" not in table, table
     message = problems_message(results)
     assert message.startswith("perplexity: perplexity.ipynb: corpus_perplexity() uses `pooled_nll`")
     assert "; architecture: importing architecture.py failed" in message and "; training: missing: " in message
@@ -235,13 +269,14 @@ def test_grade_class_notebooks_and_failed_loads(tmp_path):
     e = by["erin"]
     assert e["status"] == "ok" and e["total"] == e["max_total"] and e["message"] == "", e
     assert all(full(e, u) for u in ("logits", "perplexity", "sampling"))
-    assert e["quantization"] == "0" and e["quantization_max"] == ""   # not among --units
+    # Units not among --units are blank, not 0 (which a spreadsheet shows as a zero earned).
+    assert all(e[u] == e[f"{u}_max"] == "" for u in ("quantization", "architecture", "scaling", "training")), e
 
     f = by["frank"]
     assert f["status"] == "ok" and f["logits"] == "0" and full(f, "sampling"), f
     assert 0 < int(f["perplexity"]) < int(f["perplexity_max"])
     assert f["message"] == (f"logits: logits.py did not finish loading within the time limit of {HANG_LIMIT_S:g} s, "
-                            "so the unit scores 0 (its other tests fail at once)."), f["message"]
+                            "so the unit scores 0 (its other tests fail at once)"), f["message"]
     # One time limit (4 s) more than erin, not one per logits test (5: 20 s); the rest is the noise of
     # a shared machine (up to ~6 s between two runs at a load of 7 on 2 cores).
     assert float(f["seconds"]) < float(e["seconds"]) + 3.5 * HANG_LIMIT_S, (f["seconds"], e["seconds"])
