@@ -249,7 +249,8 @@ def chat_data(tok: Tokenizer, examples: list[Example], config: TrainConfig,
         info=dict(kind="chat", train_examples=len(train_examples), val_examples=len(val_examples),
                   train_windows=len(train), val_windows=len(val),
                   train_targets=int((train[:, 1, 1:] != IGNORE).sum())),
-        prompts=[tok.encode(tok.apply_chat_template(first, add_generation_prompt=True), add_special_tokens=False)])
+        prompts=[tok.encode(tok.apply_chat_template(first, add_generation_prompt=True), add_special_tokens=False)],
+        documents=[m["content"] for e in train_examples for m in e.prompt] + [e.reply for e in train_examples])
 
 
 # ---- the runs -------------------------------------------------------------------------------------

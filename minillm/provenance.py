@@ -47,12 +47,31 @@ class TrainingRecord:
         return [text_hash(t) in self.hashes for t in texts]
 
 
-def write_record(folder: str | Path, documents: list[str], description: str) -> Path:
-    """Write ``folder/training_data.json`` naming ``documents`` (deduplicated) and ``description``."""
+def write_record(folder: str | Path, documents: list[str], description: str,
+                 hashes: frozenset[str] = frozenset()) -> Path:
+    """Write ``folder/training_data.json`` naming ``documents`` (deduplicated) and ``description``;
+    ``hashes``: further documents already hashed (those of a base model's record)."""
     path = Path(folder) / RECORD_FILE
-    record = {"description": description, "sha256": sorted({text_hash(d) for d in documents})}
+    record = {"description": description, "sha256": sorted({text_hash(d) for d in documents} | hashes)}
     path.write_text(json.dumps(record, indent=0) + "\n", encoding="utf-8")
     return path
+
+
+def write_run_record(folder: str | Path, documents: list[str], kind: str, base: str | Path | None = None) -> Path:
+    """The training record of a ``minillm train`` / ``finetune`` run into ``folder``: the hashes of
+    ``documents`` (the training documents; for fine-tuning every message and reply), plus those of
+    ``base``'s record when the run started from a model. ``kind``: "text" or "chat".
+
+    Without a record for ``base``, the description says that what it saw is unknown (its
+    hashes cannot be listed); a check on texts then answers from this run's documents only."""
+    what = "pretraining documents" if kind == "text" else "fine-tuning messages and replies"
+    description = f"{len(documents)} {what} of a minillm run (their SHA-256 below)"
+    base_record = read_record(base) if base is not None and Path(base).is_dir() else None
+    if base is not None:
+        description += f", starting from the weights of {base}: " + (
+            f"{base_record.description}" if base_record else
+            f"what it trained on is unknown (it has no {RECORD_FILE}), so texts outside this list may be seen too")
+    return write_record(folder, documents, description + ".", base_record.hashes if base_record else frozenset())
 
 
 def read_record(source: str | Path) -> TrainingRecord | None:
@@ -93,21 +112,31 @@ def overlap_warning(source: str | Path, texts: list[str]) -> str | None:
 
 def without_training_texts(models: list[str], source: TextSource) -> tuple[TextSource, str | None]:
     """``source`` without the texts any of ``models`` trained on (by their training records), and a
-    sentence saying what was left out (None when nothing was).
+    sentence saying what was left out, and for which models nobody can tell (no training record;
+    None when there is nothing to say).
+
+    A model without a record (a hub id, a folder trained elsewhere) may have seen any text: the
+    label of what is kept then says "unknown" for it rather than calling the texts held out.
 
     Raises ValueError when every text was seen in training."""
     seen = [False] * len(source)
-    who = []
+    who, unknown = [], []
     for model in models:
         record = read_record(model)
         if record is None:
+            unknown.append(Path(model).name if Path(model).is_dir() else str(model))
             continue
         hits = record.seen(source.texts)
         if any(hits):
             who.append(f"{Path(model).name} ({sum(hits)} of them; {record.path.parent.name}/{RECORD_FILE})")
         seen = [a or b for a, b in zip(seen, hits)]
+    caveat = (f"unknown for {', '.join(unknown)}: no {RECORD_FILE}" if unknown else "")
+    note = (f"Whether {', '.join(unknown)} trained on these texts is unknown (no {RECORD_FILE}, the record that "
+            "`minillm train` and `finetune` write): their scores may measure memorisation." if unknown else None)
     if not any(seen):
-        return source, None
+        if unknown and len(unknown) < len(models):
+            return source.select(list(range(len(source))), f"{source.label} ({caveat})"), note
+        return source, note
     keep = [i for i, s in enumerate(seen) if not s]
     if not keep:
         raise ValueError(f"every one of the {len(source)} texts ({source.label}) was in a model's training data: "
@@ -115,7 +144,10 @@ def without_training_texts(models: list[str], source: TextSource) -> tuple[TextS
                          "to measure memorisation on purpose.")
     message = (f"Left out {len(source) - len(keep)} of the {len(source)} texts, trained on by {', '.join(who)}: "
                "a model's perplexity on its own training text measures memorisation. Pass --include-seen to "
-               "score them anyway.")
+               "score them anyway." + (f" {note}" if note else ""))
     label = re.sub(r"^\d+ ", "", source.label)
-    never = f"that {Path(models[0]).name} never trained on" if len(models) == 1 else "that no model here trained on"
+    if unknown:
+        never = f"that no model with a {RECORD_FILE} trained on ({caveat})"
+    else:
+        never = f"that {Path(models[0]).name} never trained on" if len(models) == 1 else "that no model here trained on"
     return source.select(keep, f"{len(keep)} {label} {never}"), message

@@ -76,6 +76,7 @@ from .loading import load_model
 from .mlp_lm import MLPLanguageModel
 from .model import RMSNorm, Transformer
 from .progress import print_line, progress_bar
+from .provenance import write_run_record
 from .tokenizer import Tokenizer, load_tokenizer
 from .weights import save_weights
 
@@ -244,6 +245,7 @@ class TrainingData:
     fingerprint: str                # of the tokens: a resumed run must see the same ones
     info: dict                      # recorded in trainer_state.json under "data"
     prompts: list[list[int]]        # prompts of the sampled continuations
+    documents: list[str] = field(default_factory=list)   # the texts trained on, for the training record
 
 
 def text_data(tok: Tokenizer, texts: list[str], val_texts: list[str] | None, config: TrainConfig) -> TrainingData:
@@ -255,7 +257,8 @@ def text_data(tok: Tokenizer, texts: list[str], val_texts: list[str] | None, con
         fingerprint=token_fingerprint(train_stream, val_stream),
         info=dict(kind="text", train_documents=len(train_docs), val_documents=len(val_docs),
                   train_tokens=len(train_stream), val_tokens=len(val_stream)),
-        prompts=[[tok.eos_token_id], encode_documents(tok, val_docs[:1])[:4].tolist()])
+        prompts=[[tok.eos_token_id], encode_documents(tok, val_docs[:1])[:4].tolist()],
+        documents=train_docs)
 
 
 # ---- model and optimizer -------------------------------------------------------------------------
@@ -650,6 +653,8 @@ def run_loop(data: TrainingData, config: TrainConfig, out: Path, tok: Tokenizer,
         save_checkpoint(out, model, tok, optimizer, data_generator, dict(
             step=step, tokens=step * config.tokens_per_step, config=asdict(config), **(provenance or {}),
             data=dict(fingerprint=data.fingerprint, **data.info), history=[asdict(r) for r in history]))
+        write_run_record(out, data.documents, data.info["kind"], (provenance or {}).get("init")
+                         or (provenance or {}).get("base"))
 
     bar = progress_bar(total=config.steps, initial=step, desc="training", unit="step", enabled=progress)
     while step < last:
