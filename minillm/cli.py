@@ -295,10 +295,11 @@ def cmd_scaling(args: argparse.Namespace) -> None:
     print(f"models: {', '.join(args.models)}")
     results = run_scaling(args.models, source, dtype=args.dtype, batch_tokens=args.batch_tokens, seed=args.seed,
                           progress=args.progress)
-    print(f"\n{'model':<32} {'non-emb params':>15} {'tokens':>8} {'perplexity':>11} {'95% CI':>17} {'bits/byte':>9}")
+    width = max(len("model"), *(len(s.model) for s in results.summaries))
+    print(f"\n{'model':<{width}} {'non-emb params':>15} {'tokens':>8} {'perplexity':>11} {'95% CI':>17} {'bits/byte':>9}")
     for s in results.summaries:
         ci = f"{s.ppl_ci_low:.3f}-{s.ppl_ci_high:.3f}"
-        print(f"{s.model:<32} {s.non_embedding_params:>15,} {s.tokens:>8,} {s.perplexity:>11.3f} {ci:>17} "
+        print(f"{s.model:<{width}} {s.non_embedding_params:>15,} {s.tokens:>8,} {s.perplexity:>11.3f} {ci:>17} "
               f"{s.bits_per_byte:>9.4f}")
     print(fit_sentence(results))
     for warning in results.warnings:
@@ -768,11 +769,11 @@ def _add_text_args(parser: argparse.ArgumentParser) -> None:
                         help="also score texts a model trained on (its training_data.json says which)")
 
 
-def _add_scoring_args(parser: argparse.ArgumentParser, out: str) -> None:
-    """Models and texts, as for `minillm scaling`."""
+def _add_scoring_args(parser: argparse.ArgumentParser, out: str, models_help: str | None = None) -> None:
+    """Models and texts, as for `minillm scaling`; ``models_help`` replaces the --models help."""
     parser.add_argument("--models", nargs="+", default=None,
-                        help=f"checkpoint folders or hub ids (default: {' '.join(DEFAULT_SCALING_MODELS)}; "
-                             "without network or cache, the tiny family in data/models)")
+                        help=models_help or (f"checkpoint folders or hub ids (default: {' '.join(DEFAULT_SCALING_MODELS)}; "
+                                             "without network or cache, the tiny family in data/models)"))
     parser.add_argument("--stories", type=positive_int, default=50, help="how many texts at most")
     parser.add_argument("--out", type=Path, default=Path(out), help="folder for tables, plots and the report")
     parser.add_argument("--offline", action="store_true",
@@ -845,7 +846,10 @@ def build_parser() -> argparse.ArgumentParser:
     instr = commands.add_parser("instructions", formatter_class=HelpFormatter,
                                 help="stories after vague, specific, paraphrased or mismatched instructions; "
                                      "base and instruct models")
-    _add_scoring_args(instr, "instruction-results")
+    _add_scoring_args(instr, "instruction-results", models_help=(
+        "checkpoint folders or hub ids (default, online and offline alike: the tiny family minillm ships in "
+        "data/models, base and instruct, tiny-s tiny-m tiny-l tiny-s-instruct tiny-m-instruct tiny-l-instruct, "
+        "those present, on the bundled stories they never trained on)"))
     instr.add_argument("--chat-models", nargs="+", default=None, metavar="MODEL",
                        help="score these through their chat template (default: models whose name says "
                             "instruct or chat and whose tokenizer has a template)")

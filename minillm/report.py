@@ -1,6 +1,6 @@
 """report.html: the scaling experiment's report as a web page a browser opens from disk.
 
-The page holds the same tables as report.md, the figures (linked by their file names, so the
+The page holds the same tables and stories as report.md (the costliest tokens too), the figures (linked by their file names, so the
 folder can be moved or zipped as a whole) and the largest model's hardest story with every
 token shaded by its surprise, on the same colour scale as ``hardest_story_tokens.png``
 (hover over a token for its surprise and probability). It is rendered with jinja2 with
@@ -40,11 +40,13 @@ def shaded_tokens(score: TextScore) -> list[dict]:
 
 
 def write_scaling_html(results: ScalingResults, ranked: list[StoryResult], diffs: list[PairedDifference], out: Path,
-                       fit_text: str) -> Path:
+                       fit_text: str, costliest: list[dict], by_token: list[dict], n_stories: int = 3) -> Path:
     """Write ``out/report.html`` from the results (the figures must already be in ``out``).
 
     ``ranked``: the largest model's story rows, hardest first; ``diffs``: each model against
-    the next smaller one; ``fit_text``: the power law in words."""
+    the next smaller one; ``fit_text``: the power law in words; ``costliest`` and ``by_token``:
+    the largest model's costliest single tokens and the token strings carrying the most total
+    loss (as in report.md); ``n_stories``: how many hardest and easiest stories to show."""
     largest = results.summaries[-1].model
     hardest = ranked[0]
     figures = [(name, caption) for name, caption in [
@@ -58,7 +60,8 @@ def write_scaling_html(results: ScalingResults, ranked: list[StoryResult], diffs
         label=results.source.label, protocol=results.protocol, warnings=results.warnings,
         summaries=results.summaries, fit_text=fit_text, diffs=diffs, shared_tokenizer=results.shared_tokenizer,
         largest=short_name(largest), hardest=hardest, hardest_pieces=shaded_tokens(results.scores[largest][hardest.story]),
-        easiest=ranked[::-1][:3], stories=results.stories, figures=figures, max_surprise=MAX_SURPRISE,
+        harder=ranked[1:n_stories], easiest=ranked[::-1][:n_stories], stories=results.stories,
+        costliest=costliest, by_token=by_token, figures=figures, max_surprise=MAX_SURPRISE,
         short_name=short_name)
     path = out / "report.html"
     path.write_text(html, encoding="utf-8")

@@ -35,6 +35,7 @@ class StoryResult:
     perplexity: float             # exp(nll_mean)
     bits_per_byte: float          # nll_total / ln 2 / bytes
     seen_in_training: str         # "yes", "no" or "unknown" (no record of the model's training data)
+    source: str = ""              # the folder or hub id the model came from (``model`` is its short name)
 
 
 @dataclass
@@ -53,6 +54,7 @@ class ModelSummary:
     bits_per_byte: float
     bpb_ci_low: float
     bpb_ci_high: float
+    source: str = ""              # the folder or hub id the model came from (``model`` is its short name)
 
 
 @dataclass

@@ -161,3 +161,14 @@ def test_context_on_a_bos_tokenizer_scores_the_same_tokens(shared_data):
         scored = [results.scores[(folder, k)][j] for k in range(4)]
         assert scored[0].token_ids[0] == tok.bos_token_id and scored[0].context is None
         assert len({tuple(r.token_id for r in s.rows) for s in scored}) == 1
+
+
+def test_instructions_help_names_the_models_it_really_uses(capsys):
+    """With no --models, `instructions` runs the shipped tiny family, base and instruct, online or not
+    (cmd_instructions); its help must say so, not the Qwen defaults of `scaling`."""
+    with pytest.raises(SystemExit):
+        main(["instructions", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Qwen" not in text
+    assert all(name in text for name in ["tiny-s", "tiny-l", "tiny-s-instruct", "tiny-l-instruct"])
+    assert "online and offline" in text

@@ -60,11 +60,12 @@ def test_report_html_renders_tables_images_and_shaded_tokens(tmp_path):
                          capture_output=True, text=True, timeout=120).stdout
     found = json.loads(re.search(r'<pre id="out">(.*?)</pre>', dom, re.S).group(1).replace("&amp;", "&")
                        .replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"'))
-    assert found["tables"] == {"summary": 2, "differences": 1}
+    # The same tables as report.md: 20 costliest tokens, and the 20 token strings of most total loss.
+    assert found["tables"] == {"summary": 2, "differences": 1, "costliest": 20, "by-token": 20}
     assert [src for src, _ in found["images"]] == ["perplexity_vs_size.png", "bits_per_byte_vs_size.png",
                                                    "per_story.png", "length_confound.png", "hardest_story_tokens.png"]
     assert all(width > 0 for _, width in found["images"])                  # every figure loaded from disk
-    largest, hardest = folders[-1], max((r for r in results.rows if r.model == folders[-1]),
+    largest, hardest = "large", max((r for r in results.rows if r.model == "large"),
                                         key=lambda r: r.perplexity)
     rows = results.scores[largest][hardest.story].rows
     assert [t for t, _ in found["tokens"]] == [r.token for r in rows]     # one span per scored token, in order
@@ -75,6 +76,12 @@ def test_report_html_renders_tables_images_and_shaded_tokens(tmp_path):
     green = lambda c: int(c.split(",")[1])                                    # the scale runs white -> red
     assert green(found["tokens"][worst][1]) < green(found["tokens"][best][1])
     html = (out / "report.html").read_text()            # jinja2 autoescape: the story's markup is text
+    assert html.count("Next hardest:") == 2 and str(tmp_path) not in html   # 3 hardest stories; short names
+    report = (out / "report.md").read_text()
+    assert "## Token strings that cost large the most in total" in report and str(tmp_path) not in report
+    for table in ("summary.csv", "results.csv"):             # the label is short; the source column keeps the path
+        header, first = (out / table).read_text().splitlines()[:2]
+        assert header.endswith(",source") and first.startswith("small,") and first.endswith(folders[0])
     assert "<script>alert" not in html and "<b>bold" not in html
     if hardest.story == 0:
         assert "<script>alert(1)</script>" in "".join(t for t, _ in found["tokens"])

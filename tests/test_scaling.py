@@ -71,10 +71,11 @@ def test_run_scaling_scores_every_story_with_every_model(two_models):
     stories = bundled_texts("stories")[:6]
     results = run_scaling(two_models, stories, progress=False)
     assert len(results.rows) == 2 * 6
-    assert [s.model for s in results.summaries] == two_models                 # sorted by size
+    assert [s.source for s in results.summaries] == two_models                # sorted by size
+    assert [s.model for s in results.summaries] == ["small0", "large0"]       # labelled by folder name
     for folder in two_models:
         model, tok = minillm.load_model(folder), minillm.load_tokenizer(folder)
-        for r in (r for r in results.rows if r.model == folder):
+        for r in (r for r in results.rows if r.source == folder):
             alone = score(model, tok, stories[r.story])
             assert r.tokens == alone.n_tokens and r.nll_total == pytest.approx(alone.total_nll, rel=1e-5)
             assert r.nll_mean == pytest.approx(alone.total_nll / alone.n_tokens, rel=1e-5)
@@ -98,7 +99,7 @@ def test_scaling_command_writes_tables_report_and_plots(two_models, tmp_path, ca
         summary = list(csv.DictReader(f))
     assert [float(s["ppl_ci_low"]) <= float(s["perplexity"]) <= float(s["ppl_ci_high"]) for s in summary] == [True] * 2
     report = (out / "report.md").read_text()
-    hardest = max((r for r in rows if r["model"] == two_models[-1]), key=lambda r: float(r["perplexity"]))
+    hardest = max((r for r in rows if r["source"] == two_models[-1]), key=lambda r: float(r["perplexity"]))
     assert bundled_texts("stories")[int(hardest["story"])][:60] in report
     assert f"### Story stories.txt#{hardest['story']}" in report
     for png in ["perplexity_vs_size", "bits_per_byte_vs_size", "per_story", "length_confound", "hardest_story_tokens"]:

@@ -88,6 +88,15 @@ def fit_power_law(n_params: list[float], values: list[float], metric: str = "per
                     metric=metric)
 
 
+def model_labels(models: list[str]) -> dict[str, str]:
+    """Each model's label in tables and plots: its short name ('Qwen/Qwen2.5-0.5B' -> 'Qwen2.5-0.5B',
+    a folder -> its last part, as :func:`minillm.plots.short_name`), or the full source when two
+    models would share a short name."""
+    short = {m: m.rstrip("/").rsplit("/", 1)[-1] for m in models}
+    counts = list(short.values())
+    return {m: s if counts.count(s) == 1 else m for m, s in short.items()}
+
+
 def summarize(name: str, rows: list[StoryResult], seed: int = 0) -> ModelSummary:
     nll = np.array([r.nll_total for r in rows])
     tokens = np.array([r.tokens for r in rows], dtype=float)
@@ -100,6 +109,7 @@ def summarize(name: str, rows: list[StoryResult], seed: int = 0) -> ModelSummary
         stories=len(rows), tokens=int(tokens.sum()), mean_nll=float(mean_nll),
         perplexity=math.exp(mean_nll), ppl_ci_low=math.exp(low), ppl_ci_high=math.exp(high),
         bits_per_byte=float(nll.sum() / math.log(2) / nbytes.sum()), bpb_ci_low=bpb_low, bpb_ci_high=bpb_high,
+        source=rows[0].source,
     )
 
 
@@ -115,7 +125,8 @@ def run_scaling(models: list[str], stories: TextSource | list[str], dtype: torch
     ``stories``: a :class:`~minillm.data.TextSource` (texts with ids), or a plain list of texts
     (ids "text #0", "text #1", ...). Each row records whether the model trained on the story
     (its training record, :mod:`minillm.provenance`). The power law is fitted in perplexity
-    only when all models share one tokenizer; in bits per byte always.
+    only when all models share one tokenizer; in bits per byte always. Rows, summaries and
+    ``scores`` name each model by its label (:func:`model_labels`); ``source`` keeps the full one.
     """
     if not models:
         raise ValueError("give at least one model (a checkpoint folder or a hub repo id).")
@@ -126,20 +137,22 @@ def run_scaling(models: list[str], stories: TextSource | list[str], dtype: torch
     rows: list[StoryResult] = []
     scores: dict[str, list[TextScore]] = {}
     protocols, warnings = set(), []
+    labels = model_labels(models)
     for name in models:
         if progress:
             print(f"scoring {len(stories)} stories with {name}", flush=True)
         model, tok = load_model_and_tokenizer(name, dtype=dtype, packed=True)
         params, non_embedding = model.num_parameters(), model.num_parameters(non_embedding=True)
-        scores[name] = score_many(model, tok, stories.texts, batch_tokens=batch_tokens, progress=progress)
-        protocols.update(s.protocol for s in scores[name])
+        label = labels[name]
+        scores[label] = score_many(model, tok, stories.texts, batch_tokens=batch_tokens, progress=progress)
+        protocols.update(s.protocol for s in scores[label])
         seen = seen_in_training(name, stories.texts)
         warnings += [w for w in [overlap_warning(name, stories.texts)] if w]
-        for i, s in enumerate(scores[name]):
-            rows.append(StoryResult(name, params, non_embedding, i, stories.ids[i], s.n_tokens, s.n_bytes,
-                                    s.total_nll, s.mean_nll, s.perplexity, s.bits_per_byte, seen[i]))
+        for i, s in enumerate(scores[label]):
+            rows.append(StoryResult(label, params, non_embedding, i, stories.ids[i], s.n_tokens, s.n_bytes,
+                                    s.total_nll, s.mean_nll, s.perplexity, s.bits_per_byte, seen[i], name))
         del model
-    summaries = sorted((summarize(name, [r for r in rows if r.model == name], seed) for name in models),
+    summaries = sorted((summarize(labels[m], [r for r in rows if r.model == labels[m]], seed) for m in models),
                        key=lambda s: s.non_embedding_params)
     shared = len({tokenizer_fingerprint(m) for m in models}) == 1
     sizes = [s.non_embedding_params for s in summaries]
@@ -256,7 +269,10 @@ def write_report(results: ScalingResults, out: Path, n_stories: int = 3) -> Path
     for t in costliest_tokens(results.scores[largest], ids=results.source.ids):
         lines.append(f"| {t['story']} | `{t['token']!r}` | `{t['context'][-30:]!r}` | {t['surprise']:.2f} | "
                      f"{t['prob']:.2e} | `{t['model_expected']!r}` |")
-    lines += ["", "| token | count | total nats | mean nats |", "|---|---|---|---|"]
+    lines += ["", f"## Token strings that cost {largest} the most in total", "",
+              "Every occurrence of a token string counted together: how often it was scored, the nats summed "
+              "over those occurrences, and their mean.", "",
+              "| token | count | total nats | mean nats |", "|---|---|---|---|"]
     for t in loss_by_token(results.scores[largest]):
         lines.append(f"| `{t['token']!r}` | {t['count']} | {t['total_nats']:.1f} | {t['mean_nats']:.2f} |")
     path = out / "report.md"
@@ -292,5 +308,7 @@ def save_results(results: ScalingResults, out: str | Path) -> list[Path]:
                                   title=f"{plots.short_name(largest)}'s hardest story, {hardest.story_id}: "
                                         f"perplexity {hardest.perplexity:.2f}"),
     ]
-    paths.append(write_scaling_html(results, rank_stories(results, largest), diffs, out, fit_sentence(results)))
+    paths.append(write_scaling_html(results, rank_stories(results, largest), diffs, out, fit_sentence(results),
+                                    costliest_tokens(results.scores[largest], ids=results.source.ids),
+                                    loss_by_token(results.scores[largest])))
     return paths
