@@ -18,6 +18,7 @@ The figures:
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from pathlib import Path
@@ -28,7 +29,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import LinearSegmentedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import LogFormatter, NullFormatter
+from matplotlib.ticker import FuncFormatter, Locator, LogFormatter, NullFormatter
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -72,11 +73,33 @@ class _PlainLogFormatter(LogFormatter):
         return f"{x:.4g}" if super().__call__(x, pos) else ""
 
 
+class _LogTicks(Locator):
+    """Labelled ticks for a log axis at 1, 2, 5 x 10^k, or denser (1.5, 3, 4, 6, 8 too) when the axis
+    spans little more than a decade: every stretch of the axis, e.g. 100 to 180, gets a label
+    (matplotlib's LogLocator puts none between 100 and 200)."""
+
+    def __call__(self) -> list[float]:
+        return self.tick_values(*self.axis.get_view_interval())
+
+    def tick_values(self, vmin: float, vmax: float) -> list[float]:
+        low, high = sorted((vmin, vmax))
+        if high <= 0:
+            return []
+        low = max(low, high * 1e-12)
+        decades = math.log10(high / low)
+        subs = ((1, 1.5, 2, 3, 4, 5, 6, 8) if decades < 1.3 else (1, 2, 3, 5) if decades < 2.5 else
+                (1, 2, 5) if decades < 4 else (1,))
+        first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
+        ticks = [sub * 10.0 ** k for k in range(first, last + 1) for sub in subs]
+        return [t for t in ticks if low <= t <= high]
+
+
 def _log_y(ax: Axes) -> None:
-    """Log-scale y axis with plain tick labels, on the minor ticks too when they fit."""
+    """Log-scale y axis with plain tick labels (see :class:`_LogTicks`); minor ticks unlabelled."""
     ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(_PlainLogFormatter(labelOnlyBase=False))
-    ax.yaxis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False))
+    ax.yaxis.set_major_locator(_LogTicks())
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:.4g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
@@ -369,8 +392,12 @@ def token_surprise_figure(score: TextScore, title: str = "", max_tokens: int | N
     bar.set_label("surprise (nats)", fontsize=8)
     bar.ax.tick_params(labelsize=7)
     if before:
-        fig.text(1 - right / fig_w, bottom / fig_h, "grey: not scored", ha="right", va="bottom", fontsize=8,
-                 bbox=dict(facecolor=UNSCORED_COLOR, edgecolor="none", pad=2))
+        # Beside the colour bar: a swatch of the very colour the unscored text sits on, then its meaning.
+        x, swatch_w = left + 0.4 * width * char_w + 0.6, 2 * char_w
+        fig.add_artist(Rectangle((x / fig_w, bottom / fig_h), swatch_w / fig_w, bar_h / fig_h,
+                                 transform=fig.transFigure, facecolor=UNSCORED_COLOR, edgecolor="0.4", linewidth=0.6))
+        fig.text((x + swatch_w + 0.08) / fig_w, (bottom + bar_h / 2) / fig_h, "not scored (text the first scored "
+                 "token is predicted from)", ha="left", va="center", fontsize=8)
     return fig
 
 
@@ -529,12 +556,15 @@ def conditions_figure(summaries: list[ConditionSummary], differences: list[Paire
     condition, bars = 95% bootstrap interval over texts. Right (when ``differences`` are given):
     each condition against ``baseline`` for the same model (a difference whose ``group`` is the
     model's short name), as the ratio B / A with its paired 95% interval; below 1 means the
-    condition made the texts more predictable. ``connect``
+    condition made the texts more predictable. The baseline has no column there (its ratio to
+    itself is 1 by definition: the dashed line). ``connect``
     joins a model's points with lines (for ordered conditions such as k = 0..3, not for categories).
     """
     conditions = list(dict.fromkeys(s.condition for s in summaries))
     models = list(dict.fromkeys(s.model for s in summaries))
     x = {c: i for i, c in enumerate(conditions)}
+    compared = [c for c in conditions if any(d.b == c for d in differences)]     # the right panel's columns
+    x_diff = {c: i for i, c in enumerate(compared)}
     # A base model and its instruct/chat variant share a colour; the variant is drawn with squares.
     bases = list(dict.fromkeys(_base_name(m) for m in models))
     colour = {m: f"C{bases.index(_base_name(m))}" for m in models}
@@ -555,14 +585,14 @@ def conditions_figure(summaries: list[ConditionSummary], differences: list[Paire
                          label=short_name(model))
         if differences:
             mine_d = [d for d in differences if d.group == short_name(model)]
-            xd = np.array([x[d.b] for d in mine_d]) + offset[i]
+            xd = np.array([x_diff[d.b] for d in mine_d]) + offset[i]
             r = np.array([d.ratio for d in mine_d])
             axes[1].errorbar(xd, r, yerr=np.clip([r - [d.ratio_ci_low for d in mine_d],
                                                   [d.ratio_ci_high for d in mine_d] - r], 0, None),
                              fmt=marker[model], color=colour[model], capsize=3)
     long_names = max(len(c) for c in conditions) > 12
-    for ax in axes:
-        ax.set_xticks(range(len(conditions)), conditions, rotation=20 if long_names else 0,
+    for ax, columns in zip(axes, [conditions, compared]):
+        ax.set_xticks(range(len(columns)), columns, rotation=20 if long_names else 0,
                       ha="right" if long_names else "center", fontsize=8 if long_names else None)
         ax.set_xlabel(xlabel)
         ax.grid(True, axis="y", which="both", alpha=0.25)

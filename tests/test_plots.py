@@ -260,6 +260,9 @@ def test_conditions_figure_draws_each_condition_and_the_paired_ratios():
     assert [c.lines[0].get_ydata().tolist() for c in left.containers] == [[50.0, 45.0], [30.0, 27.0]]
     assert [c.lines[0].get_ydata().tolist() for c in right.containers] == [[0.9], [0.9]]
     assert list(right.get_lines()[-1].get_ydata()) == [1.0, 1.0]                      # the "no change" line
+    # The paired panel has no empty column for the baseline (its ratio to itself is the dashed line).
+    assert [t.get_text() for t in right.get_xticklabels()] == ["k=1"]
+    assert [round(float(x)) for c in right.containers for x in c.lines[0].get_xdata()] == [0, 0]
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["a", "b"]
 
 
@@ -296,3 +299,29 @@ def test_conditions_figure_pairs_a_base_model_with_its_instruct_variant():
     assert [ln.get_color() for ln in lines] == ["C0", "C1", "C0", "C1"]
     assert [ln.get_marker() for ln in lines] == ["o", "o", "s", "s"]
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["m-1B", "m-1B-Instruct", "m-2B", "m-2B-Instruct"]
+
+
+def test_log_axes_label_the_stretch_above_100():
+    """Perplexities of 120-180 sit between the decades 100 and 1000: a tick there must carry a label
+    (matplotlib's default log ticks label none between 100 and 200)."""
+    from matplotlib.figure import Figure
+
+    ax = Figure().add_subplot()
+    ax.plot([0, 1], [28, 180])
+    plots._log_y(ax)
+    FigureCanvasAgg(ax.figure).draw()
+    low, high = ax.get_ylim()
+    shown = [float(t.get_text()) for t in ax.get_yticklabels() if t.get_text() and low <= t.get_position()[1] <= high]
+    assert any(100 < y <= 180 for y in shown) and any(y < 100 for y in shown)
+    assert plots._LogTicks().tick_values(0.5, 5e4) == [1, 10, 100, 1000, 10000]   # wide ranges stay sparse
+
+
+def test_token_surprise_legend_shows_the_grey_of_unscored_text():
+    """The "not scored" note comes with a swatch of the same grey as the unscored text's boxes."""
+    from matplotlib.colors import to_rgba
+    from matplotlib.patches import Rectangle
+
+    fig = plots.token_surprise_figure(text_score([" upon", " a"], [0.5, 2.0], first=1, context="Once"))
+    swatches = [a for a in fig.artists if isinstance(a, Rectangle)]
+    assert [a.get_facecolor() for a in swatches] == [to_rgba(plots.UNSCORED_COLOR)]
+    assert any(t.get_text().startswith("not scored") for t in fig.texts)
