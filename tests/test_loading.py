@@ -170,8 +170,10 @@ def test_sharded_checkpoint_with_a_missing_shard(tmp_path):
 
 
 def test_source_that_is_neither_folder_nor_repo_id(tmp_path):
-    with pytest.raises(SourceError, match="neither an existing folder nor a hub repo id"):
+    with pytest.raises(SourceError, match="no such folder"):    # an absolute path is never a hub id
         minillm.load_model(str(tmp_path / "no" / "such" / "model"))
+    with pytest.raises(SourceError, match="neither an existing folder nor a hub repo id"):
+        minillm.load_model("no/such/model/here")        # three parts: not 'org/name', and no folder 'no' here
 
 
 @pytest.mark.parametrize("bad, words", [

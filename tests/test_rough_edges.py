@@ -212,7 +212,7 @@ def test_readme_family_numbers_are_what_the_shipped_models_score():
     catalogue's count of mistakes is checked by test_autograder.test_readme_catalogue_matches_the_folder)."""
     from minillm.family import FAMILY_DIR, SHAPES, held_out_stories
 
-    quoted = re.search(r"perplexity falls with size, (\d+\.\d) ->\s+(\d+\.\d) -> (\d+\.\d)", README).groups()
+    quoted = re.search(r"perplexity falls\s+with\s+size,\s+(\d+\.\d)\s+->\s+(\d+\.\d)\s+->\s+(\d+\.\d)", README).groups()
     stories = held_out_stories()
     for name, number in zip(SHAPES, quoted):
         model, tok = minillm.load_model(FAMILY_DIR / name), minillm.load_tokenizer(FAMILY_DIR / name)

@@ -72,7 +72,7 @@ def test_run_scaling_scores_every_story_with_every_model(two_models):
     results = run_scaling(two_models, stories, progress=False)
     assert len(results.rows) == 2 * 6
     assert [s.source for s in results.summaries] == two_models                # sorted by size
-    assert [s.model for s in results.summaries] == ["small0", "large0"]       # labelled by folder name
+    assert [s.model for s in results.summaries] == [Path(f).name for f in two_models]   # labelled by folder name
     for folder in two_models:
         model, tok = minillm.load_model(folder), minillm.load_tokenizer(folder)
         for r in (r for r in results.rows if r.source == folder):
