@@ -45,7 +45,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import GPT2Config
-from .model import KVCache, Transformer, attention, causal_mask
+from .model import KVCache, Transformer, attention, causal_mask, check_cache_and_mask
 
 
 class LayerNorm(nn.Module):
@@ -211,13 +211,7 @@ class GPT2(nn.Module):
                 "position table wpe has no row past that. Score long texts in windows "
                 f"(minillm.scoring's window= option) or keep prompt + new tokens <= {limit}."
             )
-        if cache is not None and total > cache.max_len:
-            raise ValueError(f"the KV cache holds {cache.max_len} positions but {total} are needed.")
-        if attention_mask is not None and tuple(attention_mask.shape) != (batch, total):
-            raise ValueError(
-                f"attention_mask has shape {tuple(attention_mask.shape)}; expected (batch, past + seq) "
-                f"= {(batch, total)}."
-            )
+        check_cache_and_mask(total, cache, attention_mask, batch)
 
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         """An empty KV cache for ``batch`` rows of up to ``max_len`` tokens."""

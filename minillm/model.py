@@ -205,6 +205,18 @@ def causal_mask(seq: int, past: int, attention_mask: torch.Tensor | None, device
     return allowed
 
 
+def check_cache_and_mask(total: int, cache: KVCache | None, attention_mask: torch.Tensor | None, batch: int) -> None:
+    """The KV cache must have room for ``total`` = past + seq positions, and the attention mask
+    must cover all of them: (batch, past + seq)."""
+    if cache is not None and total > cache.max_len:
+        raise ValueError(f"the KV cache holds {cache.max_len} positions but {total} are needed.")
+    if attention_mask is not None and tuple(attention_mask.shape) != (batch, total):
+        raise ValueError(
+            f"attention_mask has shape {tuple(attention_mask.shape)}; expected (batch, past + seq) "
+            f"= {(batch, total)}."
+        )
+
+
 class Transformer(nn.Module):
     """The whole decoder: token ids in, raw next-token logits out."""
 
@@ -293,13 +305,7 @@ class Transformer(nn.Module):
                 f"sequence of {total} tokens is longer than the model's context "
                 f"(max_position_embeddings={limit}); score long texts in windows."
             )
-        if cache is not None and total > cache.max_len:
-            raise ValueError(f"the KV cache holds {cache.max_len} positions but {total} are needed.")
-        if attention_mask is not None and tuple(attention_mask.shape) != (batch, total):
-            raise ValueError(
-                f"attention_mask has shape {tuple(attention_mask.shape)}; expected (batch, past + seq) "
-                f"= {(batch, total)}."
-            )
+        check_cache_and_mask(total, cache, attention_mask, batch)
 
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         """An empty KV cache for ``batch`` rows of up to ``max_len`` tokens."""

@@ -7,6 +7,7 @@ so that a mistake anywhere in the forward pass moves the logits visibly.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -106,3 +107,26 @@ def make_tokenizer(folder: Path, vocab_size: int = 320) -> Path:
     from minillm.data import bundled_texts
 
     return train_tokenizer(bundled_texts("stories"), vocab_size, folder)
+
+
+def edit_config(folder: Path, **changes) -> None:
+    """Change keys of ``folder/config.json`` in place; a value of None removes the key."""
+    path = folder / "config.json"
+    raw = json.loads(path.read_text())
+    for key, value in changes.items():
+        if value is None:
+            raw.pop(key, None)
+        else:
+            raw[key] = value
+    path.write_text(json.dumps(raw))
+
+
+def pad_rows(rows: list[torch.Tensor], side: str, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows of different lengths as one (batch, width) batch padded with id 0 on ``side``
+    ("left" or "right"), and its attention mask (1 on real tokens, 0 on padding)."""
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, row in enumerate(rows):
+        where = slice(width - len(row), width) if side == "left" else slice(0, len(row))
+        ids[i, where], mask[i, where] = row, 1
+    return ids, mask

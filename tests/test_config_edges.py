@@ -8,7 +8,6 @@ matrix products add in another order; minillm.packed's documented bound).
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import pytest
@@ -17,7 +16,7 @@ import transformers
 
 import minillm
 from minillm.config import ConfigError
-from checkpoints import VOCAB, load_reference, make_checkpoint
+from checkpoints import VOCAB, edit_config, load_reference, make_checkpoint
 
 IDS = torch.randint(0, VOCAB, (2, 12), generator=torch.Generator().manual_seed(0))
 
@@ -30,17 +29,6 @@ def pristine(tmp_path_factory):
 @pytest.fixture
 def ckpt(pristine, tmp_path):
     return shutil.copytree(pristine, tmp_path / "ckpt")
-
-
-def edit_config(folder, **changes):
-    path = folder / "config.json"
-    raw = json.loads(path.read_text())
-    for key, value in changes.items():
-        if value is None:
-            raw.pop(key, None)
-        else:
-            raw[key] = value
-    path.write_text(json.dumps(raw))
 
 
 def reference_logits(folder) -> torch.Tensor:

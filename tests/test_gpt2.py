@@ -23,7 +23,7 @@ import transformers
 from safetensors.torch import load_file, save_file
 
 import minillm
-from checkpoints import VOCAB, load_reference, make_checkpoint, make_gpt2_checkpoint
+from checkpoints import VOCAB, load_reference, make_checkpoint, make_gpt2_checkpoint, pad_rows
 from minillm.config import ConfigError
 from minillm.numpy_model import NumpyModel
 from minillm.weights import WeightsError
@@ -82,11 +82,7 @@ def test_padded_batch_rows_equal_rows_run_alone(case, side):
     model = minillm.load_model(folder)
     lengths = [context, 3, context - 2, 1]
     rows = [_ids(1, n, seed=10 + n)[0] for n in lengths]
-    ids = torch.zeros(len(rows), context, dtype=torch.long)
-    mask = torch.zeros(len(rows), context, dtype=torch.long)
-    for i, row in enumerate(rows):
-        where = slice(context - len(row), context) if side == "left" else slice(0, len(row))
-        ids[i, where], mask[i, where] = row, 1
+    ids, mask = pad_rows(rows, side, context)
     batched = model(ids, attention_mask=mask)
     assert torch.isfinite(batched).all(), "padding positions must not produce NaN"
     for i, row in enumerate(rows):

@@ -14,7 +14,7 @@ import minillm
 from minillm.config import ConfigError, ModelConfig
 from minillm.hub import SourceError
 from minillm.weights import WeightsError
-from checkpoints import VOCAB, load_reference, make_checkpoint, put_in_hub_cache
+from checkpoints import VOCAB, edit_config, load_reference, make_checkpoint, put_in_hub_cache
 
 
 @pytest.fixture(scope="module")
@@ -28,22 +28,11 @@ def ckpt(pristine, tmp_path):
     return shutil.copytree(pristine, tmp_path / "ckpt")
 
 
-def _edit_config(folder, **changes):
-    path = folder / "config.json"
-    raw = json.loads(path.read_text())
-    for key, value in changes.items():
-        if value is None:
-            raw.pop(key, None)
-        else:
-            raw[key] = value
-    path.write_text(json.dumps(raw))
-
-
 def test_hub_style_config_layout_loads_the_same(ckpt, pristine):
     # Qwen2.5's hub config.json: rope_theta/torch_dtype at the top level and a sliding
     # window that is switched off.
     raw = json.loads((ckpt / "config.json").read_text())
-    _edit_config(ckpt, rope_parameters=None, dtype=None, layer_types=None, rope_theta=raw["rope_parameters"]["rope_theta"],
+    edit_config(ckpt, rope_parameters=None, dtype=None, layer_types=None, rope_theta=raw["rope_parameters"]["rope_theta"],
                  torch_dtype="float32", sliding_window=32768, use_sliding_window=False, max_window_layers=21)
     assert ModelConfig.from_file(ckpt) == ModelConfig.from_file(pristine)
     ids = torch.arange(10)[None]
@@ -51,9 +40,9 @@ def test_hub_style_config_layout_loads_the_same(ckpt, pristine):
 
 
 def test_rope_theta_is_read_from_either_layout(ckpt):
-    _edit_config(ckpt, rope_parameters={"rope_type": "default", "rope_theta": 1e6})
+    edit_config(ckpt, rope_parameters={"rope_type": "default", "rope_theta": 1e6})
     assert ModelConfig.from_file(ckpt).rope_theta == 1e6
-    _edit_config(ckpt, rope_parameters=None, rope_theta=5e5)
+    edit_config(ckpt, rope_parameters=None, rope_theta=5e5)
     assert ModelConfig.from_file(ckpt).rope_theta == 5e5
 
 
@@ -66,7 +55,7 @@ def test_rope_theta_is_read_from_either_layout(ckpt):
     (dict(hidden_size=None), ["hidden_size"]),
 ])
 def test_configs_we_do_not_compute_are_refused(ckpt, changes, words):
-    _edit_config(ckpt, **changes)
+    edit_config(ckpt, **changes)
     with pytest.raises(ConfigError) as err:
         minillm.load_model(ckpt)
     assert all(w in str(err.value) for w in words)
@@ -141,7 +130,7 @@ def test_unexpected_tensor_is_named(ckpt):
 
 
 def test_shape_mismatch_names_tensor_and_file(ckpt):
-    _edit_config(ckpt, intermediate_size=40)
+    edit_config(ckpt, intermediate_size=40)
     with pytest.raises(WeightsError) as err:
         minillm.load_model(ckpt)
     message = str(err.value)

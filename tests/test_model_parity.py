@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import minillm
-from checkpoints import VOCAB, load_reference, make_checkpoint
+from checkpoints import VOCAB, load_reference, make_checkpoint, pad_rows
 
 CONFIGS = {
     # name: (kind, checkpoint options)            GQA ratio = heads / kv_heads
@@ -68,11 +68,7 @@ def test_padded_batch_rows_equal_rows_run_alone(checkpoint, side):
     lengths = [9, 4, 13, 1]
     width = max(lengths)
     rows = [_ids(1, n, seed=10 + n)[0] for n in lengths]
-    ids = torch.zeros(len(rows), width, dtype=torch.long)
-    mask = torch.zeros(len(rows), width, dtype=torch.long)
-    for i, row in enumerate(rows):
-        where = slice(width - len(row), width) if side == "left" else slice(0, len(row))
-        ids[i, where], mask[i, where] = row, 1
+    ids, mask = pad_rows(rows, side, width)
     batched = model(ids, attention_mask=mask)
     assert torch.isfinite(batched).all(), "padding positions must not produce NaN"
     for i, row in enumerate(rows):
