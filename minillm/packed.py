@@ -12,8 +12,13 @@ rounded once instead of twice; float32 ones differ in summation order, ~1e-6 rel
 
 The price: a packed weight is an opaque tensor (it cannot be printed, indexed or trained),
 so this is opt-in, for inference: ``load_model(..., packed=True)`` or ``pack_linears(model)``.
-The LM head is left alone: a tied head would need a second copy of the embedding matrix, and
-scoring reads the head's weight a slice of the vocabulary at a time.
+The LM head is not packed (a tied head would need a second copy of the embedding matrix, and
+scoring reads the head's weight a slice of the vocabulary at a time). In float32 its weight is
+instead stored column-major: the same (vocab, hidden) tensor, strides (1, vocab), so that the
+one-row product streams it as the contiguous (hidden, vocab) matrix it is, in ~7.8 ms instead
+of ~12 ms for GPT-2's 50257 x 768 head on this machine (in bfloat16 the row-major layout is the
+faster one and stays). A tied embedding shares the re-laid weight: looking up a few rows of it
+costs ~1 ms for 256 tokens.
 Where oneDNN cannot pack (no mkldnn build, float16 without AVX512-FP16, a GPU), the model is
 left unchanged and ``pack_linears`` returns 0.
 
@@ -106,7 +111,7 @@ def can_pack(dtype: torch.dtype, device: torch.device | str = "cpu") -> bool:
 def pack_linears(model: Transformer | GPT2) -> int:
     """Replace the model's MLPs by PackedMLP (SwiGLU) or PackedGELUMLP (GPT-2) and its other
     nn.Linear layers but the LM head by PackedLinear, in place; returns how many linear layers
-    were packed."""
+    were packed. A float32 LM head is laid out column-major (:func:`head_column_major`)."""
     weight = model.embed_tokens.weight
     if not can_pack(weight.dtype, weight.device):
         return 0
@@ -121,7 +126,21 @@ def pack_linears(model: Transformer | GPT2) -> int:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)
         setattr(parent, child, PackedLinear(getattr(parent, child)))
+    if weight.dtype == torch.float32:
+        head_column_major(model)
     return len(names) + fused
+
+
+@torch.no_grad()
+def head_column_major(model: Transformer | GPT2) -> None:
+    """Store the LM head's (vocab, hidden) weight column-major, in place, with its values and shape
+    unchanged; a tied embedding gets the same tensor, so the model still holds one copy."""
+    old = model.lm_head.weight
+    new = nn.Parameter(old.detach().t().contiguous().t(), requires_grad=old.requires_grad)  # strides (1, vocab)
+    for module in model.modules():
+        if isinstance(module, nn.Embedding) and module.weight is old:
+            module.weight = new
+    model.lm_head.weight = new
 
 
 def grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -40,6 +40,17 @@ def test_every_linear_is_packed_but_the_head(checkpoint):
         assert model.lm_head.weight is model.embed_tokens.weight
 
 
+def test_float32_head_is_column_major_with_the_same_values_and_one_copy(checkpoint):
+    plain, model = minillm.load_model(checkpoint), minillm.load_model(checkpoint, packed=True)
+    head = model.lm_head.weight
+    assert head.shape == plain.lm_head.weight.shape and head.stride() == (1, head.shape[0])
+    assert torch.equal(head, plain.lm_head.weight)
+    assert (model.embed_tokens.weight is head) == bool(model.config.tie_word_embeddings)
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in plain.parameters())
+    bf16 = minillm.load_model(checkpoint, dtype=torch.bfloat16, packed=True)
+    assert bf16.lm_head.weight.is_contiguous()   # row-major is bfloat16's faster layout
+
+
 def test_float32_logits_match_transformers(checkpoint):
     model, ref = minillm.load_model(checkpoint, packed=True), load_reference(checkpoint)
     for ids in (_ids(1, 1), _ids(3, 17)):
