@@ -904,8 +904,8 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("submissions", type=Path, help="folder with one subfolder per student")
     grade.add_argument("--out", type=Path, default=Path("grades.csv"), help="CSV to write")
     grade.add_argument("--overwrite", action="store_true", help="replace an existing --out CSV")
-    grade.add_argument("--timeout", type=positive_float, default=600.0,
-                       help="seconds one student's whole grading run may take")
+    grade.add_argument("--timeout", type=positive_float, default=300.0,
+                       help="seconds one unit's grading run may take (a unit that takes longer scores 0)")
     grade.add_argument("--units", default=None, metavar="UNIT,UNIT",
                        help="grade only these units, comma-separated, e.g. logits,perplexity (default: all)")
     grade.add_argument("--time-limit-scale", type=positive_float, default=1.0, metavar="F",

@@ -153,8 +153,8 @@ def test_readme_numbers_match_the_code():
     assert f'"max_score": {total}' in README
     # Defaults the README quotes.
     subs = _subcommands()
-    assert "`--timeout` seconds (default 600)" in README.replace("\n", " ") and \
-        subs["grade"].get_default("timeout") == 600
+    assert "`--timeout` seconds (default 300)" in README.replace("\n", " ") and \
+        subs["grade"].get_default("timeout") == 300
     train_defaults = subs["train"]
     assert f"`--eval-every` steps ({train_defaults.get_default('eval_every')})" in README.replace("\n", " ")
     assert train_defaults.get_default("sample_every") == 0 and "(off unless given)" in README

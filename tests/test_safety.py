@@ -280,30 +280,37 @@ def test_a_device_torch_cannot_use_is_named_before_any_file_is_read(sharded):
 # ---- the grader's process ------------------------------------------------------------------------
 
 LEAVES_A_CHILD = '''
-import json, subprocess, sys
+import hashlib, hmac, json, os, subprocess, sys
 
 import pytest
 
 
 def pytest_addoption(parser):
-    parser.addoption("--target")
-    parser.addoption("--grade-json")
-    parser.addoption("--grader-seed")
+    for option in ("--target", "--grade-json", "--grader-seed", "--grade-key-fd"):
+        parser.addoption(option)
 
 
 def pytest_sessionfinish(session):
-    # as a student's code might: start a process that outlives pytest, holding its output open
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    with open(session.config.getoption("--target") + "/child.pid", "w") as f:
-        f.write(str(child.pid))
-    with open(session.config.getoption("--grade-json"), "w") as f:
-        json.dump({"score": 1, "max_score": 1, "tests": []}, f)
+    # as a student's code might: start processes that outlive pytest, one holding its output open,
+    # one that also left the process group (setsid), out of reach of a process-group kill
+    pids = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=new).pid
+            for new in (False, True)]
+    with open(session.config.getoption("--target") + "/children.pid", "w") as f:
+        f.write(" ".join(map(str, pids)))
+    key = bytes.fromhex(os.read(int(session.config.getoption("--grade-key-fd")), 100).decode())
+    data = json.dumps({"score": 1, "max_score": 1, "tests": []}).encode()
+    path = session.config.getoption("--grade-json")
+    with open(path, "wb") as f:
+        f.write(data)
+    with open(path + ".sig", "w") as f:
+        f.write(hmac.new(key, data, hashlib.sha256).hexdigest())
 '''
 
 
 def test_a_process_left_running_does_not_stall_the_grading(tmp_path):
-    """A small autograder whose run leaves a child holding the output: before issue 15 the grading
-    waited for the pipe to close, i.e. until the timeout, and the student got "timeout"."""
+    """A small autograder whose run leaves children, one holding the output: before issue 15 the
+    grading waited for the pipe to close, i.e. until the timeout, and the student got "timeout".
+    The one that called setsid is found too (minillm grade is its subreaper) and stopped."""
     import os
     import time
 
@@ -312,20 +319,20 @@ def test_a_process_left_running_does_not_stall_the_grading(tmp_path):
     autograder = tmp_path / "tests" / "autograder"
     autograder.mkdir(parents=True)
     (autograder / "conftest.py").write_text(LEAVES_A_CHILD)
-    (autograder / "test_one.py").write_text("def test_one():\n    pass\n")
+    (autograder / "test_grade_logits.py").write_text("def test_one():\n    pass\n")
     student = tmp_path / "alice"
     student.mkdir()
     graded = grade_submission(student, autograder, timeout=40)
     assert graded["status"] == "ok" and graded["results"]["score"] == 1 and graded["seconds"] < 30
-    child = int((student / "child.pid").read_text())
-    for _ in range(50):   # the child was killed with the grading's process group (init reaps it)
-        try:
-            os.kill(child, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail(f"the process {child} the graded code started is still running")
+    for child in map(int, (student / "children.pid").read_text().split()):
+        for _ in range(50):
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"the process {child} the graded code started is still running")
 
 
 MISBEHAVING = '''

@@ -52,6 +52,7 @@ import pytest
 import torch
 from grader_options import add_grader_options
 from grading import ForbiddenCall, GradingError, block
+from guard import Watch, hide_reference, signer
 from submission import NotebookError, constant_name, find_unit_file, read_notebook, tie_note
 
 UNITS = ("logits", "perplexity", "quantization", "sampling", "architecture", "scaling", "training")
@@ -107,9 +108,13 @@ class RunState:
     print_chars: int = 0
     print_calls: int = 0
     alarm_armed: bool = False
+    tampered: dict = dataclasses.field(default_factory=dict)      # unit -> why it scores 0 (guard.py)
+    running_unit: str | None = None                               # the unit of the test now running
 
 
 _STATE: RunState | None = None
+_SIGN: Callable[[bytes], str] | None = None   # signs the results files (guard.signer), under `minillm grade`
+_WATCH: Watch | None = None                  # the grader's, pytest's, torch's... functions (guard.Watch)
 
 
 def _resolve_target(value: str) -> tuple[Path, Path | None]:
@@ -163,6 +168,13 @@ def pytest_configure(config: pytest.Config) -> None:
     if not (scale > 0 and math.isfinite(scale)):
         raise pytest.UsageError(f"--time-limit-scale {scale}: give a positive number (1 keeps the limits).")
     _STATE = RunState(target=folder, target_file=file, seed=seed, started=time.time(), time_limit_scale=scale)
+    global _SIGN
+    _SIGN = signer(config.option.grade_key_fd)   # read and closed before any student code runs
+    import minillm
+    references = [(root / "solutions").resolve() for root in {REPO, Path(minillm.__file__).resolve().parents[1]}]
+    hide_reference(references, allowed=lambda: any(_STATE.target.is_relative_to(r) for r in references),
+                   on_refuse=lambda path: _tamper(f"your code opened {Path(path).name} of the reference solutions "
+                                                  "(solutions/)"))
     # Grading runs offline: a notebook constant such as MODEL = load_model("Qwen/Qwen2.5-0.5B") fails at
     # once from the cache instead of downloading. Set here, before anything imports huggingface_hub
     # (which reads it once, at import; minillm reads it at each call), for the whole grading process.
@@ -794,9 +806,48 @@ def pytest_deselected(items) -> None:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    if _STATE is not None:
+        _STATE.running_unit = _unit_of(item)
+        _fresh_global_state()
     problem = _setup_problem(item)
     if problem:
         pytest.fail(problem, pytrace=False)
+
+
+def _fresh_global_state() -> None:
+    """Undo what earlier code may have changed in torch's global settings, so that every test (and
+    its reference values) starts from the same state, whatever another unit's code did."""
+    torch.set_default_dtype(torch.float32)
+    torch.set_default_device(None)
+    torch.set_grad_enabled(True)
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(False)
+
+
+def pytest_collection_finish(session) -> None:
+    """Before any student code runs: what the watched names hold (guard.Watch), and, for
+    ``minillm grade``, a signed results file with every test "not run", which it uses when the
+    run is stopped (a unit that hangs scores 0 of its points)."""
+    global _WATCH
+    if _STATE is None:
+        return
+    _WATCH = Watch(extra_modules=(sys.modules[__name__],))
+    _write_results(session.config, ".collected.json")
+
+
+def _tamper(why: str) -> None:
+    """The running test's unit scores 0: its code reached into the grader (``why``)."""
+    state = _STATE
+    unit = state.running_unit if state is not None else None
+    if unit is None:
+        return
+    message = f"{why}. The grader cannot trust this unit's results, so it scores 0."
+    if unit not in state.tampered:
+        state.tampered[unit] = message
+        state.problems.setdefault(unit, []).append(message)
+    for result in state.results.values():
+        if result.unit == unit:
+            result.passed, result.output = False, state.tampered[unit]
 
 
 def _student_frames(tb, target: Path) -> str:
@@ -856,6 +907,13 @@ def pytest_runtest_makereport(item: pytest.Item, call):
         result.output = "" if report.passed else (message or report.longreprtext)
     elif report.when == "teardown" and report.failed and result.passed:
         result.passed, result.output = False, message or report.longreprtext
+    if report.when == "teardown" and _WATCH is not None:   # after monkeypatch put back what the test patched
+        changed = _WATCH.check()
+        if changed:
+            _tamper("your code replaced " + ", ".join(changed[:5]) + (", ..." if len(changed) > 5 else "")
+                    + " (functions of the grader, pytest, Python, NumPy or torch)")
+    if result.unit in state.tampered:
+        result.passed, result.output = False, state.tampered[result.unit]
 
 
 def _totals() -> tuple[dict, dict]:
@@ -959,13 +1017,22 @@ def gradescope_results() -> dict:
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:
-    if _STATE is None:
+    if _STATE is not None:
+        _write_results(session.config)
+
+
+def _write_results(config: pytest.Config, suffix: str = "") -> None:
+    """The results JSON at --grade-json (with ``suffix``: beside it), signed when ``minillm grade`` gave a key."""
+    path = config.getoption("grade_json", None)
+    if not path:
         return
-    path = session.config.getoption("grade_json", None)
-    if path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(gradescope_results(), indent=2) + "\n", encoding="utf-8")
+    path = Path(path)
+    path = path.with_suffix(suffix) if suffix else path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = (json.dumps(gradescope_results(), indent=2) + "\n").encode("utf-8")
+    path.write_bytes(data)
+    if _SIGN is not None:
+        path.with_name(path.name + ".sig").write_text(_SIGN(data))
 
 
 def pytest_unconfigure(config) -> None:

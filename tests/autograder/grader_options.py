@@ -30,6 +30,8 @@ def add_grader_options(parser) -> None:
                          "the logits notebook's model")
     group.addoption("--grade-json", default=None, metavar="PATH",
                     help="also write the results as a Gradescope results.json file to PATH")
+    group.addoption("--grade-key-fd", type=int, default=None, metavar="FD",
+                    help="(for `minillm grade`) read the key that signs the results file from this pipe")
     group.addoption("--time-limit-scale", type=float, default=1.0, metavar="F",
                     help="multiply every test's time limit by F (default 1; e.g. 2 on a slow machine)")
     group.addoption("--memory-limit-gb", type=float, default=8.0, metavar="GB",

@@ -1,0 +1,128 @@
+"""A submission that reaches into the grader cannot raise its score or change another unit's (issue 14).
+
+The real autograder's machinery (conftest.py, guard.py, grading.py, ...) grades a one-test unit
+per unit name, each asking for ``softmax(x)`` of a vector, so that each hostile case costs a
+test, not a whole unit's grading. One student, Mallory, tries a different trick in each unit
+while computing a wrong softmax; her training unit is honest and must keep its points after all
+the others have run in the same process. A second, Forger, writes her own results file, which
+only ``minillm grade`` (signed results, one process per unit) can catch.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from minillm.grade import grade_submission
+
+REPO = Path(__file__).resolve().parents[1]
+
+UNIT_TEST = '''
+import pytest
+import torch
+from grading import expect_close
+
+pytestmark = pytest.mark.{unit}
+OBJECTIVES = {{"X-1": "softmax of a vector"}}
+
+
+@pytest.mark.graded(points=2, objective="X-1")
+def test_softmax(student):
+    assert torch.ones(1).dtype == torch.float32, "an earlier unit's default dtype leaked into this test"
+    x = torch.arange(4.0)
+    expected = torch.exp(x) / torch.exp(x).sum()
+    expect_close(student.function("{unit}", "softmax")(x), expected, "softmax(x)", atol=1e-6, rtol=1e-6)
+'''
+
+WRONG = "\n\ndef softmax(x):\n    return x / x.sum()\n"
+RIGHT = "\n\ndef softmax(x):\n    return torch.exp(x) / torch.exp(x).sum()\n"
+
+MALLORY = {   # unit -> (the trick at the top of the file, what the grader's message must name)
+    "architecture": ("import pathlib\nimport minillm\n"
+                     "exec((pathlib.Path(minillm.__file__).parents[1] / 'solutions' / 'architecture.py').read_text())\n",
+                     "opened architecture.py of the reference solutions"),
+    "logits": ("import grading\ngrading.expect_close = lambda *args, **kwargs: None\n",
+               "replaced grading.expect_close"),
+    "perplexity": ("import grading\ngrading.expect_close.__code__ = (lambda *args, **kwargs: None).__code__\n",
+                   "replaced grading.expect_close"),
+    "quantization": ("import _pytest.reports\n_pytest.reports.TestReport.passed = property(lambda self: True)\n",
+                     "replaced _pytest.reports.TestReport.passed"),
+    "sampling": ("import builtins\nbuiltins.abs = lambda x: 0 * x\ntorch.allclose = lambda *args, **kwargs: True\n",
+                 "builtins.abs"),
+    "scaling": ("torch.set_default_dtype(torch.float64)\ntorch.exp = lambda x: x\n", "replaced torch.exp"),
+}
+
+
+@pytest.fixture(scope="module")
+def autograder(tmp_path_factory) -> Path:
+    """The real autograder's machinery, with one small test per unit."""
+    folder = tmp_path_factory.mktemp("guarded") / "tests" / "autograder"
+    folder.mkdir(parents=True)
+    for path in (REPO / "tests" / "autograder").glob("*.py"):
+        if not path.name.startswith("test_grade_"):
+            shutil.copy(path, folder / path.name)
+    for unit in (*MALLORY, "training"):
+        (folder / f"test_grade_{unit}.py").write_text(UNIT_TEST.format(unit=unit))
+    return folder
+
+
+def test_tricks_score_zero_and_leave_the_other_units_alone(tmp_path, autograder):
+    mallory = tmp_path / "mallory"
+    mallory.mkdir()
+    for unit, (trick, _) in MALLORY.items():
+        (mallory / f"{unit}.py").write_text("import torch\n" + trick + WRONG)
+    (mallory / "training.py").write_text("import torch\n" + RIGHT)
+    results = tmp_path / "results.json"
+    proc = subprocess.run([sys.executable, "-m", "pytest", str(autograder), f"--target={mallory}", "-q",
+                           "-p", "no:cacheprovider", "--grade-json", str(results)],
+                          cwd=autograder.parents[1], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    report = json.loads(results.read_text())
+    units, problems = report["extra_data"]["units"], report["extra_data"]["problems"]
+    assert units["training"] == {"score": 2, "max_score": 2}, (units, proc.stdout[-3000:])
+    for unit, (_, named) in MALLORY.items():
+        assert units[unit] == {"score": 0, "max_score": 2}, unit
+        assert any(named in problem and "scores 0" in problem for problem in problems[unit]), (unit, problems)
+
+
+def test_reading_the_reference_is_allowed_when_grading_the_reference(tmp_path, autograder):
+    """The guard refuses solutions/ to a submission, not to an instructor grading the reference."""
+    proc = subprocess.run([sys.executable, "-m", "pytest", str(autograder / "test_grade_training.py"),
+                           f"--target={REPO / 'solutions'}", "-q", "-p", "no:cacheprovider"],
+                          cwd=autograder.parents[1], capture_output=True, text=True, timeout=300)
+    assert "opened" not in proc.stdout and "reference solutions" not in proc.stdout, proc.stdout[-2000:]
+
+
+FORGER = '''import atexit
+import json
+import sys
+
+import torch
+
+RESULTS = sys.argv[sys.argv.index("--grade-json") + 1]
+
+
+def forge():   # after pytest wrote the real file: full marks
+    with open(RESULTS, "w") as f:
+        json.dump({"score": 2, "max_score": 2, "tests": [], "extra_data": {"units": {"logits": {"score": 2,
+                   "max_score": 2}}}}, f)
+
+
+atexit.register(forge)
+'''
+
+
+def test_a_forged_results_file_scores_zero_under_minillm_grade(tmp_path, autograder):
+    forger = tmp_path / "forger"
+    forger.mkdir()
+    (forger / "logits.py").write_text(FORGER + WRONG)
+    (forger / "perplexity.py").write_text("import torch\n" + RIGHT)
+    graded = grade_submission(forger, autograder, timeout=120, units=["logits", "perplexity"])
+    units = graded["results"]["extra_data"]["units"]
+    assert units["logits"] == {"score": 0, "max_score": 2} and units["perplexity"] == {"score": 2, "max_score": 2}
+    assert "logits: its results file was changed after the grader wrote it" in graded["message"], graded["message"]
