@@ -8,7 +8,8 @@ Three rules the ``minillm`` commands follow:
 * never replace existing results unless the user says so (:func:`refuse_to_overwrite`);
 * build a folder completely in a temporary place next to it, and move it into place only
   when it is whole (:func:`build_then_move`), so that a run that fails half-way leaves the
-  old folder (or none) rather than a corrupt one.
+  old folder (or none) rather than a corrupt one; :func:`build_entries_then_move` does the same
+  for several entries of a folder that holds more.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -63,9 +64,13 @@ def refuse_to_overwrite(path: Path, what: str, flag: str = "--overwrite") -> Non
 
 
 @contextmanager
-def build_then_move(target: Path) -> Iterator[Path]:
+def build_then_move(target: Path, carry_over: bool = False) -> Iterator[Path]:
     """Yield an empty temporary folder next to ``target``; when the block ends without an error,
     move it to ``target`` (replacing a ``target`` folder that was there).
+
+    ``carry_over``: the block writes only some of the folder's files (a checkpoint saved into a
+    run's folder, which also holds its loss plot or generation_config.json): every entry of the
+    old ``target`` that the block did not write is copied into the new folder before the move.
 
     If the block raises, ``target`` is left as it was and the temporary folder is removed.
     The temporary folder sits in ``target``'s own parent so that the final move is a rename on
@@ -76,13 +81,47 @@ def build_then_move(target: Path) -> Iterator[Path]:
     partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     try:
         yield partial
+        if carry_over and target.is_dir():
+            for entry in target.iterdir():
+                if not (partial / entry.name).exists():
+                    copy = shutil.copytree if entry.is_dir() else shutil.copy2
+                    copy(entry, partial / entry.name)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
+    _replace(target, partial)
+
+
+@contextmanager
+def build_entries_then_move(folder: Path, names: Sequence[str]) -> Iterator[Path]:
+    """Yield an empty temporary folder inside ``folder``; when the block ends without an error,
+    move each of ``names`` from it into ``folder``, replacing its namesake there. ``folder``'s
+    other entries stay untouched (a family of models written into a folder that holds more).
+
+    If the block raises, or leaves one of ``names`` unwritten, ``folder`` is left as it was.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=folder))
+    try:
+        yield partial
+        missing = [name for name in names if not (partial / name).exists()]
+        if missing:
+            raise RuntimeError(f"the run wrote no {', '.join(missing)}; nothing in {folder} was replaced.")
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    for name in names:
+        _replace(folder / name, partial / name)
+    shutil.rmtree(partial, ignore_errors=True)
+
+
+def _replace(target: Path, new: Path) -> None:
+    """Rename ``new`` to ``target``; an old ``target`` is first moved aside, then deleted."""
     old = None
     if target.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
         os.replace(target, old / target.name)
-    os.replace(partial, target)
+    os.replace(new, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

@@ -77,6 +77,7 @@ from .mlp_lm import MLPLanguageModel
 from .model import RMSNorm, Transformer
 from .progress import print_line, progress_bar
 from .provenance import write_run_record
+from .safe_io import build_then_move
 from .tokenizer import Tokenizer, load_tokenizer
 from .weights import save_weights
 
@@ -393,7 +394,9 @@ def spread(windows: torch.Tensor, wanted: int) -> torch.Tensor:
 
 def save_checkpoint(folder: Path, model: nn.Module, tok: Tokenizer, optimizer: torch.optim.Optimizer,
                     data_generator: torch.Generator, state: dict) -> Path:
-    """Write the model folder plus the trainer state (see the module docstring); returns ``folder``."""
+    """Write the model folder plus the trainer state (see the module docstring) into ``folder``;
+    returns ``folder``. It writes in place: the training loop gives it a fresh folder beside the
+    run's and moves that into place once complete (``minillm.safe_io.build_then_move``)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / STATE_JSON).unlink(missing_ok=True)   # written again last, once the rest is complete
     if isinstance(model, (Transformer, GPT2)):
@@ -650,11 +653,14 @@ def run_loop(data: TrainingData, config: TrainConfig, out: Path, tok: Tokenizer,
     train_seconds, train_tokens, compile_seconds = 0.0, 0, None
 
     def checkpoint() -> None:
-        save_checkpoint(out, model, tok, optimizer, data_generator, dict(
-            step=step, tokens=step * config.tokens_per_step, config=asdict(config), **(provenance or {}),
-            data=dict(fingerprint=data.fingerprint, **data.info), history=[asdict(r) for r in history]))
-        write_run_record(out, data.documents, data.info["kind"], (provenance or {}).get("init")
-                         or (provenance or {}).get("base"))
+        # Built aside and moved into place whole: a save that fails or is killed half-way leaves
+        # the previous checkpoint as it was. Files of out that a save does not write carry over.
+        with build_then_move(out, carry_over=True) as partial:
+            save_checkpoint(partial, model, tok, optimizer, data_generator, dict(
+                step=step, tokens=step * config.tokens_per_step, config=asdict(config), **(provenance or {}),
+                data=dict(fingerprint=data.fingerprint, **data.info), history=[asdict(r) for r in history]))
+            write_run_record(partial, data.documents, data.info["kind"], (provenance or {}).get("init")
+                             or (provenance or {}).get("base"))
 
     bar = progress_bar(total=config.steps, initial=step, desc="training", unit="step", enabled=progress)
     while step < last:

@@ -397,3 +397,31 @@ def test_finetune_refuses_to_replace_a_model_before_reading_anything(tmp_path, c
     (out / "model.safetensors").write_bytes(b"my model")
     assert cli_main(["finetune", "no/such-base", "--data", str(tmp_path / "missing.jsonl"), "--out", str(out)]) == 1
     assert "--overwrite" in capsys.readouterr().err and (out / "model.safetensors").read_bytes() == b"my model"
+
+
+def test_a_resume_whose_save_fails_keeps_the_previous_checkpoint(trained, tmp_path, monkeypatch, capsys):
+    """The save fails half-way (weights written, trainer state not yet), as a full disk would make it.
+    Before issue 15 the save wrote over the checkpoint in place: its trainer_state.json was gone and its
+    weights were those of step 4, so the run could neither be resumed nor trusted."""
+    import minillm.train
+
+    data, out = trained
+    folder = shutil.copytree(out, tmp_path / "run")
+    (folder / "notes.txt").write_text("my notes")          # a file of the user's, which no save writes
+    before = _snapshot(folder)
+
+    def disk_full(state):
+        raise OSError(28, "No space left on device")
+
+    argv = ["train", "--resume", "--steps", "4", "--data", str(data), "--out", str(folder), "--no-progress"]
+    with monkeypatch.context() as patch:
+        patch.setattr(minillm.train, "_state_json", disk_full)
+        with pytest.raises(OSError, match="No space left"):
+            cli_main(argv)
+    assert _snapshot(folder) == before                       # weights, state and tokenizer of step 2, bit for bit
+    assert json.loads((folder / "trainer_state.json").read_text())["step"] == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no half-written folder left beside it
+    # the kept checkpoint resumes; a save that succeeds replaces what it writes and keeps the user's file
+    assert cli_main(argv) == 0
+    assert json.loads((folder / "trainer_state.json").read_text())["step"] == 4
+    assert (folder / "notes.txt").read_text() == "my notes" and (folder / "loss_curves.png").is_file()
