@@ -414,6 +414,9 @@ def cmd_convert_llama2c(args: argparse.Namespace) -> None:
     """Write a llama2.c model.bin + tokenizer.bin as a Hugging Face Llama folder."""
     from .convert.llama2c import OUTPUT_FILES, convert
 
+    check_output_folder(args.out_dir, "out_dir")   # before reading the model, not after
+    if not args.overwrite:
+        refuse_to_overwrite(args.out_dir, "files (a model?)", out="out_dir")
     out = convert(args.model_bin, args.tokenizer_bin, args.out_dir)
     for name in OUTPUT_FILES:
         print(f"wrote {out / name}")
@@ -729,10 +732,20 @@ def _add_experiment_args(parser: argparse.ArgumentParser, tokens: int) -> None:
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
 
 
+def _refuse_to_replace_entries(args: argparse.Namespace, names: tuple[str, ...], what: str) -> None:
+    """Before any work: --out must be a writable folder, and (without --overwrite) hold none of
+    ``names``, the entries the command writes there. Its other entries are never touched: the
+    shipped data/models holds both families and a README."""
+    check_output_folder(args.out)
+    if not args.overwrite:
+        refuse_to_overwrite([args.out / name for name in names], what)
+
+
 def cmd_train_family(args: argparse.Namespace) -> None:
     """Train the shipped family tiny-s, tiny-m, tiny-l; print sizes and held-out perplexities."""
-    from .family import train_family
+    from .family import FAMILY_ENTRIES, train_family
 
+    _refuse_to_replace_entries(args, FAMILY_ENTRIES, "the files of a model family")
     _set_threads(args)
     rows = train_family(args.out, tokens=args.tokens, progress=args.progress)
     print(f"\n{'model':<8} {'params':>10} {'non-emb':>10} {'tokens':>10} {'val loss':>9} {'held-out ppl':>13} {'seconds':>8}")
@@ -744,8 +757,9 @@ def cmd_train_family(args: argparse.Namespace) -> None:
 
 def cmd_finetune_family(args: argparse.Namespace) -> None:
     """Fine-tune the shipped family into tiny-{s,m,l}-instruct; print losses and held-out perplexities."""
-    from .family import finetune_family
+    from .family import INSTRUCT_ENTRIES, finetune_family
 
+    _refuse_to_replace_entries(args, INSTRUCT_ENTRIES, "the files of an instruct family")
     _set_threads(args)
     rows = finetune_family(args.out, steps=args.steps, progress=args.progress, bases=args.bases)
     print("\nHeld-out stories, perplexity of every story token given: nothing / \"Write a story.\" / its own instruction")
@@ -891,6 +905,8 @@ def build_parser() -> argparse.ArgumentParser:
     llama2c.add_argument("model_bin", type=Path, help="llama2.c model file (legacy export), e.g. stories15M.bin")
     llama2c.add_argument("tokenizer_bin", type=Path, help="llama2.c tokenizer file, e.g. tokenizer.bin")
     llama2c.add_argument("out_dir", type=Path, help="folder to write (created if needed)")
+    llama2c.add_argument("--overwrite", action="store_true",
+                         help="replace what out_dir already holds (without it, an existing model is kept)")
     llama2c.set_defaults(run=cmd_convert_llama2c)
 
     stubs = commands.add_parser("make-exercises", formatter_class=HelpFormatter, help="write exercises/ (stubs) from solutions/")
@@ -967,6 +983,9 @@ def build_parser() -> argparse.ArgumentParser:
     family = commands.add_parser("train-family", formatter_class=HelpFormatter, help="train the shipped tiny-s, tiny-m and tiny-l models")
     family.add_argument("--out", type=Path, default=Path("data/models"), help="folder for the three models")
     family.add_argument("--tokens", type=positive_int, default=1_000_000, help="training tokens per model")
+    family.add_argument("--overwrite", action="store_true",
+                        help="replace the tiny-s, tiny-m, tiny-l and family.csv that --out already holds "
+                             "(its other files are kept either way)")
     family.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     family.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     family.set_defaults(run=cmd_train_family)
@@ -977,6 +996,9 @@ def build_parser() -> argparse.ArgumentParser:
     instruct.add_argument("--bases", type=Path, default=Path("data/models"),
                           help="folder holding tiny-s, tiny-m and tiny-l (default %(default)s)")
     instruct.add_argument("--steps", type=positive_int, default=150, help="fine-tuning steps per model (default %(default)s)")
+    instruct.add_argument("--overwrite", action="store_true",
+                          help="replace the tiny-*-instruct folders and instruct.csv that --out already holds "
+                               "(its other files, the base models too, are kept either way)")
     instruct.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     instruct.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     instruct.set_defaults(run=cmd_finetune_family)

@@ -45,7 +45,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -59,6 +58,7 @@ from .finetune import Example, examples_from_pairs, finetune
 from .instructions import instruction_pairs
 from .loading import load_model
 from .provenance import write_record
+from .safe_io import build_entries_then_move
 from .scoring import score_many
 from .storygen import synthetic_stories
 from .tokenizer import load_tokenizer
@@ -74,6 +74,8 @@ SEED = 0
 VOCAB_SIZE = 1024
 TOKENS = 1_000_000               # training tokens per model
 SHAPES = {"tiny-s": shape(48, 2), "tiny-m": shape(96, 3), "tiny-l": shape(160, 4)}
+FAMILY_ENTRIES = (*SHAPES, "family.csv")    # what train_family writes into its folder
+INSTRUCT_ENTRIES = (*(f"{name}-instruct" for name in SHAPES), "instruct.csv")   # and finetune_family
 RECIPE = dict(context=128, batch_size=32, learning_rate=3e-3, warmup_steps=100, min_lr_ratio=0.1,
               weight_decay=0.1, grad_clip=1.0, eval_batches=8, seed=SEED, bf16=True)
 
@@ -144,14 +146,17 @@ def train_family(out_dir: str | Path, tokens: int = TOKENS, progress: bool = Tru
 
     ``tokens``: training tokens per model (the shipped family: 1,000,000). Each folder holds
     config.json, model.safetensors (float32), the shared tokenizer, trainer_state.json (the
-    settings and loss history) and loss_curves.png.
+    settings and loss history) and loss_curves.png. The three folders and the CSV are built in a
+    temporary folder inside ``out_dir`` and moved into place together when all are done: a run
+    that fails leaves ``out_dir`` as it was (a family shares one tokenizer, so a mix of old and
+    new members would not compare). Its other entries (e.g. the instruct family) stay.
     """
     from . import plots
 
-    out = Path(out_dir)
     texts, val_texts = family_texts()
     rows = []
-    with tempfile.TemporaryDirectory() as scratch:
+    # All three models are built aside and moved into place together: a run that fails keeps the old family
+    with tempfile.TemporaryDirectory() as scratch, build_entries_then_move(out_dir, FAMILY_ENTRIES) as out:
         tokenizer = train_tokenizer(texts, VOCAB_SIZE, scratch)
         for name, dims in SHAPES.items():
             steps = tokens // (RECIPE["batch_size"] * RECIPE["context"])
@@ -168,7 +173,7 @@ def train_family(out_dir: str | Path, tokens: int = TOKENS, progress: bool = Tru
             rows.append(FamilyMember(name, config.hidden_size, config.num_hidden_layers, model.num_parameters(),
                                      model.num_parameters(non_embedding=True), steps, steps * config.tokens_per_step,
                                      result.final_val_loss, held_out_perplexity(out / name), seconds))
-    write_csv(out / "family.csv", rows)
+        write_csv(out / "family.csv", rows)
     return rows
 
 
@@ -267,37 +272,44 @@ def _corpus(nll: list[float], tokens: list[int]) -> float:
 def finetune_family(out_dir: str | Path, steps: int = INSTRUCT_STEPS, progress: bool = True,
                     bases: str | Path = FAMILY_DIR) -> list[InstructMember]:
     """Fine-tune tiny-s, tiny-m and tiny-l (from ``bases``) into ``out_dir/<name>-instruct``;
-    write instruct.csv; return the rows."""
-    from . import plots
-
-    out, bases = Path(out_dir), Path(bases)
+    write instruct.csv; return the rows. The three models and the CSV are built in a temporary
+    folder inside ``out_dir`` and moved into place together when all are done: a run that fails
+    leaves ``out_dir`` as it was. Its other entries (the base models, when they share it) stay."""
+    bases = Path(bases)
     examples, val_examples = instruct_examples()
     held_out = set(held_out_stories())
     if any(e.reply in held_out for e in examples + val_examples):
         raise AssertionError("a held-out story is in the fine-tuning data")
     rows = []
-    for name in SHAPES:
-        target = out / f"{name}-instruct"
-        if target.exists():
-            shutil.rmtree(target)
-        config = TrainConfig(**INSTRUCT_RECIPE, steps=steps)
-        if progress:
-            print(f"fine-tuning {name} for {steps} steps on {len(examples)} examples", flush=True)
-        start = time.perf_counter()
-        result = finetune(bases / name, examples, config, target, progress=progress, val_examples=val_examples)
-        seconds = time.perf_counter() - start
-        (target / STATE_TENSORS).unlink()       # the optimizer state is not shipped
-        write_training_record(target, instruct=True)
-        plots.plot_loss_curves(result.history, target / "loss_curves.png", title=f"Fine-tuning {name}-instruct",
-                               start_label=f"{name}, before")
-        base, tuned = instruction_perplexities(bases / name, chat=False), instruction_perplexities(target, chat=True)
-        tokens = tuned["tokens"]
-        improved = sum(s < n for s, n in zip(tuned["specific"], tuned["none"]))
-        state = json.loads((target / "trainer_state.json").read_text(encoding="utf-8"))
-        rows.append(InstructMember(
-            f"{name}-instruct", name, steps, state["data"]["train_examples"], state["data"]["train_targets"],
-            result.history[0].val_loss, result.final_val_loss,
-            *(_corpus(base[c], tokens) for c in CONDITIONS), *(_corpus(tuned[c], tokens) for c in CONDITIONS),
-            improved, seconds))
-    write_csv(out / "instruct.csv", rows)
+    with build_entries_then_move(out_dir, INSTRUCT_ENTRIES) as out:   # a run that fails keeps the old models
+        for name in SHAPES:
+            rows.append(_finetune_member(name, bases, out / f"{name}-instruct", examples, val_examples, steps,
+                                         progress))
+        write_csv(out / "instruct.csv", rows)
     return rows
+
+
+def _finetune_member(name: str, bases: Path, target: Path, examples: list[Example], val_examples: list[Example],
+                     steps: int, progress: bool) -> InstructMember:
+    """Fine-tune ``bases/name`` into ``target``; its row of instruct.csv."""
+    from . import plots
+
+    config = TrainConfig(**INSTRUCT_RECIPE, steps=steps)
+    if progress:
+        print(f"fine-tuning {name} for {steps} steps on {len(examples)} examples", flush=True)
+    start = time.perf_counter()
+    result = finetune(bases / name, examples, config, target, progress=progress, val_examples=val_examples)
+    seconds = time.perf_counter() - start
+    (target / STATE_TENSORS).unlink()       # the optimizer state is not shipped
+    write_training_record(target, instruct=True)
+    plots.plot_loss_curves(result.history, target / "loss_curves.png", title=f"Fine-tuning {name}-instruct",
+                           start_label=f"{name}, before")
+    base, tuned = instruction_perplexities(bases / name, chat=False), instruction_perplexities(target, chat=True)
+    tokens = tuned["tokens"]
+    improved = sum(s < n for s, n in zip(tuned["specific"], tuned["none"]))
+    state = json.loads((target / "trainer_state.json").read_text(encoding="utf-8"))
+    return InstructMember(
+        f"{name}-instruct", name, steps, state["data"]["train_examples"], state["data"]["train_targets"],
+        result.history[0].val_loss, result.final_val_loss,
+        *(_corpus(base[c], tokens) for c in CONDITIONS), *(_corpus(tuned[c], tokens) for c in CONDITIONS),
+        improved, seconds)

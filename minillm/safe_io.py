@@ -55,12 +55,16 @@ def check_output_file(path: Path, flag: str = "--out") -> None:
     _writable_parent(path, flag)
 
 
-def refuse_to_overwrite(path: Path, what: str, flag: str = "--overwrite") -> None:
-    """Raise ValueError if ``path`` exists (a file, or a folder that is not empty): replacing it needs ``flag``."""
-    path = Path(path)
-    if path.is_file() or (path.is_dir() and any(path.iterdir())):
-        raise ValueError(f"{path} already holds {what}; refusing to replace it. Choose another --out, "
-                         f"or pass {flag} to replace it.")
+def refuse_to_overwrite(paths: Path | Sequence[Path], what: str, flag: str = "--overwrite",
+                        out: str = "--out") -> None:
+    """Raise ValueError if one of ``paths`` exists (a file, or a folder that is not empty): replacing
+    it needs ``flag``. ``what`` says what they hold; ``out`` names the argument that chose them."""
+    paths = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]
+    taken = [p for p in paths if p.is_file() or (p.is_dir() and any(p.iterdir()))]
+    if taken:
+        it = "it" if len(taken) == 1 else "them"
+        raise ValueError(f"{', '.join(map(str, taken))} already hold{'s' if len(taken) == 1 else ''} {what}; "
+                         f"refusing to replace {it}. Choose another {out}, or pass {flag} to replace {it}.")
 
 
 @contextmanager

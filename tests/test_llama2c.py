@@ -326,5 +326,33 @@ def test_cli_converts_end_to_end(model_bin, tok_bin, reference, tmp_path, capsys
     assert torch.equal(minillm.load_model(out)(ids), minillm.load_model(reference)(ids))
 
     (tmp_path / "bad.bin").write_bytes(model_bin.read_bytes()[:1000])
-    assert main(["convert-llama2c", str(tmp_path / "bad.bin"), str(tok_bin), str(out)]) == 1
+    assert main(["convert-llama2c", str(tmp_path / "bad.bin"), str(tok_bin), str(out), "--overwrite"]) == 1
     assert "convert-llama2c: error:" in capsys.readouterr().err
+
+
+def test_cli_keeps_an_existing_folder(model_bin, tok_bin, tmp_path, capsys, monkeypatch):
+    """Without --overwrite a folder that holds files is refused before anything is read; with it, a
+    conversion that fails while writing (here: a full disk at tokenizer.json) leaves the folder as it was."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"my model")
+    # the model file does not exist: a refusal that came after reading it would name it instead
+    assert main(["convert-llama2c", str(tmp_path / "missing.bin"), str(tok_bin), str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"{out} already holds files" in err and "--overwrite" in err and "missing.bin" not in err
+
+    write_json = llama2c._write_json
+
+    def disk_full_at_the_tokenizer(path, content):
+        if path.name == "tokenizer.json":
+            raise OSError(28, "No space left on device")
+        write_json(path, content)
+
+    monkeypatch.setattr(llama2c, "_write_json", disk_full_at_the_tokenizer)
+    with pytest.raises(OSError, match="No space left"):
+        main(["convert-llama2c", str(model_bin), str(tok_bin), str(out), "--overwrite"])
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == {"model.safetensors": b"my model"}
+    assert [p.name for p in tmp_path.iterdir()] == ["mine"]          # no half-written folder beside it
+    monkeypatch.undo()
+    assert main(["convert-llama2c", str(model_bin), str(tok_bin), str(out), "--overwrite"]) == 0
+    assert minillm.load_model(out).config.vocab_size == 512

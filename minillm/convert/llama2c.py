@@ -40,6 +40,8 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from ..safe_io import build_then_move
+
 HEADER_FIELDS = ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len")
 HEADER_BYTES = 4 * len(HEADER_FIELDS)
 VERSIONED_MAGIC = 0x616B3432      # first uint32 of llama2.c's "version 1/2" exports ("42ka" on disk)
@@ -361,17 +363,24 @@ def _merges(pieces: list[tuple[str, float]]) -> list[list[str]]:
 def convert(model_bin: str | os.PathLike, tokenizer_bin: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     """Write a llama2.c model + tokenizer as a Hugging Face Llama folder; return the folder.
 
-    The folder (created if needed; files of the same names are replaced) gets the
+    The folder (created if needed; files of the same names are replaced, others kept) gets the
     ``OUTPUT_FILES``: config.json, generation_config.json, model.safetensors (float32; no
     lm_head.weight when the classifier is shared), tokenizer.json and tokenizer_config.json.
+    They are written into a temporary folder beside it, moved into place once all are
+    complete: a conversion that fails leaves the folder as it was.
     """
     header, weights = read_checkpoint(model_bin)
     tokenizer = convert_tokenizer(tokenizer_bin, header["vocab_size"])  # both read before anything is written
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise Llama2cError(f"{out} is a file; give the path of a folder to write the checkpoint into.")
-    out.mkdir(parents=True, exist_ok=True)
+    with build_then_move(out, carry_over=True) as partial:
+        _write_folder(partial, header, weights, tokenizer)
+    return out
 
+
+def _write_folder(out: Path, header: dict, weights: dict, tokenizer: dict) -> None:
+    """The OUTPUT_FILES of a read llama2.c checkpoint (header, weights) and tokenizer, into ``out``."""
     save_file(hf_state_dict(header, weights), out / "model.safetensors", metadata={"format": "pt"})
     _write_json(out / "config.json", hf_config(header))
     _write_json(out / "generation_config.json",
@@ -389,7 +398,6 @@ def convert(model_bin: str | os.PathLike, tokenizer_bin: str | os.PathLike, out_
         "model_max_length": header["seq_len"],
         "tokenizer_class": "LlamaTokenizerFast",
     })
-    return out
 
 
 def _write_json(path: Path, content: dict) -> None:
