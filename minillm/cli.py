@@ -195,7 +195,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
     # Stop where the checkpoint says (generation_config.json, else config.json), else at the tokenizer's EOS.
     stop = default_eos_token_ids(model) or ((tok.eos_token_id,) if tok.eos_token_id is not None else ())
     generate(model, ids, max_new_tokens=args.max_new_tokens, temperature=temperature, top_k=top_k,
-             top_p=top_p, seed=args.seed, eos_token_id=stop, on_token=show)
+             top_p=top_p, seed=args.seed, eos_token_id=stop, on_token=show, tokenizer_size=tok.vocab_size)
     # What is still held back (the prompt, if nothing was generated; a character whose last bytes
     # never came) is printed as it is.
     print(tok.decode(ids + new_ids, skip_special_tokens=skip_special)[len(printed):])

@@ -56,12 +56,11 @@ from .experiments.scaling import write_csv
 from .experiments.training import shape
 from .finetune import Example, examples_from_pairs, finetune
 from .instructions import instruction_pairs
-from .loading import load_model
+from .loading import load_model_and_tokenizer
 from .provenance import write_record
 from .safe_io import build_entries_then_move
 from .scoring import score_many
 from .storygen import synthetic_stories
-from .tokenizer import load_tokenizer
 from .train import STATE_TENSORS, TrainConfig, train
 
 # The repo is installed editable (`pip install -e .`), so data/ sits next to the package.
@@ -136,7 +135,7 @@ def family_texts() -> tuple[list[str], list[str]]:
 
 def held_out_perplexity(folder: str | Path) -> float:
     """Corpus perplexity of the model in ``folder`` on the held-out stories: exp(total NLL / tokens)."""
-    model, tok = load_model(folder), load_tokenizer(folder)
+    model, tok = load_model_and_tokenizer(folder)
     scores = score_many(model, tok, held_out_stories(), top_k=0)
     return math.exp(sum(s.total_nll for s in scores) / sum(s.n_tokens for s in scores))
 
@@ -251,7 +250,7 @@ def instruction_perplexities(folder: str | Path, chat: bool) -> dict[str, list[f
     "vague" / "specific": after "Write a story." / the story's own instruction; with
     ``chat`` as the reply in the model's chat template, else as plain text followed by a newline.
     """
-    model, tok = load_model(folder), load_tokenizer(folder)
+    model, tok = load_model_and_tokenizer(folder)
     stories = held_out_stories()
     given = {"vague": [VAGUE_INSTRUCTION] * len(stories), "specific": held_out_instructions()}
     scores = {"none": score_many(model, tok, stories, context=EOS, top_k=0)}

@@ -154,6 +154,7 @@ def generate(
     seed: int | None = None,
     eos_token_id: int | Sequence[int] | None = None,
     on_token: Callable[[int], None] | None = None,
+    tokenizer_size: int | None = None,
 ) -> list[int]:
     """Continue the token ids ``ids`` (a list, or a 1-D tensor) and return only the new ids.
 
@@ -166,6 +167,15 @@ def generate(
     settings here are always the arguments' (greedy by default); ``minillm generate`` is the
     one that takes the checkpoint's sampling defaults. ``on_token`` is called with each new id
     as soon as it is chosen (to print a stream).
+
+    ``tokenizer_size``: how many tokens the tokenizer has (``tok.vocab_size``). A model may have
+    more embedding rows than that (Qwen2.5: 151,936 rows for 151,665 tokens; see
+    :func:`minillm.loading.check_tokenizer_fits`): those *padding rows* stand for no text. Given
+    ``tokenizer_size``, only the ids below it are candidates (the padding rows' logits are dropped
+    before temperature, top-k and top-p), so every new id decodes; ``minillm generate`` passes it.
+    Without it every row can be drawn, as in ``transformers``' generate (trained models give
+    padding rows next to no probability), and ``Tokenizer.decode`` refuses a padding id with a
+    clear error instead of printing nothing.
     """
     _check_sampling_args(max_new_tokens, temperature, top_k, top_p)
     if eos_token_id is None:
@@ -180,6 +190,9 @@ def generate(
             f"prompt ({prompt.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) exceeds the model's "
             f"context of {model.config.max_position_embeddings} tokens; ask for fewer new tokens."
         )
+    if tokenizer_size is not None and (not isinstance(tokenizer_size, int) or tokenizer_size < 1):
+        raise ValueError(f"tokenizer_size must be a whole number >= 1 (the tokenizer's vocab_size); "
+                         f"got {tokenizer_size!r}.")
     stop = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id or ())
     generator = None
     if seed is not None:
@@ -190,7 +203,8 @@ def generate(
     step_input = prompt
     for _ in range(max_new_tokens):
         hidden = model.hidden_states(step_input, cache=cache)[:, -1]      # (1, hidden): only the last position
-        next_id = sample_next_token(model.lm_head(hidden), temperature, top_k, top_p, generator)  # (1,)
+        logits = model.lm_head(hidden)[:, :tokenizer_size]                # (1, vocab): no padding rows
+        next_id = sample_next_token(logits, temperature, top_k, top_p, generator)  # (1,)
         new_ids.append(int(next_id))
         if on_token is not None:
             on_token(new_ids[-1])

@@ -87,18 +87,51 @@ def load_model(
 
 
 def load_model_and_tokenizer(source: str | os.PathLike, dtype: torch.dtype | str = torch.float32,
-                             packed: bool = False) -> tuple[Transformer, Tokenizer]:
-    """:func:`load_model` and :func:`~minillm.tokenizer.load_tokenizer` of the same source.
-
-    Raises ValueError, naming both sizes, when the tokenizer has more tokens than the model's
-    embedding table has rows: some texts would encode to ids the model has no row for. (Fewer
-    tokens than rows is normal: Qwen2.5 pads its 151,665 tokens to 151,936 rows.)
-    """
+                             packed: bool = False) -> tuple[Transformer | GPT2, Tokenizer]:
+    """:func:`load_model` and :func:`~minillm.tokenizer.load_tokenizer` of the same source, checked
+    to belong together (:func:`check_tokenizer_fits`): the one place where the kit's commands and
+    experiments load the pair."""
     model, tok = load_model(source, dtype=dtype, packed=packed), load_tokenizer(source)
-    if tok.vocab_size > model.config.vocab_size:
-        raise ValueError(
-            f"{source}: the tokenizer has {tok.vocab_size:,} tokens but the model's embedding has only "
-            f"{model.config.vocab_size:,} rows (config.json vocab_size), so they do not belong together. "
-            "Put the tokenizer files that came with these weights next to config.json."
-        )
+    check_tokenizer_fits(tok, model.config.vocab_size, source)
     return model, tok
+
+
+# Models may give their embedding table more rows than the tokenizer has tokens ("padding rows",
+# never produced by encoding), to round its size for fast matrix products. How real families pad:
+#   GPT-2 (50,257), Llama-2 (32,000), stories260K (512), the kit's own models: no padding;
+#   nanoGPT: 50,257 -> 50,304 rows (a multiple of 64; 47 spare);
+#   T5: 32,100 -> 32,128 (28); Phi-3-mini: 32,011 -> 32,064 (53);
+#   Qwen2.5-0.5B/1.5B/3B: 151,665 tokens listed -> 151,936 rows (a multiple of 128; 271 spare, 0.18%);
+#   Pythia: 50,277 -> 50,304 ... 50,688 (a multiple of 128 x the tensor-parallel ranks; up to 411, 0.8%);
+#   phi-1.5 / phi-2: 50,295 -> 51,200 (905 spare, 1.8%: the most we know of).
+# (Numbers from the models' config.json and tokenizer files on the hub, and the maintainers'
+# answers in EleutherAI/pythia#68 and huggingface/transformers#4875.) So padding makes the row
+# count a multiple of PAD_MULTIPLE and adds fewer than max(PAD_MULTIPLE, rows / PAD_SHARE) rows;
+# beyond that the tokenizer is another model's: a 50,257-token GPT-2 tokenizer beside a
+# 151,936-row Qwen2.5 model would leave 101,679 rows unused, and its ids mean other words.
+PAD_MULTIPLE = 64
+PAD_SHARE = 32
+
+
+def check_tokenizer_fits(tok: Tokenizer, rows: int, source: str | os.PathLike) -> None:
+    """Raise ValueError, naming both files and sizes, unless a tokenizer of ``tok.vocab_size``
+    tokens can be the one of a model whose embedding has ``rows`` rows: the same size, or fewer
+    tokens with padding rows as real models have them (see the comment above this function).
+
+    More tokens than rows would feed the model ids it has no row for; far fewer means the
+    tokenizer belongs to another model, and every id would stand for the wrong word.
+    """
+    tokens, folder = tok.vocab_size, tok.folder
+    vocabulary = folder / "tokenizer.json" if (folder / "tokenizer.json").is_file() else folder / "vocab.json"
+    sizes = (f"{source}: the tokenizer has {tokens:,} tokens ({vocabulary}) but the model's embedding has "
+             f"{'only ' if tokens > rows else ''}{rows:,} rows (vocab_size in {folder / 'config.json'})")
+    fix = "Put the tokenizer files that came with these weights next to config.json."
+    if tokens > rows:
+        raise ValueError(f"{sizes}, so some texts would encode to ids the model has no row for. {fix}")
+    padding = rows - tokens
+    if padding and (rows % PAD_MULTIPLE or padding >= max(PAD_MULTIPLE, rows / PAD_SHARE)):
+        raise ValueError(
+            f"{sizes}: {padding:,} rows that no token uses. Models pad their embedding only a little, to a round "
+            f"size (Qwen2.5: 151,665 tokens, 151,936 rows), so this tokenizer is another model's and its ids would "
+            f"stand for the wrong words (GPT-2's tokenizer has 50,257 tokens, Llama-2's 32,000, Qwen2.5's "
+            f"151,665). {fix}")

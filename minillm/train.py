@@ -72,7 +72,7 @@ from .bpe import train_tokenizer
 from .config import GPT2Config, ModelConfig
 from .generate import generate, sample_next_token
 from .gpt2 import GPT2, LayerNorm
-from .loading import load_model
+from .loading import load_model, load_model_and_tokenizer
 from .mlp_lm import MLPLanguageModel
 from .model import RMSNorm, Transformer
 from .progress import print_line, progress_bar
@@ -520,10 +520,9 @@ def load_initial(source: str | Path, out: Path) -> tuple[nn.Module, Tokenizer]:
         raise ValueError(f"--out {out} is the folder the weights come from; write the new model to another folder "
                          "(to carry on a run in place, use --resume).")
     if folder.is_dir() and (folder / "mlp_config.json").is_file():
-        model = MLPLanguageModel.load(folder)
-    else:
-        model = load_model(source, dtype=torch.float32).requires_grad_(True)
-    return model.train(), load_tokenizer(source)
+        return MLPLanguageModel.load(folder).train(), load_tokenizer(source)
+    model, tok = load_model_and_tokenizer(source, dtype=torch.float32)
+    return model.requires_grad_(True).train(), tok
 
 
 def config_for(model: nn.Module, config: TrainConfig) -> TrainConfig:

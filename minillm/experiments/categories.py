@@ -15,11 +15,10 @@ from pathlib import Path
 import torch
 
 from ..data import TextSource
-from ..loading import load_model
+from ..loading import load_model_and_tokenizer
 from ..provenance import overlap_warning, seen_in_training
 from ..results import ConditionScore, ConditionSummary, PairedDifference
 from ..scoring import score_many
-from ..tokenizer import load_tokenizer
 from .conditions import (condition_rows, difference_table, differences_between_models, summarize_conditions,
                          summary_table)
 from .scaling import write_csv
@@ -44,7 +43,7 @@ def run_categories(models: list[str], sources: dict[str, TextSource], dtype: tor
         if progress:
             print(f"scoring {sum(len(s) for s in sources.values())} texts in {len(sources)} categories with {name}",
                   flush=True)
-        model, tok = load_model(name, dtype=dtype, packed=True), load_tokenizer(name)
+        model, tok = load_model_and_tokenizer(name, dtype=dtype, packed=True)
         for category, source in sources.items():
             scored = score_many(model, tok, source.texts, top_k=0)
             rows += condition_rows(name, category, source.ids, scored, [""] * len(source),

@@ -23,11 +23,11 @@ from pathlib import Path
 import torch
 
 from ..data import TextSource
-from ..loading import load_model
+from ..loading import load_model_and_tokenizer
 from ..provenance import overlap_warning, seen_in_training
 from ..results import ConditionScore, ConditionSummary, PairedDifference
 from ..scoring import TextScore, encode_for_scoring, score_many
-from ..tokenizer import Tokenizer, load_tokenizer
+from ..tokenizer import Tokenizer
 from .conditions import (condition_rows, difference_table, differences_from, per_text_differences,
                          summarize_conditions, summary_table, with_start, write_dicts)
 from .scaling import write_csv
@@ -107,7 +107,7 @@ def run_context(models: list[str], source: TextSource, max_k: int = 3, dtype: to
     for name in models:
         if progress:
             print(f"scoring {len(keep)} continuations x {max_k + 1} contexts with {name}", flush=True)
-        model, tok = load_model(name, dtype=dtype, packed=True), load_tokenizer(name)
+        model, tok = load_model_and_tokenizer(name, dtype=dtype, packed=True)
         seen = seen_in_training(name, used.texts)
         warnings += [w for w in [overlap_warning(name, used.texts)] if w]
         for k in range(max_k + 1):

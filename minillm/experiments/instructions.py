@@ -32,11 +32,11 @@ from pathlib import Path
 import torch
 
 from ..data import TEXTS_DIR, TextSource
-from ..loading import load_model
+from ..loading import load_model_and_tokenizer
 from ..provenance import overlap_warning, seen_in_training
 from ..results import ConditionScore, ConditionSummary, PairedDifference
 from ..scoring import score_many
-from ..tokenizer import Tokenizer, load_tokenizer
+from ..tokenizer import Tokenizer
 from .conditions import (condition_rows, difference_table, differences_from, per_text_differences,
                          summarize_conditions, summary_table, with_start, write_dicts)
 from .scaling import write_csv
@@ -128,7 +128,7 @@ def run_instructions(models: list[str], source: TextSource, chat_models: list[st
     prompts = prompts_for(source)
     rows, chats, warnings = [], [], []
     for name in models:
-        model, tok = load_model(name, dtype=dtype, packed=True), load_tokenizer(name)
+        model, tok = load_model_and_tokenizer(name, dtype=dtype, packed=True)
         chat = uses_chat(name, tok, chat_models)
         chats += [name] if chat else []
         if progress:
