@@ -77,6 +77,15 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def text_file(text: str) -> Path:
+    """argparse type of ``--texts FILE``. ``quantize --texts 20`` once meant "20 texts": a bare
+    number that names no file is refused, pointing to ``--stories``, the count's name now."""
+    if text.isdigit() and not Path(text).exists():
+        raise argparse.ArgumentTypeError(f"{text!r} is a count, but --texts takes a file of texts (as in minillm "
+                                         f"scaling); give the number of texts with --stories {text}")
+    return Path(text)
+
+
 def non_negative_int(text: str) -> int:
     """argparse type: a whole number >= 0 (``--max-new-tokens -1`` is refused)."""
     try:
@@ -396,8 +405,8 @@ def cmd_quantize(args: argparse.Namespace) -> None:
     from .experiments.scaling import write_csv
 
     check_output_folder(args.out)   # before the scoring, not after
+    source = _texts_for(args, [args.source], args.n_texts, default="bundled")   # a bad --texts before the loading
     model, tok = load_model_and_tokenizer(args.source, dtype="float32")
-    source = _texts_for(args, [args.source], args.n_texts, default="bundled")
     rows = perplexity_vs_bits(model, tok, source.texts, tuple(args.bits), tuple(args.schemes), args.group_size,
                               progress=args.progress)
     print(f"\n{'bits':>4} {'scheme':>8} {'size MB':>9} {'perplexity':>11} {'bits/byte':>9}")
@@ -892,14 +901,18 @@ def build_parser() -> argparse.ArgumentParser:
     quant.add_argument("--schemes", nargs="+", default=["tensor", "channel", "group"],
                        choices=["tensor", "channel", "group"], help="one (zero point, scale) per tensor, row or group")
     quant.add_argument("--group-size", type=positive_int, default=64, help="weights per group of the group scheme")
-    quant.add_argument("--texts", dest="n_texts", type=positive_int, default=20, help="how many bundled texts to score")
+    quant.add_argument("--texts", type=text_file, metavar="FILE",
+                       help="score the texts of this file: TinyStories (<|endoftext|>), WikiText, or paragraphs "
+                            "(default: bundled texts)")
+    quant.add_argument("--stories", dest="n_texts", type=positive_int, default=20, metavar="N",
+                       help="how many texts to score at most")
     quant.add_argument("--category", choices=CATEGORIES, default=None,
                        help="which bundled texts (default: stories the model never trained on)")
     quant.add_argument("--include-seen", action="store_true",
                        help="also score texts the model trained on (its training record says which)")
     quant.add_argument("--out", type=Path, default=Path("quantization-results"), help="folder for the CSV and plot")
     quant.add_argument("--no-progress", dest="progress", action="store_false", help="no progress lines")
-    quant.set_defaults(run=cmd_quantize, texts=None)     # bundled texts only (no file of texts)
+    quant.set_defaults(run=cmd_quantize)
 
     llama2c = commands.add_parser("convert-llama2c", formatter_class=HelpFormatter, help="turn a llama2.c model into a Hugging Face folder")
     llama2c.add_argument("model_bin", type=Path, help="llama2.c model file (legacy export), e.g. stories15M.bin")

@@ -399,7 +399,7 @@ def test_generate_never_emits_a_padding_row(tmp_path, capsys):
     (["logits", "m", "t", "--top-k", "0"], "--top-k: must be at least 1, got 0"),
     (["generate", "m", "t", "--top-k", "-3"], "--top-k: must be at least 1, got -3"),
     (["generate", "m", "t", "--temperature", "nan"], "--temperature: must be a finite number >= 0, got nan"),
-    (["quantize", "m", "--texts", "0"], "--texts: must be at least 1, got 0"),
+    (["quantize", "m", "--stories", "0"], "--stories: must be at least 1, got 0"),
     (["grade", "subs", "--timeout", "0"], "--timeout: must be greater than 0"),
     (["grade", "subs", "--timeout", "-5"], "--timeout: must be a finite number >= 0, got -5"),
     (["sweep", "--out", "x", "--stories", "0"], "--stories: must be at least 1, got 0"),

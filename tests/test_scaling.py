@@ -229,7 +229,31 @@ def test_models_with_different_tokenizers_are_fitted_in_bits_per_byte(tmp_path):
 def test_quantize_scores_the_family_on_held_out_stories(tmp_path, capsys):
     from minillm.family import FAMILY_DIR
 
-    assert main(["quantize", str(FAMILY_DIR / "tiny-s"), "--bits", "32", "--texts", "3",
+    assert main(["quantize", str(FAMILY_DIR / "tiny-s"), "--bits", "32", "--stories", "3",
                  "--out", str(tmp_path)]) == 0
     said = capsys.readouterr().out
     assert "Left out 48 of the 68 texts" in said and "Scoring the first 3 bundled texts of data/texts/stories.txt that tiny-s never trained on." in said
+
+
+def test_quantize_texts_takes_a_file_like_the_other_commands(tmp_path, capsys):
+    """--texts FILE as in scaling/context, --stories N the count; the old `--texts 3` says what changed."""
+    from minillm.family import FAMILY_DIR
+
+    paragraphs = ["The cat sat on the mat. It was happy.", "A dog ran in the park. The sun was warm.", "A third one."]
+    (tmp_path / "mine.txt").write_text("\n\n".join(paragraphs) + "\n", encoding="utf-8")
+    assert main(["quantize", str(FAMILY_DIR / "tiny-s"), "--bits", "32", "--texts", str(tmp_path / "mine.txt"),
+                 "--stories", "2", "--out", str(tmp_path / "q"), "--no-progress"]) == 0
+    assert "Scoring the first 2 paragraphs of mine.txt." in capsys.readouterr().out
+    with open(tmp_path / "q" / "quantization.csv", encoding="utf-8") as f:
+        row = next(csv.DictReader(f))
+    # the unquantized row is the corpus perplexity of exactly the file's first two paragraphs, scored alone
+    model, tok = minillm.load_model(FAMILY_DIR / "tiny-s"), minillm.load_tokenizer(FAMILY_DIR / "tiny-s")
+    scores = [score(model, tok, text) for text in paragraphs[:2]]
+    assert int(row["tokens"]) == sum(s.n_tokens for s in scores)
+    # float32 both ways; the sums differ only in the order of additions (~1e-7 relative)
+    assert float(row["perplexity"]) == pytest.approx(math.exp(sum(s.total_nll for s in scores) /
+                                                              sum(s.n_tokens for s in scores)), rel=1e-5)
+    with pytest.raises(SystemExit):
+        main(["quantize", str(FAMILY_DIR / "tiny-s"), "--texts", "3"])
+    err = capsys.readouterr().err
+    assert "'3' is a count, but --texts takes a file of texts" in err and "--stories 3" in err
