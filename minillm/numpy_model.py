@@ -355,22 +355,42 @@ def gpt2_forward(weights: dict[str, np.ndarray], config: dict, input_ids: np.nda
     return linear(x, weights["lm_head.weight"])                        # (batch, seq, vocab)
 
 
+def read_eos_token_ids(folder: str | Path) -> tuple[int, ...]:
+    """The ids that end generation: ``eos_token_id`` (one id or a list) of ``generation_config.json``,
+    else of ``config.json``, else none; the rule ``minillm.generate`` follows by default."""
+    for name in ("generation_config.json", "config.json"):
+        path = Path(folder) / name
+        eos = json.loads(path.read_text(encoding="utf-8")).get("eos_token_id") if path.is_file() else None
+        if eos is not None:
+            return (eos,) if isinstance(eos, int) else tuple(eos)
+    return ()
+
+
 class NumpyModel:
     """Convenience wrapper: ``NumpyModel(folder)(input_ids)`` gives logits (batch, seq, vocab)."""
 
     def __init__(self, folder: str | Path):
         self.weights, self.config = load_numpy_model(folder)
+        self.eos_token_ids = read_eos_token_ids(folder)
 
     def __call__(self, input_ids: np.ndarray) -> np.ndarray:
         return forward(self.weights, self.config, input_ids)
 
-    def generate(self, input_ids, max_new_tokens: int) -> list[int]:
+    def generate(self, input_ids, max_new_tokens: int, eos_token_id: int | tuple[int, ...] | None = None) -> list[int]:
         """Greedy decoding of one sequence: the ids (prompt included), each new token the argmax.
 
+        Stops after ``max_new_tokens`` or right after an end id (kept in the result), as
+        ``minillm.generate`` does: ``eos_token_id`` (one id or several); by default (None) the
+        checkpoint's (:func:`read_eos_token_ids`); ``()`` never stops early.
         Without a KV cache every step reruns the whole sequence: fine for tiny models.
         """
+        if eos_token_id is None:
+            eos_token_id = self.eos_token_ids
+        stop = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id)
         ids = [int(i) for i in np.asarray(input_ids).reshape(-1)]
         for _ in range(max_new_tokens):
             logits = self(np.array(ids))[0, -1]                     # (vocab,): scores for the next token
             ids.append(int(np.argmax(logits)))
+            if ids[-1] in stop:
+                break
         return ids

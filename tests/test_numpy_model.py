@@ -136,6 +136,25 @@ def test_stories260k_matches_torch_and_transformers(shared_data):
     assert generated[3:] == torch_logits.argmax(-1).tolist()[2:]
 
 
+def test_generate_stops_at_the_end_ids_like_minillm_generate(checkpoints, tmp_path):
+    """Before issue 15 NumpyModel.generate ran past every end id. The ends are taken from the greedy
+    continuation itself (its 3rd and 6th tokens), listed in generation_config.json as a chat model does."""
+    import json
+    import shutil
+
+    folder = shutil.copytree(checkpoints["qwen2"], tmp_path / "qwen2")
+    prompt = [5, 17, 42]
+    free = minillm.generate(minillm.load_model(folder), prompt, 10, eos_token_id=())   # minillm: never stops
+    assert nm.NumpyModel(folder).generate(prompt, 10, eos_token_id=()) == prompt + free
+    (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": [free[5], free[2]]}))
+    expected = minillm.generate(minillm.load_model(folder), prompt, 10)   # stops at the first listed id it meets
+    assert len(expected) < len(free)
+    model = nm.NumpyModel(folder)
+    assert model.eos_token_ids == (free[5], free[2])
+    assert model.generate(prompt, 10) == prompt + expected
+    assert model.generate(prompt, 10, eos_token_id=free[5]) == prompt + free[: free.index(free[5]) + 1]
+
+
 def test_logits_are_causal(checkpoints):
     """A token's logits depend only on the tokens up to it, never on later ones."""
     weights, config = nm.load_numpy_model(checkpoints["qwen2"])
