@@ -105,7 +105,7 @@ def load_model_and_tokenizer(source: str | os.PathLike, dtype: torch.dtype | str
 #   Pythia: 50,277 -> 50,304 ... 50,688 (a multiple of 128 x the tensor-parallel ranks; up to 411, 0.8%);
 #   phi-1.5 / phi-2: 50,295 -> 51,200 (905 spare, 1.8%: the most we know of).
 # (Numbers from the models' config.json and tokenizer files on the hub, and the maintainers'
-# answers in EleutherAI/pythia#68 and huggingface/transformers#4875.) So padding makes the row
+# answers in EleutherAI/pythia#68, huggingface/transformers#4875, guidance-ai/guidance#792.) So padding makes the row
 # count a multiple of PAD_MULTIPLE and adds fewer than max(PAD_MULTIPLE, rows / PAD_SHARE) rows;
 # beyond that the tokenizer is another model's: a 50,257-token GPT-2 tokenizer beside a
 # 151,936-row Qwen2.5 model would leave 101,679 rows unused, and its ids mean other words.
