@@ -26,6 +26,10 @@ JSON (``extra_data["problems"]``; ``extra_data["notes"]`` says which file was gr
 notebook ran, and which statements failed without costing points). A file that failed to load is not loaded
 again: the unit's other tests fail at once with the same message, so a file that hangs costs one
 time limit, not one per test.
+
+Student code runs in this process: guard.py's checks (functions replaced, solutions/ opened, the
+results signed for ``minillm grade``) zero a unit that reaches into the grader, and torch's global
+settings are reset before each test (the README's "What the grader guarantees").
 """
 
 from __future__ import annotations
