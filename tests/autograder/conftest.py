@@ -736,6 +736,43 @@ def _reference_module_types() -> tuple:
     return tuple(type(m) for m in _build_tiny_model(_TINY_MASTER["config"]).modules())
 
 
+# A trained model for the tests whose numbers a student reads as a model's quality (perplexities,
+# surprises, losses): the random tiny model scores ~1,000 on a 320-token vocabulary, worse than the
+# uniform guess the exercises describe, while tiny-s scores ~50-300 on stories it never trained on.
+TRAINED_MODEL = "tiny-s"     # data/models/tiny-s: 98,704 parameters, a 1,024-token vocabulary
+
+
+@pytest.fixture(scope="session")
+def _trained_master():
+    from minillm import load_model, load_tokenizer
+    from minillm.family import FAMILY_DIR
+    folder = FAMILY_DIR / TRAINED_MODEL
+    return load_model(folder).float().eval(), load_tokenizer(folder)
+
+
+@pytest.fixture
+def trained_model(_trained_master):
+    """tiny-s, trained by minillm on synthetic and bundled stories (data/models/README.md): a fresh
+    copy for each test, so that student code that changes it reaches no other test. Its context is
+    ``config.max_position_embeddings`` = 128 tokens: give it texts no longer (minillm's scoring
+    windows longer ones, a student's single pass would not)."""
+    import copy
+    return copy.deepcopy(_trained_master[0])
+
+
+@pytest.fixture(scope="session")
+def trained_tokenizer(_trained_master):
+    """tiny-s's byte-level BPE tokenizer (1,024 tokens, no BOS, ``<|endoftext|>`` = 0)."""
+    return _trained_master[1]
+
+
+@pytest.fixture(scope="session")
+def held_out_texts() -> list[str]:
+    """The 20 bundled stories the trained family never saw (``minillm.family.held_out_stories``)."""
+    from minillm.family import held_out_stories
+    return held_out_stories()
+
+
 
 # --------------------------------------------------------------------------------------------
 # Points: which tests count, readable failure messages, the table and the JSON report

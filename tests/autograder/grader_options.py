@@ -26,8 +26,8 @@ def add_grader_options(parser) -> None:
                     help="seed for the random texts/shapes the tests draw (default: a fresh one per run)")
     group.addoption("--tiny-model", default="qwen2", choices=("qwen2", "gpt2"),
                     help="architecture of the tiny_model fixture (default qwen2); gpt2 grades the units "
-                         "that only call the model (logits, perplexity, sampling, quantization) on a GPT-2, "
-                         "the logits notebook's model")
+                         "that only call the model (logits, sampling, quantization) on a GPT-2, the logits "
+                         "notebook's model (perplexity and scaling grade on the trained tiny-s, a Qwen2)")
     group.addoption("--grade-json", default=None, metavar="PATH",
                     help="also write the results as a Gradescope results.json file to PATH")
     group.addoption("--grade-key-fd", type=int, default=None, metavar="FD",

@@ -3,7 +3,10 @@ and of a corpus.
 
 The reference is minillm's scoring (``minillm.scoring``), bound here at import time; during
 the student's calls those functions are forbidden (the ``forbid`` fixture), since they are
-the answer. Texts are fresh slices of the bundled stories, drawn from the grader seed.
+the answer. The model is a trained one, tiny-s (``trained_model``: data/models/tiny-s, 1,024-token
+vocabulary), and the texts are fresh slices, drawn from the grader seed, of the stories it never
+trained on (``held_out_texts``), short enough for its 128-token context: the perplexities a student
+reads in a message are those of a real, if small, model (about 50 to 300), not of random weights.
 """
 
 from __future__ import annotations
@@ -50,11 +53,17 @@ def _rng(grader_seed: int, salt: str) -> random.Random:
     return random.Random(f"{grader_seed}-perplexity-{salt}")
 
 
-def _texts(rng, story_texts, count, lo=30, hi=250, tokenizer=None):
+def _fits(tokenizer, model, text: str) -> bool:
+    """At least 3 tokens, and no more than the model's context (minillm's scoring cuts a longer text
+    into windows, which a single forward pass, the exercise, does not)."""
+    return 3 <= len(tokenizer.encode(text)) <= model.config.max_position_embeddings
+
+
+def _texts(rng, stories, count, tokenizer, model, lo=30, hi=250):
     texts = []
     while len(texts) < count:
-        text = random_text(rng, story_texts, lo, hi)
-        if tokenizer is None or len(tokenizer.encode(text)) >= 3:
+        text = random_text(rng, stories, lo, hi)
+        if _fits(tokenizer, model, text):
             texts.append(text)
     return texts
 
@@ -79,16 +88,16 @@ def test_token_loss(student, grader_seed):
 
 
 @pytest.mark.graded(points=4, objective="PPL-2", level="P")
-def test_surprise_table(student, forbid, tiny_model, tiny_tokenizer, story_texts, grader_seed):
+def test_surprise_table(student, forbid, trained_model, trained_tokenizer, held_out_texts, grader_seed):
     rng = _rng(grader_seed, "table")
-    texts = _texts(rng, story_texts, 3, tokenizer=tiny_tokenizer)
-    refs = [ref_score(tiny_model, tiny_tokenizer, t, top_k=0) for t in texts]
+    texts = _texts(rng, held_out_texts, 3, trained_tokenizer, trained_model)
+    refs = [ref_score(trained_model, trained_tokenizer, t, top_k=0) for t in texts]
     forbid(*LIBRARY_SCORING)
     fn = student.function("perplexity", "surprise_table")
     for text, ref in zip(texts, refs):
         n = len(ref.token_ids)
         what = f"surprise_table(model, tokenizer, {text!r})"
-        got = fn(tiny_model, tiny_tokenizer, text)
+        got = fn(trained_model, trained_tokenizer, text)
         if not isinstance(got, (list, tuple)):
             raise GradingError(f"{what} should return a list of (token, surprise) tuples; got {type(got).__name__}.")
         if len(got) == n:
@@ -108,15 +117,15 @@ def test_surprise_table(student, forbid, tiny_model, tiny_tokenizer, story_texts
 
 
 @pytest.mark.graded(points=4, objective="PPL-3", level="P")
-def test_compute_perplexity(student, forbid, tiny_model, tiny_tokenizer, story_texts, grader_seed):
+def test_compute_perplexity(student, forbid, trained_model, trained_tokenizer, held_out_texts, grader_seed):
     rng = _rng(grader_seed, "ppl")
-    texts = _texts(rng, story_texts, 3, lo=30, hi=400, tokenizer=tiny_tokenizer)
-    refs = [ref_score(tiny_model, tiny_tokenizer, t, top_k=0) for t in texts]
+    texts = _texts(rng, held_out_texts, 3, trained_tokenizer, trained_model, lo=30, hi=300)
+    refs = [ref_score(trained_model, trained_tokenizer, t, top_k=0) for t in texts]
     forbid(*LIBRARY_SCORING)
     fn = student.function("perplexity", "compute_perplexity")
     for text, ref in zip(texts, refs):
         what = f"compute_perplexity(model, tokenizer, {text!r})"
-        got = fn(tiny_model, tiny_tokenizer, text)
+        got = fn(trained_model, trained_tokenizer, text)
         value = expect_float(got, what)
         if abs(value - ref.perplexity) > 1e-3 * value and abs(value - 2 ** ref.mean_nll) < 1e-3 * value:
             raise GradingError(f"{what}: you computed 2 ** (mean surprise in nats); use exp(), or surprises in bits.")
@@ -124,42 +133,43 @@ def test_compute_perplexity(student, forbid, tiny_model, tiny_tokenizer, story_t
 
 
 @pytest.mark.graded(points=4, objective="PPL-4", level="M")
-def test_continuation_perplexity(student, forbid, tiny_model, tiny_tokenizer, story_texts, grader_seed):
+def test_continuation_perplexity(student, forbid, trained_model, trained_tokenizer, held_out_texts, grader_seed):
     rng = _rng(grader_seed, "cont")
     cases = []
     while len(cases) < 3:
-        text = random_text(rng, story_texts, 80, 300)
+        text = random_text(rng, held_out_texts, 80, 300)
         spaces = [i for i, c in enumerate(text) if c == " " and 20 <= i <= len(text) - 15]
-        if not spaces:
+        if not spaces or not _fits(trained_tokenizer, trained_model, text):
             continue
         cut = rng.choice(spaces)
         context, continuation = text[:cut], text[cut:]
         cases.append((context, continuation,
-                       ref_perplexity(tiny_model, tiny_tokenizer, continuation, context=context),
-                       ref_perplexity(tiny_model, tiny_tokenizer, context + continuation)))
+                       ref_perplexity(trained_model, trained_tokenizer, continuation, context=context),
+                       ref_perplexity(trained_model, trained_tokenizer, context + continuation)))
+    context_length = trained_model.config.max_position_embeddings
     # A boundary that does not fall before a space (inside a word, or right after a space): the
     # contract encodes the two parts separately and joins the ids, which here differs from encoding
     # the whole text at once. The expected value is computed in the test from that definition.
     while len(cases) < 4:
-        text = random_text(rng, story_texts, 80, 300)
+        text = random_text(rng, held_out_texts, 80, 300)
         inside = [i for i in range(20, len(text) - 15) if text[i] != " " and text[i - 1] != " "]
         if not inside:
             continue
         cut = rng.choice(inside)
         context, continuation = text[:cut], text[cut:]
-        prefix, cont = tiny_tokenizer.encode(context), tiny_tokenizer.encode(continuation)
-        if prefix + cont == tiny_tokenizer.encode(text):
-            continue                                # this cut happens to fall on a token boundary
+        prefix, cont = trained_tokenizer.encode(context), trained_tokenizer.encode(continuation)
+        if prefix + cont == trained_tokenizer.encode(text) or len(prefix + cont) > context_length:
+            continue                                # a cut on a token boundary, or too long for the model
         with torch.no_grad():
-            logits = tiny_model(torch.tensor([prefix + cont]))[0].double()
+            logits = trained_model(torch.tensor([prefix + cont]))[0].double()
         nll = -torch.log_softmax(logits[len(prefix) - 1 : -1], dim=-1)[torch.arange(len(cont)), torch.tensor(cont)]
         cases.append((context, continuation, math.exp(float(nll.mean())), None))
     forbid(*LIBRARY_SCORING)
     fn = student.function("perplexity", "continuation_perplexity")
     for context, continuation, expected, whole in cases:
         what = f"continuation_perplexity(model, tokenizer, {context!r}, {continuation!r})"
-        inputs = Unchanged("the model's weights", tiny_model)
-        got = fn(tiny_model, tiny_tokenizer, context, continuation)
+        inputs = Unchanged("the model's weights", trained_model)
+        got = fn(trained_model, trained_tokenizer, context, continuation)
         inputs.check("continuation_perplexity(model, ...)")
         value = expect_float(got, what)
         if whole is not None and abs(value - whole) < 1e-4 * whole and abs(value - expected) > 1e-4 * expected:
@@ -169,20 +179,20 @@ def test_continuation_perplexity(student, forbid, tiny_model, tiny_tokenizer, st
 
 
 @pytest.mark.graded(points=4, objective="PPL-5", level="M")
-def test_corpus_perplexity(student, forbid, tiny_model, tiny_tokenizer, story_texts, grader_seed):
+def test_corpus_perplexity(student, forbid, trained_model, trained_tokenizer, held_out_texts, grader_seed):
     rng = _rng(grader_seed, "corpus")
-    # Lengths that differ a lot, so that pooling and averaging give different answers.
-    texts = (_texts(rng, story_texts, 2, lo=15, hi=40, tokenizer=tiny_tokenizer)
-             + _texts(rng, story_texts, 2, lo=300, hi=700, tokenizer=tiny_tokenizer))
+    # Lengths that differ a lot (~5 and ~100 tokens), so that pooling and averaging give different answers.
+    texts = (_texts(rng, held_out_texts, 2, trained_tokenizer, trained_model, lo=15, hi=40)
+             + _texts(rng, held_out_texts, 2, trained_tokenizer, trained_model, lo=220, hi=320))
     rng.shuffle(texts)
-    refs = ref_score_many(tiny_model, tiny_tokenizer, texts, top_k=0)
+    refs = ref_score_many(trained_model, trained_tokenizer, texts, top_k=0)
     expected = math.exp(sum(r.total_nll for r in refs) / sum(r.n_tokens for r in refs))
     mean_of_ppl = sum(r.perplexity for r in refs) / len(refs)
     forbid(*LIBRARY_SCORING)
     fn = student.function("perplexity", "corpus_perplexity")
     what = f"corpus_perplexity(model, tokenizer, texts) for {len(texts)} texts of " \
            f"{[r.n_tokens + 1 for r in refs]} tokens"
-    got = fn(tiny_model, tiny_tokenizer, list(texts))
+    got = fn(trained_model, trained_tokenizer, list(texts))
     value = expect_float(got, what)
     if abs(value - mean_of_ppl) < 1e-4 * mean_of_ppl and abs(value - expected) > 1e-4 * expected:
         raise GradingError(f"{what}: {value:.6g} is the mean of the per-text perplexities. Pool instead: the total "
