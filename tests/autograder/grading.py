@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["expect_close", "expect_shape", "expect_float", "to_array", "describe", "random_text", "GradingError",
+__all__ = ["expect_close", "expect_shape", "expect_float", "expect_int", "to_array", "describe", "random_text", "GradingError",
            "Unchanged", "show_token", "show_tokens"]
 
 
@@ -43,6 +43,8 @@ def describe(value: Any) -> str:
         return f"torch.Tensor of shape {tuple(value.shape)}, dtype {value.dtype}"
     if isinstance(value, np.ndarray):
         return f"numpy array of shape {value.shape}, dtype {value.dtype}"
+    if isinstance(value, np.generic):
+        return f"NumPy {type(value).__name__}"
     if isinstance(value, (list, tuple)):
         return f"{type(value).__name__} of length {len(value)}"
     return type(value).__name__
@@ -109,10 +111,21 @@ def expect_float(got: Any, what: str = "the result") -> float:
     return float(got)
 
 
+def expect_int(got: Any, what: str = "the result") -> int:
+    """Fail unless ``got`` is a Python int (a NumPy int64, a 0-d tensor, ``4000.0`` or ``True`` is not);
+    return it. A NumPy integer breaks ``json.dump`` the way a 0-d tensor breaks a float contract."""
+    if isinstance(got, bool) or not isinstance(got, int):
+        hint = " Convert it with int(...)." if hasattr(got, "__int__") else ""
+        raise GradingError(f"{what}: expected a Python int (the contract says so), got a {describe(got)}"
+                           f"{f' ({got!r})' if isinstance(got, (bool, float, np.generic)) else ''}.{hint}")
+    return got
+
+
 class Unchanged:
     """Snapshot tensors, NumPy arrays, modules and (nested) lists/dicts of them; ``check()`` fails with
     a student-readable message when any of them changed since (a graded function must leave its
-    inputs alone), and when the global torch RNG state moved (it must draw from its own generator).
+    inputs alone), and, with ``rng=True``, when torch's or NumPy's global random state moved (it must
+    draw from its own generator).
 
         inputs = Unchanged("the logits you were given", logits, rng=True)
         got = fn(logits, ...)
@@ -125,6 +138,7 @@ class Unchanged:
         self.values = values
         self.saved = [self._copy(v) for v in values]
         self.rng_state = torch.get_rng_state() if rng else None
+        self.numpy_state = np.random.get_state() if rng else None
 
     @classmethod
     def _copy(cls, value: Any) -> Any:
@@ -172,6 +186,17 @@ class Unchanged:
             raise GradingError(f"{call} changed torch's GLOBAL random state (torch.manual_seed, or a draw without "
                                "the generator you were given). Draw with your own torch.Generator so that the "
                                "caller's random numbers do not depend on your function.")
+        if self.numpy_state is not None and not self._same_numpy_state(np.random.get_state(), self.numpy_state):
+            raise GradingError(f"{call} changed NumPy's GLOBAL random state (np.random.seed, or a draw with "
+                               "np.random.randint/choice/...). Draw with your own generator, "
+                               "rng = np.random.default_rng(seed), so that the caller's random numbers do not "
+                               "depend on your function.")
+
+    @staticmethod
+    def _same_numpy_state(state: tuple, saved: tuple) -> bool:
+        """np.random.get_state(): (name, key array, position, has_gauss, cached_gaussian)."""
+        return len(state) == len(saved) and all(
+            np.array_equal(a, b) if isinstance(a, np.ndarray) else a == b for a, b in zip(state, saved))
 
 
 def expect_shape(got: Any, shape: Sequence[int | None], what: str = "the result") -> None:

@@ -2,7 +2,9 @@
 
 Every value is compared with minillm's own implementation (``minillm.quantize`` with
 ``scheme="tensor"``, ``minillm.scoring``), never with solutions/. Tensors, bit widths and
-texts are drawn fresh from ``grader_seed``. While the student's code runs, minillm's
+texts are drawn fresh from ``grader_seed``. Perplexities are measured on the trained tiny-s
+(``trained_model``) and stories it never saw, so a student reads a real model's numbers (about
+100 unquantized, a few hundred at 2 bits). While the student's code runs, minillm's
 quantization and scoring functions raise: the exercise is to write them.
 
 Rounding ties: a value whose code ``(w - lo) / scale`` lies within 1e-3 of ``k + 0.5`` may
@@ -18,7 +20,7 @@ import random
 
 import pytest
 import torch
-from grading import GradingError, expect_close, expect_shape, block
+from grading import GradingError, Unchanged, block, expect_close, expect_float, expect_int, expect_shape
 
 import minillm.quantize as mq
 import minillm.scoring as ms
@@ -60,12 +62,11 @@ def _rng(grader_seed: int, salt: int) -> tuple[random.Random, torch.Generator]:
 
 
 def _expect_integer(got, what: str) -> int:
-    if isinstance(got, bool) or not isinstance(got, (int, float)) and not hasattr(got, "__index__"):
-        raise GradingError(f"{what}: expected a whole number of bytes (int), got {type(got).__name__} {got!r}.")
-    if isinstance(got, float) and not got.is_integer():
+    """A whole number of bytes, as a Python int (the contract's type: ``math.ceil`` returns one)."""
+    if isinstance(got, float) and math.isfinite(got) and not got.is_integer():
         raise GradingError(f"{what}: expected a whole number of bytes, got {got!r}. A file cannot hold part "
                            "of a byte: round the number of bytes UP (math.ceil).")
-    return int(got)
+    return expect_int(got, what)
 
 
 def _expect_quantized(got, w: torch.Tensor, bits: int, what: str) -> None:
@@ -118,13 +119,15 @@ def _away_from_ties(model: torch.nn.Module, bits_list: list[int]) -> torch.nn.Mo
     return model
 
 
-def _texts(rng: random.Random, stories: list[str], n: int) -> list[str]:
-    """``n`` stories cut to different lengths, so a pooled mean and a mean of means differ."""
-    picks = rng.sample(stories, n)
+def _texts(rng: random.Random, stories: list[str], n: int, tokenizer, model) -> list[str]:
+    """``n`` stories cut to different lengths, so a pooled mean and a mean of means differ, each within
+    ``model``'s context (minillm's scoring cuts a longer text into windows, a single pass does not)."""
     out = []
-    for story in picks:
-        cut = rng.randint(80, 360)
-        out.append(story[:cut])
+    for story in rng.sample(stories, n):
+        text = story[: rng.randint(80, 320)]
+        while len(tokenizer.encode(text)) > model.config.max_position_embeddings:
+            text = text[: len(text) * 3 // 4]
+        out.append(text)
     return out
 
 
@@ -172,8 +175,12 @@ def test_quantize_tensor_matches_minillm(student, monkeypatch, grader_seed):
     cases.append((torch.randn(rng.randint(30, 90), generator=gen) * 2.0 + 1.0, rng.choice([4, 5, 6])))  # 1-D
     fn = _load_student_fn(student, monkeypatch, "quantize_tensor")
     for w, bits in cases:
-        got = fn(w.clone(), bits)
-        _expect_quantized(got, w, bits, f"quantize_tensor(w of shape {tuple(w.shape)}, bits={bits})")
+        what = f"quantize_tensor(w of shape {tuple(w.shape)}, bits={bits})"
+        given = w.clone()
+        inputs = Unchanged("the tensor w it was given", given)
+        got = fn(given, bits)
+        inputs.check(what)
+        _expect_quantized(got, w, bits, what)
 
 
 @pytest.mark.graded(points=2, objective="QUANT-2", level="P")
@@ -323,20 +330,20 @@ def test_quantized_model_size_bytes(student, monkeypatch, grader_seed, tiny_mode
 
 @pytest.mark.graded(points=4, objective="QUANT-4", level="M")
 @pytest.mark.timeout_s(40)
-def test_perplexity_vs_bits(student, monkeypatch, grader_seed, tiny_model, tiny_tokenizer, story_texts):
+def test_perplexity_vs_bits(student, monkeypatch, grader_seed, trained_model, trained_tokenizer, held_out_texts):
     rng, _ = _rng(grader_seed, 8)
-    texts = _texts(rng, story_texts, 3)
+    texts = _texts(rng, held_out_texts, 3, trained_tokenizer, trained_model)
     bits_list = [32] + rng.sample([8, 6, 5, 4, 3, 2], 3)
     rng.shuffle(bits_list)
-    model = _away_from_ties(tiny_model, bits_list)
+    model = _away_from_ties(trained_model, bits_list)
     expected = []
     for bits in bits_list:
-        scores = ms.score_many(mq.quantize_model(model, bits, "tensor"), tiny_tokenizer, texts, top_k=0)
+        scores = ms.score_many(mq.quantize_model(model, bits, "tensor"), trained_tokenizer, texts, top_k=0)
         nll, tokens = sum(s.total_nll for s in scores), sum(s.n_tokens for s in scores)
         expected.append(math.exp(nll / tokens))
     fn = _load_student_fn(student, monkeypatch, "perplexity_vs_bits")
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    got = fn(model, tiny_tokenizer, list(texts), list(bits_list))
+    got = fn(model, trained_tokenizer, list(texts), list(bits_list))
     what = f"perplexity_vs_bits(model, tokenizer, texts, {bits_list})"
     if any(not torch.equal(p.detach(), before[name]) for name, p in model.named_parameters()):
         raise GradingError(f"{what} changed the weights of the model it was given, so every bit width after the "
@@ -355,3 +362,6 @@ def test_perplexity_vs_bits(student, monkeypatch, grader_seed, tiny_model, tiny_
     expect_close([float(p) for _, p in got], expected,
                  f"{what}: the corpus perplexities exp(total NLL / total scored tokens), in the order of bits_list",
                  atol=0, rtol=1e-4)
+    for i, (bits, perplexity) in enumerate(got):                    # the contract: (int, float) tuples
+        expect_int(bits, f"{what}: the bits in row {i}")
+        expect_float(perplexity, f"{what}: the perplexity in row {i} ({bits} bits)")

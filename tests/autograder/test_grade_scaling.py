@@ -2,10 +2,10 @@
 corpus perplexity, a power-law fit, a bootstrap interval and the hardest tokens.
 
 Values are compared with minillm (``minillm.scoring.score_many``, ``minillm.experiments.scaling``:
-``fit_power_law``, ``bootstrap_interval``), never with solutions/. Three tiny models of
-different sizes are built here with fixed seeds (random weights: their perplexities are not a
-real scaling law, but every number can be checked); the numbers recorded for the class use the
-trained family minillm ships, whose perplexity does fall with size. Texts and synthetic data are drawn from
+``fit_power_law``, ``bootstrap_interval``), never with solutions/. The models are the trained
+family minillm ships (data/models: tiny-s, tiny-m, tiny-l, whose perplexity falls with size), on
+the stories they never trained on, cut to fit their 128-token context: every NLL, perplexity and
+surprise a student reads in a message is a real model's. Texts and synthetic data are drawn from
 ``grader_seed``; the numbers recorded for the class comparison (``record_number``) use fixed
 stories, so they are comparable across students and runs. While the student's code runs,
 minillm's scoring and scaling functions raise: the exercise is to write them.
@@ -13,6 +13,7 @@ minillm's scoring and scaling functions raise: the exercise is to write them.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import math
 import random
@@ -21,10 +22,7 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 import torch
-from grading import GradingError, expect_close, block
-
-from minillm.config import ModelConfig
-from minillm.model import Transformer
+from grading import GradingError, Unchanged, block, expect_close, expect_float, expect_int
 
 ms = importlib.import_module("minillm.scoring")
 mes = importlib.import_module("minillm.experiments.scaling")
@@ -43,9 +41,6 @@ OBJECTIVES = {
 _REF = {"score_many": ms.score_many, "score": ms.score, "fit_power_law": mes.fit_power_law,
         "bootstrap_interval": mes.bootstrap_interval}
 
-# Three sizes (hidden, layers, heads, kv heads), fixed seeds: the same models for every student.
-MODEL_SIZES = {"tiny-16": (16, 1, 2, 1), "tiny-32": (32, 2, 4, 2), "tiny-48": (48, 2, 4, 2)}
-MODEL_SEED = 2024
 # The recorded class numbers use the trained family minillm ships (data/models: tiny-s, -m, -l,
 # whose perplexity really falls with size) on the first 6 of the stories it never trained on,
 # cut to 280 characters (~110 tokens) so that they fit its 128-token context.
@@ -74,49 +69,40 @@ def _rng(grader_seed: int, salt: int) -> tuple[random.Random, np.random.Generato
     return random.Random(grader_seed * 1031 + salt), np.random.default_rng(grader_seed * 1031 + salt)
 
 
-def _build(vocab: int, hidden: int, layers: int, heads: int, kv_heads: int, seed: int) -> Transformer:
-    config = ModelConfig(
-        model_type="qwen2", vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden,
-        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-        head_dim=hidden // heads, rope_theta=10000.0, rms_norm_eps=1e-6, max_position_embeddings=2048,
-        tie_word_embeddings=False, attention_bias=True)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Transformer(config)
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if name.endswith("norm.weight"):
-                    p.copy_(1.0 + 0.3 * torch.randn_like(p))
-                elif name.endswith("bias"):
-                    p.copy_(0.3 * torch.randn_like(p))
-                elif "embed_tokens" in name:
-                    p.copy_(torch.randn_like(p))
-                else:
-                    p.copy_(torch.randn_like(p) / math.sqrt(p.shape[-1]))
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
-def family():
-    """(models by name, their shared tokenizer): the trained family in data/models."""
+def _family_master():
     from minillm import load_model, load_tokenizer
     from minillm.family import FAMILY_DIR, SHAPES
 
     return {name: load_model(FAMILY_DIR / name) for name in SHAPES}, load_tokenizer(FAMILY_DIR / "tiny-s")
 
 
-@pytest.fixture(scope="module")
-def scaling_models(tiny_tokenizer) -> dict[str, Transformer]:
-    return {name: _build(tiny_tokenizer.vocab_size, *size, seed=MODEL_SEED + i)
-            for i, (name, size) in enumerate(MODEL_SIZES.items())}
+@pytest.fixture
+def family(_family_master):
+    """(models by name, their shared tokenizer): the trained family in data/models, smallest first;
+    fresh copies for each test, so that student code that changes a model reaches no other test."""
+    models, tokenizer = _family_master
+    return {name: copy.deepcopy(model) for name, model in models.items()}, tokenizer
 
 
-def _stories(rng: random.Random, stories: list[str], n: int) -> list[str]:
-    """``n`` stories cut to very different lengths (a pooled mean and a mean of means differ)."""
-    return [s[: rng.randint(60, 700)] for s in rng.sample(stories, n)]
+def _fits(tokenizer, model, text: str) -> bool:
+    """At least 3 tokens, and no more than the model's context (minillm's scoring cuts a longer text
+    into windows, which a single forward pass, the exercise, does not)."""
+    return 3 <= len(tokenizer.encode(text)) <= model.config.max_position_embeddings
 
 
-def _reference_rows(models: dict[str, Transformer], tokenizer, stories: list[str]) -> list[dict]:
+def _stories(rng: random.Random, stories: list[str], n: int, tokenizer, model) -> list[str]:
+    """``n`` stories cut to different lengths (about 20 to 120 tokens), each fitting ``model``'s context."""
+    out = []
+    for story in rng.sample(stories, n):
+        text = story[: rng.randint(60, 320)]
+        while not _fits(tokenizer, model, text):
+            text = text[: len(text) * 3 // 4]
+        out.append(text)
+    return out
+
+
+def _reference_rows(models: dict[str, torch.nn.Module], tokenizer, stories: list[str]) -> list[dict]:
     rows = []
     for name, model in models.items():
         for i, s in enumerate(_REF["score_many"](model, tokenizer, stories, top_k=0)):
@@ -140,6 +126,13 @@ def _as_float(value, what: str) -> float:
         raise GradingError(f"{what}: expected a number, got {type(value).__name__} {value!r}.") from None
 
 
+def _expect_floats(got, what: str) -> None:
+    """The contract's "floats": each item of ``got`` a Python float (checked after the values, so a
+    wrong number is reported as such first)."""
+    for i, value in enumerate(got):
+        expect_float(value, f"{what}, item {i}")
+
+
 def _pair(got, what: str, names: str) -> tuple[float, float]:
     if isinstance(got, (np.ndarray, torch.Tensor)):
         got = list(got.tolist())
@@ -153,14 +146,15 @@ def _pair(got, what: str, names: str) -> tuple[float, float]:
 # ------------------------------------------------------------------------------------------
 
 @pytest.mark.graded(points=3, objective="SCAL-1", level="P")
-def test_score_story(student, monkeypatch, grader_seed, tiny_model, tiny_tokenizer, story_texts):
+def test_score_story(student, monkeypatch, grader_seed, trained_model, trained_tokenizer, held_out_texts):
     rng, _ = _rng(grader_seed, 1)
-    texts = _stories(rng, story_texts, 3)
-    expected = [_REF["score"](tiny_model, tiny_tokenizer, t, top_k=0) for t in texts]
+    texts = _stories(rng, held_out_texts, 3, trained_tokenizer, trained_model)
+    expected = [_REF["score"](trained_model, trained_tokenizer, t, top_k=0) for t in texts]
     fn = _load_student_fn(student, monkeypatch, "score_story")
     for text, ref in zip(texts, expected):
         what = f"score_story(model, tokenizer, a text of {len(ref.token_ids)} tokens)"
-        nll, tokens = _pair(fn(tiny_model, tiny_tokenizer, text), what, "(nll, tokens)")
+        got = fn(trained_model, trained_tokenizer, text)
+        nll, tokens = _pair(got, what, "(nll, tokens)")
         if int(tokens) != ref.n_tokens:
             hint = ""
             if int(tokens) == ref.n_tokens + 1:
@@ -169,6 +163,8 @@ def test_score_story(student, monkeypatch, grader_seed, tiny_model, tiny_tokeniz
             raise GradingError(f"{what}: expected {ref.n_tokens} scored tokens, got {tokens}.{hint}")
         # A forward pass, then a sum of a few hundred float32 log-probabilities: 1e-4 relative.
         expect_close(nll, ref.total_nll, what + ": the total NLL in nats", atol=1e-4, rtol=1e-4)
+        expect_float(got[0], what + ": the NLL")                      # the contract: a float and an int
+        expect_int(got[1], what + ": the number of scored tokens")
 
 
 # ------------------------------------------------------------------------------------------
@@ -180,16 +176,17 @@ _KEYS = ("model", "params", "non_embedding_params", "story", "tokens", "nll", "p
 
 @pytest.mark.graded(points=4, objective="SCAL-2", level="P")
 @pytest.mark.timeout_s(40)
-def test_results_table(student, monkeypatch, grader_seed, scaling_models, tiny_tokenizer, story_texts):
+def test_results_table(student, monkeypatch, grader_seed, family, held_out_texts):
+    scaling_models, tokenizer = family
     rng, _ = _rng(grader_seed, 2)
-    stories = _stories(rng, story_texts, 3)
+    stories = _stories(rng, held_out_texts, 3, tokenizer, scaling_models["tiny-s"])
     names = list(scaling_models)
     rng.shuffle(names)
     models = {name: scaling_models[name] for name in names}
-    expected = _reference_rows(models, tiny_tokenizer, stories)
+    expected = _reference_rows(models, tokenizer, stories)
     fn = _load_student_fn(student, monkeypatch, "results_table")
     what = "results_table(models, tokenizer, stories)"
-    got = fn(models, tiny_tokenizer, list(stories))
+    got = fn(models, tokenizer, list(stories))
     if hasattr(got, "to_dict"):          # a pandas DataFrame is fine too
         got = got.to_dict("records")
     if not isinstance(got, (list, tuple)) or len(got) != len(expected):
@@ -212,6 +209,10 @@ def test_results_table(student, monkeypatch, grader_seed, scaling_models, tiny_t
         # Forward pass + sum of a few hundred float32 terms: 1e-4 relative.
         expect_close(_as_float(row["nll"], where), ref["nll"], where + ": nll (nats)", atol=1e-4, rtol=1e-4)
         expect_close(_as_float(row["perplexity"], where), ref["perplexity"], where + ": perplexity", atol=0, rtol=1e-4)
+        for key in ("params", "non_embedding_params", "story", "tokens"):   # the contract's types
+            expect_int(row[key], f"{where}: {key}")
+        for key in ("nll", "perplexity"):
+            expect_float(row[key], f"{where}: {key}")
 
 
 # ------------------------------------------------------------------------------------------
@@ -235,13 +236,15 @@ def test_corpus_perplexity_pooled(student, monkeypatch, grader_seed):
         expected = _pooled(rows, model)
         mean_of_ppl = float(np.mean([r["perplexity"] for r in rows if r["model"] == model]))
         what = f"corpus_perplexity(rows, {model!r})"
-        got = _as_float(fn([dict(r) for r in rows], model), what)
+        answer = fn([dict(r) for r in rows], model)
+        got = _as_float(answer, what)
         if not math.isclose(got, expected, rel_tol=1e-9) and math.isclose(got, mean_of_ppl, rel_tol=1e-9):
             raise GradingError(f"{what}: expected {expected:.6g}, got {got:.6g}, the mean of the per-story "
                                "perplexities. Pool instead: exp(sum of nll / sum of tokens) over the model's rows.")
         # Float64 sums of a dozen numbers: 1e-9 relative.
         expect_close(got, expected, what + ": exp(sum of nll / sum of tokens) over that model's rows",
                      atol=0, rtol=1e-9)
+        expect_float(answer, what)                                    # the contract: a float
 
 
 @pytest.mark.graded(points=2, objective="SCAL-3", level="P")
@@ -298,9 +301,11 @@ def test_fit_power_law(student, monkeypatch, grader_seed):
     fn = _load_student_fn(student, monkeypatch, "fit_power_law")
 
     what = f"fit_power_law({len(sizes)} sizes, perplexities exactly {a:.4g} * N^{k:.4f})"
-    coefficient, exponent = _pair(fn(list(sizes), list(exact)), what, "(coefficient, exponent)")
+    got = fn(list(sizes), list(exact))
+    coefficient, exponent = _pair(got, what, "(coefficient, exponent)")
     # A least-squares fit through exact points in float64: 1e-6 relative (log/exp round trips).
     expect_close([coefficient, exponent], [a, k], what + ": (coefficient, exponent)", atol=1e-9, rtol=1e-6)
+    _expect_floats(got, what + ": (coefficient, exponent)")
 
     what = f"fit_power_law({len(noisy_sizes)} noisy points)"
     coefficient, exponent = _pair(fn(list(noisy_sizes), list(noisy)), what, "(coefficient, exponent)")
@@ -349,7 +354,8 @@ def test_bootstrap_ci(student, monkeypatch, grader_seed):
     fn = _load_student_fn(student, monkeypatch, "bootstrap_ci")
     for level, low, high, tol in checks:
         what = f"bootstrap_ci(nll, tokens of {stories} stories, n_resamples={n}, seed={seed}, level={level})"
-        got_low, got_high = _pair(fn(nll.tolist(), tokens.astype(int).tolist(), n, seed, level), what, "(low, high)")
+        got = fn(nll.tolist(), tokens.astype(int).tolist(), n, seed, level)
+        got_low, got_high = _pair(got, what, "(low, high)")
         if not got_low <= point <= got_high:
             hint = ""
             if got_low <= math.log(point) <= got_high:
@@ -362,12 +368,21 @@ def test_bootstrap_ci(student, monkeypatch, grader_seed):
                 f"error of two bootstraps), got ({got_low:.5g}, {got_high:.5g}). Resample whole stories with "
                 f"replacement, compute exp(sum nll / sum tokens) of each resample, and take the "
                 f"{(1 - level) / 2:.3g} and {1 - (1 - level) / 2:.3g} quantiles.")
+        _expect_floats(got, what + ": (low, high)")
     what = f"bootstrap_ci(..., seed={seed})"
-    first = _pair(fn(nll.tolist(), tokens.astype(int).tolist(), 2000, seed, 0.95), what, "(low, high)")
-    second = _pair(fn(nll.tolist(), tokens.astype(int).tolist(), 2000, seed, 0.95), what, "(low, high)")
+    args = (nll.tolist(), tokens.astype(int).tolist())
+    inputs = Unchanged("the nll and tokens lists you were given", *args, rng=True)
+    first = _pair(fn(*args, 2000, seed, 0.95), what, "(low, high)")
+    inputs.check(what)
+    second = _pair(fn(*args, 2000, seed, 0.95), what, "(low, high)")
     if first != second:
         raise GradingError(f"{what}: two calls with the same seed gave {first} and {second}; draw with "
                            "np.random.default_rng(seed).")
+    # The signature's defaults: n_resamples=2000, seed=0, level=0.95.
+    default, explicit = (_pair(fn(*call), "bootstrap_ci", "(low, high)") for call in (args, (*args, 2000, 0, 0.95)))
+    if default != explicit:
+        raise GradingError(f"bootstrap_ci(nll, tokens) gave {default}, but bootstrap_ci(nll, tokens, 2000, 0, 0.95) "
+                           f"gave {explicit}: keep the stub's defaults, n_resamples=2000, seed=0, level=0.95.")
 
 
 # ------------------------------------------------------------------------------------------
@@ -375,20 +390,20 @@ def test_bootstrap_ci(student, monkeypatch, grader_seed):
 # ------------------------------------------------------------------------------------------
 
 @pytest.mark.graded(points=3, objective="SCAL-6", level="M")
-def test_hardest_tokens(student, monkeypatch, grader_seed, tiny_model, tiny_tokenizer, story_texts):
+def test_hardest_tokens(student, monkeypatch, grader_seed, trained_model, trained_tokenizer, held_out_texts):
     rng, _ = _rng(grader_seed, 6)
-    text = rng.choice(story_texts)[: rng.randint(200, 600)]
+    text = _stories(rng, held_out_texts, 1, trained_tokenizer, trained_model)[0]
     k = rng.randint(3, 8)
-    ref = _REF["score"](tiny_model, tiny_tokenizer, text, top_k=0)
+    ref = _REF["score"](trained_model, trained_tokenizer, text, top_k=0)
     ranked = sorted(((r.token, r.surprise) for r in ref.rows), key=lambda t: t[1], reverse=True)
     short = "hi there"
-    ref_short = sorted(((r.token, r.surprise) for r in _REF["score"](tiny_model, tiny_tokenizer, short, top_k=0).rows),
+    ref_short = sorted(((r.token, r.surprise) for r in _REF["score"](trained_model, trained_tokenizer, short, top_k=0).rows),
                        key=lambda t: t[1], reverse=True)
     fn = _load_student_fn(student, monkeypatch, "hardest_tokens")
     for text_, k_, full in ((text, k, ranked), (short, len(ref_short) + 3, ref_short)):
         expected = full[:k_]
-        what = f"hardest_tokens(model, tokenizer, a text of {len(tiny_tokenizer.encode(text_))} tokens, k={k_})"
-        got = fn(tiny_model, tiny_tokenizer, text_, k_)
+        what = f"hardest_tokens(model, tokenizer, a text of {len(trained_tokenizer.encode(text_))} tokens, k={k_})"
+        got = fn(trained_model, trained_tokenizer, text_, k_)
         if not isinstance(got, (list, tuple)) or len(got) != len(expected):
             raise GradingError(f"{what}: expected a list of {len(expected)} (token, surprise) tuples"
                                + (" (the text has fewer scored tokens than k: return them all)" if k_ > len(expected) else "")
@@ -401,6 +416,7 @@ def test_hardest_tokens(student, monkeypatch, grader_seed, tiny_model, tiny_toke
         # Surprises come out of a forward pass: 1e-4 relative, 1e-4 absolute.
         expect_close([s for _, s in pairs], [s for _, s in expected],
                      what + ": the surprises (nats), largest first", atol=1e-4, rtol=1e-4)
+        _expect_floats([surprise for _, surprise in got], what + ": the surprises")   # the contract: (str, float)
         for j, ((token, _), (want, surprise)) in enumerate(zip(pairs, expected)):
             # Two surprises within 1e-3 of each other may come out in either order.
             tied = any(0 <= i < len(full) and abs(full[i][1] - surprise) < 1e-3 for i in (j - 1, j + 1))
