@@ -298,16 +298,26 @@ def _tied_model(vocab: int) -> Transformer:
     return Transformer(config).eval()
 
 
+def _odd_module(rng: random.Random) -> torch.nn.Module:
+    """Any torch.nn.Module will do (the contract): two matrices with an odd number of entries, so that at
+    4 bits each ends in half a byte, and the total is rounded up once, at the end, not per tensor."""
+    def odd(lo: int, hi: int) -> int:
+        return 2 * rng.randint(lo, hi) + 1
+
+    inner = odd(2, 6)
+    return torch.nn.Sequential(torch.nn.Embedding(odd(10, 30), inner), torch.nn.Linear(inner, odd(2, 6)))
+
+
 @pytest.mark.graded(points=2, objective="QUANT-5", level="M")
 def test_quantized_model_size_bytes(student, monkeypatch, grader_seed, tiny_model):
     rng, _ = _rng(grader_seed, 7)
     tied = _tied_model(rng.randint(50, 90))
+    models = (("the tiny model", tiny_model), ("a model with a tied LM head", tied),
+              ("a module with two odd-sized matrices", _odd_module(rng)))
     bits_list = [32, 16, 8, 4, rng.choice([1, 2, 3, 5, 6, 7])]
-    expected = {(name, bits): mq.model_size_bytes(model, bits, "tensor")
-                for name, model in (("the tiny model", tiny_model), ("a model with a tied LM head", tied))
-                for bits in bits_list}
+    expected = {(name, bits): mq.model_size_bytes(model, bits, "tensor") for name, model in models for bits in bits_list}
     fn = _load_student_fn(student, monkeypatch, "quantized_model_size_bytes")
-    for name, model in (("the tiny model", tiny_model), ("a model with a tied LM head", tied)):
+    for name, model in models:
         for bits in bits_list:
             what = f"quantized_model_size_bytes({name}, {bits})"
             got = _expect_integer(fn(model, bits), what)
@@ -318,6 +328,9 @@ def test_quantized_model_size_bytes(student, monkeypatch, grader_seed, tiny_mode
                     hint = " That is about 8x too many: bits, not bytes."
                 elif "tied" in name:
                     hint = " A tied LM head is the embedding matrix: count it once (model.parameters() yields it once)."
+                elif "odd" in name and got > want:
+                    hint = (" Add up the bits of every tensor first and round up to bytes once, at the end: rounding "
+                            "each tensor up on its own counts a partly used byte per tensor.")
                 elif got < want:
                     hint = (" Too small: 1-D tensors are stored at 16 bits, and each matrix also stores its lo and "
                             "scale (two 16-bit floats).")
