@@ -738,7 +738,8 @@ def _reference_module_types() -> tuple:
 
 # A trained model for the tests whose numbers a student reads as a model's quality (perplexities,
 # surprises, losses): the random tiny model scores ~1,000 on a 320-token vocabulary, worse than the
-# uniform guess the exercises describe, while tiny-s scores mostly 30-400 on the stories it never trained on.
+# uniform guess the exercises describe, while tiny-s scores mostly 30-400 on the stories it never
+# trained on.
 TRAINED_MODEL = "tiny-s"     # data/models/tiny-s: 98,704 parameters, a 1,024-token vocabulary
 
 
@@ -754,8 +755,8 @@ def _trained_master():
 def trained_model(_trained_master):
     """tiny-s, trained by minillm on synthetic and bundled stories (data/models/README.md): a fresh
     copy for each test, so that student code that changes it reaches no other test. Its context is
-    ``config.max_position_embeddings`` = 128 tokens: give it texts no longer (minillm's scoring
-    windows longer ones, a student's single pass would not)."""
+    ``config.max_position_embeddings`` = 128 tokens: give it no longer texts (minillm's scoring cuts
+    those into windows; the exercises' single forward pass does not)."""
     import copy
     return copy.deepcopy(_trained_master[0])
 

@@ -25,8 +25,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["expect_close", "expect_shape", "expect_float", "expect_int", "to_array", "describe", "random_text", "GradingError",
-           "Unchanged", "show_token", "show_tokens"]
+__all__ = ["expect_close", "expect_shape", "expect_float", "expect_int", "to_array", "describe", "random_text",
+           "GradingError", "Unchanged", "show_token", "show_tokens"]
 
 
 class GradingError(AssertionError):
