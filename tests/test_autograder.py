@@ -202,28 +202,11 @@ def test_mistake_loses_points(mistake_grades, mistake):
             f"(rerun with --grader-seed {seed}); the autograder does not catch it on every seed")
 
 
-def _one_audit_hook() -> None:
-    """Every grading run installs guard.py's audit hook (solutions/ out of reach), and Python cannot
-    remove one: in this process's 150 runs, every open() would call 150 hooks, each resolving the
-    path, and the gradings would slow down threefold by the end. Here only the latest run's hook
-    is called (one real hook forwards to it), which is what a single grading process has."""
-    latest: list = []
-    install = sys.addaudithook
-
-    def add(hook) -> None:
-        if not latest:
-            install(lambda event, args: latest[0](event, args))
-        latest[:] = [hook]
-
-    sys.addaudithook = add
-
-
 def _grade_jobs(jobs_path: Path) -> None:
     """Grade each job (a mistake's target folder, its unit, a seed) with an in-process pytest run;
     record the exit code and the captured output in the jobs file."""
     import contextlib
     import io
-    _one_audit_hook()
     jobs = json.loads(jobs_path.read_text(encoding="utf-8"))
     for job in jobs:
         out = io.StringIO()

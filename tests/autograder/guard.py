@@ -132,18 +132,27 @@ def _package_dir(name: str) -> str:
 _TORCH_DIR = _package_dir("torch")
 
 
+_REFERENCE: dict = {}   # the latest run's rules for the one audit hook (hide_reference)
+
+
 def hide_reference(folders: list[Path], allowed: Callable[[], bool], on_refuse: Callable[[str], None]) -> None:
     """From now on, opening a file under one of ``folders`` raises ForbiddenCall (after
-    ``on_refuse(path)``) unless ``allowed()``. An audit hook, so it stays for the life of the process."""
-    roots = tuple(os.path.realpath(folder) + os.sep for folder in folders)
+    ``on_refuse(path)``) unless ``allowed()``. An audit hook, so it stays for the life of the
+    process; one per process (Python cannot remove a hook, and every open() calls them all),
+    which follows the rules of the latest call (pytest runs started in one process in turn)."""
+    _REFERENCE.update(roots=tuple(os.path.realpath(folder) + os.sep for folder in folders), allowed=allowed,
+                      on_refuse=on_refuse)
+    if _REFERENCE.get("installed"):
+        return
+    _REFERENCE["installed"] = True
 
     def hook(event: str, args: tuple) -> None:
         if event != "open" or not args or not isinstance(args[0], (str, bytes, os.PathLike)):
             return
         path = os.fsdecode(args[0])
-        if not os.path.realpath(path).startswith(roots) or allowed():
+        if not os.path.realpath(path).startswith(_REFERENCE["roots"]) or _REFERENCE["allowed"]():
             return
-        on_refuse(path)
+        _REFERENCE["on_refuse"](path)
         raise ForbiddenCall(
             f"your code opened {Path(path).name} of the reference solutions (solutions/). Grading is of "
             "your own code: the unit scores 0. Write the functions yourself.")
