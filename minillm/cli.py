@@ -456,7 +456,7 @@ def cmd_grade(args: argparse.Namespace) -> None:
     if not args.overwrite:
         refuse_to_overwrite(args.out, "a file (earlier grades?)")
     rows = grade_class(args.submissions, args.out, timeout=args.timeout, autograder=args.autograder,
-                       progress=True, units=args.units, time_limit_scale=args.time_limit_scale)
+                       progress=True, units=args.units, time_limit_scale=args.time_limit_scale, jobs=args.jobs)
     print(f"wrote {args.out} ({len(rows)} submissions)")
 
 
@@ -937,6 +937,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds one unit's grading run may take (a unit that takes longer scores 0)")
     grade.add_argument("--units", default=None, metavar="UNIT,UNIT",
                        help="grade only these units, comma-separated, e.g. logits,perplexity (default: all)")
+    grade.add_argument("--jobs", type=positive_int, default=1, metavar="N",
+                       help="grade N students at the same time (each run uses one thread and ~0.5 GB)")
     grade.add_argument("--time-limit-scale", type=positive_float, default=1.0, metavar="F",
                        help="multiply every test's time limit by F (e.g. 2 on a slow machine)")
     grade.add_argument("--autograder", type=Path, default=None,

@@ -1,7 +1,7 @@
 """Grade a whole class with the autograder: one pytest subprocess per student and unit, one CSV row each.
 
     minillm grade SUBMISSIONS_DIR --out grades.csv [--timeout S] [--units logits,perplexity]
-                  [--time-limit-scale F] [--autograder PATH]
+                  [--jobs N] [--time-limit-scale F] [--autograder PATH]
 
 ``SUBMISSIONS_DIR`` holds one folder per student, each with that student's unit modules or
 notebooks (``logits.py`` or ``logits.ipynb``, ``perplexity.py`` or ``perplexity.ipynb``, ...;
@@ -49,6 +49,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 UNITS = ("logits", "perplexity", "quantization", "sampling", "architecture", "scaling", "training")
@@ -173,12 +174,14 @@ def _grade_unit(folder: Path, autograder: Path, unit: str, timeout: float, seed:
                                         pass_fds=(read_end,))
             finally:
                 os.close(read_end)
+            _RUNNING.add(proc.pid)
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 timed_out = True
             _kill(proc)   # and whatever the student's code started and left behind
             proc.wait()
+            _RUNNING.discard(proc.pid)
             _kill_new_children(children_before)
         output = _tail(log_path)
         results = _signed_json(json_path, key)
@@ -291,11 +294,15 @@ def _children() -> set[int]:
     return found
 
 
+_RUNNING: set[int] = set()   # the grading runs (pytest processes) now going on, in every thread
+
+
 def _kill_new_children(before: set[int]) -> None:
-    """Kill and reap this process's children that were not there ``before``: what a graded run
-    left behind, handed to this process as their subreaper; again for theirs, until none is left."""
+    """Kill and reap this process's children that were not there ``before`` and are not grading
+    runs: what a graded run left behind, handed to this process as their subreaper; again for
+    theirs, until none is left."""
     for _ in range(100):
-        new = _children() - before
+        new = _children() - before - _RUNNING
         if not new:
             return
         for pid in new:
@@ -345,13 +352,16 @@ CSV_FIELDS = (["student", "status", "total", "max_total"]
 
 def grade_class(submissions_dir: str | Path, out: str | Path, timeout: float = 300.0,
                 autograder: str | Path | None = None, seed: int | None = None, progress: bool = False,
-                units: Sequence[str] | None = None, time_limit_scale: float = 1.0) -> list[dict]:
+                units: Sequence[str] | None = None, time_limit_scale: float = 1.0, jobs: int = 1) -> list[dict]:
     """Grade every student folder of ``submissions_dir``; write the CSV ``out``; return its rows.
 
     ``timeout``: seconds one unit's grading run may take. ``seed``: the grader seed
     shared by the whole class (default: a fresh one). ``units`` and ``time_limit_scale``: see
-    :func:`grade_submission`.
+    :func:`grade_submission`. ``jobs``: how many students are graded at the same time (each run
+    uses one thread and ~0.5 GB; on a laptop, about its number of cores).
     """
+    if not (isinstance(jobs, int) and jobs >= 1):
+        raise GradeError(f"jobs={jobs!r}: give a whole number of submissions to grade at once, at least 1.")
     autograder = find_autograder(autograder)
     units = _check_units(units)
     folders = submission_folders(submissions_dir)
@@ -359,13 +369,16 @@ def grade_class(submissions_dir: str | Path, out: str | Path, timeout: float = 3
         seed = random.SystemRandom().randrange(1, 2**31 - 1)
     if progress:
         print(f"grading {len(folders)} submissions with {autograder} (grader seed {seed})", flush=True)
-    rows = []
-    for folder in folders:
+
+    def grade(folder: Path) -> dict:
         row = csv_row(folder.name, grade_submission(folder, autograder, timeout, seed, units, time_limit_scale), seed)
-        rows.append(row)
-        if progress:
+        if progress:   # as each student is done (in any order when jobs > 1); the CSV keeps the folders' order
             print(f"  {folder.name:<24} {row['status']:<8} {row['total']}/{row['max_total'] or '?'}"
                   f"  ({row['seconds']} s){'  ' + row['message'] if row['message'] else ''}", flush=True)
+        return row
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        rows = list(pool.map(grade, folders))
     # Written once, at the end, through a temporary file: a graded run cannot have edited it.
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

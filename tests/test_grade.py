@@ -3,7 +3,8 @@
 To keep it quick, the class is graded with a cut-down autograder: the real conftest.py and its
 helpers with only the logits unit's tests (``--autograder``). The submissions are a copy
 of the reference, a copy of the stubs, one with a syntax error and one that hangs for ever
-(it even switches off the per-test alarm), stopped by a short --timeout.
+(it even switches off the per-test alarm), stopped by a short --timeout. Two students are graded
+at a time (``jobs=2``): the others' runs ending must not stop the hanging one's before its time.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def submissions(tmp_path_factory) -> Path:
 
 def test_grade_class(tmp_path, small_autograder, submissions):
     out = tmp_path / "grades.csv"
-    rows = grade_class(submissions, out, timeout=25, autograder=small_autograder, seed=7)
+    rows = grade_class(submissions, out, timeout=25, autograder=small_autograder, seed=7, jobs=2)
     with out.open(newline="", encoding="utf-8") as f:
         table = list(csv.DictReader(f))
     assert [r["student"] for r in table] == ["alice_reference", "bob_stubs", "carol_syntax_error", "dave_hangs"]
