@@ -88,7 +88,7 @@ def worker(impl: str, dtype_name: str, folder: Path, n: int, repeats: int) -> di
                 return total
         else:
             import minillm
-            from minillm.scoring import score_many
+            from minillm.inference.scoring import score_many
 
             tok = minillm.load_tokenizer(folder)
             model = minillm.load_model(folder, dtype=dtype, packed=impl == "minillm-packed")

@@ -5,12 +5,12 @@
 
 The model: a Qwen2 of 5.41M parameters (vocab 4096, hidden 256, 6 layers, 8 query heads and
 4 key/value heads of 32, SwiGLU 688, tied embeddings), trained on random token windows of
-256 (+1) tokens, batch 8 (2,048 target tokens per step), with minillm.train's own step:
+256 (+1) tokens, batch 8 (2,048 target tokens per step), with minillm.training.train's own step:
 forward, cross-entropy, backward, gradient clipping, AdamW.
 
 Implementations, each in a fresh process, all starting from the same initial weights:
 
-* ``minillm``: minillm.model.Transformer;
+* ``minillm``: minillm.models.qwen2.Transformer;
 * ``minillm-compiled``: the same module through torch.compile (the first steps compile);
 * ``transformers``: Qwen2ForCausalLM (default SDPA attention), ``forward = model(ids).logits``;
 * ``transformers-eager``: the same with attn_implementation="eager".
@@ -44,7 +44,7 @@ CONTEXT, BATCH = 256, 8
 
 
 def train_config(mode: str):
-    from minillm.train import TrainConfig
+    from minillm.training.train import TrainConfig
 
     return TrainConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
                        num_key_value_heads=KV_HEADS, intermediate_size=INTERMEDIATE, context=CONTEXT,
@@ -53,8 +53,8 @@ def train_config(mode: str):
 
 def build(impl: str, config):
     """(model, forward) for an implementation; every one starts from minillm's seeded init."""
-    from minillm.train import build_model
-    from minillm.weights import checkpoint_name
+    from minillm.training.train import build_model
+    from minillm.checkpoint.weights import checkpoint_name
 
     ours = build_model(config, VOCAB, eos_id=0)
     if impl.startswith("minillm"):
@@ -75,7 +75,7 @@ def build(impl: str, config):
 
 def worker(impl: str, mode: str, steps: int, repeats: int) -> dict:
     """Train in this (fresh) process; returns tokens/s (median), warm-up seconds and the last loss."""
-    from minillm.train import make_optimizer, train_step
+    from minillm.training.train import make_optimizer, train_step
 
     config = train_config(mode)
     model, forward = build(impl, config)

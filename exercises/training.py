@@ -9,7 +9,7 @@ checkpoints, so that a crash or a time limit does not lose the work: a checkpoin
 the weights AND the optimizer's state (AdamW keeps two running averages per weight).
 
 The ``model`` in this unit is any ``torch.nn.Module`` that maps token ids
-(batch, seq) int64 to logits (batch, seq, vocab), e.g. a tiny ``minillm.model.Transformer``.
+(batch, seq) int64 to logits (batch, seq, vocab), e.g. a tiny ``minillm.models.qwen2.Transformer``.
 Write plain PyTorch; files are written with ``safetensors`` and ``json`` only, never with
 pickle (``torch.save`` / ``torch.load`` pickle, and loading a pickle can run arbitrary code).
 """

@@ -33,16 +33,16 @@ from pathlib import Path
 
 import torch
 
-from .config import ConfigError
-from .data import CATEGORIES
-from .display import probability_text
-from .generate import default_eos_token_ids, generate
-from .generation_config import GenerationConfig
-from .hub import SourceError
-from .safe_io import build_then_move, check_output_file, check_output_folder, refuse_to_overwrite
-from .loading import DTYPES, load_model_and_tokenizer
-from .tokenizer import TokenizerError
-from .weights import WeightsError
+from minillm.models.config import ConfigError
+from minillm.data import CATEGORIES
+from minillm.inference.display import probability_text
+from minillm.inference.generate import default_eos_token_ids, generate
+from minillm.checkpoint.generation_config import GenerationConfig
+from minillm.checkpoint.hub import SourceError
+from minillm.checkpoint.safe_io import build_then_move, check_output_file, check_output_folder, refuse_to_overwrite
+from minillm.checkpoint.loading import DTYPES, load_model_and_tokenizer
+from minillm.checkpoint.tokenizer import TokenizerError
+from minillm.checkpoint.weights import WeightsError
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -158,7 +158,7 @@ def cmd_logits(args: argparse.Namespace) -> None:
 
 def cmd_surprise(args: argparse.Namespace) -> None:
     """Print every token of the text with its surprise given the tokens before it."""
-    from .scoring import score
+    from minillm.inference.scoring import score
 
     if not args.text:
         raise ValueError("the text is empty: give a text to score, e.g. \"Once upon a time, there was a fox.\"")
@@ -241,8 +241,8 @@ def _texts_for(args: argparse.Namespace, models: list[str], limit: int, default:
     the hub is out of reach and every model is a local folder: the bundled stories, said so).
     Texts a model trained on (its training record) are left out unless --include-seen.
     """
-    from . import data
-    from .provenance import without_training_texts
+    from minillm import data
+    from minillm.training.provenance import without_training_texts
 
     if getattr(args, "texts", None):
         source = data.read_text_file(args.texts)
@@ -271,7 +271,7 @@ def _pick_models(args: argparse.Namespace) -> tuple[list[str], bool]:
     With no --models, the Qwen2.5 family when it is cached or the hub answers; otherwise the
     tiny family minillm ships (data/models). With --offline, hub ids come from the cache only.
     """
-    from .hub import hub_reachable, is_cached
+    from minillm.checkpoint.hub import hub_reachable, is_cached
 
     if args.offline:
         os.environ["HF_HUB_OFFLINE"] = "1"  # hub ids come from the local cache only
@@ -279,7 +279,7 @@ def _pick_models(args: argparse.Namespace) -> tuple[list[str], bool]:
         return args.models, False
     if all(is_cached(m) for m in DEFAULT_SCALING_MODELS) or (not args.offline and hub_reachable()):
         return DEFAULT_SCALING_MODELS, False
-    from .family import FAMILY_DIR, SHAPES
+    from minillm.training.family import FAMILY_DIR, SHAPES
 
     print(f"The default models ({', '.join(DEFAULT_SCALING_MODELS)}) are not in the Hugging Face cache "
           "and the hub cannot be reached (or --offline is set). To run them, download them once with "
@@ -298,7 +298,7 @@ def _scaling_setup(args: argparse.Namespace) -> tuple[list[str], object]:
 
 def cmd_scaling(args: argparse.Namespace) -> None:
     """Score the same stories with every model; write tables, a report and plots."""
-    from .experiments.scaling import fit_sentence, run_scaling, save_results
+    from minillm.experiments.scaling import fit_sentence, run_scaling, save_results
 
     args.models, source = _scaling_setup(args)
     print(f"models: {', '.join(args.models)}")
@@ -319,7 +319,7 @@ def cmd_scaling(args: argparse.Namespace) -> None:
 
 def cmd_context(args: argparse.Namespace) -> None:
     """The same continuation after 0..3 sentences of its story: does context lower perplexity?"""
-    from .experiments.context import run_context, write_context
+    from minillm.experiments.context import run_context, write_context
 
     models, source = _scaling_setup(args)
     results = run_context(models, source, max_k=args.max_k, dtype=args.dtype, seed=args.seed, progress=args.progress)
@@ -349,10 +349,10 @@ def _print_conditions(summaries, differences, header: str, baseline: str) -> Non
 
 def cmd_instructions(args: argparse.Namespace) -> None:
     """Stories after instruction prefixes (none, vague, specific, paraphrased, mismatched)."""
-    from .experiments.instructions import run_instructions, write_instructions
+    from minillm.experiments.instructions import run_instructions, write_instructions
 
     if args.models is None:
-        from .family import FAMILY_DIR, SHAPES
+        from minillm.training.family import FAMILY_DIR, SHAPES
 
         found = [FAMILY_DIR / n for n in SHAPES] + [FAMILY_DIR / f"{n}-instruct" for n in SHAPES]
         args.models = [str(f) for f in found if (f / "config.json").is_file()]
@@ -371,9 +371,9 @@ def cmd_instructions(args: argparse.Namespace) -> None:
 
 def cmd_categories(args: argparse.Namespace) -> None:
     """Every model on every bundled category (and --texts files): bits per byte and perplexity."""
-    from . import data
-    from .experiments.categories import run_categories, write_categories
-    from .provenance import without_training_texts
+    from minillm import data
+    from minillm.experiments.categories import run_categories, write_categories
+    from minillm.training.provenance import without_training_texts
 
     check_output_folder(args.out)   # before the scoring, not after
     models, _ = _pick_models(args)
@@ -400,9 +400,9 @@ def cmd_categories(args: argparse.Namespace) -> None:
 
 def cmd_quantize(args: argparse.Namespace) -> None:
     """Perplexity and size of k-bit copies of a model on bundled texts it never trained on."""
-    from . import plots
-    from .experiments.quantization import perplexity_vs_bits
-    from .experiments.scaling import write_csv
+    from minillm.reports import plots
+    from minillm.experiments.quantization import perplexity_vs_bits
+    from minillm.experiments.scaling import write_csv
 
     check_output_folder(args.out)   # before the scoring, not after
     source = _texts_for(args, [args.source], args.n_texts, default="bundled")   # a bad --texts before the loading
@@ -421,7 +421,7 @@ def cmd_quantize(args: argparse.Namespace) -> None:
 
 def cmd_convert_llama2c(args: argparse.Namespace) -> None:
     """Write a llama2.c model.bin + tokenizer.bin as a Hugging Face Llama folder."""
-    from .convert.llama2c import OUTPUT_FILES, convert
+    from minillm.checkpoint.llama2c import OUTPUT_FILES, convert
 
     check_output_folder(args.out_dir, "out_dir")   # before reading the model, not after
     if not args.overwrite:
@@ -433,7 +433,7 @@ def cmd_convert_llama2c(args: argparse.Namespace) -> None:
 
 def cmd_make_exercises(args: argparse.Namespace) -> None:
     """Write exercises/ from solutions/ (or, with --check, only say whether it is up to date)."""
-    from .stubs import EXERCISES_DIR, SOLUTIONS_DIR, make_exercises, out_of_sync
+    from minillm.course.stubs import EXERCISES_DIR, SOLUTIONS_DIR, make_exercises, out_of_sync
 
     try:
         if args.check:
@@ -450,7 +450,7 @@ def cmd_make_exercises(args: argparse.Namespace) -> None:
 
 def cmd_grade(args: argparse.Namespace) -> None:
     """Grade every submission folder with the autograder, one subprocess each; write a CSV."""
-    from .grade import grade_class
+    from minillm.course.grade import grade_class
 
     check_output_file(args.out)   # before grading a whole class, not after
     if not args.overwrite:
@@ -471,7 +471,7 @@ def _set_threads(args: argparse.Namespace) -> None:
 
 def _read_texts(files: list[Path] | None) -> list[str]:
     """The documents of text files split on <|endoftext|>; by default the bundled stories."""
-    from . import data
+    from minillm import data
 
     if not files:
         return data.bundled_texts("stories")
@@ -490,13 +490,13 @@ def _read_texts(files: list[Path] | None) -> list[str]:
 
 def _context(args: argparse.Namespace) -> int:
     """--context, or by default 128 tokens, or fewer when --init's model was built for fewer."""
-    from .train import TrainConfig
+    from minillm.training.train import TrainConfig
 
     if args.context is not None:
         return args.context
     if args.init is not None and not (Path(args.init) / "mlp_config.json").is_file():
-        from .config import load_config
-        from .hub import resolve_source
+        from minillm.models.config import load_config
+        from minillm.checkpoint.hub import resolve_source
 
         window = load_config(resolve_source(args.init) / "config.json").max_position_embeddings
         return min(TrainConfig.context, window)
@@ -505,7 +505,7 @@ def _context(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> None:
     """Train a small model on text files; write the checkpoint folder and its loss curves."""
-    from .train import TrainConfig, resume, train
+    from minillm.training.train import TrainConfig, resume, train
 
     _set_threads(args)
     if not args.resume:   # before any work: --out must be writable, and not hold a checkpoint to lose
@@ -552,7 +552,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def _plot_run(result) -> Path:
     """loss_curves.png in the run's folder, its first point labelled with where the run started."""
-    from . import plots
+    from minillm.reports import plots
 
     started_from = json.loads((result.folder / "trainer_state.json").read_text(encoding="utf-8")).get("init")
     start = "untrained" if started_from is None else f"{started_from} at step 0"
@@ -561,9 +561,9 @@ def _plot_run(result) -> Path:
 
 def cmd_finetune(args: argparse.Namespace) -> None:
     """Fine-tune a base model on instruction/response pairs; write the instruct model's folder."""
-    from . import plots
-    from .finetune import finetune, read_examples, resume_finetune
-    from .train import TrainConfig
+    from minillm.reports import plots
+    from minillm.training.finetune import finetune, read_examples, resume_finetune
+    from minillm.training.train import TrainConfig
 
     _set_threads(args)
     if not args.resume:   # before any work: --out must be writable, and not hold a model to lose
@@ -602,7 +602,7 @@ FINETUNE_STEPS = 200
 
 
 def _add_train_args(parser: argparse.ArgumentParser) -> None:
-    from .train import TrainConfig as C
+    from minillm.training.train import TrainConfig as C
 
     parser.add_argument("--data", type=Path, nargs="+", metavar="FILE",
                         help="text files, documents separated by <|endoftext|> (default: the bundled stories)")
@@ -661,13 +661,13 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
 def _experiment_texts(args: argparse.Namespace) -> list[str]:
     if args.data:
         return _read_texts(args.data)
-    from .storygen import synthetic_stories
+    from minillm.training.storygen import synthetic_stories
 
     return synthetic_stories(args.stories, seed=args.seed)
 
 
 def _experiment_config(args: argparse.Namespace, **fields):
-    from .train import TrainConfig
+    from minillm.training.train import TrainConfig
 
     return TrainConfig(vocab_size=args.vocab_size, context=args.context, batch_size=args.batch_size,
                        learning_rate=args.lr, seed=args.seed, bf16=args.bf16, **fields)
@@ -682,9 +682,9 @@ def _parse_shape(text: str) -> tuple[int, int]:
 
 def cmd_sweep(args: argparse.Namespace) -> None:
     """Train models of several sizes on the same tokens; tabulate, fit and plot the final losses."""
-    from . import plots
-    from .experiments.scaling import write_csv
-    from .experiments.training import fit_sweep, shape, size_sweep
+    from minillm.reports import plots
+    from minillm.experiments.scaling import write_csv
+    from minillm.experiments.training import fit_sweep, shape, size_sweep
 
     _set_threads(args)
     check_output_folder(args.out)   # before the training, not after
@@ -706,9 +706,9 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 def cmd_compare_architectures(args: argparse.Namespace) -> None:
     """Train a transformer and a fixed-window MLP on the same tokens; tabulate and plot both."""
-    from . import plots
-    from .experiments.scaling import write_csv
-    from .experiments.training import compare_architectures, shape
+    from minillm.reports import plots
+    from minillm.experiments.scaling import write_csv
+    from minillm.experiments.training import compare_architectures, shape
 
     _set_threads(args)
     check_output_folder(args.out)   # before the training, not after
@@ -752,7 +752,7 @@ def _refuse_to_replace_entries(args: argparse.Namespace, names: tuple[str, ...],
 
 def cmd_train_family(args: argparse.Namespace) -> None:
     """Train the shipped family tiny-s, tiny-m, tiny-l; print sizes and held-out perplexities."""
-    from .family import FAMILY_ENTRIES, train_family
+    from minillm.training.family import FAMILY_ENTRIES, train_family
 
     _refuse_to_replace_entries(args, FAMILY_ENTRIES, "the files of a model family")
     _set_threads(args)
@@ -766,7 +766,7 @@ def cmd_train_family(args: argparse.Namespace) -> None:
 
 def cmd_finetune_family(args: argparse.Namespace) -> None:
     """Fine-tune the shipped family into tiny-{s,m,l}-instruct; print losses and held-out perplexities."""
-    from .family import INSTRUCT_ENTRIES, finetune_family
+    from minillm.training.family import INSTRUCT_ENTRIES, finetune_family
 
     _refuse_to_replace_entries(args, INSTRUCT_ENTRIES, "the files of an instruct family")
     _set_threads(args)

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .hub import SourceError, hub_reachable, offline
+from minillm.checkpoint.hub import SourceError, hub_reachable, offline
 
 SEPARATOR = "<|endoftext|>"  # the line between two texts, as in the TinyStories files
 CATEGORIES = ("stories", "news", "code", "poetry", "instructions")
@@ -140,7 +140,7 @@ def tinystories(n: int, split: str = "validation") -> list[str]:
 
     Returns a list of str, always the same stories for the same ``n``. Downloads the
     split's text file into the Hugging Face cache on first use (the validation file is
-    about 19 MB, the train file about 1.9 GB). Raises :class:`~minillm.hub.SourceError`
+    about 19 MB, the train file about 1.9 GB). Raises :class:`~minillm.checkpoint.hub.SourceError`
     when the hub cannot be reached and the file is not cached, and ValueError for a bad
     ``n`` or ``split`` or when the split holds fewer than ``n`` stories.
     """

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 def config_dict(config) -> dict:
     """The numbers the forward pass needs, as a plain dict (given to you: not graded).
 
-    ``config`` is either a ``minillm.config.ModelConfig`` or a dict with Hugging Face's
+    ``config`` is either a ``minillm.models.config.ModelConfig`` or a dict with Hugging Face's
     ``config.json`` keys. Missing keys get Hugging Face's defaults (``head_dim`` is
     ``hidden_size // num_attention_heads``, ``num_key_value_heads`` is
     ``num_attention_heads``, ...). Use it as ``cfg = config_dict(config)`` and then

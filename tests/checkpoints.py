@@ -80,7 +80,7 @@ def make_gpt2_checkpoint(folder: Path, seed: int = 0, shard: bool = False, **con
 
 def load_reference(folder: Path, dtype: torch.dtype = torch.float32, attention: str = "eager"):
     """The same checkpoint loaded by transformers, in eval mode; ``attention`` is "eager"
-    (the explicit softmax, what minillm.model computes) or "sdpa" (the fused kernel)."""
+    (the explicit softmax, what minillm.models.qwen2 computes) or "sdpa" (the fused kernel)."""
     return transformers.AutoModelForCausalLM.from_pretrained(
         folder, dtype=dtype, attn_implementation=attention
     ).eval()
@@ -101,9 +101,9 @@ def put_in_hub_cache(cache: Path, repo_id: str, folder: Path, commit: str = "0" 
 
 
 def make_tokenizer(folder: Path, vocab_size: int = 320) -> Path:
-    """A byte-level BPE tokenizer trained on the kit's bundled stories (minillm.bpe), saved as a
+    """A byte-level BPE tokenizer trained on the kit's bundled stories (minillm.training.bpe), saved as a
     Hugging Face tokenizer folder (tokenizer.json + tokenizer_config.json), no BOS."""
-    from minillm.bpe import train_tokenizer
+    from minillm.training.bpe import train_tokenizer
     from minillm.data import bundled_texts
 
     return train_tokenizer(bundled_texts("stories"), vocab_size, folder)

@@ -14,11 +14,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 import minillm
 from minillm.cli import main
-from minillm.display import probability_text
-from minillm.hub import SourceError, resolve_source
-from minillm.plots import quantization_figure
-from minillm.results import QuantizationResult
-from minillm.scoring import score
+from minillm.inference.display import probability_text
+from minillm.checkpoint.hub import SourceError, resolve_source
+from minillm.reports.plots import quantization_figure
+from minillm.experiments.results import QuantizationResult
+from minillm.inference.scoring import score
 
 from checkpoints import make_gpt2_checkpoint
 

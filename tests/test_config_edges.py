@@ -3,7 +3,7 @@
 Each accepted config is loaded by both minillm (readable and packed path) and transformers and
 their logits compared; each refused one is shown to change transformers' logits. Tolerance:
 float32 logits within 1e-5 (readable path, the parity tests' bound) and 5e-5 (packed path: its
-matrix products add in another order; minillm.packed's documented bound).
+matrix products add in another order; minillm.models.packed's documented bound).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 import transformers
 
 import minillm
-from minillm.config import ConfigError
+from minillm.models.config import ConfigError
 from checkpoints import VOCAB, edit_config, load_reference, make_checkpoint
 
 IDS = torch.randint(0, VOCAB, (2, 12), generator=torch.Generator().manual_seed(0))

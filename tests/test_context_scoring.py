@@ -1,6 +1,6 @@
 """score(..., context=...) scores the continuation as it is tokenized *in context*, for every
 tokenizer family the kit loads: SentencePiece-style byte fallback (the real stories260K),
-byte-level BPE (minillm.bpe's and the real Qwen2.5 tokenizer) and the chat-template path.
+byte-level BPE (minillm.training.bpe's and the real Qwen2.5 tokenizer) and the chat-template path.
 
 References: transformers' model on the joint token ids (log_softmax, summed over the
 continuation's positions), the `tokenizers` library's own encoding of context + text, and
@@ -18,7 +18,7 @@ import torch
 from tokenizers import Tokenizer as HFTokenizer
 
 import minillm
-from minillm.scoring import score
+from minillm.inference.scoring import score
 from checkpoints import load_reference, make_checkpoint, make_tokenizer
 
 
@@ -106,7 +106,7 @@ def test_gpt2_tokenizer_with_and_without_trimmed_offsets(shared_data, tmp_path, 
     its span still ends where its space did, so the split by span ends keeps it with the text."""
     import json
 
-    from minillm.scoring import _encode_for_scoring, encode_for_scoring
+    from minillm.inference.scoring import _encode_for_scoring, encode_for_scoring
 
     raw = json.loads(gzip.decompress((shared_data / "gpt2-tokenizer" / "tokenizer.json.gz").read_bytes()))
     raw["post_processor"]["trim_offsets"] = trim_offsets

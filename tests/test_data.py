@@ -10,7 +10,7 @@ import pytest
 from huggingface_hub.errors import LocalEntryNotFoundError
 
 from minillm.data import CATEGORIES, SEPARATOR, TEXTS_DIR, bundled_texts, split_stories, tinystories
-from minillm.hub import SourceError
+from minillm.checkpoint.hub import SourceError
 
 REPO = "roneneldan/TinyStories"
 VALID = "TinyStories-valid.txt"

@@ -13,9 +13,9 @@ import transformers
 
 import minillm
 from minillm.data import bundled_texts
-from minillm.family import HELD_OUT, family_texts, held_out_stories
-from minillm.storygen import synthetic_stories
-from minillm.train import resume
+from minillm.training.family import HELD_OUT, family_texts, held_out_stories
+from minillm.training.storygen import synthetic_stories
+from minillm.training.train import resume
 
 MODELS = Path(__file__).resolve().parents[1] / "data" / "models"
 NAMES = ("tiny-s", "tiny-m", "tiny-l")

@@ -1,4 +1,4 @@
-"""Supervised fine-tuning (minillm.finetune): the reply-only loss, the chat template, exact resume."""
+"""Supervised fine-tuning (minillm.training.finetune): the reply-only loss, the chat template, exact resume."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import transformers
 
 import minillm
 from minillm.cli import main
-from minillm.finetune import (
+from minillm.training.finetune import (
     TURN_END,
     example_windows,
     examples_from_pairs,
@@ -23,8 +23,8 @@ from minillm.finetune import (
     resume_finetune,
     write_chat_tokenizer,
 )
-from minillm.storygen import synthetic_stories
-from minillm.train import IGNORE, TrainConfig, next_token_loss
+from minillm.training.storygen import synthetic_stories
+from minillm.training.train import IGNORE, TrainConfig, next_token_loss
 
 BASE = Path(__file__).resolve().parents[1] / "data" / "models" / "tiny-s"   # a real trained model, 98K parameters
 QUICK = dict(context=32, batch_size=8, learning_rate=1e-3, warmup_steps=2, eval_every=3, val_fraction=0.25)
@@ -160,7 +160,7 @@ def test_finetune_resume_is_exact(pairs, tmp_path):
     with pytest.raises(ValueError, match="differ"):
         resume_finetune(tmp_path / "split", examples[:-1], progress=False, steps=8)
     with pytest.raises(ValueError, match="fine-tuning run"):
-        minillm.train.resume(tmp_path / "split", ["a b c", "d e f"], progress=False, steps=8)
+        minillm.training.train.resume(tmp_path / "split", ["a b c", "d e f"], progress=False, steps=8)
 
 
 def test_cli_finetune_and_bad_data_files(pairs, tmp_path, capsys):
@@ -191,7 +191,7 @@ def test_a_tokenizer_that_has_the_chat_tokens_keeps_its_ids(shared_data, tmp_pat
     import gzip
     import shutil
 
-    from minillm.finetune import end_of_text_id, write_generation_config
+    from minillm.training.finetune import end_of_text_id, write_generation_config
 
     source = shared_data / "qwen2.5-tokenizer"
     base = tmp_path / "base"

@@ -10,8 +10,8 @@ import torch
 
 import minillm
 from minillm.cli import main
-from minillm.config import ConfigError
-from minillm.generation_config import GenerationConfig
+from minillm.models.config import ConfigError
+from minillm.checkpoint.generation_config import GenerationConfig
 from checkpoints import load_reference, make_checkpoint, make_tokenizer
 
 PROMPT = "Once upon a time"

@@ -1,4 +1,4 @@
-"""GPT-2 (minillm.gpt2) against transformers' GPT2LMHeadModel on random checkpoints it saved.
+"""GPT-2 (minillm.models.gpt2) against transformers' GPT2LMHeadModel on random checkpoints it saved.
 
 Tolerances, as for Qwen2 (test_model_parity.py): float32 logits within 1e-5 absolute (both
 sides run the same float32 operations; in practice the difference is 0). A padded row
@@ -24,9 +24,9 @@ from safetensors.torch import load_file, save_file
 
 import minillm
 from checkpoints import VOCAB, load_reference, make_checkpoint, make_gpt2_checkpoint, pad_rows
-from minillm.config import ConfigError
-from minillm.numpy_model import NumpyModel
-from minillm.weights import WeightsError
+from minillm.models.config import ConfigError
+from minillm.models.numpy_model import NumpyModel
+from minillm.checkpoint.weights import WeightsError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -130,7 +130,7 @@ def test_greedy_generation_matches_transformers_and_the_uncached_loop(case):
 
 
 def test_packed_path_matches_transformers(case):
-    from minillm.packed import PackedGELUMLP
+    from minillm.models.packed import PackedGELUMLP
 
     folder, ref, _ = case
     model = minillm.load_model(folder, packed=True)
@@ -241,7 +241,7 @@ def test_configs_gpt2_would_compute_differently_are_refused(tied, tmp_path, sett
 
 def test_gpt2_accepts_gelu_pytorch_tanh_and_saves_a_folder_transformers_reads(tied, tmp_path):
     """gelu_pytorch_tanh is the same formula; save_weights writes Conv1D (in, out) again."""
-    from minillm.weights import save_weights
+    from minillm.checkpoint.weights import save_weights
 
     folder, ref = tied
     model = minillm.load_model(folder)
@@ -278,7 +278,7 @@ def test_llama_checkpoint_with_old_rotary_buffers_loads(tmp_path):
 # ---- the rest of the kit on a GPT-2 ----------------------------------------------------------------
 
 def test_quantized_gpt2_matches_transformers_at_16_bits_and_drifts_at_2(tied):
-    from minillm.quantize import quantize_model
+    from minillm.inference.quantize import quantize_model
 
     folder, ref = tied
     model = minillm.load_model(folder)
@@ -299,7 +299,7 @@ def _solutions_logits():
 def test_logits_lab_runs_on_gpt2_with_the_real_tokenizer(tmp_path, gpt2_tokenizer_folder):
     """solutions/logits.py on a GPT-2 with the real 50257-token vocabulary: its distributions
     are the probabilities minillm's scoring gives each next token, and its tables agree."""
-    from minillm.scoring import score
+    from minillm.inference.scoring import score
 
     folder = make_gpt2_checkpoint(tmp_path / "gpt2", seed=17, vocab=50257, n_embd=16, n_head=2, n_layer=2)
     model, tok = minillm.load_model(folder), minillm.load_tokenizer(gpt2_tokenizer_folder)
@@ -332,7 +332,7 @@ def one_thread():
 
 def test_gpt2_trains_resumes_exactly_and_loads_in_transformers(tmp_path, one_thread):
     from minillm.data import bundled_texts
-    from minillm.train import TrainConfig, resume, train
+    from minillm.training.train import TrainConfig, resume, train
 
     texts = bundled_texts("stories")
     config = TrainConfig(architecture="gpt2", vocab_size=320, hidden_size=24, num_hidden_layers=2,
@@ -348,7 +348,7 @@ def test_gpt2_trains_resumes_exactly_and_loads_in_transformers(tmp_path, one_thr
 
     # The folder, and one fine-tuned from it on chat pairs (new token rows for the chat markers),
     # load in transformers' GPT2LMHeadModel with minillm's logits.
-    from minillm.finetune import examples_from_pairs, finetune
+    from minillm.training.finetune import examples_from_pairs, finetune
 
     pairs = examples_from_pairs([("Tell a story.", texts[1][:200]), ("Another one.", texts[2][:200])] * 4)
     finetune(tmp_path / "whole", pairs, replace(config, steps=3, batch_size=2), tmp_path / "chat", progress=False)
@@ -362,7 +362,7 @@ def test_gpt2_trains_resumes_exactly_and_loads_in_transformers(tmp_path, one_thr
 def test_the_tinystories_paper_shape_has_its_3_6m_parameters():
     """n_embd 64, 6 layers, 8 heads, the GPT-2 vocabulary, context 128 (with transformers' default
     1024-row position table, as the paper's GPT2Config had: 3.58M; with 128 rows: 3.52M)."""
-    from minillm.train import TrainConfig, build_model
+    from minillm.training.train import TrainConfig, build_model
 
     shape = dict(architecture="gpt2", hidden_size=64, num_hidden_layers=6, num_attention_heads=8, context=128)
     for positions in (0, 1024):

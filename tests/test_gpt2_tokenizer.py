@@ -15,7 +15,7 @@ from tiktoken.load import load_tiktoken_bpe
 
 import minillm
 from conftest import need_shared_data
-from minillm.tokenizer import TokenizerError
+from minillm.checkpoint.tokenizer import TokenizerError
 
 # GPT-2's pre-tokenizer pattern (from OpenAI's encoder.py): contractions, letters, digits,
 # other symbols, each with at most one leading space; runs of whitespace.

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from minillm.cli import main as cli_main
-from minillm.grade import (CSV_FIELDS, DEFAULT_AUTOGRADER, UNITS, GradeError, compare_numbers, csv_row,
+from minillm.course.grade import (CSV_FIELDS, DEFAULT_AUTOGRADER, UNITS, GradeError, compare_numbers, csv_row,
                            find_autograder, grade_class, problems_message)
 
 REPO = Path(__file__).resolve().parents[1]

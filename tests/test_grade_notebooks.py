@@ -25,7 +25,7 @@ import nbformat
 import pytest
 from student_notebooks import student_notebook, write_notebook
 
-from minillm.grade import grade_class, problems_message
+from minillm.course.grade import grade_class, problems_message
 
 REPO = Path(__file__).resolve().parents[1]
 AUTOGRADER = REPO / "tests" / "autograder"
@@ -139,7 +139,7 @@ def test_file_choice_when_both_exist(tmp_path):
 def test_partial_byte_tokens_show_their_ids(gpt2_tokenizer_folder):
     """The real GPT-2 tokenizer splits the llama emoji over byte tokens that each print as U+FFFD: a
     grader message shows their ids (they look alike, the ids tell them apart); whole tokens, as before."""
-    from minillm.tokenizer import load_tokenizer
+    from minillm.checkpoint.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(gpt2_tokenizer_folder)
     ids = tokenizer.encode(" a llama \U0001F999", add_special_tokens=False)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from minillm.grade import grade_submission
+from minillm.course.grade import grade_submission
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -58,7 +58,7 @@ def test_import_from_the_clones_parent_folder(tmp_path):
 
     editable = _install(tmp_path / "venv-editable", "-e", str(clone))
     assert _run(editable, WHERE, parent) == str(clone / "minillm" / "__init__.py")
-    assert _run(editable, "from minillm import load_model; print(load_model.__module__)", parent) == "minillm.loading"
+    assert _run(editable, "from minillm import load_model; print(load_model.__module__)", parent) == "minillm.checkpoint.loading"
 
     installed = _install(tmp_path / "venv-installed", str(clone))
     origin = Path(_run(installed, WHERE, parent))

@@ -11,7 +11,7 @@ import torch
 import transformers
 
 import minillm
-from minillm.family import (
+from minillm.training.family import (
     CONDITIONS,
     HELD_OUT,
     held_out_instructions,
@@ -19,8 +19,8 @@ from minillm.family import (
     instruct_examples,
     instruction_perplexities,
 )
-from minillm.instructions import instruction_pairs
-from minillm.storygen import synthetic_stories, synthetic_stories_with_facts
+from minillm.training.instructions import instruction_pairs
+from minillm.training.storygen import synthetic_stories, synthetic_stories_with_facts
 
 MODELS = Path(__file__).resolve().parents[1] / "data" / "models"
 NAMES = ("tiny-s-instruct", "tiny-m-instruct", "tiny-l-instruct")

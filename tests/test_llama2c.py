@@ -21,9 +21,9 @@ from tokenizers import Tokenizer
 
 import minillm
 from minillm.cli import main
-from minillm.convert import llama2c
-from minillm.convert.llama2c import Llama2cError
-from minillm.model import apply_rotary
+from minillm.checkpoint import llama2c
+from minillm.checkpoint.llama2c import Llama2cError
+from minillm.models.qwen2 import apply_rotary
 
 # Not here, because any SentencePiece-style tokenizer.json (the reference's too) differs from
 # llama2.c on them: "<s>", "</s>", "<unk>" written in the text (tokenizers reads them as the special

@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import minillm
-from minillm.config import ConfigError, ModelConfig
-from minillm.hub import SourceError
-from minillm.weights import WeightsError
+from minillm.models.config import ConfigError, ModelConfig
+from minillm.checkpoint.hub import SourceError
+from minillm.checkpoint.weights import WeightsError
 from checkpoints import VOCAB, edit_config, load_reference, make_checkpoint, put_in_hub_cache
 
 

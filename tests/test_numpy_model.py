@@ -1,4 +1,4 @@
-"""The NumPy decoder (minillm/numpy_model.py) computes the same logits as the PyTorch one
+"""The NumPy decoder (minillm/models/numpy_model.py) computes the same logits as the PyTorch one
 and as transformers, on tiny random checkpoints and on the real stories260K model."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 import transformers
 
 import minillm
-from minillm import numpy_model as nm
+from minillm.models import numpy_model as nm
 
 TOLERANCE = 1e-4  # max abs logit difference allowed between implementations
 NUMPY_MODEL_FILE = Path(nm.__file__)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import minillm
-from minillm.packed import PackedLinear, PackedMLP, can_pack, grouped_attention
+from minillm.models.packed import PackedLinear, PackedMLP, can_pack, grouped_attention
 from checkpoints import VOCAB, load_reference, make_checkpoint
 
 pytestmark = pytest.mark.skipif(not can_pack(torch.float32), reason="this PyTorch build cannot pack weights (no oneDNN)")
@@ -85,7 +85,7 @@ def test_greedy_generation_matches_transformers(checkpoint):
 
 
 def test_grouped_attention_equals_the_explicit_one_with_causal_and_padding_masks():
-    from minillm.model import attention, causal_mask
+    from minillm.models.qwen2 import attention, causal_mask
 
     gen = torch.Generator().manual_seed(3)
     q = torch.randn(2, 6, 9, 16, generator=gen)                        # 6 query heads

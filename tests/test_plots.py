@@ -1,4 +1,4 @@
-"""The figures of minillm.plots, drawn from small hand-made results (no model needed)."""
+"""The figures of minillm.reports.plots, drawn from small hand-made results (no model needed)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from minillm import plots
+from minillm.reports import plots
 from minillm.experiments.scaling import fit_power_law
-from minillm.results import ModelSummary, StoryResult
-from minillm.scoring import TextScore, TokenScore
+from minillm.experiments.results import ModelSummary, StoryResult
+from minillm.inference.scoring import TextScore, TokenScore
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -218,7 +218,7 @@ def test_helpers():
 
 
 def test_importing_plots_leaves_pyplot_alone():
-    code = "import sys, minillm.plots; assert 'matplotlib.pyplot' not in sys.modules"
+    code = "import sys, minillm.reports.plots; assert 'matplotlib.pyplot' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -248,7 +248,7 @@ def test_titles_name_models_without_their_paths(summaries, rows):
 
 
 def test_conditions_figure_draws_each_condition_and_the_paired_ratios():
-    from minillm.results import ConditionSummary, PairedDifference
+    from minillm.experiments.results import ConditionSummary, PairedDifference
 
     summaries = [ConditionSummary(m, f"k={k}", 10, 500, ppl, 0.9 * ppl, 1.1 * ppl, 2.0, 1.9, 2.1)
                  for m, base in [("org/a", 50.0), ("org/b", 30.0)] for k, ppl in enumerate([base, base * 0.9])]
@@ -290,7 +290,7 @@ def test_plots_imports_only_the_result_types():
 
 
 def test_conditions_figure_pairs_a_base_model_with_its_instruct_variant():
-    from minillm.results import ConditionSummary
+    from minillm.experiments.results import ConditionSummary
 
     models = ["org/m-1B", "org/m-2B", "org/m-1B-Instruct", "org/m-2B-Instruct"]
     summaries = [ConditionSummary(m, c, 5, 100, 10.0, 9.0, 11.0, 1.0, 0.9, 1.1) for m in models for c in ("a", "b")]

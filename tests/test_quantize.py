@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import minillm
-from minillm.packed import can_pack
-from minillm.quantize import model_size_bytes, quantization_error, quantize_model, quantize_tensor, size_table
+from minillm.models.packed import can_pack
+from minillm.inference.quantize import model_size_bytes, quantization_error, quantize_model, quantize_tensor, size_table
 from checkpoints import make_checkpoint
 
 SCHEMES = ("tensor", "channel", "group")

@@ -10,12 +10,12 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 import minillm
-from minillm import numpy_model
+from minillm.models import numpy_model
 from minillm.cli import main as cli_main
-from minillm.config import ConfigError
+from minillm.models.config import ConfigError
 from minillm.data import bundled_texts
-from minillm.stubs import main as stubs_main, make_exercises
-from minillm.weights import WeightsError
+from minillm.course.stubs import main as stubs_main, make_exercises
+from minillm.checkpoint.weights import WeightsError
 from checkpoints import make_checkpoint, make_tokenizer
 from conftest import need_shared_data
 
@@ -174,7 +174,7 @@ def _old_family(folder, names):
 
 @pytest.mark.parametrize("command, entry", [("train-family", "tiny-m"), ("finetune-family", "tiny-m-instruct")])
 def test_family_commands_refuse_to_replace_models_before_any_work(tmp_path, capsys, monkeypatch, command, entry):
-    from minillm import family
+    from minillm.training import family
 
     def work_started(*args, **kwargs):
         raise AssertionError("the command started its work before checking --out")
@@ -199,7 +199,7 @@ def test_a_failed_train_family_keeps_the_old_family(tmp_path, monkeypatch):
     """With --overwrite, the run fails after tiny-s is saved (the disk fills while tiny-s is scored).
     Before issue 15 tiny-s was already replaced: a new tiny-s beside the old tiny-m and tiny-l, whose
     tokenizer it does not share. The recipe is shrunk (fewer stories, one step) to keep the test fast."""
-    from minillm import family
+    from minillm.training import family
 
     monkeypatch.setattr(family, "SYNTHETIC", 200)
     monkeypatch.setattr(family, "REPEATS", 1)
@@ -218,7 +218,7 @@ def test_a_failed_train_family_keeps_the_old_family(tmp_path, monkeypatch):
 
 def test_a_failed_finetune_family_keeps_the_old_instruct_models(tmp_path, monkeypatch):
     """Before issue 15 finetune-family deleted tiny-s-instruct before fine-tuning its replacement."""
-    from minillm import family
+    from minillm.training import family
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -232,7 +232,7 @@ def test_a_failed_finetune_family_keeps_the_old_instruct_models(tmp_path, monkey
 
 
 def test_build_entries_then_move_replaces_only_its_entries(tmp_path):
-    from minillm.safe_io import build_entries_then_move
+    from minillm.checkpoint.safe_io import build_entries_then_move
 
     folder = tmp_path / "models"
     _old_family(folder, ["a", "keep"])
@@ -333,7 +333,7 @@ def test_the_padding_rule_on_real_tokenizers(gpt2_tokenizer_folder, tmp_path):
     each family's own pair passes; a tokenizer put beside another family's model does not."""
     import gzip
 
-    from minillm.loading import check_tokenizer_fits
+    from minillm.checkpoint.loading import check_tokenizer_fits
 
     source = need_shared_data() / "qwen2.5-tokenizer"
     qwen_folder = tmp_path / "qwen"
@@ -385,7 +385,7 @@ def test_generate_never_emits_a_padding_row(tmp_path, capsys):
     unmasked = minillm.generate(model, prompt, 8, eos_token_id=())
     assert all(i >= 300 for i in unmasked)                       # the library alone picks padding rows, as transformers
     assert minillm.generate(model, prompt, 8, eos_token_id=(), tokenizer_size=300) == expected
-    with pytest.raises(minillm.tokenizer.TokenizerError, match="padding rows"):   # and decoding one is an error
+    with pytest.raises(minillm.checkpoint.tokenizer.TokenizerError, match="padding rows"):   # and decoding one is an error
         tok.decode(unmasked)
     # the command knows the tokenizer: it prints the continuation (the tokenizer's ids stop nothing here)
     stop = [i for i in expected if i == tok.eos_token_id]
@@ -486,7 +486,7 @@ def test_a_process_left_running_does_not_stall_the_grading(tmp_path):
     import os
     import time
 
-    from minillm.grade import grade_submission
+    from minillm.course.grade import grade_submission
 
     autograder = tmp_path / "tests" / "autograder"
     autograder.mkdir(parents=True)
@@ -575,7 +575,7 @@ def test_a_resume_whose_save_fails_keeps_the_previous_checkpoint(trained, tmp_pa
     """The save fails half-way (weights written, trainer state not yet), as a full disk would make it.
     Before issue 15 the save wrote over the checkpoint in place: its trainer_state.json was gone and its
     weights were those of step 4, so the run could neither be resumed nor trusted."""
-    import minillm.train
+    import minillm.training.train
 
     data, out = trained
     folder = shutil.copytree(out, tmp_path / "run")
@@ -587,7 +587,7 @@ def test_a_resume_whose_save_fails_keeps_the_previous_checkpoint(trained, tmp_pa
 
     argv = ["train", "--resume", "--steps", "4", "--data", str(data), "--out", str(folder), "--no-progress"]
     with monkeypatch.context() as patch:
-        patch.setattr(minillm.train, "_state_json", disk_full)
+        patch.setattr(minillm.training.train, "_state_json", disk_full)
         with pytest.raises(OSError, match="No space left"):
             cli_main(argv)
     assert _snapshot(folder) == before                       # weights, state and tokenizer of step 2, bit for bit

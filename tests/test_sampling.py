@@ -1,7 +1,7 @@
 """Sampling filters at their edges, against transformers' logits processors and exact arithmetic.
 
 transformers applies temperature, then top-k, then top-p (TemperatureLogitsWarper,
-TopKLogitsWarper, TopPLogitsWarper); minillm.generate.next_token_distribution does the same.
+TopKLogitsWarper, TopPLogitsWarper); minillm.inference.generate.next_token_distribution does the same.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 import torch
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from minillm.generate import TOP_P_TOLERANCE, next_token_distribution, sample_next_token, top_k_filter, top_p_filter
+from minillm.inference.generate import TOP_P_TOLERANCE, next_token_distribution, sample_next_token, top_k_filter, top_p_filter
 
 QWEN_VOCAB = 151_936
 NEG_INF = float("-inf")
@@ -160,7 +160,7 @@ def test_temperature_near_zero_samples_among_the_largest_logits():
                                            (dict(top_p=float("nan")), "top_p"), (dict(top_p=1.5), "top_p"),
                                            (dict(top_k=0), "top_k")])
 def test_generate_refuses_settings_that_mean_nothing(options, word):
-    from minillm.generate import _check_sampling_args
+    from minillm.inference.generate import _check_sampling_args
 
     settings = dict(max_new_tokens=5, temperature=1.0, top_k=None, top_p=None) | options
     with pytest.raises(ValueError, match=word):

@@ -1,6 +1,6 @@
 """Scoring: the shift by one, perplexity's definition, batching, windows, context, parity.
 
-References are independent of minillm.scoring: transformers' own loss with labels, the
+References are independent of minillm.inference.scoring: transformers' own loss with labels, the
 published numbers in ../shared/data/README.md, a model built by hand whose predictions are
 known exactly, and log_softmax over a plain forward pass of minillm's model (which the
 parity tests already tie to transformers). Tolerances: per-token log-probs across batching,
@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import save_file
 
 import minillm
-from minillm.scoring import encode_for_scoring, perplexity, score, score_many
+from minillm.inference.scoring import encode_for_scoring, perplexity, score, score_many
 from checkpoints import load_reference, make_checkpoint, make_tokenizer
 
 STORY = ("Once upon a time, a small fox named Pip found a red kite in the tall grass. "

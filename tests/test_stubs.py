@@ -11,7 +11,7 @@ import nbformat
 import pytest
 
 from minillm.cli import main as cli_main
-from minillm.stubs import (
+from minillm.course.stubs import (
     STUDENT_ANSWER,
     StubError,
     graded_functions,
@@ -20,7 +20,7 @@ from minillm.stubs import (
     out_of_sync,
     render_notebook,
 )
-from minillm.stubs import main as stubs_main
+from minillm.course.stubs import main as stubs_main
 
 REPO = Path(__file__).resolve().parents[1]
 SOLUTIONS, EXERCISES = REPO / "solutions", REPO / "exercises"
@@ -58,7 +58,7 @@ SAMPLE = textwrap.dedent('''\
 
 def test_exercises_in_sync_with_solutions():
     problems = out_of_sync(SOLUTIONS, EXERCISES)
-    assert not problems, "\n".join(problems) + "\nrun `python -m minillm.stubs` to regenerate exercises/"
+    assert not problems, "\n".join(problems) + "\nrun `python -m minillm.course.stubs` to regenerate exercises/"
 
 
 def test_stub_of_sample():

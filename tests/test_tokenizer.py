@@ -1,4 +1,4 @@
-"""minillm.tokenizer against transformers (the reference) on real and freshly trained tokenizers."""
+"""minillm.checkpoint.tokenizer against transformers (the reference) on real and freshly trained tokenizers."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from tokenizers import Tokenizer as RawTokenizer
 from tokenizers import decoders, models, pre_tokenizers, processors, trainers
 
-from minillm.hub import SourceError
-from minillm.tokenizer import Tokenizer, TokenizerError, load_tokenizer
+from minillm.checkpoint.hub import SourceError
+from minillm.checkpoint.tokenizer import Tokenizer, TokenizerError, load_tokenizer
 
 TEXTS = [
     "Hello world",

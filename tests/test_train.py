@@ -13,11 +13,11 @@ import transformers
 from safetensors import safe_open
 
 import minillm
-from minillm.bpe import train_tokenizer
+from minillm.training.bpe import train_tokenizer
 from minillm.cli import main
-from minillm.config import ModelConfig
+from minillm.models.config import ModelConfig
 from minillm.data import bundled_texts
-from minillm.train import (
+from minillm.training.train import (
     TrainConfig,
     build_model,
     encode_documents,
@@ -187,7 +187,7 @@ def test_cli_trains_and_draws_the_loss_curves(stories, tmp_path, capsys):
 
 
 def test_mlp_sees_exactly_its_window_and_saves(tmp_path):
-    from minillm.mlp_lm import MLPLanguageModel
+    from minillm.models.mlp_lm import MLPLanguageModel
 
     torch.manual_seed(0)
     model = MLPLanguageModel(vocab_size=50, window=3, embed_dim=8, hidden=16).eval()
@@ -215,7 +215,7 @@ def test_mlp_trains_with_the_same_loop(stories, tmp_path):
 
 
 def test_sweep_and_compare_architectures_write_tables_and_plots(tmp_path, capsys):
-    from minillm.storygen import synthetic_stories
+    from minillm.training.storygen import synthetic_stories
 
     data = tmp_path / "stories.txt"
     data.write_text("\n<|endoftext|>\n".join(synthetic_stories(120, seed=3)), encoding="utf-8")
@@ -271,7 +271,7 @@ def test_a_finished_run_trains_further_with_more_steps(stories, tmp_path):
 
 
 def test_continued_pretraining_on_new_text_keeps_the_weights_and_restarts_the_rest(stories, tmp_path):
-    from minillm.train import evaluate, text_data
+    from minillm.training.train import evaluate, text_data
 
     first = train(stories, TrainConfig(**TINY, steps=30, warmup_steps=3, eval_every=10), tmp_path / "a",
                   progress=False)
@@ -294,7 +294,7 @@ def test_continued_pretraining_on_new_text_keeps_the_weights_and_restarts_the_re
 
 
 def test_until_between_evaluations_measures_the_validation_loss_where_it_stops(stories, tmp_path):
-    from minillm.train import evaluate, text_data
+    from minillm.training.train import evaluate, text_data
 
     config = TrainConfig(**TINY, steps=20, warmup_steps=2, eval_every=10)
     result = train(stories, config, tmp_path, progress=False, until=7)

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import torch
 
-from ..data import TextSource
-from ..loading import load_model_and_tokenizer
-from ..provenance import overlap_warning, seen_in_training
-from ..results import ConditionScore, ConditionSummary, PairedDifference
-from ..scoring import score_many
-from .conditions import (condition_rows, difference_table, differences_between_models, summarize_conditions,
+from minillm.data import TextSource
+from minillm.checkpoint.loading import load_model_and_tokenizer
+from minillm.training.provenance import overlap_warning, seen_in_training
+from minillm.experiments.results import ConditionScore, ConditionSummary, PairedDifference
+from minillm.inference.scoring import score_many
+from minillm.experiments.conditions import (condition_rows, difference_table, differences_between_models, summarize_conditions,
                          summary_table)
-from .scaling import write_csv
+from minillm.experiments.scaling import write_csv
 
 
 @dataclass
@@ -57,7 +57,7 @@ def run_categories(models: list[str], sources: dict[str, TextSource], dtype: tor
 def write_categories(results: CategoryResults, out: str | Path) -> list[Path]:
     """categories.csv, categories_summary.csv, categories_differences.csv, categories_report.md and
     categories.png into ``out``."""
-    from .. import plots
+    from minillm.reports import plots
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -22,15 +22,15 @@ from pathlib import Path
 
 import torch
 
-from ..data import TextSource
-from ..loading import load_model_and_tokenizer
-from ..provenance import overlap_warning, seen_in_training
-from ..results import ConditionScore, ConditionSummary, PairedDifference
-from ..scoring import TextScore, encode_for_scoring, score_many
-from ..tokenizer import Tokenizer
-from .conditions import (condition_rows, difference_table, differences_from, per_text_differences,
+from minillm.data import TextSource
+from minillm.checkpoint.loading import load_model_and_tokenizer
+from minillm.training.provenance import overlap_warning, seen_in_training
+from minillm.experiments.results import ConditionScore, ConditionSummary, PairedDifference
+from minillm.inference.scoring import TextScore, encode_for_scoring, score_many
+from minillm.checkpoint.tokenizer import Tokenizer
+from minillm.experiments.conditions import (condition_rows, difference_table, differences_from, per_text_differences,
                          summarize_conditions, summary_table, with_start, write_dicts)
-from .scaling import write_csv
+from minillm.experiments.scaling import write_csv
 
 # A sentence ends at ., ! or ? (and a closing quote after it) followed by whitespace and a capital
 # letter, digit or opening quote: '"Two!" said Sam.' is one sentence.
@@ -126,7 +126,7 @@ def write_context(results: ContextResults, out: str | Path) -> list[Path]:
     """context.csv (per story, model and k), context_summary.csv, context_differences.csv (each k
     against k=0, paired), context_per_story.csv (each story's change from k=0), context_report.md
     and context.png into ``out``."""
-    from .. import plots
+    from minillm.reports import plots
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

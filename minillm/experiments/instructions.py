@@ -31,15 +31,15 @@ from pathlib import Path
 
 import torch
 
-from ..data import TEXTS_DIR, TextSource
-from ..loading import load_model_and_tokenizer
-from ..provenance import overlap_warning, seen_in_training
-from ..results import ConditionScore, ConditionSummary, PairedDifference
-from ..scoring import score_many
-from ..tokenizer import Tokenizer
-from .conditions import (condition_rows, difference_table, differences_from, per_text_differences,
+from minillm.data import TEXTS_DIR, TextSource
+from minillm.checkpoint.loading import load_model_and_tokenizer
+from minillm.training.provenance import overlap_warning, seen_in_training
+from minillm.experiments.results import ConditionScore, ConditionSummary, PairedDifference
+from minillm.inference.scoring import score_many
+from minillm.checkpoint.tokenizer import Tokenizer
+from minillm.experiments.conditions import (condition_rows, difference_table, differences_from, per_text_differences,
                          summarize_conditions, summary_table, with_start, write_dicts)
-from .scaling import write_csv
+from minillm.experiments.scaling import write_csv
 
 CONDITIONS = ("none", "vague", "specific", "paraphrased", "mismatched")
 PROMPTS_FILE = TEXTS_DIR / "instruction_prompts.json"
@@ -157,7 +157,7 @@ def run_instructions(models: list[str], source: TextSource, chat_models: list[st
 def write_instructions(results: InstructionResults, out: str | Path) -> list[Path]:
     """instructions.csv, instructions_summary.csv, instructions_differences.csv,
     instructions_per_story.csv, instructions_report.md and instructions.png into ``out``."""
-    from .. import plots
+    from minillm.reports import plots
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

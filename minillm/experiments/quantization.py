@@ -1,6 +1,6 @@
 """Quantization vs perplexity: how much does each bit of weight precision buy?
 
-For every bit width and scheme, a quantized copy of the model (see ``minillm.quantize``)
+For every bit width and scheme, a quantized copy of the model (see ``minillm.inference.quantize``)
 scores the same texts; each row of the result holds the size a real k-bit file would have
 and the corpus perplexity, ``exp(total NLL / total tokens)``.
 """
@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import math
 
-from ..model import Transformer
-from ..results import QuantizationResult
-from ..quantize import model_size_bytes, quantize_model
-from ..scoring import score_many
-from ..tokenizer import Tokenizer
+from minillm.models.qwen2 import Transformer
+from minillm.experiments.results import QuantizationResult
+from minillm.inference.quantize import model_size_bytes, quantize_model
+from minillm.inference.scoring import score_many
+from minillm.checkpoint.tokenizer import Tokenizer
 
 
 def perplexity_vs_bits(model: Transformer, tok: Tokenizer, texts: list[str],

@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import TextSource
-from ..loading import load_model_and_tokenizer
-from ..provenance import overlap_warning, seen_in_training
-from ..results import ModelSummary, PairedDifference, PowerLaw, ScalingResults, StoryResult
-from ..scoring import TextScore, score_many
-from ..tokenizer import load_tokenizer
+from minillm.data import TextSource
+from minillm.checkpoint.loading import load_model_and_tokenizer
+from minillm.training.provenance import overlap_warning, seen_in_training
+from minillm.experiments.results import ModelSummary, PairedDifference, PowerLaw, ScalingResults, StoryResult
+from minillm.inference.scoring import TextScore, score_many
+from minillm.checkpoint.tokenizer import load_tokenizer
 
 
 def bootstrap_interval(nll: np.ndarray, counts: np.ndarray, samples: int = 2000, seed: int = 0,
@@ -90,7 +90,7 @@ def fit_power_law(n_params: list[float], values: list[float], metric: str = "per
 
 def model_labels(models: list[str]) -> dict[str, str]:
     """Each model's label in tables and plots: its short name ('Qwen/Qwen2.5-0.5B' -> 'Qwen2.5-0.5B',
-    a folder -> its last part, as :func:`minillm.plots.short_name`), or the full source when two
+    a folder -> its last part, as :func:`minillm.reports.plots.short_name`), or the full source when two
     models would share a short name."""
     short = {m: m.rstrip("/").rsplit("/", 1)[-1] for m in models}
     counts = list(short.values())
@@ -124,7 +124,7 @@ def run_scaling(models: list[str], stories: TextSource | list[str], dtype: torch
 
     ``stories``: a :class:`~minillm.data.TextSource` (texts with ids), or a plain list of texts
     (ids "text #0", "text #1", ...). Each row records whether the model trained on the story
-    (its training record, :mod:`minillm.provenance`). The power law is fitted in perplexity
+    (its training record, :mod:`minillm.training.provenance`). The power law is fitted in perplexity
     only when all models share one tokenizer; in bits per byte always. Rows, summaries and
     ``scores`` name each model by its label (:func:`model_labels`); ``source`` keeps the full one.
     """
@@ -283,8 +283,8 @@ def write_report(results: ScalingResults, out: Path, n_stories: int = 3) -> Path
 def save_results(results: ScalingResults, out: str | Path) -> list[Path]:
     """Write results.csv, summary.csv, differences.csv, report.md, the plots and report.html
     into ``out``; returns the paths."""
-    from .. import plots  # matplotlib is loaded only when figures are drawn
-    from ..report import write_scaling_html
+    from minillm.reports import plots  # matplotlib is loaded only when figures are drawn
+    from minillm.reports.report import write_scaling_html
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ recorded against each model's non-embedding parameter count N, and a power law
 At a fixed budget a bigger model is not always better: it learns more per token but also
 needs more tokens before it has learned anything, so tiny budgets favour small models.
 
-**Architectures.** A Qwen2 transformer and the MLP baseline of :mod:`minillm.mlp_lm` (which
+**Architectures.** A Qwen2 transformer and the MLP baseline of :mod:`minillm.models.mlp_lm` (which
 sees only the last ``mlp_window`` tokens) train on the same data for the same budget, the
 MLP with the transformer's embedding width and about as many non-embedding parameters.
 The MLP is often ahead early (it has less to learn); the transformer pulls ahead once it
@@ -22,10 +22,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from ..bpe import train_tokenizer
-from ..train import TrainConfig, split_documents, train
-from ..results import ArchitectureRow, PowerLaw, SweepResult
-from .scaling import fit_power_law
+from minillm.training.bpe import train_tokenizer
+from minillm.training.train import TrainConfig, split_documents, train
+from minillm.experiments.results import ArchitectureRow, PowerLaw, SweepResult
+from minillm.experiments.scaling import fit_power_law
 
 
 def shape(hidden: int, layers: int, head_dim: int = 16) -> dict:

@@ -23,8 +23,8 @@ from matplotlib.figure import Figure
 from safetensors.torch import load_file
 
 from minillm import load_model, load_tokenizer
-from minillm.family import FAMILY_DIR
-from minillm.hub import resolve_source
+from minillm.training.family import FAMILY_DIR
+from minillm.checkpoint.hub import resolve_source
 
 # QUICK (set by CI with MINILLM_NOTEBOOK_QUICK=1): a shorter training comparison and no torch.compile,
 # which takes 20 s or more to compile. Set it to False to run everything.
@@ -168,8 +168,8 @@ print(f"logits {tuple(my_logits.shape)}, largest difference from minillm: {logit
 # %%
 from minillm.data import bundled_texts
 from minillm.experiments.training import compare_architectures
-from minillm.plots import architectures_figure
-from minillm.train import TrainConfig
+from minillm.reports.plots import architectures_figure
+from minillm.training.train import TrainConfig
 
 base = TrainConfig(hidden_size=32, num_hidden_layers=2, intermediate_size=64, batch_size=8, context=64,
                    vocab_size=512, warmup_steps=5)

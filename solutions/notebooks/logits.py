@@ -15,7 +15,7 @@ import matplotlib_inline.backend_inline  # noqa: F401 (Jupyter shows matplotlib 
 import torch
 
 from minillm import load_model, load_tokenizer, next_tokens, perplexity, score
-from minillm.family import FAMILY_DIR
+from minillm.training.family import FAMILY_DIR
 
 # %% [markdown]
 # ## The model
@@ -161,9 +161,9 @@ for text, ppl in perplexities.items():
 
 # %%
 from minillm.experiments.quantization import perplexity_vs_bits
-from minillm.family import held_out_stories
-from minillm.plots import quantization_figure
-from minillm.quantize import size_table
+from minillm.training.family import held_out_stories
+from minillm.reports.plots import quantization_figure
+from minillm.inference.quantize import size_table
 
 for row in size_table(model, bits_list=(32, 16, 8, 4, 2)):
     print(f"{row['bits']:>2} bits: {row['size_mb'] * 1000:8.1f} kB ({row['ratio_vs_32']:.2f} of float32)")

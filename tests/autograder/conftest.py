@@ -596,9 +596,9 @@ def student() -> Student:
 
 @pytest.fixture
 def forbid(monkeypatch) -> Callable[..., None]:
-    """``forbid("minillm.scoring.perplexity", ...)``: for this test, calling one of these fails the
+    """``forbid("minillm.inference.scoring.perplexity", ...)``: for this test, calling one of these fails the
     test with a message. Use it for the library functions that ARE the exercise's answer. Get the
-    reference values from names bound at import time of the test module (``from minillm.scoring
+    reference values from names bound at import time of the test module (``from minillm.inference.scoring
     import perplexity as ref_perplexity``): patching a module attribute leaves those untouched.
     Call it before the first ``student(...)`` so that ``from minillm import x`` in the student's
     file binds the forbidden stand-in too."""
@@ -648,7 +648,7 @@ def story_texts() -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tmp_path_factory, story_texts):
     from minillm import load_tokenizer
-    from minillm.bpe import train_tokenizer
+    from minillm.training.bpe import train_tokenizer
     folder = tmp_path_factory.mktemp("tiny_tokenizer")
     train_tokenizer(list(story_texts), TINY_VOCAB, folder)
     return load_tokenizer(folder)
@@ -746,7 +746,7 @@ TRAINED_MODEL = "tiny-s"     # data/models/tiny-s: 98,704 parameters, a 1,024-to
 @pytest.fixture(scope="session")
 def _trained_master():
     from minillm import load_model, load_tokenizer
-    from minillm.family import FAMILY_DIR
+    from minillm.training.family import FAMILY_DIR
     folder = FAMILY_DIR / TRAINED_MODEL
     return load_model(folder).float().eval(), load_tokenizer(folder)
 
@@ -769,8 +769,8 @@ def trained_tokenizer(_trained_master):
 
 @pytest.fixture(scope="session")
 def held_out_texts() -> list[str]:
-    """The 20 bundled stories the trained family never saw (``minillm.family.held_out_stories``)."""
-    from minillm.family import held_out_stories
+    """The 20 bundled stories the trained family never saw (``minillm.training.family.held_out_stories``)."""
+    from minillm.training.family import held_out_stories
     return held_out_stories()
 
 

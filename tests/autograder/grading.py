@@ -338,8 +338,8 @@ class ForbiddenCall(BaseException):
 def block(monkeypatch, *paths: str) -> None:
     """For the rest of the test, calling any of ``paths`` fails it with a student-readable message.
 
-    ``paths`` are dotted names of functions or methods: "minillm.scoring.perplexity",
-    "minillm.model.RMSNorm.forward", "torch.Tensor.softmax". Block them AFTER computing the
+    ``paths`` are dotted names of functions or methods: "minillm.inference.scoring.perplexity",
+    "minillm.models.qwen2.RMSNorm.forward", "torch.Tensor.softmax". Block them AFTER computing the
     reference values and BEFORE importing the student's module, so that ``from minillm import x``
     in the student's file binds the stand-in too.
     """
@@ -355,7 +355,7 @@ def block(monkeypatch, *paths: str) -> None:
 
 def _owner(path: str):
     """("a.b.C.f") -> (the object holding f, "f"): the longest importable module prefix, then
-    attributes. (pytest's own string targets look attributes up first, so "minillm.generate.x"
+    attributes. (pytest's own string targets look attributes up first, so "minillm.inference.generate.x"
     would find the generate() function that minillm re-exports, not the module.)"""
     parts = path.split(".")
     for cut in range(len(parts) - 1, 0, -1):

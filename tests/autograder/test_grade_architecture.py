@@ -1,6 +1,6 @@
 """Autograder, unit 5 (architecture): a Qwen2/Llama forward pass from plain tensors.
 
-Every check compares the student's function with minillm's model code (``minillm.model``,
+Every check compares the student's function with minillm's model code (``minillm.models.qwen2``,
 which tests/test_model_parity.py checks against Hugging Face ``transformers``), never with
 solutions/. Shapes, positions, head counts and values are drawn fresh from ``grader_seed``,
 and chosen so that each classic mistake changes the numbers: RMSNorm inputs small enough
@@ -20,10 +20,10 @@ import random
 import pytest
 import torch
 
-import minillm.model as mm
+import minillm.models.qwen2 as mm
 from grading import GradingError, Unchanged, expect_close, expect_shape, block
-from minillm.config import ModelConfig
-from minillm.weights import checkpoint_name
+from minillm.models.config import ModelConfig
+from minillm.checkpoint.weights import checkpoint_name
 
 pytestmark = pytest.mark.architecture
 
@@ -45,12 +45,12 @@ OBJECTIVES = {
 def _load_student_fn(student, monkeypatch, name: str):
     """The student's function, imported after minillm's answers and torch's built-ins are blocked.
 
-    Call this AFTER computing the reference (the reference uses minillm.model)."""
-    block(monkeypatch, *(f"minillm.model.{name}" for name in
+    Call this AFTER computing the reference (the reference uses minillm.models.qwen2)."""
+    block(monkeypatch, *(f"minillm.models.qwen2.{name}" for name in
                          ("rotate_half", "apply_rotary", "repeat_kv", "attention", "causal_mask",
                           "RMSNorm.forward", "RotaryEmbedding.forward", "Attention.forward", "MLP.forward",
                           "DecoderBlock.forward", "Transformer.forward", "Transformer.hidden_states")))
-    block(monkeypatch, *(f"minillm.numpy_model.{name}" for name in
+    block(monkeypatch, *(f"minillm.models.numpy_model.{name}" for name in
                          ("rms_norm", "rope_cos_sin", "apply_rope", "softmax", "attention", "swiglu_mlp",
                           "decoder_block", "forward")))
     block(monkeypatch, "torch.nn.functional.scaled_dot_product_attention", "torch.nn.functional.rms_norm")

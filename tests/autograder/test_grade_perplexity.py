@@ -1,7 +1,7 @@
 """Unit 2, perplexity: token loss, the surprise table, perplexity of a text, of a continuation
 and of a corpus.
 
-The reference is minillm's scoring (``minillm.scoring``), bound here at import time; during
+The reference is minillm's scoring (``minillm.inference.scoring``), bound here at import time; during
 the student's calls those functions are forbidden (the ``forbid`` fixture), since they are
 the answer. The model is a trained one, tiny-s (``trained_model``: data/models/tiny-s, 1,024-token
 vocabulary), and the texts are fresh slices, drawn from the grader seed, of the stories it never
@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from grading import GradingError, Unchanged, expect_close, expect_float, random_text, show_tokens
 
-from minillm.scoring import perplexity as ref_perplexity
-from minillm.scoring import score as ref_score
-from minillm.scoring import score_many as ref_score_many
+from minillm.inference.scoring import perplexity as ref_perplexity
+from minillm.inference.scoring import score as ref_score
+from minillm.inference.scoring import score_many as ref_score_many
 
 pytestmark = pytest.mark.perplexity
 
@@ -35,7 +35,7 @@ OBJECTIVES = {
 }
 
 LIBRARY_SCORING = (
-    "minillm.scoring.score", "minillm.scoring.score_many", "minillm.scoring.perplexity",
+    "minillm.inference.scoring.score", "minillm.inference.scoring.score_many", "minillm.inference.scoring.perplexity",
     "minillm.score", "minillm.score_many", "minillm.perplexity",
 )
 

@@ -1,7 +1,7 @@
 """Autograder, unit 3 (quantization): sizes, uniform min-max quantization, perplexity vs bits.
 
-Every value is compared with minillm's own implementation (``minillm.quantize`` with
-``scheme="tensor"``, ``minillm.scoring``), never with solutions/. Tensors, bit widths and
+Every value is compared with minillm's own implementation (``minillm.inference.quantize`` with
+``scheme="tensor"``, ``minillm.inference.scoring``), never with solutions/. Tensors, bit widths and
 texts are drawn fresh from ``grader_seed``. Perplexities are measured on the trained tiny-s
 (``trained_model``) and stories it never saw, so a student reads a real model's numbers (about
 100 unquantized, a few hundred at 2 bits). While the student's code runs, minillm's
@@ -22,10 +22,10 @@ import pytest
 import torch
 from grading import GradingError, Unchanged, block, expect_close, expect_float, expect_int, expect_shape
 
-import minillm.quantize as mq
-import minillm.scoring as ms
-from minillm.config import ModelConfig
-from minillm.model import Transformer
+import minillm.inference.quantize as mq
+import minillm.inference.scoring as ms
+from minillm.models.config import ModelConfig
+from minillm.models.qwen2 import Transformer
 
 pytestmark = pytest.mark.quantization
 
@@ -48,9 +48,9 @@ def _load_student_fn(student, monkeypatch, name: str):
     """The student's function, imported after minillm's answers are blocked.
 
     Call this AFTER computing the reference (the reference uses them)."""
-    block(monkeypatch, *(f"minillm.quantize.{name}" for name in
+    block(monkeypatch, *(f"minillm.inference.quantize.{name}" for name in
                          ("quantize_tensor", "quantize_model", "model_size_bytes", "quantization_error", "size_table")))
-    block(monkeypatch, *(f"{module}.{name}" for module in ("minillm.scoring", "minillm")
+    block(monkeypatch, *(f"{module}.{name}" for module in ("minillm.inference.scoring", "minillm")
                          for name in ("score", "score_many", "perplexity")))
     block(monkeypatch, "minillm.experiments.quantization.perplexity_vs_bits")
     return student.function("quantization", name)

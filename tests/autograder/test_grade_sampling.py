@@ -23,7 +23,7 @@ from grading import GradingError, Unchanged, expect_close, expect_shape, block
 
 
 # The module, not the function: `minillm.generate` (the attribute) is the generate() function.
-mg = importlib.import_module("minillm.generate")
+mg = importlib.import_module("minillm.inference.generate")
 
 pytestmark = pytest.mark.sampling
 
@@ -46,7 +46,7 @@ _REF = {name: getattr(mg, name) for name in ("top_k_filter", "top_p_filter", "sa
 def _load_student_fn(student, monkeypatch, name: str, block_softmax: bool = False):
     """The student's function, imported after minillm's answers (and, for the softmax itself,
     torch's softmax) are blocked. Call this AFTER computing the reference."""
-    block(monkeypatch, *(f"{module}.{name}" for module in ("minillm.generate", "minillm") for name in _REF))
+    block(monkeypatch, *(f"{module}.{name}" for module in ("minillm.inference.generate", "minillm") for name in _REF))
     if block_softmax:
         block(monkeypatch, "torch.softmax", "torch.nn.functional.softmax", "torch.Tensor.softmax", "torch.special.softmax")
     return student.function("sampling", name)

@@ -1,7 +1,7 @@
 """Autograder, unit 6 (scaling): several models on the same stories, the results table, the
 corpus perplexity, a power-law fit, a bootstrap interval and the hardest tokens.
 
-Values are compared with minillm (``minillm.scoring.score_many``, ``minillm.experiments.scaling``:
+Values are compared with minillm (``minillm.inference.scoring.score_many``, ``minillm.experiments.scaling``:
 ``fit_power_law``, ``bootstrap_interval``), never with solutions/. The models are the trained
 family minillm ships (data/models: tiny-s, tiny-m, tiny-l, whose perplexity falls with size), on
 the stories they never trained on, cut to fit their 128-token context: every NLL, perplexity and
@@ -24,7 +24,7 @@ import pytest
 import torch
 from grading import GradingError, Unchanged, block, expect_close, expect_float, expect_int
 
-ms = importlib.import_module("minillm.scoring")
+ms = importlib.import_module("minillm.inference.scoring")
 mes = importlib.import_module("minillm.experiments.scaling")
 
 pytestmark = pytest.mark.scaling
@@ -56,7 +56,7 @@ def _load_student_fn(student, monkeypatch, name: str):
     """The student's function, imported after minillm's answers are blocked.
 
     Call this AFTER computing the reference (the reference uses them)."""
-    block(monkeypatch, *(f"{module}.{name}" for module in ("minillm.scoring", "minillm")
+    block(monkeypatch, *(f"{module}.{name}" for module in ("minillm.inference.scoring", "minillm")
                          for name in ("score", "score_many", "perplexity")))
     block(monkeypatch, *(f"minillm.experiments.scaling.{name}" for name in
                          ("fit_power_law", "bootstrap_interval", "summarize", "run_scaling", "costliest_tokens",
@@ -72,7 +72,7 @@ def _rng(grader_seed: int, salt: int) -> tuple[random.Random, np.random.Generato
 @pytest.fixture(scope="module")
 def _family_master():
     from minillm import load_model, load_tokenizer
-    from minillm.family import FAMILY_DIR, SHAPES
+    from minillm.training.family import FAMILY_DIR, SHAPES
 
     return {name: load_model(FAMILY_DIR / name) for name in SHAPES}, load_tokenizer(FAMILY_DIR / "tiny-s")
 
@@ -252,7 +252,7 @@ def test_corpus_perplexity_pooled(student, monkeypatch, grader_seed):
 def test_class_numbers(student, monkeypatch, family, record_number):
     """The student's own table and corpus perplexities on the fixed class stories, recorded for
     the instructor's comparison (the same numbers for every student)."""
-    from minillm.family import held_out_stories
+    from minillm.training.family import held_out_stories
 
     scaling_models, tokenizer = family
     stories = [s[:CLASS_STORY_CHARS] for s in held_out_stories()[:CLASS_STORIES]]

@@ -18,9 +18,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import minillm.model as mm
+import minillm.models.qwen2 as mm
 from grading import GradingError, Unchanged, expect_close, expect_shape, block
-from minillm.config import ModelConfig
+from minillm.models.config import ModelConfig
 
 pytestmark = pytest.mark.training
 
@@ -56,11 +56,11 @@ def reference_step(model, optimizer, batch, grad_clip=None) -> float:
 
 @pytest.fixture(autouse=True)
 def _block_library_answers(monkeypatch):
-    """minillm's own trainer (minillm.train) holds this unit's answers: it raises while students' code runs.
+    """minillm's own trainer (minillm.training.train) holds this unit's answers: it raises while students' code runs.
 
-    Patched before each test imports the student's module, so `from minillm.train import ...` is caught too.
+    Patched before each test imports the student's module, so `from minillm.training.train import ...` is caught too.
     """
-    block(monkeypatch, *(f"minillm.train.{name}" for name in
+    block(monkeypatch, *(f"minillm.training.train.{name}" for name in
                          ("next_token_loss", "train_step", "evaluate", "train", "resume", "save_checkpoint", "_restore")))
 
 

@@ -2,7 +2,7 @@
 
 A language model is trained on one task only: predict the next token. The recipe:
 
-1. **Tokenize.** Learn a BPE vocabulary from the training texts (``minillm.bpe``), encode
+1. **Tokenize.** Learn a BPE vocabulary from the training texts (``minillm.training.bpe``), encode
    every document, and join the documents into one long stream of ids with the
    ``<|endoftext|>`` id after each, so the model learns where a text ends (and that what
    follows is a fresh one).
@@ -50,7 +50,7 @@ Three ways to go on from a checkpoint:
   tokenizer they belong to) come from FOLDER; the optimizer's moments, the learning-rate
   schedule (warm-up, then cosine over ``config.steps``), the step count and the batch order
   start afresh, as in a new run. This is how a model is adapted to a new domain (and, with
-  chat-formatted data, how :mod:`minillm.finetune` makes an instruct model).
+  chat-formatted data, how :mod:`minillm.training.finetune` makes an instruct model).
 """
 
 from __future__ import annotations
@@ -68,18 +68,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from .bpe import train_tokenizer
-from .config import GPT2Config, ModelConfig
-from .generate import generate, sample_next_token
-from .gpt2 import GPT2, LayerNorm
-from .loading import load_model, load_model_and_tokenizer
-from .mlp_lm import MLPLanguageModel
-from .model import RMSNorm, Transformer
-from .progress import print_line, progress_bar
-from .provenance import write_run_record
-from .safe_io import build_then_move
-from .tokenizer import Tokenizer, load_tokenizer
-from .weights import save_weights
+from minillm.training.bpe import train_tokenizer
+from minillm.models.config import GPT2Config, ModelConfig
+from minillm.inference.generate import generate, sample_next_token
+from minillm.models.gpt2 import GPT2, LayerNorm
+from minillm.checkpoint.loading import load_model, load_model_and_tokenizer
+from minillm.models.mlp_lm import MLPLanguageModel
+from minillm.models.qwen2 import RMSNorm, Transformer
+from minillm.progress import print_line, progress_bar
+from minillm.training.provenance import write_run_record
+from minillm.checkpoint.safe_io import build_then_move
+from minillm.checkpoint.tokenizer import Tokenizer, load_tokenizer
+from minillm.checkpoint.weights import save_weights
 
 ARCHITECTURES = ("transformer", "mlp", "gpt2")
 BETAS = (0.9, 0.95)          # AdamW's moment decay rates, as used for most LLMs
@@ -95,9 +95,9 @@ class TrainConfig:
     """Everything that decides a training run. Defaults: a 158K-parameter model (93K besides the
     embedding, with a 1024-token vocabulary), 500 steps of 16 x 128 tokens."""
 
-    # The model. "transformer": a Qwen2 decoder; "mlp": minillm.mlp_lm's fixed-window MLP
+    # The model. "transformer": a Qwen2 decoder; "mlp": minillm.models.mlp_lm's fixed-window MLP
     # (hidden_size = its embedding width, intermediate_size = its hidden width); "gpt2":
-    # minillm.gpt2 (n_embd = hidden_size, MLP 4 x hidden_size wide, every head with its own
+    # minillm.models.gpt2 (n_embd = hidden_size, MLP 4 x hidden_size wide, every head with its own
     # keys and values, so intermediate_size and num_key_value_heads are not used).
     architecture: str = "transformer"
     vocab_size: int = 1024          # size of the BPE vocabulary trained when no tokenizer is given
@@ -238,7 +238,7 @@ class TrainingData:
 
     Windows are (n, context + 1) token ids, every next token a target (pretraining), or
     (n, 2, context + 1): the ids, then the targets with ``IGNORE`` where nothing is scored
-    (fine-tuning scores only the replies, see :mod:`minillm.finetune`).
+    (fine-tuning scores only the replies, see :mod:`minillm.training.finetune`).
     """
 
     train: torch.Tensor
@@ -396,7 +396,7 @@ def save_checkpoint(folder: Path, model: nn.Module, tok: Tokenizer, optimizer: t
                     data_generator: torch.Generator, state: dict) -> Path:
     """Write the model folder plus the trainer state (see the module docstring) into ``folder``;
     returns ``folder``. It writes in place: the training loop gives it a fresh folder beside the
-    run's and moves that into place once complete (``minillm.safe_io.build_then_move``)."""
+    run's and moves that into place once complete (``minillm.checkpoint.safe_io.build_then_move``)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / STATE_JSON).unlink(missing_ok=True)   # written again last, once the rest is complete
     if isinstance(model, (Transformer, GPT2)):
@@ -563,7 +563,7 @@ def resume(out: str | Path, texts: list[str], until: int | None = None, progress
     state, config, notes = load_state(out, steps, until)
     if state["data"].get("kind", "text") != "text":
         raise ValueError(f"{out} holds a fine-tuning run; carry it on with `minillm finetune --resume --out {out}` "
-                         "(minillm.finetune.resume_finetune).")
+                         "(minillm.training.finetune.resume_finetune).")
     tok = load_tokenizer(out)
     data = text_data(tok, texts, val_texts, config)
     return run_loop(data, config, out, tok, until, progress, state=state, notes=notes)

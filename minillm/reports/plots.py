@@ -34,9 +34,9 @@ from matplotlib.ticker import FuncFormatter, Locator, LogFormatter, NullFormatte
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from .results import (ConditionSummary, ModelSummary, PairedDifference, PowerLaw, QuantizationResult,
+    from minillm.experiments.results import (ConditionSummary, ModelSummary, PairedDifference, PowerLaw, QuantizationResult,
                           StoryResult)
-    from .scoring import TextScore
+    from minillm.inference.scoring import TextScore
 
 DPI = 150
 # Surprise colours: 0 nats (the token was certain) is white, MAX_SURPRISE nats (p ~ 1 in 22,000)
@@ -436,8 +436,8 @@ def plot_quantization(rows: list[QuantizationResult], path: str | Path, data_lab
 
 
 if TYPE_CHECKING:
-    from .results import ArchitectureRow, SweepResult
-    from .train import Record
+    from minillm.experiments.results import ArchitectureRow, SweepResult
+    from minillm.training.train import Record
 
 
 def loss_curves_figure(history: list[Record], title: str = "Training a language model",

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from ..safe_io import build_then_move
+from minillm.checkpoint.safe_io import build_then_move
 
 HEADER_FIELDS = ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len")
 HEADER_BYTES = 4 * len(HEADER_FIELDS)

@@ -6,7 +6,7 @@ take the argmax", greedy decoding), optionally keep only the *k* most likely tok
 (top-k) or the smallest set whose probabilities add up to *p* (top-p, nucleus), and draw
 from the softmax of what is left. The KV cache means each step feeds the model only the
 newest token. Generation ends after a set number of tokens, or at a token that ends a reply:
-those the checkpoint lists in its generation_config.json (see ``minillm.generation_config``).
+those the checkpoint lists in its generation_config.json (see ``minillm.checkpoint.generation_config``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .model import Transformer
+from minillm.models.qwen2 import Transformer
 
 
 # How far below p the probability of the tokens ahead of a candidate may fall and still count
@@ -170,7 +170,7 @@ def generate(
 
     ``tokenizer_size``: how many tokens the tokenizer has (``tok.vocab_size``). A model may have
     more embedding rows than that (Qwen2.5: 151,936 rows for 151,665 tokens; see
-    :func:`minillm.loading.check_tokenizer_fits`): those *padding rows* stand for no text. Given
+    :func:`minillm.checkpoint.loading.check_tokenizer_fits`): those *padding rows* stand for no text. Given
     ``tokenizer_size``, only the ids below it are candidates (the padding rows' logits are dropped
     before temperature, top-k and top-p), so every new id decodes; ``minillm generate`` passes it.
     Without it every row can be drawn, as in ``transformers``' generate (trained models give

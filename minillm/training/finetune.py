@@ -48,7 +48,7 @@ The data file is JSON Lines, one example per line, either
 whose last message is the assistant's reply (the one trained on; earlier turns are prompt).
 
 Everything else (AdamW, warm-up and cosine, clipping, checkpoints, exact ``--resume``) is
-:mod:`minillm.train`'s loop, started from the base model's weights.
+:mod:`minillm.training.train`'s loop, started from the base model's weights.
 """
 
 from __future__ import annotations
@@ -63,10 +63,10 @@ import torch.nn as nn
 from tokenizers import AddedToken
 from tokenizers import Tokenizer as BackendTokenizer
 
-from .gpt2 import GPT2
-from .model import Transformer
-from .tokenizer import Tokenizer, load_tokenizer
-from .train import (
+from minillm.models.gpt2 import GPT2
+from minillm.models.qwen2 import Transformer
+from minillm.checkpoint.tokenizer import Tokenizer, load_tokenizer
+from minillm.training.train import (
     IGNORE,
     STATE_JSON,
     TrainConfig,
@@ -289,7 +289,7 @@ def finetune(base: str | Path, examples: list[Example], config: TrainConfig, out
 def resume_finetune(out: str | Path, examples: list[Example], until: int | None = None, progress: bool = True,
                     steps: int | None = None, val_examples: list[Example] | None = None) -> TrainResult:
     """Carry on the fine-tuning run in ``out`` (same examples): bit for bit on CPU, as
-    :func:`minillm.train.resume`; ``steps`` extends a finished run the same way."""
+    :func:`minillm.training.train.resume`; ``steps`` extends a finished run the same way."""
     out = Path(out)
     state, config, notes = load_state(out, steps, until)
     if state["data"].get("kind") != "chat":

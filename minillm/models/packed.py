@@ -22,10 +22,10 @@ costs ~1 ms for 256 tokens.
 Where oneDNN cannot pack (no mkldnn build, float16 without AVX512-FP16, a GPU), the model is
 left unchanged and ``pack_linears`` returns 0.
 
-GPT-2 (``minillm.gpt2``) gets the same: packed linear layers, its MLP's GELU (tanh
+GPT-2 (``minillm.models.gpt2``) gets the same: packed linear layers, its MLP's GELU (tanh
 approximation) done inside the first product, and the leaner attention.
 
-``use_grouped_attention`` replaces the attention of ``minillm.model`` (and ``minillm.gpt2``) by the same math without
+``use_grouped_attention`` replaces the attention of ``minillm.models.qwen2`` (and ``minillm.models.gpt2``) by the same math without
 copying every key/value head for each query head of its group: the query heads that share a
 key/value head are stacked into one matrix product. PyTorch's fused ``scaled_dot_product_attention``
 was measured too: on CPU, for a few hundred tokens, it is about twice as slow as this.
@@ -36,9 +36,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .gpt2 import GPT2
-from .gpt2 import MLP as GELUMLP
-from .model import MLP, Transformer
+from minillm.models.gpt2 import GPT2
+from minillm.models.gpt2 import MLP as GELUMLP
+from minillm.models.qwen2 import MLP, Transformer
 
 
 class PackedLinear(nn.Module):
@@ -60,7 +60,7 @@ class PackedLinear(nn.Module):
         return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "swish", [], "")
 
     def gelu(self, x: torch.Tensor) -> torch.Tensor:
-        """``minillm.gpt2.gelu_new(self(x))`` (GELU, tanh approximation) in one call."""
+        """``minillm.models.gpt2.gelu_new(self(x))`` (GELU, tanh approximation) in one call."""
         return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "gelu", [], "tanh")
 
     def times(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
@@ -69,7 +69,7 @@ class PackedLinear(nn.Module):
 
 
 class PackedMLP(nn.Module):
-    """minillm.model.MLP, down(silu(gate(x)) * up(x)), on packed weights with the silu and the
+    """minillm.models.qwen2.MLP, down(silu(gate(x)) * up(x)), on packed weights with the silu and the
     product done inside the matrix products."""
 
     def __init__(self, mlp: MLP):
@@ -83,7 +83,7 @@ class PackedMLP(nn.Module):
 
 
 class PackedGELUMLP(nn.Module):
-    """minillm.gpt2.MLP, c_proj(gelu(c_fc(x))), on packed weights with the GELU done inside c_fc's product."""
+    """minillm.models.gpt2.MLP, c_proj(gelu(c_fc(x))), on packed weights with the GELU done inside c_fc's product."""
 
     def __init__(self, mlp: GELUMLP):
         super().__init__()
@@ -144,7 +144,7 @@ def head_column_major(model: Transformer | GPT2) -> None:
 
 
 def grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """minillm.model.attention without repeating the keys and values; same arguments and shapes:
+    """minillm.models.qwen2.attention without repeating the keys and values; same arguments and shapes:
     q (batch, n_heads, seq, head_dim), k and v (batch, n_kv_heads, past + seq, head_dim),
     mask (batch or 1, 1, seq, past + seq), True = may look -> (batch, n_heads, seq, head_dim).
 

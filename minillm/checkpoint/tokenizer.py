@@ -49,7 +49,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer as _BackendTokenizer
 from tokenizers import decoders, models, pre_tokenizers, processors
 
-from minillm.hub import resolve_source
+from minillm.checkpoint.hub import resolve_source
 
 
 GPT2_EOS = "<|endoftext|>"   # GPT-2's end of text, its only special token
@@ -273,7 +273,7 @@ class Tokenizer:
 
 def load_tokenizer(source: str | os.PathLike, add_prefix_space: bool | None = None) -> Tokenizer:
     """Load the tokenizer of ``source``: a checkpoint folder or a hub repo id such as
-    ``"Qwen/Qwen2.5-0.5B-Instruct"`` (see :func:`minillm.hub.resolve_source`).
+    ``"Qwen/Qwen2.5-0.5B-Instruct"`` (see :func:`minillm.checkpoint.hub.resolve_source`).
     ``add_prefix_space``: see :class:`Tokenizer`."""
     return Tokenizer(resolve_source(source), add_prefix_space=add_prefix_space)
 

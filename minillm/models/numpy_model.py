@@ -1,4 +1,4 @@
-"""The same Qwen2 / Llama decoder as ``minillm.model``, and GPT-2 as ``minillm.gpt2``, in plain
+"""The same Qwen2 / Llama decoder as ``minillm.models.qwen2``, and GPT-2 as ``minillm.models.gpt2``, in plain
 NumPy: no torch at all.
 
 Every step of the forward pass is one short function on arrays, so you can read (and

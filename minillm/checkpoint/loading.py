@@ -7,14 +7,14 @@ from pathlib import Path
 
 import torch
 
-from .config import GPT2Config, ModelConfig, load_config
-from .generation_config import GenerationConfig
-from .gpt2 import GPT2
-from .hub import resolve_source
-from .model import Transformer
-from .packed import pack_linears, use_grouped_attention
-from .tokenizer import Tokenizer, load_tokenizer
-from .weights import load_weights, saved_dtype
+from minillm.models.config import GPT2Config, ModelConfig, load_config
+from minillm.checkpoint.generation_config import GenerationConfig
+from minillm.models.gpt2 import GPT2
+from minillm.checkpoint.hub import resolve_source
+from minillm.models.qwen2 import Transformer
+from minillm.models.packed import pack_linears, use_grouped_attention
+from minillm.checkpoint.tokenizer import Tokenizer, load_tokenizer
+from minillm.checkpoint.weights import load_weights, saved_dtype
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -61,14 +61,14 @@ def load_model(
 ) -> Transformer | GPT2:
     """Load a Qwen2, Llama or GPT-2 checkpoint from a local folder or a hub repo id.
 
-    Reads ``config.json`` (its ``model_type`` picks minillm.model.Transformer or
-    minillm.gpt2.GPT2, which share one interface) and the safetensors weights (single file
+    Reads ``config.json`` (its ``model_type`` picks minillm.models.qwen2.Transformer or
+    minillm.models.gpt2.GPT2, which share one interface) and the safetensors weights (single file
     or shards), converting them to ``dtype`` (float32, bfloat16, float16, or "auto" for the
     checkpoint's own). ``model.generation_config`` holds the checkpoint's generation_config.json
     (the ids that end generation, sampling defaults). The model comes back in eval mode with
     gradients off (call ``model.requires_grad_(True)``
     to train it). ``model(input_ids)`` returns raw logits of shape (batch, seq, vocab).
-    ``packed=True`` is the fast inference path (see ``minillm.packed``): linear weights in
+    ``packed=True`` is the fast inference path (see ``minillm.models.packed``): linear weights in
     oneDNN's CPU layout, a fused MLP (Qwen2/Llama) and a leaner attention; logits then equal the readable path's up
     to float rounding, and the weights can no longer be inspected or trained.
     """
@@ -88,7 +88,7 @@ def load_model(
 
 def load_model_and_tokenizer(source: str | os.PathLike, dtype: torch.dtype | str = torch.float32,
                              packed: bool = False) -> tuple[Transformer | GPT2, Tokenizer]:
-    """:func:`load_model` and :func:`~minillm.tokenizer.load_tokenizer` of the same source, checked
+    """:func:`load_model` and :func:`~minillm.checkpoint.tokenizer.load_tokenizer` of the same source, checked
     to belong together (:func:`check_tokenizer_fits`): the one place where the kit's commands and
     experiments load the pair."""
     model, tok = load_model(source, dtype=dtype, packed=packed), load_tokenizer(source)

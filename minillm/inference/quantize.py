@@ -46,7 +46,7 @@ import math
 
 import torch
 
-from .model import Transformer
+from minillm.models.qwen2 import Transformer
 
 SCHEMES = ("tensor", "channel", "group")
 FULL_PRECISION = 32  # ``bits`` value meaning "leave the weights as they are"

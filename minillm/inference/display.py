@@ -1,7 +1,7 @@
 """HTML for Jupyter: tokens shaded by how surprising they were, and next-token tables.
 
 Jupyter shows an object through its ``_repr_html_`` method when it has one; the result
-types of :mod:`minillm.scoring` call the functions here. Every piece of text (tokens can be
+types of :mod:`minillm.inference.scoring` call the functions here. Every piece of text (tokens can be
 ``<``, ``&`` or a quote) goes through ``html.escape``, and the shading is proportional: a
 cell's background opacity is its value divided by the largest value in the table, so the
 most surprising token is fully coloured and a token of surprise 0 is white.

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .data import TextSource
+from minillm.data import TextSource
 
 RECORD_FILE = "training_data.json"
 

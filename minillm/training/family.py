@@ -5,7 +5,7 @@
 :func:`train_family`, so that the scaling experiment has a family of real trained models
 that runs offline in seconds. The recipe, fixed here so that it can be run again:
 
-* **data**: 20,000 synthetic stories from :mod:`minillm.storygen` plus the bundled stories
+* **data**: 20,000 synthetic stories from :mod:`minillm.training.storygen` plus the bundled stories
   *except the last 20*, each repeated 40 times (about a tenth of the tokens), shuffled
   together with a fixed seed. The last 20 bundled stories are never trained on: they are
   the held-out evaluation set (:func:`held_out_stories`). Validation during training uses
@@ -27,10 +27,10 @@ tokens the order of the three models broke). These are toy models of toy data; t
 perplexity on the held-out stories is high (75 to 100 per token).
 
 **The instruct family** (``tiny-s-instruct``, ``tiny-m-instruct``, ``tiny-l-instruct``) is made
-by :func:`finetune_family`: each base model fine-tuned (:mod:`minillm.finetune`, ChatML, loss
+by :func:`finetune_family`: each base model fine-tuned (:mod:`minillm.training.finetune`, ChatML, loss
 on the replies only) for 150 steps on 3,960 (instruction, story) pairs: 3,000 synthetic stories
 of another seed (1) than the pretraining ones, each with an instruction written from its own
-plot (:mod:`minillm.instructions`), and 20 copies of each of the 48 bundled training stories
+plot (:mod:`minillm.training.instructions`), and 20 copies of each of the 48 bundled training stories
 with the instruction written for it (``data/texts/story_instructions.jsonl``). The real
 stories are there for the reason they are in pretraining: tuned on synthetic stories alone,
 the models' held-out perplexity rose from 83 to 121 (tiny-m). The held-out bundled stories are
@@ -50,18 +50,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .bpe import EOS, train_tokenizer
-from .data import TEXTS_DIR, bundled_texts
-from .experiments.scaling import write_csv
-from .experiments.training import shape
-from .finetune import Example, examples_from_pairs, finetune
-from .instructions import instruction_pairs
-from .loading import load_model_and_tokenizer
-from .provenance import write_record
-from .safe_io import build_entries_then_move
-from .scoring import score_many
-from .storygen import synthetic_stories
-from .train import STATE_TENSORS, TrainConfig, train
+from minillm.training.bpe import EOS, train_tokenizer
+from minillm.data import TEXTS_DIR, bundled_texts
+from minillm.experiments.scaling import write_csv
+from minillm.experiments.training import shape
+from minillm.training.finetune import Example, examples_from_pairs, finetune
+from minillm.training.instructions import instruction_pairs
+from minillm.checkpoint.loading import load_model_and_tokenizer
+from minillm.training.provenance import write_record
+from minillm.checkpoint.safe_io import build_entries_then_move
+from minillm.inference.scoring import score_many
+from minillm.training.storygen import synthetic_stories
+from minillm.training.train import STATE_TENSORS, TrainConfig, train
 
 # The repo is installed editable (`pip install -e .`), so data/ sits next to the package.
 FAMILY_DIR = Path(__file__).resolve().parents[1] / "data" / "models"
@@ -96,7 +96,7 @@ class FamilyMember:
 
 
 TRAINING_DESCRIPTION = (
-    f"{SYNTHETIC:,} synthetic stories, minillm.storygen.synthetic_stories({SYNTHETIC + VALIDATION}, seed={SEED})"
+    f"{SYNTHETIC:,} synthetic stories, minillm.training.storygen.synthetic_stories({SYNTHETIC + VALIDATION}, seed={SEED})"
     f"[:{SYNTHETIC}] (not listed here), plus the bundled stories data/texts/stories.txt #0 to "
     f"#{{last}}, each {REPEATS} times (their SHA-256 below). Never trained on: the last {HELD_OUT} bundled "
     "stories and every other bundled category (news, code, poetry, instructions).")
@@ -104,12 +104,12 @@ TRAINING_DESCRIPTION = (
 
 INSTRUCT_DESCRIPTION = (
     "Pretraining as its base model: {base} Then fine-tuned on (instruction, story) pairs: synthetic stories of "
-    "minillm.instructions.instruction_pairs(seed=1) (not listed here) and the same bundled stories #0 to #{last} "
+    "minillm.training.instructions.instruction_pairs(seed=1) (not listed here) and the same bundled stories #0 to #{last} "
     "with their instructions from data/texts/story_instructions.jsonl.")
 
 
 def write_training_record(folder: str | Path, instruct: bool = False) -> Path:
-    """Write the family's training record (``training_data.json``, see :mod:`minillm.provenance`) into
+    """Write the family's training record (``training_data.json``, see :mod:`minillm.training.provenance`) into
     ``folder``; ``instruct``: the record of a fine-tuned instruct variant (its base's data, then the
     instruction pairs, whose bundled stories are the same ones)."""
     trained = bundled_texts("stories")[:-HELD_OUT]
@@ -150,7 +150,7 @@ def train_family(out_dir: str | Path, tokens: int = TOKENS, progress: bool = Tru
     that fails leaves ``out_dir`` as it was (a family shares one tokenizer, so a mix of old and
     new members would not compare). Its other entries (e.g. the instruct family) stay.
     """
-    from . import plots
+    from minillm.reports import plots
 
     texts, val_texts = family_texts()
     rows = []
@@ -291,7 +291,7 @@ def finetune_family(out_dir: str | Path, steps: int = INSTRUCT_STEPS, progress: 
 def _finetune_member(name: str, bases: Path, target: Path, examples: list[Example], val_examples: list[Example],
                      steps: int, progress: bool) -> InstructMember:
     """Fine-tune ``bases/name`` into ``target``; its row of instruct.csv."""
-    from . import plots
+    from minillm.reports import plots
 
     config = TrainConfig(**INSTRUCT_RECIPE, steps=steps)
     if progress:

@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import ConfigError, ModelConfig
+from minillm.models.config import ConfigError, ModelConfig
 
 FILE = "generation_config.json"
 

@@ -30,8 +30,8 @@ exercise notebook. Every graded function of a unit must sit in a ``module:`` cel
 notebook, so that a student can fill it in and hand in the notebook. The notebooks are
 written without outputs.
 
-    python -m minillm.stubs            # (re)generate exercises/ and the notebooks from solutions/
-    python -m minillm.stubs --check    # exit 1 when exercises/ or a notebook is out of date (for CI)
+    python -m minillm.course.stubs            # (re)generate exercises/ and the notebooks from solutions/
+    python -m minillm.course.stubs --check    # exit 1 when exercises/ or a notebook is out of date (for CI)
     minillm make-exercises [--check]   # the same through the minillm command
 """
 
@@ -400,7 +400,7 @@ def run(check: bool, solutions_dir: Path = SOLUTIONS_DIR, exercises_dir: Path = 
         for problem in problems:
             print(problem)
         if problems:
-            print("exercises/ or the notebooks are out of date: run `python -m minillm.stubs` (or `minillm make-exercises`).")
+            print("exercises/ or the notebooks are out of date: run `python -m minillm.course.stubs` (or `minillm make-exercises`).")
             return 1
         print(f"{exercises_dir} is in sync with {solutions_dir}.")
         return 0
@@ -410,7 +410,7 @@ def run(check: bool, solutions_dir: Path = SOLUTIONS_DIR, exercises_dir: Path = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minillm.stubs",
+    parser = argparse.ArgumentParser(prog="python -m minillm.course.stubs",
                                      description="Make exercises/ and the notebooks from solutions/.")
     parser.add_argument("--check", action="store_true", help="only check that exercises/ and the notebooks are up to date (exit 1 if not)")
     parser.add_argument("--force", action="store_true",

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import ModelConfig
+from minillm.models.config import ModelConfig
 
 
 class RMSNorm(nn.Module):
@@ -130,7 +130,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
 class Attention(nn.Module):
     """Causal self-attention with grouped-query heads and rotary positions."""
 
-    # The attention() above; minillm.packed.use_grouped_attention swaps in a version that
+    # The attention() above; minillm.models.packed.use_grouped_attention swaps in a version that
     # does not copy the keys and values for every query head.
     attend = staticmethod(attention)
 

@@ -30,8 +30,8 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .gpt2 import GPT2
-from .model import Transformer
+from minillm.models.gpt2 import GPT2
+from minillm.models.qwen2 import Transformer
 
 INDEX_FILE = "model.safetensors.index.json"
 PICKLE_PATTERNS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt")

@@ -1,8 +1,8 @@
 """Instructions that a story answers: the fine-tuning data of the instruct family.
 
 An instruct model learns from (instruction, response) pairs. Here the responses are the
-synthetic stories of :mod:`minillm.storygen`, and each instruction is written from what its
-own story is about (:class:`minillm.storygen.StoryFacts`), at one of four levels of detail:
+synthetic stories of :mod:`minillm.training.storygen`, and each instruction is written from what its
+own story is about (:class:`minillm.training.storygen.StoryFacts`), at one of four levels of detail:
 
 * ``vague``: "Write a story." (no detail at all: the model learns the format);
 * ``topic``: "Write a story about a fox." (the hero's kind);
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 
-from .storygen import StoryFacts, _article, synthetic_stories_with_facts
+from minillm.training.storygen import StoryFacts, _article, synthetic_stories_with_facts
 
 VAGUE = ("Write a story.", "Tell me a story.", "Write a short story.", "Write a story for a young child.",
          "Tell me a bedtime story.")

@@ -162,7 +162,7 @@ class ModelConfig:
                 "`minillm train --architecture mlp`), the attention-free baseline; it is not a Hugging Face "
                 "checkpoint, so load_model and the minillm logits/generate/surprise/scaling commands, which "
                 "run transformer checkpoints, cannot read it. In Python: "
-                "minillm.mlp_lm.MLPLanguageModel.load(folder)(ids) gives its logits (batch, seq, vocab)."
+                "minillm.models.mlp_lm.MLPLanguageModel.load(folder)(ids) gives its logits (batch, seq, vocab)."
             )
         if not path.is_file():
             raise ConfigError(

@@ -1,4 +1,4 @@
-"""GPT-2, top to bottom: the decoder of ``minillm.model`` as OpenAI first built it (2019).
+"""GPT-2, top to bottom: the decoder of ``minillm.models.qwen2`` as OpenAI first built it (2019).
 
     token ids
       -> wte + wpe                 one vector per token, plus one learned vector per position
@@ -7,7 +7,7 @@
       -> lm_head                   one score (logit) per vocabulary entry (the wte matrix again)
     logits
 
-Read it beside ``minillm/model.py`` (Qwen2 / Llama): the skeleton is the same, pre-norm
+Read it beside ``minillm/models/qwen2.py`` (Qwen2 / Llama): the skeleton is the same, pre-norm
 residual blocks of attention then MLP. What changed between GPT-2 and Qwen2:
 
 =====================  ===================================  ==================================
@@ -25,13 +25,13 @@ biases                 everywhere                           q, k, v only (Qwen2)
 =====================  ===================================  ==================================
 
 Module names match the Hugging Face checkpoints (``h.0.attn.c_attn`` ...). Two quirks of
-those files are undone by the loader (``minillm.weights``), not here: the projections were
+those files are undone by the loader (``minillm.checkpoint.weights``), not here: the projections were
 saved by a "Conv1D" layer that stores its weight transposed, (in, out), and the keys of the
 decoder stack may or may not start with ``transformer.``. ``c_attn`` is one projection that
 makes queries, keys and values at once; it is split into three here.
 
 The attention itself (scaled dot-product with a causal mask), the causal mask with padding
-and the KV cache are those of ``minillm.model``: multi-head attention is grouped-query
+and the KV cache are those of ``minillm.models.qwen2``: multi-head attention is grouped-query
 attention with one query head per key/value head. Shapes in comments use: batch, seq (new
 tokens), past (tokens already in the KV cache), n_head, head_dim, n_embd, vocab.
 """
@@ -44,8 +44,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import GPT2Config
-from .model import KVCache, Transformer, attention, causal_mask, check_cache_and_mask
+from minillm.models.config import GPT2Config
+from minillm.models.qwen2 import KVCache, Transformer, attention, causal_mask, check_cache_and_mask
 
 
 class LayerNorm(nn.Module):
@@ -81,7 +81,7 @@ def gelu_new(x: torch.Tensor) -> torch.Tensor:
 class Attention(nn.Module):
     """Causal multi-head self-attention; positions were already added to the input."""
 
-    # minillm.model.attention; minillm.packed.use_grouped_attention swaps in a leaner version.
+    # minillm.models.qwen2.attention; minillm.models.packed.use_grouped_attention swaps in a leaner version.
     attend = staticmethod(attention)
 
     def __init__(self, config: GPT2Config, layer: int):
@@ -134,7 +134,7 @@ class Block(nn.Module):
 
 class GPT2(nn.Module):
     """The whole GPT-2: token ids in, raw next-token logits out. Same interface as
-    ``minillm.model.Transformer`` (``embed_tokens`` and ``layers`` name ``wte`` and ``h``)."""
+    ``minillm.models.qwen2.Transformer`` (``embed_tokens`` and ``layers`` name ``wte`` and ``h``)."""
 
     def __init__(self, config: GPT2Config):
         super().__init__()
@@ -149,12 +149,12 @@ class GPT2(nn.Module):
 
     @property
     def embed_tokens(self) -> nn.Embedding:
-        """The token embedding, under the name minillm.model.Transformer uses."""
+        """The token embedding, under the name minillm.models.qwen2.Transformer uses."""
         return self.wte
 
     @property
     def layers(self) -> nn.ModuleList:
-        """The blocks, under the name minillm.model.Transformer uses."""
+        """The blocks, under the name minillm.models.qwen2.Transformer uses."""
         return self.h
 
     def forward(
@@ -209,7 +209,7 @@ class GPT2(nn.Module):
             raise ValueError(
                 f"sequence of {total} tokens is longer than GPT-2's context (n_positions={limit}): its "
                 "position table wpe has no row past that. Score long texts in windows "
-                f"(minillm.scoring's window= option) or keep prompt + new tokens <= {limit}."
+                f"(minillm.inference.scoring's window= option) or keep prompt + new tokens <= {limit}."
             )
         check_cache_and_mask(total, cache, attention_mask, batch)
 

@@ -16,7 +16,7 @@ the ``window`` tokens t-window+1 .. t, no further back:
 Everything a transformer adds is missing: the context cannot grow past ``window``, and
 each offset has its own fixed weights in fc1 instead of attention choosing where to look.
 ``forward`` takes (batch, seq) ids and returns (batch, seq, vocab) logits, like
-:class:`minillm.model.Transformer`, so the same training loop (``minillm.train`` with
+:class:`minillm.models.qwen2.Transformer`, so the same training loop (``minillm.training.train`` with
 ``architecture="mlp"``) trains both.
 
 A checkpoint is ``model.safetensors`` plus ``mlp_config.json``. It is *not* a Hugging Face
@@ -34,7 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from .model import RMSNorm
+from minillm.models.qwen2 import RMSNorm
 
 CONFIG_FILE = "mlp_config.json"
 

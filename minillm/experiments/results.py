@@ -1,6 +1,6 @@
 """The result rows of the experiments: plain dataclasses, one per table.
 
-The experiments (``minillm.experiments``) fill these rows; the figures (``minillm.plots``)
+The experiments (``minillm.experiments``) fill these rows; the figures (``minillm.reports.plots``)
 and the tables read them. Keeping the types here, below both, lets data flow one way:
 experiments -> rows -> tables and plots, without the plots importing the experiments.
 
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data import TextSource
-from .scoring import TextScore
+from minillm.data import TextSource
+from minillm.inference.scoring import TextScore
 
 
 @dataclass
