@@ -58,7 +58,7 @@ MESSAGE_CHARS = 2000         # the longest CSV message (a spreadsheet cell stays
 SCALING_UNIT = "scaling"
 
 # The repository is installed editable (`pip install -e .`): tests/autograder sits next to the package.
-DEFAULT_AUTOGRADER = Path(__file__).resolve().parents[1] / "tests" / "autograder"
+DEFAULT_AUTOGRADER = Path(__file__).resolve().parents[2] / "tests" / "autograder"
 
 
 class GradeError(ValueError):

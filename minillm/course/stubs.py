@@ -52,7 +52,7 @@ BEGIN = "# BEGIN SOLUTION"
 END = "# END SOLUTION"
 
 # The repository is installed editable (`pip install -e .`): solutions/ and exercises/ sit next to the package.
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]   # minillm/course/stubs.py -> the repository
 SOLUTIONS_DIR = REPO / "solutions"
 EXERCISES_DIR = REPO / "exercises"
 GENERATED = ".generated.json"   # in exercises/: the SHA-256 of each file as make_exercises last wrote it

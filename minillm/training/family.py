@@ -64,7 +64,7 @@ from minillm.training.storygen import synthetic_stories
 from minillm.training.train import STATE_TENSORS, TrainConfig, train
 
 # The repo is installed editable (`pip install -e .`), so data/ sits next to the package.
-FAMILY_DIR = Path(__file__).resolve().parents[1] / "data" / "models"
+FAMILY_DIR = Path(__file__).resolve().parents[2] / "data" / "models"
 HELD_OUT = 20                    # the last 20 bundled stories: the evaluation set
 SYNTHETIC = 20_000               # synthetic stories in the training data
 REPEATS = 40                     # copies of each bundled training story
