@@ -1,8 +1,9 @@
 """The result rows of the experiments: plain dataclasses, one per table.
 
 The experiments (``minillm.experiments``) fill these rows; the figures (``minillm.reports.plots``)
-and the tables read them. Keeping the types here, below both, lets data flow one way:
-experiments -> rows -> tables and plots, without the plots importing the experiments.
+and the tables read them. Keeping the types in a module of their own, which imports no
+experiment, lets data flow one way: experiments -> rows -> tables and plots, with the plots
+importing these rows and never an experiment.
 
 Units: NLL in nats (natural log); bits per byte is the total NLL in bits over the UTF-8
 bytes the scored tokens cover. Every ``*_ci_low`` / ``*_ci_high`` pair is a 95% bootstrap

@@ -11,7 +11,7 @@ Read it beside ``minillm/models/qwen2.py`` (Qwen2 / Llama): the skeleton is the 
 residual blocks of attention then MLP. What changed between GPT-2 and Qwen2:
 
 =====================  ===================================  ==================================
-                       GPT-2 (this file)                    Qwen2 / Llama (model.py)
+                       GPT-2 (this file)                    Qwen2 / Llama (qwen2.py)
 =====================  ===================================  ==================================
 normalisation          LayerNorm: subtract the mean,        RMSNorm: divide by the root mean
                        divide by the std, gain and bias     square, gain only
