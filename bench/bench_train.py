@@ -36,7 +36,6 @@ import time
 
 import torch
 import torch.nn.functional as F
-
 from common import timed
 
 VOCAB, HIDDEN, LAYERS, HEADS, KV_HEADS, INTERMEDIATE = 4096, 256, 6, 8, 4, 688
@@ -53,8 +52,8 @@ def train_config(mode: str):
 
 def build(impl: str, config):
     """(model, forward) for an implementation; every one starts from minillm's seeded init."""
-    from minillm.training.train import build_model
     from minillm.checkpoint.weights import checkpoint_name
+    from minillm.training.train import build_model
 
     ours = build_model(config, VOCAB, eos_id=0)
     if impl.startswith("minillm"):

@@ -33,16 +33,16 @@ from pathlib import Path
 
 import torch
 
-from minillm.models.config import ConfigError
+from minillm.checkpoint.generation_config import GenerationConfig
+from minillm.checkpoint.hub import SourceError
+from minillm.checkpoint.loading import DTYPES, load_model_and_tokenizer
+from minillm.checkpoint.safe_io import build_then_move, check_output_file, check_output_folder, refuse_to_overwrite
+from minillm.checkpoint.tokenizer import TokenizerError
+from minillm.checkpoint.weights import WeightsError
 from minillm.data import CATEGORIES
 from minillm.inference.display import probability_text
 from minillm.inference.generate import default_eos_token_ids, generate
-from minillm.checkpoint.generation_config import GenerationConfig
-from minillm.checkpoint.hub import SourceError
-from minillm.checkpoint.safe_io import build_then_move, check_output_file, check_output_folder, refuse_to_overwrite
-from minillm.checkpoint.loading import DTYPES, load_model_and_tokenizer
-from minillm.checkpoint.tokenizer import TokenizerError
-from minillm.checkpoint.weights import WeightsError
+from minillm.models.config import ConfigError
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -400,9 +400,9 @@ def cmd_categories(args: argparse.Namespace) -> None:
 
 def cmd_quantize(args: argparse.Namespace) -> None:
     """Perplexity and size of k-bit copies of a model on bundled texts it never trained on."""
-    from minillm.reports import plots
     from minillm.experiments.quantization import perplexity_vs_bits
     from minillm.experiments.scaling import write_csv
+    from minillm.reports import plots
 
     check_output_folder(args.out)   # before the scoring, not after
     source = _texts_for(args, [args.source], args.n_texts, default="bundled")   # a bad --texts before the loading
@@ -495,8 +495,8 @@ def _context(args: argparse.Namespace) -> int:
     if args.context is not None:
         return args.context
     if args.init is not None and not (Path(args.init) / "mlp_config.json").is_file():
-        from minillm.models.config import load_config
         from minillm.checkpoint.hub import resolve_source
+        from minillm.models.config import load_config
 
         window = load_config(resolve_source(args.init) / "config.json").max_position_embeddings
         return min(TrainConfig.context, window)
@@ -682,9 +682,9 @@ def _parse_shape(text: str) -> tuple[int, int]:
 
 def cmd_sweep(args: argparse.Namespace) -> None:
     """Train models of several sizes on the same tokens; tabulate, fit and plot the final losses."""
-    from minillm.reports import plots
     from minillm.experiments.scaling import write_csv
     from minillm.experiments.training import fit_sweep, shape, size_sweep
+    from minillm.reports import plots
 
     _set_threads(args)
     check_output_folder(args.out)   # before the training, not after
@@ -706,9 +706,9 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 def cmd_compare_architectures(args: argparse.Namespace) -> None:
     """Train a transformer and a fixed-window MLP on the same tokens; tabulate and plot both."""
-    from minillm.reports import plots
     from minillm.experiments.scaling import write_csv
     from minillm.experiments.training import compare_architectures, shape
+    from minillm.reports import plots
 
     _set_threads(args)
     check_output_folder(args.out)   # before the training, not after

@@ -103,8 +103,8 @@ def put_in_hub_cache(cache: Path, repo_id: str, folder: Path, commit: str = "0" 
 def make_tokenizer(folder: Path, vocab_size: int = 320) -> Path:
     """A byte-level BPE tokenizer trained on the kit's bundled stories (minillm.training.bpe), saved as a
     Hugging Face tokenizer folder (tokenizer.json + tokenizer_config.json), no BOS."""
-    from minillm.training.bpe import train_tokenizer
     from minillm.data import bundled_texts
+    from minillm.training.bpe import train_tokenizer
 
     return train_tokenizer(bundled_texts("stories"), vocab_size, folder)
 

@@ -17,7 +17,7 @@ import pytest
 
 from minillm.cli import main as cli_main
 from minillm.course.grade import (CSV_FIELDS, DEFAULT_AUTOGRADER, UNITS, GradeError, compare_numbers, csv_row,
-                           find_autograder, grade_class, problems_message)
+                                  find_autograder, grade_class, problems_message)
 
 REPO = Path(__file__).resolve().parents[1]
 AUTOGRADER = REPO / "tests" / "autograder"

@@ -20,9 +20,9 @@ from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 
 import minillm
-from minillm.cli import main
 from minillm.checkpoint import llama2c
 from minillm.checkpoint.llama2c import Llama2cError
+from minillm.cli import main
 from minillm.models.qwen2 import apply_rotary
 
 # Not here, because any SentencePiece-style tokenizer.json (the reference's too) differs from

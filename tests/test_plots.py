@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from minillm.reports import plots
-from minillm.experiments.scaling import fit_power_law
 from minillm.experiments.results import ModelSummary, StoryResult
+from minillm.experiments.scaling import fit_power_law
 from minillm.inference.scoring import TextScore, TokenScore
+from minillm.reports import plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

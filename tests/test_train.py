@@ -13,10 +13,10 @@ import transformers
 from safetensors import safe_open
 
 import minillm
-from minillm.training.bpe import train_tokenizer
 from minillm.cli import main
-from minillm.models.config import ModelConfig
 from minillm.data import bundled_texts
+from minillm.models.config import ModelConfig
+from minillm.training.bpe import train_tokenizer
 from minillm.training.train import (
     TrainConfig,
     build_model,

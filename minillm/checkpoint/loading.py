@@ -7,14 +7,14 @@ from pathlib import Path
 
 import torch
 
-from minillm.models.config import GPT2Config, ModelConfig, load_config
 from minillm.checkpoint.generation_config import GenerationConfig
-from minillm.models.gpt2 import GPT2
 from minillm.checkpoint.hub import resolve_source
-from minillm.models.qwen2 import Transformer
-from minillm.models.packed import pack_linears, use_grouped_attention
 from minillm.checkpoint.tokenizer import Tokenizer, load_tokenizer
 from minillm.checkpoint.weights import load_weights, saved_dtype
+from minillm.models.config import GPT2Config, ModelConfig, load_config
+from minillm.models.gpt2 import GPT2
+from minillm.models.packed import pack_linears, use_grouped_attention
+from minillm.models.qwen2 import Transformer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -51,7 +51,6 @@ from tokenizers import decoders, models, pre_tokenizers, processors
 
 from minillm.checkpoint.hub import resolve_source
 
-
 GPT2_EOS = "<|endoftext|>"   # GPT-2's end of text, its only special token
 
 

@@ -19,8 +19,8 @@ from minillm.checkpoint.loading import load_model_and_tokenizer
 from minillm.training.provenance import overlap_warning, seen_in_training
 from minillm.experiments.results import ConditionScore, ConditionSummary, PairedDifference
 from minillm.inference.scoring import score_many
-from minillm.experiments.conditions import (condition_rows, difference_table, differences_between_models, summarize_conditions,
-                         summary_table)
+from minillm.experiments.conditions import (condition_rows, difference_table, differences_between_models,
+                                            summarize_conditions, summary_table)
 from minillm.experiments.scaling import write_csv
 
 

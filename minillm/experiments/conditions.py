@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from minillm.experiments.results import ConditionScore, ConditionSummary, PairedDifference
-from minillm.inference.scoring import TextScore
 from minillm.checkpoint.tokenizer import Tokenizer
+from minillm.experiments.results import ConditionScore, ConditionSummary, PairedDifference
 from minillm.experiments.scaling import bootstrap_interval, paired_difference
+from minillm.inference.scoring import TextScore
 
 
 def document_start(tok: Tokenizer) -> str | None:

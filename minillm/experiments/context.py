@@ -29,7 +29,7 @@ from minillm.experiments.results import ConditionScore, ConditionSummary, Paired
 from minillm.inference.scoring import TextScore, encode_for_scoring, score_many
 from minillm.checkpoint.tokenizer import Tokenizer
 from minillm.experiments.conditions import (condition_rows, difference_table, differences_from, per_text_differences,
-                         summarize_conditions, summary_table, with_start, write_dicts)
+                                            summarize_conditions, summary_table, with_start, write_dicts)
 from minillm.experiments.scaling import write_csv
 
 # A sentence ends at ., ! or ? (and a closing quote after it) followed by whitespace and a capital

@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minillm.data import TextSource
 from minillm.checkpoint.loading import load_model_and_tokenizer
-from minillm.training.provenance import overlap_warning, seen_in_training
+from minillm.checkpoint.tokenizer import load_tokenizer
+from minillm.data import TextSource
 from minillm.experiments.results import ModelSummary, PairedDifference, PowerLaw, ScalingResults, StoryResult
 from minillm.inference.scoring import TextScore, score_many
-from minillm.checkpoint.tokenizer import load_tokenizer
+from minillm.training.provenance import overlap_warning, seen_in_training
 
 
 def bootstrap_interval(nll: np.ndarray, counts: np.ndarray, samples: int = 2000, seed: int = 0,

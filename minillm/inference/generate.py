@@ -17,7 +17,6 @@ import torch
 
 from minillm.models.qwen2 import Transformer
 
-
 # How far below p the probability of the tokens ahead of a candidate may fall and still count
 # as reaching p. Logits arrive as float32, rounded to 6e-8 of their size, which moves each
 # probability by up to ~1e-6 of itself for logits of size ~20: so a distribution meant to be

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from minillm.checkpoint.tokenizer import Tokenizer
 from minillm.inference.display import surprise_html, top_k_html
 from minillm.models.qwen2 import Transformer
 from minillm.progress import progress_bar
-from minillm.checkpoint.tokenizer import Tokenizer
 
 LN2 = math.log(2)
 

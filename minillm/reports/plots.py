@@ -34,8 +34,14 @@ from matplotlib.ticker import FuncFormatter, Locator, LogFormatter, NullFormatte
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from minillm.experiments.results import (ConditionSummary, ModelSummary, PairedDifference, PowerLaw, QuantizationResult,
-                          StoryResult)
+    from minillm.experiments.results import (
+        ConditionSummary,
+        ModelSummary,
+        PairedDifference,
+        PowerLaw,
+        QuantizationResult,
+        StoryResult,
+    )
     from minillm.inference.scoring import TextScore
 
 DPI = 150

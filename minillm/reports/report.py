@@ -13,9 +13,9 @@ from pathlib import Path
 
 import jinja2
 
-from minillm.reports.plots import MAX_SURPRISE, SURPRISE_CMAP, short_name
 from minillm.experiments.results import PairedDifference, ScalingResults, StoryResult
 from minillm.inference.scoring import TextScore
+from minillm.reports.plots import MAX_SURPRISE, SURPRISE_CMAP, short_name
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 

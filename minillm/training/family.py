@@ -50,16 +50,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from minillm.training.bpe import EOS, train_tokenizer
+from minillm.checkpoint.loading import load_model_and_tokenizer
+from minillm.checkpoint.safe_io import build_entries_then_move
 from minillm.data import TEXTS_DIR, bundled_texts
 from minillm.experiments.scaling import write_csv
 from minillm.experiments.training import shape
+from minillm.inference.scoring import score_many
+from minillm.training.bpe import EOS, train_tokenizer
 from minillm.training.finetune import Example, examples_from_pairs, finetune
 from minillm.training.instructions import instruction_pairs
-from minillm.checkpoint.loading import load_model_and_tokenizer
 from minillm.training.provenance import write_record
-from minillm.checkpoint.safe_io import build_entries_then_move
-from minillm.inference.scoring import score_many
 from minillm.training.storygen import synthetic_stories
 from minillm.training.train import STATE_TENSORS, TrainConfig, train
 

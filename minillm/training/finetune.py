@@ -63,9 +63,9 @@ import torch.nn as nn
 from tokenizers import AddedToken
 from tokenizers import Tokenizer as BackendTokenizer
 
+from minillm.checkpoint.tokenizer import Tokenizer, load_tokenizer
 from minillm.models.gpt2 import GPT2
 from minillm.models.qwen2 import Transformer
-from minillm.checkpoint.tokenizer import Tokenizer, load_tokenizer
 from minillm.training.train import (
     IGNORE,
     STATE_JSON,

@@ -68,18 +68,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from minillm.training.bpe import train_tokenizer
-from minillm.models.config import GPT2Config, ModelConfig
-from minillm.inference.generate import generate, sample_next_token
-from minillm.models.gpt2 import GPT2, LayerNorm
 from minillm.checkpoint.loading import load_model, load_model_and_tokenizer
-from minillm.models.mlp_lm import MLPLanguageModel
-from minillm.models.qwen2 import RMSNorm, Transformer
-from minillm.progress import print_line, progress_bar
-from minillm.training.provenance import write_run_record
 from minillm.checkpoint.safe_io import build_then_move
 from minillm.checkpoint.tokenizer import Tokenizer, load_tokenizer
 from minillm.checkpoint.weights import save_weights
+from minillm.inference.generate import generate, sample_next_token
+from minillm.models.config import GPT2Config, ModelConfig
+from minillm.models.gpt2 import GPT2, LayerNorm
+from minillm.models.mlp_lm import MLPLanguageModel
+from minillm.models.qwen2 import RMSNorm, Transformer
+from minillm.progress import print_line, progress_bar
+from minillm.training.bpe import train_tokenizer
+from minillm.training.provenance import write_run_record
 
 ARCHITECTURES = ("transformer", "mlp", "gpt2")
 BETAS = (0.9, 0.95)          # AdamW's moment decay rates, as used for most LLMs
