@@ -280,13 +280,15 @@ def test_bits_per_byte_plot_draws_its_own_fit_and_keeps_the_legend_off_the_point
 
 
 def test_plots_imports_only_the_result_types():
-    """Data flows one way: experiments -> result rows -> plots; plots never imports experiments."""
+    """Data flows one way: experiments -> result rows -> plots; plots never imports an experiment."""
     import ast
     import inspect
 
     tree = ast.parse(inspect.getsource(plots))
-    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level}
-    assert "results" in imported and not any(m and m.startswith("experiments") for m in imported)
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    from_experiments = {m for m in imported if m and m.startswith("minillm.experiments")}
+    assert from_experiments == {"minillm.experiments.results"}, from_experiments
 
 
 def test_conditions_figure_pairs_a_base_model_with_its_instruct_variant():
