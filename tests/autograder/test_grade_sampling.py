@@ -1,6 +1,6 @@
 """Autograder, unit 4 (sampling): temperature, top-k, top-p, seeded draws, generation.
 
-Values are compared with minillm (``minillm.generate``: ``top_k_filter``, ``top_p_filter``,
+Values are compared with minillm (``minillm.inference.generate``: ``top_k_filter``, ``top_p_filter``,
 ``generate``) and with the softmax definition, never with solutions/. Logits, temperatures,
 k, p and prompts are drawn fresh from ``grader_seed``. While the student's code runs,
 minillm's sampling functions and torch's ready-made softmax raise: the exercise is to write
@@ -14,16 +14,13 @@ computed from the number of draws (6 standard errors per token, see ``_frequency
 
 from __future__ import annotations
 
-import importlib
 import random
 
 import pytest
 import torch
 from grading import GradingError, Unchanged, expect_close, expect_shape, block
 
-
-# The module, not the function: `minillm.generate` (the attribute) is the generate() function.
-mg = importlib.import_module("minillm.inference.generate")
+import minillm.inference.generate as mg
 
 pytestmark = pytest.mark.sampling
 
