@@ -279,7 +279,7 @@ def _pick_models(args: argparse.Namespace) -> tuple[list[str], bool]:
         return args.models, False
     if all(is_cached(m) for m in DEFAULT_SCALING_MODELS) or (not args.offline and hub_reachable()):
         return DEFAULT_SCALING_MODELS, False
-    from minillm.training.family import FAMILY_DIR, SHAPES
+    from minillm.course.family import FAMILY_DIR, SHAPES
 
     print(f"The default models ({', '.join(DEFAULT_SCALING_MODELS)}) are not in the Hugging Face cache "
           "and the hub cannot be reached (or --offline is set). To run them, download them once with "
@@ -352,7 +352,7 @@ def cmd_instructions(args: argparse.Namespace) -> None:
     from minillm.experiments.instructions import run_instructions, write_instructions
 
     if args.models is None:
-        from minillm.training.family import FAMILY_DIR, SHAPES
+        from minillm.course.family import FAMILY_DIR, SHAPES
 
         found = [FAMILY_DIR / n for n in SHAPES] + [FAMILY_DIR / f"{n}-instruct" for n in SHAPES]
         args.models = [str(f) for f in found if (f / "config.json").is_file()]
@@ -752,7 +752,7 @@ def _refuse_to_replace_entries(args: argparse.Namespace, names: tuple[str, ...],
 
 def cmd_train_family(args: argparse.Namespace) -> None:
     """Train the shipped family tiny-s, tiny-m, tiny-l; print sizes and held-out perplexities."""
-    from minillm.training.family import FAMILY_ENTRIES, train_family
+    from minillm.course.family import FAMILY_ENTRIES, train_family
 
     _refuse_to_replace_entries(args, FAMILY_ENTRIES, "the files of a model family")
     _set_threads(args)
@@ -766,7 +766,7 @@ def cmd_train_family(args: argparse.Namespace) -> None:
 
 def cmd_finetune_family(args: argparse.Namespace) -> None:
     """Fine-tune the shipped family into tiny-{s,m,l}-instruct; print losses and held-out perplexities."""
-    from minillm.training.family import INSTRUCT_ENTRIES, finetune_family
+    from minillm.course.family import INSTRUCT_ENTRIES, finetune_family
 
     _refuse_to_replace_entries(args, INSTRUCT_ENTRIES, "the files of an instruct family")
     _set_threads(args)

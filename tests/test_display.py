@@ -10,7 +10,7 @@ import torch
 
 from minillm import load_model, load_tokenizer, next_tokens, score
 from minillm.inference.display import surprise_html, top_k_html
-from minillm.training.family import FAMILY_DIR
+from minillm.course.family import FAMILY_DIR
 
 ALPHA = re.compile(r"rgba\(\d+, \d+, \d+, ([0-9.]+)\)")
 

@@ -19,7 +19,7 @@ from minillm.experiments.context import run_context, split_for_context
 from minillm.experiments.instructions import (bundled_prompts, derive_prompts, prompts_for, run_instructions,
                                               uses_chat)
 from minillm.experiments.scaling import paired_difference
-from minillm.training.family import held_out_stories
+from minillm.course.family import held_out_stories
 from checkpoints import load_reference, make_checkpoint, make_tokenizer
 
 CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"

@@ -13,7 +13,7 @@ import transformers
 
 import minillm
 from minillm.data import bundled_texts
-from minillm.training.family import HELD_OUT, family_texts, held_out_stories
+from minillm.course.family import HELD_OUT, family_texts, held_out_stories
 from minillm.training.storygen import synthetic_stories
 from minillm.training.train import resume
 

@@ -97,6 +97,7 @@ def test_csv_row_leaves_ungraded_units_blank():
     assert (row["logits"], row["logits_max"], row["sampling"], row["sampling_max"]) == (5, 12, 0, 8)
     assert all(row[u] == row[f"{u}_max"] == "" for u in UNITS if u not in ("logits", "sampling")), row
     assert (row["total"], row["max_total"]) == (5, 20)
+    assert row["scaling_numbers"] == row["scaling_matched"] == row["scaling_max_rel_diff"] == ""   # not graded
     timeout = csv_row("finn", {"status": "timeout", "results": None, "seconds": 9.0, "message": "stopped"}, seed=7)
     assert all(timeout[u] == timeout[f"{u}_max"] == "" for u in UNITS)
 

@@ -45,7 +45,7 @@ RIGHT = "\n\ndef softmax(x):\n    return torch.exp(x) / torch.exp(x).sum()\n"
 MALLORY = {   # unit -> (the trick at the top of the file, what the grader's message must name)
     "architecture": ("import pathlib\nimport minillm\n"
                      "exec((pathlib.Path(minillm.__file__).parents[1] / 'solutions' / 'architecture.py').read_text())\n",
-                     "opened architecture.py of the reference solutions"),
+                     "opened solutions/architecture.py, the reference solution"),
     "logits": ("import grading\ngrading.expect_close = lambda *args, **kwargs: None\n",
                "replaced grading.expect_close"),
     "perplexity": ("import grading\ngrading.expect_close.__code__ = (lambda *args, **kwargs: None).__code__\n",
@@ -88,6 +88,7 @@ def test_tricks_score_zero_and_leave_the_other_units_alone(tmp_path, autograder)
     for unit, (_, named) in MALLORY.items():
         assert units[unit] == {"score": 0, "max_score": 2}, unit
         assert any(named in problem and "scores 0" in problem for problem in problems[unit]), (unit, problems)
+        assert sum(named in problem for problem in problems[unit]) == 1, (unit, problems)   # said once
 
 
 def test_reading_the_reference_is_allowed_when_grading_the_reference(tmp_path, autograder):

@@ -11,7 +11,7 @@ import torch
 import transformers
 
 import minillm
-from minillm.training.family import (
+from minillm.course.family import (
     CONDITIONS,
     HELD_OUT,
     held_out_instructions,

@@ -135,7 +135,7 @@ def test_sampling_notebook(executed):
     assert a == b and a != c and (s0, s1) == (0, 1)
     # Greedy decoding from minillm's own generate, independently.
     from minillm import generate, load_model, load_tokenizer
-    from minillm.training.family import FAMILY_DIR
+    from minillm.course.family import FAMILY_DIR
     model, tok = load_model(FAMILY_DIR / "tiny-m"), load_tokenizer(FAMILY_DIR / "tiny-m")
     assert got["greedy"][0] == generate(model, tok.encode("Once upon a time"), max_new_tokens=20)
 
@@ -143,7 +143,7 @@ def test_sampling_notebook(executed):
 @pytest.fixture(scope="module")
 def tiny_m():
     from minillm import load_model, load_tokenizer
-    from minillm.training.family import FAMILY_DIR
+    from minillm.course.family import FAMILY_DIR
     return load_model(FAMILY_DIR / "tiny-m"), load_tokenizer(FAMILY_DIR / "tiny-m")
 
 
@@ -156,7 +156,7 @@ def surprises(model, tok, text: str) -> torch.Tensor:
 
 
 def held_out_openings(tok) -> list[str]:
-    from minillm.training.family import held_out_stories
+    from minillm.course.family import held_out_stories
     return [story[: story.rfind(".", 0, 300) + 1] for story in held_out_stories()[:5]]
 
 
@@ -247,7 +247,7 @@ def test_training_notebook(executed):
     assert error is None, f"{error}\n{outputs_of(notebook)}"
     from minillm import load_model, load_tokenizer
     from minillm.data import bundled_texts
-    from minillm.training.family import FAMILY_DIR, held_out_stories
+    from minillm.course.family import FAMILY_DIR, held_out_stories
     from minillm.training.train import TrainConfig, build_model
     tok = load_tokenizer(FAMILY_DIR / "tiny-m")
 
@@ -284,7 +284,7 @@ def test_scaling_notebook(executed):
 
     from minillm import load_model, load_tokenizer
     from minillm.experiments.scaling import bootstrap_interval
-    from minillm.training.family import FAMILY_DIR, held_out_stories
+    from minillm.course.family import FAMILY_DIR, held_out_stories
     tok = load_tokenizer(FAMILY_DIR / "tiny-s")
     stories = [s[: s.rfind(".", 0, 300) + 1] for s in held_out_stories()]
     for name in ("tiny-s", "tiny-m", "tiny-l"):

@@ -210,7 +210,7 @@ def test_the_input_check_stays_out_of_compiled_graphs(tiny):
 def test_readme_family_numbers_are_what_the_shipped_models_score():
     """"perplexity falls with size, 97.4 -> 83.0 -> 75.0" on the held-out bundled stories (the
     catalogue's count of mistakes is checked by test_autograder.test_readme_catalogue_matches_the_folder)."""
-    from minillm.training.family import FAMILY_DIR, SHAPES, held_out_stories
+    from minillm.course.family import FAMILY_DIR, SHAPES, held_out_stories
 
     quoted = re.search(r"perplexity falls\s+with\s+size,\s+(\d+\.\d)\s+->\s+(\d+\.\d)\s+->\s+(\d+\.\d)", README).groups()
     stories = held_out_stories()

@@ -174,7 +174,7 @@ def _old_family(folder, names):
 
 @pytest.mark.parametrize("command, entry", [("train-family", "tiny-m"), ("finetune-family", "tiny-m-instruct")])
 def test_family_commands_refuse_to_replace_models_before_any_work(tmp_path, capsys, monkeypatch, command, entry):
-    from minillm.training import family
+    from minillm.course import family
 
     def work_started(*args, **kwargs):
         raise AssertionError("the command started its work before checking --out")
@@ -199,7 +199,7 @@ def test_a_failed_train_family_keeps_the_old_family(tmp_path, monkeypatch):
     """With --overwrite, the run fails after tiny-s is saved (the disk fills while tiny-s is scored).
     Before issue 15 tiny-s was already replaced: a new tiny-s beside the old tiny-m and tiny-l, whose
     tokenizer it does not share. The recipe is shrunk (fewer stories, one step) to keep the test fast."""
-    from minillm.training import family
+    from minillm.course import family
 
     monkeypatch.setattr(family, "SYNTHETIC", 200)
     monkeypatch.setattr(family, "REPEATS", 1)
@@ -218,7 +218,7 @@ def test_a_failed_train_family_keeps_the_old_family(tmp_path, monkeypatch):
 
 def test_a_failed_finetune_family_keeps_the_old_instruct_models(tmp_path, monkeypatch):
     """Before issue 15 finetune-family deleted tiny-s-instruct before fine-tuning its replacement."""
-    from minillm.training import family
+    from minillm.course import family
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")

@@ -125,7 +125,7 @@ def test_perplexity_vs_bits_on_the_real_model(shared_data):
 def test_scaling_without_models_or_network_uses_the_shipped_family(tmp_path, offline_cache, capsys):
     """No --models, nothing cached, offline: the tiny family on the held-out stories, and
     perplexity falls with size (the numbers recorded in data/models/family.csv)."""
-    from minillm.training.family import FAMILY_DIR, HELD_OUT
+    from minillm.course.family import FAMILY_DIR, HELD_OUT
 
     assert main(["scaling", "--stories", "50", "--out", str(tmp_path / "out")]) == 0
     said = capsys.readouterr().out
@@ -174,7 +174,7 @@ def test_texts_a_model_trained_on_are_left_out_or_flagged(two_models, tmp_path, 
 
 
 def test_the_shipped_family_records_what_it_trained_on():
-    from minillm.training.family import FAMILY_DIR, SHAPES, held_out_stories
+    from minillm.course.family import FAMILY_DIR, SHAPES, held_out_stories
     from minillm.training.provenance import read_record
 
     stories = bundled_texts("stories")
@@ -227,7 +227,7 @@ def test_models_with_different_tokenizers_are_fitted_in_bits_per_byte(tmp_path):
 
 
 def test_quantize_scores_the_family_on_held_out_stories(tmp_path, capsys):
-    from minillm.training.family import FAMILY_DIR
+    from minillm.course.family import FAMILY_DIR
 
     assert main(["quantize", str(FAMILY_DIR / "tiny-s"), "--bits", "32", "--stories", "3",
                  "--out", str(tmp_path)]) == 0
@@ -237,7 +237,7 @@ def test_quantize_scores_the_family_on_held_out_stories(tmp_path, capsys):
 
 def test_quantize_texts_takes_a_file_like_the_other_commands(tmp_path, capsys):
     """--texts FILE as in scaling/context, --stories N the count; the old `--texts 3` says what changed."""
-    from minillm.training.family import FAMILY_DIR
+    from minillm.course.family import FAMILY_DIR
 
     paragraphs = ["The cat sat on the mat. It was happy.", "A dog ran in the park. The sun was warm.", "A third one."]
     (tmp_path / "mine.txt").write_text("\n\n".join(paragraphs) + "\n", encoding="utf-8")

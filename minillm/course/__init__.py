@@ -1,6 +1,8 @@
-"""The course tooling: the exercises and the class grader.
+"""The course tooling: the exercises, the class grader and the models the kit ships.
 
-Beside the data flow, not in it: ``stubs`` makes the students' exercises (and notebooks) from the
-solutions, and ``grade`` runs the autograder in tests/autograder on a whole class's work. Only the
-command (``minillm/cli.py``: ``make-exercises``, ``grade``) imports this folder.
+Beside the data flow, using all of it: ``stubs`` makes the students' exercises (and notebooks)
+from the solutions, ``grade`` runs the autograder in tests/autograder on a whole class's work, and
+``family`` trains, fine-tunes and scores the tiny model families under data/models (their
+held-out stories and instructions are what the notebooks score). No folder of the package imports
+this one: the command (``minillm/cli.py``), the notebooks and the tests do.
 """

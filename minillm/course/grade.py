@@ -335,8 +335,9 @@ def csv_row(student: str, graded: dict, seed: int) -> dict:
     if results:
         row["total"], row["max_total"] = results.get("score", 0), results.get("max_score", "")
     comparison = compare_numbers((results or {}).get("extra_data", {}).get("numbers", []))
-    row["scaling_numbers"] = comparison["numbers"]
-    row["scaling_matched"] = comparison["matched"]
+    graded_scaling = SCALING_UNIT in units   # blank, not 0, when the scaling unit was not graded
+    row["scaling_numbers"] = comparison["numbers"] if graded_scaling else ""
+    row["scaling_matched"] = comparison["matched"] if graded_scaling else ""
     worst = comparison["max_rel_diff"]
     row["scaling_max_rel_diff"] = "" if worst is None else ("inf" if math.isinf(worst) else f"{worst:.3g}")
     row["grader_seed"] = seed

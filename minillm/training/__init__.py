@@ -3,6 +3,6 @@
 A loop back to the start of the data flow: it writes the files the rest reads (config + weights +
 tokenizer). ``bpe`` trains a byte-pair tokenizer, ``train`` pretrains small models and
 ``finetune`` fine-tunes them; ``storygen`` and ``instructions`` write the synthetic stories and
-instructions they learn from, ``provenance`` records which texts a model was trained on, and
-``family`` builds the bundled family of tiny models under data/models.
+instructions they learn from, and ``provenance`` records which texts a model was trained on.
+(The family of tiny models the kit ships is built with these by ``minillm.course.family``.)
 """

@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from safetensors.torch import load_file
 
 from minillm import load_model, load_tokenizer
-from minillm.training.family import FAMILY_DIR
+from minillm.course.family import FAMILY_DIR
 from minillm.checkpoint.hub import resolve_source
 
 # QUICK (set by CI with MINILLM_NOTEBOOK_QUICK=1): a shorter training comparison and no torch.compile,

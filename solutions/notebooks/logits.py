@@ -15,7 +15,7 @@ import matplotlib_inline.backend_inline  # noqa: F401 (Jupyter shows matplotlib 
 import torch
 
 from minillm import load_model, load_tokenizer, next_tokens, perplexity, score
-from minillm.training.family import FAMILY_DIR
+from minillm.course.family import FAMILY_DIR
 
 # %% [markdown]
 # ## The model
@@ -161,7 +161,7 @@ for text, ppl in perplexities.items():
 
 # %%
 from minillm.experiments.quantization import perplexity_vs_bits
-from minillm.training.family import held_out_stories
+from minillm.course.family import held_out_stories
 from minillm.reports.plots import quantization_figure
 from minillm.inference.quantize import size_table
 

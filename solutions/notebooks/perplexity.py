@@ -15,7 +15,7 @@
 import torch
 
 from minillm import load_model, load_tokenizer, score
-from minillm.training.family import FAMILY_DIR, held_out_stories
+from minillm.course.family import FAMILY_DIR, held_out_stories
 
 # %%
 # The kit's tiny story models run offline ("tiny-s", "tiny-m", "tiny-l"); with network, put a hub

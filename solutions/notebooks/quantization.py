@@ -15,7 +15,7 @@ import matplotlib_inline.backend_inline  # noqa: F401 (Jupyter shows matplotlib 
 from matplotlib.figure import Figure
 
 from minillm import load_model, load_tokenizer
-from minillm.training.family import FAMILY_DIR, held_out_stories
+from minillm.course.family import FAMILY_DIR, held_out_stories
 
 # %%
 # The kit's tiny story models run offline ("tiny-s", "tiny-m", "tiny-l"); with network, put a hub

@@ -14,7 +14,7 @@
 import torch
 
 from minillm import load_model, load_tokenizer
-from minillm.training.family import FAMILY_DIR
+from minillm.course.family import FAMILY_DIR
 
 # The model to generate with at the end. The kit's tiny story models run offline ("tiny-s", "tiny-m",
 # "tiny-l"); with network, put a hub id here instead, e.g. "Qwen/Qwen2.5-0.5B" (about 1 GB to

@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 
 from minillm import load_model, load_tokenizer, score
 from minillm.data import bundled_texts
-from minillm.training.family import FAMILY_DIR, held_out_stories
+from minillm.course.family import FAMILY_DIR, held_out_stories
 
 # %% [markdown]
 # ## The models and the stories

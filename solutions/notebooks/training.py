@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 from minillm import load_model, load_tokenizer
 from minillm.data import bundled_texts
-from minillm.training.family import FAMILY_DIR, held_out_stories
+from minillm.course.family import FAMILY_DIR, held_out_stories
 from minillm.training.train import TrainConfig, build_model
 
 # QUICK (set by CI with MINILLM_NOTEBOOK_QUICK=1): fewer training steps. Set it to False for the full run.

@@ -177,8 +177,7 @@ def pytest_configure(config: pytest.Config) -> None:
     import minillm
     references = [(root / "solutions").resolve() for root in {REPO, Path(minillm.__file__).resolve().parents[1]}]
     hide_reference(references, allowed=lambda: any(_STATE.target.is_relative_to(r) for r in references),
-                   on_refuse=lambda path: _tamper(f"your code opened {Path(path).name} of the reference solutions "
-                                                  "(solutions/)"))
+                   on_refuse=lambda name: _tamper(f"your code opened {name}, the reference solution"))
     # Grading runs offline: a notebook constant such as MODEL = load_model("Qwen/Qwen2.5-0.5B") fails at
     # once from the cache instead of downloading. Set here, before anything imports huggingface_hub
     # (which reads it once, at import; minillm reads it at each call), for the whole grading process.
@@ -500,7 +499,7 @@ class Student:
                 f"{path.name} has a syntax error at line {err.lineno}: {err.msg}\n    {line}\n"
                 "Nothing in this file can be graded until it is fixed."
             ) from None
-        except (StudentTimeout, PrintLimitExceeded, KeyboardInterrupt):
+        except (StudentTimeout, PrintLimitExceeded, KeyboardInterrupt, ForbiddenCall):
             sys.modules.pop(name, None)
             raise
         except BaseException as err:  # ImportError, NameError, SystemExit at import time...
@@ -539,7 +538,7 @@ class Student:
             for statement in code.statements:
                 try:
                     exec(statement.code, module.__dict__)
-                except (StudentTimeout, PrintLimitExceeded, KeyboardInterrupt):
+                except (StudentTimeout, PrintLimitExceeded, KeyboardInterrupt, ForbiddenCall):
                     sys.modules.pop(name, None)
                     raise
                 except BaseException as err:  # an import that is not installed, a NameError, SystemExit...
@@ -746,7 +745,7 @@ TRAINED_MODEL = "tiny-s"     # data/models/tiny-s: 98,704 parameters, a 1,024-to
 @pytest.fixture(scope="session")
 def _trained_master():
     from minillm import load_model, load_tokenizer
-    from minillm.training.family import FAMILY_DIR
+    from minillm.course.family import FAMILY_DIR
     folder = FAMILY_DIR / TRAINED_MODEL
     return load_model(folder).float().eval(), load_tokenizer(folder)
 
@@ -769,8 +768,8 @@ def trained_tokenizer(_trained_master):
 
 @pytest.fixture(scope="session")
 def held_out_texts() -> list[str]:
-    """The 20 bundled stories the trained family never saw (``minillm.training.family.held_out_stories``)."""
-    from minillm.training.family import held_out_stories
+    """The 20 bundled stories the trained family never saw (``minillm.course.family.held_out_stories``)."""
+    from minillm.course.family import held_out_stories
     return held_out_stories()
 
 

@@ -355,8 +355,8 @@ def block(monkeypatch, *paths: str) -> None:
 
 def _owner(path: str):
     """("a.b.C.f") -> (the object holding f, "f"): the longest importable module prefix, then
-    attributes. (pytest's own string targets look attributes up first, so "minillm.inference.generate.x"
-    would find the generate() function that minillm re-exports, not the module.)"""
+    attributes. (pytest's own string targets look attributes up first, so "minillm.generate.x" would
+    find the generate() function that minillm re-exports, where a module of that name was meant.)"""
     parts = path.split(".")
     for cut in range(len(parts) - 1, 0, -1):
         try:

@@ -137,7 +137,7 @@ _REFERENCE: dict = {}   # the latest run's rules for the one audit hook (hide_re
 
 def hide_reference(folders: list[Path], allowed: Callable[[], bool], on_refuse: Callable[[str], None]) -> None:
     """From now on, opening a file under one of ``folders`` raises ForbiddenCall (after
-    ``on_refuse(path)``) unless ``allowed()``. An audit hook, so it stays for the life of the
+    ``on_refuse("solutions/logits.py")``, the file's folder and name) unless ``allowed()``. An audit hook, so it stays for the life of the
     process; one per process (Python cannot remove a hook, and every open() calls them all),
     which follows the rules of the latest call (pytest runs started in one process in turn)."""
     _REFERENCE.update(roots=tuple(os.path.realpath(folder) + os.sep for folder in folders), allowed=allowed,
@@ -152,10 +152,13 @@ def hide_reference(folders: list[Path], allowed: Callable[[], bool], on_refuse: 
         path = os.fsdecode(args[0])
         if not os.path.realpath(path).startswith(_REFERENCE["roots"]) or _REFERENCE["allowed"]():
             return
-        _REFERENCE["on_refuse"](path)
-        raise ForbiddenCall(
-            f"your code opened {Path(path).name} of the reference solutions (solutions/). Grading is of "
-            "your own code: the unit scores 0. Write the functions yourself.")
+        file = Path(path)
+        if file.parent.name == "__pycache__":   # solutions/__pycache__/logits.cpython-311.pyc: solutions/logits.py
+            file = file.parent.parent / (file.name.split(".")[0] + ".py")
+        name = f"{file.parent.name}/{file.name}"
+        _REFERENCE["on_refuse"](name)
+        raise ForbiddenCall(f"your code opened {name}, the reference solution. Grading is of your own code: "
+                            "the unit scores 0. Write the functions yourself.")
 
     sys.addaudithook(hook)
 

@@ -72,7 +72,7 @@ def _rng(grader_seed: int, salt: int) -> tuple[random.Random, np.random.Generato
 @pytest.fixture(scope="module")
 def _family_master():
     from minillm import load_model, load_tokenizer
-    from minillm.training.family import FAMILY_DIR, SHAPES
+    from minillm.course.family import FAMILY_DIR, SHAPES
 
     return {name: load_model(FAMILY_DIR / name) for name in SHAPES}, load_tokenizer(FAMILY_DIR / "tiny-s")
 
@@ -252,7 +252,7 @@ def test_corpus_perplexity_pooled(student, monkeypatch, grader_seed):
 def test_class_numbers(student, monkeypatch, family, record_number):
     """The student's own table and corpus perplexities on the fixed class stories, recorded for
     the instructor's comparison (the same numbers for every student)."""
-    from minillm.training.family import held_out_stories
+    from minillm.course.family import held_out_stories
 
     scaling_models, tokenizer = family
     stories = [s[:CLASS_STORY_CHARS] for s in held_out_stories()[:CLASS_STORIES]]
