@@ -298,7 +298,8 @@ def _scaling_setup(args: argparse.Namespace) -> tuple[list[str], object]:
 
 def cmd_scaling(args: argparse.Namespace) -> None:
     """Score the same stories with every model; write tables, a report and plots."""
-    from minillm.experiments.scaling import fit_sentence, run_scaling, save_results
+    from minillm.experiments.scaling import fit_sentence, run_scaling
+    from minillm.reports.files import save_results
 
     args.models, source = _scaling_setup(args)
     print(f"models: {', '.join(args.models)}")
@@ -319,7 +320,8 @@ def cmd_scaling(args: argparse.Namespace) -> None:
 
 def cmd_context(args: argparse.Namespace) -> None:
     """The same continuation after 0..3 sentences of its story: does context lower perplexity?"""
-    from minillm.experiments.context import run_context, write_context
+    from minillm.experiments.context import run_context
+    from minillm.reports.files import write_context
 
     models, source = _scaling_setup(args)
     results = run_context(models, source, max_k=args.max_k, dtype=args.dtype, seed=args.seed, progress=args.progress)
@@ -349,7 +351,8 @@ def _print_conditions(summaries, differences, header: str, baseline: str) -> Non
 
 def cmd_instructions(args: argparse.Namespace) -> None:
     """Stories after instruction prefixes (none, vague, specific, paraphrased, mismatched)."""
-    from minillm.experiments.instructions import run_instructions, write_instructions
+    from minillm.experiments.instructions import run_instructions
+    from minillm.reports.files import write_instructions
 
     if args.models is None:
         from minillm.course.family import FAMILY_DIR, SHAPES
@@ -372,7 +375,8 @@ def cmd_instructions(args: argparse.Namespace) -> None:
 def cmd_categories(args: argparse.Namespace) -> None:
     """Every model on every bundled category (and --texts files): bits per byte and perplexity."""
     from minillm import data
-    from minillm.experiments.categories import run_categories, write_categories
+    from minillm.experiments.categories import run_categories
+    from minillm.reports.files import write_categories
     from minillm.training.provenance import without_training_texts
 
     check_output_folder(args.out)   # before the scoring, not after

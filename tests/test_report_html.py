@@ -11,7 +11,8 @@ import subprocess
 import pytest
 
 from minillm.data import bundled_source
-from minillm.experiments.scaling import run_scaling, save_results
+from minillm.experiments.scaling import run_scaling
+from minillm.reports.files import save_results
 from checkpoints import make_checkpoint, make_tokenizer
 
 # A page beside report.html that loads it in a frame and writes what the browser made of it into

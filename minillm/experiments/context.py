@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -28,9 +27,7 @@ from minillm.training.provenance import overlap_warning, seen_in_training
 from minillm.experiments.results import ConditionScore, ConditionSummary, PairedDifference
 from minillm.inference.scoring import TextScore, encode_for_scoring, score_many
 from minillm.checkpoint.tokenizer import Tokenizer
-from minillm.experiments.conditions import (condition_rows, difference_table, differences_from, per_text_differences,
-                                            summarize_conditions, summary_table, with_start, write_dicts)
-from minillm.experiments.scaling import write_csv
+from minillm.experiments.conditions import condition_rows, differences_from, summarize_conditions, with_start
 
 # A sentence ends at ., ! or ? (and a closing quote after it) followed by whitespace and a capital
 # letter, digit or opening quote: '"Two!" said Sam.' is one sentence.
@@ -81,7 +78,7 @@ def alone(tok: Tokenizer, continuation: str, context: str) -> str:
 
 @dataclass
 class ContextResults:
-    """What :func:`run_context` measured; :func:`write_context` turns it into files."""
+    """What :func:`run_context` measured; :func:`minillm.reports.files.write_context` turns it into files."""
 
     source: TextSource                 # the stories used (those with enough sentences)
     rows: list[ConditionScore]         # condition "k=0".."k=3"
@@ -120,42 +117,3 @@ def run_context(models: list[str], source: TextSource, max_k: int = 3, dtype: to
         del model
     return ContextResults(used, rows, summarize_conditions(rows, seed), differences_from(rows, "k=0", seed=seed),
                           scores, max_k, warnings, len(source) - len(keep))
-
-
-def write_context(results: ContextResults, out: str | Path) -> list[Path]:
-    """context.csv (per story, model and k), context_summary.csv, context_differences.csv (each k
-    against k=0, paired), context_per_story.csv (each story's change from k=0), context_report.md
-    and context.png into ``out``."""
-    from minillm.reports import plots
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    scored = (f"Scored: the continuation of each of {results.source.label}, after k = 0 to {results.max_k} "
-              "preceding sentences; only the continuation is scored, the same tokens for every k (k = 0: only "
-              "the start-of-document marker before it).")
-    lines = ["# Does context help?", "", scored, ""]
-    if results.skipped:
-        lines += [f"{results.skipped} stories with fewer than {results.max_k + 1} sentences were skipped.", ""]
-    lines += [f"**{w}**" for w in results.warnings] + ([""] if results.warnings else [])
-    lines += summary_table(results.summaries, "k")
-    lines += ["", "## Each k against k = 0, paired story by story", ""]
-    lines += difference_table(results.differences, "perplexity")
-    last = results.rows[-1].model
-    per_story = [d for d in per_text_differences(results.rows, "k=0") if d["model"] == last]
-    ks = [f"k={k}" for k in range(1, results.max_k + 1)]
-    lines += ["", f"## Per story, {Path(last).name}: perplexity with k sentences / without (k=0)", "",
-              "| story | " + " | ".join(ks) + " |", "|---" * (len(ks) + 1) + "|"]
-    for story_id in dict.fromkeys(d["text_id"] for d in per_story):
-        ratios = {d["condition"]: d["perplexity_ratio"] for d in per_story if d["text_id"] == story_id}
-        lines.append(f"| {story_id} | " + " | ".join(f"{ratios[k]:.3f}" for k in ks) + " |")
-    path = out / "context_report.md"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return [write_csv(out / "context.csv", results.rows),
-            write_csv(out / "context_summary.csv", results.summaries),
-            write_csv(out / "context_differences.csv", results.differences),
-            write_dicts(out / "context_per_story.csv", per_text_differences(results.rows, "k=0")),
-            path,
-            plots.plot_conditions(results.summaries, results.differences, out / "context.png",
-                                  title="Perplexity of the same continuation after k sentences of its story",
-                                  xlabel="k: sentences of the story before the continuation",
-                                  data_label=results.source.label, baseline="k=0")]

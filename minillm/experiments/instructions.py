@@ -37,9 +37,7 @@ from minillm.training.provenance import overlap_warning, seen_in_training
 from minillm.experiments.results import ConditionScore, ConditionSummary, PairedDifference
 from minillm.inference.scoring import score_many
 from minillm.checkpoint.tokenizer import Tokenizer
-from minillm.experiments.conditions import (condition_rows, difference_table, differences_from, per_text_differences,
-                                            summarize_conditions, summary_table, with_start, write_dicts)
-from minillm.experiments.scaling import write_csv
+from minillm.experiments.conditions import condition_rows, differences_from, summarize_conditions, with_start
 
 CONDITIONS = ("none", "vague", "specific", "paraphrased", "mismatched")
 PROMPTS_FILE = TEXTS_DIR / "instruction_prompts.json"
@@ -57,7 +55,7 @@ asked told took take gave give found find tried try ran run play happy sad good 
 
 @dataclass
 class InstructionResults:
-    """What :func:`run_instructions` measured; :func:`write_instructions` turns it into files."""
+    """What :func:`run_instructions` measured; :func:`minillm.reports.files.write_instructions` turns it into files."""
 
     source: TextSource
     rows: list[ConditionScore]
@@ -152,36 +150,3 @@ def run_instructions(models: list[str], source: TextSource, chat_models: list[st
         del model
     return InstructionResults(source, rows, summarize_conditions(rows, seed), differences_from(rows, "none", seed=seed),
                               chats, warnings)
-
-
-def write_instructions(results: InstructionResults, out: str | Path) -> list[Path]:
-    """instructions.csv, instructions_summary.csv, instructions_differences.csv,
-    instructions_per_story.csv, instructions_report.md and instructions.png into ``out``."""
-    from minillm.reports import plots
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    chat = ", ".join(Path(m).name for m in results.chat_models) or "none"
-    scored = (f"Scored: {results.source.label}, each after five kinds of instruction; only the story's tokens "
-              "are scored. Base models read the instruction as plain text before the story; instruct models "
-              f"through their chat template, the story as the assistant's reply (here: {chat}).")
-    lines = ["# Do instructions help?", "", scored, ""]
-    lines += [f"**{w}**" for w in results.warnings] + ([""] if results.warnings else [])
-    lines += summary_table(results.summaries, "instruction")
-    lines += ["", "## Each instruction against none, paired story by story", ""]
-    lines += difference_table(results.differences, "perplexity")
-    lines += ["", "## The prompts", "", "| story | condition | prompt |", "|---|---|---|"]
-    first = results.rows[0].model
-    for r in (r for r in results.rows if r.model == first and r.condition != "none"):
-        lines.append(f"| {r.text_id} | {r.condition} | {r.prompt} |")
-    path = out / "instructions_report.md"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return [write_csv(out / "instructions.csv", results.rows),
-            write_csv(out / "instructions_summary.csv", results.summaries),
-            write_csv(out / "instructions_differences.csv", results.differences),
-            write_dicts(out / "instructions_per_story.csv", per_text_differences(results.rows, "none")),
-            path,
-            plots.plot_conditions(results.summaries, results.differences, out / "instructions.png",
-                                  title="Perplexity of a story after an instruction (only the story is scored)",
-                                  xlabel="instruction before the story", data_label=results.source.label,
-                                  baseline="none", connect=False)]

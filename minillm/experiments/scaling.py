@@ -278,37 +278,3 @@ def write_report(results: ScalingResults, out: Path, n_stories: int = 3) -> Path
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
-
-
-def save_results(results: ScalingResults, out: str | Path) -> list[Path]:
-    """Write results.csv, summary.csv, differences.csv, report.md, the plots and report.html
-    into ``out``; returns the paths."""
-    from minillm.reports import plots  # matplotlib is loaded only when figures are drawn
-    from minillm.reports.report import write_scaling_html
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    largest = results.summaries[-1].model
-    hardest = rank_stories(results, largest)[0]
-    label = results.source.label
-    diffs = size_differences(results)
-    paths = [
-        write_csv(out / "results.csv", results.rows),
-        write_csv(out / "summary.csv", results.summaries),
-        *([write_csv(out / "differences.csv", diffs)] if diffs else []),
-        write_report(results, out),
-        plots.plot_scaling(results.summaries, results.fit, out / "perplexity_vs_size.png", data_label=label,
-                           note=None if results.shared_tokenizer else
-                           "different tokenizers: per-token perplexities not comparable, no fit; see bits per byte"),
-        plots.plot_scaling(results.summaries, results.bpb_fit, out / "bits_per_byte_vs_size.png",
-                           metric="bits_per_byte", data_label=label),
-        plots.plot_per_story(results.rows, results.summaries, out / "per_story.png", data_label=label),
-        plots.plot_length_confound(results.rows, out / "length_confound.png", data_label=label),
-        plots.plot_token_surprise(results.scores[largest][hardest.story], out / "hardest_story_tokens.png",
-                                  title=f"{plots.short_name(largest)}'s hardest story, {hardest.story_id}: "
-                                        f"perplexity {hardest.perplexity:.2f}"),
-    ]
-    paths.append(write_scaling_html(results, rank_stories(results, largest), diffs, out, fit_sentence(results),
-                                    costliest_tokens(results.scores[largest], ids=results.source.ids),
-                                    loss_by_token(results.scores[largest])))
-    return paths

@@ -1,0 +1,62 @@
+"""The package's folders follow the data flow (README, "Layout"): a folder imports only folders
+before it, and no two modules import each other. Read from the source (imports inside functions
+count too), so a shortcut added anywhere fails here."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "minillm"
+# The flow's order; checkpoint/ builds the models it loads, the one step back the README names.
+FLOW = ["models", "checkpoint", "inference", "training", "experiments", "reports", "course"]
+TOP = {"data", "progress"}   # minillm/data.py and progress.py: used by every folder, import none
+
+
+def _imports(path: Path) -> set[str]:
+    """The minillm modules ``path`` imports, as dotted names."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("minillm"):
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)   # `from minillm.x import module`
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("minillm"))
+    return {name for name in found if _module_path(name) is not None}
+
+
+def _module_path(name: str) -> Path | None:
+    path = PACKAGE.parent.joinpath(*name.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_folders_import_only_folders_before_them_in_the_flow():
+    wrong = []
+    for path in PACKAGE.rglob("*.py"):
+        folder = path.parent.name
+        if folder not in FLOW:
+            continue
+        for name in _imports(path):
+            parts = name.split(".")
+            target = parts[1] if len(parts) > 1 else ""
+            if target in FLOW and FLOW.index(target) > FLOW.index(folder):
+                wrong.append(f"{path.relative_to(PACKAGE)} imports {name}")
+            elif target not in FLOW and target not in TOP and name != "minillm":
+                wrong.append(f"{path.relative_to(PACKAGE)} imports {name} (cli.py and __init__.py are for callers)")
+    assert not wrong, "\n".join(sorted(wrong))
+
+
+def test_no_two_modules_import_each_other():
+    graph = {_module_name(path): _imports(path) for path in PACKAGE.rglob("*.py")}
+    pairs = sorted({tuple(sorted((a, b))) for a, targets in graph.items() for b in targets
+                    if a != b and a in graph.get(b, set()) and "__init__" not in (a, b)})
+    pairs = [p for p in pairs if "minillm" not in p]   # the package's __init__ re-exports the API
+    assert not pairs, pairs
