@@ -977,7 +977,8 @@ def grade_table() -> str:
     units, rows = _totals()
     lines = [f"minillm autograder: {state.target}  (grader seed {state.seed}; rerun with --grader-seed {state.seed})"]
     if not units:
-        lines.append("no graded tests ran.")
+        lines.append(f"no graded tests ran. A unit is chosen with -m UNIT, one of: {', '.join(UNITS)} "
+                     "(-m \"logits or sampling\" for several); check its spelling, and any -k.")
         return "\n".join(lines)
     width = 72
     lines.append(f"{'unit':<13} {'objective':<9} {'level':<12} {'points':>7}  description")
