@@ -106,11 +106,7 @@ def write_context(results: ContextResults, out: str | Path) -> list[Path]:
         lines.append(f"| {story_id} | " + " | ".join(f"{ratios[k]:.3f}" for k in ks) + " |")
     path = out / "context_report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return [write_csv(out / "context.csv", results.rows),
-            write_csv(out / "context_summary.csv", results.summaries),
-            write_csv(out / "context_differences.csv", results.differences),
-            write_dicts(out / "context_per_story.csv", per_text_differences(results.rows, "k=0")),
-            path,
+    return [*_paired_tables(results, out, "context", baseline="k=0"), path,
             plots.plot_conditions(results.summaries, results.differences, out / "context.png",
                                   title="Perplexity of the same continuation after k sentences of its story",
                                   xlabel="k: sentences of the story before the continuation",
@@ -138,12 +134,17 @@ def write_instructions(results: InstructionResults, out: str | Path) -> list[Pat
         lines.append(f"| {r.text_id} | {r.condition} | {r.prompt} |")
     path = out / "instructions_report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return [write_csv(out / "instructions.csv", results.rows),
-            write_csv(out / "instructions_summary.csv", results.summaries),
-            write_csv(out / "instructions_differences.csv", results.differences),
-            write_dicts(out / "instructions_per_story.csv", per_text_differences(results.rows, "none")),
-            path,
+    return [*_paired_tables(results, out, "instructions", baseline="none"), path,
             plots.plot_conditions(results.summaries, results.differences, out / "instructions.png",
                                   title="Perplexity of a story after an instruction (only the story is scored)",
                                   xlabel="instruction before the story", data_label=results.source.label,
                                   baseline="none", connect=False)]
+
+
+def _paired_tables(results: ContextResults | InstructionResults, out: Path, stem: str, baseline: str) -> list[Path]:
+    """<stem>.csv (per text, model and condition), <stem>_summary.csv, <stem>_differences.csv (each
+    condition against ``baseline``, paired) and <stem>_per_story.csv (each text's change from it)."""
+    return [write_csv(out / f"{stem}.csv", results.rows),
+            write_csv(out / f"{stem}_summary.csv", results.summaries),
+            write_csv(out / f"{stem}_differences.csv", results.differences),
+            write_dicts(out / f"{stem}_per_story.csv", per_text_differences(results.rows, baseline))]
