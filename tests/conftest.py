@@ -55,3 +55,16 @@ def gpt2_tokenizer_folder(tmp_path_factory) -> Path:
     (folder / "tokenizer.json").write_bytes(gzip.decompress((source / "tokenizer.json.gz").read_bytes()))
     shutil.copyfile(source / "tokenizer_config.json", folder / "tokenizer_config.json")
     return folder
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for the rest of the module (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    tiny models run fastest on one thread, far slower when a second thread waits for a core another
+    process holds, and bit-for-bit comparisons (exact resume) need one summation order."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -26,16 +26,10 @@ from minillm.training.finetune import (
 from minillm.training.storygen import synthetic_stories
 from minillm.training.train import IGNORE, TrainConfig, next_token_loss
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 BASE = Path(__file__).resolve().parents[1] / "data" / "models" / "tiny-s"   # a real trained model, 98K parameters
 QUICK = dict(context=32, batch_size=8, learning_rate=1e-3, warmup_steps=2, eval_every=3, val_fraction=0.25)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -321,15 +321,6 @@ def test_logits_lab_runs_on_gpt2_with_the_real_tokenizer(tmp_path, gpt2_tokenize
 
 # ---- training a GPT-2 -------------------------------------------------------------------------------
 
-@pytest.fixture
-def one_thread():
-    """Bit-for-bit resume needs the same summation order in both runs: one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_gpt2_trains_resumes_exactly_and_loads_in_transformers(tmp_path, one_thread):
     from minillm.data import bundled_texts
     from minillm.training.train import TrainConfig, resume, train

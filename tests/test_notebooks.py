@@ -24,6 +24,8 @@ from jupyter_client.manager import KernelManager
 
 from minillm.course.stubs import graded_functions
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 REPO = Path(__file__).resolve().parents[1]
 UNITS = sorted(p.stem for p in (REPO / "solutions" / "notebooks").glob("*.py"))
 MARK = "NOTEBOOK-RESULTS "
@@ -77,15 +79,6 @@ def execute(path: Path, results: str | None = None) -> tuple[nbformat.NotebookNo
             if output.get("name") == "stdout" and MARK in output.get("text", ""):
                 printed = json.loads(output["text"].split(MARK, 1)[1])
     return notebook, printed, error
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The references computed here use one thread too: the kernels already keep both cores busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -29,18 +29,10 @@ from minillm.training.train import (
     train_step,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = dict(vocab_size=384, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             intermediate_size=86, context=32, batch_size=16, learning_rate=1e-2, val_fraction=0.15)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Models this small run fastest on one thread, and far slower when a second thread has to
-    wait for a core that another process holds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
