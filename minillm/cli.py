@@ -454,14 +454,17 @@ def cmd_make_exercises(args: argparse.Namespace) -> None:
 
 def cmd_grade(args: argparse.Namespace) -> None:
     """Grade every submission folder with the autograder, one subprocess each; write a CSV."""
+    from minillm.course.feedback import feedback_folder
     from minillm.course.grade import grade_class
 
     check_output_file(args.out)   # before grading a whole class, not after
     if not args.overwrite:
         refuse_to_overwrite(args.out, "a file (earlier grades?)")
     rows = grade_class(args.submissions, args.out, timeout=args.timeout, autograder=args.autograder,
-                       progress=True, units=args.units, time_limit_scale=args.time_limit_scale, jobs=args.jobs)
-    print(f"wrote {args.out} ({len(rows)} submissions)")
+                       progress=True, units=args.units, time_limit_scale=args.time_limit_scale, jobs=args.jobs,
+                       sandbox=args.sandbox)
+    print(f"wrote {args.out} ({len(rows)} submissions) and each student's results.json and feedback.txt in "
+          f"{feedback_folder(args.out)}")
 
 
 def _set_threads(args: argparse.Namespace) -> None:
@@ -947,6 +950,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="multiply every test's time limit by F (e.g. 2 on a slow machine)")
     grade.add_argument("--autograder", type=Path, default=None,
                        help="the autograder's folder (default: tests/autograder of the minillm repository)")
+    grade.add_argument("--sandbox", choices=("auto", "bwrap", "process"), default="auto",
+                       help="where student code runs: bwrap (a bubblewrap sandbox: sees only the kit, its own "
+                            "files and a private /tmp), process (a process with your rights), auto (bwrap when "
+                            "it starts here, else process, said up front)")
     grade.set_defaults(run=cmd_grade)
 
     train = commands.add_parser("train", formatter_class=HelpFormatter,

@@ -25,7 +25,8 @@ import nbformat
 import pytest
 from student_notebooks import student_notebook, write_notebook
 
-from minillm.course.grade import grade_class, problems_message
+from minillm.course.feedback import problems_message
+from minillm.course.grade import grade_class
 
 REPO = Path(__file__).resolve().parents[1]
 AUTOGRADER = REPO / "tests" / "autograder"
