@@ -37,18 +37,13 @@ from __future__ import annotations
 import json
 import operator
 import os
-from datetime import datetime
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
-import jinja2
-from jinja2 import nodes
-from jinja2.ext import Extension
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer as _BackendTokenizer
 from tokenizers import decoders, models, pre_tokenizers, processors
 
+from minillm.checkpoint.chat_template import TemplateFailure, render
 from minillm.checkpoint.hub import resolve_source
 
 GPT2_EOS = "<|endoftext|>"   # GPT-2's end of text, its only special token
@@ -246,21 +241,16 @@ class Tokenizer:
                 f"{self._template_file} holds several chat templates "
                 f"({', '.join(sorted(self._chat_templates))}) and none is named 'default'."
             )
-        where = self._template_file
         try:
-            return _compile(self._chat_templates[name]).render(
+            return render(self._chat_templates[name], dict(
                 messages=messages,
                 tools=tools,
                 documents=None,
                 add_generation_prompt=add_generation_prompt,
                 **self._special_tokens,
-            )
-        except jinja2.TemplateSyntaxError as err:
-            raise TokenizerError(
-                f"the chat template in {where} is not valid Jinja (line {err.lineno}): {err.message}"
-            ) from err
-        except jinja2.TemplateError as err:
-            raise TokenizerError(f"the chat template in {where} failed on these messages: {err}") from err
+            ))
+        except TemplateFailure as err:
+            raise TokenizerError(f"the chat template in {self._template_file} {err}") from err
 
     def __repr__(self) -> str:
         return (
@@ -390,47 +380,3 @@ def _check_messages(messages: Any) -> list[dict]:
         if message.get("content") is None and "tool_calls" not in message:
             raise TokenizerError(f"messages[{i}] (role {message['role']!r}) has no 'content'.")
     return [{key: value for key, value in m.items() if value is not None} for m in messages]
-
-
-class _GenerationTag(Extension):
-    """``{% generation %}...{% endgeneration %}`` marks the assistant's text in some templates
-    (transformers uses it to build training masks). Here it just renders its body."""
-
-    tags = {"generation"}
-
-    def parse(self, parser):
-        lineno = next(parser.stream).lineno
-        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
-        return nodes.CallBlock(self.call_method("_body"), [], [], body).set_lineno(lineno)
-
-    def _body(self, caller):
-        return caller()
-
-
-def _raise_exception(message: str):
-    # Templates call raise_exception('...') to refuse a conversation they cannot format.
-    raise jinja2.TemplateError(message)
-
-
-def _tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False) -> str:
-    # Jinja's own tojson escapes <, >, & and ' for HTML; chat templates want plain JSON
-    # (non-ASCII kept as is), with json.dumps' options.
-    return json.dumps(
-        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
-    )
-
-
-@lru_cache(maxsize=16)
-def _compile(template: str) -> jinja2.Template:
-    """Compile a chat template in the environment transformers renders templates in.
-
-    Templates come from the hub, so they run in Jinja's sandbox: they can read the data given
-    to them but cannot call arbitrary Python or change their inputs.
-    """
-    env = ImmutableSandboxedEnvironment(
-        trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationTag, "jinja2.ext.loopcontrols"]
-    )
-    env.filters["tojson"] = _tojson
-    env.globals["raise_exception"] = _raise_exception
-    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
-    return env.from_string(template)
