@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from contextlib import nullcontext
 import math
 import os
 import sys
@@ -36,7 +37,8 @@ import torch
 from minillm.checkpoint.generation_config import GenerationConfig
 from minillm.checkpoint.hub import SourceError
 from minillm.checkpoint.loading import DTYPES, load_model_and_tokenizer
-from minillm.checkpoint.safe_io import build_then_move, check_output_file, check_output_folder, refuse_to_overwrite
+from minillm.checkpoint.safe_io import (build_then_move, check_output_file, check_output_folder, hold_output,
+                                       refuse_to_overwrite)
 from minillm.checkpoint.tokenizer import TokenizerError
 from minillm.checkpoint.weights import WeightsError
 from minillm.data import CATEGORIES
@@ -1027,7 +1029,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        # One run at a time into a training command's --out, from its checks to its last file (safe_io.hold_output).
+        with hold_output(args.out) if args.command in ("train", "finetune") else nullcontext():
+            args.run(args)
     except (SourceError, ConfigError, WeightsError, TokenizerError, ValueError) as err:
         print(f"minillm {args.command}: error: {err}", file=sys.stderr)
         return 1

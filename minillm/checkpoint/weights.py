@@ -113,10 +113,40 @@ def _tensor_names(path: Path) -> list[str]:
         with safe_open(path, framework="pt") as f:
             return list(f.keys())
     except Exception as err:  # safetensors raises its own error type for corrupt headers
-        raise WeightsError(
-            f"{path} could not be read as a safetensors file ({err}). Is it truncated or "
-            "incompletely downloaded? Download it again."
-        ) from err
+        raise unreadable(path, err) from err
+
+
+# How other files a model folder may hold begin, to say what a file is when it is no safetensors file.
+_MAGIC = [(b"PK\x03\x04", "a zip archive (PyTorch's torch.save format, as in pytorch_model.bin)"),
+          (b"\x80", "a Python pickle (torch.save's old format)"), (b"GGUF", "a GGUF file (llama.cpp's format)"),
+          (b"version https://git-lfs", "a Git LFS pointer, not the file itself (run `git lfs pull` in the clone)"),
+          (b"\x89HDF", "an HDF5 file (Keras/TensorFlow weights)"),
+          (b"<", "an HTML or XML page (an error or login page saved in place of the file?)"), (b"{", "a JSON file")]
+
+
+def unreadable(path: Path, err: Exception) -> WeightsError:
+    """The error for a weights file safetensors could not read: what the file is, as far as its first bytes tell.
+
+    A safetensors file begins with 8 bytes (the little-endian length of its JSON header), then the header,
+    which starts with '{'. A file that begins that way but cannot be read was cut short or damaged; one
+    that begins otherwise is another kind of file under a safetensors name."""
+    link = f" (a link to {os.path.realpath(path)})" if path.is_symlink() else ""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+        size = path.stat().st_size
+    except OSError as os_err:
+        return WeightsError(f"{path}{link} could not be opened ({os_err.strerror}).")
+    if len(head) > 8 and head[8:9] == b"{":
+        return WeightsError(f"{path}{link} could not be read as a safetensors file ({err}). Is it truncated or "
+                            "incompletely downloaded? Download it again.")
+    kind = next((what for magic, what in _MAGIC if head.startswith(magic)), None)
+    if kind is None:
+        text = all(byte >= 32 or byte in b"\t\n\r" for byte in head)   # no NUL or control bytes
+        kind = "empty" if not head else "text" if text else f"a file that starts with the bytes {head[:8].hex(' ')}"
+    return WeightsError(f"{path}{link} is not a safetensors file: it is {kind} ({size:,} bytes). A checkpoint's "
+                        "weights are *.safetensors files (they begin with the length of a JSON header); put the "
+                        "model's own .safetensors files here.")
 
 
 SAFETENSORS_FLOATS = {"F64": "float64", "F32": "float32", "BF16": "bfloat16", "F16": "float16",
@@ -139,7 +169,7 @@ def saved_dtype(folder: Path) -> str | None:
                 if code in SAFETENSORS_FLOATS:
                     return SAFETENSORS_FLOATS[code]
     except Exception as err:
-        raise WeightsError(f"{first} could not be read as a safetensors file ({err}). Download it again.") from err
+        raise unreadable(first, err) from err
     return None
 
 
@@ -249,10 +279,7 @@ def load_weights(model: Transformer | GPT2, folder: Path, dtype: torch.dtype, de
         except WeightsError:
             raise
         except Exception as err:
-            raise WeightsError(
-                f"{path} could not be read ({err}). Is it truncated or incompletely downloaded? "
-                "Download it again."
-            ) from err
+            raise unreadable(path, err) from err
     if tied:
         model.lm_head.weight = model.embed_tokens.weight
         if head_copy is not None:

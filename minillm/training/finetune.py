@@ -63,7 +63,9 @@ import torch.nn as nn
 from tokenizers import AddedToken
 from tokenizers import Tokenizer as BackendTokenizer
 
+from minillm.checkpoint.safe_io import holds_out
 from minillm.checkpoint.tokenizer import Tokenizer, load_tokenizer
+from minillm.data import not_utf8
 from minillm.models.gpt2 import GPT2
 from minillm.models.qwen2 import Transformer
 from minillm.training.train import (
@@ -103,26 +105,48 @@ def examples_from_pairs(pairs: list[tuple[str, str]]) -> list[Example]:
     return [Example([{"role": "user", "content": instruction}], response) for instruction, response in pairs]
 
 
+MAX_LINE_BYTES = 8 << 20   # 8 MiB: millions of tokens, far more than one conversation (and than a chat template may write)
+
+
 def read_examples(path: str | Path) -> list[Example]:
-    """The examples of a JSON Lines file (see the module docstring for the two layouts)."""
+    """The examples of a JSON Lines file (see the module docstring for the two layouts).
+
+    Raises ValueError naming the file and line for a line that is not UTF-8, not JSON, not an
+    example, or longer than MAX_LINE_BYTES."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"--data {path}: no such file. Give a JSON Lines file with one "
                          '{"instruction": ..., "response": ...} object per line.')
     examples = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}, line {number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{where} is not JSON ({err.msg}); write one JSON object per line.") from err
-        examples.append(_example(record, where))
+    with open(path, "rb") as f:
+        for number, line in enumerate(_lines(f, path), start=1):
+            where = f"{path}, line {number}"
+            try:
+                text = line.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                raise not_utf8(path, line, err, f"{where}, column {err.start + 1}") from err
+            if not text.strip():
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{where} is not JSON ({err.msg}); write one JSON object per line.") from err
+            examples.append(_example(record, where))
     if len(examples) < 2:
         raise ValueError(f"{path} holds {len(examples)} examples; give at least two "
                          "(one to train on, one to validate on).")
     return examples
+
+
+def _lines(f, path: Path):
+    """The lines of the open binary file ``f``, never reading more than MAX_LINE_BYTES of one into memory."""
+    number = 0
+    while line := f.readline(MAX_LINE_BYTES + 1):
+        number += 1
+        if len(line) > MAX_LINE_BYTES:
+            raise ValueError(f"{path}, line {number} is longer than {MAX_LINE_BYTES >> 20} MiB: a JSON Lines file holds "
+                             "one example (one conversation) per line; split the text into several examples.")
+        yield line
 
 
 def _example(record, where: str) -> Example:
@@ -255,6 +279,7 @@ def chat_data(tok: Tokenizer, examples: list[Example], config: TrainConfig,
 
 # ---- the runs -------------------------------------------------------------------------------------
 
+@holds_out
 def finetune(base: str | Path, examples: list[Example], config: TrainConfig, out: str | Path, until: int | None = None,
              progress: bool = True, val_examples: list[Example] | None = None) -> TrainResult:
     """Fine-tune the model in ``base`` (a folder or hub id) on ``examples``; save it in ``out``.
@@ -286,6 +311,7 @@ def finetune(base: str | Path, examples: list[Example], config: TrainConfig, out
     return run_loop(data, config, out, tok, until, progress, init=model, provenance=dict(base=str(base)), notes=notes)
 
 
+@holds_out
 def resume_finetune(out: str | Path, examples: list[Example], until: int | None = None, progress: bool = True,
                     steps: int | None = None, val_examples: list[Example] | None = None) -> TrainResult:
     """Carry on the fine-tuning run in ``out`` (same examples): bit for bit on CPU, as
