@@ -128,7 +128,7 @@ BAD_VALUES = [
     ("qwen2", dict(head_dim=0), "head_dim"),
     ("qwen2", dict(max_position_embeddings=0), "max_position_embeddings"),
     ("qwen2", dict(vocab_size=0), "vocab_size"),
-    ("qwen2", dict(num_hidden_layers=0), "num_hidden_layers"),
+    ("qwen2", dict(num_hidden_layers=-1), "num_hidden_layers"),   # (0 layers is a model: see below)
     ("qwen2", dict(intermediate_size=-64), "intermediate_size"),
     ("qwen2", dict(hidden_size=32.5), "hidden_size"),
     ("qwen2", dict(hidden_size="32"), "hidden_size"),
@@ -136,7 +136,7 @@ BAD_VALUES = [
     ("gpt2", dict(layer_norm_epsilon=float("nan")), "layer_norm_epsilon"),
     ("gpt2", dict(n_head=-3), "n_head"),
     ("gpt2", dict(n_positions=0), "n_positions"),
-    ("gpt2", dict(n_layer=0), "n_layer"),
+    ("gpt2", dict(n_layer=-1), "n_layer"),
     ("gpt2", dict(n_embd=0), "n_embd"),
     ("gpt2", dict(vocab_size=-1), "vocab_size"),
     ("gpt2", dict(n_inner=0), "n_inner"),
@@ -162,3 +162,11 @@ def test_values_the_forward_pass_cannot_use_are_refused_naming_file_and_key(pris
     from minillm.cli import main
     assert main(["logits", str(folder), "hello"]) == 1
     assert capsys.readouterr().err == f"minillm logits: error: {message}\n"
+
+
+def test_zero_layers_load_as_in_transformers(tmp_path):
+    # Embedding, final norm and head alone (a model of the next token given this one): transformers builds
+    # it, so the layer count may be 0 where every other size must be positive.
+    folder = make_checkpoint(tmp_path / "bigram", "qwen2", seed=2, layers=0)
+    assert minillm.ModelConfig.from_file(folder).num_hidden_layers == 0
+    assert_matches_transformers(folder)

@@ -83,8 +83,9 @@ class ModelConfig:
                 raise ConfigError(f"{where}: missing key {key!r} (needed for model_type {model_type!r}).")
             return raw[key]
 
-        vocab, hidden, intermediate, layers, heads = (_positive_int(key, need(key), where) for key in (
-            "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"))
+        vocab, hidden, intermediate, heads = (_positive_int(key, need(key), where) for key in (
+            "vocab_size", "hidden_size", "intermediate_size", "num_attention_heads"))
+        layers = _positive_int("num_hidden_layers", need("num_hidden_layers"), where, least=0)
         _refuse_what_we_do_not_compute(raw, where)
         rope = raw.get("rope_parameters") or {}
         rope_theta = _positive_number("rope_parameters.rope_theta" if "rope_theta" in rope else "rope_theta",
@@ -185,15 +186,16 @@ def _given(raw: dict, key: str, default):
     return default if raw.get(key) is None else raw[key]
 
 
-def _positive_int(key: str, value, where: str) -> int:
-    """``value`` (config.json's ``key``, or its default) as an int, or ConfigError unless it is a whole number > 0.
+def _positive_int(key: str, value, where: str, least: int = 1) -> int:
+    """``value`` (config.json's ``key``, or its default) as an int, or ConfigError unless it is a whole number >= ``least``.
 
     Sizes and counts the forward pass builds tensors from: zero or negative ones would give a model that
-    computes nothing (or a bare torch shape error), and 64.5 or "64" are typos, not sizes.
+    computes nothing (or a bare torch shape error), and 64.5 or "64" are typos, not sizes. (Layers may be
+    0, as in transformers: embedding, final norm and head alone, a model of the next token given one.)
     """
     whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
-    if isinstance(value, bool) or not whole or value <= 0:
-        raise ConfigError(f"{where}: {key} is {json.dumps(value)}; it must be a whole number > 0 (a size or "
+    if isinstance(value, bool) or not whole or value < least:
+        raise ConfigError(f"{where}: {key} is {json.dumps(value)}; it must be a whole number >= {least} (a size or "
                           "a count the model is built from). Copy config.json from the model's hub page.")
     return int(value)
 
@@ -303,8 +305,9 @@ class GPT2Config:
         if missing:
             raise ConfigError(f"{where}: missing key(s) {missing} (needed for model_type 'gpt2').")
         _refuse_what_gpt2_does_not_compute(raw, where)
-        for key in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
+        for key in ("vocab_size", "n_positions", "n_embd", "n_head"):
             _positive_int(key, raw[key], where)
+        _positive_int("n_layer", raw["n_layer"], where, least=0)
         if raw.get("n_inner") is not None:   # transformers builds an n_inner-wide MLP whenever it is given
             _positive_int("n_inner", raw["n_inner"], where)
         if raw["n_embd"] % raw["n_head"]:
