@@ -157,6 +157,15 @@ def encode_for_scoring(tok: Tokenizer, text: str, context: str | None = None, ch
     return ids, score_from
 
 
+def first_token_after(offsets: list[tuple[int, int]], boundary: int) -> int:
+    """The index of the first token that ends past character ``boundary`` (it starts there, or straddles it),
+    at least 1 (nothing predicts the first token); ``len(offsets)`` if none does.
+
+    ``offsets`` are the tokens' (start, end) characters in the text encoded. Where scoring with a
+    context starts, and where fine-tuning's targets start: the two must agree token for token."""
+    return max(next((i for i, (_, end) in enumerate(offsets) if end > boundary), len(offsets)), 1)
+
+
 def _encode_for_scoring(tok: Tokenizer, text: str, context: str | None, chat: bool) -> tuple[list[int], int, int]:
     """(ids, first scored index, UTF-8 bytes of the text the scored tokens cover)."""
     if not isinstance(text, str) or not text:
@@ -174,12 +183,7 @@ def _encode_for_scoring(tok: Tokenizer, text: str, context: str | None, chat: bo
         prefix, add_special = context, True
     joint = prefix + text
     ids, offsets = tok.encode_with_offsets(joint, add_special_tokens=add_special)
-    if context is None:
-        score_from = 1
-    else:
-        # The first token that ends inside the text: it starts there, or straddles the boundary.
-        score_from = next((i for i, (_, end) in enumerate(offsets) if end > len(prefix)), len(ids))
-        score_from = max(score_from, 1)
+    score_from = 1 if context is None else first_token_after(offsets, len(prefix))
     if score_from >= len(ids):
         return ids, score_from, 0
     first_char = min(offsets[score_from][0], len(prefix)) if context is not None else offsets[score_from][0]

@@ -20,11 +20,12 @@ next-token loss with two changes:
 2. **The loss on the reply only.** The prompt (everything up to and including
    ``<|im_start|>assistant\\n``) is input but never a target: the model is not taught to
    write instructions, only to answer them. The reply's tokens and the closing
-   ``<|im_end|>`` are the targets, so the model also learns to *stop*. Each example's ids are
-   the rendered prompt, then the reply encoded on its own: the tokens
-   ``score(model, tok, reply, context=instruction, chat=True)`` scores (the prompt ends with a
-   newline, where a byte-level tokenizer always splits, so encoding the two apart or together
-   gives the same ids; ``tests/test_finetune.py`` checks it).
+   ``<|im_end|>`` are the targets, so the model also learns to *stop*. Each example's rendered
+   prompt and reply are encoded together, once, and the targets start at the first token that
+   ends inside the reply (by character offsets): exactly the tokens
+   ``score(model, tok, reply, context=instruction, chat=True)`` scores. Encoding the reply on its
+   own would differ where a token spans the boundary: Qwen2.5 merges the prompt's closing
+   newline with a reply's leading one into one "\\n\\n" token (``tests/test_finetune.py`` checks it).
 
 Special tokens. A tokenizer trained for pretraining only (like the tiny family's) has no
 ``<|im_start|>`` or ``<|im_end|>``. They are added as two new special tokens and the
@@ -65,6 +66,7 @@ from tokenizers import Tokenizer as BackendTokenizer
 
 from minillm.checkpoint.safe_io import holds_out
 from minillm.checkpoint.tokenizer import Tokenizer, load_tokenizer
+from minillm.inference.scoring import first_token_after
 from minillm.data import not_utf8
 from minillm.models.gpt2 import GPT2
 from minillm.models.qwen2 import Transformer
@@ -228,12 +230,15 @@ def write_generation_config(out: Path, tok: Tokenizer, end_of_text: int | None) 
 # ---- the data -------------------------------------------------------------------------------------
 
 def encode_example(tok: Tokenizer, example: Example) -> tuple[list[int], list[int]]:
-    """(ids, targets) of one example: the rendered prompt, the reply, then ``<|im_end|>``.
-    ``targets[i]`` is ``ids[i]`` where the token is part of the reply (or its end) and
-    ``IGNORE`` in the prompt, so only the reply is scored."""
-    prompt = tok.encode(tok.apply_chat_template(example.prompt, add_generation_prompt=True), add_special_tokens=False)
-    reply = tok.encode(example.reply, add_special_tokens=False) + [tok.eos_token_id]
-    return prompt + reply, [IGNORE] * len(prompt) + reply
+    """(ids, targets) of one example: the rendered prompt and the reply encoded together, then ``<|im_end|>``.
+    ``targets[i]`` is ``ids[i]`` from the first token that ends inside the reply (found by character
+    offsets, as ``score(..., chat=True)`` finds it) and ``IGNORE`` before, so the reply's tokens are
+    those chat scoring scores, a token straddling the prompt's end (Qwen2.5's "\n\n") included."""
+    prompt = tok.apply_chat_template(example.prompt, add_generation_prompt=True)
+    ids, offsets = tok.encode_with_offsets(prompt + example.reply, add_special_tokens=False)
+    first = first_token_after(offsets, len(prompt))
+    ids = ids + [tok.eos_token_id]
+    return ids, [IGNORE] * first + ids[first:]
 
 
 def example_windows(tok: Tokenizer, examples: list[Example], context: int) -> torch.Tensor:
