@@ -263,8 +263,13 @@ def _texts_for(args: argparse.Namespace, models: list[str], limit: int, default:
         if message:
             print(message)
     source = source.first(limit)
-    print(f"Scoring {source.label}.")
+    print(f"Scoring {source.label}{_fewer(source, limit)}.")
     return source
+
+
+def _fewer(source, wanted: int) -> str:
+    """' (N were asked for; there are no more)' when ``source`` holds fewer texts than ``wanted``, else ''."""
+    return f" ({wanted} were asked for, with --stories or its default; there are no more)" if len(source) < wanted else ""
 
 
 def _pick_models(args: argparse.Namespace) -> tuple[list[str], bool]:
@@ -288,7 +293,14 @@ def _pick_models(args: argparse.Namespace) -> tuple[list[str], bool]:
           "`hf download Qwen/Qwen2.5-0.5B` (and 1.5B) or pass --models with local folders.\n"
           f"Using the tiny model family minillm ships instead ({FAMILY_DIR}), on bundled texts it "
           "never trained on.\n")
-    return [str(FAMILY_DIR / name) for name in SHAPES], True
+    return [_as_typed(FAMILY_DIR / name) for name in SHAPES], True
+
+
+def _as_typed(path: Path) -> str:
+    """``path`` as a user in this folder would type it (relative), so that the CSVs that record it hold
+    no folder of this machine; absolute only when it lies outside the working folder."""
+    relative = os.path.relpath(path)
+    return path.as_posix() if relative.startswith("..") else Path(relative).as_posix()
 
 
 def _scaling_setup(args: argparse.Namespace) -> tuple[list[str], object]:
@@ -360,7 +372,7 @@ def cmd_instructions(args: argparse.Namespace) -> None:
         from minillm.course.family import FAMILY_DIR, SHAPES
 
         found = [FAMILY_DIR / n for n in SHAPES] + [FAMILY_DIR / f"{n}-instruct" for n in SHAPES]
-        args.models = [str(f) for f in found if (f / "config.json").is_file()]
+        args.models = [_as_typed(f) for f in found if (f / "config.json").is_file()]
         args.category = args.category or "stories"
         print(f"Using the tiny family minillm ships, base and instruct where present: "
               f"{', '.join(Path(m).name for m in args.models)}.")
@@ -393,6 +405,9 @@ def cmd_categories(args: argparse.Namespace) -> None:
         sources[category] = source.first(args.stories)
     for path in args.texts_files or []:
         sources[path.name] = data.read_text_file(path, limit=args.stories)
+    for name, source in sources.items():
+        if len(source) < args.stories:
+            print(f"{name}: {len(source)} texts{_fewer(source, args.stories)}.")
     results = run_categories(models, sources, dtype=args.dtype, seed=args.seed, progress=args.progress)
     print(f"\n{'model':<18} {'category':>18} {'texts':>5} {'bits/byte':>10} {'95% CI':>15} {'perplexity':>11}")
     for s in results.summaries:

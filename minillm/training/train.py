@@ -700,7 +700,18 @@ def run_loop(data: TrainingData, config: TrainConfig, out: Path, tok: Tokenizer,
             checkpoint()
     bar.close()
     rate = train_tokens / train_seconds if train_seconds else 0.0
-    return TrainResult(model, tok, history, samples, out, rate, compile_seconds, list(notes or []))
+    return TrainResult(model, tok, history, samples, out, rate, compile_seconds, list(notes or []) + warmup_note(config))
+
+
+def warmup_note(config: TrainConfig) -> list[str]:
+    """A note when the warm-up is longer than the run: the learning rate then never reaches its peak."""
+    if config.warmup_steps <= config.steps:
+        return []
+    reached = learning_rate(config.steps, config)
+    return [f"the warm-up ({config.warmup_steps} steps) is longer than the run ({config.steps} steps): the learning "
+            f"rate climbed to {reached:.3g}, {reached / config.learning_rate:.0%} of its peak {config.learning_rate:g}, "
+            f"and never decayed. Give --warmup {max(1, config.steps // 10)} (a tenth of the steps, say) for the "
+            "whole schedule."]
 
 
 def _last_val(history: list[Record]) -> float:
