@@ -42,8 +42,9 @@ NON_WEIGHT_BUFFERS = {
     # GPT-2 (OpenAI's upload, older transformers): the causal mask as a (1, 1, n_positions,
     # n_positions) matrix, and the value masked scores were set to (-1e4).
     "gpt2": re.compile(r"(transformer\.)?h\.\d+\.attn\.(bias|masked_bias)"),
-    # Llama conversions by older transformers: the rotary frequencies theta ** (-2i / head_dim).
-    "llama": re.compile(r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq"),
+    # Llama and Qwen2 checkpoints by older transformers: the rotary frequencies theta ** (-2i / head_dim).
+    "llama": re.compile(r"(model\.)?layers\.\d+\.self_attn\.rotary_emb\.inv_freq"),
+    "qwen2": re.compile(r"(model\.)?layers\.\d+\.self_attn\.rotary_emb\.inv_freq"),
 }
 # GPT-2's Conv1D weights, stored (in, out): transposed on the way in and out.
 CONV1D_WEIGHTS = re.compile(r"h\.\d+\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight")
@@ -191,7 +192,8 @@ def _stored_transposed(param_name: str, model_type: str) -> bool:
 
 def _file_names(files: dict[str, Path], model_type: str, folder: Path) -> dict[str, str]:
     """Map each tensor name, as :func:`checkpoint_name` spells it, to its name in the files;
-    known non-weight buffers are left out. GPT-2 names without ``transformer.`` get it."""
+    known non-weight buffers are left out. Names without the decoder's prefix get it, as transformers
+    reads them: GPT-2's without ``transformer.``, a Qwen2/Llama base model's without ``model.``."""
     skip = NON_WEIGHT_BUFFERS.get(model_type)
     names: dict[str, str] = {}
     for name in files:
@@ -200,6 +202,8 @@ def _file_names(files: dict[str, Path], model_type: str, folder: Path) -> dict[s
         canonical = name
         if model_type == "gpt2" and not name.startswith(("transformer.", "lm_head.")):
             canonical = "transformer." + name
+        elif model_type != "gpt2" and not name.startswith(("model.", "lm_head.")):
+            canonical = "model." + name      # a base model's checkpoint (Qwen2Model, LlamaModel): no "model."
         if canonical in names:
             raise WeightsError(f"checkpoint in {folder} holds both {names[canonical]!r} and {name!r}: "
                                "one tensor under two names. Keep one of them.")
@@ -245,8 +249,21 @@ def load_weights(model: Transformer | GPT2, folder: Path, dtype: torch.dtype, de
         # embedding matrix serves as the head. Some ship a copy, which must be the same matrix.
         expected.pop("lm_head.weight")
         head_copy = files.pop("lm_head.weight", None)
+        embedding = next(checkpoint_name(n, model_type) for n, p in model.named_parameters()
+                         if p is model.embed_tokens.weight)            # model.embed_tokens / transformer.wte
+        if embedding not in files and head_copy is not None:
+            # Only the head was saved (an index or file naming lm_head.weight alone): it is the tied matrix,
+            # and transformers ties the embedding to it.
+            files[embedding], stored_as[embedding], head_copy = head_copy, stored_as["lm_head.weight"], None
 
     missing = sorted(set(expected) - set(files))
+    if missing == ["lm_head.weight"]:
+        raise WeightsError(
+            f"checkpoint in {folder} has no lm_head.weight, and config.json says tie_word_embeddings=false (the "
+            "output layer is a matrix of its own). transformers would load it with a randomly initialised output "
+            "layer (and a warning): its logits would be noise. If this model's output layer is its token "
+            "embedding, set tie_word_embeddings to true in config.json; otherwise the file is incomplete."
+        )
     if missing:
         where = sorted({files[n].name for n in files}) or ["(no tensors)"]
         raise WeightsError(
@@ -258,7 +275,8 @@ def load_weights(model: Transformer | GPT2, folder: Path, dtype: torch.dtype, de
         raise WeightsError(
             f"checkpoint in {folder} has {len(unexpected)} tensor(s) the model has no place for, e.g. "
             f"{[stored_as[n] for n in unexpected[:3]]} in {files[unexpected[0]].name}. Does config.json belong "
-            "to these weights?"
+            "to these weights? (transformers would load the checkpoint without them, with a warning: a model "
+            "with fewer layers than the file holds, say; remove them from the file if they are not the model's.)"
         )
 
     by_file: dict[Path, list[str]] = {}
@@ -293,8 +311,8 @@ def _check_tied_copy(model: Transformer | GPT2, path: Path) -> None:
     if head.shape != embedding.shape or not torch.equal(head.to(embedding), embedding):
         raise WeightsError(
             f"config.json says tie_word_embeddings=true, but {path.name} holds an lm_head.weight that "
-            "differs from the token embedding. Set tie_word_embeddings to false in config.json "
-            "if the checkpoint really has its own output matrix."
+            "differs from the token embedding (transformers then loads the two apart, as if it were false). "
+            "Set tie_word_embeddings to false in config.json if the checkpoint really has its own output matrix."
         )
 
 
