@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import operator
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -47,6 +48,17 @@ from minillm.checkpoint.chat_template import TemplateFailure, render
 from minillm.checkpoint.hub import resolve_source
 
 GPT2_EOS = "<|endoftext|>"   # GPT-2's end of text, its only special token
+
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """Byte-level BPE's spelling of bytes as characters, inverted: character -> byte. Bytes that print
+    (! to ~, ¡ to ¬, ® to ÿ) stand for themselves; the other 68 are written as chr(256 + n), the n-th of them."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    return {**{chr(b): b for b in printable}, **{chr(256 + n): b for n, b in enumerate(others)}}
+
+
+_BYTE_OF_CHAR = _byte_level_alphabet()
 
 
 class TokenizerError(ValueError):
@@ -76,6 +88,9 @@ class Tokenizer:
         # token_text() decodes a token after this one, so that a leading space survives.
         self._anchor = (self._backend.encode("a", add_special_tokens=False).ids or [0])[-1]
         self._anchor_text = self._backend.decode([self._anchor], skip_special_tokens=False)
+        # token_bytes(): the added tokens' texts, and whether entries spell bytes (byte-level BPE).
+        self._added_text = {i: t.content for i, t in self._backend.get_added_tokens_decoder().items()}
+        self._byte_level = isinstance(self._backend.decoder, decoders.ByteLevel)
         # Encode every text in full: no silent truncation or padding saved in the file.
         self._backend.no_truncation()
         self._backend.no_padding()
@@ -188,6 +203,20 @@ class Tokenizer:
         (token_id,) = self._check_ids([token_id])
         both = self._backend.decode([self._anchor, token_id], skip_special_tokens=False)
         return both[len(self._anchor_text):] if both.startswith(self._anchor_text) else self.decode([token_id])
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The UTF-8 bytes of text one token stands for, exactly, also when it holds only part of a
+        character (``token_text`` gives U+FFFD for those): byte-level BPE tokens (GPT-2, Qwen2.5) spell
+        one byte per character of their vocabulary entry (``"ðŁ"`` is b"\\xf0\\x9f"); byte-fallback
+        tokens (``"<0xF0>"``) one byte; special tokens their text; any other token its ``token_text``."""
+        if token_id in self._added_text:
+            return self._added_text[token_id].encode("utf-8")
+        token = self.id_to_token(token_id)
+        if self._byte_level and all(c in _BYTE_OF_CHAR for c in token):
+            return bytes(_BYTE_OF_CHAR[c] for c in token)
+        if re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", token):
+            return bytes([int(token[3:5], 16)])
+        return self.token_text(token_id).encode("utf-8")
 
     def _check_ids(self, ids: Iterable[int] | int) -> list[int]:
         if isinstance(ids, int):
