@@ -194,3 +194,13 @@ def test_two_concurrent_training_runs_into_one_out_cannot_mix(tmp_path, stories,
     state = json.loads((out / "trainer_state.json").read_text())
     assert (state["step"], state["config"]["seed"]) == (300, 1)     # the first run's files, whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "stories.txt"]   # no partial folders or locks left
+
+
+def test_holding_an_out_leaves_nothing_behind_and_names_a_file_in_the_way(tmp_path, capsys):
+    # A run that fails before writing leaves no lock file and none of the folders made to hold one.
+    assert main(["train", "--data", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "new" / "deep" / "out")]) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    capsys.readouterr()
+    (tmp_path / "afile").write_text("x")
+    assert main(["train", "--out", str(tmp_path / "afile" / "out"), *TINY_RUN, "--steps", "2"]) == 1
+    assert one_line(capsys.readouterr().err).endswith(f"{tmp_path / 'afile'} is a file, not a folder. Choose another --out.\n")

@@ -103,6 +103,8 @@ def hold_output(target: Path, flag: str = "--out") -> Iterator[None]:
         finally:
             _HELD[key] -= 1
         return
+    _writable_parent(key, flag)       # (a file where a folder should be is said as the other checks say it)
+    created = [p for p in [key.parent, *key.parent.parents] if not p.exists()]   # removed again, if left empty
     key.parent.mkdir(parents=True, exist_ok=True)
     path = lock_file(key)
     while True:
@@ -134,6 +136,11 @@ def hold_output(target: Path, flag: str = "--out") -> Iterator[None]:
         except OSError:
             pass
         os.close(fd)             # closing releases the lock
+        for folder in created:   # deepest first; a folder the run wrote into stays
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
 
 def holds_out(function):
