@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -204,3 +205,30 @@ def test_holding_an_out_leaves_nothing_behind_and_names_a_file_in_the_way(tmp_pa
     (tmp_path / "afile").write_text("x")
     assert main(["train", "--out", str(tmp_path / "afile" / "out"), *TINY_RUN, "--steps", "2"]) == 1
     assert one_line(capsys.readouterr().err).endswith(f"{tmp_path / 'afile'} is a file, not a folder. Choose another --out.\n")
+
+
+@pytest.mark.parametrize("name, content", [
+    ("chat_template.jinja", b"caf\xe9 {{ messages }}"),
+    ("generation_config.json", b'{"eos_token_id": "caf\xe9"}'),
+    ("training_data.json", b'{"description": "\xff"}'),
+    ("tokenizer_config.json", b'{"eos_token": "caf\xe9"}'),
+    ("config.json", b'{"model_type": "caf\xe9"}'),
+])
+def test_a_model_folders_file_that_is_not_utf8_is_named(tmp_path, capsys, name, content):
+    """Each of these said only "'utf-8' codec can't decode byte 0xe9 in position 3" (the first three)."""
+    folder = tmp_path / "model"
+    shutil.copytree(BASE, folder)
+    (folder / name).write_bytes(content)
+    command = {"chat_template.jinja": ["generate", str(folder), "Hi", "--chat", "--max-new-tokens", "1"],
+               "training_data.json": ["scaling", "--models", str(folder), "--stories", "2", "--no-progress",
+                                      "--out", str(tmp_path / "out")]}.get(name, ["logits", str(folder), "Hi"])
+    assert main(command) == 1
+    assert f"error: {folder / name} " in one_line(capsys.readouterr().err)
+
+
+def test_an_mlp_config_that_is_not_json_is_named(tmp_path):
+    from minillm.models.mlp_lm import MLPLanguageModel
+
+    (tmp_path / "mlp_config.json").write_text("{not json")
+    with pytest.raises(ValueError, match=f"^{tmp_path / 'mlp_config.json'} is not a valid MLP language model config"):
+        MLPLanguageModel.load(tmp_path)

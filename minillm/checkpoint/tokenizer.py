@@ -353,6 +353,13 @@ def _read_json(path: Path) -> dict:
     return raw
 
 
+def _read_template(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise TokenizerError(f"{path} could not be read as a UTF-8 chat template: {err}") from err
+
+
 def _read_config(folder: Path) -> dict:
     """tokenizer_config.json (empty if absent). Older checkpoints name their special tokens in
     special_tokens_map.json instead; like transformers, that file is read only when the config
@@ -382,9 +389,9 @@ def _read_chat_templates(folder: Path, config: dict) -> tuple[dict[str, str], Pa
     templates = {}
     jinja_file = folder / "chat_template.jinja"
     if jinja_file.is_file():
-        templates["default"] = jinja_file.read_text(encoding="utf-8")
+        templates["default"] = _read_template(jinja_file)
     for path in sorted((folder / "additional_chat_templates").glob("*.jinja")):
-        templates[path.stem] = path.read_text(encoding="utf-8")
+        templates[path.stem] = _read_template(path)
     if templates:
         return templates, jinja_file if "default" in templates else folder / "additional_chat_templates"
     raw = config.get("chat_template")
