@@ -501,11 +501,7 @@ def _read_texts(files: list[Path] | None) -> list[str]:
         if not path.is_file():
             raise ValueError(f"--data {path}: no such file. Give text files whose documents are separated "
                              f"by {data.SEPARATOR}, or leave --data out to train on the bundled stories.")
-        try:
-            texts += data.split_stories(path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError as err:
-            raise ValueError(f"--data {path} is not UTF-8 text ({err}). Save it as UTF-8 "
-                             "(e.g. `iconv -f latin1 -t utf-8`).") from err
+        texts += data.split_stories(data.read_utf8(path))     # (not UTF-8: the file, line and column said)
     return texts
 
 
