@@ -90,7 +90,8 @@ _WIKITEXT_TITLE = re.compile(r"^ = [^=].* = $", re.MULTILINE)   # " = Title = ":
 def not_utf8(path: Path, raw: bytes, err: UnicodeDecodeError, what: str = "") -> ValueError:
     """The error for a file that is not UTF-8: its name, the line and column of the first bad byte, how to fix it.
 
-    ``raw`` is the file's bytes (or the line's, when ``what`` names the line and ``err.start`` counts from it)."""
+    ``raw`` is the file's bytes (or the line's, when ``what`` names the line and ``err.start`` counts from it).
+    The column counts bytes from the line's start, from 1 (a character before it may take several)."""
     line = raw.count(b"\n", 0, err.start) + 1
     column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
     where = what or f"{path}, line {line}, column {column}"
