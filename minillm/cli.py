@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from contextlib import nullcontext
 import math
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -268,7 +268,7 @@ def _texts_for(args: argparse.Namespace, models: list[str], limit: int, default:
 
 
 def _fewer(source, wanted: int) -> str:
-    """' (N were asked for; there are no more)' when ``source`` holds fewer texts than ``wanted``, else ''."""
+    """A note for when ``source`` holds fewer texts than the ``wanted`` that --stories asked for, else ''."""
     return f" ({wanted} were asked for, with --stories or its default; there are no more)" if len(source) < wanted else ""
 
 
