@@ -65,7 +65,7 @@ def test_an_oversized_line_is_refused_naming_file_and_line(tmp_path, capsys):
     data.write_text("\n".join([json.dumps(PAIR), huge, json.dumps(PAIR)]) + "\n", encoding="utf-8")
     assert main(["finetune", str(BASE), "--data", str(data), "--out", str(tmp_path / "out")]) == 1
     assert one_line(capsys.readouterr().err) == (
-        f"minillm finetune: error: {data}, line 2 is longer than 8 MiB: a JSON Lines file holds one example (one "
+        f"minillm finetune: error: {data}, line 2 is longer than 1 MiB: a JSON Lines file holds one example (one "
         "conversation) per line; split the text into several examples.\n")
 
 

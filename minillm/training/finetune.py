@@ -107,7 +107,8 @@ def examples_from_pairs(pairs: list[tuple[str, str]]) -> list[Example]:
     return [Example([{"role": "user", "content": instruction}], response) for instruction, response in pairs]
 
 
-MAX_LINE_BYTES = 8 << 20   # 8 MiB: millions of tokens, far more than one conversation (and than a chat template may write)
+MAX_LINE_BYTES = 1 << 20   # 1 MiB: some 250,000 tokens, far more than one conversation; the tokenizer of a
+#                             51 MB line ran out of memory inside Rust, which ends the process without a word
 
 
 def read_examples(path: str | Path) -> list[Example]:
