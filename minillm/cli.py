@@ -29,6 +29,7 @@ import json
 import math
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -36,7 +37,8 @@ import torch
 from minillm.checkpoint.generation_config import GenerationConfig
 from minillm.checkpoint.hub import SourceError
 from minillm.checkpoint.loading import DTYPES, load_model_and_tokenizer
-from minillm.checkpoint.safe_io import build_then_move, check_output_file, check_output_folder, refuse_to_overwrite
+from minillm.checkpoint.safe_io import (build_then_move, check_output_file, check_output_folder, hold_output,
+                                       refuse_to_overwrite)
 from minillm.checkpoint.tokenizer import TokenizerError
 from minillm.checkpoint.weights import WeightsError
 from minillm.data import CATEGORIES
@@ -261,8 +263,13 @@ def _texts_for(args: argparse.Namespace, models: list[str], limit: int, default:
         if message:
             print(message)
     source = source.first(limit)
-    print(f"Scoring {source.label}.")
+    print(f"Scoring {source.label}{_fewer(source, limit)}.")
     return source
+
+
+def _fewer(source, wanted: int) -> str:
+    """A note for when ``source`` holds fewer texts than the ``wanted`` that --stories asked for, else ''."""
+    return f" ({wanted} were asked for, with --stories or its default; there are no more)" if len(source) < wanted else ""
 
 
 def _pick_models(args: argparse.Namespace) -> tuple[list[str], bool]:
@@ -286,7 +293,14 @@ def _pick_models(args: argparse.Namespace) -> tuple[list[str], bool]:
           "`hf download Qwen/Qwen2.5-0.5B` (and 1.5B) or pass --models with local folders.\n"
           f"Using the tiny model family minillm ships instead ({FAMILY_DIR}), on bundled texts it "
           "never trained on.\n")
-    return [str(FAMILY_DIR / name) for name in SHAPES], True
+    return [_as_typed(FAMILY_DIR / name) for name in SHAPES], True
+
+
+def _as_typed(path: Path) -> str:
+    """``path`` as a user in this folder would type it (relative), so that the CSVs that record it hold
+    no folder of this machine; absolute only when it lies outside the working folder."""
+    relative = os.path.relpath(path)
+    return path.as_posix() if relative.startswith("..") else Path(relative).as_posix()
 
 
 def _scaling_setup(args: argparse.Namespace) -> tuple[list[str], object]:
@@ -358,7 +372,7 @@ def cmd_instructions(args: argparse.Namespace) -> None:
         from minillm.course.family import FAMILY_DIR, SHAPES
 
         found = [FAMILY_DIR / n for n in SHAPES] + [FAMILY_DIR / f"{n}-instruct" for n in SHAPES]
-        args.models = [str(f) for f in found if (f / "config.json").is_file()]
+        args.models = [_as_typed(f) for f in found if (f / "config.json").is_file()]
         args.category = args.category or "stories"
         print(f"Using the tiny family minillm ships, base and instruct where present: "
               f"{', '.join(Path(m).name for m in args.models)}.")
@@ -391,6 +405,9 @@ def cmd_categories(args: argparse.Namespace) -> None:
         sources[category] = source.first(args.stories)
     for path in args.texts_files or []:
         sources[path.name] = data.read_text_file(path, limit=args.stories)
+    for name, source in sources.items():
+        if len(source) < args.stories:
+            print(f"{name}: {len(source)} texts{_fewer(source, args.stories)}.")
     results = run_categories(models, sources, dtype=args.dtype, seed=args.seed, progress=args.progress)
     print(f"\n{'model':<18} {'category':>18} {'texts':>5} {'bits/byte':>10} {'95% CI':>15} {'perplexity':>11}")
     for s in results.summaries:
@@ -487,11 +504,7 @@ def _read_texts(files: list[Path] | None) -> list[str]:
         if not path.is_file():
             raise ValueError(f"--data {path}: no such file. Give text files whose documents are separated "
                              f"by {data.SEPARATOR}, or leave --data out to train on the bundled stories.")
-        try:
-            texts += data.split_stories(path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError as err:
-            raise ValueError(f"--data {path} is not UTF-8 text ({err}). Save it as UTF-8 "
-                             "(e.g. `iconv -f latin1 -t utf-8`).") from err
+        texts += data.split_stories(data.read_utf8(path))     # (not UTF-8: the file, line and column said)
     return texts
 
 
@@ -1034,7 +1047,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        # One run at a time into a training command's --out, from its checks to its last file (safe_io.hold_output).
+        with hold_output(args.out) if args.command in ("train", "finetune") else nullcontext():
+            args.run(args)
     except (SourceError, ConfigError, WeightsError, TokenizerError, ValueError) as err:
         print(f"minillm {args.command}: error: {err}", file=sys.stderr)
         return 1

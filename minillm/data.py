@@ -87,6 +87,28 @@ def bundled_source(category: str = "stories", start: int = 0, stop: int | None =
 _WIKITEXT_TITLE = re.compile(r"^ = [^=].* = $", re.MULTILINE)   # " = Title = ": a level-1 heading
 
 
+def not_utf8(path: Path, raw: bytes, err: UnicodeDecodeError, what: str = "") -> ValueError:
+    """The error for a file that is not UTF-8: its name, the line and column of the first bad byte, how to fix it.
+
+    ``raw`` is the file's bytes (or the line's, when ``what`` names the line and ``err.start`` counts from it).
+    The column counts bytes from the line's start, from 1 (a character before it may take several)."""
+    line = raw.count(b"\n", 0, err.start) + 1
+    column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
+    where = what or f"{path}, line {line}, column {column}"
+    return ValueError(f"{where} is not UTF-8 text: byte 0x{raw[err.start]:02x} cannot start or continue a UTF-8 "
+                      "character (a Latin-1 or Windows-1252 file?). Save it as UTF-8, e.g. "
+                      f"`iconv -f latin1 -t utf-8 {path.name} > fixed{path.suffix}`.")
+
+
+def read_utf8(path: Path) -> str:
+    """The text of ``path``, or ValueError naming the file, line and column if it is not UTF-8."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise not_utf8(path, raw, err) from err
+
+
 def read_text_file(path: str | Path, limit: int | None = None) -> TextSource:
     """The texts of a local text file, split the way its format asks:
 
@@ -103,7 +125,7 @@ def read_text_file(path: str | Path, limit: int | None = None) -> TextSource:
         raise ValueError(f"--texts {path}: no such file. Give a UTF-8 text file: TinyStories (texts "
                          f"separated by {SEPARATOR}), WikiText (articles under ' = Title = ' lines) or "
                          "paragraphs separated by blank lines.")
-    raw = path.read_text(encoding="utf-8")
+    raw = read_utf8(path)
     if SEPARATOR in raw:
         texts, how = split_stories(raw), f"texts separated by {SEPARATOR}"
     elif _WIKITEXT_TITLE.search(raw):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import huggingface_hub
+import huggingface_hub.constants   # (the submodule itself: offline_cache patches it, and a test file may be the first to ask)
 import pytest
 
 # Real published artifacts (tokenizers, a tiny checkpoint, text) live next to the repository.

@@ -112,3 +112,61 @@ def test_keys_left_out_of_config_json_take_transformers_defaults(tmp_path, kind)
         theirs.max_position_embeddings, theirs.rms_norm_eps, theirs.tie_word_embeddings,
         theirs.num_key_value_heads, getattr(theirs, "head_dim", None) or theirs.hidden_size // theirs.num_attention_heads,
         theirs.rope_parameters["rope_theta"])
+
+
+# Values the forward pass is built from, each out of its range: before these checks the first four loaded and
+# gave NaN logits with exit 0, the rest raised bare torch errors (negative dimensions) or a misleading shape error.
+BAD_VALUES = [
+    ("qwen2", dict(rms_norm_eps=-1), "rms_norm_eps"),
+    ("qwen2", dict(rms_norm_eps=0), "rms_norm_eps"),
+    ("qwen2", dict(rope_theta=0, rope_parameters=None), "rope_theta"),
+    ("qwen2", dict(rope_theta=float("nan"), rope_parameters=None), "rope_theta"),
+    ("qwen2", dict(rope_parameters={"rope_type": "default", "rope_theta": float("inf")}), "rope_parameters.rope_theta"),
+    ("qwen2", dict(rope_parameters=5), "rope_parameters"),
+    ("qwen2", dict(num_attention_heads=-2), "num_attention_heads"),
+    ("qwen2", dict(num_key_value_heads=0), "num_key_value_heads"),
+    ("qwen2", dict(head_dim=0), "head_dim"),
+    ("qwen2", dict(max_position_embeddings=0), "max_position_embeddings"),
+    ("qwen2", dict(vocab_size=0), "vocab_size"),
+    ("qwen2", dict(num_hidden_layers=-1), "num_hidden_layers"),   # (0 layers is a model: see below)
+    ("qwen2", dict(intermediate_size=-64), "intermediate_size"),
+    ("qwen2", dict(hidden_size=32.5), "hidden_size"),
+    ("qwen2", dict(hidden_size="32"), "hidden_size"),
+    ("gpt2", dict(layer_norm_epsilon=-1), "layer_norm_epsilon"),
+    ("gpt2", dict(layer_norm_epsilon=float("nan")), "layer_norm_epsilon"),
+    ("gpt2", dict(n_head=-3), "n_head"),
+    ("gpt2", dict(n_positions=0), "n_positions"),
+    ("gpt2", dict(n_layer=-1), "n_layer"),
+    ("gpt2", dict(n_embd=0), "n_embd"),
+    ("gpt2", dict(vocab_size=-1), "vocab_size"),
+    ("gpt2", dict(n_inner=0), "n_inner"),
+]
+
+
+@pytest.fixture(scope="module")
+def pristine_gpt2(tmp_path_factory):
+    from checkpoints import make_gpt2_checkpoint
+    return make_gpt2_checkpoint(tmp_path_factory.mktemp("edges-gpt2"), seed=5)
+
+
+@pytest.mark.parametrize("kind, changes, key", BAD_VALUES, ids=[f"{k}-{key}-{list(c.values())[0]}" for k, c, key in BAD_VALUES])
+def test_values_the_forward_pass_cannot_use_are_refused_naming_file_and_key(pristine, pristine_gpt2, tmp_path,
+                                                                            capsys, kind, changes, key):
+    folder = shutil.copytree(pristine if kind == "qwen2" else pristine_gpt2, tmp_path / "ckpt")
+    edit_config(folder, **changes)
+    with pytest.raises(ConfigError) as err:
+        minillm.load_model(folder)
+    message = str(err.value)
+    assert message.startswith(f"{folder / 'config.json'}: {key} is ") and "\n" not in message
+    # The command line says it in one line and exits 1 (the model is refused before its tokenizer is looked for).
+    from minillm.cli import main
+    assert main(["logits", str(folder), "hello"]) == 1
+    assert capsys.readouterr().err == f"minillm logits: error: {message}\n"
+
+
+def test_zero_layers_load_as_in_transformers(tmp_path):
+    # Embedding, final norm and head alone (a model of the next token given this one): transformers builds
+    # it, so the layer count may be 0 where every other size must be positive.
+    folder = make_checkpoint(tmp_path / "bigram", "qwen2", seed=2, layers=0)
+    assert minillm.ModelConfig.from_file(folder).num_hidden_layers == 0
+    assert_matches_transformers(folder)

@@ -118,3 +118,44 @@ def test_gpt2_tokenizer_with_and_without_trimmed_offsets(shared_data, tmp_path, 
         assert ids == tok.encode(context + text)
         assert tok.decode(ids[start:]) == text                 # exactly the text's tokens, the lone "Ġ" too
         assert _encode_for_scoring(tok, text, context, False)[2] == len(text.encode())
+
+
+@pytest.mark.parametrize("family", ["gpt2", "qwen2.5"])
+def test_bits_per_byte_counts_exactly_the_bytes_of_the_scored_tokens_when_tokens_split_characters(shared_data,
+                                                                                                  tmp_path, family):
+    """Byte-level BPE splits rare characters over several tokens ("🦜" is "ðŁ", "¦", "ľ" in GPT-2). When the
+    first, unscored token was part of one, the byte count started at the whole character and counted the
+    unscored token's bytes too (GPT-2 "🦜 parrots talk": 17 bytes for tokens that hold 15)."""
+    import math
+
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    from minillm.models.config import ModelConfig
+    from minillm.models.qwen2 import Transformer
+
+    source = shared_data / f"{family}-tokenizer"
+    (tmp_path / "tokenizer.json").write_bytes(gzip.decompress((source / "tokenizer.json.gz").read_bytes()))
+    shutil.copyfile(source / "tokenizer_config.json", tmp_path / "tokenizer_config.json")
+    tok = minillm.load_tokenizer(tmp_path)
+    torch.manual_seed(0)          # a random model: the byte count does not depend on the scores
+    model = Transformer(ModelConfig("qwen2", tok.vocab_size, 8, 16, 1, 2, 1, 4, 10000.0, 1e-6, 512, True, True)).eval()
+    # The bytes a byte-level token spells, by transformers' own table (not minillm's): the reference.
+    byte_of = {char: byte for byte, char in bytes_to_unicode().items()}
+    backend = HFTokenizer.from_file(str(tmp_path / "tokenizer.json"))
+
+    def token_bytes(i: int) -> int:
+        return len(bytes(byte_of[c] for c in backend.id_to_token(i)))
+
+    cases = [("🦜 parrots talk", None), ("𝔘𝔫𝔦𝔠𝔬𝔡𝔢 letters", None), ("日本語の文です", None), ("ü is common", None),
+             ("🦜🦜 two birds", "Look: "), ("𝔘𝔫𝔦 and more", "Gothic "), ("語の文", "日本"), ("é", "caf")]
+    split_at_the_start = 0
+    for text, context in cases:
+        s = minillm.score(model, tok, text, context=context, top_k=0)
+        scored = s.token_ids[len(s.token_ids) - s.n_tokens:]
+        assert s.n_bytes == sum(token_bytes(i) for i in scored), (text, context)
+        assert s.bits_per_byte == pytest.approx(s.total_nll / math.log(2) / s.n_bytes, rel=1e-12)
+        if context is None:
+            # Every byte but the unscored first token's: nothing before it predicts it.
+            assert s.n_bytes == len(text.encode()) - token_bytes(s.token_ids[0])
+            split_at_the_start += len(backend.decode(s.token_ids[:1])) < 1 or "\ufffd" in backend.decode(s.token_ids[:1])
+    assert split_at_the_start >= 2          # the cases do split a character at the first token

@@ -15,6 +15,7 @@ import minillm
 from minillm.cli import main
 from minillm.training.finetune import (
     TURN_END,
+    encode_example,
     example_windows,
     examples_from_pairs,
     finetune,
@@ -199,3 +200,32 @@ def test_a_tokenizer_that_has_the_chat_tokens_keeps_its_ids(shared_data, tmp_pat
     assert tok.encode(prompt, add_special_tokens=False)[:1] == [151644] and tok.eos_token_id == 151645
     write_generation_config(tmp_path / "out", tok, end_of_text_id(qwen))
     assert json.loads((tmp_path / "out" / "generation_config.json").read_text())["eos_token_id"] == [151645, 151643]
+
+
+@pytest.mark.parametrize("family", ["qwen2.5", "gpt2"])
+def test_training_ids_are_chat_scorings_ids_whatever_the_reply_starts_with(family, shared_data, tmp_path):
+    """Fine-tuning encodes each conversation once, as score(..., chat=True) does. Encoding the reply on its
+    own trained "\\n" where chat scoring scores "\\n\\n" (Qwen2.5: the prompt's closing newline merges with
+    the reply's) and "\\n", "\\n" where it scores "\\n\\n", "\\n" (GPT-2, on a reply starting with two)."""
+    import gzip
+    import shutil
+
+    from minillm.models.config import ModelConfig
+    from minillm.models.qwen2 import Transformer
+
+    source = shared_data / f"{family}-tokenizer"
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "tokenizer.json").write_bytes(gzip.decompress((source / "tokenizer.json.gz").read_bytes()))
+    shutil.copyfile(source / "tokenizer_config.json", base / "tokenizer_config.json")
+    tok = write_chat_tokenizer(minillm.load_tokenizer(base), tmp_path / "chat")
+    torch.manual_seed(0)      # a random model: only which tokens are scored matters here, not their scores
+    model = Transformer(ModelConfig("qwen2", tok.vocab_size, 8, 16, 1, 2, 1, 4, 10000.0, 1e-6, 512, True, True)).eval()
+    replies = ["\nHello there.", "\n\nTwo newlines.", " A space first.", "\tA tab.", "<|im_end|> a special token",
+               "<|im_start|>assistant\nnested", "Plain text.", "é accented"]
+    for reply in replies:
+        ids, targets = encode_example(tok, examples_from_pairs([("Say something.", reply)])[0])
+        trained = [t for t in targets if t != IGNORE]
+        scored = minillm.score(model, tok, reply, context="Say something.", chat=True, top_k=0)
+        assert trained == [row.token_id for row in scored.rows] + [tok.eos_token_id], (family, reply)
+        assert ids[: -1] == scored.token_ids                  # the same sequence, then <|im_end|>

@@ -327,3 +327,19 @@ def test_token_surprise_legend_shows_the_grey_of_unscored_text():
     swatches = [a for a in fig.artists if isinstance(a, Rectangle)]
     assert [a.get_facecolor() for a in swatches] == [to_rgba(plots.UNSCORED_COLOR)]
     assert any(t.get_text().startswith("not scored") for t in fig.texts)
+
+
+def test_a_narrow_bits_per_byte_axis_still_has_labelled_ticks():
+    """One model whose bits per byte lie within 1.98-2.08 (a twentieth of a decade): the y axis of
+    bits_per_byte_vs_size.png carried one label (2) or none; it needs several, evenly spaced."""
+    one = [ModelSummary(model="tiny-s", params=98704, non_embedding_params=49552, stories=20, tokens=470,
+                        mean_nll=3.92, perplexity=50.5, ppl_ci_low=47.4, ppl_ci_high=54.4, bits_per_byte=2.030,
+                        bpb_ci_low=1.987, bpb_ci_high=2.076)]
+    fig = plots.scaling_figure(one, None, "bits_per_byte")
+    FigureCanvasAgg(fig).draw()
+    ax = fig.axes[0]
+    low, high = ax.get_ylim()
+    shown = [float(t.get_text()) for t in ax.get_yticklabels() if t.get_text() and low <= t.get_position()[1] <= high]
+    assert len(shown) >= 3 and shown == sorted(shown)
+    steps = np.diff(shown)
+    assert np.allclose(steps, steps[0])                  # round numbers, evenly spaced (2, 2.02, 2.04, ...)

@@ -329,3 +329,30 @@ def test_a_packed_model_is_refused(stories):
     for call in (lambda: quantize_model(packed, 4), lambda: model_size_bytes(packed, 4)):
         with pytest.raises(ValueError, match=r"packed \(load_model\(\.\.\., packed=True\)\).*packed=False"):
             call()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("spread", [1e-36, 1e-40, 1e-44])
+def test_a_tiny_but_nonzero_range_quantizes_without_nan(dtype, spread):
+    """Ranges near or below float32's smallest normal number (1.2e-38): the float32 step (range / levels)
+    underflowed to 0 and the codes were 0/0 = NaN (1e-44 at 4 bits and up; 1e-40 and 1e-36 at 16 bits)."""
+    w = (torch.linspace(-0.5, 1.0, 64, dtype=torch.float64) * spread).reshape(4, 16).to(dtype)
+    tiniest = 2.0 ** -149            # float32's smallest subnormal: the finest rounding of a result this small
+    for bits in (2, 4, 8, 16):
+        levels = 2**bits - 1
+        for scheme in ("tensor", "channel", "group"):
+            out = quantize_tensor(w, bits, scheme, group_size=8)
+            assert not out.isnan().any() and out.dtype == dtype
+            x, y = w.double(), out.double()
+            blocks = {"tensor": [(x.reshape(1, -1), y.reshape(1, -1))], "channel": [(x, y)],
+                      "group": [(x[:, :8], y[:, :8]), (x[:, 8:], y[:, 8:])]}[scheme]
+            for xb, yb in blocks:
+                lo, hi = xb.amin(1, keepdim=True), xb.amax(1, keepdim=True)
+                # Within the block's range, at most half a step from the input, and at most 2**bits values per
+                # block; give or take the rounding of code * step + lo in float32 (two roundings at the block's
+                # largest magnitude, or the smallest subnormal) and of the cast to bfloat16 (8 significant bits).
+                eps = 2.0 ** -8 if dtype == torch.bfloat16 else 2.0 ** -23
+                rounding = torch.maximum(lo.abs(), hi.abs()) * eps * 2 + tiniest
+                assert ((yb >= lo - rounding) & (yb <= hi + rounding)).all()
+                assert ((yb - xb).abs() <= (hi - lo) / levels / 2 * (1 + 1e-6) + rounding).all(), (bits, scheme)
+                assert all(len(row.unique()) <= 2**bits for row in yb)

@@ -432,7 +432,7 @@ def test_data_file_that_is_not_utf8_is_named(tmp_path, capsys):
     data = tmp_path / "latin1.txt"
     data.write_bytes("Il était une fois, à Paris.".encode("latin-1"))
     assert cli_main(["train", "--data", str(data), "--out", str(tmp_path / "m"), *TINY_RUN]) == 1
-    assert f"--data {data} is not UTF-8 text" in capsys.readouterr().err
+    assert f"{data}, line 1, column 4 is not UTF-8 text: byte 0xe9" in capsys.readouterr().err   # "Il é"
     assert not (tmp_path / "m").exists()
 
 

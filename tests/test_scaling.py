@@ -129,7 +129,8 @@ def test_scaling_without_models_or_network_uses_the_shipped_family(tmp_path, off
 
     assert main(["scaling", "--stories", "50", "--out", str(tmp_path / "out")]) == 0
     said = capsys.readouterr().out
-    assert "hf download Qwen/Qwen2.5-0.5B" in said and f"Scoring {HELD_OUT} bundled texts of data/texts/stories.txt that no model here trained on." in said
+    assert "hf download Qwen/Qwen2.5-0.5B" in said and (f"Scoring {HELD_OUT} bundled texts of data/texts/stories.txt that no model here trained on (50 were asked "
+                                                           "for, with --stories or its default; there are no more).") in said
     with open(tmp_path / "out" / "summary.csv", newline="") as f:
         summary = {Path(r["model"]).name: float(r["perplexity"]) for r in csv.DictReader(f)}
     with open(FAMILY_DIR / "family.csv", newline="") as f:

@@ -420,3 +420,13 @@ def test_load_from_hub_cache(offline_cache, trained_folder):
 def test_uncached_hub_id(offline_cache):
     with pytest.raises(SourceError, match="offline.*cache"):
         load_tokenizer("org/not-cached")
+
+
+def test_token_bytes_spell_the_text_byte_for_byte(qwen, stories):
+    """token_bytes: exact bytes even for tokens that hold part of a character (token_text gives U+FFFD)."""
+    text = "🦜 says <|im_end|> héllo 日本"
+    ids = qwen.encode(text)
+    assert b"".join(qwen.token_bytes(i) for i in ids) == text.encode()
+    assert any("\ufffd" in qwen.token_text(i) for i in ids)              # some token does split a character
+    ids = stories.encode("🦜 bird", add_special_tokens=False)          # byte fallback: <0xF0> <0x9F> ...
+    assert [stories.token_bytes(i) for i in ids[1:5]] == [bytes([b]) for b in "🦜".encode()]

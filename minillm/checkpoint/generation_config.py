@@ -49,7 +49,7 @@ class GenerationConfig:
         if path.is_file():
             try:
                 raw = json.loads(path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as err:
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:   # (not UTF-8: not JSON either)
                 raise ConfigError(f"{path} is not valid JSON: {err}") from err
         eos = raw.get("eos_token_id")
         if eos is None and model_config is not None:

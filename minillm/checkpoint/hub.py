@@ -8,6 +8,7 @@ offline mode (``HF_HUB_OFFLINE=1``), in which it uses the cache alone.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -84,12 +85,15 @@ def resolve_source(source: str | os.PathLike) -> Path:
             f"{path} is a file, but a model source must be a folder (holding config.json, "
             "*.safetensors and tokenizer files) or a hub repo id such as 'Qwen/Qwen2.5-0.5B'."
         )
+    if path.is_symlink():     # a link to nothing: exists() is False for it, but it is surely meant as a path
+        raise SourceError(f"{path} is a symbolic link to {os.readlink(path)!r}, which {_why_broken(path)}. Point "
+                          "it at the model folder (holding config.json, *.safetensors and tokenizer files).")
     text = str(source)
     first = Path(text).parts[0] if Path(text).parts else ""
     if text.startswith(("./", "../", "/", "~")) or (len(Path(text).parts) > 1 and Path(first).is_dir()):
         # A path, not a hub id: its first folder is here (models/tiny-x with a models/ folder).
         raise SourceError(
-            f"no such folder: {text!r} ({path.resolve()} does not exist). Check the path; a model "
+            f"no such folder: {text!r} ({os.path.abspath(path)} does not exist). Check the path; a model "
             "folder holds config.json, *.safetensors and tokenizer files."
         )
     if not _looks_like_repo_id(text.split("@")[0]):
@@ -98,6 +102,18 @@ def resolve_source(source: str | os.PathLike) -> Path:
             "of the form 'org/name' (for example 'Qwen/Qwen2.5-0.5B'). Check the path."
         )
     return _download(text)
+
+
+def _why_broken(link: Path) -> str:
+    """Why the symbolic link ``link`` leads nowhere: a loop of links, or a target that does not exist."""
+    try:
+        link.resolve(strict=True)
+    except RuntimeError:        # Python < 3.13 reports a loop this way
+        return "leads back to itself (a loop of symbolic links)"
+    except OSError as err:
+        return ("leads back to itself (a loop of symbolic links)" if err.errno == errno.ELOOP
+                else "does not exist")
+    return "cannot be read"
 
 
 def _download(source: str) -> Path:

@@ -9,17 +9,28 @@ Three rules the ``minillm`` commands follow:
 * build a folder completely in a temporary place next to it, and move it into place only
   when it is whole (:func:`build_then_move`), so that a run that fails half-way leaves the
   old folder (or none) rather than a corrupt one; :func:`build_entries_then_move` does the same
-  for several entries of a folder that holds more.
+  for several entries of a folder that holds more;
+* one run at a time into an output (:func:`hold_output`): a second run started into the same
+  ``--out`` while the first is writing is refused, rather than replacing the first one's
+  files or mixing its own with them.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import wraps
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:          # Windows
+    fcntl = None
+    import msvcrt
 
 
 def _writable_parent(path: Path, flag: str) -> None:
@@ -67,6 +78,94 @@ def refuse_to_overwrite(paths: Path | Sequence[Path], what: str, flag: str = "--
                          f"refusing to replace {it}. Choose another {out}, or pass {flag} to replace {it}.")
 
 
+_HELD: dict[Path, int] = {}   # the outputs this process holds -> how many nested hold_output blocks hold each
+
+
+def lock_file(target: Path) -> Path:
+    """The lock file of an output: beside it (a folder is replaced whole when a run saves, so not inside it)."""
+    return target.parent / f".{target.name}.lock"
+
+
+@contextmanager
+def hold_output(target: Path, flag: str = "--out") -> Iterator[None]:
+    """Hold ``target`` (a folder or file to be written) for this process for the block, or raise ValueError
+    at once, naming ``flag`` and the process that holds it, if another process does.
+
+    The hold is an operating-system lock (``flock``; ``msvcrt.locking`` on Windows) on a lock file beside
+    ``target``, so it ends when the holder ends, even if it is killed. Nested blocks in one process share
+    the first hold (a run that holds its ``--out`` saves checkpoints into it through :func:`build_then_move`).
+    """
+    key = Path(os.path.abspath(target))
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
+    _writable_parent(key, flag)       # (a file where a folder should be is said as the other checks say it)
+    created = [p for p in [key.parent, *key.parent.parents] if not p.exists()]   # removed again, if left empty
+    key.parent.mkdir(parents=True, exist_ok=True)
+    path = lock_file(key)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        if not _try_lock(fd):
+            try:
+                holder = os.read(fd, 64).decode("ascii", "replace").strip() or "?"
+            except OSError:      # Windows: the holder's locked bytes cannot be read
+                holder = "?"
+            os.close(fd)
+            raise ValueError(f"{flag} {target}: another minillm run (process {holder}) is writing there now (it holds "
+                             f"{path}); wait for it to finish, or choose another {flag}.")
+        try:     # the holder before us may have removed the file between our open and our lock: lock the new one
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        _HELD[key] = 1
+        yield
+    finally:
+        _HELD.pop(key, None)
+        try:
+            os.unlink(path)      # before unlocking, so that no one locks a file that is about to go
+        except OSError:
+            pass
+        os.close(fd)             # closing releases the lock
+        for folder in created:   # deepest first; a folder the run wrote into stays
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+
+
+def holds_out(function):
+    """Decorator: the function's ``out`` argument (a folder it writes) is held (:func:`hold_output`) while it runs."""
+    signature = inspect.signature(function)
+
+    @wraps(function)
+    def held(*args, **kwargs):
+        with hold_output(Path(signature.bind(*args, **kwargs).arguments["out"])):
+            return function(*args, **kwargs)
+    return held
+
+
+def _try_lock(fd: int) -> bool:
+    """Lock the open file ``fd`` for this process without waiting; False if another process holds it."""
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        return True
+    except OSError:
+        return False
+
+
 @contextmanager
 def build_then_move(target: Path, carry_over: bool = False) -> Iterator[Path]:
     """Yield an empty temporary folder next to ``target``; when the block ends without an error,
@@ -78,22 +177,23 @@ def build_then_move(target: Path, carry_over: bool = False) -> Iterator[Path]:
 
     If the block raises, ``target`` is left as it was and the temporary folder is removed.
     The temporary folder sits in ``target``'s own parent so that the final move is a rename on
-    one file system, never a copy.
+    one file system, never a copy. ``target`` is held (:func:`hold_output`) for the whole block.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
-    try:
-        yield partial
-        if carry_over and target.is_dir():
-            for entry in target.iterdir():
-                if not (partial / entry.name).exists():
-                    copy = shutil.copytree if entry.is_dir() else shutil.copy2
-                    copy(entry, partial / entry.name)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    _replace(target, partial)
+    with hold_output(target):
+        partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+        try:
+            yield partial
+            if carry_over and target.is_dir():
+                for entry in target.iterdir():
+                    if not (partial / entry.name).exists():
+                        copy = shutil.copytree if entry.is_dir() else shutil.copy2
+                        copy(entry, partial / entry.name)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        _replace(target, partial)
 
 
 @contextmanager

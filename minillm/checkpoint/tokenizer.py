@@ -37,21 +37,28 @@ from __future__ import annotations
 import json
 import operator
 import os
-from datetime import datetime
-from functools import lru_cache
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
-import jinja2
-from jinja2 import nodes
-from jinja2.ext import Extension
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer as _BackendTokenizer
 from tokenizers import decoders, models, pre_tokenizers, processors
 
+from minillm.checkpoint.chat_template import TemplateFailure, render
 from minillm.checkpoint.hub import resolve_source
 
 GPT2_EOS = "<|endoftext|>"   # GPT-2's end of text, its only special token
+
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """Byte-level BPE's spelling of bytes as characters, inverted: character -> byte. Bytes that print
+    (! to ~, ¡ to ¬, ® to ÿ) stand for themselves; the other 68 are written as chr(256 + n), the n-th of them."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    return {**{chr(b): b for b in printable}, **{chr(256 + n): b for n, b in enumerate(others)}}
+
+
+_BYTE_OF_CHAR = _byte_level_alphabet()
 
 
 class TokenizerError(ValueError):
@@ -81,6 +88,9 @@ class Tokenizer:
         # token_text() decodes a token after this one, so that a leading space survives.
         self._anchor = (self._backend.encode("a", add_special_tokens=False).ids or [0])[-1]
         self._anchor_text = self._backend.decode([self._anchor], skip_special_tokens=False)
+        # token_bytes(): the added tokens' texts, and whether entries spell bytes (byte-level BPE).
+        self._added_text = {i: t.content for i, t in self._backend.get_added_tokens_decoder().items()}
+        self._byte_level = isinstance(self._backend.decoder, decoders.ByteLevel)
         # Encode every text in full: no silent truncation or padding saved in the file.
         self._backend.no_truncation()
         self._backend.no_padding()
@@ -194,6 +204,20 @@ class Tokenizer:
         both = self._backend.decode([self._anchor, token_id], skip_special_tokens=False)
         return both[len(self._anchor_text):] if both.startswith(self._anchor_text) else self.decode([token_id])
 
+    def token_bytes(self, token_id: int) -> bytes:
+        """The UTF-8 bytes of text one token stands for, exactly, also when it holds only part of a
+        character (``token_text`` gives U+FFFD for those): byte-level BPE tokens (GPT-2, Qwen2.5) spell
+        one byte per character of their vocabulary entry (``"ðŁ"`` is b"\\xf0\\x9f"); byte-fallback
+        tokens (``"<0xF0>"``) one byte; special tokens their text; any other token its ``token_text``."""
+        if token_id in self._added_text:
+            return self._added_text[token_id].encode("utf-8")
+        token = self.id_to_token(token_id)
+        if self._byte_level and all(c in _BYTE_OF_CHAR for c in token):
+            return bytes(_BYTE_OF_CHAR[c] for c in token)
+        if re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", token):
+            return bytes([int(token[3:5], 16)])
+        return self.token_text(token_id).encode("utf-8")
+
     def _check_ids(self, ids: Iterable[int] | int) -> list[int]:
         if isinstance(ids, int):
             ids = [ids]
@@ -246,21 +270,16 @@ class Tokenizer:
                 f"{self._template_file} holds several chat templates "
                 f"({', '.join(sorted(self._chat_templates))}) and none is named 'default'."
             )
-        where = self._template_file
         try:
-            return _compile(self._chat_templates[name]).render(
+            return render(self._chat_templates[name], dict(
                 messages=messages,
                 tools=tools,
                 documents=None,
                 add_generation_prompt=add_generation_prompt,
                 **self._special_tokens,
-            )
-        except jinja2.TemplateSyntaxError as err:
-            raise TokenizerError(
-                f"the chat template in {where} is not valid Jinja (line {err.lineno}): {err.message}"
-            ) from err
-        except jinja2.TemplateError as err:
-            raise TokenizerError(f"the chat template in {where} failed on these messages: {err}") from err
+            ))
+        except TemplateFailure as err:
+            raise TokenizerError(f"the chat template in {self._template_file} {err}") from err
 
     def __repr__(self) -> str:
         return (
@@ -334,6 +353,13 @@ def _read_json(path: Path) -> dict:
     return raw
 
 
+def _read_template(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise TokenizerError(f"{path} could not be read as a UTF-8 chat template: {err}") from err
+
+
 def _read_config(folder: Path) -> dict:
     """tokenizer_config.json (empty if absent). Older checkpoints name their special tokens in
     special_tokens_map.json instead; like transformers, that file is read only when the config
@@ -363,9 +389,9 @@ def _read_chat_templates(folder: Path, config: dict) -> tuple[dict[str, str], Pa
     templates = {}
     jinja_file = folder / "chat_template.jinja"
     if jinja_file.is_file():
-        templates["default"] = jinja_file.read_text(encoding="utf-8")
+        templates["default"] = _read_template(jinja_file)
     for path in sorted((folder / "additional_chat_templates").glob("*.jinja")):
-        templates[path.stem] = path.read_text(encoding="utf-8")
+        templates[path.stem] = _read_template(path)
     if templates:
         return templates, jinja_file if "default" in templates else folder / "additional_chat_templates"
     raw = config.get("chat_template")
@@ -390,47 +416,3 @@ def _check_messages(messages: Any) -> list[dict]:
         if message.get("content") is None and "tool_calls" not in message:
             raise TokenizerError(f"messages[{i}] (role {message['role']!r}) has no 'content'.")
     return [{key: value for key, value in m.items() if value is not None} for m in messages]
-
-
-class _GenerationTag(Extension):
-    """``{% generation %}...{% endgeneration %}`` marks the assistant's text in some templates
-    (transformers uses it to build training masks). Here it just renders its body."""
-
-    tags = {"generation"}
-
-    def parse(self, parser):
-        lineno = next(parser.stream).lineno
-        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
-        return nodes.CallBlock(self.call_method("_body"), [], [], body).set_lineno(lineno)
-
-    def _body(self, caller):
-        return caller()
-
-
-def _raise_exception(message: str):
-    # Templates call raise_exception('...') to refuse a conversation they cannot format.
-    raise jinja2.TemplateError(message)
-
-
-def _tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False) -> str:
-    # Jinja's own tojson escapes <, >, & and ' for HTML; chat templates want plain JSON
-    # (non-ASCII kept as is), with json.dumps' options.
-    return json.dumps(
-        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
-    )
-
-
-@lru_cache(maxsize=16)
-def _compile(template: str) -> jinja2.Template:
-    """Compile a chat template in the environment transformers renders templates in.
-
-    Templates come from the hub, so they run in Jinja's sandbox: they can read the data given
-    to them but cannot call arbitrary Python or change their inputs.
-    """
-    env = ImmutableSandboxedEnvironment(
-        trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationTag, "jinja2.ext.loopcontrols"]
-    )
-    env.filters["tojson"] = _tojson
-    env.globals["raise_exception"] = _raise_exception
-    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
-    return env.from_string(template)

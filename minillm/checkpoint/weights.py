@@ -42,8 +42,9 @@ NON_WEIGHT_BUFFERS = {
     # GPT-2 (OpenAI's upload, older transformers): the causal mask as a (1, 1, n_positions,
     # n_positions) matrix, and the value masked scores were set to (-1e4).
     "gpt2": re.compile(r"(transformer\.)?h\.\d+\.attn\.(bias|masked_bias)"),
-    # Llama conversions by older transformers: the rotary frequencies theta ** (-2i / head_dim).
-    "llama": re.compile(r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq"),
+    # Llama and Qwen2 checkpoints by older transformers: the rotary frequencies theta ** (-2i / head_dim).
+    "llama": re.compile(r"(model\.)?layers\.\d+\.self_attn\.rotary_emb\.inv_freq"),
+    "qwen2": re.compile(r"(model\.)?layers\.\d+\.self_attn\.rotary_emb\.inv_freq"),
 }
 # GPT-2's Conv1D weights, stored (in, out): transposed on the way in and out.
 CONV1D_WEIGHTS = re.compile(r"h\.\d+\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight")
@@ -113,10 +114,40 @@ def _tensor_names(path: Path) -> list[str]:
         with safe_open(path, framework="pt") as f:
             return list(f.keys())
     except Exception as err:  # safetensors raises its own error type for corrupt headers
-        raise WeightsError(
-            f"{path} could not be read as a safetensors file ({err}). Is it truncated or "
-            "incompletely downloaded? Download it again."
-        ) from err
+        raise unreadable(path, err) from err
+
+
+# How other files a model folder may hold begin, to say what a file is when it is no safetensors file.
+_MAGIC = [(b"PK\x03\x04", "a zip archive (PyTorch's torch.save format, as in pytorch_model.bin)"),
+          (b"\x80", "a Python pickle (torch.save's old format)"), (b"GGUF", "a GGUF file (llama.cpp's format)"),
+          (b"version https://git-lfs", "a Git LFS pointer, not the file itself (run `git lfs pull` in the clone)"),
+          (b"\x89HDF", "an HDF5 file (Keras/TensorFlow weights)"),
+          (b"<", "an HTML or XML page (an error or login page saved in place of the file?)"), (b"{", "a JSON file")]
+
+
+def unreadable(path: Path, err: Exception) -> WeightsError:
+    """The error for a weights file safetensors could not read: what the file is, as far as its first bytes tell.
+
+    A safetensors file begins with 8 bytes (the little-endian length of its JSON header), then the header,
+    which starts with '{'. A file that begins that way but cannot be read was cut short or damaged; one
+    that begins otherwise is another kind of file under a safetensors name."""
+    link = f" (a link to {os.path.realpath(path)})" if path.is_symlink() else ""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+        size = path.stat().st_size
+    except OSError as os_err:
+        return WeightsError(f"{path}{link} could not be opened ({os_err.strerror}).")
+    if len(head) > 8 and head[8:9] == b"{":
+        return WeightsError(f"{path}{link} could not be read as a safetensors file ({err}). Is it truncated or "
+                            "incompletely downloaded? Download it again.")
+    kind = next((what for magic, what in _MAGIC if head.startswith(magic)), None)
+    if kind is None:
+        text = all(byte >= 32 or byte in b"\t\n\r" for byte in head)   # no NUL or control bytes
+        kind = "empty" if not head else "text" if text else f"a file that starts with the bytes {head[:8].hex(' ')}"
+    return WeightsError(f"{path}{link} is not a safetensors file: it is {kind} ({size:,} bytes). A checkpoint's "
+                        "weights are *.safetensors files (they begin with the length of a JSON header); put the "
+                        "model's own .safetensors files here.")
 
 
 SAFETENSORS_FLOATS = {"F64": "float64", "F32": "float32", "BF16": "bfloat16", "F16": "float16",
@@ -139,7 +170,7 @@ def saved_dtype(folder: Path) -> str | None:
                 if code in SAFETENSORS_FLOATS:
                     return SAFETENSORS_FLOATS[code]
     except Exception as err:
-        raise WeightsError(f"{first} could not be read as a safetensors file ({err}). Download it again.") from err
+        raise unreadable(first, err) from err
     return None
 
 
@@ -161,7 +192,8 @@ def _stored_transposed(param_name: str, model_type: str) -> bool:
 
 def _file_names(files: dict[str, Path], model_type: str, folder: Path) -> dict[str, str]:
     """Map each tensor name, as :func:`checkpoint_name` spells it, to its name in the files;
-    known non-weight buffers are left out. GPT-2 names without ``transformer.`` get it."""
+    known non-weight buffers are left out. Names without the decoder's prefix get it, as transformers
+    reads them: GPT-2's without ``transformer.``, a Qwen2/Llama base model's without ``model.``."""
     skip = NON_WEIGHT_BUFFERS.get(model_type)
     names: dict[str, str] = {}
     for name in files:
@@ -170,6 +202,8 @@ def _file_names(files: dict[str, Path], model_type: str, folder: Path) -> dict[s
         canonical = name
         if model_type == "gpt2" and not name.startswith(("transformer.", "lm_head.")):
             canonical = "transformer." + name
+        elif model_type != "gpt2" and not name.startswith(("model.", "lm_head.")):
+            canonical = "model." + name      # a base model's checkpoint (Qwen2Model, LlamaModel): no "model."
         if canonical in names:
             raise WeightsError(f"checkpoint in {folder} holds both {names[canonical]!r} and {name!r}: "
                                "one tensor under two names. Keep one of them.")
@@ -215,8 +249,21 @@ def load_weights(model: Transformer | GPT2, folder: Path, dtype: torch.dtype, de
         # embedding matrix serves as the head. Some ship a copy, which must be the same matrix.
         expected.pop("lm_head.weight")
         head_copy = files.pop("lm_head.weight", None)
+        embedding = next(checkpoint_name(n, model_type) for n, p in model.named_parameters()
+                         if p is model.embed_tokens.weight)            # model.embed_tokens / transformer.wte
+        if embedding not in files and head_copy is not None:
+            # Only the head was saved (an index or file naming lm_head.weight alone): it is the tied matrix,
+            # and transformers ties the embedding to it.
+            files[embedding], stored_as[embedding], head_copy = head_copy, stored_as["lm_head.weight"], None
 
     missing = sorted(set(expected) - set(files))
+    if missing == ["lm_head.weight"]:
+        raise WeightsError(
+            f"checkpoint in {folder} has no lm_head.weight, and config.json says tie_word_embeddings=false (the "
+            "output layer is a matrix of its own). transformers would load it with a randomly initialised output "
+            "layer (and a warning): its logits would be noise. If this model's output layer is its token "
+            "embedding, set tie_word_embeddings to true in config.json; otherwise the file is incomplete."
+        )
     if missing:
         where = sorted({files[n].name for n in files}) or ["(no tensors)"]
         raise WeightsError(
@@ -228,7 +275,8 @@ def load_weights(model: Transformer | GPT2, folder: Path, dtype: torch.dtype, de
         raise WeightsError(
             f"checkpoint in {folder} has {len(unexpected)} tensor(s) the model has no place for, e.g. "
             f"{[stored_as[n] for n in unexpected[:3]]} in {files[unexpected[0]].name}. Does config.json belong "
-            "to these weights?"
+            "to these weights? (transformers would load the checkpoint without them, with a warning: a model "
+            "with fewer layers than the file holds, say; remove them from the file if they are not the model's.)"
         )
 
     by_file: dict[Path, list[str]] = {}
@@ -249,10 +297,7 @@ def load_weights(model: Transformer | GPT2, folder: Path, dtype: torch.dtype, de
         except WeightsError:
             raise
         except Exception as err:
-            raise WeightsError(
-                f"{path} could not be read ({err}). Is it truncated or incompletely downloaded? "
-                "Download it again."
-            ) from err
+            raise unreadable(path, err) from err
     if tied:
         model.lm_head.weight = model.embed_tokens.weight
         if head_copy is not None:
@@ -266,8 +311,8 @@ def _check_tied_copy(model: Transformer | GPT2, path: Path) -> None:
     if head.shape != embedding.shape or not torch.equal(head.to(embedding), embedding):
         raise WeightsError(
             f"config.json says tie_word_embeddings=true, but {path.name} holds an lm_head.weight that "
-            "differs from the token embedding. Set tie_word_embeddings to false in config.json "
-            "if the checkpoint really has its own output matrix."
+            "differs from the token embedding (transformers then loads the two apart, as if it were false). "
+            "Set tie_word_embeddings to false in config.json if the checkpoint really has its own output matrix."
         )
 
 

@@ -72,11 +72,16 @@ def _check_readable(model: Transformer) -> None:
 
 
 def _quantize_rows(x: torch.Tensor, levels: int) -> torch.Tensor:
-    """Min-max quantize each row of a float32 (blocks, block_len) tensor on its own."""
+    """Min-max quantize each row of a float32 (or float64) (blocks, block_len) tensor on its own."""
     lo = x.amin(dim=1, keepdim=True)                     # (blocks, 1)
     hi = x.amax(dim=1, keepdim=True)
     # A constant row (hi == lo) gets scale 1: its codes are all 0 and it comes back as lo.
     scale = torch.where(hi > lo, (hi - lo) / levels, torch.ones_like(lo))
+    if x.dtype == torch.float32 and scale.min() < torch.finfo(torch.float32).tiny:
+        # A row whose range is tiny but not zero (below ~1e-33, near float32's smallest normal number):
+        # its step underflows to a subnormal number or to 0 (0/0 = NaN codes), so this rare tensor is
+        # quantized in float64, where no float32 range underflows, and cast back.
+        return _quantize_rows(x.double(), levels).float()
     q = torch.round((x - lo) / scale).clamp(0, levels)   # integer codes 0 .. levels
     return q * scale + lo
 

@@ -157,6 +157,15 @@ def encode_for_scoring(tok: Tokenizer, text: str, context: str | None = None, ch
     return ids, score_from
 
 
+def first_token_after(offsets: list[tuple[int, int]], boundary: int) -> int:
+    """The index of the first token that ends past character ``boundary`` (it starts there, or straddles it),
+    at least 1 (nothing predicts the first token); ``len(offsets)`` if none does.
+
+    ``offsets`` are the tokens' (start, end) characters in the text encoded. Where scoring with a
+    context starts, and where fine-tuning's targets start: the two must agree token for token."""
+    return max(next((i for i, (_, end) in enumerate(offsets) if end > boundary), len(offsets)), 1)
+
+
 def _encode_for_scoring(tok: Tokenizer, text: str, context: str | None, chat: bool) -> tuple[list[int], int, int]:
     """(ids, first scored index, UTF-8 bytes of the text the scored tokens cover)."""
     if not isinstance(text, str) or not text:
@@ -174,16 +183,29 @@ def _encode_for_scoring(tok: Tokenizer, text: str, context: str | None, chat: bo
         prefix, add_special = context, True
     joint = prefix + text
     ids, offsets = tok.encode_with_offsets(joint, add_special_tokens=add_special)
-    if context is None:
-        score_from = 1
-    else:
-        # The first token that ends inside the text: it starts there, or straddles the boundary.
-        score_from = next((i for i, (_, end) in enumerate(offsets) if end > len(prefix)), len(ids))
-        score_from = max(score_from, 1)
+    score_from = 1 if context is None else first_token_after(offsets, len(prefix))
     if score_from >= len(ids):
         return ids, score_from, 0
-    first_char = min(offsets[score_from][0], len(prefix)) if context is not None else offsets[score_from][0]
-    return ids, score_from, len(joint[first_char:].encode("utf-8"))
+    return ids, score_from, _scored_bytes(tok, joint, ids, offsets, score_from, len(prefix))
+
+
+def _scored_bytes(tok: Tokenizer, joint: str, ids: list[int], offsets: list[tuple[int, int]], score_from: int,
+                  boundary: int) -> int:
+    """UTF-8 bytes of ``joint`` that the tokens ``ids[score_from:]`` stand for (bits per byte divides by it).
+
+    Byte-level BPE (GPT-2, Qwen2.5) may split one character over several tokens (an emoji, a CJK
+    character: "🦜" is "ðŁ", "¦", "ľ" in GPT-2), and the first scored token may be one of them: its
+    character offsets then start at the whole character, bytes of which the unscored tokens hold. So
+    where the tokens spell the text byte for byte (tokens the tokenizer added around it, like a BOS,
+    left out) the scored tokens' own bytes are counted; otherwise (SentencePiece writes a space the
+    text does not have in front of its first word) the text from the first scored token's first
+    character on, which never splits there: those tokenizers add a BOS, so scoring starts at a word.
+    """
+    kept = [(i, tok.token_bytes(token)) for i, (token, (_, end)) in enumerate(zip(ids, offsets)) if end > 0]
+    if b"".join(spelled for _, spelled in kept) == joint.encode("utf-8"):   # (leaving out BOS and the like)
+        return sum(len(spelled) for i, spelled in kept if i >= score_from)
+    first_char = min(offsets[score_from][0], boundary)
+    return len(joint[first_char:].encode("utf-8"))
 
 
 def _windows(owner: int, ids: list[int], score_from: int, window: int, stride: int) -> list[_Segment]:

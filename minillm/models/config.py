@@ -24,6 +24,7 @@ sliding window switched on for no layer, ``attention_bias: false`` in a Qwen2 co
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,13 +83,16 @@ class ModelConfig:
                 raise ConfigError(f"{where}: missing key {key!r} (needed for model_type {model_type!r}).")
             return raw[key]
 
+        vocab, hidden, intermediate, heads = (_positive_int(key, need(key), where) for key in (
+            "vocab_size", "hidden_size", "intermediate_size", "num_attention_heads"))
+        layers = _positive_int("num_hidden_layers", need("num_hidden_layers"), where, least=0)
         _refuse_what_we_do_not_compute(raw, where)
         rope = raw.get("rope_parameters") or {}
-        rope_theta = rope.get("rope_theta", raw.get("rope_theta", 10000.0))
-
-        hidden, heads = int(need("hidden_size")), int(need("num_attention_heads"))
-        kv_heads = int(raw.get("num_key_value_heads") or heads)
-        head_dim = int(raw.get("head_dim") or hidden // heads)
+        rope_theta = _positive_number("rope_parameters.rope_theta" if "rope_theta" in rope else "rope_theta",
+                                      rope.get("rope_theta", raw.get("rope_theta", 10000.0)), where)
+        # As in transformers, only an absent (or null) key takes the default: a 0 is an error, not "unset".
+        kv_heads = _positive_int("num_key_value_heads", _given(raw, "num_key_value_heads", heads), where)
+        head_dim = _positive_int("head_dim", _given(raw, "head_dim", hidden // heads), where)
         if heads % kv_heads:
             raise ConfigError(
                 f"{where}: num_attention_heads={heads} is not a multiple of "
@@ -102,17 +106,18 @@ class ModelConfig:
         bias = True if model_type == "qwen2" else bool(raw.get("attention_bias", False))
         return cls(
             model_type=model_type,
-            vocab_size=int(need("vocab_size")),
+            vocab_size=vocab,
             hidden_size=hidden,
-            intermediate_size=int(need("intermediate_size")),
-            num_hidden_layers=int(need("num_hidden_layers")),
+            intermediate_size=intermediate,
+            num_hidden_layers=layers,
             num_attention_heads=heads,
             num_key_value_heads=kv_heads,
             head_dim=head_dim,
-            rope_theta=float(rope_theta),
-            rms_norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
+            rope_theta=rope_theta,
+            rms_norm_eps=_positive_number("rms_norm_eps", raw.get("rms_norm_eps", 1e-6), where),
             # transformers' defaults when config.json leaves it out: Qwen2Config 32768, LlamaConfig 2048.
-            max_position_embeddings=int(raw.get("max_position_embeddings", 32768 if model_type == "qwen2" else 2048)),
+            max_position_embeddings=_positive_int("max_position_embeddings", raw.get(
+                "max_position_embeddings", 32768 if model_type == "qwen2" else 2048), where),
             tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
             attention_bias=bias,
             torch_dtype=raw.get("dtype") or raw.get("torch_dtype"),
@@ -176,9 +181,44 @@ class ModelConfig:
         return cls.from_dict(raw, where=str(path))
 
 
+def _given(raw: dict, key: str, default):
+    """``raw[key]`` unless it is absent or null, else ``default``."""
+    return default if raw.get(key) is None else raw[key]
+
+
+def _positive_int(key: str, value, where: str, least: int = 1) -> int:
+    """``value`` (config.json's ``key``, or its default) as an int, or ConfigError unless it is a whole number >= ``least``.
+
+    Sizes and counts the forward pass builds tensors from: zero or negative ones would give a model that
+    computes nothing (or a bare torch shape error), and 64.5 or "64" are typos, not sizes. (Layers may be
+    0, as in transformers: embedding, final norm and head alone, a model of the next token given one.)
+    """
+    whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not whole or value < least:
+        raise ConfigError(f"{where}: {key} is {json.dumps(value)}; it must be a whole number >= {least} (a size or "
+                          "a count the model is built from). Copy config.json from the model's hub page.")
+    return int(value)
+
+
+def _positive_number(key: str, value, where: str) -> float:
+    """``value`` (config.json's ``key``, or its default) as a float, or ConfigError unless finite and > 0.
+
+    An epsilon <= 0 makes normalisation divide by zero or take the root of a negative number, and a rotary
+    base <= 0 (or NaN, which json reads) gives NaN angles: every logit would be NaN.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{where}: {key} is {json.dumps(value)}; it must be a finite number > 0, or every "
+                          "logit is NaN. Copy config.json from the model's hub page.")
+    return float(value)
+
+
 def _refuse_what_we_do_not_compute(raw: dict, where: str) -> None:
     """Raise ConfigError for settings that would change the math of the forward pass."""
-    for rope in (raw.get("rope_parameters"), raw.get("rope_scaling")):  # new layout, old layout
+    for key in ("rope_parameters", "rope_scaling"):  # new layout, old layout
+        rope = raw.get(key)
+        if rope and not isinstance(rope, dict):
+            raise ConfigError(f"{where}: {key} is {json.dumps(rope)}; it must be an object such as "
+                              '{"rope_type": "default", "rope_theta": 10000.0}.')
         if not rope or rope.get("rope_type", rope.get("type", "default")) == "default":
             continue
         raise ConfigError(
@@ -265,6 +305,11 @@ class GPT2Config:
         if missing:
             raise ConfigError(f"{where}: missing key(s) {missing} (needed for model_type 'gpt2').")
         _refuse_what_gpt2_does_not_compute(raw, where)
+        for key in ("vocab_size", "n_positions", "n_embd", "n_head"):
+            _positive_int(key, raw[key], where)
+        _positive_int("n_layer", raw["n_layer"], where, least=0)
+        if raw.get("n_inner") is not None:   # transformers builds an n_inner-wide MLP whenever it is given
+            _positive_int("n_inner", raw["n_inner"], where)
         if raw["n_embd"] % raw["n_head"]:
             raise ConfigError(f"{where}: n_embd={raw['n_embd']} is not a multiple of n_head={raw['n_head']}.")
         return cls(
@@ -273,9 +318,9 @@ class GPT2Config:
             n_embd=int(raw["n_embd"]),
             n_layer=int(raw["n_layer"]),
             n_head=int(raw["n_head"]),
-            n_inner=int(raw["n_inner"]) if raw.get("n_inner") else None,
+            n_inner=int(raw["n_inner"]) if raw.get("n_inner") is not None else None,
             activation_function=raw.get("activation_function", "gelu_new"),
-            layer_norm_epsilon=float(raw.get("layer_norm_epsilon", 1e-5)),
+            layer_norm_epsilon=_positive_number("layer_norm_epsilon", raw.get("layer_norm_epsilon", 1e-5), where),
             tie_word_embeddings=bool(raw.get("tie_word_embeddings", True)),
             torch_dtype=raw.get("dtype") or raw.get("torch_dtype"),
             bos_token_id=raw.get("bos_token_id"),

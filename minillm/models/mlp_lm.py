@@ -91,7 +91,11 @@ class MLPLanguageModel(nn.Module):
         folder = Path(folder)
         if not (folder / CONFIG_FILE).is_file():
             raise ValueError(f"{folder} has no {CONFIG_FILE}: it does not hold an MLP language model.")
-        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-        model = cls(config["vocab_size"], config["window"], config["embed_dim"], config["hidden"])
+        try:
+            config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+            model = cls(config["vocab_size"], config["window"], config["embed_dim"], config["hidden"])
+        except (ValueError, KeyError, TypeError) as err:     # not UTF-8, not JSON, a key missing or of a wrong type
+            raise ValueError(f"{folder / CONFIG_FILE} is not a valid MLP language model config (vocab_size, window, "
+                             f"embed_dim, hidden): {type(err).__name__}: {err}") from err
         model.load_state_dict(load_file(folder / "model.safetensors"), strict=True)
         return model.eval()

@@ -29,7 +29,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import LinearSegmentedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import FuncFormatter, Locator, LogFormatter, NullFormatter
+from matplotlib.ticker import FuncFormatter, Locator, LogFormatter, MaxNLocator, NullFormatter
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -82,7 +82,8 @@ class _PlainLogFormatter(LogFormatter):
 class _LogTicks(Locator):
     """Labelled ticks for a log axis at 1, 2, 5 x 10^k, or denser (1.5, 3, 4, 6, 8 too) when the axis
     spans little more than a decade: every stretch of the axis, e.g. 100 to 180, gets a label
-    (matplotlib's LogLocator puts none between 100 and 200)."""
+    (matplotlib's LogLocator puts none between 100 and 200). An axis narrower than that (bits per
+    byte from 1.98 to 2.08) gets evenly spaced round numbers, as a linear axis would."""
 
     def __call__(self) -> list[float]:
         return self.tick_values(*self.axis.get_view_interval())
@@ -96,8 +97,10 @@ class _LogTicks(Locator):
         subs = ((1, 1.5, 2, 3, 4, 5, 6, 8) if decades < 1.3 else (1, 2, 3, 5) if decades < 2.5 else
                 (1, 2, 5) if decades < 4 else (1,))
         first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
-        ticks = [sub * 10.0 ** k for k in range(first, last + 1) for sub in subs]
-        return [t for t in ticks if low <= t <= high]
+        ticks = [t for t in (sub * 10.0 ** k for k in range(first, last + 1) for sub in subs) if low <= t <= high]
+        if len(ticks) < 3:
+            ticks = [t for t in MaxNLocator(nbins=5).tick_values(low, high) if low <= t <= high]
+        return ticks
 
 
 def _log_y(ax: Axes) -> None:

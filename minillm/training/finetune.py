@@ -20,11 +20,12 @@ next-token loss with two changes:
 2. **The loss on the reply only.** The prompt (everything up to and including
    ``<|im_start|>assistant\\n``) is input but never a target: the model is not taught to
    write instructions, only to answer them. The reply's tokens and the closing
-   ``<|im_end|>`` are the targets, so the model also learns to *stop*. Each example's ids are
-   the rendered prompt, then the reply encoded on its own: the tokens
-   ``score(model, tok, reply, context=instruction, chat=True)`` scores (the prompt ends with a
-   newline, where a byte-level tokenizer always splits, so encoding the two apart or together
-   gives the same ids; ``tests/test_finetune.py`` checks it).
+   ``<|im_end|>`` are the targets, so the model also learns to *stop*. Each example's rendered
+   prompt and reply are encoded together, once, and the targets start at the first token that
+   ends inside the reply (by character offsets): exactly the tokens
+   ``score(model, tok, reply, context=instruction, chat=True)`` scores. Encoding the reply on its
+   own would differ where a token spans the boundary: Qwen2.5 merges the prompt's closing
+   newline with a reply's leading one into one "\\n\\n" token (``tests/test_finetune.py`` checks it).
 
 Special tokens. A tokenizer trained for pretraining only (like the tiny family's) has no
 ``<|im_start|>`` or ``<|im_end|>``. They are added as two new special tokens and the
@@ -63,7 +64,10 @@ import torch.nn as nn
 from tokenizers import AddedToken
 from tokenizers import Tokenizer as BackendTokenizer
 
+from minillm.checkpoint.safe_io import holds_out
 from minillm.checkpoint.tokenizer import Tokenizer, load_tokenizer
+from minillm.inference.scoring import first_token_after
+from minillm.data import not_utf8
 from minillm.models.gpt2 import GPT2
 from minillm.models.qwen2 import Transformer
 from minillm.training.train import (
@@ -103,26 +107,49 @@ def examples_from_pairs(pairs: list[tuple[str, str]]) -> list[Example]:
     return [Example([{"role": "user", "content": instruction}], response) for instruction, response in pairs]
 
 
+MAX_LINE_BYTES = 1 << 20   # 1 MiB: some 250,000 tokens, far more than one conversation; the tokenizer of a
+#                             51 MB line ran out of memory inside Rust, which ends the process without a word
+
+
 def read_examples(path: str | Path) -> list[Example]:
-    """The examples of a JSON Lines file (see the module docstring for the two layouts)."""
+    """The examples of a JSON Lines file (see the module docstring for the two layouts).
+
+    Raises ValueError naming the file and line for a line that is not UTF-8, not JSON, not an
+    example, or longer than MAX_LINE_BYTES."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"--data {path}: no such file. Give a JSON Lines file with one "
                          '{"instruction": ..., "response": ...} object per line.')
     examples = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}, line {number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{where} is not JSON ({err.msg}); write one JSON object per line.") from err
-        examples.append(_example(record, where))
+    with open(path, "rb") as f:
+        for number, line in enumerate(_lines(f, path), start=1):
+            where = f"{path}, line {number}"
+            try:
+                text = line.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                raise not_utf8(path, line, err, f"{where}, column {err.start + 1}") from err
+            if not text.strip():
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{where} is not JSON ({err.msg}); write one JSON object per line.") from err
+            examples.append(_example(record, where))
     if len(examples) < 2:
         raise ValueError(f"{path} holds {len(examples)} examples; give at least two "
                          "(one to train on, one to validate on).")
     return examples
+
+
+def _lines(f, path: Path):
+    """The lines of the open binary file ``f``, never reading more than MAX_LINE_BYTES of one into memory."""
+    number = 0
+    while line := f.readline(MAX_LINE_BYTES + 1):
+        number += 1
+        if len(line) > MAX_LINE_BYTES:
+            raise ValueError(f"{path}, line {number} is longer than {MAX_LINE_BYTES >> 20} MiB: a JSON Lines file holds "
+                             "one example (one conversation) per line; split the text into several examples.")
+        yield line
 
 
 def _example(record, where: str) -> Example:
@@ -204,12 +231,15 @@ def write_generation_config(out: Path, tok: Tokenizer, end_of_text: int | None) 
 # ---- the data -------------------------------------------------------------------------------------
 
 def encode_example(tok: Tokenizer, example: Example) -> tuple[list[int], list[int]]:
-    """(ids, targets) of one example: the rendered prompt, the reply, then ``<|im_end|>``.
-    ``targets[i]`` is ``ids[i]`` where the token is part of the reply (or its end) and
-    ``IGNORE`` in the prompt, so only the reply is scored."""
-    prompt = tok.encode(tok.apply_chat_template(example.prompt, add_generation_prompt=True), add_special_tokens=False)
-    reply = tok.encode(example.reply, add_special_tokens=False) + [tok.eos_token_id]
-    return prompt + reply, [IGNORE] * len(prompt) + reply
+    """(ids, targets) of one example: the rendered prompt and the reply encoded together, then ``<|im_end|>``.
+    ``targets[i]`` is ``ids[i]`` from the first token that ends inside the reply (found by character
+    offsets, as ``score(..., chat=True)`` finds it) and ``IGNORE`` before, so the reply's tokens are
+    those chat scoring scores, a token straddling the prompt's end (Qwen2.5's "\n\n") included."""
+    prompt = tok.apply_chat_template(example.prompt, add_generation_prompt=True)
+    ids, offsets = tok.encode_with_offsets(prompt + example.reply, add_special_tokens=False)
+    first = first_token_after(offsets, len(prompt))
+    ids = ids + [tok.eos_token_id]
+    return ids, [IGNORE] * first + ids[first:]
 
 
 def example_windows(tok: Tokenizer, examples: list[Example], context: int) -> torch.Tensor:
@@ -255,6 +285,7 @@ def chat_data(tok: Tokenizer, examples: list[Example], config: TrainConfig,
 
 # ---- the runs -------------------------------------------------------------------------------------
 
+@holds_out
 def finetune(base: str | Path, examples: list[Example], config: TrainConfig, out: str | Path, until: int | None = None,
              progress: bool = True, val_examples: list[Example] | None = None) -> TrainResult:
     """Fine-tune the model in ``base`` (a folder or hub id) on ``examples``; save it in ``out``.
@@ -286,6 +317,7 @@ def finetune(base: str | Path, examples: list[Example], config: TrainConfig, out
     return run_loop(data, config, out, tok, until, progress, init=model, provenance=dict(base=str(base)), notes=notes)
 
 
+@holds_out
 def resume_finetune(out: str | Path, examples: list[Example], until: int | None = None, progress: bool = True,
                     steps: int | None = None, val_examples: list[Example] | None = None) -> TrainResult:
     """Carry on the fine-tuning run in ``out`` (same examples): bit for bit on CPU, as

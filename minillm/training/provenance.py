@@ -85,7 +85,7 @@ def read_record(source: str | Path) -> TrainingRecord | None:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
         return TrainingRecord(path, str(raw["description"]), frozenset(raw["sha256"]))
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
         raise ValueError(f"{path} is not a valid training record (a JSON object with 'description' and "
                          f"'sha256', a list of hex digests): {err}") from err
 

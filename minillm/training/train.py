@@ -69,7 +69,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from minillm.checkpoint.loading import load_model, load_model_and_tokenizer
-from minillm.checkpoint.safe_io import build_then_move
+from minillm.checkpoint.safe_io import build_then_move, holds_out
 from minillm.checkpoint.tokenizer import Tokenizer, load_tokenizer
 from minillm.checkpoint.weights import save_weights
 from minillm.inference.generate import generate, sample_next_token
@@ -476,6 +476,7 @@ def _sample(model, prompt: list[int], max_new_tokens: int, seed: int, eos_id: in
     return new
 
 
+@holds_out
 def train(texts: list[str], config: TrainConfig, out: str | Path, tokenizer: str | Path | Tokenizer | None = None,
           until: int | None = None, progress: bool = True, val_texts: list[str] | None = None,
           init: str | Path | None = None) -> TrainResult:
@@ -545,6 +546,7 @@ def config_for(model: nn.Module, config: TrainConfig) -> TrainConfig:
                    tie_word_embeddings=c.tie_word_embeddings, rope_theta=c.rope_theta)
 
 
+@holds_out
 def resume(out: str | Path, texts: list[str], until: int | None = None, progress: bool = True,
            val_texts: list[str] | None = None, steps: int | None = None) -> TrainResult:
     """Carry on the run saved in ``out`` up to its ``config.steps`` (or to ``until``).
@@ -698,7 +700,18 @@ def run_loop(data: TrainingData, config: TrainConfig, out: Path, tok: Tokenizer,
             checkpoint()
     bar.close()
     rate = train_tokens / train_seconds if train_seconds else 0.0
-    return TrainResult(model, tok, history, samples, out, rate, compile_seconds, list(notes or []))
+    return TrainResult(model, tok, history, samples, out, rate, compile_seconds, list(notes or []) + warmup_note(config))
+
+
+def warmup_note(config: TrainConfig) -> list[str]:
+    """A note when the warm-up is longer than the run: the learning rate then never reaches its peak."""
+    if config.warmup_steps <= config.steps:
+        return []
+    reached = learning_rate(config.steps, config)
+    return [f"the warm-up ({config.warmup_steps} steps) is longer than the run ({config.steps} steps): the learning "
+            f"rate climbed to {reached:.3g}, {reached / config.learning_rate:.0%} of its peak {config.learning_rate:g}, "
+            f"and never decayed. Give --warmup {max(1, config.steps // 10)} (a tenth of the steps, say) for the "
+            "whole schedule."]
 
 
 def _last_val(history: list[Record]) -> float:
