@@ -65,7 +65,7 @@ def attention_figure(run: Trace, tokens: list[str], layer: int, head: int | None
         if n >= len(heads):
             ax.set_visible(False)
             continue
-        image = ax.imshow(maps[heads[n]], cmap=CMAP, vmin=0.0, vmax=1.0)
+        image = ax.imshow(maps[heads[n]].numpy(), cmap=CMAP, vmin=0.0, vmax=1.0)
         ax.set_title(f"layer {layer}, head {heads[n]}", fontsize=9)
         last_row, first_col = n // cols == rows - 1 or n + cols >= len(heads), n % cols == 0
         ax.set_xticks(ticks, labels if last_row else [], rotation=90, fontsize=7)
