@@ -108,14 +108,14 @@ def probability(text: str) -> float:
 
 
 def bit_width(text: str) -> int:
-    """argparse type: a bit width quantize can build, 1..16 or 32 (full precision), checked
+    """argparse type: a bit width quantize can build, 1..32 (32: full precision), checked
     before the model is loaded and scored."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not (1 <= value <= 16 or value == 32):
-        raise argparse.ArgumentTypeError(f"must be 1..16, or 32 for the unquantized model; got {value}")
+    if not 1 <= value <= 32:
+        raise argparse.ArgumentTypeError(f"must be 1..32 (32: the unquantized model); got {value}")
     return value
 
 
