@@ -109,6 +109,8 @@ def test_trace_logits_are_the_models_and_the_lens_ends_at_them(traced, pair, bat
     assert (lens[layers][real] - expected.logits[real]).abs().max().item() <= HIDDEN_ATOL
     with pytest.raises(ValueError, match=r"layer must be an integer in 0\.\.3"):
         run.logit_lens(4)
+    heads = model.config.num_attention_heads
+    assert repr(run) == f"Trace(batch=2, seq=9, layers=3, heads={heads}, vocab={run.logits.shape[-1]})"
 
 
 def test_the_residual_stream_is_the_sum_of_what_each_block_adds(traced):

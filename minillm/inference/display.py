@@ -4,7 +4,8 @@ Jupyter shows an object through its ``_repr_html_`` method when it has one; the 
 types of :mod:`minillm.inference.scoring` and :mod:`minillm.inference.inspect` call the functions
 here. Every piece of text (tokens can be ``<``, ``&`` or a quote) goes through ``html.escape``,
 and the shading is proportional: a cell's background opacity is its value divided by the
-largest value in the table, so the most surprising token is fully coloured and a token of surprise 0 is white.
+largest value in the table, so the most surprising token is fully coloured and a token of
+surprise 0 is white.
 """
 
 from __future__ import annotations

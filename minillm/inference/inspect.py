@@ -29,7 +29,7 @@ attention runs the readable way while traced, so the recorded weights are the ex
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -58,7 +58,7 @@ class Trace:
     * ``logits``: (batch, seq, vocab), the model's output, exactly as ``model(input_ids, attention_mask)``.
     """
 
-    model: Transformer | GPT2 = field(repr=False)
+    model: Transformer | GPT2
     input_ids: torch.Tensor
     attention_mask: torch.Tensor | None
     residual: list[torch.Tensor]
@@ -67,6 +67,11 @@ class Trace:
     attentions: list[torch.Tensor]
     final_hidden: torch.Tensor
     logits: torch.Tensor
+
+    def __repr__(self) -> str:   # the sizes, not the tensors
+        batch, seq = self.input_ids.shape
+        return (f"Trace(batch={batch}, seq={seq}, layers={len(self.attentions)}, "
+                f"heads={self.attentions[0].shape[1]}, vocab={self.logits.shape[-1]})")
 
     @property
     def hidden_states(self) -> tuple[torch.Tensor, ...]:
@@ -128,12 +133,12 @@ def trace(model: Transformer | GPT2, input_ids, attention_mask: torch.Tensor | N
              final_norm(model).register_forward_hook(keep(final))]
     swapped = []
     for block in blocks:
+        attn = _attention_module(block)
         hooks += [block.register_forward_hook(keep(residual)),
-                  _attention_module(block).register_forward_hook(keep(attention_outputs)),
+                  attn.register_forward_hook(keep(attention_outputs)),
                   block.mlp.register_forward_hook(keep(mlp_outputs))]
-        module = _attention_module(block)
-        swapped.append((module, module.__dict__.get("attend")))    # a packed model's own attend, or None
-        module.attend = functools.partial(_recording_attention, attentions)
+        swapped.append((attn, attn.__dict__.get("attend")))        # a packed model's own attend, or None
+        attn.attend = functools.partial(_recording_attention, attentions)
     try:
         logits = model(input_ids, attention_mask)
     finally:

@@ -138,7 +138,8 @@ class Attention(nn.Module):
     """Causal self-attention with grouped-query heads and rotary positions."""
 
     # The attention() above; minillm.models.packed.use_grouped_attention swaps in a version that
-    # does not copy the keys and values for every query head.
+    # does not copy the keys and values for every query head, and minillm.inference.inspect.trace,
+    # for one call, a version that also keeps the attention_weights().
     attend = staticmethod(attention)
 
     def __init__(self, config: ModelConfig, layer: int):
