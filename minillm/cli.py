@@ -843,7 +843,7 @@ def _add_inspect_commands(commands) -> None:
     attn.add_argument("--layer", type=non_negative_int, default=0, help="which layer, counting from 0")
     attn.add_argument("--head", type=non_negative_int, default=None,
                       help="which head, counting from 0 (default: every head of the layer, in a grid)")
-    attn.add_argument("--out", type=Path, required=True, help="the PNG file to write")
+    attn.add_argument("--out", type=Path, required=True, help="the PNG file to write (required: no default)")
     attn.set_defaults(run=cmd_attention)
     lens.add_argument("--top-k", type=positive_int, default=5, help="tokens per layer")
     lens.set_defaults(run=cmd_lens)

@@ -1,5 +1,7 @@
 """minillm.inspect against transformers' own outputs: hidden states, attention probabilities, the
 logit lens, the residual stream as a sum of what each block adds; the views and the two commands.
+The models: tiny random Qwen2, Llama and GPT-2 checkpoints saved by transformers, and the kit's
+trained tiny-s.
 
 Tolerances: minillm and transformers run the same float32 operations in the same order (the
 hidden states of these tiny models agree bit for bit when measured); BLAS may still split a
@@ -36,6 +38,7 @@ MODELS = {
     # Llama: no biases, one key/value head for all 4 query heads, a tied head
     "llama": lambda folder: make_checkpoint(folder, "llama", heads=4, kv_heads=1, layers=3, tied=True),
     "gpt2": lambda folder: make_gpt2_checkpoint(folder, n_layer=3),
+    "trained": lambda folder: TINY,      # real trained weights: tiny-s, Qwen2, 3 query heads on 1 key/value head
 }
 
 
@@ -107,10 +110,10 @@ def test_trace_logits_are_the_models_and_the_lens_ends_at_them(traced, pair, bat
             theirs = ref.lm_head(norm(expected.hidden_states[layer]))
             assert (lens[layer][real] - theirs[real]).abs().max().item() <= HIDDEN_ATOL
     assert (lens[layers][real] - expected.logits[real]).abs().max().item() <= HIDDEN_ATOL
-    with pytest.raises(ValueError, match=r"layer must be an integer in 0\.\.3"):
-        run.logit_lens(4)
+    with pytest.raises(ValueError, match=rf"layer must be an integer in 0\.\.{layers}"):
+        run.logit_lens(layers + 1)
     heads = model.config.num_attention_heads
-    assert repr(run) == f"Trace(batch=2, seq=9, layers=3, heads={heads}, vocab={run.logits.shape[-1]})"
+    assert repr(run) == f"Trace(batch=2, seq=9, layers={layers}, heads={heads}, vocab={run.logits.shape[-1]})"
 
 
 def test_the_residual_stream_is_the_sum_of_what_each_block_adds(traced):
