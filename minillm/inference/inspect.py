@@ -52,8 +52,8 @@ class Trace:
     * ``attentions``: L tensors (batch, heads, seq, seq): the attention probabilities, query x key;
       each row sums to 1 and is 0 above the diagonal (the future) and on padding keys. A padding
       *query* row (left padding) holds weight 1 on itself: the model lets it see only itself so that
-      its meaningless output stays finite. Transformers fills those rows otherwise: compare rows of
-      real tokens only.
+      its meaningless output stays finite (transformers' eager attention spreads them evenly over
+      every key instead): compare rows of real tokens only.
     * ``final_hidden``: (batch, seq, hidden), the final norm of ``residual[-1]``: what the LM head reads.
     * ``logits``: (batch, seq, vocab), the model's output, exactly as ``model(input_ids, attention_mask)``.
     """
