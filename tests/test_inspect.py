@@ -18,10 +18,10 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 import torch
+from checkpoints import load_reference, make_checkpoint, make_gpt2_checkpoint, pad_rows
 
 import minillm
 import minillm.inspect
-from checkpoints import load_reference, make_checkpoint, make_gpt2_checkpoint, pad_rows
 from minillm.cli import main
 from minillm.inference.inspect import layer_labels
 
