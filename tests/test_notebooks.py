@@ -216,6 +216,8 @@ def test_quantization_notebook(tiny_m, executed):
 
 
 def test_architecture_notebook(tiny_m, executed):
+    import minillm.inspect
+
     model, tok = tiny_m
     notebook, got, error = executed["solutions/architecture.ipynb"]
     assert error is None, f"{error}\n{outputs_of(notebook)}"
@@ -235,6 +237,9 @@ def test_architecture_notebook(tiny_m, executed):
     assert set(got["final"]) == {"transformer", "mlp"} and all(v < 6.0 for v in got["final"].values())
     images = [o for c in notebook.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) == 3                                  # the attention map, layer 0's heads, the loss curves
+    tables = [o["data"]["text/html"] for c in notebook.cells for o in c.get("outputs", []) if "text/html" in o.get("data", {})]
+    lens = minillm.inspect.logit_lens(model, tok, "Once upon a time, there was a little girl who", top_k=5)
+    assert lens._repr_html_() in tables                                   # the logit-lens table, as minillm makes it
 
 
 def test_training_notebook(executed):

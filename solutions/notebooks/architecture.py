@@ -179,6 +179,17 @@ with torch.no_grad():
 print(f"logits {tuple(my_logits.shape)}, largest difference from minillm: {logits_difference:.2e}")
 
 # %% [markdown]
+# ## What each layer would predict: the logit lens
+#
+# Every block adds to the residual stream; the final norm and the LM head turn the last state into
+# your logits. Applied to the stream after each block instead, they say what the model would predict
+# had it stopped there (`minillm lens MODEL "text"` prints the same table). The last row is the
+# model's own prediction.
+
+# %%
+minillm.inspect.logit_lens(model, tok, phrase, top_k=5)
+
+# %% [markdown]
 # ## Question 6: does attention matter?
 #
 # minillm's `compare_architectures` trains the transformer and an MLP-only model (it sees a fixed
