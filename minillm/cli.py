@@ -9,6 +9,8 @@
     minillm instructions --models M1 M2-Instruct --out instruction-results
     minillm categories --offline --texts wiki.txt --out category-results
     minillm quantize SOURCE --bits 16 8 4 3 2 --schemes tensor channel group
+    minillm attention SOURCE "text" --layer 0 [--head 2] --out attention.png
+    minillm lens SOURCE "text" --top-k 5
     minillm train --data stories.txt --out my-model --hidden 64 --layers 2 --steps 500
     minillm train --init data/models/tiny-m --data new.txt --out adapted --steps 200
     minillm finetune data/models/tiny-m --data pairs.jsonl --out tiny-m-chat
@@ -108,14 +110,14 @@ def probability(text: str) -> float:
 
 
 def bit_width(text: str) -> int:
-    """argparse type: a bit width quantize can build, 1..16 or 32 (full precision), checked
+    """argparse type: a bit width quantize can build, 1..32 (32: full precision), checked
     before the model is loaded and scored."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not (1 <= value <= 16 or value == 32):
-        raise argparse.ArgumentTypeError(f"must be 1..16, or 32 for the unquantized model; got {value}")
+    if not 1 <= value <= 32:
+        raise argparse.ArgumentTypeError(f"must be 1..32 (32: the unquantized model); got {value}")
     return value
 
 
@@ -827,6 +829,42 @@ def _add_scoring_args(parser: argparse.ArgumentParser, out: str, models_help: st
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress lines")
 
 
+def cmd_attention(args: argparse.Namespace) -> None:
+    """Save one layer's attention maps (one head, or all heads in a grid) for the text as a PNG."""
+    from minillm.reports.attention import plot_attention
+
+    check_output_file(args.out)   # before the model is loaded
+    model, tok = load_model_and_tokenizer(args.source, dtype=args.dtype)
+    print(f"wrote {plot_attention(model, tok, args.text, args.out, args.layer, args.head)}")
+
+
+def cmd_lens(args: argparse.Namespace) -> None:
+    """Print the logit lens: the most likely next tokens after the text if the model stopped after each block."""
+    from minillm.inference.inspect import logit_lens
+
+    model, tok = load_model_and_tokenizer(args.source, dtype=args.dtype)
+    print(logit_lens(model, tok, args.text, args.top_k))
+
+
+def _add_inspect_commands(commands) -> None:
+    """``minillm attention`` and ``minillm lens``: looking inside a model (minillm.inspect)."""
+    attn = commands.add_parser("attention", formatter_class=HelpFormatter,
+                               help="draw a layer's attention maps for a text (a PNG)")
+    lens = commands.add_parser("lens", formatter_class=HelpFormatter,
+                               help="the logit lens: the top next tokens after each block")
+    for sub in (attn, lens):
+        sub.add_argument("source", help="a local checkpoint folder or a hub repo id such as Qwen/Qwen2.5-0.5B")
+        sub.add_argument("text", help="the text to feed the model")
+        sub.add_argument("--dtype", default="float32", choices=[*DTYPES, "auto"], help="weights' dtype; auto: the checkpoint's own")
+    attn.add_argument("--layer", type=non_negative_int, default=0, help="which layer, counting from 0")
+    attn.add_argument("--head", type=non_negative_int, default=None,
+                      help="which head, counting from 0 (default: every head of the layer, in a grid)")
+    attn.add_argument("--out", type=Path, required=True, help="the PNG file to write (required: no default)")
+    attn.set_defaults(run=cmd_attention)
+    lens.add_argument("--top-k", type=positive_int, default=5, help="tokens per layer")
+    lens.set_defaults(run=cmd_lens)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minillm", description="See what is inside a GPT-2, Qwen2 or Llama language model.",
                                      formatter_class=HelpFormatter)
@@ -933,6 +971,7 @@ def build_parser() -> argparse.ArgumentParser:
     quant.add_argument("--out", type=Path, default=Path("quantization-results"), help="folder for the CSV and plot")
     quant.add_argument("--no-progress", dest="progress", action="store_false", help="no progress lines")
     quant.set_defaults(run=cmd_quantize)
+    _add_inspect_commands(commands)
 
     llama2c = commands.add_parser("convert-llama2c", formatter_class=HelpFormatter, help="turn a llama2.c model into a Hugging Face folder")
     llama2c.add_argument("model_bin", type=Path, help="llama2.c model file (legacy export), e.g. stories15M.bin")

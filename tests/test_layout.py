@@ -11,6 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "minillm"
 # The flow's order; checkpoint/ builds the models it loads, the one step back the README names.
 FLOW = ["models", "checkpoint", "inference", "training", "experiments", "reports", "course"]
 TOP = {"data", "progress"}   # minillm/data.py and progress.py: used by every folder, import none
+CALLERS = {"cli", "inspect"}  # minillm/cli.py and inspect.py: front doors for callers, imported by no module
 
 
 def _imports(path: Path) -> set[str]:
@@ -50,7 +51,7 @@ def test_folders_import_only_folders_before_them_in_the_flow():
             if target in FLOW and FLOW.index(target) > FLOW.index(folder):
                 wrong.append(f"{path.relative_to(PACKAGE)} imports {name}")
             elif target not in FLOW and target not in TOP and name != "minillm":
-                wrong.append(f"{path.relative_to(PACKAGE)} imports {name} (cli.py and __init__.py are for callers)")
+                wrong.append(f"{path.relative_to(PACKAGE)} imports {name} (cli.py, inspect.py and __init__.py are for callers)")
     assert not wrong, "\n".join(sorted(wrong))
 
 
@@ -60,3 +61,15 @@ def test_no_two_modules_import_each_other():
                     if a != b and a in graph.get(b, set()) and "__init__" not in (a, b)})
     pairs = [p for p in pairs if "minillm" not in p]   # the package's __init__ re-exports the API
     assert not pairs, pairs
+
+
+def test_top_level_modules_are_shared_ones_or_front_doors():
+    """A module at the package's top is shared by the folders (TOP) or gathers the folders' work for
+    callers (CALLERS: ``minillm.inspect`` puts inference/inspect.py and reports/attention.py under one
+    name): a new one must say which, and no module of the package imports a front door."""
+    top = {path.stem for path in PACKAGE.glob("*.py")} - {"__init__"}
+    assert top == TOP | CALLERS, f"undeclared top-level modules: {sorted(top - TOP - CALLERS)}"
+    doors = {f"minillm.{name}" for name in CALLERS}
+    wrong = sorted(f"{path.relative_to(PACKAGE)} imports {name}" for path in PACKAGE.rglob("*.py")
+                   for name in _imports(path) & doors if _module_name(path) != name)
+    assert not wrong, "\n".join(wrong)

@@ -41,6 +41,7 @@ RESULTS = {
                    " 'mean': ppl_mean_of_stories}"),
     "quantization": "{'sizes': sizes, 'curve': curve}",
     "architecture": ("{'ids': ids.tolist(), 'weights': attention_weights.tolist(), 'attn': attention_difference,"
+                     " 'traced': head_difference,"
                      " 'last': my_logits[0, -1].tolist(), 'final': final_loss, 'quick': QUICK}"),
     "training": ("{'initial': initial_loss, 'val_step': history['val_step'], 'val': history['val_loss'],"
                  " 'train': history['train_loss'], 'resumed': resumed, 'uninterrupted': uninterrupted,"
@@ -215,6 +216,8 @@ def test_quantization_notebook(tiny_m, executed):
 
 
 def test_architecture_notebook(tiny_m, executed):
+    import minillm.inspect
+
     model, tok = tiny_m
     notebook, got, error = executed["solutions/architecture.ipynb"]
     assert error is None, f"{error}\n{outputs_of(notebook)}"
@@ -229,10 +232,14 @@ def test_architecture_notebook(tiny_m, executed):
     weights = torch.tensor(got["weights"])                                # (seq, seq): head 0 of layer 0
     assert torch.allclose(weights.sum(-1), torch.ones(len(weights)), atol=1e-5)
     assert torch.all(weights.triu(diagonal=1) == 0) and weights[0, 0] == 1
+    assert got["traced"] < 1e-5                                           # the hand-made head is minillm.inspect's
     # Both architectures learned something from 20K tokens: below ln(512) = 6.24, the uniform guess.
     assert set(got["final"]) == {"transformer", "mlp"} and all(v < 6.0 for v in got["final"].values())
     images = [o for c in notebook.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(images) == 2                                               # the attention map and the loss curves
+    assert len(images) == 3                                  # the attention map, layer 0's heads, the loss curves
+    tables = [o["data"]["text/html"] for c in notebook.cells for o in c.get("outputs", []) if "text/html" in o.get("data", {})]
+    lens = minillm.inspect.logit_lens(model, tok, "Once upon a time, there was a little girl who", top_k=5)
+    assert lens._repr_html_() in tables                                   # the logit-lens table, as minillm makes it
 
 
 def test_training_notebook(executed):

@@ -1,10 +1,11 @@
-"""HTML for Jupyter: tokens shaded by how surprising they were, and next-token tables.
+"""HTML for Jupyter: tokens shaded by how surprising they were, next-token tables and the logit lens.
 
 Jupyter shows an object through its ``_repr_html_`` method when it has one; the result
-types of :mod:`minillm.inference.scoring` call the functions here. Every piece of text (tokens can be
-``<``, ``&`` or a quote) goes through ``html.escape``, and the shading is proportional: a
-cell's background opacity is its value divided by the largest value in the table, so the
-most surprising token is fully coloured and a token of surprise 0 is white.
+types of :mod:`minillm.inference.scoring` and :mod:`minillm.inference.inspect` call the functions
+here. Every piece of text (tokens can be ``<``, ``&`` or a quote) goes through ``html.escape``,
+and the shading is proportional: a cell's background opacity is its value divided by the
+largest value in the table, so the most surprising token is fully coloured and a token of
+surprise 0 is white.
 """
 
 from __future__ import annotations
@@ -64,3 +65,18 @@ def top_k_html(after: str, rows: list[tuple[str, int, float, float]]) -> str:
     return (f"<div><p>The {len(rows)} most likely tokens after <code>{escape(after)}</code></p>"
             "<table><thead><tr><th>rank</th><th>token</th><th>id</th><th>logit</th><th>probability</th></tr></thead>"
             f"<tbody>{body}</tbody></table></div>")
+
+
+def lens_html(token: str, position: int, rows: list[tuple[str, list[tuple[str, int, float]]]]) -> str:
+    """A logit-lens table: one row per layer, ``(label, [(token, id, probability), ...])`` with the
+    most likely first; each cell shaded in proportion to the largest probability in the table."""
+    largest = max((p for _, top in rows for *_, p in top), default=0.0)
+    width = max((len(top) for _, top in rows), default=0)
+    body = "".join(f"<tr><td>{escape(label)}</td>"
+                   + "".join(f'<td title="id {i}" style="{shade(p, largest, PROBABILITY_RGB)}"><code>{_token(t)}</code> '
+                             f"{probability_text(p)}</td>" for t, i, p in top) + "</tr>"
+                   for label, top in rows)
+    ranks = "".join(f"<th>#{r}</th>" for r in range(1, width + 1))
+    return (f"<div><p>The logit lens after token {position} <code>{_token(token)}</code>: the most likely next "
+            "tokens if the model stopped after each block</p>"
+            f"<table><thead><tr><th>layer</th>{ranks}</tr></thead><tbody>{body}</tbody></table></div>")

@@ -55,8 +55,8 @@ VECTOR_BITS = 16     # a full-precision 1-D tensor entry (norm gain, bias) in th
 
 
 def _check_args(bits: int, scheme: str, group_size: int) -> None:
-    if isinstance(bits, bool) or not isinstance(bits, int) or not (1 <= bits <= 16 or bits == FULL_PRECISION):
-        raise ValueError(f"bits must be an integer in 1..16, or 32 for full precision; got {bits!r}.")
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= FULL_PRECISION:
+        raise ValueError(f"bits must be an integer in 1..32 (32: full precision, not quantized); got {bits!r}.")
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {', '.join(map(repr, SCHEMES))}; got {scheme!r}.")
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
@@ -72,16 +72,13 @@ def _check_readable(model: Transformer) -> None:
 
 
 def _quantize_rows(x: torch.Tensor, levels: int) -> torch.Tensor:
-    """Min-max quantize each row of a float32 (or float64) (blocks, block_len) tensor on its own."""
+    """Min-max quantize each row of a float64 (blocks, block_len) tensor on its own. Float64 also keeps
+    the step of a tiny but nonzero float32 range (down to float32's 1e-45) from underflowing to 0,
+    which made 0/0 = NaN codes when this ran in float32."""
     lo = x.amin(dim=1, keepdim=True)                     # (blocks, 1)
     hi = x.amax(dim=1, keepdim=True)
     # A constant row (hi == lo) gets scale 1: its codes are all 0 and it comes back as lo.
     scale = torch.where(hi > lo, (hi - lo) / levels, torch.ones_like(lo))
-    if x.dtype == torch.float32 and scale.min() < torch.finfo(torch.float32).tiny:
-        # A row whose range is tiny but not zero (below ~1e-33, near float32's smallest normal number):
-        # its step underflows to a subnormal number or to 0 (0/0 = NaN codes), so this rare tensor is
-        # quantized in float64, where no float32 range underflows, and cast back.
-        return _quantize_rows(x.double(), levels).float()
     q = torch.round((x - lo) / scale).clamp(0, levels)   # integer codes 0 .. levels
     return q * scale + lo
 
@@ -94,9 +91,13 @@ def quantize_tensor(w: torch.Tensor, bits: int, scheme: str = "tensor", group_si
     ``group_size`` values along a row of a 2-D ``w``; when ``in`` is not a multiple of
     ``group_size`` the last group of each row is shorter). Each block comes back with at
     most 2**bits distinct values; a constant block comes back unchanged. The arithmetic is
-    float32, the result is cast back to ``w``'s dtype (so bfloat16 weights keep at most
-    their own 8 significant bits whatever ``bits`` says). ``bits=32`` returns ``w`` itself,
-    not a copy.
+    float64: it holds every code of up to 31 bits exactly and finds the nearest one (float32
+    holds whole numbers only up to 2**24, and its rounding of ``(w - lo) / scale`` is off by
+    about 2**(bits - 24) steps: from 14 bits on it picks a wrong code now and then, a weight
+    then moving by more than half a step). The result is cast back to
+    ``w``'s dtype, so bfloat16 weights keep at most their own 8 significant bits whatever
+    ``bits`` says, and float32 weights their 24 (from about 24 bits on, the levels are finer
+    than float32 can store). ``bits=32`` returns ``w`` itself, not a copy.
     """
     _check_args(bits, scheme, group_size)
     if bits == FULL_PRECISION:
@@ -104,7 +105,7 @@ def quantize_tensor(w: torch.Tensor, bits: int, scheme: str = "tensor", group_si
     if scheme != "tensor" and w.dim() != 2:
         raise ValueError(f"scheme {scheme!r} needs a 2-D (out, in) weight; got shape {tuple(w.shape)}.")
     levels = 2**bits - 1
-    x = w.float()
+    x = w.double()
     if scheme == "tensor":
         out = _quantize_rows(x.reshape(1, -1), levels).reshape(w.shape)
     elif scheme == "channel":

@@ -110,28 +110,36 @@ class KVCache:
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Scaled dot-product attention: softmax(q k^T / sqrt(head_dim), masked) v.
+def attention_weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """How much each query looks at each key: softmax(q k^T / sqrt(head_dim), masked).
 
-    q: (batch, n_heads, seq, head_dim); k, v: (batch, n_kv_heads, past + seq, head_dim), where
-    n_kv_heads divides n_heads (grouped-query attention: each key/value head is repeated for its
-    group of query heads); mask: (batch or 1, 1, seq, past + seq) booleans, True where a query
-    may look, or None. The softmax runs in float32 whatever the model's dtype, as in the reference.
+    q: (batch, n_heads, seq, head_dim); k: (batch, n_kv_heads, past + seq, head_dim), where
+    n_kv_heads divides n_heads (grouped-query attention: each key head is repeated for its group
+    of query heads); mask: (batch or 1, 1, seq, past + seq) booleans, True where a query may look,
+    or None. Returns (batch, n_heads, seq, past + seq) probabilities, each row summing to 1. The
+    softmax runs in float32 whatever the model's dtype, as in the reference.
     """
-    n_rep = q.shape[1] // k.shape[1]
-    k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)                 # (batch, n_heads, past + seq, head_dim)
+    k = repeat_kv(k, q.shape[1] // k.shape[1])                      # (batch, n_heads, past + seq, head_dim)
     scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5          # (batch, n_heads, seq, past + seq)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))           # a hidden key gets weight exactly 0
-    weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-    return weights @ v                                              # (batch, n_heads, seq, head_dim)
+    return torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Scaled dot-product attention: each query's output is the average of the values, weighted
+    by :func:`attention_weights`. q, k, mask as there; v: (batch, n_kv_heads, past + seq, head_dim)
+    -> (batch, n_heads, seq, head_dim)."""
+    weights = attention_weights(q, k, mask)                         # (batch, n_heads, seq, past + seq)
+    return weights @ repeat_kv(v, q.shape[1] // v.shape[1])         # (batch, n_heads, seq, head_dim)
 
 
 class Attention(nn.Module):
     """Causal self-attention with grouped-query heads and rotary positions."""
 
     # The attention() above; minillm.models.packed.use_grouped_attention swaps in a version that
-    # does not copy the keys and values for every query head.
+    # does not copy the keys and values for every query head, and minillm.inference.inspect.trace,
+    # for one call, a version that also keeps the attention_weights().
     attend = staticmethod(attention)
 
     def __init__(self, config: ModelConfig, layer: int):

@@ -127,6 +127,26 @@ fig
 # `-inf` before the softmax). The first token can only look at itself (weight 1).
 
 # %% [markdown]
+# ## Every head, from the model itself
+#
+# `minillm.inspect.trace` runs the model once and keeps what passes through it: the attention
+# probabilities of every layer and head, the hidden states, what each block's attention and MLP add
+# to the residual stream. Its map for layer 0, head 0 is the one you just computed by hand (the cell
+# checks it); the grid shows it beside the other heads of layer 0, each looking at the text in its
+# own way. `minillm attention MODEL "text" --layer 0 --out heads.png` draws the same grid.
+
+# %%
+import minillm.inspect
+
+run = minillm.inspect.trace(model, ids)
+traced_head = run.attentions[0][0, 0]                                    # (seq, seq): layer 0, head 0
+head_difference = (attention_weights - traced_head).abs().max().item()
+print(f"largest difference between your head 0 and the traced one: {head_difference:.2e}")
+# float32 both ways, the same weights through the same operations: only rounding may differ
+assert head_difference < 1e-5, "your layer-0 head differs from the model's: check the scores, the mask and the softmax"
+minillm.inspect.attention_figure(run, tokens, layer=0)
+
+# %% [markdown]
 # ## Question 4: all heads at once, and grouped-query attention
 #
 # Write `scaled_dot_product_attention` (any number of heads, an optional mask) and `repeat_kv`
@@ -157,6 +177,17 @@ my_logits = forward(weights, config, ids)
 with torch.no_grad():
     logits_difference = (my_logits - model(ids)).abs().max().item()
 print(f"logits {tuple(my_logits.shape)}, largest difference from minillm: {logits_difference:.2e}")
+
+# %% [markdown]
+# ## What each layer would predict: the logit lens
+#
+# Every block adds to the residual stream; the final norm and the LM head turn the last state into
+# your logits. Applied to the stream after each block instead, they say what the model would predict
+# had it stopped there (`minillm lens MODEL "text"` prints the same table). The last row is the
+# model's own prediction.
+
+# %%
+minillm.inspect.logit_lens(model, tok, phrase, top_k=5)
 
 # %% [markdown]
 # ## Question 6: does attention matter?
