@@ -9,7 +9,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "minillm"
 # The flow's order; checkpoint/ builds the models it loads, the one step back the README names.
-FLOW = ["models", "checkpoint", "inference", "training", "experiments", "reports", "course"]
+# compat/ (the transformers-shaped face) is for callers, like cli.py: last, so nothing imports it.
+FLOW = ["models", "checkpoint", "inference", "training", "experiments", "reports", "course", "compat"]
 TOP = {"data", "progress"}   # minillm/data.py and progress.py: used by every folder, import none
 
 
@@ -60,3 +61,13 @@ def test_no_two_modules_import_each_other():
                     if a != b and a in graph.get(b, set()) and "__init__" not in (a, b)})
     pairs = [p for p in pairs if "minillm" not in p]   # the package's __init__ re-exports the API
     assert not pairs, pairs
+
+
+def test_nothing_in_the_package_imports_the_callers_modules():
+    """cli.py and compat/ face the user: the kit itself (top-level modules included, which the
+    first test does not walk) never imports them."""
+    callers = ("minillm.cli", "minillm.compat")
+    wrong = [f"{path.relative_to(PACKAGE)} imports {name}" for path in PACKAGE.rglob("*.py")
+             if not _module_name(path).startswith(callers)
+             for name in _imports(path) if name.startswith(callers)]
+    assert not wrong, "\n".join(sorted(wrong))
