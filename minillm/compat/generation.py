@@ -22,8 +22,9 @@ import torch
 from minillm.compat.unsupported import refuse
 from minillm.inference.generate import generate as kit_generate
 
-# transformers' fallbacks (GenerationConfig defaults) when neither the call nor the checkpoint sets them.
-DEFAULT_MAX_LENGTH, DEFAULT_TEMPERATURE, DEFAULT_TOP_K, DEFAULT_TOP_P = 20, 1.0, 50, 1.0
+# transformers' fallbacks when neither the call nor the checkpoint sets them: 20 new tokens (no more
+# than the context holds), and for sampling temperature 1 and top-k 50.
+DEFAULT_NEW_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_K = 20, 1.0, 50
 SETTINGS = ("max_new_tokens", "max_length", "do_sample", "temperature", "top_k", "top_p",
             "eos_token_id", "pad_token_id", "num_beams", "num_return_sequences", "repetition_penalty")
 REFUSED = {
@@ -114,6 +115,9 @@ def generate_rows(model: Any, config: GenerationConfig, input_ids: torch.Tensor,
     pad = _setting("pad_token_id", kwargs, config)
     pad = stop[0] if pad is None and stop else pad
     copies = int(_setting("num_return_sequences", kwargs, config) or 1)
+    if copies > 1 and not do_sample:
+        raise ValueError(f"num_return_sequences={copies} with greedy decoding would give {copies} equal rows: "
+                         "pass do_sample=True.")
     max_new, max_length = _setting("max_new_tokens", kwargs, config), _setting("max_length", kwargs, config)
     kwargs.pop("use_cache", None)                                             # the kit always uses its cache
     refuse("generate", kwargs, REFUSED)
@@ -127,10 +131,12 @@ def generate_rows(model: Any, config: GenerationConfig, input_ids: torch.Tensor,
         raise ValueError("generate needs left padding: a row of attention_mask has padding (0) after real tokens (1). "
                          "Set tokenizer.padding_side = 'left' before tokenizing the batch.")
     ids, mask = ids.repeat_interleave(copies, dim=0), mask.repeat_interleave(copies, dim=0)
-    if max_new is None:
-        max_new = (DEFAULT_MAX_LENGTH if max_length is None else int(max_length)) - ids.shape[1]
+    if max_new is None and max_length is None:
+        max_new = min(DEFAULT_NEW_TOKENS, model.config.max_position_embeddings - ids.shape[1])
+    elif max_new is None:
+        max_new = int(max_length) - ids.shape[1]
         if max_new <= 0:
-            raise ValueError(f"the prompt has {ids.shape[1]} tokens, max_length={max_length or DEFAULT_MAX_LENGTH} "
+            raise ValueError(f"the prompt has {ids.shape[1]} tokens, max_length={max_length} (prompt included) "
                              "leaves no room for new ones: pass max_new_tokens=N.")
     if streamer is not None and ids.shape[0] > 1:
         raise ValueError("a streamer prints one sequence: pass a batch of one row (and num_return_sequences=1).")
