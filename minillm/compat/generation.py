@@ -60,7 +60,7 @@ class GenerationConfig:
             setattr(self, name, values.get(name))
 
     @classmethod
-    def from_checkpoint(cls, folder: Path, eos_token_ids: tuple[int, ...], config: dict) -> "GenerationConfig":
+    def from_checkpoint(cls, folder: Path, eos_token_ids: tuple[int, ...], config: dict) -> GenerationConfig:
         """``folder``'s generation_config.json; the end ids as the kit read them (the file's, else
         config.json's), bos and pad ids falling back on config.json's as in transformers."""
         path = folder / "generation_config.json"

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from minillm.checkpoint.hub import resolve_source
 from minillm.checkpoint.loading import load_model

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -40,7 +41,7 @@ class BatchEncoding(dict):
         except KeyError:
             raise AttributeError(f"this BatchEncoding has no {name!r}; it holds {', '.join(self)}.") from None
 
-    def to(self, device: torch.device | str) -> "BatchEncoding":
+    def to(self, device: torch.device | str) -> BatchEncoding:
         """Move every tensor to ``device`` (in place) and return self, as ``inputs.to(model.device)`` expects."""
         for key, value in self.items():
             if isinstance(value, torch.Tensor):
