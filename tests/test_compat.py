@@ -62,10 +62,11 @@ def qwen_folder(tmp_path_factory) -> Path:
     return _with_tokenizer(folder, tokenizer)
 
 
-@pytest.fixture(scope="module", params=["gpt2", "qwen2"])
+@pytest.fixture(scope="module", params=["gpt2", "qwen2", "stories260K"])
 def pair(request, gpt2_folder, qwen_folder):
-    """(folder, minillm.compat tokenizer and model, transformers tokenizer and model) of one checkpoint."""
-    folder = gpt2_folder if request.param == "gpt2" else qwen_folder
+    """(folder, minillm.compat tokenizer and model, transformers tokenizer and model) of one checkpoint:
+    the random GPT-2 and Qwen2 ones, and a real pretrained Llama (BOS added, a SentencePiece-style decoder)."""
+    folder = {"gpt2": gpt2_folder, "qwen2": qwen_folder}.get(request.param) or need_shared_data() / request.param
     ours = compat.AutoTokenizer.from_pretrained(folder), compat.AutoModelForCausalLM.from_pretrained(folder)
     theirs = (transformers.AutoTokenizer.from_pretrained(folder),
               transformers.AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval())
@@ -160,10 +161,11 @@ def test_tokenizer_decode_vocab_and_special_tokens_match(pair):
     assert tok.convert_ids_to_tokens(ids) == ref.convert_ids_to_tokens(ids)
     assert tok.convert_ids_to_tokens(ids[0]) == ref.convert_ids_to_tokens(ids[0])
     assert tok.tokenize("Hello world") == ref.tokenize("Hello world")
-    assert tok.convert_tokens_to_ids(["Hello", "<|endoftext|>"]) == ref.convert_tokens_to_ids(["Hello", "<|endoftext|>"])
+    absent = ["Hello", "<|endoftext|>", "no such token"]
+    assert tok.convert_tokens_to_ids(absent) == ref.convert_tokens_to_ids(absent)
     assert (tok.vocab_size, len(tok), tok.get_vocab()) == (ref.vocab_size, len(ref), ref.get_vocab())
-    for name in ("bos_token", "eos_token", "pad_token", "bos_token_id", "eos_token_id", "pad_token_id",
-                 "padding_side", "model_max_length"):
+    for name in ("bos_token", "eos_token", "pad_token", "unk_token", "bos_token_id", "eos_token_id", "pad_token_id",
+                 "unk_token_id", "padding_side", "model_max_length"):
         assert getattr(tok, name) == getattr(ref, name), name
     tok.pad_token = ref.pad_token = tok.eos_token
     assert tok.pad_token_id == ref.pad_token_id

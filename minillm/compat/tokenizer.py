@@ -28,7 +28,7 @@ NO_LIMIT = int(1e30)
 # punctuation and English contractions), applied only when the tokenizer's config or the caller asks.
 CLEAN_UP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
             (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
-SPECIAL = ("bos_token", "eos_token", "pad_token")
+SPECIAL = ("bos_token", "eos_token", "pad_token", "unk_token")
 
 
 class BatchEncoding(dict):
@@ -78,16 +78,19 @@ class PreTrainedTokenizer:
 
     Attributes as in transformers: ``name_or_path``, ``padding_side`` / ``truncation_side``
     ("right" or "left"), ``model_max_length``, ``clean_up_tokenization_spaces``, and the
-    settable special tokens ``bos_token``, ``eos_token``, ``pad_token`` and their ``*_id``.
+    settable special tokens ``bos_token``, ``eos_token``, ``pad_token``, ``unk_token`` and their ``*_id``.
     """
 
-    bos_token, eos_token, pad_token = (_special_token(name) for name in SPECIAL)
-    bos_token_id, eos_token_id, pad_token_id = (_special_id(name) for name in SPECIAL)
+    bos_token, eos_token, pad_token, unk_token = (_special_token(name) for name in SPECIAL)
+    bos_token_id, eos_token_id, pad_token_id, unk_token_id = (_special_id(name) for name in SPECIAL)
 
     def __init__(self, kit: Tokenizer, name_or_path: str, config: dict[str, Any], padding_side: str | None = None):
         self.kit = kit
         self.name_or_path = name_or_path
-        self._specials = {name: getattr(kit, name) for name in SPECIAL}
+        unk = config.get("unk_token")
+        unk = unk.get("content") if isinstance(unk, dict) else unk     # saved as text or as {"content": ...}
+        self._specials = {"unk_token": unk if isinstance(unk, str) and kit.token_to_id(unk) is not None else None,
+                          **{name: getattr(kit, name) for name in SPECIAL[:3]}}
         self.padding_side = padding_side or config.get("padding_side", "right")
         self.truncation_side = config.get("truncation_side", "right")
         self.model_max_length = int(config.get("model_max_length") or NO_LIMIT)
@@ -165,11 +168,11 @@ class PreTrainedTokenizer:
             raise ValueError("Asking to pad but the tokenizer has no padding token: set one the vocabulary has, "
                              "e.g. tokenizer.pad_token = tokenizer.eos_token.")
         width = max(len(row) for row in rows)
-        if padding == "max_length":
-            width = self.model_max_length if max_length is None else max(max_length, width)
+        if padding == "max_length":            # rows already longer stay as they are, as in transformers
+            width = self.model_max_length if max_length is None else max_length
         padded, masks = [], []
         for row in rows:
-            pad, ones = [self.pad_token_id] * (width - len(row)), [1] * len(row)
+            pad, ones = [self.pad_token_id] * max(0, width - len(row)), [1] * len(row)
             padded.append(pad + row if side == "left" else row + pad)
             masks.append([0] * len(pad) + ones if side == "left" else ones + [0] * len(pad))
         return padded, masks
@@ -189,8 +192,12 @@ class PreTrainedTokenizer:
         return self.kit.id_to_token(ids) if isinstance(ids, int) else [self.kit.id_to_token(i) for i in ids]
 
     def convert_tokens_to_ids(self, tokens: str | Sequence[str]) -> int | None | list[int | None]:
-        """The id of one vocabulary entry (None if absent), or of each of a list."""
-        return self.kit.token_to_id(tokens) if isinstance(tokens, str) else [self.kit.token_to_id(t) for t in tokens]
+        """The id of one vocabulary entry, or of each of a list; an absent one gets ``unk_token_id``
+        (None when the tokenizer has no unknown token)."""
+        if not isinstance(tokens, str):
+            return [self.convert_tokens_to_ids(t) for t in tokens]
+        found = self.kit.token_to_id(tokens)
+        return self.unk_token_id if found is None else found
 
     # --- ids to text ------------------------------------------------------------------------
     def decode(self, token_ids: int | Sequence[int] | torch.Tensor, skip_special_tokens: bool = False,
