@@ -19,7 +19,7 @@ import nbformat
 import pytest
 import torch
 import transformers
-from checkpoints import make_checkpoint, make_gpt2_checkpoint
+from checkpoints import make_checkpoint, make_gpt2_checkpoint, put_in_hub_cache
 from test_notebooks import execute, outputs_of
 
 from conftest import need_shared_data
@@ -312,6 +312,18 @@ def test_loading_options_and_sampling_settings(gpt2_folder, tmp_path):
     model.generation_config.repetition_penalty = 1.1
     with pytest.warns(UserWarning, match="repetition_penalty=1.1"):
         model.generate(prompt, max_new_tokens=1)
+
+
+def test_hub_ids_go_through_the_kits_hub_code(gpt2_folder, offline_cache):
+    put_in_hub_cache(offline_cache, "openai-community/gpt2", gpt2_folder)
+    tok = compat.AutoTokenizer.from_pretrained("openai-community/gpt2")
+    model = compat.AutoModelForCausalLM.from_pretrained("openai-community/gpt2", revision="main")
+    local = compat.AutoModelForCausalLM.from_pretrained(gpt2_folder)
+    ids = tok("This weekend I plan to", return_tensors="pt").input_ids
+    assert ids.tolist() == [[1212, 5041, 314, 1410, 284]]          # the real GPT-2 tokenizer's ids
+    assert torch.equal(model(ids).logits, local(ids).logits)
+    with pytest.raises(ValueError, match="local folder"):
+        compat.AutoModelForCausalLM.from_pretrained(gpt2_folder, revision="v1")
 
 
 def test_what_the_kit_does_not_do_is_refused_with_the_kits_way(gpt2_folder):

@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minillm.checkpoint.hub import resolve_source
 from minillm.checkpoint.loading import load_model
 from minillm.compat.generation import GenerationConfig, generate_rows
+from minillm.compat.source import resolve
 from minillm.compat.unsupported import NotInKit, refuse
 from minillm.models.config import GPT2Config
 
@@ -50,8 +50,6 @@ FORWARD_REFUSED = {
 }
 LOAD_REFUSED = {
     "trust_remote_code": "minillm runs its own readable models (Qwen2, Llama, GPT-2), never a checkpoint's code.",
-    "revision": "Download that revision first (huggingface-cli download REPO --revision REV --local-dir DIR) and "
-                "pass the folder.",
     "quantization_config": "Simulate k-bit weights with minillm.inference.quantize (minillm quantize on the command line).",
     "load_in_8bit": "Simulate k-bit weights with minillm.inference.quantize (minillm quantize on the command line).",
     "load_in_4bit": "Simulate k-bit weights with minillm.inference.quantize (minillm quantize on the command line).",
@@ -212,8 +210,10 @@ class AutoModelForCausalLM:
     @staticmethod
     def from_pretrained(source: str | os.PathLike, *, dtype: torch.dtype | str | None = None,
                         torch_dtype: torch.dtype | str | None = None, device_map: str | torch.device | None = None,
-                        attn_implementation: str | None = None, **kwargs: Any) -> PreTrainedModel:
-        """Load ``source`` (a folder, or a hub id through the kit's hub code) with
+                        attn_implementation: str | None = None, revision: str | None = None,
+                        **kwargs: Any) -> PreTrainedModel:
+        """Load ``source`` (a folder, or a hub id through the kit's hub code; ``revision``: a branch,
+        tag or commit of it) with
         :func:`minillm.load_model`. ``dtype`` (or its older name ``torch_dtype``): float32,
         bfloat16, float16, or "auto" (the default, as in transformers 5: the checkpoint's own).
         ``device_map``: "cpu", "cuda", a torch.device, or "auto" (the GPU if there is one).
@@ -229,7 +229,7 @@ class AutoModelForCausalLM:
             raise NotInKit("device_map as a dict (layers split over devices): the kit puts the model on one device; "
                            "pass device_map='cpu' or 'cuda'.")
         device = ("cuda" if torch.cuda.is_available() else "cpu") if device_map == "auto" else device_map or "cpu"
-        folder = resolve_source(source)
+        folder = resolve(source, revision)
         kit = load_model(folder, dtype=dtype or torch_dtype or "auto", device=device)
         kit.requires_grad_(True)
         raw = json.loads(Path(folder, "config.json").read_text(encoding="utf-8"))

@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from minillm.checkpoint.hub import resolve_source
 from minillm.checkpoint.tokenizer import Tokenizer
+from minillm.compat.source import resolve
 from minillm.compat.unsupported import NotInKit, refuse
 
 # transformers' stand-in for "no limit" when tokenizer_config.json gives no model_max_length.
@@ -292,19 +292,19 @@ class AutoTokenizer:
 
     @staticmethod
     def from_pretrained(source: str | os.PathLike, *, add_prefix_space: bool | None = None,
-                        padding_side: str | None = None, **kwargs: Any) -> PreTrainedTokenizer:
+                        padding_side: str | None = None, revision: str | None = None,
+                        **kwargs: Any) -> PreTrainedTokenizer:
         """Load the tokenizer of ``source`` (a folder, or a hub id through the kit's hub code,
-        ``minillm.checkpoint.hub.resolve_source``). ``add_prefix_space``: as the kit's
+        ``minillm.checkpoint.hub.resolve_source``; ``revision``: a branch, tag or commit of a hub id).
+        ``add_prefix_space``: as the kit's
         ``load_tokenizer``; ``padding_side``: "right" (default unless tokenizer_config.json says)
         or "left"."""
         refuse("AutoTokenizer.from_pretrained", kwargs, {
             "trust_remote_code": "minillm runs only the tokenizer.json pipeline and never a checkpoint's code.",
-            "revision": "Download that revision first (huggingface-cli download REPO --revision REV "
-                        "--local-dir DIR) and pass the folder.",
             "cache_dir": "Set HF_HUB_CACHE, or pass a local folder.",
             "subfolder": "Pass the subfolder's path.",
         }, ignored=("use_fast", "legacy", "local_files_only", "token"))
-        folder = resolve_source(source)
+        folder = resolve(source, revision)
         config_file = folder / "tokenizer_config.json"
         config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
         kit = Tokenizer(folder, add_prefix_space=add_prefix_space)
