@@ -151,6 +151,15 @@ class Tokenizer:
         """
         return self._vocab_size
 
+    def vocabulary(self, with_added_tokens: bool = True) -> dict[str, int]:
+        """Every vocabulary entry and its id, e.g. ``{"Ġworld": 995, ...}``. ``with_added_tokens=False``
+        leaves out the tokens added on top of the BPE vocabulary (Qwen2.5: 151,643 of 151,665)."""
+        return self._backend.get_vocab(with_added_tokens=with_added_tokens)
+
+    def token_to_id(self, token: str) -> int | None:
+        """The id of the raw vocabulary entry ``token`` (``"Ġworld"``, ``"<|im_end|>"``), None if absent."""
+        return self._backend.token_to_id(token)
+
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         """Token ids of ``text`` (list of ints, length = number of tokens).
 
