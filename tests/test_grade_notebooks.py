@@ -102,6 +102,33 @@ def test_read_notebook_runs_definitions_only(tmp_path):
     assert isinstance(namespace["next_token_logits"].__annotations__["text"], str)
 
 
+CELL_MAGICS = ["%%time", "%%capture", "%%capture out", "%%prun -q", "%%time\n%%capture", "%%capture\n%%bash",
+               "%%timeit -n1 -r1", "%%script false --no-raise-error", "%%writefile {tmp}/old.py", "%%file {tmp}/f.py",
+               "%%bash", "%%sh", "%%script python3", "%%python3", "%%html", "%%javascript", "%%latex", "%%markdown",
+               "%%svg", "%%perl", "%%nosuchmagic"]
+
+
+@pytest.mark.parametrize("magic", CELL_MAGICS)
+def test_a_cell_magic_defines_what_it_defines_in_ipython(tmp_path, magic):
+    """An old attempt disabled with ``%%script false`` (or saved away with ``%%writefile``) defines
+    nothing in Jupyter, so the grader must not grade it; ``%%time`` and ``%%capture`` run their
+    body. Asked of IPython itself: does ``next_token_logits`` exist after running the cell?"""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    magic = magic.format(tmp=tmp_path)
+    cell = magic + "\ndef next_token_logits(model, tokenizer, text):\n    return 'old attempt'\n"
+    shell = InteractiveShell.instance()
+    shell.user_ns.pop("next_token_logits", None)
+    shell.run_cell(cell, silent=True)
+    in_ipython = "next_token_logits" in shell.user_ns
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell)])
+    path = tmp_path / "logits.ipynb"
+    nbformat.write(notebook, path)
+    graded = any("next_token_logits" in statement.names for statement in read_notebook(path).statements)
+    assert graded == in_ipython, (magic, in_ipython)
+    assert in_ipython == (magic.split()[0] in ("%%time", "%%capture", "%%prun") and "%%bash" not in magic)
+
+
 def test_unreadable_notebook(tmp_path):
     path = tmp_path / "logits.ipynb"
     path.write_text('{"cells": [', encoding="utf-8")   # cut short, as a failed upload leaves it

@@ -26,8 +26,9 @@ which failure a graded function depends on.
 
 IPython syntax (``%matplotlib inline``, ``!pip install ...``, ``x = !ls``, ``obj?``) is not
 Python: in a cell that does not parse as Python, such lines are replaced by ``pass``. A cell
-magic's line is dropped and the cell's body handled as Python when it is (``%%time``), skipped
-when it is not (``%%bash``). The note says which cells. A cell that still does not parse is
+magic's line is dropped and the cell's body run when IPython runs it in the notebook's namespace
+(``%%time``, ``%%capture``, ``%%prun``), skipped otherwise (``%%bash``, ``%%writefile``,
+``%%script false``: the cell defines nothing in Jupyter either). The note says which cells. A cell that still does not parse is
 skipped, a problem naming the cell and the line. Cells are numbered from 1 at the top of the
 notebook, markdown cells included.
 """
@@ -231,6 +232,33 @@ def _without_ipython(source: str) -> tuple[str, int]:
     return "\n".join(lines) + "\n", replaced
 
 
+# The cell magics whose body IPython runs as Python in the notebook's namespace, defining what it
+# defines (tests/test_grade_notebooks.py checks each against IPython itself). Every other one runs
+# its body elsewhere or not as Python (%%script, %%writefile, %%bash, %%html, %%python, %%timeit
+# (a function's scope), an unknown magic: an error), so the cell defines nothing.
+CELL_MAGICS_RUN_HERE = ("%%time", "%%capture", "%%prun")
+
+
+def _cell_magic_body(source: str) -> tuple[str, str | None]:
+    """(the cell's Python with its magic lines turned into ``pass``, None), or (source, the magic)
+    when IPython would not run the body here. Stacked magics (%%time then %%capture) each count."""
+    lines = source.splitlines(keepends=True)
+    i = 0
+    while i < len(lines):
+        line = lines[i].strip()
+        if not line:
+            i += 1
+            continue
+        if not line.startswith("%%"):
+            break
+        magic = line.split()[0]
+        if magic not in CELL_MAGICS_RUN_HERE:
+            return source, magic
+        lines[i] = f"pass  # {line}\n"
+        i += 1
+    return "".join(lines), None
+
+
 def read_notebook(path: Path) -> NotebookCode:
     """Parse ``path``'s code cells into the statements the grader runs (see the module doc).
 
@@ -251,13 +279,9 @@ def read_notebook(path: Path) -> NotebookCode:
         source = cell.source
         first = source.lstrip().splitlines()[0].strip()
         filename = f"{path}, cell {index}"
-        if first.startswith("%%"):  # a cell magic: its body may be Python (%%time) or not (%%bash)
-            magic = first.split()[0]
-            lead = source[: len(source) - len(source.lstrip())]
-            source = "\n" * lead.count("\n") + f"pass  # {first}\n" + source.lstrip().partition("\n")[2]
-            try:
-                ast.parse(source, filename)
-            except SyntaxError:
+        if first.startswith("%%"):  # a cell magic: IPython runs its body here (%%time) or not (%%bash)
+            source, magic = _cell_magic_body(source)
+            if magic is not None:
                 not_python.append(f"{index} ({magic})")
                 continue
             ipython.append(str(index))
