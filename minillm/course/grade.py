@@ -118,7 +118,7 @@ def grade_submission(folder: str | Path, autograder: str | Path | None = None, t
             copy_notes = isolation.copy_submission(folder, copy)
         except (isolation.SandboxError, OSError) as err:
             return _refused(plan, units, str(err), start)
-        runs = [_grade_unit(copy, autograder, unit, timeout, seed, time_limit_scale, mode, plan) for unit in units]
+        runs = _grade_units(copy, autograder, units, timeout, seed, time_limit_scale, mode, plan)
     seconds = time.monotonic() - start
     results = merge_results([run["results"] for run in runs])
     results["extra_data"]["target"] = str(folder)
@@ -191,66 +191,92 @@ def _sandbox_environment() -> dict[str, str]:
     return env
 
 
-def _grade_unit(copy: Path, autograder: Path, unit: str, timeout: float, seed: int | None,
-                time_limit_scale: float, mode: str, plan: dict) -> dict:
-    """Run one unit's tests on the submission ``copy``: {"unit", "status", "results", "message", "output"}.
+def _grade_units(copy: Path, autograder: Path, units: list[str], timeout: float, seed: int | None,
+                 time_limit_scale: float, mode: str, plan: dict) -> list[dict]:
+    """Grade ``units`` on the submission ``copy`` in one run (minillm.course.zygote: a process
+    that imports torch and pytest once and forks a fresh child per unit, stopped after
+    ``timeout`` seconds); one {"unit", "status", "results", "message", "output"} per unit.
 
-    The results are trusted only when signed with a key the run got through a pipe that is read
-    and closed before any student code runs (see the autograder's guard.py): a results file the
-    code forged or changed scores 0. A run that leaves no results counts its unit's tests from
+    Each unit's results are trusted only when signed with that unit's key, which its child reads
+    from a pipe and closes before any student code runs (see the autograder's guard.py): a results
+    file the code forged or changed scores 0. A unit that leaves no results counts its tests from
     ``plan``, each with 0 points."""
     import minillm
 
     kit = Path(minillm.__file__).resolve().parents[1]
-    with tempfile.TemporaryDirectory(prefix=f"minillm-grade-{unit}-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="minillm-grade-") as tmp:
         results_dir = Path(tmp) / "results"
         results_dir.mkdir()
-        key = secrets.token_bytes(32)
-        read_end, write_end = os.pipe()
-        os.write(write_end, key.hex().encode())
-        os.close(write_end)
         if mode == "bwrap":
-            target, out_dir, cwd = f"{isolation.SUBMISSIONS_MOUNT}/{copy.name}", isolation.RESULTS_MOUNT, str(autograder)
+            target, out_dir = f"{isolation.SUBMISSIONS_MOUNT}/{copy.name}", isolation.RESULTS_MOUNT
         else:
-            target, out_dir, cwd = str(copy), str(results_dir), str(autograder)
-        cmd = [sys.executable, "-m", "pytest", str(autograder / f"test_grade_{unit}.py"), "--target", target,
-               "--grade-json", f"{out_dir}/results.json", "--grade-key-fd", str(read_end), "-q", *PYTEST_FLAGS]
-        if seed is not None:
-            cmd += ["--grader-seed", str(seed)]
-        if time_limit_scale != 1.0:
-            cmd += ["--time-limit-scale", repr(float(time_limit_scale))]
+            target, out_dir = str(copy), str(results_dir)
+        keys, fds, specs = {}, [], []
+        for unit in units:
+            keys[unit] = secrets.token_bytes(32)
+            read_end, write_end = os.pipe()
+            os.write(write_end, keys[unit].hex().encode())
+            os.close(write_end)
+            fds.append(read_end)
+            args = [str(autograder / f"test_grade_{unit}.py"), "--target", target, "--grade-json",
+                    f"{out_dir}/{unit}.json", "--grade-key-fd", str(read_end), "-q", *PYTEST_FLAGS]
+            if seed is not None:
+                args += ["--grader-seed", str(seed)]
+            if time_limit_scale != 1.0:
+                args += ["--time-limit-scale", repr(float(time_limit_scale))]
+            specs.append({"unit": unit, "args": args, "timeout": timeout, "key_fd": read_end,
+                          "log": f"{out_dir}/{unit}.log", "status": f"{out_dir}/{unit}.status.json"})
+        (results_dir / "zygote.json").write_text(json.dumps({"autograder": str(autograder), "units": specs}), encoding="utf-8")
+        cmd = [sys.executable, "-m", "minillm.course.zygote", f"{out_dir}/zygote.json"]
         if mode == "bwrap":
             kit_paths = [p for p in (kit / "minillm", kit / "data", autograder) if p.exists()]
-            cmd = isolation.bwrap_command(cmd, kit_paths=kit_paths, submission=copy, results=results_dir, cwd=cwd,
-                                          hidden=[kit, copy.parent], env=_sandbox_environment())
+            cmd = isolation.bwrap_command(cmd, kit_paths=kit_paths, submission=copy, results=results_dir,
+                                          cwd=str(autograder), hidden=[kit, copy.parent], env=_sandbox_environment())
             env = None
         else:
             env = _environment()
-        try:
-            done = isolation.run(cmd, cwd=autograder, env=env, timeout=timeout, log_path=Path(tmp) / "output.txt",
-                                 pass_fds=(read_end,))
+        try:   # the zygote stops each unit at its timeout; this bound only catches the zygote itself
+            whole = isolation.run(cmd, cwd=autograder, env=env, timeout=timeout * len(units) + 120,
+                                  log_path=Path(tmp) / "zygote.txt", pass_fds=tuple(fds))
         finally:
-            os.close(read_end)
-        json_path = results_dir / "results.json"
-        results = _signed_json(json_path, key)
-        collected = _signed_json(json_path.with_suffix(".collected.json"), key)
-        forged = json_path.is_file() and results is None
-    output = done.output
-    if done.timed_out:
-        status, why = "timeout", f"grading this unit took longer than {timeout:g} s and was stopped"
-    elif done.returncode in (0, 1) and results is not None:
+            for fd in fds:
+                os.close(fd)
+        return [_unit_outcome(unit, results_dir, keys[unit], timeout, whole, plan) for unit in units]
+
+
+def _unit_outcome(unit: str, results_dir: Path, key: bytes, timeout: float, whole: isolation.Run,
+                  plan: dict) -> dict:
+    """What one unit's run left: its signed results, or why there are none (with the plan's zeros)."""
+    log = results_dir / f"{unit}.log"
+    output = isolation.tail(log) if log.is_file() else ""
+    try:
+        status = json.loads((results_dir / f"{unit}.status.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        status = None
+    json_path = results_dir / f"{unit}.json"
+    results = _signed_json(json_path, key)
+    collected = _signed_json(json_path.with_suffix(".collected.json"), key)
+    forged = json_path.is_file() and results is None
+    returncode = status.get("returncode") if isinstance(status, dict) else None
+    if isinstance(status, dict) and status.get("timed_out"):
+        state, why = "timeout", f"grading this unit took longer than {timeout:g} s and was stopped"
+    elif returncode in (0, 1) and results is not None:
         return {"unit": unit, "status": "ok", "results": results, "message": "", "output": output}
     elif forged:
-        status, why = "ok", ("its results file was changed after the grader wrote it (by the graded code?), "
-                             "so the unit scores 0")
+        state, why = "ok", ("its results file was changed after the grader wrote it (by the graded code?), "
+                            "so the unit scores 0")
+    elif status is None:
+        tail = " | ".join(whole.output.strip().splitlines()[-3:])
+        state, why = "crashed", (f"the grading process ended before this unit finished (exit code "
+                                 f"{whole.returncode}): {tail}")[:500]
     else:
         tail = " | ".join(line for line in output.strip().splitlines()[-3:])
-        status, why = "crashed", f"the unit's grading process ended with exit code {done.returncode}: {tail}"[:500]
+        state, why = "crashed", f"the unit's grading process ended with exit code {returncode}: {tail}"[:500]
     if collected is None:
-        return {"unit": unit, "status": status, "results": unit_plan(plan, unit, why), "message": why,
+        return {"unit": unit, "status": state, "results": unit_plan(plan, unit, why), "message": why,
                 "output": output}
     collected.setdefault("extra_data", {}).setdefault("problems", {}).setdefault(unit, []).append(why)
-    return {"unit": unit, "status": status, "results": collected, "message": why, "output": output}
+    return {"unit": unit, "status": state, "results": collected, "message": why, "output": output}
 
 
 def _signed_json(path: Path, key: bytes) -> dict | None:

@@ -211,10 +211,10 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str] | None, timeout: float, l
         with _SPAWN:
             _RUNNING.discard(proc.pid)
         _kill_new_children(children_before)
-    return Run(returncode=None if timed_out else proc.returncode, timed_out=timed_out, output=_tail(log_path))
+    return Run(returncode=None if timed_out else proc.returncode, timed_out=timed_out, output=tail(log_path))
 
 
-def _tail(path: Path, limit: int = 100_000) -> str:
+def tail(path: Path, limit: int = 100_000) -> str:
     """The last ``limit`` bytes of a run's output as text (a student's code may write gigabytes)."""
     with path.open("rb") as f:
         f.seek(max(0, path.stat().st_size - limit))

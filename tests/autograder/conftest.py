@@ -862,7 +862,8 @@ def _fresh_global_state() -> None:
     torch.set_default_device(None)
     torch.set_grad_enabled(True)
     torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(False)
+    if torch.are_deterministic_algorithms_enabled():   # the call itself imports torch._dynamo (~2 s): only when needed
+        torch.use_deterministic_algorithms(False)
 
 
 def pytest_collection_finish(session) -> None:
