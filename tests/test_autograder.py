@@ -30,6 +30,7 @@ EXERCISES = REPO / "exercises"
 MISTAKES = sorted((AUTOGRADER / "mistakes").glob("*__*.py"))
 UNITS = ("logits", "perplexity", "quantization", "sampling", "architecture", "scaling", "training")
 FIXED_SEED = 20240917
+RUNNERS = 2       # mistake runners at a time (mistake_grades): CI has 2 cores, each runner one torch thread
 
 
 def run_grader(target: Path, json_path: Path, *args: str, timeout: float = 300) -> tuple[subprocess.CompletedProcess, dict]:
@@ -149,10 +150,11 @@ def _fresh_seeds(n: int) -> list[int]:
 def mistake_grades(tmp_path_factory) -> dict[str, list[dict]]:
     """Every catalogued mistake graded in its unit on three grader seeds (the fixed one and two fresh).
 
-    One subprocess runs them all, each a separate in-process ``pytest.main`` (see :func:`_grade_jobs`):
-    starting Python, torch and transformers once instead of once per (mistake, seed) keeps the cost at
-    ~0.4 s per grading instead of ~4 s. Each mistake has its own target folder, and the conftest resets
-    its state in ``pytest_configure``, so one grading cannot see another's."""
+    ``RUNNERS`` subprocesses share them, each grading its share one after another, each grading a
+    separate in-process ``pytest.main`` (see :func:`_grade_jobs`): starting Python and torch once per
+    runner instead of once per (mistake, seed) keeps the cost at ~0.2 s of CPU per grading instead of
+    ~4 s. Each mistake has its own target folder, and the conftest resets its state in
+    ``pytest_configure``, so one grading cannot see another's."""
     root = tmp_path_factory.mktemp("mistakes")
     seeds = [FIXED_SEED, *_fresh_seeds(2)]
     jobs = []
@@ -168,15 +170,38 @@ def mistake_grades(tmp_path_factory) -> dict[str, list[dict]]:
         for seed in seeds:
             jobs.append({"mistake": mistake.name, "unit": unit, "target": str(target), "seed": seed,
                          "json": str(root / f"{mistake.stem}.{seed}.json")})
-    jobs_path = root / "jobs.json"
-    jobs_path.write_text(json.dumps(jobs), encoding="utf-8")
+    # The control: the reference, copied and graded by the same runners with the same options, earns
+    # every point of each unit, so no mistake loses its points to how the runners grade.
+    reference = root / "reference"
+    shutil.copytree(SOLUTIONS, reference, ignore=shutil.ignore_patterns("__pycache__"))
+    for unit in sorted({job["unit"] for job in jobs}):
+        jobs.append({"mistake": f"reference:{unit}", "unit": unit, "target": str(reference), "seed": FIXED_SEED,
+                     "json": str(root / f"reference-{unit}.json")})
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), str(jobs_path)], cwd=REPO,
-                          capture_output=True, text=True, timeout=60 + 30 * len(jobs), env=env)
-    assert proc.returncode == 0, f"the mistake runner failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    # No third-party pytest plugins in the runners: loading them (and scanning every installed package's
+    # entry points for them) in each of the ~150 pytest.main calls cost ~0.1 s a grading; no grade uses them.
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    runners = []
+    for index in range(RUNNERS):
+        share = jobs[index::RUNNERS]                   # every unit in each share: the shares take as long
+        jobs_path = root / f"jobs-{index}.json"
+        jobs_path.write_text(json.dumps(share), encoding="utf-8")
+        log = jobs_path.with_suffix(".log")
+        with open(log, "w", encoding="utf-8") as out:   # a file, not a pipe: no runner waits on a full pipe
+            runners.append((jobs_path, log, len(share), subprocess.Popen(
+                [sys.executable, str(Path(__file__).resolve()), str(jobs_path)], cwd=REPO, env=env,
+                stdout=out, stderr=subprocess.STDOUT)))
     graded: dict[str, list[dict]] = {}
-    for job in json.loads(jobs_path.read_text(encoding="utf-8")):
-        graded.setdefault(job["mistake"], []).append(job)
+    for jobs_path, log, count, proc in runners:
+        try:
+            proc.wait(timeout=60 + 30 * count)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        output = log.read_text(encoding="utf-8", errors="replace")
+        assert proc.returncode == 0, f"the mistake runner failed ({jobs_path.name}, exit {proc.returncode}):\n{output[-8000:]}"
+        for job in json.loads(jobs_path.read_text(encoding="utf-8")):
+            graded.setdefault(job["mistake"], []).append(job)
     return graded
 
 
@@ -186,6 +211,12 @@ def test_mistake_loses_points(mistake_grades, mistake):
     assert unit in UNITS, f"{mistake.name}: name it <unit>__<short_name>.py with a unit among {UNITS}"
     text = mistake.read_text(encoding="utf-8")
     assert text.lstrip().startswith(('"""', "'''")), f"{mistake.name}: start with a docstring naming the mistake"
+    control = mistake_grades[f"reference:{unit}"][0]
+    graded = json.loads(Path(control["json"]).read_text(encoding="utf-8")) if control["exit_code"] == 0 else {}
+    control_score = graded.get("extra_data", {}).get("units", {}).get(unit)
+    assert control_score and control_score["score"] == control_score["max_score"], (
+        f"the mistake runner lost points on the reference's {unit} unit (grader seed {FIXED_SEED}), so its "
+        f"verdicts on mistakes mean nothing:\n{control['output'][-4000:]}")
     jobs = mistake_grades[mistake.name]
     assert len(jobs) == 3
     for job in jobs:
@@ -207,6 +238,7 @@ def _grade_jobs(jobs_path: Path) -> None:
     record the exit code and the captured output in the jobs file."""
     import contextlib
     import io
+    _remember_rewritten_modules()
     jobs = json.loads(jobs_path.read_text(encoding="utf-8"))
     for job in jobs:
         out = io.StringIO()
@@ -214,11 +246,37 @@ def _grade_jobs(jobs_path: Path) -> None:
             # -x: the first lost point is enough (tests that did not run count as lost). No unraisable-
             # exception plugin: at the end of every run it calls gc.collect() five times, ~0.5 s each run in
             # a process holding torch, two thirds of a grading's time, for warnings no grade depends on.
+            # --tb=native: a failing test's traceback from Python's own formatter, which reads source lines
+            # from linecache; pytest's own re-parses the whole test file for each traceback entry.
             code = pytest.main([str(AUTOGRADER), "--target", job["target"], "--grade-json", job["json"], "-q",
                                 "-p", "no:cacheprovider", "-p", "no:unraisableexception", "-m", job["unit"], "-x",
-                                "--grader-seed", str(job["seed"])])
+                                "--tb=native", "--grader-seed", str(job["seed"])])
         job["exit_code"], job["output"] = int(code), out.getvalue()[-6000:]
     jobs_path.write_text(json.dumps(jobs), encoding="utf-8")
+
+
+def _remember_rewritten_modules() -> None:
+    """Rewrite each conftest and test module's asserts once per runner, not once per grading.
+
+    pytest rewrites the asserts of every conftest and test module it imports, in each pytest.main, and
+    keeps the result only as a .pyc beside the source, which it does not write when bytecode writing is
+    off (PYTHONDONTWRITEBYTECODE, as on CI): each grading then parsed and compiled the 1000-line
+    autograder conftest and the unit's test file again. The rewritten code is the same for the same
+    file (and the same pytest), so it is kept here in memory, keyed by the file and its modification time."""
+    from _pytest.assertion import rewrite
+    rewrite_test = getattr(rewrite, "_rewrite_test", None)
+    if rewrite_test is None:           # another pytest: rewrite each time, as before
+        return
+    done: dict = {}
+
+    def remembered(fn, config):
+        stat = os.stat(fn)
+        key = (str(fn), stat.st_mtime_ns, stat.st_size)
+        if key not in done:
+            done[key] = rewrite_test(fn, config)
+        return done[key]
+
+    rewrite._rewrite_test = remembered
 
 
 if __name__ == "__main__":
