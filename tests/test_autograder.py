@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -68,30 +69,57 @@ def _check_format(results: dict) -> None:
     assert not any("autograder error" in t["output"] for t in results["tests"]), _failures(results)
 
 
-@pytest.mark.parametrize("seed", [FIXED_SEED, None], ids=["fixed-seed-modules", "fresh-seed-notebooks"])
-def test_reference_solutions_earn_every_point(tmp_path, seed):
+def _student_command() -> subprocess.CompletedProcess:
+    """`pytest --grader-seed 1234 -m logits` in the repository root, as a student types it."""
+    script = Path(sys.executable).with_name("pytest")   # the `pytest` command, not `python -m pytest`
+    cmd = [str(script)] if script.is_file() else [sys.executable, "-m", "pytest"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
+    return subprocess.run([*cmd, "--grader-seed", "1234", "-m", "logits", "-p", "no:cacheprovider"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+
+
+@pytest.fixture(scope="module")
+def grader_runs(request, tmp_path_factory):
+    """The whole-grader runs of the tests below, started together when the first of them needs one and
+    run two at a time (CI has 2 cores; each run is one process on one torch thread, and this process only
+    waits): ``{run: future of what it returns}``, for the tests that this session selected."""
+    root = tmp_path_factory.mktemp("grader-runs")
+    runs = {
+        "fixed-seed-modules": lambda: run_grader(SOLUTIONS, root / "modules.json", "--grader-seed", str(FIXED_SEED)),
+        "fresh-seed-notebooks": lambda: run_grader(reference_notebooks(root / "notebooks"), root / "notebooks.json"),
+        "stubs": lambda: run_grader(EXERCISES, root / "stubs.json"),
+        "student-command": _student_command,
+    }
+    by_test = {"test_exercise_stubs_earn_nothing": "stubs", "test_student_command_at_the_repository_root": "student-command"}
+    wanted = {item.callspec.params["run"] if hasattr(item, "callspec") else by_test[item.name]
+              for item in request.session.items if item.module is request.module and "grader_runs" in item.fixturenames}
+    with ThreadPoolExecutor(2) as pool:
+        yield {name: pool.submit(run) for name, run in runs.items() if name in wanted}
+
+
+@pytest.mark.parametrize("run", ["fixed-seed-modules", "fresh-seed-notebooks"])
+def test_reference_solutions_earn_every_point(grader_runs, run):
     """The modules of solutions/ on a fixed seed; on a fresh seed, the reference as notebooks, one
     per unit (solutions/<unit>.ipynb, or one built from the module as a student's notebook looks)."""
-    args = ("--grader-seed", str(seed)) if seed is not None else ()
-    target = SOLUTIONS if seed is not None else reference_notebooks(tmp_path / "notebooks")
-    proc, results = run_grader(target, tmp_path / "results.json", *args)
+    proc, results = grader_runs[run].result()
     _check_format(results)
     used = results["extra_data"]["grader_seed"]
     assert results["score"] == results["max_score"] > 0, (
         f"the reference lost points with grader seed {used} (rerun with --grader-seed {used}):\n{_failures(results)}")
     assert proc.returncode == 0
     assert not results["extra_data"]["problems"], results["extra_data"]["problems"]
-    if seed is not None:   # solutions/ holds each unit's .py and .ipynb with the same code: nothing to note
+    if run == "fixed-seed-modules":   # solutions/ holds each unit's .py and .ipynb with the same code: nothing to note
+        assert used == FIXED_SEED
         assert not results["extra_data"]["notes"], results["extra_data"]["notes"]
         assert "notes:" not in results["output"], results["output"]
-    if seed is None:   # every unit was graded from its notebook
+    else:   # every unit was graded from its notebook
         notes = results["extra_data"]["notes"]
         assert all(any(n.startswith(f"{u}.ipynb: ran its") for n in notes.get(u, []))
                    for u in results["extra_data"]["units"]), notes
 
 
-def test_exercise_stubs_earn_nothing(tmp_path):
-    proc, results = run_grader(EXERCISES, tmp_path / "results.json")
+def test_exercise_stubs_earn_nothing(grader_runs):
+    proc, results = grader_runs["stubs"].result()
     _check_format(results)
     earned = [t["name"] for t in results["tests"] if t["score"] > 0]
     assert results["score"] == 0, f"the stubs earned points in: {earned}"
@@ -101,15 +129,11 @@ def test_exercise_stubs_earn_nothing(tmp_path):
     assert {p.stem for p in SOLUTIONS.glob("*.py")} & set(UNITS) <= units
 
 
-def test_student_command_at_the_repository_root():
+def test_student_command_at_the_repository_root(grader_runs):
     """`pytest --grader-seed 1234 -m logits` in the root, as the README says: the option is known
     (the root conftest.py declares it) and the stubs in exercises/ are graded: exit 1 and the points
     table. (test_grade_notebooks.py runs `pytest --target=PATH` in the root.)"""
-    script = Path(sys.executable).with_name("pytest")   # the `pytest` command, not `python -m pytest`
-    cmd = [str(script)] if script.is_file() else [sys.executable, "-m", "pytest"]
-    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
-    proc = subprocess.run([*cmd, "--grader-seed", "1234", "-m", "logits", "-p", "no:cacheprovider"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    proc = grader_runs["student-command"].result()
     assert proc.returncode == 1, f"exit code {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     table = proc.stdout[proc.stdout.index("minillm autograder:"):]
     assert "(grader seed 1234; rerun with --grader-seed 1234)" in table
