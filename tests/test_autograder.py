@@ -202,8 +202,8 @@ def mistake_grades(tmp_path_factory) -> dict[str, list[dict]]:
         jobs.append({"mistake": f"reference:{unit}", "unit": unit, "target": str(reference), "seed": FIXED_SEED,
                      "json": str(root / f"reference-{unit}.json")})
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
-    # No third-party pytest plugins in the runners: loading them (and scanning every installed package's
-    # entry points for them) in each of the ~150 pytest.main calls cost ~0.1 s a grading; no grade uses them.
+    # No third-party pytest plugins in the runners: each of the ~160 pytest.main calls scanned every installed
+    # package's entry points and loaded them again; no grade uses them (the control would show it if one did).
     env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     runners = []
     for index in range(RUNNERS):
@@ -215,13 +215,14 @@ def mistake_grades(tmp_path_factory) -> dict[str, list[dict]]:
             runners.append((jobs_path, log, len(share), subprocess.Popen(
                 [sys.executable, str(Path(__file__).resolve()), str(jobs_path)], cwd=REPO, env=env,
                 stdout=out, stderr=subprocess.STDOUT)))
-    graded: dict[str, list[dict]] = {}
-    for jobs_path, log, count, proc in runners:
+    for _, _, count, proc in runners:                  # all of them ended (or killed) before any verdict
         try:
             proc.wait(timeout=60 + 30 * count)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    graded: dict[str, list[dict]] = {}
+    for jobs_path, log, _, proc in runners:
         output = log.read_text(encoding="utf-8", errors="replace")
         assert proc.returncode == 0, f"the mistake runner failed ({jobs_path.name}, exit {proc.returncode}):\n{output[-8000:]}"
         for job in json.loads(jobs_path.read_text(encoding="utf-8")):
