@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ EXERCISES = REPO / "exercises"
 MISTAKES = sorted((AUTOGRADER / "mistakes").glob("*__*.py"))
 UNITS = ("logits", "perplexity", "quantization", "sampling", "architecture", "scaling", "training")
 FIXED_SEED = 20240917
+RUNNERS = 2       # mistake runners at a time (mistake_grades): CI has 2 cores, each runner one torch thread
 
 
 def run_grader(target: Path, json_path: Path, *args: str, timeout: float = 300) -> tuple[subprocess.CompletedProcess, dict]:
@@ -67,30 +69,57 @@ def _check_format(results: dict) -> None:
     assert not any("autograder error" in t["output"] for t in results["tests"]), _failures(results)
 
 
-@pytest.mark.parametrize("seed", [FIXED_SEED, None], ids=["fixed-seed-modules", "fresh-seed-notebooks"])
-def test_reference_solutions_earn_every_point(tmp_path, seed):
+def _student_command() -> subprocess.CompletedProcess:
+    """`pytest --grader-seed 1234 -m logits` in the repository root, as a student types it."""
+    script = Path(sys.executable).with_name("pytest")   # the `pytest` command, not `python -m pytest`
+    cmd = [str(script)] if script.is_file() else [sys.executable, "-m", "pytest"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
+    return subprocess.run([*cmd, "--grader-seed", "1234", "-m", "logits", "-p", "no:cacheprovider"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+
+
+@pytest.fixture(scope="module")
+def grader_runs(request, tmp_path_factory):
+    """The whole-grader runs of the tests below, started together when the first of them needs one and
+    run two at a time (CI has 2 cores; each run is one process on one torch thread, and this process only
+    waits): ``{run: future of what it returns}``, for the tests that this session selected."""
+    root = tmp_path_factory.mktemp("grader-runs")
+    runs = {
+        "fixed-seed-modules": lambda: run_grader(SOLUTIONS, root / "modules.json", "--grader-seed", str(FIXED_SEED)),
+        "fresh-seed-notebooks": lambda: run_grader(reference_notebooks(root / "notebooks"), root / "notebooks.json"),
+        "stubs": lambda: run_grader(EXERCISES, root / "stubs.json"),
+        "student-command": _student_command,
+    }
+    by_test = {"test_exercise_stubs_earn_nothing": "stubs", "test_student_command_at_the_repository_root": "student-command"}
+    wanted = {item.callspec.params["run"] if hasattr(item, "callspec") else by_test[item.name]
+              for item in request.session.items if item.module is request.module and "grader_runs" in item.fixturenames}
+    with ThreadPoolExecutor(2) as pool:
+        yield {name: pool.submit(run) for name, run in runs.items() if name in wanted}
+
+
+@pytest.mark.parametrize("run", ["fixed-seed-modules", "fresh-seed-notebooks"])
+def test_reference_solutions_earn_every_point(grader_runs, run):
     """The modules of solutions/ on a fixed seed; on a fresh seed, the reference as notebooks, one
     per unit (solutions/<unit>.ipynb, or one built from the module as a student's notebook looks)."""
-    args = ("--grader-seed", str(seed)) if seed is not None else ()
-    target = SOLUTIONS if seed is not None else reference_notebooks(tmp_path / "notebooks")
-    proc, results = run_grader(target, tmp_path / "results.json", *args)
+    proc, results = grader_runs[run].result()
     _check_format(results)
     used = results["extra_data"]["grader_seed"]
     assert results["score"] == results["max_score"] > 0, (
         f"the reference lost points with grader seed {used} (rerun with --grader-seed {used}):\n{_failures(results)}")
     assert proc.returncode == 0
     assert not results["extra_data"]["problems"], results["extra_data"]["problems"]
-    if seed is not None:   # solutions/ holds each unit's .py and .ipynb with the same code: nothing to note
+    if run == "fixed-seed-modules":   # solutions/ holds each unit's .py and .ipynb with the same code: nothing to note
+        assert used == FIXED_SEED
         assert not results["extra_data"]["notes"], results["extra_data"]["notes"]
         assert "notes:" not in results["output"], results["output"]
-    if seed is None:   # every unit was graded from its notebook
+    else:   # every unit was graded from its notebook
         notes = results["extra_data"]["notes"]
         assert all(any(n.startswith(f"{u}.ipynb: ran its") for n in notes.get(u, []))
                    for u in results["extra_data"]["units"]), notes
 
 
-def test_exercise_stubs_earn_nothing(tmp_path):
-    proc, results = run_grader(EXERCISES, tmp_path / "results.json")
+def test_exercise_stubs_earn_nothing(grader_runs):
+    proc, results = grader_runs["stubs"].result()
     _check_format(results)
     earned = [t["name"] for t in results["tests"] if t["score"] > 0]
     assert results["score"] == 0, f"the stubs earned points in: {earned}"
@@ -100,15 +129,11 @@ def test_exercise_stubs_earn_nothing(tmp_path):
     assert {p.stem for p in SOLUTIONS.glob("*.py")} & set(UNITS) <= units
 
 
-def test_student_command_at_the_repository_root():
+def test_student_command_at_the_repository_root(grader_runs):
     """`pytest --grader-seed 1234 -m logits` in the root, as the README says: the option is known
     (the root conftest.py declares it) and the stubs in exercises/ are graded: exit 1 and the points
     table. (test_grade_notebooks.py runs `pytest --target=PATH` in the root.)"""
-    script = Path(sys.executable).with_name("pytest")   # the `pytest` command, not `python -m pytest`
-    cmd = [str(script)] if script.is_file() else [sys.executable, "-m", "pytest"]
-    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
-    proc = subprocess.run([*cmd, "--grader-seed", "1234", "-m", "logits", "-p", "no:cacheprovider"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    proc = grader_runs["student-command"].result()
     assert proc.returncode == 1, f"exit code {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     table = proc.stdout[proc.stdout.index("minillm autograder:"):]
     assert "(grader seed 1234; rerun with --grader-seed 1234)" in table
@@ -149,10 +174,11 @@ def _fresh_seeds(n: int) -> list[int]:
 def mistake_grades(tmp_path_factory) -> dict[str, list[dict]]:
     """Every catalogued mistake graded in its unit on three grader seeds (the fixed one and two fresh).
 
-    One subprocess runs them all, each a separate in-process ``pytest.main`` (see :func:`_grade_jobs`):
-    starting Python, torch and transformers once instead of once per (mistake, seed) keeps the cost at
-    ~0.4 s per grading instead of ~4 s. Each mistake has its own target folder, and the conftest resets
-    its state in ``pytest_configure``, so one grading cannot see another's."""
+    ``RUNNERS`` subprocesses share them, each grading its share one after another, each grading a
+    separate in-process ``pytest.main`` (see :func:`_grade_jobs`): starting Python and torch once per
+    runner instead of once per (mistake, seed) keeps the cost at ~0.2 s of CPU per grading instead of
+    ~4 s. Each mistake has its own target folder, and the conftest resets its state in
+    ``pytest_configure``, so one grading cannot see another's."""
     root = tmp_path_factory.mktemp("mistakes")
     seeds = [FIXED_SEED, *_fresh_seeds(2)]
     jobs = []
@@ -168,15 +194,39 @@ def mistake_grades(tmp_path_factory) -> dict[str, list[dict]]:
         for seed in seeds:
             jobs.append({"mistake": mistake.name, "unit": unit, "target": str(target), "seed": seed,
                          "json": str(root / f"{mistake.stem}.{seed}.json")})
-    jobs_path = root / "jobs.json"
-    jobs_path.write_text(json.dumps(jobs), encoding="utf-8")
+    # The control: the reference, copied and graded by the same runners with the same options, earns
+    # every point of each unit, so no mistake loses its points to how the runners grade.
+    reference = root / "reference"
+    shutil.copytree(SOLUTIONS, reference, ignore=shutil.ignore_patterns("__pycache__"))
+    for unit in sorted({job["unit"] for job in jobs}):
+        jobs.append({"mistake": f"reference:{unit}", "unit": unit, "target": str(reference), "seed": FIXED_SEED,
+                     "json": str(root / f"reference-{unit}.json")})
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), str(jobs_path)], cwd=REPO,
-                          capture_output=True, text=True, timeout=60 + 30 * len(jobs), env=env)
-    assert proc.returncode == 0, f"the mistake runner failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    # No third-party pytest plugins in the runners: each of the ~160 pytest.main calls scanned every installed
+    # package's entry points and loaded them again; no grade uses them (the control would show it if one did).
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    runners = []
+    for index in range(RUNNERS):
+        share = jobs[index::RUNNERS]                   # every unit in each share: the shares take as long
+        jobs_path = root / f"jobs-{index}.json"
+        jobs_path.write_text(json.dumps(share), encoding="utf-8")
+        log = jobs_path.with_suffix(".log")
+        with open(log, "w", encoding="utf-8") as out:   # a file, not a pipe: no runner waits on a full pipe
+            runners.append((jobs_path, log, len(share), subprocess.Popen(
+                [sys.executable, str(Path(__file__).resolve()), str(jobs_path)], cwd=REPO, env=env,
+                stdout=out, stderr=subprocess.STDOUT)))
+    for _, _, count, proc in runners:                  # all of them ended (or killed) before any verdict
+        try:
+            proc.wait(timeout=60 + 30 * count)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
     graded: dict[str, list[dict]] = {}
-    for job in json.loads(jobs_path.read_text(encoding="utf-8")):
-        graded.setdefault(job["mistake"], []).append(job)
+    for jobs_path, log, _, proc in runners:
+        output = log.read_text(encoding="utf-8", errors="replace")
+        assert proc.returncode == 0, f"the mistake runner failed ({jobs_path.name}, exit {proc.returncode}):\n{output[-8000:]}"
+        for job in json.loads(jobs_path.read_text(encoding="utf-8")):
+            graded.setdefault(job["mistake"], []).append(job)
     return graded
 
 
@@ -186,6 +236,12 @@ def test_mistake_loses_points(mistake_grades, mistake):
     assert unit in UNITS, f"{mistake.name}: name it <unit>__<short_name>.py with a unit among {UNITS}"
     text = mistake.read_text(encoding="utf-8")
     assert text.lstrip().startswith(('"""', "'''")), f"{mistake.name}: start with a docstring naming the mistake"
+    control = mistake_grades[f"reference:{unit}"][0]
+    graded = json.loads(Path(control["json"]).read_text(encoding="utf-8")) if control["exit_code"] == 0 else {}
+    control_score = graded.get("extra_data", {}).get("units", {}).get(unit)
+    assert control_score and control_score["score"] == control_score["max_score"], (
+        f"the mistake runner lost points on the reference's {unit} unit (grader seed {FIXED_SEED}), so its "
+        f"verdicts on mistakes mean nothing:\n{control['output'][-4000:]}")
     jobs = mistake_grades[mistake.name]
     assert len(jobs) == 3
     for job in jobs:
@@ -207,6 +263,7 @@ def _grade_jobs(jobs_path: Path) -> None:
     record the exit code and the captured output in the jobs file."""
     import contextlib
     import io
+    _remember_rewritten_modules()
     jobs = json.loads(jobs_path.read_text(encoding="utf-8"))
     for job in jobs:
         out = io.StringIO()
@@ -214,11 +271,39 @@ def _grade_jobs(jobs_path: Path) -> None:
             # -x: the first lost point is enough (tests that did not run count as lost). No unraisable-
             # exception plugin: at the end of every run it calls gc.collect() five times, ~0.5 s each run in
             # a process holding torch, two thirds of a grading's time, for warnings no grade depends on.
-            code = pytest.main([str(AUTOGRADER), "--target", job["target"], "--grade-json", job["json"], "-q",
+            # --tb=native: a failing test's traceback from Python's own formatter, which reads source lines
+            # from linecache; pytest's own re-parses the whole test file for each traceback entry. Only the
+            # unit's test file is collected (-m picks the same tests from the folder): collecting and
+            # deselecting the other six units' tests cost ~0.05 s a grading. The control run is graded so too.
+            code = pytest.main([str(AUTOGRADER / f"test_grade_{job['unit']}.py"), "--target", job["target"], "--grade-json", job["json"], "-q",
                                 "-p", "no:cacheprovider", "-p", "no:unraisableexception", "-m", job["unit"], "-x",
-                                "--grader-seed", str(job["seed"])])
+                                "--tb=native", "--grader-seed", str(job["seed"])])
         job["exit_code"], job["output"] = int(code), out.getvalue()[-6000:]
     jobs_path.write_text(json.dumps(jobs), encoding="utf-8")
+
+
+def _remember_rewritten_modules() -> None:
+    """Rewrite each conftest and test module's asserts once per runner, not once per grading.
+
+    pytest rewrites the asserts of every conftest and test module it imports, in each pytest.main, and
+    keeps the result only as a .pyc beside the source, which it does not write when bytecode writing is
+    off (PYTHONDONTWRITEBYTECODE, as on CI): each grading then parsed and compiled the 1000-line
+    autograder conftest and the unit's test file again. The rewritten code is the same for the same
+    file (and the same pytest), so it is kept here in memory, keyed by the file and its modification time."""
+    from _pytest.assertion import rewrite
+    rewrite_test = getattr(rewrite, "_rewrite_test", None)
+    if rewrite_test is None:           # another pytest: rewrite each time, as before
+        return
+    done: dict = {}
+
+    def remembered(fn, config):
+        stat = os.stat(fn)
+        key = (str(fn), stat.st_mtime_ns, stat.st_size)
+        if key not in done:
+            done[key] = rewrite_test(fn, config)
+        return done[key]
+
+    rewrite._rewrite_test = remembered
 
 
 if __name__ == "__main__":

@@ -364,21 +364,39 @@ def test_the_tinystories_paper_shape_has_its_3_6m_parameters():
     assert round(model.num_parameters() / 1e6, 1) == 3.6
 
 
-@pytest.mark.parametrize("mistake", [None, "logits__first_position.py"])
-def test_the_logits_unit_grades_on_a_gpt2(tmp_path, mistake):
-    """The autograder's logits unit with --tiny-model gpt2: the reference earns every point, a
-    known mistake does not."""
+def _grade_logits_on_gpt2(folder: Path, mistake: str | None):
+    """The autograder's logits unit with --tiny-model gpt2 on the reference, with ``mistake`` appended."""
     import shutil
 
     from test_autograder import AUTOGRADER, FIXED_SEED, SOLUTIONS, run_grader
 
-    target = tmp_path / "submission"
+    target = folder / "submission"
     shutil.copytree(SOLUTIONS, target, ignore=shutil.ignore_patterns("__pycache__"))
     if mistake:
         module = target / "logits.py"
         module.write_text(module.read_text(encoding="utf-8") + "\n\n" +
                           (AUTOGRADER / "mistakes" / mistake).read_text(encoding="utf-8"), encoding="utf-8")
-    _, results = run_grader(target, tmp_path / "results.json", "-m", "logits", "--tiny-model", "gpt2",
-                            "--grader-seed", str(FIXED_SEED))
+    return run_grader(target, folder / "results.json", "-m", "logits", "--tiny-model", "gpt2",
+                      "--grader-seed", str(FIXED_SEED))
+
+
+@pytest.fixture(scope="module")
+def gpt2_logits_grades(request, tmp_path_factory):
+    """The runs of test_the_logits_unit_grades_on_a_gpt2 that this session selected, started together when
+    the first is needed, both at once (CI has 2 cores; each is one process on one torch thread, and this
+    process only waits): ``{mistake: future of run_grader's answer}``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    wanted = [item.callspec.params["mistake"] for item in request.session.items
+              if item.module is request.module and "gpt2_logits_grades" in item.fixturenames]
+    with ThreadPoolExecutor(2) as pool:
+        yield {m: pool.submit(_grade_logits_on_gpt2, tmp_path_factory.mktemp("gpt2-logits"), m) for m in dict.fromkeys(wanted)}
+
+
+@pytest.mark.parametrize("mistake", [None, "logits__first_position.py"])
+def test_the_logits_unit_grades_on_a_gpt2(gpt2_logits_grades, mistake):
+    """The autograder's logits unit with --tiny-model gpt2: the reference earns every point, a
+    known mistake does not."""
+    _, results = gpt2_logits_grades[mistake].result()
     score = results["extra_data"]["units"]["logits"]
     assert (score["score"] == score["max_score"]) == (mistake is None), results["output"][-2000:]

@@ -7,10 +7,12 @@ asks after its own search) Python took that folder for an empty namespace packag
 ``from minillm import load_model`` failed with "unknown location". pyproject.toml's
 ``package-dir`` makes the editable install a plain path entry instead (see the comment there).
 
-Each install goes into a fresh virtual environment that sees this Python's packages
-(``--system-site-packages``: torch, and pip itself, without a download) and is built offline
-with the installed setuptools (``--no-build-isolation --no-index``), from a copy of the clone
-in a temporary folder named ``minillm``.
+Each install goes into a fresh virtual environment that sees the packages of the environment
+running the tests (torch, pip, and the setuptools that pyproject.toml's test extra names) through
+a ``.pth`` file, and is built offline with them (``--no-build-isolation --no-index``), from a copy
+of the clone in a temporary folder named ``minillm``. Not ``--system-site-packages``: that shows
+the packages of the interpreter the environment was made from (a Debian ``python3``: its own old
+setuptools, no torch), not those that ``pip install -e ".[test]"`` put in the test environment.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,9 +40,15 @@ def _clone(parent: Path) -> Path:
 
 def _install(venv: Path, *pip_args: str) -> Path:
     """A virtual environment with minillm installed by ``pip install <pip_args>``; its python."""
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)],
                    check=True, capture_output=True, text=True, timeout=120)
     python = venv / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+    # The test environment's packages, after the venv's own site-packages (where minillm goes). Plain
+    # path entries: the test environment's own .pth files (its editable minillm) are not read.
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               check=True, capture_output=True, text=True, timeout=60, env=ENV).stdout.strip())
+    ours = dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib"))
+    (site / "zz-test-environment.pth").write_text("".join(f"{path}\n" for path in ours), encoding="utf-8")
     proc = subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-build-isolation",
                            "--no-index", "-q", *pip_args], capture_output=True, text=True, timeout=300, env=ENV)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -74,6 +74,9 @@ def execute(path: Path, results: str | None = None) -> tuple[nbformat.NotebookNo
             client.execute(env=env)
         except nbclient.exceptions.CellExecutionError as err:
             error = f"{err.ename}: {err.evalue}"
+        finally:   # nbclient leaves a kernel it was handed running (with torch and the models in memory)
+            if kernel.has_kernel:
+                kernel.shutdown_kernel(now=True)
     printed = None
     for cell in notebook.cells:
         for output in cell.get("outputs", []):
