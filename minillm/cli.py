@@ -1043,7 +1043,7 @@ def build_parser() -> argparse.ArgumentParser:
     bundle.set_defaults(run=cmd_gradescope_bundle)
     template = commands.add_parser("classroom-template", formatter_class=HelpFormatter,
                                    help="write a GitHub Classroom starter repository with a grading workflow")
-    template.add_argument("--out", type=Path, required=True, help="a new or empty folder")
+    template.add_argument("--out", type=Path, required=True, help="a new or empty folder (required, no default)")
     template.add_argument("--units", default=None, metavar="UNIT,UNIT", help="the units it holds (default: all)")
     template.add_argument("--kit-url", default=None,
                           help="git URL the workflow installs the kit from (default: a placeholder to edit)")

@@ -17,8 +17,8 @@ them), the stubs, and a submission whose logits.py kills its process at import.
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,7 +29,12 @@ import pytest
 
 from minillm.course.feedback import UNITS
 from minillm.course.grade import GradeError
-from minillm.course.gradescope import KIT_INSTALL, TORCH_INSTALL, build_bundle, find_unit_files
+from minillm.course.gradescope import (
+    KIT_INSTALL,
+    TORCH_INSTALL,
+    build_bundle,
+    find_unit_files,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 # The grader turns os._exit into a failing test; a signal ends the process all the same.

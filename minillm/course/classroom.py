@@ -30,7 +30,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from minillm.course.feedback import feedback_text
-from minillm.course.grade import GradeError, find_autograder, grade_submission, grading_plan
+from minillm.course.grade import (
+    GradeError,
+    find_autograder,
+    grade_submission,
+    grading_plan,
+)
 from minillm.course.gradescope import check_units, kit_root, stage_submission
 
 KIT_URL_PLACEHOLDER = "https://github.com/YOUR-ORG/minillm.git"
