@@ -486,6 +486,28 @@ def cmd_grade(args: argparse.Namespace) -> None:
           f"{feedback_folder(args.out)}")
 
 
+def cmd_gradescope_bundle(args: argparse.Namespace) -> None:
+    """Write Gradescope's autograder zip."""
+    from minillm.course.gradescope import build_bundle
+
+    check_output_file(args.out)
+    if not args.overwrite:
+        refuse_to_overwrite(args.out, "a file (an earlier bundle?)")
+    out = build_bundle(args.out, units=args.units, time_limit_scale=args.time_limit_scale, timeout=args.timeout)
+    print(f"wrote {out}: upload it in Gradescope (Configure Autograder > Zip file upload)")
+
+
+def cmd_classroom_template(args: argparse.Namespace) -> None:
+    """Write a GitHub Classroom starter repository."""
+    from minillm.course.classroom import KIT_URL_PLACEHOLDER, write_template
+
+    out = write_template(args.out, units=args.units, kit_url=args.kit_url, kit_ref=args.kit_ref,
+                         time_limit_scale=args.time_limit_scale, timeout=args.timeout)
+    print(f"wrote {out}: push it to a repository and make that the assignment's template")
+    if args.kit_url is None:
+        print(f"  then set KIT_URL in {out}/.github/workflows/classroom.yml (now {KIT_URL_PLACEHOLDER})")
+
+
 def _set_threads(args: argparse.Namespace) -> None:
     """--threads: tiny models often train fastest on one thread, and a second thread that waits
     for a core another process holds can slow every step down several times."""
@@ -1007,6 +1029,29 @@ def build_parser() -> argparse.ArgumentParser:
                             "files and a private /tmp), process (a process with your rights), auto (bwrap when "
                             "it starts here, else process, said up front)")
     grade.set_defaults(run=cmd_grade)
+
+    # Gradescope and GitHub Classroom: the class grader packaged for the engines a class is graded on.
+    bundle = commands.add_parser("gradescope-bundle", formatter_class=HelpFormatter,
+                                 help="write Gradescope's autograder zip (setup.sh, run_autograder, the grader)")
+    bundle.add_argument("--out", type=Path, default=Path("autograder.zip"), help="zip to write (default %(default)s)")
+    bundle.add_argument("--overwrite", action="store_true", help="replace an existing --out zip")
+    bundle.add_argument("--units", default=None, metavar="UNIT,UNIT", help="the units it grades (default: all)")
+    bundle.add_argument("--time-limit-scale", type=positive_float, default=1.0, metavar="F",
+                        help="multiply every test's time limit by F (Gradescope's machines are slower than a laptop)")
+    bundle.add_argument("--timeout", type=positive_float, default=300.0,
+                        help="seconds one unit's run may take; set Gradescope's limit above units x this")
+    bundle.set_defaults(run=cmd_gradescope_bundle)
+    template = commands.add_parser("classroom-template", formatter_class=HelpFormatter,
+                                   help="write a GitHub Classroom starter repository with a grading workflow")
+    template.add_argument("--out", type=Path, required=True, help="a new or empty folder (required, no default)")
+    template.add_argument("--units", default=None, metavar="UNIT,UNIT", help="the units it holds (default: all)")
+    template.add_argument("--kit-url", default=None,
+                          help="git URL the workflow installs the kit from (default: a placeholder to edit)")
+    template.add_argument("--kit-ref", default="HEAD", help="branch, tag or commit of --kit-url (pin a tag or commit)")
+    template.add_argument("--time-limit-scale", type=positive_float, default=1.0, metavar="F",
+                          help="multiply every test's time limit by F")
+    template.add_argument("--timeout", type=positive_float, default=300.0, help="seconds one unit's run may take")
+    template.set_defaults(run=cmd_classroom_template)
 
     train = commands.add_parser("train", formatter_class=HelpFormatter,
                                 help="train a small Qwen2 or GPT-2 model (or the MLP baseline) on text files")
