@@ -193,7 +193,7 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str] | None, timeout: float, l
     """Run ``cmd`` (already wrapped in bwrap, or not) until it ends or ``timeout`` seconds pass,
     then stop it and everything it started. Output goes to ``log_path`` (a file: a process left
     running would hold a pipe open); the last 100 kB of it are returned."""
-    _become_subreaper()
+    become_subreaper()
     with _SPAWN:
         children_before = _children()
     timed_out = False
@@ -210,7 +210,7 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str] | None, timeout: float, l
         proc.wait()
         with _SPAWN:
             _RUNNING.discard(proc.pid)
-        _kill_new_children(children_before)
+        kill_new_children(children_before)
     return Run(returncode=None if timed_out else proc.returncode, timed_out=timed_out, output=tail(log_path))
 
 
@@ -232,7 +232,7 @@ def _kill(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
-def _become_subreaper() -> None:
+def become_subreaper() -> None:
     """Linux: processes a run leaves behind become this process's children when their parent
     ends (PR_SET_CHILD_SUBREAPER), not init's, so they can be found and stopped even after they
     left the run's process group (``setsid``, a double fork)."""
@@ -262,7 +262,7 @@ _RUNNING: set[int] = set()   # the runs now going on, in every thread
 _SPAWN = threading.Lock()    # held while a run starts and is listed, and while leftovers are listed
 
 
-def _kill_new_children(before: set[int]) -> None:
+def kill_new_children(before: set[int]) -> None:
     """Kill and reap this process's children that were not there ``before`` and are not runs:
     what a run left behind, handed to this process as their subreaper; again for theirs."""
     for _ in range(100):

@@ -27,36 +27,11 @@ import sys
 import time
 from pathlib import Path
 
+from minillm.course import isolation
+
 # The modules every unit's grading imports, loaded once here before the first fork, are listed by
 # the autograder in this file (one module a line, # comments), beside its conftest.py.
 PRELOAD_FILE = "preload.txt"
-
-
-def _children() -> list[int]:
-    """The processes whose parent is this one (from /proc)."""
-    me, found = str(os.getpid()), []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[1] == me:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def _kill_leftovers() -> None:
-    """Kill and reap every process a unit left behind (handed to this subreaper), repeatedly."""
-    for _ in range(100):
-        pids = _children()
-        if not pids:
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-            except (ProcessLookupError, ChildProcessError):
-                pass
 
 
 def _run_child(unit: dict, all_fds: list[int]) -> None:
@@ -110,10 +85,7 @@ def _wait(pid: int, timeout: float) -> tuple[int | None, bool]:
 def main(plan_path: str) -> int:
     plan = json.loads(Path(plan_path).read_text(encoding="utf-8"))
     units = plan["units"]
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)   # 36: PR_SET_CHILD_SUBREAPER
+    isolation.become_subreaper()
     preload = Path(plan["autograder"]) / PRELOAD_FILE
     if preload.is_file():
         for line in preload.read_text(encoding="utf-8").splitlines():
@@ -127,7 +99,7 @@ def main(plan_path: str) -> int:
             _run_child(unit, fds)
         os.close(unit["key_fd"])
         code, timed_out = _wait(pid, unit["timeout"])
-        _kill_leftovers()
+        isolation.kill_new_children(set())   # whatever the unit left behind (handed to this subreaper)
         Path(unit["status"]).write_text(json.dumps({"returncode": code, "timed_out": timed_out,
                                                     "seconds": round(time.monotonic() - start, 3)}))
     return 0
