@@ -309,3 +309,67 @@ def test_the_sandbox_sees_no_repository_and_no_network(tmp_path):
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout.splitlines()
     assert out[0] == "['data', 'minillm']", out
     assert out[1].startswith("read-only") and out[2] == "no network" and out[3] == "False []", out
+
+
+# Two "units" run by the zygote in one sandbox. The first is a student's code trying to reach the
+# second's key (through the zygote's /proc/<pid>/fd) and leaving files for it (in /tmp and under
+# its name in the results folder); the second reports what it finds.
+PEEK = '''
+import glob, os
+
+def test_peek():
+    got = []
+    for path in glob.glob(f"/proc/{os.getppid()}/fd/*"):
+        try:
+            with open(path, "rb") as f:
+                got.append(f.read(200))
+        except OSError as err:
+            got.append(type(err).__name__)
+    print("PEEK", got)
+    open("/tmp/planted", "w").write("for the next unit")
+    open(os.environ["RESULTS"] + "/second.json", "w").write("{}")
+'''
+SECOND = '''
+import os
+
+def test_look():
+    print("TMP", sorted(os.listdir("/tmp")), "PLANTED", os.path.exists(os.environ["RESULTS"] + "/second.json"))
+'''
+
+
+def test_a_unit_cannot_reach_the_next_units_key_or_leave_it_files(tmp_path):
+    need_bwrap()
+    import minillm
+
+    kit = Path(minillm.__file__).resolve().parents[1]
+    grader = tmp_path / "grader"
+    grader.mkdir()
+    (grader / "test_first.py").write_text(PEEK)
+    (grader / "test_second.py").write_text(SECOND)
+    results = tmp_path / "results"
+    results.mkdir()
+    out = isolation.RESULTS_MOUNT
+    secret = "ab" * 32
+    fds, units = [], []
+    for name in ("first", "second"):
+        read_end, write_end = os.pipe()
+        os.write(write_end, secret.encode())
+        os.close(write_end)
+        fds.append(read_end)
+        units.append({"unit": name, "args": [str(grader / f"test_{name}.py"), "-q", "-s", "-p", "no:cacheprovider"],
+                      "timeout": 60, "key_fd": read_end, "log": f"{out}/{name}.log", "status": f"{out}/{name}.status.json"})
+    (results / "zygote.json").write_text(json.dumps({"autograder": str(grader), "units": units, "private_tmp": True}))
+    cmd = isolation.bwrap_command([sys.executable, "-m", "minillm.course.zygote", f"{out}/zygote.json"],
+                                  kit_paths=[kit / "minillm", grader], submission=tmp_path / "grader",
+                                  results=results, cwd=str(grader), hidden=[kit],
+                                  env={"PATH": "/usr/bin:/bin", "RESULTS": out, "PYTHONDONTWRITEBYTECODE": "1"})
+    try:
+        subprocess.run(cmd, timeout=120, pass_fds=fds, check=True)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    first = (results / "first.log").read_text()
+    peek = next(line for line in first.splitlines() if line.startswith("PEEK"))
+    assert secret not in peek and "PermissionError" in peek, peek    # the zygote's descriptors are out of reach
+    second = (results / "second.log").read_text()
+    assert "'planted'" not in second and "PLANTED False" in second, second   # nothing left for the next unit

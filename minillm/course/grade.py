@@ -54,7 +54,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from minillm.course import isolation
-from minillm.course.feedback import UNITS, csv_row, feedback_folder, first_line, problems_message, write_csv, write_feedback
+from minillm.course.feedback import (UNITS, csv_row, feedback_folder, first_line, problems_message, write_csv,
+                                     write_feedback)
 
 # The repository is installed editable (`pip install -e .`): tests/autograder sits next to the package.
 DEFAULT_AUTOGRADER = Path(__file__).resolve().parents[2] / "tests" / "autograder"
@@ -226,7 +227,8 @@ def _grade_units(copy: Path, autograder: Path, units: list[str], timeout: float,
                 args += ["--time-limit-scale", repr(float(time_limit_scale))]
             specs.append({"unit": unit, "args": args, "timeout": timeout, "key_fd": read_end,
                           "log": f"{out_dir}/{unit}.log", "status": f"{out_dir}/{unit}.status.json"})
-        (results_dir / "zygote.json").write_text(json.dumps({"autograder": str(autograder), "units": specs}), encoding="utf-8")
+        zygote_plan = {"autograder": str(autograder), "units": specs, "private_tmp": mode == "bwrap"}
+        (results_dir / "zygote.json").write_text(json.dumps(zygote_plan), encoding="utf-8")
         cmd = [sys.executable, "-m", "minillm.course.zygote", f"{out_dir}/zygote.json"]
         if mode == "bwrap":
             kit_paths = [p for p in (kit / "minillm", kit / "data", autograder) if p.exists()]

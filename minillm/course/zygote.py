@@ -10,18 +10,24 @@ torch settings, patched functions, loaded modules) reaches the next; it is stopp
 unit's timeout, and whatever it started is killed before the next unit (this process is their
 "subreaper"). No student code ever runs in this process itself.
 
-PLAN.json: {"autograder": its folder, "units": [{"unit": "logits", "args": [pytest arguments], "timeout": 300.0,
-"key_fd": 5, "log": "/path/logits.log", "status": "/path/logits.status.json"}, ...]}.
+PLAN.json: {"autograder": its folder, "private_tmp": true in a sandbox, "units": [{"unit":
+"logits", "args": [pytest arguments], "timeout": 300.0, "key_fd": 5, "log": "/path/logits.log",
+"status": "/path/logits.status.json"}, ...]}.
+
 Each child keeps its own unit's key descriptor and closes the others' before its first
-instruction of pytest, so one unit's code never holds another's key. The status file says
-whether the unit finished (its exit code) or was stopped; the signed results, not it, are what
-counts (minillm.course.grade).
+instruction of pytest, and this process is not dumpable, so one unit's code can neither hold nor
+reach (through /proc/<pid>/fd) another's key. Before each unit, the files an earlier unit's code
+could have left for it are removed (in a sandbox, all of /tmp too). The status file says whether
+the unit finished (its exit code) or was stopped; the signed results, not it, are what counts
+(minillm.course.grade).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource
+import shutil
 import signal
 import sys
 import time
@@ -34,14 +40,15 @@ from minillm.course import isolation
 PRELOAD_FILE = "preload.txt"
 
 
-def _run_child(unit: dict, all_fds: list[int]) -> None:
+def _run_child(unit: dict) -> None:
     """In the forked child: own process group, output to the unit's log, only its own key; run
     pytest; never return (an error here must not send the child back into the parent's loop)."""
     code = 3
     try:
         os.setpgid(0, 0)
-        os.closerange(3, unit["key_fd"])        # the other units' keys and anything else inherited
-        os.closerange(unit["key_fd"] + 1, max(all_fds, default=0) + 64)
+        key = unit["key_fd"]   # every other descriptor above stderr goes: the other units' keys first
+        os.closerange(3, key)
+        os.closerange(key + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
         log = os.open(unit["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.dup2(log, 1)
         os.dup2(log, 2)
@@ -65,6 +72,24 @@ def _run_child(unit: dict, all_fds: list[int]) -> None:
             os._exit(code)
 
 
+def _fresh_start(unit: dict, private_tmp: bool) -> None:
+    """What an earlier unit's code could have left for this one goes: every file named after this
+    unit in the results folder (its log, status, results and signatures) and, in a sandbox (whose
+    /tmp is its own), everything in /tmp."""
+    for path in Path(unit["log"]).parent.glob(f"{unit['unit']}.*"):
+        _remove(path)
+    if private_tmp:
+        for path in Path("/tmp").iterdir():
+            _remove(path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def _wait(pid: int, timeout: float) -> tuple[int | None, bool]:
     """(exit code, or None when stopped; whether it ran past ``timeout`` seconds)."""
     deadline = time.monotonic() + timeout
@@ -86,17 +111,23 @@ def main(plan_path: str) -> int:
     plan = json.loads(Path(plan_path).read_text(encoding="utf-8"))
     units = plan["units"]
     isolation.become_subreaper()
+    # Not dumpable: no unit's process (same user, no capabilities in the sandbox) may open this
+    # one's /proc/<pid>/fd (the later units' key pipes) or ptrace it. Forked children inherit it.
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)   # 4: PR_SET_DUMPABLE, 0: no
     preload = Path(plan["autograder"]) / PRELOAD_FILE
     if preload.is_file():
         for line in preload.read_text(encoding="utf-8").splitlines():
             if line.split("#")[0].strip():
                 __import__(line.split("#")[0].strip())
-    fds = [u["key_fd"] for u in units]
     for unit in units:
+        _fresh_start(unit, plan.get("private_tmp", False))
         start = time.monotonic()
         pid = os.fork()
         if pid == 0:
-            _run_child(unit, fds)
+            _run_child(unit)
         os.close(unit["key_fd"])
         code, timed_out = _wait(pid, unit["timeout"])
         isolation.kill_new_children(set())   # whatever the unit left behind (handed to this subreaper)
