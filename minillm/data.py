@@ -17,6 +17,7 @@ cache (``HF_HUB_CACHE``) and honours offline mode (``HF_HUB_OFFLINE=1``).
 
 from __future__ import annotations
 
+import codecs
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,26 +88,25 @@ def bundled_source(category: str = "stories", start: int = 0, stop: int | None =
 _WIKITEXT_TITLE = re.compile(r"^ = [^=].* = $", re.MULTILINE)   # " = Title = ": a level-1 heading
 
 
-def not_utf8(path: Path, raw: bytes, err: UnicodeDecodeError, what: str = "") -> ValueError:
-    """The error for a file that is not UTF-8: its name, the line and column of the first bad byte, how to fix it.
-
-    ``raw`` is the file's bytes (or the line's, when ``what`` names the line and ``err.start`` counts from it).
-    The column counts bytes from the line's start, from 1 (a character before it may take several)."""
-    line = raw.count(b"\n", 0, err.start) + 1
-    column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
-    where = what or f"{path}, line {line}, column {column}"
-    return ValueError(f"{where} is not UTF-8 text: byte 0x{raw[err.start]:02x} cannot start or continue a UTF-8 "
-                      "character (a Latin-1 or Windows-1252 file?). Save it as UTF-8, e.g. "
-                      f"`iconv -f latin1 -t utf-8 {path.name} > fixed{path.suffix}`.")
-
-
-def read_utf8(path: Path) -> str:
-    """The text of ``path``, or ValueError naming the file, line and column if it is not UTF-8."""
-    raw = path.read_bytes()
+def decode_utf8(raw: bytes, path: Path, line: int = 1) -> str:
+    """``raw`` (a file's bytes, or one line's: ``line`` is then its number) as text, without the
+    byte-order mark some editors write first; or ValueError naming the file, the line and column
+    (bytes from the line's start, from 1, after any mark) and the first byte that is not UTF-8."""
+    if line == 1 and raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8):]
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise not_utf8(path, raw, err) from err
+        line += raw.count(b"\n", 0, err.start)
+        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
+        raise ValueError(f"{path}, line {line}, column {column} is not UTF-8 text: byte 0x{raw[err.start]:02x} cannot "
+                         "start or continue a UTF-8 character (a Latin-1 or Windows-1252 file?). Save it as UTF-8, "
+                         f"e.g. `iconv -f latin1 -t utf-8 {path.name} > fixed{path.suffix}`.") from err
+
+
+def read_utf8(path: Path) -> str:
+    """The text of ``path`` (see :func:`decode_utf8`)."""
+    return decode_utf8(path.read_bytes(), path)
 
 
 def read_text_file(path: str | Path, limit: int | None = None) -> TextSource:

@@ -9,6 +9,7 @@ text file was "truncated, download again"; two runs into one --out replaced each
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import shutil
@@ -57,6 +58,20 @@ def test_finetune_data_with_a_byte_order_mark_reads(tmp_path):
     data = tmp_path / "pairs.jsonl"    # Windows editors write one; json.loads refuses it
     data.write_text("\ufeff" + json.dumps(PAIR) + "\n" + json.dumps(PAIR) + "\n", encoding="utf-8")
     assert len(finetune.read_examples(data)) == 2
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "txt"])
+def test_a_byte_order_mark_is_not_text_and_not_counted_in_the_column(tmp_path, kind):
+    """Both readers drop the mark; a bad byte on the first line is named as it is, at its column
+    after the mark ("caf\xe9": the byte 0xe9, the 4th of the line an editor shows)."""
+    path = tmp_path / f"data.{kind}"
+    path.write_bytes(codecs.BOM_UTF8 + "caf\xe9 au lait\n".encode("latin-1"))
+    with pytest.raises(ValueError) as err:
+        finetune.read_examples(path) if kind == "jsonl" else read_text_file(path)
+    assert str(err.value).startswith(f"{path}, line 1, column 4 is not UTF-8 text: byte 0xe9"), err.value
+    path.write_bytes(codecs.BOM_UTF8 + b"One story.\n")
+    if kind == "txt":
+        assert read_text_file(path).texts == ["One story."]
 
 
 def test_an_oversized_line_is_refused_naming_file_and_line(tmp_path, capsys):

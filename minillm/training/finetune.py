@@ -67,7 +67,7 @@ from tokenizers import Tokenizer as BackendTokenizer
 from minillm.checkpoint.safe_io import holds_out
 from minillm.checkpoint.tokenizer import Tokenizer, load_tokenizer
 from minillm.inference.scoring import first_token_after
-from minillm.data import not_utf8
+from minillm.data import decode_utf8
 from minillm.models.gpt2 import GPT2
 from minillm.models.qwen2 import Transformer
 from minillm.training.train import (
@@ -124,10 +124,7 @@ def read_examples(path: str | Path) -> list[Example]:
     with open(path, "rb") as f:
         for number, line in enumerate(_lines(f, path), start=1):
             where = f"{path}, line {number}"
-            try:
-                text = line.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError as err:
-                raise not_utf8(path, line, err, f"{where}, column {err.start + 1}") from err
+            text = decode_utf8(line, path, number)
             if not text.strip():
                 continue
             try:
