@@ -175,6 +175,23 @@ def test_tokenizer_decode_vocab_and_special_tokens_match(pair):
         tok.pad_token = "[PAD]"
 
 
+def test_special_tokens_named_only_in_special_tokens_map_match(tmp_path, gpt2_tokenizer_folder):
+    """Older checkpoints name their special tokens in special_tokens_map.json, not tokenizer_config.json:
+    the kit reads both files (once), and compat takes them from it, as transformers does."""
+    folder = tmp_path / "tok"
+    shutil.copytree(gpt2_tokenizer_folder, folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    for name in ("unk_token", "bos_token", "eos_token"):
+        config.pop(name, None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    (folder / "special_tokens_map.json").write_text(json.dumps({"unk_token": "<|endoftext|>",
+                                                                "bos_token": "<|endoftext|>"}))
+    tok, ref = compat.AutoTokenizer.from_pretrained(folder), transformers.AutoTokenizer.from_pretrained(folder)
+    for name in ("unk_token", "unk_token_id", "bos_token", "bos_token_id", "eos_token", "eos_token_id"):
+        assert getattr(tok, name) == getattr(ref, name), name
+    assert tok.unk_token == "<|endoftext|>"
+
+
 def test_chat_template_matches(qwen_folder):
     tok, ref = compat.AutoTokenizer.from_pretrained(qwen_folder), transformers.AutoTokenizer.from_pretrained(qwen_folder)
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi!"}]

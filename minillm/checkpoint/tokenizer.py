@@ -34,6 +34,7 @@ plain text to continue.
 
 from __future__ import annotations
 
+import functools
 import json
 import operator
 import os
@@ -76,12 +77,14 @@ class Tokenizer:
 
     Attributes: ``folder`` (Path), ``bos_token`` / ``eos_token`` / ``pad_token`` (str or None)
     and their ids ``bos_token_id`` / ``eos_token_id`` / ``pad_token_id`` (int or None),
-    ``chat_template`` (the default Jinja template, str or None).
+    ``unk_token`` (str, or None when absent from the vocabulary), ``chat_template`` (the default
+    Jinja template, str or None), ``config`` (tokenizer_config.json with special_tokens_map.json
+    merged in, as read).
     """
 
     def __init__(self, folder: str | os.PathLike, add_prefix_space: bool | None = None):
         self.folder = Path(folder)
-        config = _read_config(self.folder)
+        self.config = config = _read_config(self.folder)
         self._backend = _read_backend(self.folder, config)
         _set_prefix_space(self._backend, self.folder, add_prefix_space, config.get("add_prefix_space"))
         self._vocab_size = self._backend.get_vocab_size(with_added_tokens=True)  # asked once: it is slow
@@ -113,6 +116,8 @@ class Tokenizer:
         self.bos_token_id = self._token_id("bos_token")
         self.eos_token_id = self._token_id("eos_token")
         self.pad_token_id = self._token_id("pad_token")
+        unk = self._special_tokens.get("unk_token")   # byte-level BPE needs none: absent from some vocabularies
+        self.unk_token = unk if unk is not None and self._backend.token_to_id(unk) is not None else None
 
         # The post-processor in tokenizer.json may already add BOS/EOS (Llama's does). Add them
         # here only when the config asks for them and the post-processor does not. (transformers 5
@@ -150,6 +155,11 @@ class Tokenizer:
         the extra rows are padding that no text encodes to.
         """
         return self._vocab_size
+
+    @functools.cached_property
+    def base_vocab_size(self) -> int:
+        """Number of tokens without the ones added on top of the BPE vocabulary (Qwen2.5: 151,643)."""
+        return self._backend.get_vocab_size(with_added_tokens=False)
 
     def vocabulary(self, with_added_tokens: bool = True) -> dict[str, int]:
         """Every vocabulary entry and its id, e.g. ``{"Ġworld": 995, ...}``. ``with_added_tokens=False``

@@ -11,7 +11,6 @@ returning ids. transformers 5's conventions are followed where versions differ
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -29,6 +28,14 @@ NO_LIMIT = int(1e30)
 CLEAN_UP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
             (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
 SPECIAL = ("bos_token", "eos_token", "pad_token", "unk_token")
+# The tokenizer classes whose transformers default is left padding (a class attribute there: Llama,
+# Code Llama, Gemma and Cohere in transformers 5); every other class pads on the right.
+LEFT_PADDING_CLASSES = ("LlamaTokenizer", "CodeLlamaTokenizer", "GemmaTokenizer", "CohereTokenizer")
+
+
+def _default_padding_side(config: dict[str, Any]) -> str:
+    """transformers' padding side for a tokenizer_config.json that names none: its class's default."""
+    return "left" if str(config.get("tokenizer_class", "")).removesuffix("Fast") in LEFT_PADDING_CLASSES else "right"
 
 
 class BatchEncoding(dict):
@@ -84,24 +91,21 @@ class PreTrainedTokenizer:
     bos_token, eos_token, pad_token, unk_token = (_special_token(name) for name in SPECIAL)
     bos_token_id, eos_token_id, pad_token_id, unk_token_id = (_special_id(name) for name in SPECIAL)
 
-    def __init__(self, kit: Tokenizer, name_or_path: str, config: dict[str, Any], padding_side: str | None = None):
+    def __init__(self, kit: Tokenizer, name_or_path: str, padding_side: str | None = None):
         self.kit = kit
         self.name_or_path = name_or_path
-        unk = config.get("unk_token")
-        unk = unk.get("content") if isinstance(unk, dict) else unk     # saved as text or as {"content": ...}
-        self._specials = {"unk_token": unk if isinstance(unk, str) and kit.token_to_id(unk) is not None else None,
-                          **{name: getattr(kit, name) for name in SPECIAL[:3]}}
-        self.padding_side = padding_side or config.get("padding_side", "right")
+        config = kit.config
+        self._specials = {name: getattr(kit, name) for name in SPECIAL}
+        self.padding_side = padding_side or config.get("padding_side") or _default_padding_side(config)
         self.truncation_side = config.get("truncation_side", "right")
         self.model_max_length = int(config.get("model_max_length") or NO_LIMIT)
         self.clean_up_tokenization_spaces = bool(config.get("clean_up_tokenization_spaces", False))
-        self._base_size = len(kit.vocabulary(with_added_tokens=False))
 
     # --- sizes and the vocabulary -------------------------------------------------------------
     @property
     def vocab_size(self) -> int:
         """The BPE vocabulary without added tokens (Qwen2.5: 151,643; ``len(tokenizer)``: 151,665)."""
-        return self._base_size
+        return self.kit.base_vocab_size
 
     def __len__(self) -> int:
         return self.kit.vocab_size
@@ -305,7 +309,5 @@ class AutoTokenizer:
             "subfolder": "Pass the subfolder's path.",
         }, ignored=("use_fast", "legacy", "local_files_only", "token"))
         folder = resolve(source, revision)
-        config_file = folder / "tokenizer_config.json"
-        config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
         kit = Tokenizer(folder, add_prefix_space=add_prefix_space)
-        return PreTrainedTokenizer(kit, str(source), config, padding_side)
+        return PreTrainedTokenizer(kit, str(source), padding_side)
