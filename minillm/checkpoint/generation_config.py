@@ -30,6 +30,21 @@ FILE = "generation_config.json"
 DEFAULT_TEMPERATURE, DEFAULT_TOP_K = 1.0, 50
 
 
+def read_file(folder: str | Path) -> dict:
+    """``folder/generation_config.json`` as a dict ({} when absent); ConfigError naming the file
+    when it is not valid JSON."""
+    path = Path(folder) / FILE
+    if not path.is_file():
+        return {}
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:   # (not UTF-8: not JSON either)
+        raise ConfigError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} holds a JSON {type(raw).__name__}, not an object of settings.")
+    return raw
+
+
 @dataclass(frozen=True)
 class GenerationConfig:
     eos_token_ids: tuple[int, ...] = ()   # generation stops right after any of these
@@ -45,12 +60,7 @@ class GenerationConfig:
         it) the end ids come from ``model_config.eos_token_id``. Raises ConfigError naming the
         file when it is not valid JSON or its ids are not whole numbers."""
         path = Path(folder) / FILE
-        raw = {}
-        if path.is_file():
-            try:
-                raw = json.loads(path.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:   # (not UTF-8: not JSON either)
-                raise ConfigError(f"{path} is not valid JSON: {err}") from err
+        raw = read_file(folder)
         eos = raw.get("eos_token_id")
         if eos is None and model_config is not None:
             eos = model_config.eos_token_id

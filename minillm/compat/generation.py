@@ -19,12 +19,14 @@ from typing import Any
 
 import torch
 
+from minillm.checkpoint.generation_config import GenerationConfig as KitGenerationConfig
+from minillm.checkpoint.generation_config import read_file
 from minillm.compat.unsupported import refuse
 from minillm.inference.generate import generate as kit_generate
 
-# transformers' fallbacks when neither the call nor the checkpoint sets them: 20 new tokens (no more
-# than the context holds), and for sampling temperature 1 and top-k 50.
-DEFAULT_NEW_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_K = 20, 1.0, 50
+# transformers' fallback when neither the call nor the checkpoint sets it: 20 new tokens (no more than
+# the context holds). The sampling fallbacks are the kit's (checkpoint/generation_config.py).
+DEFAULT_NEW_TOKENS = 20
 SETTINGS = ("max_new_tokens", "max_length", "do_sample", "temperature", "top_k", "top_p",
             "eos_token_id", "pad_token_id", "num_beams", "num_return_sequences", "repetition_penalty")
 REFUSED = {
@@ -63,8 +65,7 @@ class GenerationConfig:
     def from_checkpoint(cls, folder: Path, eos_token_ids: tuple[int, ...], config: dict) -> GenerationConfig:
         """``folder``'s generation_config.json; the end ids as the kit read them (the file's, else
         config.json's), bos and pad ids falling back on config.json's as in transformers."""
-        path = folder / "generation_config.json"
-        raw = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        raw = read_file(folder)
         values = {name: raw.get(name) for name in SETTINGS}
         values["eos_token_id"] = (None if not eos_token_ids else eos_token_ids[0] if len(eos_token_ids) == 1
                                   else list(eos_token_ids))
@@ -102,14 +103,10 @@ def generate_rows(model: Any, config: GenerationConfig, input_ids: torch.Tensor,
                       "model.generation_config.repetition_penalty = None to silence this.", stacklevel=3)
     do_sample = bool(_setting("do_sample", kwargs, config))
     temperature, top_k, top_p = (_setting(n, kwargs, config) for n in ("temperature", "top_k", "top_p"))
-    if do_sample:
-        temperature = DEFAULT_TEMPERATURE if temperature is None else float(temperature)
-        if not temperature > 0:
-            raise ValueError(f"temperature={temperature} with do_sample=True: it must be > 0 (do_sample=False is greedy).")
-        top_k = DEFAULT_TOP_K if top_k is None else (int(top_k) or None)        # top_k=0 turns it off
-        top_p = None if top_p is None or top_p >= 1 else float(top_p)
-    else:
-        temperature, top_k, top_p = 0.0, None, None                           # greedy: the argmax
+    temperature, top_k, top_p = KitGenerationConfig(do_sample=do_sample, temperature=temperature, top_k=top_k,
+                                                    top_p=top_p).sampling()   # greedy (0, None, None) unless sampling
+    if do_sample and not temperature > 0:
+        raise ValueError(f"temperature={temperature} with do_sample=True: it must be > 0 (do_sample=False is greedy).")
     eos = _setting("eos_token_id", kwargs, config)
     stop = () if eos is None else (int(eos),) if isinstance(eos, int) else tuple(int(i) for i in eos)
     pad = _setting("pad_token_id", kwargs, config)

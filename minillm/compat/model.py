@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from minillm.checkpoint.loading import load_model
@@ -30,8 +29,8 @@ from minillm.compat.generation import GenerationConfig, generate_rows
 from minillm.compat.source import resolve
 from minillm.compat.unsupported import NotInKit, refuse
 from minillm.models.config import GPT2Config
+from minillm.training.train import cross_entropy
 
-IGNORE_INDEX = -100   # labels with this value are left out of the loss, as in transformers
 # The hyperparameters under transformers' common names (the kit's configs answer to all of them).
 CONFIG_NAMES = ("model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                 "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings",
@@ -114,9 +113,7 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     (batch, seq, vocab) logits, (batch, seq) labels -> a scalar."""
     if labels.shape != logits.shape[:2]:
         raise ValueError(f"labels has shape {tuple(labels.shape)}; it must match input_ids {tuple(logits.shape[:2])}.")
-    predicted = logits[:, :-1].float().reshape(-1, logits.shape[-1])
-    targets = labels[:, 1:].to(logits.device).reshape(-1)
-    return F.cross_entropy(predicted, targets, ignore_index=IGNORE_INDEX)
+    return cross_entropy(logits[:, :-1], labels[:, 1:].to(logits.device))   # -100: training.train.IGNORE
 
 
 class PreTrainedModel(nn.Module):

@@ -337,6 +337,12 @@ def learning_rate(step: int, config: TrainConfig) -> float:
     return low + 0.5 * (peak - low) * (1 + math.cos(math.pi * progress))
 
 
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy (nats, in float32) of logits (batch, n, vocab) against the ids they
+    predict, targets (batch, n), leaving out the targets equal to ``IGNORE``. A 0-d tensor."""
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
+
+
 def next_token_loss(model, windows: torch.Tensor, bf16: bool = False) -> torch.Tensor:
     """Mean next-token cross-entropy (nats) of windows (batch, context + 1): the first ``context``
     tokens go in, and ``logits[:, t]`` is scored against token ``t + 1``. A 0-d tensor.
@@ -347,7 +353,7 @@ def next_token_loss(model, windows: torch.Tensor, bf16: bool = False) -> torch.T
     inputs, targets = (windows[:, 0], windows[:, 1]) if windows.dim() == 3 else (windows, windows)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         logits = model(inputs[:, :-1])                                 # (batch, context, vocab)
-    return F.cross_entropy(logits.float().flatten(0, 1), targets[:, 1:].flatten(), ignore_index=IGNORE)
+    return cross_entropy(logits, targets[:, 1:])
 
 
 def train_step(model, forward, optimizer: torch.optim.Optimizer, batch: torch.Tensor, lr: float,
