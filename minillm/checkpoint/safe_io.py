@@ -78,7 +78,7 @@ def refuse_to_overwrite(paths: Path | Sequence[Path], what: str, flag: str = "--
                          f"refusing to replace {it}. Choose another {out}, or pass {flag} to replace {it}.")
 
 
-_HELD: dict[Path, int] = {}   # the outputs this process holds -> how many nested hold_output blocks hold each
+_HELD: set[Path] = set()   # the outputs this process holds (an inner hold_output block of one is a no-op)
 
 
 def lock_file(target: Path) -> Path:
@@ -97,11 +97,7 @@ def hold_output(target: Path, flag: str = "--out") -> Iterator[None]:
     """
     key = Path(os.path.abspath(target))
     if key in _HELD:
-        _HELD[key] += 1
-        try:
-            yield
-        finally:
-            _HELD[key] -= 1
+        yield
         return
     _writable_parent(key, flag)       # (a file where a folder should be is said as the other checks say it)
     created = [p for p in [key.parent, *key.parent.parents] if not p.exists()]   # removed again, if left empty
@@ -127,10 +123,10 @@ def hold_output(target: Path, flag: str = "--out") -> Iterator[None]:
     try:
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
-        _HELD[key] = 1
+        _HELD.add(key)
         yield
     finally:
-        _HELD.pop(key, None)
+        _HELD.discard(key)
         try:
             os.unlink(path)      # before unlocking, so that no one locks a file that is about to go
         except OSError:

@@ -305,20 +305,15 @@ class GPT2Config:
         if missing:
             raise ConfigError(f"{where}: missing key(s) {missing} (needed for model_type 'gpt2').")
         _refuse_what_gpt2_does_not_compute(raw, where)
-        for key in ("vocab_size", "n_positions", "n_embd", "n_head"):
-            _positive_int(key, raw[key], where)
-        _positive_int("n_layer", raw["n_layer"], where, least=0)
-        if raw.get("n_inner") is not None:   # transformers builds an n_inner-wide MLP whenever it is given
-            _positive_int("n_inner", raw["n_inner"], where)
-        if raw["n_embd"] % raw["n_head"]:
-            raise ConfigError(f"{where}: n_embd={raw['n_embd']} is not a multiple of n_head={raw['n_head']}.")
+        size = {key: _positive_int(key, raw[key], where, least=0 if key == "n_layer" else 1)
+                for key in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head")}
+        # transformers builds an n_inner-wide MLP whenever it is given
+        n_inner = None if raw.get("n_inner") is None else _positive_int("n_inner", raw["n_inner"], where)
+        if size["n_embd"] % size["n_head"]:
+            raise ConfigError(f"{where}: n_embd={size['n_embd']} is not a multiple of n_head={size['n_head']}.")
         return cls(
-            vocab_size=int(raw["vocab_size"]),
-            n_positions=int(raw["n_positions"]),
-            n_embd=int(raw["n_embd"]),
-            n_layer=int(raw["n_layer"]),
-            n_head=int(raw["n_head"]),
-            n_inner=int(raw["n_inner"]) if raw.get("n_inner") is not None else None,
+            **size,
+            n_inner=n_inner,
             activation_function=raw.get("activation_function", "gelu_new"),
             layer_norm_epsilon=_positive_number("layer_norm_epsilon", raw.get("layer_norm_epsilon", 1e-5), where),
             tie_word_embeddings=bool(raw.get("tie_word_embeddings", True)),
