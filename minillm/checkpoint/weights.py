@@ -38,13 +38,14 @@ PICKLE_PATTERNS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt")
 
 # Buffers that older transformers versions saved with the weights, although nothing is
 # learned in them; they are recomputed, so a loader skips them (checkpoint names, full match).
+# Llama and Qwen2 checkpoints by older transformers: the rotary frequencies theta ** (-2i / head_dim).
+_ROTARY_INV_FREQ = re.compile(r"(model\.)?layers\.\d+\.self_attn\.rotary_emb\.inv_freq")
 NON_WEIGHT_BUFFERS = {
     # GPT-2 (OpenAI's upload, older transformers): the causal mask as a (1, 1, n_positions,
     # n_positions) matrix, and the value masked scores were set to (-1e4).
     "gpt2": re.compile(r"(transformer\.)?h\.\d+\.attn\.(bias|masked_bias)"),
-    # Llama and Qwen2 checkpoints by older transformers: the rotary frequencies theta ** (-2i / head_dim).
-    "llama": re.compile(r"(model\.)?layers\.\d+\.self_attn\.rotary_emb\.inv_freq"),
-    "qwen2": re.compile(r"(model\.)?layers\.\d+\.self_attn\.rotary_emb\.inv_freq"),
+    "llama": _ROTARY_INV_FREQ,
+    "qwen2": _ROTARY_INV_FREQ,
 }
 # GPT-2's Conv1D weights, stored (in, out): transposed on the way in and out.
 CONV1D_WEIGHTS = re.compile(r"h\.\d+\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight")
@@ -195,15 +196,13 @@ def _file_names(files: dict[str, Path], model_type: str, folder: Path) -> dict[s
     known non-weight buffers are left out. Names without the decoder's prefix get it, as transformers
     reads them: GPT-2's without ``transformer.``, a Qwen2/Llama base model's without ``model.``."""
     skip = NON_WEIGHT_BUFFERS.get(model_type)
+    prefix = checkpoint_name("", model_type)   # "transformer." or "model."
     names: dict[str, str] = {}
     for name in files:
         if skip is not None and skip.fullmatch(name):
             continue
-        canonical = name
-        if model_type == "gpt2" and not name.startswith(("transformer.", "lm_head.")):
-            canonical = "transformer." + name
-        elif model_type != "gpt2" and not name.startswith(("model.", "lm_head.")):
-            canonical = "model." + name      # a base model's checkpoint (Qwen2Model, LlamaModel): no "model."
+        # a base model's checkpoint (GPT2Model, Qwen2Model, LlamaModel) has no decoder prefix
+        canonical = name if name.startswith((prefix, "lm_head.")) else prefix + name
         if canonical in names:
             raise WeightsError(f"checkpoint in {folder} holds both {names[canonical]!r} and {name!r}: "
                                "one tensor under two names. Keep one of them.")
