@@ -106,7 +106,7 @@ def test_gpt2_tokenizer_with_and_without_trimmed_offsets(shared_data, tmp_path, 
     its span still ends where its space did, so the split by span ends keeps it with the text."""
     import json
 
-    from minillm.inference.scoring import _encode_for_scoring, encode_for_scoring
+    from minillm.inference.scoring import _encode_for_scoring, _scored_bytes, encode_for_scoring
 
     raw = json.loads(gzip.decompress((shared_data / "gpt2-tokenizer" / "tokenizer.json.gz").read_bytes()))
     raw["post_processor"]["trim_offsets"] = trim_offsets
@@ -117,7 +117,7 @@ def test_gpt2_tokenizer_with_and_without_trimmed_offsets(shared_data, tmp_path, 
         ids, start = encode_for_scoring(tok, text, context)
         assert ids == tok.encode(context + text)
         assert tok.decode(ids[start:]) == text                 # exactly the text's tokens, the lone "Ġ" too
-        assert _encode_for_scoring(tok, text, context, False)[2] == len(text.encode())
+        assert _scored_bytes(tok, _encode_for_scoring(tok, text, context, False)) == len(text.encode())
 
 
 @pytest.mark.parametrize("family", ["gpt2", "qwen2.5"])

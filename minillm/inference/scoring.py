@@ -153,8 +153,8 @@ def encode_for_scoring(tok: Tokenizer, text: str, context: str | None = None, ch
     with the assistant's turn opened, and scores the text as the assistant's answer (the
     rendered prompt + text encoded together, with no second BOS).
     """
-    ids, score_from, _ = _encode_for_scoring(tok, text, context, chat)
-    return ids, score_from
+    encoded = _encode_for_scoring(tok, text, context, chat)
+    return encoded.ids, encoded.score_from
 
 
 def first_token_after(offsets: list[tuple[int, int]], boundary: int) -> int:
@@ -166,8 +166,18 @@ def first_token_after(offsets: list[tuple[int, int]], boundary: int) -> int:
     return max(next((i for i, (_, end) in enumerate(offsets) if end > boundary), len(offsets)), 1)
 
 
-def _encode_for_scoring(tok: Tokenizer, text: str, context: str | None, chat: bool) -> tuple[list[int], int, int]:
-    """(ids, first scored index, UTF-8 bytes of the text the scored tokens cover)."""
+@dataclass
+class _Encoded:
+    """A text encoded for scoring: ``joint`` (prefix + text) as ``ids`` with their character
+    ``offsets``, the first scored index, and where the text begins in ``joint``."""
+    ids: list[int]
+    offsets: list[tuple[int, int]]
+    score_from: int
+    joint: str
+    boundary: int
+
+
+def _encode_for_scoring(tok: Tokenizer, text: str, context: str | None, chat: bool) -> _Encoded:
     if not isinstance(text, str) or not text:
         raise ValueError(f"text to score must be a non-empty string; got {text!r}.")
     if context is None:
@@ -184,13 +194,10 @@ def _encode_for_scoring(tok: Tokenizer, text: str, context: str | None, chat: bo
     joint = prefix + text
     ids, offsets = tok.encode_with_offsets(joint, add_special_tokens=add_special)
     score_from = 1 if context is None else first_token_after(offsets, len(prefix))
-    if score_from >= len(ids):
-        return ids, score_from, 0
-    return ids, score_from, _scored_bytes(tok, joint, ids, offsets, score_from, len(prefix))
+    return _Encoded(ids, offsets, score_from, joint, len(prefix))
 
 
-def _scored_bytes(tok: Tokenizer, joint: str, ids: list[int], offsets: list[tuple[int, int]], score_from: int,
-                  boundary: int) -> int:
+def _scored_bytes(tok: Tokenizer, encoded: _Encoded) -> int:
     """UTF-8 bytes of ``joint`` that the tokens ``ids[score_from:]`` stand for (bits per byte divides by it).
 
     Byte-level BPE (GPT-2, Qwen2.5) may split one character over several tokens (an emoji, a CJK
@@ -201,10 +208,13 @@ def _scored_bytes(tok: Tokenizer, joint: str, ids: list[int], offsets: list[tupl
     text does not have in front of its first word) the text from the first scored token's first
     character on, which never splits there: those tokenizers add a BOS, so scoring starts at a word.
     """
+    ids, offsets, score_from, joint = encoded.ids, encoded.offsets, encoded.score_from, encoded.joint
+    if score_from >= len(ids):
+        return 0
     kept = [(i, tok.token_bytes(token)) for i, (token, (_, end)) in enumerate(zip(ids, offsets)) if end > 0]
     if b"".join(spelled for _, spelled in kept) == joint.encode("utf-8"):   # (leaving out BOS and the like)
         return sum(len(spelled) for i, spelled in kept if i >= score_from)
-    first_char = min(offsets[score_from][0], boundary)
+    first_char = min(offsets[score_from][0], encoded.boundary)
     return len(joint[first_char:].encode("utf-8"))
 
 
@@ -344,7 +354,8 @@ def score_many(
 
     encoded = [_encode_for_scoring(tok, t, c, chat) for t, c in zip(texts, contexts)]
     segments = []
-    for owner, (ids, score_from, _) in enumerate(encoded):
+    for owner, enc in enumerate(encoded):
+        ids, score_from = enc.ids, enc.score_from
         if score_from >= len(ids):
             raise ValueError(
                 f"{f'text {owner} ' if len(texts) > 1 else 'the text '}({texts[owner][:40]!r}) leaves no token to score: it is a single token "
@@ -366,12 +377,12 @@ def score_many(
     if any(c is not None for c in contexts):
         protocol += ("; only the text after the context is scored, its tokens as encoded together with the context"
                      + (" (context as a chat user turn)" if chat else ""))
-    return [_text_score(tok, texts[i], contexts[i], *encoded[i], parts, protocol)
+    return [_text_score(tok, texts[i], contexts[i], encoded[i].ids, _scored_bytes(tok, encoded[i]), parts, protocol)
             for i, parts in enumerate(per_text)]
 
 
-def _text_score(tok: Tokenizer, text: str, context: str | None, ids: list[int], score_from: int, n_bytes: int,
-                parts: list, protocol: str) -> TextScore:
+def _text_score(tok: Tokenizer, text: str, context: str | None, ids: list[int], n_bytes: int, parts: list,
+                protocol: str) -> TextScore:
     rows = []
     for seg, (logprobs, top_ids, top_lps) in sorted(parts, key=lambda p: p[0].offset):
         first = seg.offset + seg.score_from
