@@ -312,7 +312,8 @@ def test_loading_options_and_sampling_settings(gpt2_folder, tmp_path):
     with pytest.raises(ValueError, match="not both"):
         compat.AutoModelForCausalLM.from_pretrained(gpt2_folder, dtype="float32", torch_dtype="float32")
     tok, model = compat.AutoTokenizer.from_pretrained(gpt2_folder), compat.AutoModelForCausalLM.from_pretrained(gpt2_folder)
-    assert tok("a b", return_tensors="np")["input_ids"].tolist() == [tok.encode("a b")]
+    ref_tok = transformers.AutoTokenizer.from_pretrained(gpt2_folder)
+    assert tok("a b", return_tensors="np")["input_ids"].tolist() == ref_tok("a b", return_tensors="np")["input_ids"].tolist()
     prompt = tok("Once upon a time", return_tensors="pt").input_ids
     greedy = model.generate(prompt, max_new_tokens=6)
     # Sampling from the top 1 token is the argmax: the sampling path gets top_k through.
@@ -329,6 +330,28 @@ def test_loading_options_and_sampling_settings(gpt2_folder, tmp_path):
     model.generation_config.repetition_penalty = 1.1
     with pytest.warns(UserWarning, match="repetition_penalty=1.1"):
         model.generate(prompt, max_new_tokens=1)
+
+
+def test_sampled_tokens_follow_transformers_filtered_distribution(gpt2_folder):
+    """generate(do_sample=True, temperature=T, top_k=k): the next token's frequencies over many draws
+    match softmax(top-k(logits / T)) computed from transformers' own logits, within 6 binomial standard
+    errors per token (a correct sampler lands outside with probability ~2e-9 each)."""
+    tok, model = compat.AutoTokenizer.from_pretrained(gpt2_folder), compat.AutoModelForCausalLM.from_pretrained(gpt2_folder)
+    ref = transformers.AutoModelForCausalLM.from_pretrained(gpt2_folder).eval()
+    prompt = tok("Once upon a time", return_tensors="pt").input_ids
+    temperature, k, n = 3.0, 5, 1500
+    with torch.no_grad():
+        scaled = ref(prompt).logits[0, -1].double() / temperature
+    top = scaled.topk(k)
+    expected = torch.zeros_like(scaled)
+    expected[top.indices] = torch.softmax(top.values, -1)
+    torch.manual_seed(0)
+    drawn = model.generate(prompt, max_new_tokens=1, do_sample=True, temperature=temperature, top_k=k,
+                           num_return_sequences=n)[:, -1]
+    freq = torch.bincount(drawn, minlength=scaled.numel()).double() / n
+    tolerance = 6 * (expected * (1 - expected) / n).sqrt() + 1 / n
+    assert set(drawn.tolist()) <= set(top.indices.tolist())
+    assert ((freq - expected).abs() <= tolerance).all(), (freq[top.indices], expected[top.indices])
 
 
 def test_hub_ids_go_through_the_kits_hub_code(gpt2_folder, offline_cache):

@@ -175,9 +175,13 @@ def test_logit_lens_table_rows_and_views(tiny):
     last = minillm.next_tokens(model, tok, TEXT, k=3)               # the model's own prediction, another path
     assert [i for _, i, _ in table.rows[-1][1]] == [i for _, i, _, _ in last.rows]
     assert [p for *_, p in table.rows[-1][1]] == pytest.approx([p for *_, p in last.rows], rel=1e-5)
-    run = minillm.inspect.trace(model, torch.tensor([ids]))
-    probs = torch.softmax(run.logit_lens(1)[0, -1], -1)              # the middle row, from the trace's tensors
-    assert [i for _, i, _ in table.rows[1][1]] == torch.topk(probs, 3).indices.tolist()
+    ref = load_reference(TINY)                                       # the middle row, from transformers:
+    with torch.no_grad():                                            # block 0's output through its norm and head
+        state = ref(torch.tensor([ids]), output_hidden_states=True).hidden_states[1]
+        probs = torch.softmax(ref.lm_head(ref.model.norm(state))[0, -1].float(), -1)
+    top = torch.topk(probs, 3)
+    assert [i for _, i, _ in table.rows[1][1]] == top.indices.tolist()
+    assert [p for *_, p in table.rows[1][1]] == pytest.approx(top.values.tolist(), rel=1e-4)
     text = str(table).splitlines()
     assert len(text) == 2 + 3 and text[-1].startswith("block 1 (output)")
     html = table._repr_html_()
