@@ -13,6 +13,7 @@ import codecs
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -189,6 +190,14 @@ def test_a_run_into_an_out_another_process_holds_is_refused_and_writes_nothing(t
     assert not lock_file(out).exists()
 
 
+def _holder(out: Path) -> str | None:
+    """The process id written in ``out``'s lock file once its holder has the lock (None before)."""
+    try:
+        return lock_file(out).read_text().strip() or None
+    except OSError:
+        return None
+
+
 def test_two_concurrent_training_runs_into_one_out_cannot_mix(tmp_path, stories, capsys):
     out = tmp_path / "out"
     first = subprocess.Popen([sys.executable, "-m", "minillm.cli", "train", "--data", str(stories), "--out", str(out),
@@ -196,14 +205,17 @@ def test_two_concurrent_training_runs_into_one_out_cannot_mix(tmp_path, stories,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
-        while not lock_file(out).exists() and first.poll() is None and time.monotonic() < deadline:
+        while _holder(out) != str(first.pid) and first.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert lock_file(out).exists(), "the first run never started"
+        assert _holder(out) == str(first.pid), "the first run never took its --out"
+        # Paused while it holds the lock, so that it cannot finish before the second run tries (on any machine).
+        first.send_signal(signal.SIGSTOP)
         # The second run, with or without --overwrite, is refused while the first is writing.
         for extra in ([], ["--overwrite"]):
             assert main(["train", "--data", str(stories), "--out", str(out), *TINY_RUN, "--steps", "2",
                          "--seed", "2", *extra]) == 1
             assert f"another minillm run (process {first.pid})" in one_line(capsys.readouterr().err)
+        first.send_signal(signal.SIGCONT)
         assert first.wait(timeout=120) == 0, first.stderr.read()
     finally:
         first.kill()
