@@ -31,6 +31,7 @@ import json
 import math
 import os
 import sys
+import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -479,11 +480,14 @@ def cmd_grade(args: argparse.Namespace) -> None:
     check_output_file(args.out)   # before grading a whole class, not after
     if not args.overwrite:
         refuse_to_overwrite(args.out, "a file (earlier grades?)")
+    start = time.monotonic()
     rows = grade_class(args.submissions, args.out, timeout=args.timeout, autograder=args.autograder,
-                       progress=True, units=args.units, time_limit_scale=args.time_limit_scale, jobs=args.jobs,
-                       sandbox=args.sandbox)
-    print(f"wrote {args.out} ({len(rows)} submissions) and each student's results.json and feedback.txt in "
-          f"{feedback_folder(args.out)}")
+                       progress=not args.quiet, units=args.units, time_limit_scale=args.time_limit_scale,
+                       jobs=args.jobs, sandbox=args.sandbox)
+    statuses = [row["status"] for row in rows]
+    counts = ", ".join(f"{statuses.count(s)} {s}" for s in ("ok", "timeout", "crashed", "refused") if s in statuses)
+    print(f"graded {len(rows)} submissions in {time.monotonic() - start:.0f} s ({counts}): wrote {args.out} and "
+          f"each student's results.json and feedback.txt in {feedback_folder(args.out)}")
 
 
 def cmd_gradescope_bundle(args: argparse.Namespace) -> None:
@@ -1028,6 +1032,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where student code runs: bwrap (a bubblewrap sandbox: sees only the kit, its own "
                             "files and a private /tmp), process (a process with your rights), auto (bwrap when "
                             "it starts here, else process, said up front)")
+    grade.add_argument("--quiet", action="store_true",
+                       help="print only errors, the warning when there is no sandbox, and a one-line summary at "
+                            "the end (no bar, no line per student)")
     grade.set_defaults(run=cmd_grade)
 
     # Gradescope and GitHub Classroom: the class grader packaged for the engines a class is graded on.

@@ -13,6 +13,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -286,6 +287,59 @@ def test_without_bubblewrap_the_grader_says_so_once_and_uses_processes(tmp_path,
     assert [(r["total"], r["max_total"]) for r in rows] == [(2, 2), (2, 2)]
     err = capsys.readouterr().err
     assert err.count("no sandbox: bubblewrap is not installed") == 1, err
+
+
+def _quick_class(root: Path, names: list[str]) -> Path:
+    """Student folders for the quick autograder: each passes (holds ok.txt) unless named *_stub."""
+    for name in names:
+        (root / name).mkdir(parents=True)
+        if not name.endswith("_stub"):
+            (root / name / "ok.txt").write_text("ok")
+    return root
+
+
+PROCESS_WARNING = "minillm grade: grading without a sandbox (--sandbox process)"
+
+
+def test_quiet_prints_only_the_sandbox_warning_and_a_one_line_summary(tmp_path, quick_autograder, capsys):
+    from minillm.cli import main as cli_main
+
+    subs = _quick_class(tmp_path / "subs", ["alice", "bob_stub"])
+    out = tmp_path / "grades.csv"
+    assert cli_main(["grade", str(subs), "--out", str(out), "--autograder", str(quick_autograder), "--jobs", "2",
+                     "--sandbox", "process", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert re.fullmatch(rf"graded 2 submissions in \d+ s \(2 ok\): wrote {re.escape(str(out))} and each student's "
+                        rf"results.json and feedback.txt in {re.escape(str(tmp_path / 'grades-feedback'))}\n",
+                        captured.out), captured.out
+    assert captured.err.startswith(PROCESS_WARNING) and captured.err.count("\n") == 1, captured.err
+    assert [r["total"] for r in csv.DictReader(out.open(encoding="utf-8"))] == ["2", "0"]   # graded all the same
+
+
+def test_the_bar_counts_every_student_and_a_log_gets_no_clearing(tmp_path, quick_autograder):
+    """The real command with its output piped (as in a CI log): a bar over the students on stderr,
+    drawn again as each one finishes (--jobs 2, in any order) up to 4/4 with the time left, and a
+    plain line per student on stdout. In a log, the bar is never cleared around those lines (a
+    clearing is a run of spaces between carriage returns, once per student)."""
+    subs = _quick_class(tmp_path / "subs", ["s1", "s2_stub", "s3", "s4"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TQDM_")}   # a bar, whatever the caller set
+    done = subprocess.run([sys.executable, "-m", "minillm.cli", "grade", str(subs), "--out", str(tmp_path / "g.csv"),
+                           "--autograder", str(quick_autograder), "--jobs", "2", "--sandbox", "process"],
+                          env=env, capture_output=True, timeout=300)   # bytes: text mode would turn \r into \n
+    stdout, stderr = done.stdout.decode(), done.stderr.decode()
+    assert done.returncode == 0, stderr
+    lines = stdout.split("\n")[:-1]
+    assert lines[0].startswith("grading 4 submissions with ") and lines[-1].startswith("graded 4 submissions in ")
+    assert sorted(line.split()[0] for line in lines[1:-1]) == ["s1", "s2_stub", "s3", "s4"], stdout
+    assert "\r" not in stdout
+    warning, _, bar = stderr.partition("\n")
+    assert warning.startswith(PROCESS_WARNING), stderr
+    assert bar.startswith("\r") and bar.endswith("\n") and bar.count("\n") == 1, repr(bar)   # tqdm's: \r per redraw
+    states = bar.strip("\n").split("\r")[1:]
+    assert states and all(re.match(r"grading: +\d+%\|.*\| \d/4 \[", s) for s in states), repr(bar)
+    counts = [int(re.search(r"\| (\d)/4 \[", s).group(1)) for s in states]
+    assert counts == sorted(counts) and counts[0] == 0 and counts[-1] == 4, counts
+    assert any(re.search(r"\d/4 \[\d\d:\d\d<\d\d:\d\d", s) for s in states if " 0/4" not in s), states  # time left
 
 
 def test_the_sandbox_sees_no_repository_and_no_network(tmp_path):

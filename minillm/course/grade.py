@@ -50,12 +50,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from minillm.course import isolation
 from minillm.course.feedback import (UNITS, csv_row, feedback_folder, first_line, problems_message, write_csv,
                                      write_feedback)
+from minillm.progress import print_line, progress_bar
 
 # The repository is installed editable (`pip install -e .`): tests/autograder sits next to the package.
 DEFAULT_AUTOGRADER = Path(__file__).resolve().parents[2] / "tests" / "autograder"
@@ -340,9 +341,12 @@ def grade_class(submissions_dir: str | Path, out: str | Path, timeout: float = 3
     ``feedback.txt``; return the CSV's rows.
 
     ``timeout``: seconds one unit's grading run may take. ``seed``: the grader seed
-    shared by the whole class (default: a fresh one). ``units``, ``time_limit_scale`` and
-    ``sandbox``: see :func:`grade_submission`. ``jobs``: how many students are graded at the same
-    time (each run uses one thread and ~0.5 GB; on a laptop, about its number of cores).
+    shared by the whole class (default: a fresh one). ``progress``: print a header, a line per
+    student as each is done, and a bar over the students with the time left (on stderr; hidden by
+    ``TQDM_DISABLE=1``); without it, only the warning that grading runs without a sandbox.
+    ``units``, ``time_limit_scale`` and ``sandbox``: see :func:`grade_submission`. ``jobs``: how
+    many students are graded at the same time (each run uses one thread and ~0.5 GB; on a laptop,
+    about its number of cores).
     Raises GradeError for a missing autograder or submissions folder, a bad ``jobs`` or ``units``,
     and isolation.SandboxError when ``sandbox="bwrap"`` cannot start here.
     """
@@ -360,18 +364,29 @@ def grade_class(submissions_dir: str | Path, out: str | Path, timeout: float = 3
     if progress:
         print(f"grading {len(folders)} submissions with {autograder} (grader seed {seed}, sandbox: {mode})",
               flush=True)
+    # A line per student as each is done (in any order when jobs > 1; the CSV keeps the folders'
+    # order), above a bar over the students with the time left, on stderr. On a terminal the lines
+    # are printed through the bar (it is cleared and drawn again under them); elsewhere (a CI log,
+    # a pipe) they are plain lines, so the log holds the bar's own redraws, one per student, and no
+    # clearing around every line.
+    say = print_line if sys.stderr.isatty() else lambda line: print(line, flush=True)
+    bar = progress_bar(total=len(folders), enabled=progress, desc="grading", unit="student", smoothing=0,
+                       file=sys.stderr)
 
     def grade(folder: Path) -> tuple[dict, dict]:
         graded = grade_submission(folder, autograder, timeout, seed, units, time_limit_scale, mode, plan)
-        row = csv_row(folder.name, graded, seed)
-        if progress:   # as each student is done (in any order when jobs > 1); the CSV keeps the folders' order
-            print(f"  {folder.name:<24} {row['status']:<8} {row['total']}/{row['max_total'] or '?'}"
-                  f"  ({row['seconds']} s){'  ' + first_line(row['message'], 100) if row['message'] else ''}",
-                  flush=True)
-        return row, graded
+        return csv_row(folder.name, graded, seed), graded
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        graded_rows = list(pool.map(grade, folders))
+    graded_rows: list[tuple[dict, dict] | None] = [None] * len(folders)
+    with ThreadPoolExecutor(max_workers=jobs) as pool, bar:
+        pending = {pool.submit(grade, folder): i for i, folder in enumerate(folders)}
+        for done in as_completed(pending):   # here, in one thread: the bar and the lines never interleave
+            row, graded = done.result()
+            graded_rows[pending[done]] = (row, graded)
+            if progress:
+                say(f"  {row['student']:<24} {row['status']:<8} {row['total']}/{row['max_total'] or '?'}"
+                    f"  ({row['seconds']} s){'  ' + first_line(row['message'], 100) if row['message'] else ''}")
+            bar.update(1)
     # Written once, at the end, through temporary files: a graded run cannot have edited them.
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
