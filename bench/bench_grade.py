@@ -1,6 +1,6 @@
 """`minillm grade` against one `pytest --target` process, on copies of the reference submission.
 
-    python bench/bench_grade.py                          # 4 students, --jobs 2 (~3 min on 2 cores)
+    python bench/bench_grade.py                          # 4 students, --jobs 2 (~5 min on 2 busy cores)
     python bench/bench_grade.py --students 20 --jobs 2   # issue 20's goal: <= 120 s wall, <= 0.6 GB a job
 
 The reference submission is a copy of solutions/ (every unit's module and notebook, as the
