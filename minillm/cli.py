@@ -30,8 +30,9 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -534,7 +535,7 @@ def _read_texts(files: list[Path] | None) -> list[str]:
 
 def _context(args: argparse.Namespace) -> int:
     """--context, or by default 128 tokens, or fewer when --init's model was built for fewer."""
-    from minillm.training.train import TrainConfig
+    from minillm.training.config import TrainConfig
 
     if args.context is not None:
         return args.context
@@ -547,9 +548,51 @@ def _context(args: argparse.Namespace) -> int:
     return TrainConfig.context
 
 
+# The training library's errors and notes name its parameters (steps=N, init=FOLDER) and functions
+# (resume()); `minillm train` and `minillm finetune` say the same in their flags and commands.
+_CONFIG_FLAGS = {"vocab_size": "--vocab-size", "hidden_size": "--hidden", "num_hidden_layers": "--layers",
+                 "num_attention_heads": "--heads", "num_key_value_heads": "--kv-heads",
+                 "intermediate_size": "--intermediate", "context": "--context", "mlp_window": "--mlp-window",
+                 "n_positions": "--n-positions", "steps": "--steps", "batch_size": "--batch-size",
+                 "learning_rate": "--lr", "warmup_steps": "--warmup", "min_lr_ratio": "--min-lr-ratio",
+                 "weight_decay": "--weight-decay", "grad_clip": "--grad-clip", "eval_every": "--eval-every",
+                 "sample_every": "--sample-every", "save_every": "--save-every", "val_fraction": "--val-fraction",
+                 "seed": "--seed", "until": "--until", "out": "--out", "init": "--init", "tokenizer": "--tokenizer",
+                 "base": "the base model", "train()": "`minillm train`", "finetune()": "`minillm finetune`"}
+TRAIN_FLAGS = {**_CONFIG_FLAGS, "resume()": "--resume", "resume_finetune()": "`minillm finetune --resume`"}
+FINETUNE_FLAGS = {**_CONFIG_FLAGS, "path": "--data", "resume()": "`minillm train --resume`",
+                  "resume_finetune()": "--resume"}
+
+
+def in_flags(message: str, flags: dict[str, str]) -> str:
+    """``message`` with each ``name=`` of ``flags`` said as its flag (``steps=N`` -> ``--steps N``)
+    and each ``function()`` as its command or flag (``resume()`` -> ``--resume``)."""
+    def flag(match: re.Match) -> str:
+        if match[1] not in flags:
+            return match[0]
+        value_follows = match[2] != "" and match[2] not in " .,;:)"
+        return flags[match[1]] + (" " if value_follows else "")
+
+    message = re.sub(r"\b\w+\(\)", lambda m: flags.get(m[0], m[0]), message)
+    return re.sub(r"\b(\w+)=(?=(.?))", flag, message)
+
+
+@contextmanager
+def _said_in_flags(flags: dict[str, str]):
+    """A ValueError of the training library raised in the block, raised again with its parameters
+    said as the command's flags (:func:`in_flags`). Errors about files (ConfigError...) pass as they are."""
+    try:
+        yield
+    except ValueError as err:
+        if type(err) is not ValueError:
+            raise
+        raise ValueError(in_flags(str(err), flags)) from err
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     """Train a small model on text files; write the checkpoint folder and its loss curves."""
-    from minillm.training.train import TrainConfig, resume, train
+    from minillm.training.config import TrainConfig
+    from minillm.training.train import resume, train
 
     _set_threads(args)
     if not args.resume:   # before any work: --out must be writable, and not hold a checkpoint to lose
@@ -562,26 +605,28 @@ def cmd_train(args: argparse.Namespace) -> None:
             raise ValueError("--resume carries on the run in --out; --init starts a new run from a model's weights. "
                              "Give one of them.")
         print(f"resuming the run in {args.out} on {len(texts)} documents")
-        result = resume(args.out, texts, until=args.until, progress=args.progress, steps=args.steps)
+        with _said_in_flags(TRAIN_FLAGS):
+            result = resume(args.out, texts, until=args.until, progress=args.progress, steps=args.steps)
         curves = _plot_run(result)
     else:
-        config = TrainConfig(
-            architecture=args.architecture, vocab_size=args.vocab_size, hidden_size=args.hidden,
-            num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
-            intermediate_size=args.intermediate, context=_context(args), mlp_window=args.mlp_window,
-            n_positions=args.n_positions, steps=TrainConfig.steps if args.steps is None else args.steps,
-            batch_size=args.batch_size, learning_rate=args.lr, warmup_steps=args.warmup,
-            min_lr_ratio=args.min_lr_ratio, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
-            eval_every=args.eval_every, sample_every=args.sample_every, save_every=args.save_every,
-            val_fraction=args.val_fraction, seed=args.seed, bf16=args.bf16, compile=args.compile,
-        )
+        with _said_in_flags(TRAIN_FLAGS):
+            config = TrainConfig(
+                architecture=args.architecture, vocab_size=args.vocab_size, hidden_size=args.hidden,
+                num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
+                intermediate_size=args.intermediate, context=_context(args), mlp_window=args.mlp_window,
+                n_positions=args.n_positions, steps=TrainConfig.steps if args.steps is None else args.steps,
+                batch_size=args.batch_size, learning_rate=args.lr, warmup_steps=args.warmup,
+                min_lr_ratio=args.min_lr_ratio, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
+                eval_every=args.eval_every, sample_every=args.sample_every, save_every=args.save_every,
+                val_fraction=args.val_fraction, seed=args.seed, bf16=args.bf16, compile=args.compile,
+            )
         print(f"training on {len(texts)} documents")
-        with build_then_move(args.out) as partial:   # a run that fails leaves --out as it was
+        with _said_in_flags(TRAIN_FLAGS), build_then_move(args.out) as partial:   # a failed run leaves --out as it was
             result = train(texts, config, partial, tokenizer=args.tokenizer, until=args.until, progress=args.progress,
                            init=args.init)
             curves = args.out / _plot_run(result).name
     for note in result.notes:
-        print(note)
+        print(in_flags(note, TRAIN_FLAGS))
     last = result.history[-1]
     per_step = 1000 * last.tokens / last.step / result.tokens_per_second if result.tokens_per_second else float("nan")
     print(f"step {last.step}: {last.tokens:,} tokens seen, train loss {last.train_loss:.4f}, validation loss "
@@ -607,33 +652,37 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     """Fine-tune a base model on instruction/response pairs; write the instruct model's folder."""
     from minillm.reports import plots
     from minillm.training.finetune import finetune, read_examples, resume_finetune
-    from minillm.training.train import TrainConfig
+    from minillm.training.config import TrainConfig
 
     _set_threads(args)
     if not args.resume:   # before any work: --out must be writable, and not hold a model to lose
         check_output_folder(args.out)
         if not args.overwrite:
             refuse_to_overwrite(args.out, "files (a model?)")
-    examples = read_examples(args.data)
+    with _said_in_flags(FINETUNE_FLAGS):
+        examples = read_examples(args.data)
     if args.resume:
         print(f"resuming the fine-tuning run in {args.out} on {len(examples)} examples")
-        result = resume_finetune(args.out, examples, until=args.until, steps=args.steps,
-                                 progress=args.progress)
+        with _said_in_flags(FINETUNE_FLAGS):
+            result = resume_finetune(args.out, examples, until=args.until, steps=args.steps,
+                                     progress=args.progress)
     else:
         if args.base is None:
             raise ValueError("give the base model to fine-tune (a folder or hub id), or --resume to carry on --out.")
         args.init = args.base
-        config = TrainConfig(context=_context(args), steps=args.steps or FINETUNE_STEPS, batch_size=args.batch_size,
-                             learning_rate=args.lr, warmup_steps=args.warmup, eval_every=args.eval_every,
-                             sample_every=args.sample_every, save_every=args.save_every,
-                             val_fraction=args.val_fraction, seed=args.seed, bf16=args.bf16)
-        with build_then_move(args.out) as partial:   # a run that fails leaves --out as it was
+        with _said_in_flags(FINETUNE_FLAGS):
+            config = TrainConfig(context=_context(args), steps=args.steps or FINETUNE_STEPS,
+                                 batch_size=args.batch_size, learning_rate=args.lr, warmup_steps=args.warmup,
+                                 eval_every=args.eval_every, sample_every=args.sample_every,
+                                 save_every=args.save_every, val_fraction=args.val_fraction, seed=args.seed,
+                                 bf16=args.bf16)
+        with _said_in_flags(FINETUNE_FLAGS), build_then_move(args.out) as partial:   # a failed run leaves --out as it was
             result = finetune(args.base, examples, config, partial, until=args.until, progress=args.progress)
             plots.plot_loss_curves(result.history, partial / "loss_curves.png", "Fine-tuning", "base model")
     if args.resume:
         plots.plot_loss_curves(result.history, args.out / "loss_curves.png", "Fine-tuning", "base model")
     for note in result.notes:
-        print(note)
+        print(in_flags(note, FINETUNE_FLAGS))
     last = result.history[-1]
     print(f"step {last.step}: train loss {last.train_loss:.4f}, validation loss {result.final_val_loss:.4f} nats per "
           f"reply token (before fine-tuning: {result.history[0].val_loss:.4f})")
@@ -646,7 +695,7 @@ FINETUNE_STEPS = 200
 
 
 def _add_train_args(parser: argparse.ArgumentParser) -> None:
-    from minillm.training.train import TrainConfig as C
+    from minillm.training.config import TrainConfig as C
 
     parser.add_argument("--data", type=Path, nargs="+", metavar="FILE",
                         help="text files, documents separated by <|endoftext|> (default: the bundled stories)")
@@ -711,7 +760,7 @@ def _experiment_texts(args: argparse.Namespace) -> list[str]:
 
 
 def _experiment_config(args: argparse.Namespace, **fields):
-    from minillm.training.train import TrainConfig
+    from minillm.training.config import TrainConfig
 
     return TrainConfig(vocab_size=args.vocab_size, context=args.context, batch_size=args.batch_size,
                        learning_rate=args.lr, seed=args.seed, bf16=args.bf16, **fields)

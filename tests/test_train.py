@@ -17,17 +17,11 @@ from minillm.cli import main
 from minillm.data import bundled_texts
 from minillm.models.config import ModelConfig
 from minillm.training.bpe import train_tokenizer
-from minillm.training.train import (
-    TrainConfig,
-    build_model,
-    encode_documents,
-    make_optimizer,
-    next_token_loss,
-    resume,
-    split_documents,
-    train,
-    train_step,
-)
+from minillm.training.config import TrainConfig
+from minillm.training.new_model import build_model
+from minillm.training.step import make_optimizer, next_token_loss, train_step
+from minillm.training.train import resume, train
+from minillm.training.windows import encode_documents, split_documents
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -243,7 +237,7 @@ def test_a_finished_run_trains_further_with_more_steps(stories, tmp_path):
     # 20 steps extended to 40 must be bit for bit the run planned for 40 from the start.
     config = TrainConfig(**TINY, steps=20, warmup_steps=50, eval_every=5)
     short = train(stories, config, tmp_path / "short", progress=False)
-    with pytest.raises(ValueError, match="finished its 20 planned steps.*--steps N"):
+    with pytest.raises(ValueError, match="finished its 20 planned steps.*steps=N"):
         resume(tmp_path / "short", stories, progress=False)
     longer = resume(tmp_path / "short", stories, progress=False, steps=40)
     whole = train(stories, TrainConfig(**TINY, steps=40, warmup_steps=50, eval_every=5), tmp_path / "whole",
@@ -263,12 +257,13 @@ def test_a_finished_run_trains_further_with_more_steps(stories, tmp_path):
 
 
 def test_continued_pretraining_on_new_text_keeps_the_weights_and_restarts_the_rest(stories, tmp_path):
-    from minillm.training.train import evaluate, text_data
+    from minillm.training.step import evaluate
+    from minillm.training.windows import text_data
 
     first = train(stories, TrainConfig(**TINY, steps=30, warmup_steps=3, eval_every=10), tmp_path / "a",
                   progress=False)
     news = bundled_texts("news")
-    with pytest.raises(ValueError, match="--init"):            # resume needs the same texts, and says what to do
+    with pytest.raises(ValueError, match="init="):             # resume needs the same texts, and says what to do
         resume(tmp_path / "a", news, progress=False, steps=40)
     config = TrainConfig(**{**TINY, "hidden_size": 8}, steps=6, warmup_steps=2, eval_every=3)   # shape: from init
     again = train(news, config, tmp_path / "b", progress=False, init=tmp_path / "a")
@@ -286,7 +281,8 @@ def test_continued_pretraining_on_new_text_keeps_the_weights_and_restarts_the_re
 
 
 def test_until_between_evaluations_measures_the_validation_loss_where_it_stops(stories, tmp_path):
-    from minillm.training.train import evaluate, text_data
+    from minillm.training.step import evaluate
+    from minillm.training.windows import text_data
 
     config = TrainConfig(**TINY, steps=20, warmup_steps=2, eval_every=10)
     result = train(stories, config, tmp_path, progress=False, until=7)

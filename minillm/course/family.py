@@ -61,7 +61,9 @@ from minillm.training.finetune import Example, examples_from_pairs, finetune
 from minillm.training.instructions import instruction_pairs
 from minillm.training.provenance import write_record
 from minillm.training.storygen import synthetic_stories
-from minillm.training.train import STATE_TENSORS, TrainConfig, train
+from minillm.training.checkpoints import STATE_TENSORS
+from minillm.training.config import TrainConfig
+from minillm.training.train import train
 
 # The repo is installed editable (`pip install -e .`), so data/ sits next to the package.
 FAMILY_DIR = Path(__file__).resolve().parents[2] / "data" / "models"

@@ -446,7 +446,7 @@ def plot_quantization(rows: list[QuantizationResult], path: str | Path, data_lab
 
 if TYPE_CHECKING:
     from minillm.experiments.results import ArchitectureRow, SweepResult
-    from minillm.training.train import Record
+    from minillm.training.config import Record
 
 
 def loss_curves_figure(history: list[Record], title: str = "Training a language model",
