@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from minillm.checkpoint.generation_config import GenerationConfig
-from minillm.checkpoint.hub import SourceError
+from minillm.checkpoint.hub import SourceError, display_name
 from minillm.checkpoint.loading import DTYPES, load_model_and_tokenizer
 from minillm.checkpoint.safe_io import (build_then_move, check_output_file, check_output_folder, hold_output,
                                        refuse_to_overwrite)
@@ -378,7 +378,7 @@ def cmd_instructions(args: argparse.Namespace) -> None:
         args.models = [_as_typed(f) for f in found if (f / "config.json").is_file()]
         args.category = args.category or "stories"
         print(f"Using the tiny family minillm ships, base and instruct where present: "
-              f"{', '.join(Path(m).name for m in args.models)}.")
+              f"{', '.join(display_name(m) for m in args.models)}.")
     models, source = _scaling_setup(args)
     results = run_instructions(models, source, chat_models=args.chat_models, dtype=args.dtype, seed=args.seed,
                                progress=args.progress)
@@ -426,7 +426,7 @@ def cmd_quantize(args: argparse.Namespace) -> None:
     """Perplexity and size of k-bit copies of a model on bundled texts it never trained on."""
     from minillm.experiments.quantization import perplexity_vs_bits
     from minillm.experiments.scaling import write_csv
-    from minillm.reports import plots
+    from minillm.reports.plots_quantization import plot_quantization
 
     check_output_folder(args.out)   # before the scoring, not after
     source = _texts_for(args, [args.source], args.n_texts, default="bundled")   # a bad --texts before the loading
@@ -438,8 +438,8 @@ def cmd_quantize(args: argparse.Namespace) -> None:
         print(f"{r.bits:>4} {r.scheme:>8} {r.size_mb:>9.2f} {r.perplexity:>11.3f} {r.bits_per_byte:>9.4f}")
     args.out.mkdir(parents=True, exist_ok=True)
     for path in (write_csv(args.out / "quantization.csv", rows),
-                 plots.plot_quantization(rows, args.out / "perplexity_vs_bits.png",
-                                         data_label=f"{Path(args.source).name} on {source.label}")):
+                 plot_quantization(rows, args.out / "perplexity_vs_bits.png",
+                                   data_label=f"{display_name(args.source)} on {source.label}")):
         print(f"wrote {path}")
 
 
@@ -641,16 +641,16 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def _plot_run(result) -> Path:
     """loss_curves.png in the run's folder, its first point labelled with where the run started."""
-    from minillm.reports import plots
+    from minillm.reports.plots_training import plot_loss_curves
 
     started_from = json.loads((result.folder / "trainer_state.json").read_text(encoding="utf-8")).get("init")
     start = "untrained" if started_from is None else f"{started_from} at step 0"
-    return plots.plot_loss_curves(result.history, result.folder / "loss_curves.png", start_label=start)
+    return plot_loss_curves(result.history, result.folder / "loss_curves.png", start_label=start)
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
     """Fine-tune a base model on instruction/response pairs; write the instruct model's folder."""
-    from minillm.reports import plots
+    from minillm.reports.plots_training import plot_loss_curves
     from minillm.training.finetune import finetune, read_examples, resume_finetune
     from minillm.training.config import TrainConfig
 
@@ -678,9 +678,9 @@ def cmd_finetune(args: argparse.Namespace) -> None:
                                  bf16=args.bf16)
         with _said_in_flags(FINETUNE_FLAGS), build_then_move(args.out) as partial:   # a failed run leaves --out as it was
             result = finetune(args.base, examples, config, partial, until=args.until, progress=args.progress)
-            plots.plot_loss_curves(result.history, partial / "loss_curves.png", "Fine-tuning", "base model")
+            plot_loss_curves(result.history, partial / "loss_curves.png", "Fine-tuning", "base model")
     if args.resume:
-        plots.plot_loss_curves(result.history, args.out / "loss_curves.png", "Fine-tuning", "base model")
+        plot_loss_curves(result.history, args.out / "loss_curves.png", "Fine-tuning", "base model")
     for note in result.notes:
         print(in_flags(note, FINETUNE_FLAGS))
     last = result.history[-1]
@@ -777,7 +777,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     """Train models of several sizes on the same tokens; tabulate, fit and plot the final losses."""
     from minillm.experiments.scaling import write_csv
     from minillm.experiments.training import fit_sweep, shape, size_sweep
-    from minillm.reports import plots
+    from minillm.reports.plots_training import plot_size_sweep
 
     _set_threads(args)
     check_output_folder(args.out)   # before the training, not after
@@ -793,7 +793,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     if fit:
         print(f"power law: validation perplexity = {fit.coefficient:.4g} * N^{fit.exponent:.4f} "
               "(N = non-embedding parameters)")
-    for path in (write_csv(args.out / "sweep.csv", results), plots.plot_size_sweep(results, fit, args.out / "sweep.png")):
+    for path in (write_csv(args.out / "sweep.csv", results), plot_size_sweep(results, fit, args.out / "sweep.png")):
         print(f"wrote {path}")
 
 
@@ -801,7 +801,7 @@ def cmd_compare_architectures(args: argparse.Namespace) -> None:
     """Train a transformer and a fixed-window MLP on the same tokens; tabulate and plot both."""
     from minillm.experiments.scaling import write_csv
     from minillm.experiments.training import compare_architectures, shape
-    from minillm.reports import plots
+    from minillm.reports.plots_training import plot_architectures
 
     _set_threads(args)
     check_output_folder(args.out)   # before the training, not after
@@ -814,7 +814,7 @@ def cmd_compare_architectures(args: argparse.Namespace) -> None:
         last = [r for r in rows if r.architecture == name][-1]
         print(f"{name:<12} {last.params:>9,} {last.non_embedding_params:>9,} {last.tokens:>10,} {last.val_loss:>9.4f}")
     for path in (write_csv(args.out / "architectures.csv", rows),
-                 plots.plot_architectures(rows, args.out / "architectures.png")):
+                 plot_architectures(rows, args.out / "architectures.png")):
         print(f"wrote {path}")
 
 

@@ -152,7 +152,7 @@ def train_family(out_dir: str | Path, tokens: int = TOKENS, progress: bool = Tru
     that fails leaves ``out_dir`` as it was (a family shares one tokenizer, so a mix of old and
     new members would not compare). Its other entries (e.g. the instruct family) stay.
     """
-    from minillm.reports import plots
+    from minillm.reports import plots_training as plots
 
     texts, val_texts = family_texts()
     rows = []
@@ -293,7 +293,7 @@ def finetune_family(out_dir: str | Path, steps: int = INSTRUCT_STEPS, progress: 
 def _finetune_member(name: str, bases: Path, target: Path, examples: list[Example], val_examples: list[Example],
                      steps: int, progress: bool) -> InstructMember:
     """Fine-tune ``bases/name`` into ``target``; its row of instruct.csv."""
-    from minillm.reports import plots
+    from minillm.reports import plots_training as plots
 
     config = TrainConfig(**INSTRUCT_RECIPE, steps=steps)
     if progress:

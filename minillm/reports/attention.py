@@ -4,7 +4,7 @@
 recorded: one head of one layer, or every head of a layer in a grid, queries (the token looking)
 down the side and keys (the token looked at) along the bottom, 0 white and 1 the darkest blue, the
 same scale in every panel. :func:`plot_attention` traces a text and saves the figure as a PNG
-(``minillm attention``). Figures are made with ``Figure()`` as in :mod:`minillm.reports.plots`.
+(``minillm attention``). Figures are made with ``Figure()`` as in :mod:`minillm.reports.plot_axes`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from minillm.checkpoint.tokenizer import Tokenizer
 from minillm.inference.inspect import Trace, trace
 from minillm.models.gpt2 import GPT2
 from minillm.models.qwen2 import Transformer
-from minillm.reports.plots import DPI
+from minillm.reports.plot_axes import DPI
 
 CMAP = "Blues"
 
