@@ -303,7 +303,14 @@ def test_cli_extends_a_finished_run_and_continues_pretraining(stories, tmp_path,
     assert main(["train", "--data", str(data), "--out", str(out), "--steps", "4", *shape]) == 0
     capsys.readouterr()
     assert main(["train", "--data", str(data), "--out", str(out), "--resume"]) == 1
-    assert "has finished its 4 planned steps" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "has finished its 4 planned steps" in err
+    # The library names its parameters (steps=N, init=...); the command says its own flags.
+    assert f"--steps N (N > 4;" in err and f"`minillm train` with --init {out}, --out NEW_FOLDER" in err
+    assert "steps=" not in err and "init=" not in err
+    assert main(["train", "--data", str(news), "--out", str(out), "--resume", "--steps", "6"]) == 1   # other texts
+    err = capsys.readouterr().err
+    assert "the texts differ" in err and f"--init {out}" in err and "init=" not in err
     assert main(["train", "--data", str(data), "--out", str(out), "--resume", "--steps", "6"]) == 0
     printed = capsys.readouterr().out
     assert "planned again for 6 steps" in printed and "step 6:" in printed
