@@ -318,5 +318,6 @@ def resume_finetune(out: str | Path, examples: list[Example], until: int | None 
         raise ValueError(f"{out} holds a pretraining run; carry it on with resume().")
     tok = load_tokenizer(out)
     data = chat_data(tok, examples, config, val_examples)
-    return run_loop(RunState.from_checkpoint(out, state, config, tok, data, notes), data, out, until, progress)
+    run = RunState.from_checkpoint(out, state, config, tok, data, notes)
+    return run_loop(run, data, out, until, progress)
 

@@ -208,7 +208,8 @@ def resume(out: str | Path, texts: list[str], until: int | None = None, progress
         raise ValueError(f"{out} holds a fine-tuning run; carry it on with resume_finetune().")
     tok = load_tokenizer(out)
     data = text_data(tok, texts, val_texts, config)
-    return run_loop(RunState.from_checkpoint(out, state, config, tok, data, notes), data, out, until, progress)
+    run = RunState.from_checkpoint(out, state, config, tok, data, notes)
+    return run_loop(run, data, out, until, progress)
 
 
 # ---- the loop ----------------------------------------------------------------------------------------
@@ -220,13 +221,13 @@ def run_loop(run: RunState, data: TrainingData, out: Path, until: int | None = N
     if until is not None and (not isinstance(until, int) or until < 1):
         raise ValueError(f"until={until!r}: give a step number >= 1 (or None to run all {config.steps} steps).")
     last = config.steps if until is None else min(until, config.steps)
-    step = TimedStep(model, run.optimizer, config)       # train_step, compiled if asked (eager if that fails)
+    update = TimedStep(model, run.optimizer, config)     # train_step, compiled if asked (eager if that fails)
     samples: list[tuple[int, str]] = []
     bar = progress_bar(total=config.steps, initial=run.step, desc="training", unit="step", enabled=progress)
     while run.step < last:
         batch = draw_batch(data.train, config.batch_size, run.data_generator)
         lr = learning_rate(run.step + 1, config)
-        loss = step(batch, lr)                         # forward, backward, clip, AdamW update
+        loss = update(batch, lr)                       # forward, backward, clip, AdamW step
         run.step += 1
 
         evaluating = run.step % config.eval_every == 0 or run.step in (config.steps, last)   # and where it stops
@@ -234,13 +235,13 @@ def run_loop(run: RunState, data: TrainingData, out: Path, until: int | None = N
         run.history.append(Record(run.step, run.step * config.tokens_per_step, loss, val, lr))
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}", val=f"{_last_val(run.history):.3f}",
-                        tok_s=f"{step.tokens_per_second:,.0f}" if step.seconds else "-")
+                        tok_s=f"{update.tokens_per_second:,.0f}" if update.seconds else "-")
         if config.sample_every and run.step % config.sample_every == 0:
             samples += _samples(model, tok, data.prompts, run.step, config.seed, progress)
         if (config.save_every and run.step % config.save_every == 0) or run.step == last:
             run.save(out, data)
     bar.close()
-    return TrainResult(model, tok, run.history, samples, out, step.tokens_per_second, step.compile_seconds,
+    return TrainResult(model, tok, run.history, samples, out, update.tokens_per_second, update.compile_seconds,
                        list(run.notes) + warmup_note(config))
 
 
