@@ -19,7 +19,7 @@ from minillm.checkpoint.tokenizer import Tokenizer
 from minillm.inference.inspect import Trace, trace
 from minillm.models.gpt2 import GPT2
 from minillm.models.qwen2 import Transformer
-from minillm.reports.plot_axes import DPI
+from minillm.reports.plot_axes import save_figure
 
 CMAP = "Blues"
 
@@ -90,7 +90,4 @@ def plot_attention(model: Transformer | GPT2, tok: Tokenizer, text: str, path: s
         _check_index(head, model.config.num_attention_heads, "head")
     ids = tok.encode(text)
     fig = attention_figure(trace(model, torch.tensor([ids])), [tok.token_text(i) for i in ids], layer, head)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
-    return path
+    return save_figure(fig, path)
