@@ -344,10 +344,10 @@ def cmd_context(args: argparse.Namespace) -> None:
     results = run_context(models, source, max_k=args.max_k, dtype=args.dtype, seed=args.seed, progress=args.progress)
     print(f"\n{'model':<16} {'k':>4} {'stories':>7} {'perplexity':>11} {'95% CI':>17}   paired ratio to k=0 (95% CI)")
     for s in results.summaries:
-        d = next((d for d in results.differences if d.b == s.condition and d.group == Path(s.model).name), None)
+        d = next((d for d in results.differences if d.b == s.condition and d.group == display_name(s.model)), None)
         ratio = f"{d.ratio:.3f} ({d.ratio_ci_low:.3f}-{d.ratio_ci_high:.3f}), better on {d.b_better}/{d.texts}" \
             if d else ""
-        print(f"{Path(s.model).name:<16} {s.condition:>4} {s.texts:>7} {s.perplexity:>11.3f} "
+        print(f"{display_name(s.model):<16} {s.condition:>4} {s.texts:>7} {s.perplexity:>11.3f} "
               f"{s.ppl_ci_low:>8.3f}-{s.ppl_ci_high:<8.3f}   {ratio}")
     for warning in results.warnings:
         print(warning)
@@ -358,7 +358,7 @@ def cmd_context(args: argparse.Namespace) -> None:
 def _print_conditions(summaries, differences, header: str, baseline: str) -> None:
     print(f"\n{'model':<18} {header:>12} {'texts':>5} {'perplexity':>11} {'95% CI':>17}   paired ratio to {baseline}")
     for s in summaries:
-        name = Path(s.model).name
+        name = display_name(s.model)
         d = next((d for d in differences if d.group == name and d.a == baseline and d.b == s.condition), None)
         ratio = f"{d.ratio:.3f} ({d.ratio_ci_low:.3f}-{d.ratio_ci_high:.3f}), better on {d.b_better}/{d.texts}" \
             if d else ""
@@ -414,7 +414,7 @@ def cmd_categories(args: argparse.Namespace) -> None:
     results = run_categories(models, sources, dtype=args.dtype, seed=args.seed, progress=args.progress)
     print(f"\n{'model':<18} {'category':>18} {'texts':>5} {'bits/byte':>10} {'95% CI':>15} {'perplexity':>11}")
     for s in results.summaries:
-        print(f"{Path(s.model).name:<18} {s.condition:>18} {s.texts:>5} {s.bits_per_byte:>10.4f} "
+        print(f"{display_name(s.model):<18} {s.condition:>18} {s.texts:>5} {s.bits_per_byte:>10.4f} "
               f"{s.bpb_ci_low:>7.4f}-{s.bpb_ci_high:<7.4f} {s.perplexity:>11.3f}")
     for warning in results.warnings:
         print(warning)

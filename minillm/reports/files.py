@@ -97,7 +97,7 @@ def write_context(results: ContextResults, out: str | Path) -> list[Path]:
     last = results.rows[-1].model
     per_story = [d for d in per_text_differences(results.rows, "k=0") if d["model"] == last]
     ks = [f"k={k}" for k in range(1, results.max_k + 1)]
-    lines += ["", f"## Per story, {Path(last).name}: perplexity with k sentences / without (k=0)", "",
+    lines += ["", f"## Per story, {display_name(last)}: perplexity with k sentences / without (k=0)", "",
               "| story | " + " | ".join(ks) + " |", "|---" * (len(ks) + 1) + "|"]
     for story_id in dict.fromkeys(d["text_id"] for d in per_story):
         ratios = {d["condition"]: d["perplexity_ratio"] for d in per_story if d["text_id"] == story_id}
