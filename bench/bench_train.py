@@ -43,7 +43,7 @@ CONTEXT, BATCH = 256, 8
 
 
 def train_config(mode: str):
-    from minillm.training.train import TrainConfig
+    from minillm.training.config import TrainConfig
 
     return TrainConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
                        num_key_value_heads=KV_HEADS, intermediate_size=INTERMEDIATE, context=CONTEXT,
@@ -53,7 +53,7 @@ def train_config(mode: str):
 def build(impl: str, config):
     """(model, forward) for an implementation; every one starts from minillm's seeded init."""
     from minillm.checkpoint.weights import checkpoint_name
-    from minillm.training.train import build_model
+    from minillm.training.new_model import build_model
 
     ours = build_model(config, VOCAB, eos_id=0)
     if impl.startswith("minillm"):
@@ -74,7 +74,7 @@ def build(impl: str, config):
 
 def worker(impl: str, mode: str, steps: int, repeats: int) -> dict:
     """Train in this (fresh) process; returns tokens/s (median), warm-up seconds and the last loss."""
-    from minillm.training.train import make_optimizer, train_step
+    from minillm.training.step import make_optimizer, train_step
 
     config = train_config(mode)
     model, forward = build(impl, config)

@@ -30,15 +30,16 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
 
 from minillm.checkpoint.generation_config import GenerationConfig
-from minillm.checkpoint.hub import SourceError
+from minillm.checkpoint.hub import SourceError, display_name
 from minillm.checkpoint.loading import DTYPES, load_model_and_tokenizer
 from minillm.checkpoint.safe_io import (build_then_move, check_output_file, check_output_folder, hold_output,
                                        refuse_to_overwrite)
@@ -344,10 +345,10 @@ def cmd_context(args: argparse.Namespace) -> None:
     results = run_context(models, source, max_k=args.max_k, dtype=args.dtype, seed=args.seed, progress=args.progress)
     print(f"\n{'model':<16} {'k':>4} {'stories':>7} {'perplexity':>11} {'95% CI':>17}   paired ratio to k=0 (95% CI)")
     for s in results.summaries:
-        d = next((d for d in results.differences if d.b == s.condition and d.group == Path(s.model).name), None)
+        d = next((d for d in results.differences if d.b == s.condition and d.group == display_name(s.model)), None)
         ratio = f"{d.ratio:.3f} ({d.ratio_ci_low:.3f}-{d.ratio_ci_high:.3f}), better on {d.b_better}/{d.texts}" \
             if d else ""
-        print(f"{Path(s.model).name:<16} {s.condition:>4} {s.texts:>7} {s.perplexity:>11.3f} "
+        print(f"{display_name(s.model):<16} {s.condition:>4} {s.texts:>7} {s.perplexity:>11.3f} "
               f"{s.ppl_ci_low:>8.3f}-{s.ppl_ci_high:<8.3f}   {ratio}")
     for warning in results.warnings:
         print(warning)
@@ -358,7 +359,7 @@ def cmd_context(args: argparse.Namespace) -> None:
 def _print_conditions(summaries, differences, header: str, baseline: str) -> None:
     print(f"\n{'model':<18} {header:>12} {'texts':>5} {'perplexity':>11} {'95% CI':>17}   paired ratio to {baseline}")
     for s in summaries:
-        name = Path(s.model).name
+        name = display_name(s.model)
         d = next((d for d in differences if d.group == name and d.a == baseline and d.b == s.condition), None)
         ratio = f"{d.ratio:.3f} ({d.ratio_ci_low:.3f}-{d.ratio_ci_high:.3f}), better on {d.b_better}/{d.texts}" \
             if d else ""
@@ -378,7 +379,7 @@ def cmd_instructions(args: argparse.Namespace) -> None:
         args.models = [_as_typed(f) for f in found if (f / "config.json").is_file()]
         args.category = args.category or "stories"
         print(f"Using the tiny family minillm ships, base and instruct where present: "
-              f"{', '.join(Path(m).name for m in args.models)}.")
+              f"{', '.join(display_name(m) for m in args.models)}.")
     models, source = _scaling_setup(args)
     results = run_instructions(models, source, chat_models=args.chat_models, dtype=args.dtype, seed=args.seed,
                                progress=args.progress)
@@ -414,7 +415,7 @@ def cmd_categories(args: argparse.Namespace) -> None:
     results = run_categories(models, sources, dtype=args.dtype, seed=args.seed, progress=args.progress)
     print(f"\n{'model':<18} {'category':>18} {'texts':>5} {'bits/byte':>10} {'95% CI':>15} {'perplexity':>11}")
     for s in results.summaries:
-        print(f"{Path(s.model).name:<18} {s.condition:>18} {s.texts:>5} {s.bits_per_byte:>10.4f} "
+        print(f"{display_name(s.model):<18} {s.condition:>18} {s.texts:>5} {s.bits_per_byte:>10.4f} "
               f"{s.bpb_ci_low:>7.4f}-{s.bpb_ci_high:<7.4f} {s.perplexity:>11.3f}")
     for warning in results.warnings:
         print(warning)
@@ -426,7 +427,7 @@ def cmd_quantize(args: argparse.Namespace) -> None:
     """Perplexity and size of k-bit copies of a model on bundled texts it never trained on."""
     from minillm.experiments.quantization import perplexity_vs_bits
     from minillm.experiments.scaling import write_csv
-    from minillm.reports import plots
+    from minillm.reports.plots_quantization import plot_quantization
 
     check_output_folder(args.out)   # before the scoring, not after
     source = _texts_for(args, [args.source], args.n_texts, default="bundled")   # a bad --texts before the loading
@@ -438,8 +439,8 @@ def cmd_quantize(args: argparse.Namespace) -> None:
         print(f"{r.bits:>4} {r.scheme:>8} {r.size_mb:>9.2f} {r.perplexity:>11.3f} {r.bits_per_byte:>9.4f}")
     args.out.mkdir(parents=True, exist_ok=True)
     for path in (write_csv(args.out / "quantization.csv", rows),
-                 plots.plot_quantization(rows, args.out / "perplexity_vs_bits.png",
-                                         data_label=f"{Path(args.source).name} on {source.label}")):
+                 plot_quantization(rows, args.out / "perplexity_vs_bits.png",
+                                   data_label=f"{display_name(args.source)} on {source.label}")):
         print(f"wrote {path}")
 
 
@@ -538,7 +539,7 @@ def _read_texts(files: list[Path] | None) -> list[str]:
 
 def _context(args: argparse.Namespace) -> int:
     """--context, or by default 128 tokens, or fewer when --init's model was built for fewer."""
-    from minillm.training.train import TrainConfig
+    from minillm.training.config import TrainConfig
 
     if args.context is not None:
         return args.context
@@ -551,9 +552,51 @@ def _context(args: argparse.Namespace) -> int:
     return TrainConfig.context
 
 
+# The training library's errors and notes name its parameters (steps=N, init=FOLDER) and functions
+# (resume()); `minillm train` and `minillm finetune` say the same in their flags and commands.
+_CONFIG_FLAGS = {"vocab_size": "--vocab-size", "hidden_size": "--hidden", "num_hidden_layers": "--layers",
+                 "num_attention_heads": "--heads", "num_key_value_heads": "--kv-heads",
+                 "intermediate_size": "--intermediate", "context": "--context", "mlp_window": "--mlp-window",
+                 "n_positions": "--n-positions", "steps": "--steps", "batch_size": "--batch-size",
+                 "learning_rate": "--lr", "warmup_steps": "--warmup", "min_lr_ratio": "--min-lr-ratio",
+                 "weight_decay": "--weight-decay", "grad_clip": "--grad-clip", "eval_every": "--eval-every",
+                 "sample_every": "--sample-every", "save_every": "--save-every", "val_fraction": "--val-fraction",
+                 "seed": "--seed", "until": "--until", "out": "--out", "init": "--init", "tokenizer": "--tokenizer",
+                 "base": "the base model", "train()": "`minillm train`", "finetune()": "`minillm finetune`"}
+TRAIN_FLAGS = {**_CONFIG_FLAGS, "resume()": "--resume", "resume_finetune()": "`minillm finetune --resume`"}
+FINETUNE_FLAGS = {**_CONFIG_FLAGS, "path": "--data", "resume()": "`minillm train --resume`",
+                  "resume_finetune()": "--resume"}
+
+
+def in_flags(message: str, flags: dict[str, str]) -> str:
+    """``message`` with each ``name=`` of ``flags`` said as its flag (``steps=N`` -> ``--steps N``)
+    and each ``function()`` as its command or flag (``resume()`` -> ``--resume``)."""
+    def flag(match: re.Match) -> str:
+        if match[1] not in flags:
+            return match[0]
+        value_follows = match[2] != "" and match[2] not in " .,;:)"
+        return flags[match[1]] + (" " if value_follows else "")
+
+    message = re.sub(r"\b\w+\(\)", lambda m: flags.get(m[0], m[0]), message)
+    return re.sub(r"\b(\w+)=(?=(.?))", flag, message)
+
+
+@contextmanager
+def _said_in_flags(flags: dict[str, str]):
+    """A ValueError of the training library raised in the block, raised again with its parameters
+    said as the command's flags (:func:`in_flags`). Errors about files (ConfigError...) pass as they are."""
+    try:
+        yield
+    except ValueError as err:
+        if type(err) is not ValueError:
+            raise
+        raise ValueError(in_flags(str(err), flags)) from err
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     """Train a small model on text files; write the checkpoint folder and its loss curves."""
-    from minillm.training.train import TrainConfig, resume, train
+    from minillm.training.config import TrainConfig
+    from minillm.training.train import resume, train
 
     _set_threads(args)
     if not args.resume:   # before any work: --out must be writable, and not hold a checkpoint to lose
@@ -566,26 +609,28 @@ def cmd_train(args: argparse.Namespace) -> None:
             raise ValueError("--resume carries on the run in --out; --init starts a new run from a model's weights. "
                              "Give one of them.")
         print(f"resuming the run in {args.out} on {len(texts)} documents")
-        result = resume(args.out, texts, until=args.until, progress=args.progress, steps=args.steps)
+        with _said_in_flags(TRAIN_FLAGS):
+            result = resume(args.out, texts, until=args.until, progress=args.progress, steps=args.steps)
         curves = _plot_run(result)
     else:
-        config = TrainConfig(
-            architecture=args.architecture, vocab_size=args.vocab_size, hidden_size=args.hidden,
-            num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
-            intermediate_size=args.intermediate, context=_context(args), mlp_window=args.mlp_window,
-            n_positions=args.n_positions, steps=TrainConfig.steps if args.steps is None else args.steps,
-            batch_size=args.batch_size, learning_rate=args.lr, warmup_steps=args.warmup,
-            min_lr_ratio=args.min_lr_ratio, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
-            eval_every=args.eval_every, sample_every=args.sample_every, save_every=args.save_every,
-            val_fraction=args.val_fraction, seed=args.seed, bf16=args.bf16, compile=args.compile,
-        )
+        with _said_in_flags(TRAIN_FLAGS):
+            config = TrainConfig(
+                architecture=args.architecture, vocab_size=args.vocab_size, hidden_size=args.hidden,
+                num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
+                intermediate_size=args.intermediate, context=_context(args), mlp_window=args.mlp_window,
+                n_positions=args.n_positions, steps=TrainConfig.steps if args.steps is None else args.steps,
+                batch_size=args.batch_size, learning_rate=args.lr, warmup_steps=args.warmup,
+                min_lr_ratio=args.min_lr_ratio, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
+                eval_every=args.eval_every, sample_every=args.sample_every, save_every=args.save_every,
+                val_fraction=args.val_fraction, seed=args.seed, bf16=args.bf16, compile=args.compile,
+            )
         print(f"training on {len(texts)} documents")
-        with build_then_move(args.out) as partial:   # a run that fails leaves --out as it was
+        with _said_in_flags(TRAIN_FLAGS), build_then_move(args.out) as partial:   # a failed run leaves --out as it was
             result = train(texts, config, partial, tokenizer=args.tokenizer, until=args.until, progress=args.progress,
                            init=args.init)
             curves = args.out / _plot_run(result).name
     for note in result.notes:
-        print(note)
+        print(in_flags(note, TRAIN_FLAGS))
     last = result.history[-1]
     per_step = 1000 * last.tokens / last.step / result.tokens_per_second if result.tokens_per_second else float("nan")
     print(f"step {last.step}: {last.tokens:,} tokens seen, train loss {last.train_loss:.4f}, validation loss "
@@ -600,44 +645,48 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def _plot_run(result) -> Path:
     """loss_curves.png in the run's folder, its first point labelled with where the run started."""
-    from minillm.reports import plots
+    from minillm.reports.plots_training import plot_loss_curves
 
     started_from = json.loads((result.folder / "trainer_state.json").read_text(encoding="utf-8")).get("init")
     start = "untrained" if started_from is None else f"{started_from} at step 0"
-    return plots.plot_loss_curves(result.history, result.folder / "loss_curves.png", start_label=start)
+    return plot_loss_curves(result.history, result.folder / "loss_curves.png", start_label=start)
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
     """Fine-tune a base model on instruction/response pairs; write the instruct model's folder."""
-    from minillm.reports import plots
+    from minillm.reports.plots_training import plot_loss_curves
     from minillm.training.finetune import finetune, read_examples, resume_finetune
-    from minillm.training.train import TrainConfig
+    from minillm.training.config import TrainConfig
 
     _set_threads(args)
     if not args.resume:   # before any work: --out must be writable, and not hold a model to lose
         check_output_folder(args.out)
         if not args.overwrite:
             refuse_to_overwrite(args.out, "files (a model?)")
-    examples = read_examples(args.data)
+    with _said_in_flags(FINETUNE_FLAGS):
+        examples = read_examples(args.data)
     if args.resume:
         print(f"resuming the fine-tuning run in {args.out} on {len(examples)} examples")
-        result = resume_finetune(args.out, examples, until=args.until, steps=args.steps,
-                                 progress=args.progress)
+        with _said_in_flags(FINETUNE_FLAGS):
+            result = resume_finetune(args.out, examples, until=args.until, steps=args.steps,
+                                     progress=args.progress)
     else:
         if args.base is None:
             raise ValueError("give the base model to fine-tune (a folder or hub id), or --resume to carry on --out.")
         args.init = args.base
-        config = TrainConfig(context=_context(args), steps=args.steps or FINETUNE_STEPS, batch_size=args.batch_size,
-                             learning_rate=args.lr, warmup_steps=args.warmup, eval_every=args.eval_every,
-                             sample_every=args.sample_every, save_every=args.save_every,
-                             val_fraction=args.val_fraction, seed=args.seed, bf16=args.bf16)
-        with build_then_move(args.out) as partial:   # a run that fails leaves --out as it was
+        with _said_in_flags(FINETUNE_FLAGS):
+            config = TrainConfig(context=_context(args), steps=args.steps or FINETUNE_STEPS,
+                                 batch_size=args.batch_size, learning_rate=args.lr, warmup_steps=args.warmup,
+                                 eval_every=args.eval_every, sample_every=args.sample_every,
+                                 save_every=args.save_every, val_fraction=args.val_fraction, seed=args.seed,
+                                 bf16=args.bf16)
+        with _said_in_flags(FINETUNE_FLAGS), build_then_move(args.out) as partial:   # a failed run leaves --out as it was
             result = finetune(args.base, examples, config, partial, until=args.until, progress=args.progress)
-            plots.plot_loss_curves(result.history, partial / "loss_curves.png", "Fine-tuning", "base model")
+            plot_loss_curves(result.history, partial / "loss_curves.png", "Fine-tuning", "base model")
     if args.resume:
-        plots.plot_loss_curves(result.history, args.out / "loss_curves.png", "Fine-tuning", "base model")
+        plot_loss_curves(result.history, args.out / "loss_curves.png", "Fine-tuning", "base model")
     for note in result.notes:
-        print(note)
+        print(in_flags(note, FINETUNE_FLAGS))
     last = result.history[-1]
     print(f"step {last.step}: train loss {last.train_loss:.4f}, validation loss {result.final_val_loss:.4f} nats per "
           f"reply token (before fine-tuning: {result.history[0].val_loss:.4f})")
@@ -650,7 +699,7 @@ FINETUNE_STEPS = 200
 
 
 def _add_train_args(parser: argparse.ArgumentParser) -> None:
-    from minillm.training.train import TrainConfig as C
+    from minillm.training.config import TrainConfig as C
 
     parser.add_argument("--data", type=Path, nargs="+", metavar="FILE",
                         help="text files, documents separated by <|endoftext|> (default: the bundled stories)")
@@ -715,7 +764,7 @@ def _experiment_texts(args: argparse.Namespace) -> list[str]:
 
 
 def _experiment_config(args: argparse.Namespace, **fields):
-    from minillm.training.train import TrainConfig
+    from minillm.training.config import TrainConfig
 
     return TrainConfig(vocab_size=args.vocab_size, context=args.context, batch_size=args.batch_size,
                        learning_rate=args.lr, seed=args.seed, bf16=args.bf16, **fields)
@@ -732,7 +781,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     """Train models of several sizes on the same tokens; tabulate, fit and plot the final losses."""
     from minillm.experiments.scaling import write_csv
     from minillm.experiments.training import fit_sweep, shape, size_sweep
-    from minillm.reports import plots
+    from minillm.reports.plots_training import plot_size_sweep
 
     _set_threads(args)
     check_output_folder(args.out)   # before the training, not after
@@ -748,7 +797,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     if fit:
         print(f"power law: validation perplexity = {fit.coefficient:.4g} * N^{fit.exponent:.4f} "
               "(N = non-embedding parameters)")
-    for path in (write_csv(args.out / "sweep.csv", results), plots.plot_size_sweep(results, fit, args.out / "sweep.png")):
+    for path in (write_csv(args.out / "sweep.csv", results), plot_size_sweep(results, fit, args.out / "sweep.png")):
         print(f"wrote {path}")
 
 
@@ -756,7 +805,7 @@ def cmd_compare_architectures(args: argparse.Namespace) -> None:
     """Train a transformer and a fixed-window MLP on the same tokens; tabulate and plot both."""
     from minillm.experiments.scaling import write_csv
     from minillm.experiments.training import compare_architectures, shape
-    from minillm.reports import plots
+    from minillm.reports.plots_training import plot_architectures
 
     _set_threads(args)
     check_output_folder(args.out)   # before the training, not after
@@ -769,7 +818,7 @@ def cmd_compare_architectures(args: argparse.Namespace) -> None:
         last = [r for r in rows if r.architecture == name][-1]
         print(f"{name:<12} {last.params:>9,} {last.non_embedding_params:>9,} {last.tokens:>10,} {last.val_loss:>9.4f}")
     for path in (write_csv(args.out / "architectures.csv", rows),
-                 plots.plot_architectures(rows, args.out / "architectures.png")):
+                 plot_architectures(rows, args.out / "architectures.png")):
         print(f"wrote {path}")
 
 

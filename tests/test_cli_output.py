@@ -16,7 +16,7 @@ import minillm
 from minillm.cli import main
 from minillm.inference.display import probability_text
 from minillm.checkpoint.hub import SourceError, resolve_source
-from minillm.reports.plots import quantization_figure
+from minillm.reports.plots_quantization import quantization_figure
 from minillm.experiments.results import QuantizationResult
 from minillm.inference.scoring import score
 

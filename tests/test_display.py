@@ -26,8 +26,21 @@ def test_surprise_html_escapes_and_shades_in_proportion():
     assert "<b>" not in html and "<script>" not in html and "<i>" not in html
     assert "&lt;b&gt;" in html and "&amp;" in html and "&lt;script&gt;" in html and "&lt;i&gt;ctx" in html
     alphas = [float(a) for a in ALPHA.findall(html)]
-    # Inline spans, then table cells: surprise / largest surprise, 3 decimals.
-    assert alphas == [0.25, 0.5, 1.0, 0.25, 0.5, 1.0]
+    # Inline spans, then table cells: surprise / 10 nats (the kit's fixed scale), 3 decimals.
+    assert alphas == [0.1, 0.2, 0.4, 0.1, 0.2, 0.4]
+    beyond = surprise_html("", [("a", 0.0, 1.0, ""), ("b", 25.0, 1e-11, "")], "")
+    assert [float(a) for a in ALPHA.findall(beyond)] == [0.0, 1.0, 0.0, 1.0]     # clipped at 10 nats
+
+
+def test_one_surprise_colour_for_notebooks_and_report_html():
+    """The opaque colour report.html paints equals the notebook's red at the same opacity over white."""
+    from minillm.inference.display import SURPRISE_RGB, surprise_rgb
+
+    assert surprise_rgb(0.0) == (255, 255, 255) and surprise_rgb(10.0) == surprise_rgb(40.0) == SURPRISE_RGB
+    for nats in (1.0, 2.5, 7.0):
+        alpha = float(ALPHA.findall(surprise_html("", [("t", nats, 0.5, "")], ""))[0])
+        over_white = tuple(255 * (1 - alpha) + c * alpha for c in SURPRISE_RGB)   # CSS alpha compositing
+        assert all(abs(a - b) <= 0.5 for a, b in zip(surprise_rgb(nats), over_white))
 
 
 def test_top_k_html_escapes_and_shades_in_proportion():
@@ -47,7 +60,7 @@ def test_text_score_repr_html_on_a_real_model(tiny):
     n = len(surprise)
     alphas = [float(a) for a in ALPHA.findall(html)]
     assert len(alphas) == 2 * n and html.count("<tr>") == n + 1
-    expected = (surprise / surprise.max()).tolist()
+    expected = (surprise / 10.0).clamp(max=1.0).tolist()                # the fixed scale: 10 nats is full red
     # Rounded to 3 decimals in the HTML; surprises from float32 forward passes: 1e-3 covers both.
     assert all(abs(a - e) <= 1e-3 for a, e in zip(alphas[:n], expected))
     assert alphas[:n] == alphas[n:]

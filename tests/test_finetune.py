@@ -25,7 +25,9 @@ from minillm.training.finetune import (
     write_chat_tokenizer,
 )
 from minillm.training.storygen import synthetic_stories
-from minillm.training.train import IGNORE, TrainConfig, next_token_loss
+from minillm.training.config import TrainConfig
+from minillm.training.step import next_token_loss
+from minillm.training.windows import IGNORE
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -323,7 +323,8 @@ def test_logits_lab_runs_on_gpt2_with_the_real_tokenizer(tmp_path, gpt2_tokenize
 
 def test_gpt2_trains_resumes_exactly_and_loads_in_transformers(tmp_path, one_thread):
     from minillm.data import bundled_texts
-    from minillm.training.train import TrainConfig, resume, train
+    from minillm.training.config import TrainConfig
+    from minillm.training.train import resume, train
 
     texts = bundled_texts("stories")
     config = TrainConfig(architecture="gpt2", vocab_size=320, hidden_size=24, num_hidden_layers=2,
@@ -353,7 +354,8 @@ def test_gpt2_trains_resumes_exactly_and_loads_in_transformers(tmp_path, one_thr
 def test_the_tinystories_paper_shape_has_its_3_6m_parameters():
     """n_embd 64, 6 layers, 8 heads, the GPT-2 vocabulary, context 128 (with transformers' default
     1024-row position table, as the paper's GPT2Config had: 3.58M; with 128 rows: 3.52M)."""
-    from minillm.training.train import TrainConfig, build_model
+    from minillm.training.config import TrainConfig
+    from minillm.training.new_model import build_model
 
     shape = dict(architecture="gpt2", hidden_size=64, num_hidden_layers=6, num_attention_heads=8, context=128)
     for positions in (0, 1024):

@@ -251,7 +251,8 @@ def test_training_notebook(executed):
     from minillm import load_model, load_tokenizer
     from minillm.data import bundled_texts
     from minillm.course.family import FAMILY_DIR, held_out_stories
-    from minillm.training.train import TrainConfig, build_model
+    from minillm.training.config import TrainConfig
+    from minillm.training.new_model import build_model
     tok = load_tokenizer(FAMILY_DIR / "tiny-m")
 
     def stream(texts):

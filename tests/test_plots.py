@@ -1,4 +1,4 @@
-"""The figures of minillm.reports.plots, drawn from small hand-made results (no model needed)."""
+"""The figures of minillm.reports.plots_*, drawn from small hand-made results (no model needed)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from minillm.experiments.results import ModelSummary, StoryResult
 from minillm.experiments.scaling import fit_power_law
-from minillm.inference.scoring import TextScore, TokenScore
-from minillm.reports import plots
+from minillm.checkpoint.hub import display_name
+from minillm.reports import plot_axes, plots_conditions, plots_scaling, plots_training
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -45,41 +45,24 @@ def rows(summaries) -> list[StoryResult]:
     return out
 
 
-def text_score(tokens: list[str], surprises: list[float], first: int = 1, context: str = "") -> TextScore:
-    """A TextScore by hand: tokens scored from position ``first``, ``context`` the text before them."""
-    rows = [TokenScore(first + i, 100 + i, t, context if i == 0 else "", -s) for i, (t, s) in
-            enumerate(zip(tokens, surprises))]
-    return TextScore("".join(tokens), None, list(range(first + len(tokens))), rows, sum(surprises),
-                     len("".join(tokens)), "whole text in one pass")
-
-
-@pytest.fixture
-def story_score() -> TextScore:
-    tokens = [" upon", " a", " time", ",", " there", " was", " a", " dragon", ".", "\n", "The", " end", "."]
-    surprises = [0.5, 0.1, 0.05, 1.0, 2.0, 0.3, 0.2, 7.5, 0.4, 1.5, 3.0, 0.9, 0.2]
-    return text_score(tokens, surprises, first=1, context="Once")
-
-
 def assert_png(path, expected) -> None:
     assert path == expected
     data = path.read_bytes()
     assert data[:8] == PNG_SIGNATURE and len(data) > 5000
 
 
-def test_every_plot_writes_a_png(tmp_path, summaries, rows, story_score):
+def test_every_plot_writes_a_png(tmp_path, summaries, rows):
     fit = fit_power_law([s.non_embedding_params for s in summaries], [s.perplexity for s in summaries])
-    assert_png(plots.plot_scaling(summaries, fit, tmp_path / "ppl.png"), tmp_path / "ppl.png")
-    bpb = plots.plot_scaling(summaries, None, tmp_path / "bpb.png", metric="bits_per_byte")
+    assert_png(plots_scaling.plot_scaling(summaries, fit, tmp_path / "ppl.png"), tmp_path / "ppl.png")
+    bpb = plots_scaling.plot_scaling(summaries, None, tmp_path / "bpb.png", metric="bits_per_byte")
     assert_png(bpb, tmp_path / "bpb.png")
-    assert_png(plots.plot_per_story(rows, summaries, tmp_path / "story.png"), tmp_path / "story.png")
-    assert_png(plots.plot_length_confound(rows, tmp_path / "length.png"), tmp_path / "length.png")
-    assert_png(plots.plot_token_surprise(story_score, tmp_path / "sub" / "tokens.png", title="a story"),
-               tmp_path / "sub" / "tokens.png")
+    assert_png(plots_scaling.plot_per_story(rows, summaries, tmp_path / "story.png"), tmp_path / "story.png")
+    assert_png(plots_scaling.plot_length_confound(rows, tmp_path / "length.png"), tmp_path / "length.png")
 
 
 def test_scaling_is_log_log_with_the_fitted_power_law(summaries):
     fit = fit_power_law([s.non_embedding_params for s in summaries], [s.perplexity for s in summaries])
-    ax = plots.scaling_figure(summaries, fit).axes[0]
+    ax = plots_scaling.scaling_figure(summaries, fit).axes[0]
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
     [line] = [ln for ln in ax.get_lines() if ln.get_label().startswith("fit:")]
     x, y = line.get_xdata(), line.get_ydata()
@@ -92,7 +75,7 @@ def test_scaling_is_log_log_with_the_fitted_power_law(summaries):
 def test_scaling_error_bars_span_the_bootstrap_interval(summaries):
     intervals = [("perplexity", "ppl_ci_low", "ppl_ci_high"), ("bits_per_byte", "bpb_ci_low", "bpb_ci_high")]
     for metric, low, high in intervals:
-        ax = plots.scaling_figure(summaries, None, metric=metric).axes[0]
+        ax = plots_scaling.scaling_figure(summaries, None, metric=metric).axes[0]
         data_line, _, (bars,) = ax.containers[0].lines
         np.testing.assert_allclose(data_line.get_ydata(), [getattr(s, metric) for s in summaries])
         spans = [(seg[0][0], min(seg[0][1], seg[1][1]), max(seg[0][1], seg[1][1])) for seg in bars.get_segments()]
@@ -104,14 +87,14 @@ def test_scaling_error_bars_span_the_bootstrap_interval(summaries):
 def test_scaling_notes_an_exact_two_point_fit_and_rejects_unknown_metrics(summaries):
     two = summaries[:2]
     fit = fit_power_law([s.non_embedding_params for s in two], [s.perplexity for s in two])
-    labels = [ln.get_label() for ln in plots.scaling_figure(two, fit).axes[0].get_lines()]
+    labels = [ln.get_label() for ln in plots_scaling.scaling_figure(two, fit).axes[0].get_lines()]
     assert any(label.endswith("(exact through 2 points)") for label in labels)
     with pytest.raises(ValueError, match="metric"):
-        plots.scaling_figure(summaries, fit, metric="loss")
+        plots_scaling.scaling_figure(summaries, fit, metric="loss")
 
 
 def test_per_story_lines_run_from_small_to_large(rows, summaries):
-    ax = plots.per_story_figure(rows, list(reversed(summaries))).axes[0]
+    ax = plots_scaling.per_story_figure(rows, list(reversed(summaries))).axes[0]
     assert ax.get_yscale() == "log"
     assert [t.get_text().split("\n")[0] for t in ax.get_xticklabels()] == ["tiny-1M", "small-10M", "big-100M"]
     [corpus] = [ln for ln in ax.get_lines() if ln.get_label() == "corpus perplexity"]
@@ -134,7 +117,7 @@ def test_per_story_lines_run_from_small_to_large(rows, summaries):
 
 def test_spread_keeps_labels_a_gap_apart_and_centred():
     ys = [1.0, 1.01, 1.02, 3.0]
-    out = plots._spread(ys, 0.1)
+    out = plot_axes.spread_labels(ys, 0.1)
     s = sorted(out)
     assert all(b - a >= 0.1 - 1e-12 for a, b in zip(s, s[1:]))
     assert [sorted(range(4), key=lambda i: out[i])] == [sorted(range(4), key=lambda i: ys[i])]   # order kept
@@ -142,7 +125,7 @@ def test_spread_keeps_labels_a_gap_apart_and_centred():
 
 
 def test_length_confound_scatters_one_colour_per_model(rows):
-    fig = plots.length_confound_figure(rows, data_label="6 made-up stories")
+    fig = plots_scaling.length_confound_figure(rows, data_label="6 made-up stories")
     ax = fig.axes[0]
     # the title says what is plotted and on what, and asserts no finding
     assert ax.get_yscale() == "log" and ax.get_title() == "Story perplexity against story length\n6 made-up stories"
@@ -163,85 +146,21 @@ def test_length_confound_scatters_one_colour_per_model(rows):
     assert len({tuple(c.get_facecolor()[0]) for c in ax.collections}) == 3
 
 
-def token_boxes(fig) -> dict[str, list]:
-    """The text axes' background boxes, grouped by gid ('token <position>', 'unscored', 'truncated')."""
-    boxes: dict[str, list] = {}
-    for patch in fig.axes[0].patches:
-        boxes.setdefault(patch.get_gid(), []).append(patch)
-    return boxes
-
-
-def luminance(patch) -> float:
-    r, g, b, _ = patch.get_facecolor()
-    return 0.299 * r + 0.587 * g + 0.114 * b
-
-
-def test_token_surprise_shades_the_most_surprising_token_darkest(story_score):
-    fig = plots.token_surprise_figure(story_score)
-    boxes = token_boxes(fig)
-    scored = {gid: box[0] for gid, box in boxes.items() if gid.startswith("token ")}
-    assert len(scored) == len(story_score.rows)
-    worst = max(story_score.rows, key=lambda r: r.surprise)
-    assert min(scored, key=lambda gid: luminance(scored[gid])) == f"token {worst.position}"
-    calmest = min(story_score.rows, key=lambda r: r.surprise)
-    assert max(scored, key=lambda gid: luminance(scored[gid])) == f"token {calmest.position}"
-    assert "surprise (nats)" in fig.axes[1].get_xlabel()
-
-
-def test_token_surprise_layout_context_newlines_and_truncation(story_score):
-    fig = plots.token_surprise_figure(story_score)
-    boxes = token_boxes(fig)
-    [unscored] = boxes["unscored"]
-    assert unscored.get_xy() == (0, pytest.approx(0.05)) and unscored.get_width() == 4      # "Once", grey
-    texts = [t.get_text() for t in fig.axes[0].texts]
-    assert texts[:3] == ["Once", " upon", " a"] and "↵" in texts          # leading spaces kept, newline shown
-    newline, after = boxes["token 10"][0], boxes["token 11"][0]               # "\n", then "The"
-    assert after.get_x() == 0 and after.get_y() == newline.get_y() + 1
-
-    short = plots.token_surprise_figure(story_score, max_tokens=5)
-    assert sum(gid.startswith("token ") for gid in token_boxes(short)) == 5
-    assert [t.get_text() for t in short.axes[0].texts][-1] == "…"
-
-
-def test_token_surprise_wraps_long_text_and_marks_skipped_context():
-    score = text_score(["word "] * 40, [1.0] * 40, first=20, context="the last twelve tokens")
-    fig = plots.token_surprise_figure(score)
-    ax = fig.axes[0]
-    assert ax.texts[0].get_text() == "…the last twelve tokens"
-    assert max(p.get_x() + p.get_width() for p in ax.patches) <= 90
-    assert ax.get_ylim()[0] == 3                                                # 23 + 200 columns on 3 lines
-
-
 def test_helpers():
-    assert plots.short_name("Qwen/Qwen2.5-0.5B") == "Qwen2.5-0.5B" and plots.short_name("ckpt/dir/") == "dir"
-    assert [plots.human_count(n) for n in (950, 260_000, 1_234_567, 3e9)] == ["950", "260K", "1.23M", "3B"]
+    assert display_name("Qwen/Qwen2.5-0.5B") == "Qwen2.5-0.5B" and display_name("ckpt/dir/") == "dir"
+    assert plots_conditions.base_name("data/models/tiny-m-instruct") == "tiny-m"
+    assert [plot_axes.human_count(n) for n in (950, 260_000, 1_234_567, 3e9)] == ["950", "260K", "1.23M", "3B"]
 
 
 def test_importing_plots_leaves_pyplot_alone():
-    code = "import sys, minillm.reports.plots; assert 'matplotlib.pyplot' not in sys.modules"
+    code = ("import sys, minillm.reports.plots_scaling, minillm.reports.plots_training, minillm.reports.plots_conditions,"
+            " minillm.reports.plots_quantization; assert 'matplotlib.pyplot' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_layout_breaks_lines_between_words_only():
-    # words made of several tokens each; 12 columns per line
-    pieces = [(t, "w", f"token {i}") for i, t in enumerate(
-        ["Wil", "hel", "mina", " had", " a", " har", "mon", "ica", ".", " She", " played", " it", "."])]
-    placed = plots._layout(pieces, 12)
-    lines: dict[int, str] = {}
-    for line, col, text, _, _ in placed:
-        lines[line] = lines.get(line, "") + text
-    assert list(lines.values()) == ["Wilhelmina", " had a", " harmonica.", " She played", " it."]
-    assert all(len(text) <= 12 for text in lines.values())
-
-
-def test_token_surprise_truncates_at_a_word_boundary(story_score):
-    texts = [t.get_text() for t in plots.token_surprise_figure(story_score, max_tokens=3).axes[0].texts]
-    assert texts == ["Once", " upon", " a", "…"]          # " time" then "," would be 3; cut before " time"
-
-
 def test_titles_name_models_without_their_paths(summaries, rows):
-    for fig in (plots.scaling_figure(summaries, None, data_label="6 stories"), plots.per_story_figure(rows, summaries),
-                plots.length_confound_figure(rows)):
+    for fig in (plots_scaling.scaling_figure(summaries, None, data_label="6 stories"), plots_scaling.per_story_figure(rows, summaries),
+                plots_scaling.length_confound_figure(rows)):
         words = [t.get_text() for ax in fig.axes for t in [ax.title, *ax.texts, *ax.get_xticklabels()]]
         words += [t.get_text() for leg in fig.legends for t in leg.get_texts()]
         assert not [w for w in words if "/models/" in w or "org/" in w]
@@ -254,7 +173,7 @@ def test_conditions_figure_draws_each_condition_and_the_paired_ratios():
                  for m, base in [("org/a", 50.0), ("org/b", 30.0)] for k, ppl in enumerate([base, base * 0.9])]
     diffs = [PairedDifference(m, "k=0", "k=1", 10, -0.1, -0.15, -0.05, 0.9, 0.86, 0.95, 9)
              for m in ("a", "b")]
-    fig = plots.conditions_figure(summaries, diffs, title="t", xlabel="k", baseline="k=0")
+    fig = plots_conditions.conditions_figure(summaries, diffs, title="t", xlabel="k", baseline="k=0")
     left, right = fig.axes
     assert [t.get_text() for t in left.get_xticklabels()] == ["k=0", "k=1"]
     assert [c.lines[0].get_ydata().tolist() for c in left.containers] == [[50.0, 45.0], [30.0, 27.0]]
@@ -269,14 +188,14 @@ def test_conditions_figure_draws_each_condition_and_the_paired_ratios():
 def test_bits_per_byte_plot_draws_its_own_fit_and_keeps_the_legend_off_the_points(summaries):
     fit = fit_power_law([s.non_embedding_params for s in summaries], [s.bits_per_byte for s in summaries],
                         metric="bits_per_byte")
-    fig = plots.scaling_figure(summaries, fit, metric="bits_per_byte", data_label="6 stories")
+    fig = plots_scaling.scaling_figure(summaries, fit, metric="bits_per_byte", data_label="6 stories")
     ax = fig.axes[0]
     [line] = [ln for ln in ax.get_lines() if ln.get_label().startswith("fit: bits/byte")]
     np.testing.assert_allclose(line.get_ydata(), fit.predict(line.get_xdata()), rtol=1e-12)
     FigureCanvasAgg(fig).draw()
     assert not fig.legends[0].get_window_extent().overlaps(ax.get_window_extent())
     with pytest.raises(ValueError, match="fit the metric you plot"):
-        plots.scaling_figure(summaries, fit, metric="perplexity")
+        plots_scaling.scaling_figure(summaries, fit, metric="perplexity")
 
 
 def test_plots_imports_only_the_result_types():
@@ -284,9 +203,13 @@ def test_plots_imports_only_the_result_types():
     import ast
     import inspect
 
-    tree = ast.parse(inspect.getsource(plots))
-    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    from minillm.reports import plots_quantization
+
+    imported = set()
+    for module in (plot_axes, plots_scaling, plots_training, plots_conditions, plots_quantization):
+        tree = ast.parse(inspect.getsource(module))
+        imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     from_experiments = {m for m in imported if m and m.startswith("minillm.experiments")}
     assert from_experiments == {"minillm.experiments.results"}, from_experiments
 
@@ -296,7 +219,7 @@ def test_conditions_figure_pairs_a_base_model_with_its_instruct_variant():
 
     models = ["org/m-1B", "org/m-2B", "org/m-1B-Instruct", "org/m-2B-Instruct"]
     summaries = [ConditionSummary(m, c, 5, 100, 10.0, 9.0, 11.0, 1.0, 0.9, 1.1) for m in models for c in ("a", "b")]
-    fig = plots.conditions_figure(summaries, [], title="t", xlabel="x")
+    fig = plots_conditions.conditions_figure(summaries, [], title="t", xlabel="x")
     lines = [c.lines[0] for c in fig.axes[0].containers]
     assert [ln.get_color() for ln in lines] == ["C0", "C1", "C0", "C1"]
     assert [ln.get_marker() for ln in lines] == ["o", "o", "s", "s"]
@@ -310,23 +233,12 @@ def test_log_axes_label_the_stretch_above_100():
 
     ax = Figure().add_subplot()
     ax.plot([0, 1], [28, 180])
-    plots._log_y(ax)
+    plot_axes.log_y(ax)
     FigureCanvasAgg(ax.figure).draw()
     low, high = ax.get_ylim()
     shown = [float(t.get_text()) for t in ax.get_yticklabels() if t.get_text() and low <= t.get_position()[1] <= high]
     assert any(100 < y <= 180 for y in shown) and any(y < 100 for y in shown)
-    assert plots._LogTicks().tick_values(0.5, 5e4) == [1, 10, 100, 1000, 10000]   # wide ranges stay sparse
-
-
-def test_token_surprise_legend_shows_the_grey_of_unscored_text():
-    """The "not scored" note comes with a swatch of the same grey as the unscored text's boxes."""
-    from matplotlib.colors import to_rgba
-    from matplotlib.patches import Rectangle
-
-    fig = plots.token_surprise_figure(text_score([" upon", " a"], [0.5, 2.0], first=1, context="Once"))
-    swatches = [a for a in fig.artists if isinstance(a, Rectangle)]
-    assert [a.get_facecolor() for a in swatches] == [to_rgba(plots.UNSCORED_COLOR)]
-    assert any(t.get_text().startswith("not scored") for t in fig.texts)
+    assert plot_axes.LogTicks().tick_values(0.5, 5e4) == [1, 10, 100, 1000, 10000]   # wide ranges stay sparse
 
 
 def test_a_narrow_bits_per_byte_axis_still_has_labelled_ticks():
@@ -335,7 +247,7 @@ def test_a_narrow_bits_per_byte_axis_still_has_labelled_ticks():
     one = [ModelSummary(model="tiny-s", params=98704, non_embedding_params=49552, stories=20, tokens=470,
                         mean_nll=3.92, perplexity=50.5, ppl_ci_low=47.4, ppl_ci_high=54.4, bits_per_byte=2.030,
                         bpb_ci_low=1.987, bpb_ci_high=2.076)]
-    fig = plots.scaling_figure(one, None, "bits_per_byte")
+    fig = plots_scaling.scaling_figure(one, None, "bits_per_byte")
     FigureCanvasAgg(fig).draw()
     ax = fig.axes[0]
     low, high = ax.get_ylim()

@@ -64,7 +64,7 @@ def test_report_html_renders_tables_images_and_shaded_tokens(tmp_path):
     # The same tables as report.md: 20 costliest tokens, and the 20 token strings of most total loss.
     assert found["tables"] == {"summary": 2, "differences": 1, "costliest": 20, "by-token": 20}
     assert [src for src, _ in found["images"]] == ["perplexity_vs_size.png", "bits_per_byte_vs_size.png",
-                                                   "per_story.png", "length_confound.png", "hardest_story_tokens.png"]
+                                                   "per_story.png", "length_confound.png"]
     assert all(width > 0 for _, width in found["images"])                  # every figure loaded from disk
     largest, hardest = "large", max((r for r in results.rows if r.model == "large"),
                                         key=lambda r: r.perplexity)

@@ -583,7 +583,7 @@ def test_a_resume_whose_save_fails_keeps_the_previous_checkpoint(trained, tmp_pa
     """The save fails half-way (weights written, trainer state not yet), as a full disk would make it.
     Before issue 15 the save wrote over the checkpoint in place: its trainer_state.json was gone and its
     weights were those of step 4, so the run could neither be resumed nor trusted."""
-    import minillm.training.train
+    import minillm.training.checkpoints
 
     data, out = trained
     folder = shutil.copytree(out, tmp_path / "run")
@@ -595,7 +595,7 @@ def test_a_resume_whose_save_fails_keeps_the_previous_checkpoint(trained, tmp_pa
 
     argv = ["train", "--resume", "--steps", "4", "--data", str(data), "--out", str(folder), "--no-progress"]
     with monkeypatch.context() as patch:
-        patch.setattr(minillm.training.train, "_state_json", disk_full)
+        patch.setattr(minillm.training.checkpoints, "_state_json", disk_full)
         with pytest.raises(OSError, match="No space left"):
             cli_main(argv)
     assert _snapshot(folder) == before                       # weights, state and tokenizer of step 2, bit for bit

@@ -102,7 +102,7 @@ def test_scaling_command_writes_tables_report_and_plots(two_models, tmp_path, ca
     hardest = max((r for r in rows if r["source"] == two_models[-1]), key=lambda r: float(r["perplexity"]))
     assert bundled_texts("stories")[int(hardest["story"])][:60] in report
     assert f"### Story stories.txt#{hardest['story']}" in report
-    for png in ["perplexity_vs_size", "bits_per_byte_vs_size", "per_story", "length_confound", "hardest_story_tokens"]:
+    for png in ["perplexity_vs_size", "bits_per_byte_vs_size", "per_story", "length_confound"]:
         assert (out / f"{png}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

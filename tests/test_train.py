@@ -17,17 +17,11 @@ from minillm.cli import main
 from minillm.data import bundled_texts
 from minillm.models.config import ModelConfig
 from minillm.training.bpe import train_tokenizer
-from minillm.training.train import (
-    TrainConfig,
-    build_model,
-    encode_documents,
-    make_optimizer,
-    next_token_loss,
-    resume,
-    split_documents,
-    train,
-    train_step,
-)
+from minillm.training.config import TrainConfig
+from minillm.training.new_model import build_model
+from minillm.training.step import make_optimizer, next_token_loss, train_step
+from minillm.training.train import resume, train
+from minillm.training.windows import encode_documents, split_documents
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -243,7 +237,7 @@ def test_a_finished_run_trains_further_with_more_steps(stories, tmp_path):
     # 20 steps extended to 40 must be bit for bit the run planned for 40 from the start.
     config = TrainConfig(**TINY, steps=20, warmup_steps=50, eval_every=5)
     short = train(stories, config, tmp_path / "short", progress=False)
-    with pytest.raises(ValueError, match="finished its 20 planned steps.*--steps N"):
+    with pytest.raises(ValueError, match="finished its 20 planned steps.*steps=N"):
         resume(tmp_path / "short", stories, progress=False)
     longer = resume(tmp_path / "short", stories, progress=False, steps=40)
     whole = train(stories, TrainConfig(**TINY, steps=40, warmup_steps=50, eval_every=5), tmp_path / "whole",
@@ -263,12 +257,13 @@ def test_a_finished_run_trains_further_with_more_steps(stories, tmp_path):
 
 
 def test_continued_pretraining_on_new_text_keeps_the_weights_and_restarts_the_rest(stories, tmp_path):
-    from minillm.training.train import evaluate, text_data
+    from minillm.training.step import evaluate
+    from minillm.training.windows import text_data
 
     first = train(stories, TrainConfig(**TINY, steps=30, warmup_steps=3, eval_every=10), tmp_path / "a",
                   progress=False)
     news = bundled_texts("news")
-    with pytest.raises(ValueError, match="--init"):            # resume needs the same texts, and says what to do
+    with pytest.raises(ValueError, match="init="):             # resume needs the same texts, and says what to do
         resume(tmp_path / "a", news, progress=False, steps=40)
     config = TrainConfig(**{**TINY, "hidden_size": 8}, steps=6, warmup_steps=2, eval_every=3)   # shape: from init
     again = train(news, config, tmp_path / "b", progress=False, init=tmp_path / "a")
@@ -286,7 +281,8 @@ def test_continued_pretraining_on_new_text_keeps_the_weights_and_restarts_the_re
 
 
 def test_until_between_evaluations_measures_the_validation_loss_where_it_stops(stories, tmp_path):
-    from minillm.training.train import evaluate, text_data
+    from minillm.training.step import evaluate
+    from minillm.training.windows import text_data
 
     config = TrainConfig(**TINY, steps=20, warmup_steps=2, eval_every=10)
     result = train(stories, config, tmp_path, progress=False, until=7)
@@ -307,7 +303,14 @@ def test_cli_extends_a_finished_run_and_continues_pretraining(stories, tmp_path,
     assert main(["train", "--data", str(data), "--out", str(out), "--steps", "4", *shape]) == 0
     capsys.readouterr()
     assert main(["train", "--data", str(data), "--out", str(out), "--resume"]) == 1
-    assert "has finished its 4 planned steps" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "has finished its 4 planned steps" in err
+    # The library names its parameters (steps=N, init=...); the command says its own flags.
+    assert f"--steps N (N > 4;" in err and f"`minillm train` with --init {out}, --out NEW_FOLDER" in err
+    assert "steps=" not in err and "init=" not in err
+    assert main(["train", "--data", str(news), "--out", str(out), "--resume", "--steps", "6"]) == 1   # other texts
+    err = capsys.readouterr().err
+    assert "the texts differ" in err and f"--init {out}" in err and "init=" not in err
     assert main(["train", "--data", str(data), "--out", str(out), "--resume", "--steps", "6"]) == 0
     printed = capsys.readouterr().out
     assert "planned again for 6 steps" in printed and "step 6:" in printed

@@ -11,7 +11,7 @@ from minillm import data
 from minillm.cli import main
 from minillm.training.finetune import examples_from_pairs, finetune
 from minillm.training.provenance import RECORD_FILE, read_record, text_hash, without_training_texts
-from minillm.training.train import TrainConfig
+from minillm.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_S = ROOT / "data" / "models" / "tiny-s"

@@ -33,6 +33,15 @@ class SourceError(RuntimeError):
     """A model source could not be turned into a local folder."""
 
 
+def display_name(source: str | os.PathLike) -> str:
+    """A model's short name, the one tables, figures and messages show: the last part of its source.
+
+    'Qwen/Qwen2.5-0.5B' -> 'Qwen2.5-0.5B'; a folder path -> its last part ('runs/tiny-m/' -> 'tiny-m').
+    Where two models of one table share a short name, the table shows their full sources
+    (:func:`minillm.experiments.scaling.model_labels`)."""
+    return Path(str(source).rstrip("/")).name or str(source)
+
+
 def offline() -> bool:
     """Whether hub downloads are off: HF_HUB_OFFLINE set now, or when huggingface_hub was imported."""
     import huggingface_hub

@@ -140,12 +140,13 @@ def hold_output(target: Path, flag: str = "--out") -> Iterator[None]:
 
 
 def holds_out(function):
-    """Decorator: the function's ``out`` argument (a folder it writes) is held (:func:`hold_output`) while it runs."""
+    """Decorator: the function's ``out`` argument (a folder it writes) is held (:func:`hold_output`) while it runs;
+    an error names the argument, ``out`` (the command line holds its ``--out`` first, and says that)."""
     signature = inspect.signature(function)
 
     @wraps(function)
     def held(*args, **kwargs):
-        with hold_output(Path(signature.bind(*args, **kwargs).arguments["out"])):
+        with hold_output(Path(signature.bind(*args, **kwargs).arguments["out"]), flag="out"):
             return function(*args, **kwargs)
     return held
 

@@ -29,7 +29,7 @@ from minillm.compat.generation import GenerationConfig, generate_rows
 from minillm.compat.source import resolve
 from minillm.compat.unsupported import NotInKit, refuse
 from minillm.models.config import GPT2Config
-from minillm.training.train import cross_entropy
+from minillm.training.step import cross_entropy
 
 # The hyperparameters under transformers' common names (the kit's configs answer to all of them).
 CONFIG_NAMES = ("model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
@@ -113,7 +113,7 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     (batch, seq, vocab) logits, (batch, seq) labels -> a scalar."""
     if labels.shape != logits.shape[:2]:
         raise ValueError(f"labels has shape {tuple(labels.shape)}; it must match input_ids {tuple(logits.shape[:2])}.")
-    return cross_entropy(logits[:, :-1], labels[:, 1:].to(logits.device))   # -100: training.train.IGNORE
+    return cross_entropy(logits[:, :-1], labels[:, 1:].to(logits.device))   # -100: training.windows.IGNORE
 
 
 class PreTrainedModel(nn.Module):

@@ -61,7 +61,9 @@ from minillm.training.finetune import Example, examples_from_pairs, finetune
 from minillm.training.instructions import instruction_pairs
 from minillm.training.provenance import write_record
 from minillm.training.storygen import synthetic_stories
-from minillm.training.train import STATE_TENSORS, TrainConfig, train
+from minillm.training.checkpoints import STATE_TENSORS
+from minillm.training.config import TrainConfig
+from minillm.training.train import train
 
 # The repo is installed editable (`pip install -e .`), so data/ sits next to the package.
 FAMILY_DIR = Path(__file__).resolve().parents[2] / "data" / "models"
@@ -150,7 +152,7 @@ def train_family(out_dir: str | Path, tokens: int = TOKENS, progress: bool = Tru
     that fails leaves ``out_dir`` as it was (a family shares one tokenizer, so a mix of old and
     new members would not compare). Its other entries (e.g. the instruct family) stay.
     """
-    from minillm.reports import plots
+    from minillm.reports import plots_training as plots
 
     texts, val_texts = family_texts()
     rows = []
@@ -291,7 +293,7 @@ def finetune_family(out_dir: str | Path, steps: int = INSTRUCT_STEPS, progress: 
 def _finetune_member(name: str, bases: Path, target: Path, examples: list[Example], val_examples: list[Example],
                      steps: int, progress: bool) -> InstructMember:
     """Fine-tune ``bases/name`` into ``target``; its row of instruct.csv."""
-    from minillm.reports import plots
+    from minillm.reports import plots_training as plots
 
     config = TrainConfig(**INSTRUCT_RECIPE, steps=steps)
     if progress:

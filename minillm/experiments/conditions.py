@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minillm.checkpoint.hub import display_name
 from minillm.checkpoint.tokenizer import Tokenizer
 from minillm.experiments.results import ConditionScore, ConditionSummary, PairedDifference
 from minillm.experiments.scaling import bootstrap_interval, paired_difference
@@ -81,7 +82,7 @@ def differences_from(rows: list[ConditionScore], baseline: str, per: str = "toke
                 continue
             other = [r for r in rows if r.model == model and r.condition == condition and r.text_id in base]
             if other:
-                out.append(_paired(_short(model), [base[r.text_id] for r in other], other, baseline, condition, per,
+                out.append(_paired(display_name(model), [base[r.text_id] for r in other], other, baseline, condition, per,
                                    seed))
     return out
 
@@ -96,14 +97,9 @@ def differences_between_models(rows: list[ConditionScore], per: str = "byte",
         for model in models[1:]:
             other = [r for r in rows if r.model == model and r.condition == condition and r.text_id in base]
             if other:
-                out.append(_paired(condition, [base[r.text_id] for r in other], other, _short(models[0]),
-                                   _short(model), per, seed))
+                out.append(_paired(condition, [base[r.text_id] for r in other], other, display_name(models[0]),
+                                   display_name(model), per, seed))
     return out
-
-
-def _short(model: str) -> str:
-    """'Qwen/Qwen2.5-0.5B' -> 'Qwen2.5-0.5B'; a folder path -> its last part."""
-    return model.rstrip("/").rsplit("/", 1)[-1]
 
 
 def _paired(tag: str, a: list[ConditionScore], b: list[ConditionScore], name_a: str, name_b: str, per: str,
@@ -120,7 +116,7 @@ def summary_table(summaries: list[ConditionSummary], condition_header: str) -> l
     lines = [f"| model | {condition_header} | texts | tokens | perplexity (95% CI) | bits/byte (95% CI) |",
              "|---|---|---|---|---|---|"]
     for s in summaries:
-        lines.append(f"| {_short(s.model)} | {s.condition} | {s.texts} | {s.tokens:,} | {s.perplexity:.3f} "
+        lines.append(f"| {display_name(s.model)} | {s.condition} | {s.texts} | {s.tokens:,} | {s.perplexity:.3f} "
                      f"({s.ppl_ci_low:.3f}-{s.ppl_ci_high:.3f}) | {s.bits_per_byte:.4f} "
                      f"({s.bpb_ci_low:.4f}-{s.bpb_ci_high:.4f}) |")
     return lines

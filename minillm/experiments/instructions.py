@@ -27,11 +27,11 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from minillm.data import TEXTS_DIR, TextSource
+from minillm.checkpoint.hub import display_name
 from minillm.checkpoint.loading import load_model_and_tokenizer
 from minillm.training.provenance import overlap_warning, seen_in_training
 from minillm.experiments.results import ConditionScore, ConditionSummary, PairedDifference
@@ -116,7 +116,7 @@ def uses_chat(model: str, tok: Tokenizer, chat_models: list[str] | None) -> bool
     models ship a template too, so a template alone does not make a model an instruct model.)"""
     if chat_models is not None:
         return model in chat_models
-    return tok.chat_template is not None and bool(re.search(r"instruct|chat", Path(model).name, re.IGNORECASE))
+    return tok.chat_template is not None and bool(re.search(r"instruct|chat", display_name(model), re.IGNORECASE))
 
 
 def run_instructions(models: list[str], source: TextSource, chat_models: list[str] | None = None,

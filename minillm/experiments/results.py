@@ -1,6 +1,6 @@
 """The result rows of the experiments: plain dataclasses, one per table.
 
-The experiments (``minillm.experiments``) fill these rows; the figures (``minillm.reports.plots``)
+The experiments (``minillm.experiments``) fill these rows; the figures (``minillm.reports.plots_*``)
 and the tables read them. Keeping the types in a module of their own, which imports no
 experiment, lets data flow one way: experiments -> rows -> tables and plots, with the plots
 importing these rows and never an experiment.

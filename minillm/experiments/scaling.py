@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from minillm.checkpoint.hub import display_name
 from minillm.checkpoint.loading import load_model_and_tokenizer
 from minillm.checkpoint.tokenizer import load_tokenizer
 from minillm.data import TextSource
@@ -89,10 +90,10 @@ def fit_power_law(n_params: list[float], values: list[float], metric: str = "per
 
 
 def model_labels(models: list[str]) -> dict[str, str]:
-    """Each model's label in tables and plots: its short name ('Qwen/Qwen2.5-0.5B' -> 'Qwen2.5-0.5B',
-    a folder -> its last part, as :func:`minillm.reports.plots.short_name`), or the full source when two
+    """Each model's label in tables and plots: its short name (:func:`minillm.checkpoint.hub.display_name`:
+    'Qwen/Qwen2.5-0.5B' -> 'Qwen2.5-0.5B', a folder -> its last part), or the full source when two
     models would share a short name."""
-    short = {m: m.rstrip("/").rsplit("/", 1)[-1] for m in models}
+    short = {m: display_name(m) for m in models}
     counts = list(short.values())
     return {m: s if counts.count(s) == 1 else m for m, s in short.items()}
 

@@ -23,7 +23,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from minillm.training.bpe import train_tokenizer
-from minillm.training.train import TrainConfig, split_documents, train
+from minillm.training.config import TrainConfig
+from minillm.training.train import train
+from minillm.training.windows import split_documents
 from minillm.experiments.results import ArchitectureRow, PowerLaw, SweepResult
 from minillm.experiments.scaling import fit_power_law
 

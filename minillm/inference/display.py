@@ -2,24 +2,52 @@
 
 Jupyter shows an object through its ``_repr_html_`` method when it has one; the result
 types of :mod:`minillm.inference.scoring` and :mod:`minillm.inference.inspect` call the functions
-here. Every piece of text (tokens can be ``<``, ``&`` or a quote) goes through ``html.escape``,
-and the shading is proportional: a cell's background opacity is its value divided by the
-largest value in the table, so the most surprising token is fully coloured and a token of
-surprise 0 is white.
+here. Every piece of text (tokens can be ``<``, ``&`` or a quote) goes through ``html.escape``.
+
+Two shadings. **Surprise** follows the kit's one colour rule for tokens (:func:`surprise_fraction`),
+which report.html uses too: a fixed scale from white at 0 nats to the full red at ``MAX_SURPRISE``
+nats. **Probabilities** (next-token tables, the logit lens) are shaded in proportion to the
+largest probability in the table: they compare candidates for one position, not texts.
 """
 
 from __future__ import annotations
 
 from html import escape
 
-SURPRISE_RGB = "220, 50, 32"      # red: surprise (nats)
+# The one colour rule for a token's surprise, everywhere in the kit: the fraction
+# min(surprise, MAX_SURPRISE) / MAX_SURPRISE of SURPRISE_RGB over white. A fixed scale, rather than
+# one stretched to each text's most surprising token, keeps the shading comparable between models,
+# texts and runs: a text the model finds easy stays pale instead of looking as alarming as a hard
+# one. 10 nats is p ~ 1 in 22,000; the full colour is a mid red, not near-black, so that black
+# text stays readable on it.
+MAX_SURPRISE = 10.0
+SURPRISE_RGB = (217, 38, 31)      # red: surprise (nats)
 PROBABILITY_RGB = "40, 110, 200"  # blue: probability
+
+
+def surprise_fraction(nats: float) -> float:
+    """How much of the full red a token of surprise ``nats`` gets: 0 (white) at 0 nats, rising
+    linearly to 1 at ``MAX_SURPRISE`` nats and beyond."""
+    return max(0.0, min(1.0, nats / MAX_SURPRISE))
+
+
+def surprise_rgb(nats: float) -> tuple[int, int, int]:
+    """The opaque colour of a token of surprise ``nats``: :func:`surprise_fraction` of the red over white."""
+    f = surprise_fraction(nats)
+    return tuple(round(255 + f * (c - 255)) for c in SURPRISE_RGB)
 
 
 def shade(value: float, largest: float, rgb: str) -> str:
     """A CSS background whose opacity is ``value / largest`` (0 when ``largest`` is 0), 3 decimals."""
     alpha = max(0.0, min(1.0, value / largest)) if largest > 0 else 0.0
     return f"background: rgba({rgb}, {alpha:.3f})"
+
+
+def surprise_shade(nats: float) -> str:
+    """A CSS background for a token of surprise ``nats``: the red at opacity :func:`surprise_fraction`,
+    3 decimals (over a white page, the colour :func:`surprise_rgb`)."""
+    r, g, b = SURPRISE_RGB
+    return f"background: rgba({r}, {g}, {b}, {surprise_fraction(nats):.3f})"
 
 
 def probability_text(p: float) -> str:
@@ -35,17 +63,17 @@ def _token(text: str) -> str:
 
 
 def surprise_html(context: str, tokens: list[tuple[str, float, float, str]], summary: str) -> str:
-    """A scored text: the tokens inline, each shaded by its surprise, then one row per token.
+    """A scored text: the tokens inline, each shaded by its surprise (:func:`surprise_fraction`),
+    then one row per token.
 
     Args:
         context: text shown in grey before the scored tokens (the unscored part), or "".
         tokens: ``(token, surprise in nats, probability, the model's top guess or "")`` per scored token.
         summary: one line above the table (e.g. the perplexity), plain text.
     """
-    largest = max((s for _, s, _, _ in tokens), default=0.0)
-    inline = "".join(f'<span title="surprise {s:.2f} nats" style="{shade(s, largest, SURPRISE_RGB)}">'
+    inline = "".join(f'<span title="surprise {s:.2f} nats" style="{surprise_shade(s)}">'
                      f"{escape(t)}</span>" for t, s, _, _ in tokens)
-    rows = "".join(f'<tr><td>{i}</td><td style="{shade(s, largest, SURPRISE_RGB)}"><code>{_token(t)}</code></td>'
+    rows = "".join(f'<tr><td>{i}</td><td style="{surprise_shade(s)}"><code>{_token(t)}</code></td>'
                    f"<td>{s:.3f}</td><td>{probability_text(p)}</td><td><code>{_token(guess)}</code></td></tr>"
                    for i, (t, s, p, guess) in enumerate(tokens, start=1))
     return (f"<div><p>{escape(summary)}</p>"

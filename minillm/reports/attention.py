@@ -4,7 +4,7 @@
 recorded: one head of one layer, or every head of a layer in a grid, queries (the token looking)
 down the side and keys (the token looked at) along the bottom, 0 white and 1 the darkest blue, the
 same scale in every panel. :func:`plot_attention` traces a text and saves the figure as a PNG
-(``minillm attention``). Figures are made with ``Figure()`` as in :mod:`minillm.reports.plots`.
+(``minillm attention``). Figures are made with ``Figure()`` as in :mod:`minillm.reports.plot_axes`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from minillm.checkpoint.tokenizer import Tokenizer
 from minillm.inference.inspect import Trace, trace
 from minillm.models.gpt2 import GPT2
 from minillm.models.qwen2 import Transformer
-from minillm.reports.plots import DPI
+from minillm.reports.plot_axes import save_figure
 
 CMAP = "Blues"
 
@@ -90,7 +90,4 @@ def plot_attention(model: Transformer | GPT2, tok: Tokenizer, text: str, path: s
         _check_index(head, model.config.num_attention_heads, "head")
     ids = tok.encode(text)
     fig = attention_figure(trace(model, torch.tensor([ids])), [tok.token_text(i) for i in ids], layer, head)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
-    return path
+    return save_figure(fig, path)

@@ -1,7 +1,7 @@
 """Results -> files: each experiment's tables (CSV), report (Markdown) and figures, in one folder.
 
 The experiments (``minillm.experiments``) measure and return result objects; this module writes
-them out, drawing the figures with :mod:`minillm.reports.plots` (and, for the scaling experiment,
+them out, drawing the figures with the ``plots_*`` modules (and, for the scaling experiment,
 report.html with :mod:`minillm.reports.report`), so that no experiment imports the reports.
 """
 
@@ -16,7 +16,9 @@ from minillm.experiments.instructions import InstructionResults
 from minillm.experiments.results import ScalingResults
 from minillm.experiments.scaling import (costliest_tokens, fit_sentence, loss_by_token, rank_stories, size_differences,
                                          write_csv, write_report)
-from minillm.reports import plots
+from minillm.checkpoint.hub import display_name
+from minillm.reports.plots_conditions import plot_conditions
+from minillm.reports.plots_scaling import plot_length_confound, plot_per_story, plot_scaling
 from minillm.reports.report import write_scaling_html
 
 
@@ -27,7 +29,6 @@ def save_results(results: ScalingResults, out: str | Path) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     largest = results.summaries[-1].model
-    hardest = rank_stories(results, largest)[0]
     label = results.source.label
     diffs = size_differences(results)
     paths = [
@@ -35,16 +36,13 @@ def save_results(results: ScalingResults, out: str | Path) -> list[Path]:
         write_csv(out / "summary.csv", results.summaries),
         *([write_csv(out / "differences.csv", diffs)] if diffs else []),
         write_report(results, out),
-        plots.plot_scaling(results.summaries, results.fit, out / "perplexity_vs_size.png", data_label=label,
-                           note=None if results.shared_tokenizer else
-                           "different tokenizers: per-token perplexities not comparable, no fit; see bits per byte"),
-        plots.plot_scaling(results.summaries, results.bpb_fit, out / "bits_per_byte_vs_size.png",
-                           metric="bits_per_byte", data_label=label),
-        plots.plot_per_story(results.rows, results.summaries, out / "per_story.png", data_label=label),
-        plots.plot_length_confound(results.rows, out / "length_confound.png", data_label=label),
-        plots.plot_token_surprise(results.scores[largest][hardest.story], out / "hardest_story_tokens.png",
-                                  title=f"{plots.short_name(largest)}'s hardest story, {hardest.story_id}: "
-                                        f"perplexity {hardest.perplexity:.2f}"),
+        plot_scaling(results.summaries, results.fit, out / "perplexity_vs_size.png", data_label=label,
+                     note=None if results.shared_tokenizer else
+                     "different tokenizers: per-token perplexities not comparable, no fit; see bits per byte"),
+        plot_scaling(results.summaries, results.bpb_fit, out / "bits_per_byte_vs_size.png",
+                     metric="bits_per_byte", data_label=label),
+        plot_per_story(results.rows, results.summaries, out / "per_story.png", data_label=label),
+        plot_length_confound(results.rows, out / "length_confound.png", data_label=label),
     ]
     paths.append(write_scaling_html(results, rank_stories(results, largest), diffs, out, fit_sentence(results),
                                     costliest_tokens(results.scores[largest], ids=results.source.ids),
@@ -72,7 +70,7 @@ def write_categories(results: CategoryResults, out: str | Path) -> list[Path]:
              results.summaries)]
     if results.differences:
         paths.append(write_csv(out / "categories_differences.csv", results.differences))
-    return paths + [path, plots.plot_conditions(
+    return paths + [path, plot_conditions(
         results.summaries, [], out / "categories.png", metric="bits_per_byte", connect=False,
         title="Bits per byte by kind of text (lower: the model predicts it better)", xlabel="kind of text",
         data_label="bundled texts no model here trained on" + (", and the files given" if any(
@@ -99,7 +97,7 @@ def write_context(results: ContextResults, out: str | Path) -> list[Path]:
     last = results.rows[-1].model
     per_story = [d for d in per_text_differences(results.rows, "k=0") if d["model"] == last]
     ks = [f"k={k}" for k in range(1, results.max_k + 1)]
-    lines += ["", f"## Per story, {Path(last).name}: perplexity with k sentences / without (k=0)", "",
+    lines += ["", f"## Per story, {display_name(last)}: perplexity with k sentences / without (k=0)", "",
               "| story | " + " | ".join(ks) + " |", "|---" * (len(ks) + 1) + "|"]
     for story_id in dict.fromkeys(d["text_id"] for d in per_story):
         ratios = {d["condition"]: d["perplexity_ratio"] for d in per_story if d["text_id"] == story_id}
@@ -107,10 +105,10 @@ def write_context(results: ContextResults, out: str | Path) -> list[Path]:
     path = out / "context_report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return [*_paired_tables(results, out, "context", baseline="k=0"), path,
-            plots.plot_conditions(results.summaries, results.differences, out / "context.png",
-                                  title="Perplexity of the same continuation after k sentences of its story",
-                                  xlabel="k: sentences of the story before the continuation",
-                                  data_label=results.source.label, baseline="k=0")]
+            plot_conditions(results.summaries, results.differences, out / "context.png",
+                            title="Perplexity of the same continuation after k sentences of its story",
+                            xlabel="k: sentences of the story before the continuation",
+                            data_label=results.source.label, baseline="k=0")]
 
 
 def write_instructions(results: InstructionResults, out: str | Path) -> list[Path]:
@@ -119,7 +117,7 @@ def write_instructions(results: InstructionResults, out: str | Path) -> list[Pat
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    chat = ", ".join(Path(m).name for m in results.chat_models) or "none"
+    chat = ", ".join(display_name(m) for m in results.chat_models) or "none"
     scored = (f"Scored: {results.source.label}, each after five kinds of instruction; only the story's tokens "
               "are scored. Base models read the instruction as plain text before the story; instruct models "
               f"through their chat template, the story as the assistant's reply (here: {chat}).")
@@ -135,10 +133,10 @@ def write_instructions(results: InstructionResults, out: str | Path) -> list[Pat
     path = out / "instructions_report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return [*_paired_tables(results, out, "instructions", baseline="none"), path,
-            plots.plot_conditions(results.summaries, results.differences, out / "instructions.png",
-                                  title="Perplexity of a story after an instruction (only the story is scored)",
-                                  xlabel="instruction before the story", data_label=results.source.label,
-                                  baseline="none", connect=False)]
+            plot_conditions(results.summaries, results.differences, out / "instructions.png",
+                            title="Perplexity of a story after an instruction (only the story is scored)",
+                            xlabel="instruction before the story", data_label=results.source.label,
+                            baseline="none", connect=False)]
 
 
 def _paired_tables(results: ContextResults | InstructionResults, out: Path, stem: str, baseline: str) -> list[Path]:

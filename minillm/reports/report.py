@@ -2,8 +2,9 @@
 
 The page holds the same tables and stories as report.md (the costliest tokens too), the figures (linked by their file names, so the
 folder can be moved or zipped as a whole) and the largest model's hardest story with every
-token shaded by its surprise, on the same colour scale as ``hardest_story_tokens.png``
-(hover over a token for its surprise and probability). It is rendered with jinja2 with
+token shaded by its surprise, by the kit's one colour rule
+(:func:`minillm.inference.display.surprise_fraction`: white at 0 nats to red at ``MAX_SURPRISE``;
+hover over a token for its surprise and probability). It is rendered with jinja2 with
 autoescaping on: story text and token strings are escaped, never read as HTML.
 """
 
@@ -15,7 +16,8 @@ import jinja2
 
 from minillm.experiments.results import PairedDifference, ScalingResults, StoryResult
 from minillm.inference.scoring import TextScore
-from minillm.reports.plots import MAX_SURPRISE, SURPRISE_CMAP, short_name
+from minillm.checkpoint.hub import display_name
+from minillm.inference.display import MAX_SURPRISE, surprise_rgb
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -33,8 +35,8 @@ def shaded_tokens(score: TextScore) -> list[dict]:
     if first.context:
         pieces.append(dict(text=first.context, color="rgb(217,217,217)", title="not scored", scored=False))
     for row in score.rows:
-        r, g, b, _ = SURPRISE_CMAP(min(row.surprise, MAX_SURPRISE) / MAX_SURPRISE)
-        pieces.append(dict(text=row.token, color=f"rgb({r * 255:.0f},{g * 255:.0f},{b * 255:.0f})",
+        r, g, b = surprise_rgb(row.surprise)
+        pieces.append(dict(text=row.token, color=f"rgb({r},{g},{b})",
                            title=f"surprise {row.surprise:.2f} nats, p = {row.prob:.3g}", scored=True))
     return pieces
 
@@ -54,15 +56,14 @@ def write_scaling_html(results: ScalingResults, ranked: list[StoryResult], diffs
         ("bits_per_byte_vs_size.png", "Bits per byte against model size (fair across tokenizers)"),
         ("per_story.png", "Each story's perplexity across the models"),
         ("length_confound.png", "Perplexity against story length"),
-        ("hardest_story_tokens.png", "The hardest story, token by token"),
     ] if (out / name).is_file()]
     html = _environment().get_template("scaling_report.html").render(
         label=results.source.label, protocol=results.protocol, warnings=results.warnings,
         summaries=results.summaries, fit_text=fit_text, diffs=diffs, shared_tokenizer=results.shared_tokenizer,
-        largest=short_name(largest), hardest=hardest, hardest_pieces=shaded_tokens(results.scores[largest][hardest.story]),
+        largest=display_name(largest), hardest=hardest, hardest_pieces=shaded_tokens(results.scores[largest][hardest.story]),
         harder=ranked[1:n_stories], easiest=ranked[::-1][:n_stories], stories=results.stories,
         costliest=costliest, by_token=by_token, figures=figures, max_surprise=MAX_SURPRISE,
-        short_name=short_name)
+        full_colour="rgb({},{},{})".format(*surprise_rgb(MAX_SURPRISE)), display_name=display_name)
     path = out / "report.html"
     path.write_text(html, encoding="utf-8")
     return path

@@ -48,7 +48,7 @@ The data file is JSON Lines, one example per line, either
 ``{"messages": [{"role": "system", ...}, {"role": "user", ...}, {"role": "assistant", ...}]}``
 whose last message is the assistant's reply (the one trained on; earlier turns are prompt).
 
-Everything else (AdamW, warm-up and cosine, clipping, checkpoints, exact ``--resume``) is
+Everything else (AdamW, warm-up and cosine, clipping, checkpoints, exact resuming) is
 :mod:`minillm.training.train`'s loop, started from the base model's weights.
 """
 
@@ -70,19 +70,10 @@ from minillm.inference.scoring import first_token_after
 from minillm.data import decode_utf8
 from minillm.models.gpt2 import GPT2
 from minillm.models.qwen2 import Transformer
-from minillm.training.train import (
-    IGNORE,
-    STATE_JSON,
-    TrainConfig,
-    TrainingData,
-    TrainResult,
-    config_for,
-    load_initial,
-    load_state,
-    run_loop,
-    spread,
-    token_fingerprint,
-)
+from minillm.training.checkpoints import STATE_JSON, config_for, load_initial, load_state
+from minillm.training.config import TrainConfig
+from minillm.training.train import RunState, TrainResult, run_loop
+from minillm.training.windows import IGNORE, TrainingData, spread, token_fingerprint
 
 TURN_START, TURN_END = "<|im_start|>", "<|im_end|>"
 # ChatML, as in Qwen2.5-Instruct but without its default system message.
@@ -118,7 +109,7 @@ def read_examples(path: str | Path) -> list[Example]:
     example, or longer than MAX_LINE_BYTES."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"--data {path}: no such file. Give a JSON Lines file with one "
+        raise ValueError(f"path={path}: no such file. Give a JSON Lines file with one "
                          '{"instruction": ..., "response": ...} object per line.')
     examples = []
     with open(path, "rb") as f:
@@ -299,7 +290,8 @@ def finetune(base: str | Path, examples: list[Example], config: TrainConfig, out
     if not isinstance(model, (Transformer, GPT2)):
         raise ValueError(f"{base} is not a transformer checkpoint (config.json + safetensors); fine-tuning needs one.")
     if (out / STATE_JSON).exists():
-        raise ValueError(f"{out} already holds a training run; carry it on with --resume, or choose another --out.")
+        raise ValueError(f"out={out} already holds a training run; carry it on with resume_finetune(), or give "
+                         "another out=NEW_FOLDER.")
     tok = write_chat_tokenizer(base_tok, out)
     resize_embeddings(model, max(model.config.vocab_size, tok.vocab_size))
     model.config = replace(model.config, eos_token_id=tok.eos_token_id)
@@ -311,7 +303,8 @@ def finetune(base: str | Path, examples: list[Example], config: TrainConfig, out
                                  "(the mean of the others)." if added else "The chat tokens were already there."),
              "The weights carry on from the base; the optimizer, learning-rate schedule and step count start afresh."]
     data = chat_data(tok, examples, config, val_examples)
-    return run_loop(data, config, out, tok, until, progress, init=model, provenance=dict(base=str(base)), notes=notes)
+    run = RunState.from_model(model, tok, config, data, provenance=dict(base=str(base)), notes=notes)
+    return run_loop(run, data, out, until, progress)
 
 
 @holds_out
@@ -322,8 +315,9 @@ def resume_finetune(out: str | Path, examples: list[Example], until: int | None 
     out = Path(out)
     state, config, notes = load_state(out, steps, until)
     if state["data"].get("kind") != "chat":
-        raise ValueError(f"{out} holds a pretraining run; carry it on with `minillm train --resume --out {out}`.")
+        raise ValueError(f"{out} holds a pretraining run; carry it on with resume().")
     tok = load_tokenizer(out)
     data = chat_data(tok, examples, config, val_examples)
-    return run_loop(data, config, out, tok, until, progress, state=state, notes=notes)
+    run = RunState.from_checkpoint(out, state, config, tok, data, notes)
+    return run_loop(run, data, out, until, progress)
 

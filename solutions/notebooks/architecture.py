@@ -199,8 +199,8 @@ minillm.inspect.logit_lens(model, tok, phrase, top_k=5)
 # %%
 from minillm.data import bundled_texts
 from minillm.experiments.training import compare_architectures
-from minillm.reports.plots import architectures_figure
-from minillm.training.train import TrainConfig
+from minillm.reports.plots_training import architectures_figure
+from minillm.training.config import TrainConfig
 
 base = TrainConfig(hidden_size=32, num_hidden_layers=2, intermediate_size=64, batch_size=8, context=64,
                    vocab_size=512, warmup_steps=5)

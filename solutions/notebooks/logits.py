@@ -162,7 +162,7 @@ for text, ppl in perplexities.items():
 # %%
 from minillm.experiments.quantization import perplexity_vs_bits
 from minillm.course.family import held_out_stories
-from minillm.reports.plots import quantization_figure
+from minillm.reports.plots_quantization import quantization_figure
 from minillm.inference.quantize import size_table
 
 for row in size_table(model, bits_list=(32, 16, 8, 4, 2)):

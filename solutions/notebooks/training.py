@@ -23,7 +23,8 @@ from matplotlib.figure import Figure
 from minillm import load_model, load_tokenizer
 from minillm.data import bundled_texts
 from minillm.course.family import FAMILY_DIR, held_out_stories
-from minillm.training.train import TrainConfig, build_model
+from minillm.training.config import TrainConfig
+from minillm.training.new_model import build_model
 
 # QUICK (set by CI with MINILLM_NOTEBOOK_QUICK=1): fewer training steps. Set it to False for the full run.
 QUICK = os.environ.get("MINILLM_NOTEBOOK_QUICK") == "1"

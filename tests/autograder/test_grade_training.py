@@ -56,12 +56,15 @@ def reference_step(model, optimizer, batch, grad_clip=None) -> float:
 
 @pytest.fixture(autouse=True)
 def _block_library_answers(monkeypatch):
-    """minillm's own trainer (minillm.training.train) holds this unit's answers: it raises while students' code runs.
+    """minillm's own trainer (minillm.training's step, train and checkpoints modules) holds this unit's answers:
+    it raises while students' code runs, wherever the student imports it from.
 
-    Patched before each test imports the student's module, so `from minillm.training.train import ...` is caught too.
+    Patched before each test imports the student's module, so `from minillm.training.step import ...` is caught too.
     """
-    block(monkeypatch, *(f"minillm.training.train.{name}" for name in
-                         ("next_token_loss", "train_step", "evaluate", "train", "resume", "save_checkpoint", "_restore")))
+    block(monkeypatch, *(f"minillm.training.{name}" for name in
+                         ("step.next_token_loss", "step.train_step", "step.evaluate", "train.train_step", "train.evaluate",
+                          "train.train", "train.resume", "checkpoints.save_checkpoint", "checkpoints.restore",
+                          "train.save_checkpoint", "train.restore")))
 
 
 def _rng(grader_seed: int, salt: int) -> tuple[random.Random, torch.Generator]:
