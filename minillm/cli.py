@@ -848,16 +848,18 @@ def _refuse_to_replace_entries(args: argparse.Namespace, names: tuple[str, ...],
 
 
 def cmd_train_family(args: argparse.Namespace) -> None:
-    """Train the shipped family tiny-s, tiny-m, tiny-l; print sizes and held-out perplexities."""
+    """Train the shipped family tiny-s, tiny-m, tiny-l and tiny-gpt2; print sizes and held-out scores."""
     from minillm.course.family import FAMILY_ENTRIES, train_family
 
     _refuse_to_replace_entries(args, FAMILY_ENTRIES, "the files of a model family")
     _set_threads(args)
-    rows = train_family(args.out, tokens=args.tokens, progress=args.progress)
-    print(f"\n{'model':<8} {'params':>10} {'non-emb':>10} {'tokens':>10} {'val loss':>9} {'held-out ppl':>13} {'seconds':>8}")
+    rows = train_family(args.out, tokens=args.tokens, progress=args.progress, gpt2_tokens=args.gpt2_tokens,
+                        gpt2_tokenizer=args.gpt2_tokenizer)
+    print(f"\n{'model':<9} {'params':>10} {'non-emb':>10} {'tokens':>10} {'val loss':>9} {'bundled ppl':>12} "
+          f"{'real ppl':>9} {'real bits/byte':>15} {'seconds':>8}")
     for r in rows:
-        print(f"{r.name:<8} {r.params:>10,} {r.non_embedding_params:>10,} {r.tokens:>10,} {r.val_loss:>9.4f} "
-              f"{r.held_out_perplexity:>13.3f} {r.seconds:>8.1f}")
+        print(f"{r.name:<9} {r.params:>10,} {r.non_embedding_params:>10,} {r.tokens:>10,} {r.val_loss:>9.4f} "
+              f"{r.held_out_perplexity:>12.3f} {r.real_perplexity:>9.3f} {r.real_bits_per_byte:>15.4f} {r.seconds:>8.1f}")
     print(f"wrote {', '.join(str(args.out / r.name) for r in rows)} and {args.out / 'family.csv'}")
 
 
@@ -1159,11 +1161,17 @@ def build_parser() -> argparse.ArgumentParser:
     arch.add_argument("--mlp-window", type=int, default=8, help="tokens the MLP sees")
     arch.set_defaults(run=cmd_compare_architectures)
 
-    family = commands.add_parser("train-family", formatter_class=HelpFormatter, help="train the shipped tiny-s, tiny-m and tiny-l models")
-    family.add_argument("--out", type=Path, default=Path("data/models"), help="folder for the three models")
-    family.add_argument("--tokens", type=positive_int, default=1_000_000, help="training tokens per model")
+    family = commands.add_parser("train-family", formatter_class=HelpFormatter,
+                                 help="train the shipped tiny-s, tiny-m, tiny-l and tiny-gpt2 models")
+    family.add_argument("--out", type=Path, default=Path("data/models"), help="folder for the models")
+    family.add_argument("--tokens", type=positive_int, default=1_000_000, help="training tokens per Qwen2 model")
+    family.add_argument("--gpt2-tokens", type=non_negative_int, default=1_000_000,
+                        help="training tokens of tiny-gpt2, the TinyStories paper's GPT-2 (0: leave it out)")
+    family.add_argument("--gpt2-tokenizer",
+                        help="folder or hub id with GPT-2's tokenizer (default: the shipped data/models/tiny-gpt2, "
+                             "else openai-community/gpt2 from the hub)")
     family.add_argument("--overwrite", action="store_true",
-                        help="replace the tiny-s, tiny-m, tiny-l and family.csv that --out already holds "
+                        help="replace the tiny-s, tiny-m, tiny-l, tiny-gpt2 and family.csv that --out already holds "
                              "(its other files are kept either way)")
     family.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     family.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")

@@ -29,6 +29,9 @@ CATEGORIES = ("stories", "news", "code", "poetry", "instructions")
 
 # The repo is installed editable (`pip install -e .`), so data/ sits next to the package.
 TEXTS_DIR = Path(__file__).resolve().parents[1] / "data" / "texts"
+# Real TinyStories text the kit ships (data/tinystories/README.md: the first ~1,000 validation stories,
+# CDLA-Sharing-1.0): what the model family trains on, and its held-out real stories.
+TINYSTORIES_HEAD = TEXTS_DIR.parent / "tinystories" / "validation_head.txt"
 
 TINYSTORIES_REPO = "roneneldan/TinyStories"
 TINYSTORIES_FILES = {"validation": "TinyStories-valid.txt", "train": "TinyStories-train.txt"}

@@ -7,6 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from minillm import data
 from minillm.cli import main
 from minillm.training.finetune import examples_from_pairs, finetune
@@ -57,3 +59,22 @@ def test_finetune_record_adds_the_replies_to_the_base_record(tmp_path):
     assert record.seen(stories[-4:]) == [True, True, True, False]
     assert base.hashes <= record.hashes
     assert json.loads((tmp_path / "ft" / RECORD_FILE).read_text())["description"].count(str(TINY_S)) == 1
+
+
+def test_a_text_is_seen_by_its_paragraphs_however_a_file_is_split(tmp_path):
+    """A record of one two-paragraph document: the document, either long paragraph alone, and a text that
+    holds one of them are seen; a text that shares only a short line ("The end.") is not."""
+    from minillm.training.provenance import HeldOut, write_record
+
+    first = "Tom found a red ball under the big old tree."
+    second = "He gave the ball to his sister and she laughed."
+    write_record(tmp_path, [f"{first}\n\n{second}\n\nThe end."], "one story",
+                 held_out=HeldOut("two new ones", ["Mia had a kite.\n\nThe end."]))
+    record = read_record(tmp_path)
+    texts = [f"{first}\n\n{second}\n\nThe end.", first, f"  {second}\n", f"A new start here.\n\n{second}",
+             "Mia had a kite.\n\nThe end.", "The end. Of a different text, written as one paragraph."]
+    assert record.seen(texts) == [True, True, True, True, False, False]
+    assert record.held_out == {text_hash("Mia had a kite.\n\nThe end.")}
+    with_trained = HeldOut("one trained on", [f"Something else.\n\n{first}"])
+    with pytest.raises(ValueError, match=r"1 of the held-out texts \(one trained on\) are among the training"):
+        write_record(tmp_path, [first], "one", held_out=with_trained)

@@ -1,43 +1,37 @@
-"""The model family that ships with the kit: three tiny Qwen2 models of clearly different sizes.
+"""The model family that ships with the kit: three tiny Qwen2 models of clearly different sizes,
+and the TinyStories paper's GPT-2.
 
-``data/models/tiny-s``, ``tiny-m`` and ``tiny-l`` are ordinary Hugging Face folders
-(:func:`minillm.load_model` and ``transformers`` both load them) made by
-:func:`train_family`, so that the scaling experiment has a family of real trained models
-that runs offline in seconds. The recipe, fixed here so that it can be run again:
+``data/models/tiny-s``, ``tiny-m``, ``tiny-l`` and ``tiny-gpt2`` are ordinary Hugging Face folders
+(:func:`minillm.load_model` and ``transformers`` both load them) made by :func:`train_family`, so
+that the scaling experiment has a family of real trained models that runs offline in seconds,
+and shows the science on real text. The recipe, fixed here so that it can be run again:
 
-* **data**: 20,000 synthetic stories from :mod:`minillm.training.storygen` plus the bundled stories
-  *except the last 20*, each repeated 40 times (about a tenth of the tokens), shuffled
-  together with a fixed seed. The last 20 bundled stories are never trained on: they are
-  the held-out evaluation set (:func:`held_out_stories`). Validation during training uses
-  400 more synthetic stories.
-* **tokenizer**: one byte-level BPE vocabulary, learned from the training documents and
-  shared by all three models, so that their perplexities count the same tokens.
-* **models**: the same recipe and the same number of training tokens (1M) for each; only
-  the shape differs (hidden size and layers; non-embedding parameters 50K, 305K, 1.1M).
-* **training**: AdamW, warm-up then cosine, bfloat16 autocast, context 128; weights are
-  saved in float32. The optimizer state is not shipped (it would triple the size), so the
-  shipped models cannot be resumed; their ``trainer_state.json`` keeps the loss history.
+* **data**: real TinyStories text, the paragraphs of ``data/tinystories/validation_head.txt`` before
+  :data:`REAL_SPLIT`, each 4 times; 5,000 synthetic stories from :mod:`minillm.training.storygen`;
+  the bundled stories *except the last 20*, each 10 times; shuffled together with a fixed seed.
+* **held out**: the paragraphs of the TinyStories file from :data:`REAL_SPLIT` on (1,300 paragraphs
+  from the start of a story, about 300 stories; :func:`held_out_real_stories`) and the last 20
+  bundled stories (:func:`held_out_stories`) are never trained on: they are the evaluation sets,
+  named in each model's ``training_data.json``. Validation during training uses 400 more synthetic
+  stories.
+* **tokenizer**: the three Qwen2 models share one byte-level BPE vocabulary of 1,024 tokens,
+  learned from the training documents, so that their perplexities count the same tokens.
+  ``tiny-gpt2`` uses GPT-2's own 50,257-token tokenizer, as in the paper; it compares with the
+  others in bits per byte.
+* **models**: the same recipe and the same number of training tokens (1M) for each Qwen2 model;
+  only the shape differs (hidden size and layers; non-embedding parameters 50K, 305K, 1.1M).
+  ``tiny-gpt2`` is the TinyStories paper's configuration (Eldan and Li 2023, arXiv:2305.07759:
+  GPT-2 with n_embd 64, 6 layers, 8 heads, 3.6M parameters, 3.2M of them the embedding), trained
+  on the same documents.
+* **training**: AdamW, warm-up then cosine, bfloat16 autocast, context 128. The Qwen2 models are
+  saved in float32, ``tiny-gpt2`` in bfloat16 (half the size; its logits are those of the bfloat16
+  weights). The optimizer state is not shipped (it would triple the size), so the shipped models
+  cannot be resumed; their ``trainer_state.json`` keeps the loss history.
 
-Held-out perplexity falls with size: the point of a scaling family. Why the repeats and the
-short training: the synthetic stories are far more predictable than written ones, so a model
-that sees only them grows over-confident and pays for it on real stories (trained on
-synthetic text alone, the *larger* models scored worse on the held-out stories), and the 48
-real stories, repeated, are learned by heart when training goes on much longer (at 2M
-tokens the order of the three models broke). These are toy models of toy data; their
-perplexity on the held-out stories is high (75 to 100 per token).
-
-**The instruct family** (``tiny-s-instruct``, ``tiny-m-instruct``, ``tiny-l-instruct``) is made
-by :func:`finetune_family`: each base model fine-tuned (:mod:`minillm.training.finetune`, ChatML, loss
-on the replies only) for 150 steps on 3,960 (instruction, story) pairs: 3,000 synthetic stories
-of another seed (1) than the pretraining ones, each with an instruction written from its own
-plot (:mod:`minillm.training.instructions`), and 20 copies of each of the 48 bundled training stories
-with the instruction written for it (``data/texts/story_instructions.jsonl``). The real
-stories are there for the reason they are in pretraining: tuned on synthetic stories alone,
-the models' held-out perplexity rose from 83 to 121 (tiny-m). The held-out bundled stories are
-in neither training set.
-:func:`instruction_perplexities` measures what an instruction is worth on the held-out
-stories: each scored in full after nothing (a document start), a vague instruction and a
-specific one written for it (``data/texts/held_out_instructions.jsonl``).
+Held-out perplexity falls with size, on the real stories and on the bundled ones: the point of a
+scaling family. Why real text in the mix: trained on synthetic stories alone (and the 48 bundled
+ones), the models learned the synthetic grammar, and on real TinyStories the larger ones did no
+better than the smaller (perplexity 104.5, 114.0, 103.1): size did not seem to matter.
 """
 
 from __future__ import annotations
@@ -52,38 +46,46 @@ from pathlib import Path
 
 from minillm.checkpoint.loading import load_model_and_tokenizer
 from minillm.checkpoint.safe_io import build_entries_then_move
-from minillm.data import TEXTS_DIR, bundled_texts
+from minillm.data import TEXTS_DIR, TINYSTORIES_HEAD, bundled_texts, read_text_file
 from minillm.experiments.scaling import write_csv
 from minillm.experiments.training import shape
 from minillm.inference.scoring import score_many
 from minillm.training.bpe import EOS, train_tokenizer
-from minillm.training.finetune import Example, examples_from_pairs, finetune
-from minillm.training.instructions import instruction_pairs
-from minillm.training.provenance import write_record
-from minillm.training.storygen import synthetic_stories
 from minillm.training.checkpoints import STATE_TENSORS
 from minillm.training.config import TrainConfig
+from minillm.training.finetune import Example, examples_from_pairs, finetune
+from minillm.training.instructions import instruction_pairs
+from minillm.training.provenance import HeldOut, write_record
+from minillm.training.storygen import synthetic_stories
 from minillm.training.train import train
 
 # The repo is installed editable (`pip install -e .`), so data/ sits next to the package.
 FAMILY_DIR = Path(__file__).resolve().parents[2] / "data" / "models"
-HELD_OUT = 20                    # the last 20 bundled stories: the evaluation set
-SYNTHETIC = 20_000               # synthetic stories in the training data
-REPEATS = 40                     # copies of each bundled training story
+HELD_OUT = 20                    # the last 20 bundled stories: an evaluation set
+REAL_SPLIT = 3002                # paragraphs of data/tinystories/validation_head.txt before it are trained on
+REAL_REPEATS = 4                 # copies of each real training paragraph
+SYNTHETIC = 5_000                # synthetic stories in the training data
+REPEATS = 10                     # copies of each bundled training story
 VALIDATION = 400                 # synthetic stories for the validation loss during training
 SEED = 0
 VOCAB_SIZE = 1024
 TOKENS = 1_000_000               # training tokens per model
 SHAPES = {"tiny-s": shape(48, 2), "tiny-m": shape(96, 3), "tiny-l": shape(160, 4)}
-FAMILY_ENTRIES = (*SHAPES, "family.csv")    # what train_family writes into its folder
+GPT2_NAME = "tiny-gpt2"
+GPT2_TOKENIZER = "openai-community/gpt2"     # where the GPT-2 tokenizer comes from when none is shipped
+GPT2_SHAPE = dict(architecture="gpt2", hidden_size=64, num_hidden_layers=6, num_attention_heads=8, n_positions=1024)
+FAMILY_ENTRIES = (*SHAPES, GPT2_NAME, "family.csv")    # what train_family writes into its folder
 INSTRUCT_ENTRIES = (*(f"{name}-instruct" for name in SHAPES), "instruct.csv")   # and finetune_family
 RECIPE = dict(context=128, batch_size=32, learning_rate=3e-3, warmup_steps=100, min_lr_ratio=0.1,
               weight_decay=0.1, grad_clip=1.0, eval_batches=8, seed=SEED, bf16=True)
+GPT2_TOKENS = 1_000_000          # training tokens of tiny-gpt2 (GPT-2 tokens: about 4 bytes each)
+GPT2_RECIPE = dict(RECIPE, batch_size=16, eval_batches=4)   # its 50,257-way softmax: 16 windows a step
 
 
 @dataclass
 class FamilyMember:
-    """One trained model of the family: a row of family.csv."""
+    """One trained model of the family: a row of family.csv. Perplexities are corpus perplexities,
+    exp(total NLL / scored tokens), each text scored on its own (its first token unscored)."""
 
     name: str
     hidden_size: int
@@ -93,21 +95,45 @@ class FamilyMember:
     steps: int
     tokens: int                  # training tokens seen
     val_loss: float              # final validation loss (400 synthetic stories), nats per token
-    held_out_perplexity: float   # on the 20 held-out bundled stories, exp(total NLL / scored tokens)
+    held_out_perplexity: float   # on the 20 held-out bundled stories
+    real_perplexity: float       # on the held-out real TinyStories paragraphs
+    real_bits_per_byte: float    # the same in bits per UTF-8 byte (compares across tokenizers)
     seconds: float               # training time
 
 
 TRAINING_DESCRIPTION = (
-    f"{SYNTHETIC:,} synthetic stories, minillm.training.storygen.synthetic_stories({SYNTHETIC + VALIDATION}, seed={SEED})"
-    f"[:{SYNTHETIC}] (not listed here), plus the bundled stories data/texts/stories.txt #0 to "
-    f"#{{last}}, each {REPEATS} times (their SHA-256 below). Never trained on: the last {HELD_OUT} bundled "
-    "stories and every other bundled category (news, code, poetry, instructions).")
-
+    f"Real TinyStories: paragraphs #0 to #{REAL_SPLIT - 1} of data/tinystories/validation_head.txt, each "
+    f"{REAL_REPEATS} times; {SYNTHETIC:,} synthetic stories, minillm.training.storygen.synthetic_stories("
+    f"{SYNTHETIC + VALIDATION}, seed={SEED})[:{SYNTHETIC}] (not listed here); the bundled stories "
+    f"data/texts/stories.txt #0 to #{{last}}, each {REPEATS} times (the SHA-256 of every real paragraph and "
+    f"bundled story below). Never trained on: the held-out sets below, the last {HELD_OUT} bundled stories, "
+    "and every other bundled category (news, code, poetry, instructions).")
+HELD_OUT_DESCRIPTION = (
+    f"The evaluation sets: paragraphs #{REAL_SPLIT} to the end of data/tinystories/validation_head.txt "
+    f"(those that also occur before #{REAL_SPLIT} are trained on, so not held out), and the last {HELD_OUT} "
+    "bundled stories of data/texts/stories.txt.")
 
 INSTRUCT_DESCRIPTION = (
     "Pretraining as its base model: {base} Then fine-tuned on (instruction, story) pairs: synthetic stories of "
     "minillm.training.instructions.instruction_pairs(seed=1) (not listed here) and the same bundled stories #0 to #{last} "
     "with their instructions from data/texts/story_instructions.jsonl.")
+
+
+def real_split() -> tuple[list[str], list[str]]:
+    """(training, held-out) paragraphs of the real TinyStories text the kit ships.
+
+    Training: paragraphs 0 to REAL_SPLIT - 1 of ``data/tinystories/validation_head.txt`` (split at
+    blank lines, as :func:`minillm.data.read_text_file` and ``minillm scaling --texts`` split it).
+    Held out: the paragraphs from REAL_SPLIT on that do not also occur in the training part."""
+    paragraphs = read_text_file(TINYSTORIES_HEAD).texts
+    trained = paragraphs[:REAL_SPLIT]
+    seen = set(trained)
+    return trained, [p for p in paragraphs[REAL_SPLIT:] if p not in seen]
+
+
+def held_out_real_stories() -> list[str]:
+    """The held-out real TinyStories paragraphs (about 300 stories), never trained on."""
+    return real_split()[1]
 
 
 def write_training_record(folder: str | Path, instruct: bool = False) -> Path:
@@ -118,64 +144,108 @@ def write_training_record(folder: str | Path, instruct: bool = False) -> Path:
     description = TRAINING_DESCRIPTION.format(last=len(trained) - 1)
     if instruct:
         description = INSTRUCT_DESCRIPTION.format(base=description, last=len(trained) - 1)
-    return write_record(folder, trained, description)
+    real, held_real = real_split()
+    return write_record(folder, trained + real, description,
+                        held_out=HeldOut(HELD_OUT_DESCRIPTION, held_real + held_out_stories()))
 
 
 def held_out_stories() -> list[str]:
-    """The evaluation set: the last 20 bundled stories, never trained on."""
+    """An evaluation set: the last 20 bundled stories, never trained on."""
     return bundled_texts("stories")[-HELD_OUT:]
 
 
 def family_texts() -> tuple[list[str], list[str]]:
-    """(training, validation) documents: 20,000 synthetic stories and 40 copies of each bundled
-    story but the last 20, shuffled; then 400 further synthetic stories."""
+    """(training, validation) documents: the real training paragraphs 4 times, 5,000 synthetic
+    stories and 10 copies of each bundled story but the last 20, shuffled; then 400 further
+    synthetic stories."""
     stories = synthetic_stories(SYNTHETIC + VALIDATION, SEED)
-    texts = stories[:SYNTHETIC] + bundled_texts("stories")[:-HELD_OUT] * REPEATS
+    texts = real_split()[0] * REAL_REPEATS + stories[:SYNTHETIC] + bundled_texts("stories")[:-HELD_OUT] * REPEATS
     random.Random(SEED).shuffle(texts)
     return texts, stories[SYNTHETIC:]
 
 
-def held_out_perplexity(folder: str | Path) -> float:
-    """Corpus perplexity of the model in ``folder`` on the held-out stories: exp(total NLL / tokens)."""
+def held_out_scores(folder: str | Path) -> tuple[float, float, float]:
+    """(bundled perplexity, real perplexity, real bits per byte) of the model in ``folder`` on the
+    held-out bundled stories and the held-out real paragraphs: exp(total NLL / scored tokens), and
+    total NLL / ln 2 / the scored tokens' UTF-8 bytes."""
     model, tok = load_model_and_tokenizer(folder)
-    scores = score_many(model, tok, held_out_stories(), top_k=0)
-    return math.exp(sum(s.total_nll for s in scores) / sum(s.n_tokens for s in scores))
+    bundled = score_many(model, tok, held_out_stories(), top_k=0)
+    real = score_many(model, tok, held_out_real_stories(), top_k=0)
+    nll = sum(s.total_nll for s in real)
+    return (math.exp(sum(s.total_nll for s in bundled) / sum(s.n_tokens for s in bundled)),
+            math.exp(nll / sum(s.n_tokens for s in real)), nll / math.log(2) / sum(s.n_bytes for s in real))
 
 
-def train_family(out_dir: str | Path, tokens: int = TOKENS, progress: bool = True) -> list[FamilyMember]:
-    """Train tiny-s, tiny-m and tiny-l into ``out_dir/<name>``; write family.csv; return the rows.
+def gpt2_tokenizer_source(family_dir: str | Path = FAMILY_DIR) -> str:
+    """Where :func:`train_family` takes GPT-2's tokenizer from: the shipped ``tiny-gpt2`` folder when it
+    holds one (offline), else the hub's ``openai-community/gpt2``."""
+    shipped = Path(family_dir) / GPT2_NAME
+    return str(shipped) if (shipped / "tokenizer.json").is_file() else GPT2_TOKENIZER
 
-    ``tokens``: training tokens per model (the shipped family: 1,000,000). Each folder holds
-    config.json, model.safetensors (float32), the shared tokenizer, trainer_state.json (the
-    settings and loss history) and loss_curves.png. The three folders and the CSV are built in a
-    temporary folder inside ``out_dir`` and moved into place together when all are done: a run
-    that fails leaves ``out_dir`` as it was (a family shares one tokenizer, so a mix of old and
-    new members would not compare). Its other entries (e.g. the instruct family) stay.
+
+def train_family(out_dir: str | Path, tokens: int = TOKENS, progress: bool = True, gpt2_tokens: int = GPT2_TOKENS,
+                 gpt2_tokenizer: str | Path | None = None) -> list[FamilyMember]:
+    """Train tiny-s, tiny-m, tiny-l and tiny-gpt2 into ``out_dir/<name>``; write family.csv; return the rows.
+
+    ``tokens``: training tokens per Qwen2 model (the shipped family: 1,000,000); ``gpt2_tokens``: for
+    tiny-gpt2 (0 leaves it out); ``gpt2_tokenizer``: a folder or hub id with GPT-2's tokenizer (default:
+    :func:`gpt2_tokenizer_source`). Each folder holds config.json, model.safetensors, the tokenizer,
+    training_data.json, trainer_state.json (the settings and loss history) and loss_curves.png. The
+    folders and the CSV are built in a temporary folder inside ``out_dir`` and moved into place together
+    when all are done: a run that fails leaves ``out_dir`` as it was (the Qwen2 models share one
+    tokenizer, so a mix of old and new members would not compare). Its other entries (e.g. the instruct
+    family) stay.
     """
-    from minillm.reports import plots_training as plots
-
     texts, val_texts = family_texts()
     rows = []
-    # All three models are built aside and moved into place together: a run that fails keeps the old family
+    gpt2_tokenizer = gpt2_tokenizer or gpt2_tokenizer_source(out_dir)
+    # All models are built aside and moved into place together: a run that fails keeps the old family
     with tempfile.TemporaryDirectory() as scratch, build_entries_then_move(out_dir, FAMILY_ENTRIES) as out:
         tokenizer = train_tokenizer(texts, VOCAB_SIZE, scratch)
         for name, dims in SHAPES.items():
-            steps = tokens // (RECIPE["batch_size"] * RECIPE["context"])
-            config = TrainConfig(**dims, **RECIPE, vocab_size=VOCAB_SIZE, steps=steps, eval_every=max(1, steps // 10))
-            if progress:
-                print(f"training {name} for {steps} steps ({steps * config.tokens_per_step:,} tokens)", flush=True)
-            start = time.perf_counter()
-            result = train(texts, config, out / name, tokenizer=tokenizer, progress=progress, val_texts=val_texts)
-            seconds = time.perf_counter() - start
-            (out / name / STATE_TENSORS).unlink()       # the optimizer state is not shipped
-            write_training_record(out / name)
-            plots.plot_loss_curves(result.history, out / name / "loss_curves.png", title=f"Training {name}")
-            model = result.model
-            rows.append(FamilyMember(name, config.hidden_size, config.num_hidden_layers, model.num_parameters(),
-                                     model.num_parameters(non_embedding=True), steps, steps * config.tokens_per_step,
-                                     result.final_val_loss, held_out_perplexity(out / name), seconds))
+            config = _config(dims, tokens, RECIPE, vocab_size=VOCAB_SIZE)
+            rows.append(_train_member(name, texts, val_texts, config, out, tokenizer, progress))
+        if gpt2_tokens:
+            config = _config(GPT2_SHAPE, gpt2_tokens, GPT2_RECIPE)
+            rows.append(_train_member(GPT2_NAME, texts, val_texts, config, out, gpt2_tokenizer, progress,
+                                      store_bf16=True))
         write_csv(out / "family.csv", rows)
     return rows
+
+
+def _config(dims: dict, tokens: int, recipe: dict, **extra) -> TrainConfig:
+    steps = tokens // (recipe["batch_size"] * recipe["context"])
+    return TrainConfig(**dims, **recipe, **extra, steps=steps, eval_every=max(1, steps // 10))
+
+
+def _train_member(name: str, texts: list[str], val_texts: list[str], config: TrainConfig, out: Path,
+                  tokenizer: str | Path, progress: bool, store_bf16: bool = False) -> FamilyMember:
+    """Train one model of the family into ``out/name``; its row of family.csv."""
+    from minillm.reports import plots_training
+
+    if progress:
+        print(f"training {name} for {config.steps} steps ({config.steps * config.tokens_per_step:,} tokens)", flush=True)
+    start = time.perf_counter()
+    result = train(texts, config, out / name, tokenizer=tokenizer, progress=progress, val_texts=val_texts)
+    seconds = time.perf_counter() - start
+    (out / name / STATE_TENSORS).unlink()       # the optimizer state is not shipped
+    if store_bf16:
+        _store_bfloat16(out / name / "model.safetensors")
+    write_training_record(out / name)
+    plots_training.plot_loss_curves(result.history, out / name / "loss_curves.png", title=f"Training {name}")
+    model = result.model
+    return FamilyMember(name, config.hidden_size, config.num_hidden_layers, model.num_parameters(),
+                        model.num_parameters(non_embedding=True), config.steps, config.steps * config.tokens_per_step,
+                        result.final_val_loss, *held_out_scores(out / name), seconds)
+
+
+def _store_bfloat16(path: Path) -> None:
+    """Rewrite the safetensors file at ``path`` with its floating-point tensors in bfloat16."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    tensors = {k: (v.to(torch.bfloat16) if v.is_floating_point() else v) for k, v in load_file(path).items()}
+    save_file(tensors, path, metadata={"format": "pt"})
 
 
 # ---- the instruct family ------------------------------------------------------------------------
@@ -293,7 +363,7 @@ def finetune_family(out_dir: str | Path, steps: int = INSTRUCT_STEPS, progress: 
 def _finetune_member(name: str, bases: Path, target: Path, examples: list[Example], val_examples: list[Example],
                      steps: int, progress: bool) -> InstructMember:
     """Fine-tune ``bases/name`` into ``target``; its row of instruct.csv."""
-    from minillm.reports import plots_training as plots
+    from minillm.reports import plots_training
 
     config = TrainConfig(**INSTRUCT_RECIPE, steps=steps)
     if progress:
@@ -303,7 +373,7 @@ def _finetune_member(name: str, bases: Path, target: Path, examples: list[Exampl
     seconds = time.perf_counter() - start
     (target / STATE_TENSORS).unlink()       # the optimizer state is not shipped
     write_training_record(target, instruct=True)
-    plots.plot_loss_curves(result.history, target / "loss_curves.png", title=f"Fine-tuning {name}-instruct",
+    plots_training.plot_loss_curves(result.history, target / "loss_curves.png", title=f"Fine-tuning {name}-instruct",
                            start_label=f"{name}, before")
     base, tuned = instruction_perplexities(bases / name, chat=False), instruction_perplexities(target, chat=True)
     tokens = tuned["tokens"]

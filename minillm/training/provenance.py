@@ -11,9 +11,14 @@ memorisation, not how well it predicts language. So a checkpoint folder may carr
 
 ``sha256`` lists the SHA-256 of every training document the record can name (UTF-8, leading
 and trailing whitespace stripped), so that any text can be checked against it without
-shipping the training data. Documents it cannot list (e.g. thousands of generated stories)
-are described in ``description``. The kit's own family (``data/models``) ships such records;
-for hub models there is none, and a check answers "unknown".
+shipping the training data; ``paragraph_sha256`` those of the paragraphs (blocks between blank
+lines) of the documents that have several. A text counts as seen in training when it, or one
+of its paragraphs (of 5 words or more), is a recorded document or paragraph: so a file of stories
+is checked right whether a command splits it into whole stories or into paragraphs. Documents the record cannot
+list (e.g. thousands of generated stories) are described in ``description``. A record may also
+name the texts kept out of training on purpose for evaluation (``held_out``: a description and
+their SHA-256). The kit's own family (``data/models``) ships such records; for hub models there
+is none, and a check answers "unknown".
 """
 
 from __future__ import annotations
@@ -27,11 +32,20 @@ from pathlib import Path
 from minillm.data import TextSource
 
 RECORD_FILE = "training_data.json"
+# A paragraph this short ("The end.", "Lily smiled.") recurs in texts that have nothing else in common:
+# that a text holds one says nothing of whether the model saw the text.
+MIN_PARAGRAPH_WORDS = 5
 
 
 def text_hash(text: str) -> str:
     """SHA-256 (hex) of ``text`` with leading and trailing whitespace stripped, as UTF-8."""
     return hashlib.sha256(text.strip().encode("utf-8")).hexdigest()
+
+
+def paragraphs(text: str) -> list[str]:
+    """The paragraphs of ``text``: its blocks between blank lines, stripped, empty ones dropped
+    (the split :func:`minillm.data.read_text_file` makes of a plain text file)."""
+    return [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
 
 
 @dataclass
@@ -40,19 +54,47 @@ class TrainingRecord:
 
     path: Path
     description: str
-    hashes: frozenset[str]
+    hashes: frozenset[str]                            # the training documents
+    paragraph_hashes: frozenset[str] = frozenset()    # the paragraphs of those with several
+    held_out: frozenset[str] = frozenset()            # texts kept out of training for evaluation
 
     def seen(self, texts: list[str]) -> list[bool]:
-        """For each text, whether it is one of the recorded training documents."""
-        return [text_hash(t) in self.hashes for t in texts]
+        """For each text, whether it is a recorded training document or a paragraph of one, or holds
+        such a paragraph of at least MIN_PARAGRAPH_WORDS words."""
+        known = self.hashes | self.paragraph_hashes
+        return [text_hash(t) in known or any(text_hash(p) in known for p in paragraphs(t)
+                                             if len(p.split()) >= MIN_PARAGRAPH_WORDS) for t in texts]
+
+
+@dataclass
+class HeldOut:
+    """Texts kept out of a model's training on purpose, to evaluate it on: what they are, and the texts."""
+
+    description: str
+    texts: list[str]
 
 
 def write_record(folder: str | Path, documents: list[str], description: str,
-                 hashes: frozenset[str] = frozenset()) -> Path:
-    """Write ``folder/training_data.json`` naming ``documents`` (deduplicated) and ``description``;
-    ``hashes``: further documents already hashed (those of a base model's record)."""
+                 base: TrainingRecord | None = None, held_out: HeldOut | None = None) -> Path:
+    """Write ``folder/training_data.json`` naming ``documents`` (deduplicated), their paragraphs and
+    ``description``; ``base``: the record of the model the run started from, whose documents it names
+    too; ``held_out``: the evaluation texts it never trained on.
+
+    Raises ValueError when a held-out text is among the documents (then it is not held out)."""
     path = Path(folder) / RECORD_FILE
-    record = {"description": description, "sha256": sorted({text_hash(d) for d in documents} | hashes)}
+    documents_before = base.hashes if base else frozenset()
+    paragraphs_before = base.paragraph_hashes if base else frozenset()
+    record = {"description": description, "sha256": sorted({text_hash(d) for d in documents} | documents_before),
+              "paragraph_sha256": sorted({text_hash(p) for d in documents for p in paragraphs(d) if p != d.strip()}
+                                         | paragraphs_before)}
+    if held_out is not None:
+        trained = TrainingRecord(path, description, frozenset(record["sha256"]),
+                                 frozenset(record["paragraph_sha256"]))
+        if any(trained.seen(held_out.texts)):
+            raise ValueError(f"{sum(trained.seen(held_out.texts))} of the held-out texts ({held_out.description}) "
+                             "are among the training documents: they would not be held out.")
+        record["held_out"] = {"description": held_out.description,
+                              "sha256": sorted({text_hash(t) for t in held_out.texts})}
     path.write_text(json.dumps(record, indent=0) + "\n", encoding="utf-8")
     return path
 
@@ -71,7 +113,7 @@ def write_run_record(folder: str | Path, documents: list[str], kind: str, base: 
         description += f", starting from the weights of {base}: " + (
             f"{base_record.description}" if base_record else
             f"what it trained on is unknown (it has no {RECORD_FILE}), so texts outside this list may be seen too")
-    return write_record(folder, documents, description + ".", base_record.hashes if base_record else frozenset())
+    return write_record(folder, documents, description + ".", base_record)
 
 
 def read_record(source: str | Path) -> TrainingRecord | None:
@@ -84,8 +126,10 @@ def read_record(source: str | Path) -> TrainingRecord | None:
         return None
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-        return TrainingRecord(path, str(raw["description"]), frozenset(raw["sha256"]))
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        return TrainingRecord(path, str(raw["description"]), frozenset(raw["sha256"]),
+                              frozenset(raw.get("paragraph_sha256", ())),
+                              frozenset(raw.get("held_out", {}).get("sha256", ())))
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as err:
         raise ValueError(f"{path} is not a valid training record (a JSON object with 'description' and "
                          f"'sha256', a list of hex digests): {err}") from err
 
