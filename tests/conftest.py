@@ -16,6 +16,11 @@ import pytest
 # (35 s wall) on one. Results differ only in float summation order, inside every test's tolerance. A
 # test that sets its own threads (`--threads`, torch.set_num_threads, the one_thread fixture) still can.
 os.environ["OMP_NUM_THREADS"] = "1"
+# The pytest runs the tests start (the autograder on a submission, `minillm grade`'s units, the mistake
+# runners) load no third-party plugins from the environment: none grades anything, and hypothesis' and
+# anyio's took ~1 s of the ~3.3 s of CPU that starting one grading run costs on this machine. The tests
+# of the kit's own plugin (tests/test_pytest_plugin.py) turn it back on for their runs.
+os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
 
 # Real published artifacts (tokenizers, a tiny checkpoint, text) live next to the repository.
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
