@@ -8,6 +8,20 @@ from pathlib import Path
 import huggingface_hub.constants   # (the submodule itself: offline_cache patches it, and a test file may be the first to ask)
 import pytest
 
+# One torch (OpenMP) thread in the test process and in every process it starts (the kit's commands,
+# notebook kernels, grader runs), read by torch when it is first imported, after this file. The tests'
+# models are tiny: a second thread mostly waits for the first, and on a machine busy with other work
+# it spins waiting for a core; measured on the 2-core machine under load, the README family numbers
+# and llama2c parity tests took 27.6 s of CPU (121 s wall) on torch's default two threads and 9.0 s
+# (35 s wall) on one. Results differ only in float summation order, inside every test's tolerance. A
+# test that sets its own threads (`--threads`, torch.set_num_threads, the one_thread fixture) still can.
+os.environ["OMP_NUM_THREADS"] = "1"
+# The pytest runs the tests start (the autograder on a submission, `minillm grade`'s units, the mistake
+# runners) load no third-party plugins from the environment: none grades anything, and hypothesis' and
+# anyio's took ~1 s of the ~3.3 s of CPU that starting one grading run costs on this machine. The tests
+# of the kit's own plugin (tests/test_pytest_plugin.py) turn it back on for their runs.
+os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+
 # Real published artifacts (tokenizers, a tiny checkpoint, text) live next to the repository.
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

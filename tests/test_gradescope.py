@@ -140,7 +140,7 @@ def test_zip_layout_scripts_and_no_reference(tmp_path):
         modes = {i.filename: i.external_attr >> 16 for i in zf.infolist()}
         setup = zf.read("setup.sh").decode()
         run = zf.read("run_autograder").decode()
-    assert {"setup.sh", "run_autograder", "pyproject.toml", "minillm/__init__.py",
+    assert {"setup.sh", "run_autograder", "pyproject.toml", "pytest_minillm.py", "minillm/__init__.py",
             "tests/autograder/conftest.py", "data/models/tiny-s/model.safetensors",
             "data/models/tiny-l/model.safetensors", "data/texts/stories.txt"} <= set(names)
     assert {f"tests/autograder/test_grade_{u}.py" for u in UNITS} <= set(names)

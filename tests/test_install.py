@@ -32,7 +32,7 @@ ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}   # the venv's 
 def _clone(parent: Path) -> Path:
     clone = parent / "minillm"
     clone.mkdir(parents=True)
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "pytest_minillm.py"):
         shutil.copy(REPO / name, clone / name)
     shutil.copytree(REPO / "minillm", clone / "minillm", ignore=shutil.ignore_patterns("__pycache__"))
     return clone
@@ -72,3 +72,10 @@ def test_import_from_the_clones_parent_folder(tmp_path):
     installed = _install(tmp_path / "venv-installed", str(clone))
     origin = Path(_run(installed, WHERE, parent))
     assert origin.name == "__init__.py" and origin.parent.parent.name == "site-packages", origin
+
+    # Both installs give pytest the kit's plugin (pytest_minillm.py, tests/test_pytest_plugin.py): the entry
+    # point is declared and its module, a top-level one, is imported from the install.
+    plugin = ("from importlib.metadata import entry_points; import pytest_minillm; "
+              "print([e.value for e in entry_points(group='pytest11') if e.name == 'minillm'], pytest_minillm.__file__)")
+    assert _run(editable, plugin, parent) == f"['pytest_minillm'] {clone / 'pytest_minillm.py'}"
+    assert _run(installed, plugin, parent) == f"['pytest_minillm'] {origin.parent.parent / 'pytest_minillm.py'}"

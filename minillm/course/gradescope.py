@@ -10,7 +10,7 @@ grade. The zip holds:
 
 * ``setup.sh``: installs Python, CPU PyTorch as the README installs it, and the kit from the zip;
 * ``run_autograder``: ``python -m minillm.course.gradescope`` with the bundle's units and limits;
-* the kit's source (``pyproject.toml``, ``README.md``, ``minillm/``), the grader
+* the kit's source (``pyproject.toml``, ``README.md``, ``pytest_minillm.py``, ``minillm/``), the grader
   (``tests/autograder/`` for the chosen units, without the mistakes catalogue) and the data its
   fixtures read (``data/texts``, ``data/models/tiny-s``; tiny-m and tiny-l for the scaling unit).
   Not the reference: no ``solutions/``, no exercises, no mistakes (each is the reference with one
@@ -97,7 +97,8 @@ def bundle_files(kit: Path, units: Sequence[str]) -> list[tuple[Path, str]]:
 
     autograder = kit / "tests" / "autograder"
     files = [kit / "pyproject.toml", kit / "README.md"]
-    files += [kit / "conftest.py"] if (kit / "conftest.py").is_file() else []
+    # The root conftest.py; pytest_minillm.py, the pytest plugin pyproject.toml installs (its py-modules).
+    files += [kit / name for name in ("conftest.py", "pytest_minillm.py") if (kit / name).is_file()]
     files += tree(kit / "minillm")
     # The grader's own modules and the chosen units' tests; not mistakes/ (the reference, one bug each).
     files += sorted(p for p in autograder.glob("*.py") if not p.name.startswith("test_grade_"))
