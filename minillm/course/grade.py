@@ -53,7 +53,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from minillm.course import isolation
+from minillm.course import isolation, verdict
 from minillm.course.feedback import (UNITS, csv_row, feedback_folder, first_line, problems_message, write_csv,
                                      write_feedback)
 
@@ -88,7 +88,8 @@ def _check_units(units) -> list[str] | None:
 
 def grade_submission(folder: str | Path, autograder: str | Path | None = None, timeout: float = 300.0,
                      seed: int | None = None, units: Sequence[str] | None = None,
-                     time_limit_scale: float = 1.0, sandbox: str = "auto", plan: dict | None = None) -> dict:
+                     time_limit_scale: float = 1.0, sandbox: str = "auto", plan: dict | None = None,
+                     planned: dict | None = None) -> dict:
     """Grade one submission folder, each unit in a run of its own; returns a dict with
     ``status`` ("ok"; "timeout" or "crashed" when a unit's run did not finish; "refused" when the
     folder cannot be graded), ``results`` (the units' results merged into one results.json, or
@@ -100,12 +101,16 @@ def grade_submission(folder: str | Path, autograder: str | Path | None = None, t
     limit is multiplied by it (the autograder's ``--time-limit-scale``). ``sandbox``: "auto",
     "bwrap" or "process" (minillm.course.isolation). ``plan``: the units' tests and points
     (:func:`grading_plan`; computed here when not given), so that a unit whose run left nothing
-    still counts with 0 of its points."""
+    still counts with 0 of its points. ``planned``: the calls of the units graded apart
+    (:func:`plan_calls`, for the same ``seed``; recorded here when not given)."""
     autograder = find_autograder(autograder)
     units = _check_units(units) or list(UNITS)
     units = [u for u in units if (autograder / f"test_grade_{u}.py").is_file()]
     mode, _ = isolation.choose_mode(sandbox)
     plan = plan if plan is not None else grading_plan(autograder, units)
+    if seed is None and verdict.apart_units(autograder, units):   # the plan and the judge need the same seed
+        seed = random.SystemRandom().randrange(1, 2**31 - 1)
+    planned = planned if planned is not None else plan_calls(autograder, units, seed)
     folder = Path(folder)
     start = time.monotonic()
     if folder.is_symlink():
@@ -119,7 +124,7 @@ def grade_submission(folder: str | Path, autograder: str | Path | None = None, t
             copy_notes = isolation.copy_submission(folder, copy)
         except (isolation.SandboxError, OSError) as err:
             return _refused(plan, units, str(err), start)
-        runs = _grade_units(copy, autograder, units, timeout, seed, time_limit_scale, mode, plan)
+        runs = _grade_units(copy, autograder, units, timeout, seed, time_limit_scale, mode, plan, planned)
     seconds = time.monotonic() - start
     results = merge_results([run["results"] for run in runs])
     results["extra_data"]["target"] = str(folder)
@@ -158,6 +163,17 @@ def grading_plan(autograder: str | Path, units: Sequence[str]) -> dict:
         return json.loads(json_path.read_text(encoding="utf-8"))
 
 
+def plan_calls(autograder: str | Path, units: Sequence[str], seed: int | None) -> dict[str, dict[str, bytes]]:
+    """The reference's calls for those of ``units`` graded apart (minillm.course.verdict), under
+    grader seed ``seed``; {} when none is. Raises GradeError when the reference fails a test."""
+    autograder = find_autograder(autograder)
+    apart = verdict.apart_units(autograder, units)
+    try:
+        return verdict.plan_calls(autograder, apart, seed, _environment(), PYTEST_FLAGS) if apart else {}
+    except verdict.PlanError as err:
+        raise GradeError(str(err)) from None
+
+
 def unit_plan(plan: dict, unit: str, why: str) -> dict:
     """One unit's part of ``plan``: each of its tests scoring 0 with ``why`` as the problem."""
     tests = [dict(t, output=why) for t in plan.get("tests", []) if t.get("extra_data", {}).get("unit") == unit]
@@ -193,7 +209,7 @@ def _sandbox_environment() -> dict[str, str]:
 
 
 def _grade_units(copy: Path, autograder: Path, units: list[str], timeout: float, seed: int | None,
-                 time_limit_scale: float, mode: str, plan: dict) -> list[dict]:
+                 time_limit_scale: float, mode: str, plan: dict, planned: dict) -> list[dict]:
     """Grade ``units`` on the submission ``copy`` in one run (minillm.course.zygote: a process
     that imports torch and pytest once and forks a fresh child per unit, stopped after
     ``timeout`` seconds); one {"unit", "status", "results", "message", "output"} per unit.
@@ -201,7 +217,8 @@ def _grade_units(copy: Path, autograder: Path, units: list[str], timeout: float,
     Each unit's results are trusted only when signed with that unit's key, which its child reads
     from a pipe and closes before any student code runs (see the autograder's guard.py): a results
     file the code forged or changed scores 0. A unit that leaves no results counts its tests from
-    ``plan``, each with 0 points."""
+    ``plan``, each with 0 points. A unit in ``planned`` is graded apart (minillm.course.verdict):
+    its run only records outputs, which :func:`_apart_outcome` has judged outside the sandbox."""
     import minillm
 
     kit = Path(minillm.__file__).resolve().parents[1]
@@ -212,6 +229,7 @@ def _grade_units(copy: Path, autograder: Path, units: list[str], timeout: float,
             target, out_dir = f"{isolation.SUBMISSIONS_MOUNT}/{copy.name}", isolation.RESULTS_MOUNT
         else:
             target, out_dir = str(copy), str(results_dir)
+        verdict.place_plan(planned, results_dir / "plan")
         keys, fds, specs = {}, [], []
         for unit in units:
             keys[unit] = secrets.token_bytes(32)
@@ -219,8 +237,11 @@ def _grade_units(copy: Path, autograder: Path, units: list[str], timeout: float,
             os.write(write_end, keys[unit].hex().encode())
             os.close(write_end)
             fds.append(read_end)
-            args = [str(autograder / f"test_grade_{unit}.py"), "--target", target, "--grade-json",
-                    f"{out_dir}/{unit}.json", "--grade-key-fd", str(read_end), "-q", *PYTEST_FLAGS]
+            if unit in planned:
+                args = [*verdict.probe_args(autograder, unit, target, out_dir), "-q", *PYTEST_FLAGS]
+            else:
+                args = [str(autograder / f"test_grade_{unit}.py"), "--target", target, "--grade-json",
+                        f"{out_dir}/{unit}.json", "--grade-key-fd", str(read_end), "-q", *PYTEST_FLAGS]
             if seed is not None:
                 args += ["--grader-seed", str(seed)]
             if time_limit_scale != 1.0:
@@ -243,7 +264,46 @@ def _grade_units(copy: Path, autograder: Path, units: list[str], timeout: float,
         finally:
             for fd in fds:
                 os.close(fd)
-        return [_unit_outcome(unit, results_dir, keys[unit], timeout, whole, plan) for unit in units]
+        return [_apart_outcome(unit, copy, autograder, results_dir, seed, time_limit_scale, timeout, whole, plan)
+                if unit in planned else _unit_outcome(unit, results_dir, keys[unit], timeout, whole, plan)
+                for unit in units]
+
+
+def _apart_outcome(unit: str, copy: Path, autograder: Path, results_dir: Path, seed: int, time_limit_scale: float,
+                   timeout: float, whole: isolation.Run, plan: dict) -> dict:
+    """A unit graded apart: its outputs judged in a process of the grader's (verdict.judge). A run
+    stopped at its timeout scores 0, as any unit's; one that ended early is judged on what it
+    recorded (a test without a record fails) and marked "crashed"."""
+    log = results_dir / f"{unit}.log"
+    output = isolation.tail(log) if log.is_file() else ""
+    status = _status(results_dir, unit)
+    if isinstance(status, dict) and status.get("timed_out"):
+        why = f"grading this unit took longer than {timeout:g} s and was stopped"
+        return {"unit": unit, "status": "timeout", "results": unit_plan(plan, unit, why), "message": why,
+                "output": output}
+    results, judged = verdict.judge(autograder, unit, copy, results_dir, seed, time_limit_scale, timeout,
+                                    _environment(), PYTEST_FLAGS)
+    if results is None:
+        why = ("the grader could not judge this unit's recorded outputs: "
+               + " | ".join(judged.strip().splitlines()[-3:]))[:500]
+        return {"unit": unit, "status": "crashed", "results": unit_plan(plan, unit, why), "message": why,
+                "output": output + judged}
+    returncode = status.get("returncode") if isinstance(status, dict) else None
+    if returncode in (0, 1):
+        return {"unit": unit, "status": "ok", "results": results, "message": "", "output": output + judged}
+    tail = " | ".join((output if status is not None else whole.output).strip().splitlines()[-3:])
+    why = f"the unit's run ended before it finished (exit code {returncode}): {tail}"[:500]
+    results.setdefault("extra_data", {}).setdefault("problems", {}).setdefault(unit, []).append(why)
+    return {"unit": unit, "status": "crashed", "results": results, "message": why, "output": output + judged}
+
+
+def _status(results_dir: Path, unit: str) -> dict | None:
+    """The zygote's status file of a unit's run (whether it finished, its exit code), or None."""
+    try:
+        status = json.loads((results_dir / f"{unit}.status.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return status if isinstance(status, dict) else None
 
 
 def _unit_outcome(unit: str, results_dir: Path, key: bytes, timeout: float, whole: isolation.Run,
@@ -251,10 +311,7 @@ def _unit_outcome(unit: str, results_dir: Path, key: bytes, timeout: float, whol
     """What one unit's run left: its signed results, or why there are none (with the plan's zeros)."""
     log = results_dir / f"{unit}.log"
     output = isolation.tail(log) if log.is_file() else ""
-    try:
-        status = json.loads((results_dir / f"{unit}.status.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        status = None
+    status = _status(results_dir, unit)
     json_path = results_dir / f"{unit}.json"
     results = _signed_json(json_path, key)
     collected = _signed_json(json_path.with_suffix(".collected.json"), key)
@@ -357,12 +414,13 @@ def grade_class(submissions_dir: str | Path, out: str | Path, timeout: float = 3
     if seed is None:
         seed = random.SystemRandom().randrange(1, 2**31 - 1)
     plan = grading_plan(autograder, units)
+    planned = plan_calls(autograder, units, seed)   # once for the class: every student is called alike
     if progress:
         print(f"grading {len(folders)} submissions with {autograder} (grader seed {seed}, sandbox: {mode})",
               flush=True)
 
     def grade(folder: Path) -> tuple[dict, dict]:
-        graded = grade_submission(folder, autograder, timeout, seed, units, time_limit_scale, mode, plan)
+        graded = grade_submission(folder, autograder, timeout, seed, units, time_limit_scale, mode, plan, planned)
         row = csv_row(folder.name, graded, seed)
         if progress:   # as each student is done (in any order when jobs > 1); the CSV keeps the folders' order
             print(f"  {folder.name:<24} {row['status']:<8} {row['total']}/{row['max_total'] or '?'}"
