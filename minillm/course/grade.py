@@ -18,8 +18,10 @@ unit's run is stopped after ``timeout`` seconds, with whatever it started. The r
 (``HF_HUB_OFFLINE=1``) and reads nothing from the terminal. Every student gets the same grader
 seed (fresh per class run, written in the CSV), so their recorded numbers are computed on the
 same texts. ``units`` grades only those units, for an assignment that covers a few of them.
-What the grader defends against, and what it does not, is in the README ("What the grader
-guarantees").
+A unit the autograder lists in ``graded_apart.txt`` is graded apart (minillm.course.verdict): the
+run above only records the student's outputs (``--grade-mode probe``), and a judge process of the
+grader's, where no student code runs, checks them and writes that unit's results. What the grader
+defends against, and what it does not, is in the README ("What the grader guarantees").
 
 The CSV has one row per student: ``student``, ``status`` (``ok``; ``timeout`` or ``crashed``
 when a unit's run did not finish: that unit scores 0 of its points; ``refused`` for a folder

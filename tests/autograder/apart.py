@@ -148,6 +148,8 @@ class Probe:
                     functions[fname] = None
                 except BaseException as err:   # GradingError, or the time limit while the file loads
                     functions[fname] = self.readable(err)
+                    if isinstance(err, self.stops):
+                        stopped = f"loading your file stopped this test: {functions[fname].splitlines()[0]}"
             if stopped or functions[fname] is not None:
                 out.append({"function": fname, "not_run": stopped or "the function is not available"})
                 continue

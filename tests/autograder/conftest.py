@@ -27,9 +27,12 @@ notebook ran, and which statements failed without costing points). A file that f
 again: the unit's other tests fail at once with the same message, so a file that hangs costs one
 time limit, not one per test.
 
-Student code runs in this process: guard.py's checks (functions replaced, solutions/ opened, the
-results signed for ``minillm grade``) zero a unit that reaches into the grader, and torch's global
-settings are reset before each test (the README's "What the grader guarantees").
+Student code runs in this process (``--grade-mode direct``, the default): guard.py's checks
+(functions replaced, solutions/ opened, the results signed for ``minillm grade``) zero a unit that
+reaches into the grader, and torch's global settings are reset before each test (the README's
+"What the grader guarantees"). ``minillm grade`` grades the units of graded_apart.txt apart
+(apart.py): modes ``plan``, ``probe`` (only the student's calls, in the sandbox) and ``judge`` (the
+checks, in a process without student code), chosen by the ``student`` fixture and apart.Probe.
 """
 
 from __future__ import annotations

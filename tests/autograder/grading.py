@@ -89,9 +89,12 @@ def to_array(value: Any, what: str = "the value", role: str = "your function ret
         except GradingError:
             raise
         except Exception:
+            try:
+                first = describe(value[0]) if len(value) else "none"
+            except Exception:   # not a sequence at all
+                raise GradingError(f"{what}: {role} a {describe(value)}, which is not numbers.") from None
             raise GradingError(
-                f"{what}: {role} a {describe(value)} whose items are not all numbers "
-                f"(first item: {describe(value[0]) if len(value) else 'none'})."
+                f"{what}: {role} a {describe(value)} whose items are not all numbers (first item: {first})."
             ) from None
     if arr.dtype.kind not in "biufc":
         raise GradingError(f"{what}: {role} values of type {arr.dtype}, but numbers were expected.")
