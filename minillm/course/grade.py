@@ -91,7 +91,7 @@ def _check_units(units) -> list[str] | None:
 def grade_submission(folder: str | Path, autograder: str | Path | None = None, timeout: float = 300.0,
                      seed: int | None = None, units: Sequence[str] | None = None,
                      time_limit_scale: float = 1.0, sandbox: str = "auto", plan: dict | None = None,
-                     planned: dict | None = None) -> dict:
+                     planned: dict | None = None, judge: verdict.Judge | None = None) -> dict:
     """Grade one submission folder, each unit in a run of its own; returns a dict with
     ``status`` ("ok"; "timeout" or "crashed" when a unit's run did not finish; "refused" when the
     folder cannot be graded), ``results`` (the units' results merged into one results.json, or
@@ -104,7 +104,8 @@ def grade_submission(folder: str | Path, autograder: str | Path | None = None, t
     "bwrap" or "process" (minillm.course.isolation). ``plan``: the units' tests and points
     (:func:`grading_plan`; computed here when not given), so that a unit whose run left nothing
     still counts with 0 of its points. ``planned``: the calls of the units graded apart
-    (:func:`plan_calls`, for the same ``seed``; recorded here when not given)."""
+    (:func:`plan_calls`, for the same ``seed``; recorded here when not given), and ``judge`` the
+    process that judges them (verdict.Judge; started here when not given)."""
     autograder = find_autograder(autograder)
     units = _check_units(units) or list(UNITS)
     units = [u for u in units if (autograder / f"test_grade_{u}.py").is_file()]
@@ -126,7 +127,11 @@ def grade_submission(folder: str | Path, autograder: str | Path | None = None, t
             copy_notes = isolation.copy_submission(folder, copy)
         except (isolation.SandboxError, OSError) as err:
             return _refused(plan, units, str(err), start)
-        runs = _grade_units(copy, autograder, units, timeout, seed, time_limit_scale, mode, plan, planned)
+        if planned and judge is None:   # one student alone: a judge for it
+            with verdict.Judge(autograder.parent.parent, _environment(), timeout) as own:
+                runs = _grade_units(copy, autograder, units, timeout, seed, time_limit_scale, mode, plan, planned, own)
+        else:
+            runs = _grade_units(copy, autograder, units, timeout, seed, time_limit_scale, mode, plan, planned, judge)
     seconds = time.monotonic() - start
     results = merge_results([run["results"] for run in runs])
     results["extra_data"]["target"] = str(folder)
@@ -211,7 +216,8 @@ def _sandbox_environment() -> dict[str, str]:
 
 
 def _grade_units(copy: Path, autograder: Path, units: list[str], timeout: float, seed: int | None,
-                 time_limit_scale: float, mode: str, plan: dict, planned: dict) -> list[dict]:
+                 time_limit_scale: float, mode: str, plan: dict, planned: dict,
+                 judge: verdict.Judge | None) -> list[dict]:
     """Grade ``units`` on the submission ``copy`` in one run (minillm.course.zygote: a process
     that imports torch and pytest once and forks a fresh child per unit, stopped after
     ``timeout`` seconds); one {"unit", "status", "results", "message", "output"} per unit.
@@ -266,16 +272,18 @@ def _grade_units(copy: Path, autograder: Path, units: list[str], timeout: float,
         finally:
             for fd in fds:
                 os.close(fd)
-        return [_apart_outcome(unit, copy, autograder, results_dir, seed, time_limit_scale, timeout, whole, plan)
+        return [_apart_outcome(unit, copy, autograder, results_dir, seed, time_limit_scale, timeout, whole, plan,
+                               judge)
                 if unit in planned else _unit_outcome(unit, results_dir, keys[unit], timeout, whole, plan)
                 for unit in units]
 
 
 def _apart_outcome(unit: str, copy: Path, autograder: Path, results_dir: Path, seed: int, time_limit_scale: float,
-                   timeout: float, whole: isolation.Run, plan: dict) -> dict:
+                   timeout: float, whole: isolation.Run, plan: dict, judge: verdict.Judge) -> dict:
     """A unit graded apart: its outputs judged in a process of the grader's (verdict.judge). A run
     stopped at its timeout scores 0, as any unit's; one that ended early is judged on what it
-    recorded (a test without a record fails) and marked "crashed"."""
+    recorded (a test without a record fails) and marked "crashed". ``judge``: the grader's judge
+    process (verdict.Judge), where no student code runs."""
     log = results_dir / f"{unit}.log"
     output = isolation.tail(log) if log.is_file() else ""
     status = _status(results_dir, unit)
@@ -283,8 +291,10 @@ def _apart_outcome(unit: str, copy: Path, autograder: Path, results_dir: Path, s
         why = f"grading this unit took longer than {timeout:g} s and was stopped"
         return {"unit": unit, "status": "timeout", "results": unit_plan(plan, unit, why), "message": why,
                 "output": output}
-    results, judged = verdict.judge(autograder, unit, copy, results_dir, seed, time_limit_scale, timeout,
-                                    _environment(), PYTEST_FLAGS)
+    with tempfile.TemporaryDirectory(prefix="minillm-judged-") as tmp:   # not results_dir: the sandbox wrote there
+        json_path = Path(tmp) / f"{unit}.json"
+        args = verdict.judge_args(autograder, unit, copy, results_dir, json_path, seed, time_limit_scale, PYTEST_FLAGS)
+        results, judged = judge.judge(args, json_path, Path(tmp) / "judge.txt")
     if results is None:
         why = ("the grader could not judge this unit's recorded outputs: "
                + " | ".join(judged.strip().splitlines()[-3:]))[:500]
@@ -422,7 +432,8 @@ def grade_class(submissions_dir: str | Path, out: str | Path, timeout: float = 3
               flush=True)
 
     def grade(folder: Path) -> tuple[dict, dict]:
-        graded = grade_submission(folder, autograder, timeout, seed, units, time_limit_scale, mode, plan, planned)
+        graded = grade_submission(folder, autograder, timeout, seed, units, time_limit_scale, mode, plan, planned,
+                                  judge)
         row = csv_row(folder.name, graded, seed)
         if progress:   # as each student is done (in any order when jobs > 1); the CSV keeps the folders' order
             print(f"  {folder.name:<24} {row['status']:<8} {row['total']}/{row['max_total'] or '?'}"
@@ -430,7 +441,8 @@ def grade_class(submissions_dir: str | Path, out: str | Path, timeout: float = 3
                   flush=True)
         return row, graded
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    with verdict.Judge(autograder.parent.parent, _environment(), timeout) as judge, \
+            ThreadPoolExecutor(max_workers=jobs) as pool:
         graded_rows = list(pool.map(grade, folders))
     # Written once, at the end, through temporary files: a graded run cannot have edited them.
     out = Path(out)

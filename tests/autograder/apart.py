@@ -268,9 +268,9 @@ class ReplayStudent:
         _, _, key = encode_call(k, args, kwargs, _fixtures(self.item))
         if entry.get("digest") != key:
             raise GradingError(
-                f"{name}(): your code's run was called with other inputs than the grader's (call {k + 1} of this "
-                "test). If your code did not change the grader's files, this is an autograder error: tell your "
-                "instructor.")
+                f"{name}(): in your code's run, call {k + 1} of this test was given other inputs than the grader's. "
+                "Did your code change the model or tokenizer it was given (at import, or in an earlier call)? If "
+                "not, this is an autograder error: tell your instructor.")
         observed = entry.get("observed")
         if not (isinstance(observed, dict) and isinstance(observed.get("changed"), list)):
             raise GradingError("the record of your code's run for this test is malformed.")
