@@ -38,7 +38,7 @@ import numpy as np
 import pytest
 import torch
 from exchange import Decoder, Encoder, ExchangeError, digest, fingerprint, read_record, write_record
-from grading import REPLAYED, GradingError, Unchanged
+from grading import REPLAYED, GradingError, Unchanged, block
 
 MODES = ("direct", "plan", "probe", "judge")
 UNIT_RECORD = "unit"          # <outputs>/<unit>/unit.json: the probe's problems and notes for the unit
@@ -72,7 +72,8 @@ def encode_call(k: int, args: tuple, kwargs: dict, fixtures: dict) -> tuple[dict
 # plan: the reference's calls, recorded
 # --------------------------------------------------------------------------------------------
 
-PLANNED: dict[tuple[str, str], list] = {}   # (unit, test name) -> [(call record, tensors)]
+PLANNED: dict[tuple[str, str], list] = {}     # (unit, test name) -> [(call record, tensors)]
+FORBIDDEN: dict[tuple[str, str], list] = {}   # (unit, test name) -> the library functions it forbids
 
 
 class PlanStudent:
@@ -104,7 +105,8 @@ def write_plan(folder: Path, results: dict) -> None:
         tests = {name: calls for (u, name), calls in PLANNED.items() if u == unit}
         for name, calls in tests.items():
             tensors = {k: v for _, t in calls for k, v in t.items()}
-            write_record(folder / unit, stem(name), {"test": name, "calls": [c for c, _ in calls]}, tensors)
+            write_record(folder / unit, stem(name), {"test": name, "calls": [c for c, _ in calls],
+                                                     "forbid": FORBIDDEN.get((unit, name), [])}, tensors)
         failed = {r.name: r.output for r in results.values() if r.unit == unit and not r.passed}
         write_record(folder / unit, PLAN_INDEX, {"tests": sorted(tests), "reference_failed": failed}, {})
 
@@ -133,6 +135,11 @@ class Probe:
         if planned is None:
             return
         plan, plan_tensors = planned
+        with pytest.MonkeyPatch.context() as patch:   # the test's forbidden functions, before the file loads
+            block(patch, *plan.get("forbid", []))
+            self._run(item, unit, name, plan, plan_tensors)
+
+    def _run(self, item: pytest.Function, unit: str, name: str, plan: dict, plan_tensors: dict) -> None:
         student = item.funcargs["student"]
         functions: dict[str, str | None] = {}
         out, tensors, stopped = [], {}, None

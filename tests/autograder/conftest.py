@@ -622,15 +622,18 @@ def student(request) -> Student | apart.PlanStudent | apart.ReplayStudent:
 
 
 @pytest.fixture
-def forbid(monkeypatch) -> Callable[..., None]:
+def forbid(monkeypatch, request) -> Callable[..., None]:
     """``forbid("minillm.inference.scoring.perplexity", ...)``: for this test, calling one of these fails the
     test with a message. Use it for the library functions that ARE the exercise's answer. Get the
     reference values from names bound at import time of the test module (``from minillm.inference.scoring
     import perplexity as ref_perplexity``): patching a module attribute leaves those untouched.
     Call it before the first ``student(...)`` so that ``from minillm import x`` in the student's
-    file binds the forbidden stand-in too."""
+    file binds the forbidden stand-in too. (A plan run records them: a probe run, which skips the
+    test's body, forbids them before the student's file loads, apart.py.)"""
     def do_forbid(*paths: str) -> None:
         block(monkeypatch, *paths)
+        if _state().mode == "plan":
+            apart.FORBIDDEN.setdefault((_unit_of(request.node) or "?", request.node.name), []).extend(paths)
     return do_forbid
 
 
