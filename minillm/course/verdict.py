@@ -131,7 +131,7 @@ class Judge:
         self._proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
 
-    def __enter__(self) -> "Judge":
+    def __enter__(self) -> Judge:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import builtins
 import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Any, Callable
@@ -40,7 +39,6 @@ import torch
 from exchange import Decoder, Encoder, ExchangeError, digest, fingerprint, read_record, write_record
 from grading import REPLAYED, GradingError, Unchanged, block
 
-MODES = ("direct", "plan", "probe", "judge")
 UNIT_RECORD = "unit"          # <outputs>/<unit>/unit.json: the probe's problems and notes for the unit
 PLAN_INDEX = "plan"           # <calls>/<unit>/plan.json: the tests recorded, and any the reference failed
 MAX_NOTES, NOTE_CHARS = 20, 2000
