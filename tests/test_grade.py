@@ -27,7 +27,8 @@ AUTOGRADER = REPO / "tests" / "autograder"
 def small_autograder(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("grader") / "tests" / "autograder"
     folder.mkdir(parents=True)
-    for path in AUTOGRADER.glob("*.py"):   # conftest.py and its helpers, and the logits unit's tests
+    # conftest.py and its helpers, graded_apart.txt (the logits unit is graded apart), the logits unit's tests
+    for path in [*AUTOGRADER.glob("*.py"), *AUTOGRADER.glob("*.txt")]:
         if not path.name.startswith("test_grade_") or path.name == "test_grade_logits.py":
             shutil.copy(path, folder / path.name)
     return folder

@@ -126,7 +126,7 @@ def _tree_digest(*roots: Path) -> str:
 def small_autograder(tmp_path) -> Path:
     folder = tmp_path / "grader" / "tests" / "autograder"
     folder.mkdir(parents=True)
-    for path in AUTOGRADER.glob("*.py"):
+    for path in [*AUTOGRADER.glob("*.py"), *AUTOGRADER.glob("*.txt")]:   # graded_apart.txt, preload.txt
         if not path.name.startswith("test_grade_") or path.name == "test_grade_logits.py":
             shutil.copy(path, folder / path.name)
     return folder
@@ -141,9 +141,11 @@ def test_hostile_submissions_score_what_their_honest_code_earns(tmp_path, small_
     victim = subs / "victim"
     shutil.copytree(REPO / "solutions", victim, ignore=shutil.ignore_patterns("__pycache__", "*.ipynb"))
     victim_file = (victim / "logits.py").read_bytes()
-    for name, code in [("a_editor", EDITOR.format(repo=str(REPO), grader=str(small_autograder)) + _stub()),
-                       ("b_reader", READER.format(repo=str(REPO)) + _stub() + READER_TAIL),
-                       ("c_vandal", VANDAL.format(victim=str(victim / "logits.py")) + _stub()),
+    # The attack after the stub: its `from __future__ import` must come first in the file, or the file is a
+    # syntax error and the attack never runs.
+    for name, code in [("a_editor", _stub() + EDITOR.format(repo=str(REPO), grader=str(small_autograder))),
+                       ("b_reader", _stub() + READER.format(repo=str(REPO)) + READER_TAIL),
+                       ("c_vandal", _stub() + VANDAL.format(victim=str(victim / "logits.py"))),
                        ("d_stubs", _stub()), (".dot", _reference()), ("_under", _stub()),
                        ("=HYPERLINK(1)", _reference())]:
         (subs / name).mkdir(parents=True)
@@ -163,6 +165,9 @@ def test_hostile_submissions_score_what_their_honest_code_earns(tmp_path, small_
     assert by["victim"]["total"] == full, by["victim"]                      # the classmate loses nothing
     for name in ("a_editor", "b_reader", "c_vandal", "d_stubs"):           # the stub's 0, whatever they tried
         assert by[name]["status"] == "ok" and by[name]["total"] == 0, (name, by[name])
+        tests = json.loads((feedback_folder(out) / name / "results.json").read_text(encoding="utf-8"))["tests"]
+        assert not any("syntax error" in t["output"] or "importing logits.py failed" in t["output"]
+                       for t in tests), (name, tests)                      # its file loaded: its attack ran
     link = by["e_link_to_reference"]
     assert link["status"] == "refused" and link["total"] == 0 and "is a link to another folder" in link["message"]
     assert _tree_digest(*kit) == before                                     # the kit is byte-identical

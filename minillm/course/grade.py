@@ -18,8 +18,10 @@ unit's run is stopped after ``timeout`` seconds, with whatever it started. The r
 (``HF_HUB_OFFLINE=1``) and reads nothing from the terminal. Every student gets the same grader
 seed (fresh per class run, written in the CSV), so their recorded numbers are computed on the
 same texts. ``units`` grades only those units, for an assignment that covers a few of them.
-What the grader defends against, and what it does not, is in the README ("What the grader
-guarantees").
+A unit the autograder lists in ``graded_apart.txt`` is graded apart (minillm.course.verdict): the
+run above only records the student's outputs (``--grade-mode probe``), and a judge process of the
+grader's, where no student code runs, checks them and writes that unit's results. What the grader
+defends against, and what it does not, is in the README ("What the grader guarantees").
 
 The CSV has one row per student: ``student``, ``status`` (``ok``; ``timeout`` or ``crashed``
 when a unit's run did not finish: that unit scores 0 of its points; ``refused`` for a folder
@@ -53,7 +55,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from minillm.course import isolation
+from minillm.course import isolation, verdict
 from minillm.course.feedback import (UNITS, csv_row, feedback_folder, first_line, problems_message, write_csv,
                                      write_feedback)
 from minillm.progress import print_line, progress_bar
@@ -89,7 +91,8 @@ def _check_units(units) -> list[str] | None:
 
 def grade_submission(folder: str | Path, autograder: str | Path | None = None, timeout: float = 300.0,
                      seed: int | None = None, units: Sequence[str] | None = None,
-                     time_limit_scale: float = 1.0, sandbox: str = "auto", plan: dict | None = None) -> dict:
+                     time_limit_scale: float = 1.0, sandbox: str = "auto", plan: dict | None = None,
+                     planned: dict | None = None, judge: verdict.Judge | None = None) -> dict:
     """Grade one submission folder, each unit in a run of its own; returns a dict with
     ``status`` ("ok"; "timeout" or "crashed" when a unit's run did not finish; "refused" when the
     folder cannot be graded), ``results`` (the units' results merged into one results.json, or
@@ -101,12 +104,17 @@ def grade_submission(folder: str | Path, autograder: str | Path | None = None, t
     limit is multiplied by it (the autograder's ``--time-limit-scale``). ``sandbox``: "auto",
     "bwrap" or "process" (minillm.course.isolation). ``plan``: the units' tests and points
     (:func:`grading_plan`; computed here when not given), so that a unit whose run left nothing
-    still counts with 0 of its points."""
+    still counts with 0 of its points. ``planned``: the calls of the units graded apart
+    (:func:`plan_calls`, for the same ``seed``; recorded here when not given), and ``judge`` the
+    process that judges them (verdict.Judge; started here when not given)."""
     autograder = find_autograder(autograder)
     units = _check_units(units) or list(UNITS)
     units = [u for u in units if (autograder / f"test_grade_{u}.py").is_file()]
     mode, _ = isolation.choose_mode(sandbox)
     plan = plan if plan is not None else grading_plan(autograder, units)
+    if seed is None and verdict.apart_units(autograder, units):   # the plan and the judge need the same seed
+        seed = random.SystemRandom().randrange(1, 2**31 - 1)
+    planned = planned if planned is not None else plan_calls(autograder, units, seed)
     folder = Path(folder)
     start = time.monotonic()
     if folder.is_symlink():
@@ -120,7 +128,11 @@ def grade_submission(folder: str | Path, autograder: str | Path | None = None, t
             copy_notes = isolation.copy_submission(folder, copy)
         except (isolation.SandboxError, OSError) as err:
             return _refused(plan, units, str(err), start)
-        runs = _grade_units(copy, autograder, units, timeout, seed, time_limit_scale, mode, plan)
+        if planned and judge is None:   # one student alone: a judge for it
+            with verdict.Judge(autograder.parent.parent, _environment(), timeout) as own:
+                runs = _grade_units(copy, autograder, units, timeout, seed, time_limit_scale, mode, plan, planned, own)
+        else:
+            runs = _grade_units(copy, autograder, units, timeout, seed, time_limit_scale, mode, plan, planned, judge)
     seconds = time.monotonic() - start
     results = merge_results([run["results"] for run in runs])
     results["extra_data"]["target"] = str(folder)
@@ -159,6 +171,17 @@ def grading_plan(autograder: str | Path, units: Sequence[str]) -> dict:
         return json.loads(json_path.read_text(encoding="utf-8"))
 
 
+def plan_calls(autograder: str | Path, units: Sequence[str], seed: int | None) -> dict[str, dict[str, bytes]]:
+    """The reference's calls for those of ``units`` graded apart (minillm.course.verdict), under
+    grader seed ``seed``; {} when none is. Raises GradeError when the reference fails a test."""
+    autograder = find_autograder(autograder)
+    apart = verdict.apart_units(autograder, units)
+    try:
+        return verdict.plan_calls(autograder, apart, seed, _environment(), PYTEST_FLAGS) if apart else {}
+    except verdict.PlanError as err:
+        raise GradeError(str(err)) from None
+
+
 def unit_plan(plan: dict, unit: str, why: str) -> dict:
     """One unit's part of ``plan``: each of its tests scoring 0 with ``why`` as the problem."""
     tests = [dict(t, output=why) for t in plan.get("tests", []) if t.get("extra_data", {}).get("unit") == unit]
@@ -194,7 +217,8 @@ def _sandbox_environment() -> dict[str, str]:
 
 
 def _grade_units(copy: Path, autograder: Path, units: list[str], timeout: float, seed: int | None,
-                 time_limit_scale: float, mode: str, plan: dict) -> list[dict]:
+                 time_limit_scale: float, mode: str, plan: dict, planned: dict,
+                 judge: verdict.Judge | None) -> list[dict]:
     """Grade ``units`` on the submission ``copy`` in one run (minillm.course.zygote: a process
     that imports torch and pytest once and forks a fresh child per unit, stopped after
     ``timeout`` seconds); one {"unit", "status", "results", "message", "output"} per unit.
@@ -202,7 +226,8 @@ def _grade_units(copy: Path, autograder: Path, units: list[str], timeout: float,
     Each unit's results are trusted only when signed with that unit's key, which its child reads
     from a pipe and closes before any student code runs (see the autograder's guard.py): a results
     file the code forged or changed scores 0. A unit that leaves no results counts its tests from
-    ``plan``, each with 0 points."""
+    ``plan``, each with 0 points. A unit in ``planned`` is graded apart (minillm.course.verdict):
+    its run only records outputs, which :func:`_apart_outcome` has judged outside the sandbox."""
     import minillm
 
     kit = Path(minillm.__file__).resolve().parents[1]
@@ -213,6 +238,7 @@ def _grade_units(copy: Path, autograder: Path, units: list[str], timeout: float,
             target, out_dir = f"{isolation.SUBMISSIONS_MOUNT}/{copy.name}", isolation.RESULTS_MOUNT
         else:
             target, out_dir = str(copy), str(results_dir)
+        verdict.place_plan(planned, results_dir / "plan")
         keys, fds, specs = {}, [], []
         for unit in units:
             keys[unit] = secrets.token_bytes(32)
@@ -220,8 +246,11 @@ def _grade_units(copy: Path, autograder: Path, units: list[str], timeout: float,
             os.write(write_end, keys[unit].hex().encode())
             os.close(write_end)
             fds.append(read_end)
-            args = [str(autograder / f"test_grade_{unit}.py"), "--target", target, "--grade-json",
-                    f"{out_dir}/{unit}.json", "--grade-key-fd", str(read_end), "-q", *PYTEST_FLAGS]
+            if unit in planned:
+                args = [*verdict.probe_args(autograder, unit, target, out_dir), "-q", *PYTEST_FLAGS]
+            else:
+                args = [str(autograder / f"test_grade_{unit}.py"), "--target", target, "--grade-json",
+                        f"{out_dir}/{unit}.json", "--grade-key-fd", str(read_end), "-q", *PYTEST_FLAGS]
             if seed is not None:
                 args += ["--grader-seed", str(seed)]
             if time_limit_scale != 1.0:
@@ -244,7 +273,50 @@ def _grade_units(copy: Path, autograder: Path, units: list[str], timeout: float,
         finally:
             for fd in fds:
                 os.close(fd)
-        return [_unit_outcome(unit, results_dir, keys[unit], timeout, whole, plan) for unit in units]
+        return [_apart_outcome(unit, copy, autograder, results_dir, seed, time_limit_scale, timeout, whole, plan,
+                               judge)
+                if unit in planned else _unit_outcome(unit, results_dir, keys[unit], timeout, whole, plan)
+                for unit in units]
+
+
+def _apart_outcome(unit: str, copy: Path, autograder: Path, results_dir: Path, seed: int, time_limit_scale: float,
+                   timeout: float, whole: isolation.Run, plan: dict, judge: verdict.Judge) -> dict:
+    """A unit graded apart: its outputs judged in a process of the grader's (verdict.judge). A run
+    stopped at its timeout scores 0, as any unit's; one that ended early is judged on what it
+    recorded (a test without a record fails) and marked "crashed". ``judge``: the grader's judge
+    process (verdict.Judge), where no student code runs."""
+    log = results_dir / f"{unit}.log"
+    output = isolation.tail(log) if log.is_file() else ""
+    status = _status(results_dir, unit)
+    if isinstance(status, dict) and status.get("timed_out"):
+        why = f"grading this unit took longer than {timeout:g} s and was stopped"
+        return {"unit": unit, "status": "timeout", "results": unit_plan(plan, unit, why), "message": why,
+                "output": output}
+    with tempfile.TemporaryDirectory(prefix="minillm-judged-") as tmp:   # not results_dir: the sandbox wrote there
+        json_path = Path(tmp) / f"{unit}.json"
+        args = verdict.judge_args(autograder, unit, copy, results_dir, json_path, seed, time_limit_scale, PYTEST_FLAGS)
+        results, judged = judge.judge(args, json_path, Path(tmp) / "judge.txt")
+    if results is None:
+        why = ("the grader could not judge this unit's recorded outputs: "
+               + " | ".join(judged.strip().splitlines()[-3:]))[:500]
+        return {"unit": unit, "status": "crashed", "results": unit_plan(plan, unit, why), "message": why,
+                "output": output + judged}
+    returncode = status.get("returncode") if isinstance(status, dict) else None
+    if returncode in (0, 1):
+        return {"unit": unit, "status": "ok", "results": results, "message": "", "output": output + judged}
+    tail = " | ".join((output if status is not None else whole.output).strip().splitlines()[-3:])
+    why = f"the unit's run ended before it finished (exit code {returncode}): {tail}"[:500]
+    results.setdefault("extra_data", {}).setdefault("problems", {}).setdefault(unit, []).append(why)
+    return {"unit": unit, "status": "crashed", "results": results, "message": why, "output": output + judged}
+
+
+def _status(results_dir: Path, unit: str) -> dict | None:
+    """The zygote's status file of a unit's run (whether it finished, its exit code), or None."""
+    try:
+        status = json.loads((results_dir / f"{unit}.status.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return status if isinstance(status, dict) else None
 
 
 def _unit_outcome(unit: str, results_dir: Path, key: bytes, timeout: float, whole: isolation.Run,
@@ -252,10 +324,7 @@ def _unit_outcome(unit: str, results_dir: Path, key: bytes, timeout: float, whol
     """What one unit's run left: its signed results, or why there are none (with the plan's zeros)."""
     log = results_dir / f"{unit}.log"
     output = isolation.tail(log) if log.is_file() else ""
-    try:
-        status = json.loads((results_dir / f"{unit}.status.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        status = None
+    status = _status(results_dir, unit)
     json_path = results_dir / f"{unit}.json"
     results = _signed_json(json_path, key)
     collected = _signed_json(json_path.with_suffix(".collected.json"), key)
@@ -361,6 +430,7 @@ def grade_class(submissions_dir: str | Path, out: str | Path, timeout: float = 3
     if seed is None:
         seed = random.SystemRandom().randrange(1, 2**31 - 1)
     plan = grading_plan(autograder, units)
+    planned = plan_calls(autograder, units, seed)   # once for the class: every student is called alike
     if progress:
         print(f"grading {len(folders)} submissions with {autograder} (grader seed {seed}, sandbox: {mode})",
               flush=True)
@@ -374,11 +444,13 @@ def grade_class(submissions_dir: str | Path, out: str | Path, timeout: float = 3
                        file=sys.stderr)
 
     def grade(folder: Path) -> tuple[dict, dict]:
-        graded = grade_submission(folder, autograder, timeout, seed, units, time_limit_scale, mode, plan)
+        graded = grade_submission(folder, autograder, timeout, seed, units, time_limit_scale, mode, plan, planned,
+                                  judge)
         return csv_row(folder.name, graded, seed), graded
 
     graded_rows: list[tuple[dict, dict] | None] = [None] * len(folders)
-    with ThreadPoolExecutor(max_workers=jobs) as pool, bar:
+    with verdict.Judge(autograder.parent.parent, _environment(), timeout) as judge, \
+            ThreadPoolExecutor(max_workers=jobs) as pool, bar:
         pending = {pool.submit(grade, folder): i for i, folder in enumerate(folders)}
         for done in as_completed(pending):   # here, in one thread: the bar and the lines never interleave
             row, graded = done.result()

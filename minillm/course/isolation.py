@@ -262,6 +262,21 @@ _RUNNING: set[int] = set()   # the runs now going on, in every thread
 _SPAWN = threading.Lock()    # held while a run starts and is listed, and while leftovers are listed
 
 
+def spawn_helper(cmd: list[str], **popen: object) -> subprocess.Popen:
+    """Start a long-lived process of the grader's own (not a run; verdict.Judge), listed with the
+    runs so that no thread's clean-up takes it for a run's leftover; :func:`forget` it once ended."""
+    with _SPAWN:
+        proc = subprocess.Popen(cmd, **popen)
+        _RUNNING.add(proc.pid)
+    return proc
+
+
+def forget(proc: subprocess.Popen) -> None:
+    """``proc`` (from :func:`spawn_helper`) has ended: no longer listed."""
+    with _SPAWN:
+        _RUNNING.discard(proc.pid)
+
+
 def kill_new_children(before: set[int]) -> None:
     """Kill and reap this process's children that were not there ``before`` and are not runs:
     what a run left behind, handed to this process as their subreaper; again for theirs."""

@@ -27,9 +27,12 @@ notebook ran, and which statements failed without costing points). A file that f
 again: the unit's other tests fail at once with the same message, so a file that hangs costs one
 time limit, not one per test.
 
-Student code runs in this process: guard.py's checks (functions replaced, solutions/ opened, the
-results signed for ``minillm grade``) zero a unit that reaches into the grader, and torch's global
-settings are reset before each test (the README's "What the grader guarantees").
+Student code runs in this process (``--grade-mode direct``, the default): guard.py's checks
+(functions replaced, solutions/ opened, the results signed for ``minillm grade``) zero a unit that
+reaches into the grader, and torch's global settings are reset before each test (the README's
+"What the grader guarantees"). ``minillm grade`` grades the units of graded_apart.txt apart
+(apart.py): modes ``plan``, ``probe`` (only the student's calls, in the sandbox) and ``judge`` (the
+checks, in a process without student code), chosen by the ``student`` fixture and apart.Probe.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import apart
 import pytest
 import torch
 from grader_options import add_grader_options
@@ -114,6 +118,9 @@ class RunState:
     alarm_armed: bool = False
     tampered: dict = dataclasses.field(default_factory=dict)      # unit -> why it scores 0 (guard.py)
     running_unit: str | None = None                               # the unit of the test now running
+    mode: str = "direct"                                          # --grade-mode (apart.py)
+    calls: Path | None = None                                     # --grade-calls: the plan's folder
+    outputs: Path | None = None                                   # --grade-outputs: the probe's folder
 
 
 _STATE: RunState | None = None
@@ -172,6 +179,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if not (scale > 0 and math.isfinite(scale)):
         raise pytest.UsageError(f"--time-limit-scale {scale}: give a positive number (1 keeps the limits).")
     _STATE = RunState(target=folder, target_file=file, seed=seed, started=time.time(), time_limit_scale=scale)
+    _configure_mode(config, _STATE)
     global _SIGN
     _SIGN = signer(config.option.grade_key_fd)   # read and closed before any student code runs
     import minillm
@@ -185,6 +193,21 @@ def pytest_configure(config: pytest.Config) -> None:
     _limit_memory(config.option.memory_limit_gb)
     if getattr(config.option, "tbstyle", "auto") == "auto":
         config.option.tbstyle = "short"
+
+
+def _configure_mode(config: pytest.Config, state: RunState) -> None:
+    """--grade-mode and its folders (apart.py); a probe run runs the plan's calls instead of the tests."""
+    state.mode = config.option.grade_mode
+    for name, modes in (("calls", ("plan", "probe")), ("outputs", ("probe", "judge"))):
+        value = getattr(config.option, f"grade_{name}")
+        if state.mode in modes and not value:
+            raise pytest.UsageError(f"--grade-mode {state.mode} needs --grade-{name} DIR.")
+        setattr(state, name, Path(value) if value else None)
+    if state.mode == "probe":
+        readable = lambda err: _readable_failure(pytest.ExceptionInfo.from_exception(err), state.target)[0]
+        config.pluginmanager.register(apart.Probe(
+            state.calls, state.outputs, lambda item: _unit_of(item) or "?", readable,
+            stops=(StudentTimeout, PrintLimitExceeded, StudentExit, KeyboardInterrupt)), "minillm-probe")
 
 
 def _limit_memory(gigabytes: float) -> None:
@@ -589,20 +612,28 @@ def _remove_from_path(entry: str) -> None:
 
 
 @pytest.fixture
-def student() -> Student:
-    return Student(_state())
+def student(request) -> Student | apart.PlanStudent | apart.ReplayStudent:
+    state = _state()
+    if state.mode == "judge":   # no student code here: what the probe recorded, played back
+        return apart.ReplayStudent(state.outputs, request.node)
+    if state.mode == "plan":    # the reference, its calls recorded
+        return apart.PlanStudent(Student(state), request.node, _unit_of(request.node) or "?")
+    return Student(state)
 
 
 @pytest.fixture
-def forbid(monkeypatch) -> Callable[..., None]:
+def forbid(monkeypatch, request) -> Callable[..., None]:
     """``forbid("minillm.inference.scoring.perplexity", ...)``: for this test, calling one of these fails the
     test with a message. Use it for the library functions that ARE the exercise's answer. Get the
     reference values from names bound at import time of the test module (``from minillm.inference.scoring
     import perplexity as ref_perplexity``): patching a module attribute leaves those untouched.
     Call it before the first ``student(...)`` so that ``from minillm import x`` in the student's
-    file binds the forbidden stand-in too."""
+    file binds the forbidden stand-in too. (A plan run records them: a probe run, which skips the
+    test's body, forbids them before the student's file loads, apart.py.)"""
     def do_forbid(*paths: str) -> None:
         block(monkeypatch, *paths)
+        if _state().mode == "plan":
+            apart.FORBIDDEN.setdefault((_unit_of(request.node) or "?", request.node.name), []).extend(paths)
     return do_forbid
 
 
@@ -909,6 +940,8 @@ def _student_frames(tb, target: Path) -> str:
 def _readable_failure(excinfo: pytest.ExceptionInfo, target: Path) -> tuple[str, bool]:
     """(message for the student, whether it replaces pytest's traceback)."""
     err = excinfo.value
+    if getattr(type(err), "replayed_message", None):   # judged apart: what the student's process saw
+        return type(err).replayed_message, True
     if isinstance(err, (GradingError, StudentTimeout, PrintLimitExceeded, ForbiddenCall, StudentExit)):
         where = _student_frames(excinfo.tb, target) if not isinstance(err, GradingError) else ""
         return str(err) + ("\n" + where if where else ""), True
@@ -1060,8 +1093,23 @@ def gradescope_results() -> dict:
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:
-    if _STATE is not None:
-        _write_results(session.config)
+    state = _STATE
+    if state is None or session.config.option.collectonly:
+        if state is not None:
+            _write_results(session.config)
+        return
+    units = {r.unit for r in state.results.values()}
+    if state.mode == "plan":
+        apart.write_plan(state.calls, state.results)
+    elif state.mode == "probe":
+        apart.write_unit_notes(state.outputs, state.problems, state.notes, units)
+        return   # no results from the student's process: the judge writes them
+    elif state.mode == "judge":
+        for unit in units:
+            problems, notes = apart.read_unit_notes(state.outputs, unit)
+            state.problems.setdefault(unit, []).extend(p for p in problems if p not in state.problems[unit])
+            state.notes.setdefault(unit, []).extend(n for n in notes if n not in state.notes[unit])
+    _write_results(session.config)
 
 
 def _write_results(config: pytest.Config, suffix: str = "") -> None:
@@ -1080,7 +1128,7 @@ def _write_results(config: pytest.Config, suffix: str = "") -> None:
 
 def pytest_unconfigure(config) -> None:
     """The points table, printed last (after pytest's own summary) so that it is what a student sees."""
-    if _STATE is None or config.option.collectonly:
+    if _STATE is None or config.option.collectonly or _STATE.mode == "probe":
         return
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is None:

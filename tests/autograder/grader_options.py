@@ -1,5 +1,5 @@
 """The autograder's command-line options (``--target``, ``--grader-seed``, ``--grade-json``,
-``--time-limit-scale``).
+``--time-limit-scale``, and ``--grade-mode`` with its folders for ``minillm grade``).
 
 Both ``conftest.py`` files declare them through :func:`add_grader_options`: the one in the
 repository root, which pytest loads before it reads the command line of a run started there
@@ -32,6 +32,14 @@ def add_grader_options(parser) -> None:
                     help="also write the results as a Gradescope results.json file to PATH")
     group.addoption("--grade-key-fd", type=int, default=None, metavar="FD",
                     help="(for `minillm grade`) read the key that signs the results file from this pipe")
+    group.addoption("--grade-mode", default="direct", choices=("direct", "plan", "probe", "judge"),
+                    help="(for `minillm grade`, apart.py) direct: run and check the student's code here (default); "
+                         "plan: record the reference's calls; probe: only call the student's functions and write "
+                         "their outputs; judge: check the recorded outputs, running no student code")
+    group.addoption("--grade-calls", default=None, metavar="DIR",
+                    help="(plan, probe) the folder of the recorded calls")
+    group.addoption("--grade-outputs", default=None, metavar="DIR",
+                    help="(probe, judge) the folder of the student's recorded outputs")
     group.addoption("--time-limit-scale", type=float, default=1.0, metavar="F",
                     help="multiply every test's time limit by F (default 1; e.g. 2 on a slow machine)")
     group.addoption("--memory-limit-gb", type=float, default=8.0, metavar="GB",

@@ -89,9 +89,12 @@ def to_array(value: Any, what: str = "the value", role: str = "your function ret
         except GradingError:
             raise
         except Exception:
+            try:
+                first = describe(value[0]) if len(value) else "none"
+            except Exception:   # not a sequence at all
+                raise GradingError(f"{what}: {role} a {describe(value)}, which is not numbers.") from None
             raise GradingError(
-                f"{what}: {role} a {describe(value)} whose items are not all numbers "
-                f"(first item: {describe(value[0]) if len(value) else 'none'})."
+                f"{what}: {role} a {describe(value)} whose items are not all numbers (first item: {first})."
             ) from None
     if arr.dtype.kind not in "biufc":
         raise GradingError(f"{what}: {role} values of type {arr.dtype}, but numbers were expected.")
@@ -119,6 +122,19 @@ def expect_int(got: Any, what: str = "the result") -> int:
         raise GradingError(f"{what}: expected a Python int (the contract says so), got a {describe(got)}"
                            f"{f' ({got!r})' if isinstance(got, (bool, float, np.generic)) else ''}.{hint}")
     return got
+
+
+class _Replayed:
+    """In a judged run (apart.py) the student's calls happened in another process: ``active`` is
+    True there, and ``last`` holds the last replayed call's arguments and what that process saw the
+    call change ({"changed": [argument indices], "torch_rng": bool, "numpy_rng": bool}), which
+    :meth:`Unchanged.check` reports instead of measuring."""
+
+    active: bool = False
+    last: tuple[list, dict] | None = None
+
+
+REPLAYED = _Replayed()
 
 
 class Unchanged:
@@ -176,17 +192,32 @@ class Unchanged:
             return len(value) == len(saved) and all(cls._same(v, s) for v, s in zip(value, saved))
         return value == saved
 
-    def check(self, call: str) -> None:
+    def _observed(self) -> tuple[bool, bool, bool]:
+        """(an input changed, torch's global random state moved, NumPy's moved): measured here, or,
+        in a judged run, as the student's process saw its last call (values matched by identity)."""
         import torch
-        if not all(self._same(v, s) for v, s in zip(self.values, self.saved)):
+        if REPLAYED.active:
+            args, seen = REPLAYED.last or ([], {})
+            changed = {i for i in seen.get("changed", []) if isinstance(i, int)}
+            touched = any(any(v is a for v in self.values) for i, a in enumerate(args) if i in changed)
+            return (touched, self.rng_state is not None and seen.get("torch_rng") is True,
+                    self.numpy_state is not None and seen.get("numpy_rng") is True)
+        return (not all(self._same(v, s) for v, s in zip(self.values, self.saved)),
+                self.rng_state is not None and not torch.equal(torch.get_rng_state(), self.rng_state),
+                self.numpy_state is not None and not self._same_numpy_state(np.random.get_state(),
+                                                                              self.numpy_state))
+
+    def check(self, call: str) -> None:
+        changed, torch_moved, numpy_moved = self._observed()
+        if changed:
             raise GradingError(f"{call} changed {self.what}. A function must not modify its inputs: work on a "
                                "copy (x.clone(), copy.deepcopy(model)) or use out-of-place operations "
                                "(masked_fill, not masked_fill_; x = x / t, not x /= t).")
-        if self.rng_state is not None and not torch.equal(torch.get_rng_state(), self.rng_state):
+        if torch_moved:
             raise GradingError(f"{call} changed torch's GLOBAL random state (torch.manual_seed, or a draw without "
                                "the generator you were given). Draw with your own torch.Generator so that the "
                                "caller's random numbers do not depend on your function.")
-        if self.numpy_state is not None and not self._same_numpy_state(np.random.get_state(), self.numpy_state):
+        if numpy_moved:
             raise GradingError(f"{call} changed NumPy's GLOBAL random state (np.random.seed, or a draw with "
                                "np.random.randint/choice/...). Draw with your own generator, "
                                "rng = np.random.default_rng(seed), so that the caller's random numbers do not "

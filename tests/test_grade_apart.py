@@ -1,0 +1,251 @@
+"""The logits unit graded apart (tests/autograder/apart.py, minillm/course/verdict.py): the student's
+code runs in the sandbox only to record its outputs; the expected values, the comparisons and the
+points are computed in a judge process it never runs in.
+
+Hostile students hand in the logits unit's untouched stub (their honest code earns 0) or the
+reference, plus code that goes for the checks themselves: a lazy answer that walks the stack frames
+and the garbage collector for the expected values when it is compared; a thread that marks every
+recorded result passed and a results file of full marks signed with the key read from the grader's
+memory; records of its own outputs broken on purpose (not JSON, a link to a file of the grader's
+machine, too large, an unknown kind, the wrong shape). Each scores exactly what its honest code
+earns, or loses the tests whose records it broke, each with a message; the grader never crashes.
+(On the direct path, where the checks ran in the student's process, the walker earned 5 of 13 and
+the forger 13 of 13.)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from test_grade_sandbox import REPO, _reference, _stub, need_bwrap, small_autograder  # noqa: F401 (a fixture)
+
+from minillm.course.feedback import feedback_folder
+from minillm.course.grade import grade_class
+
+sys.path.insert(0, str(REPO / "tests" / "autograder"))
+from exchange import Decoder, Encoder, ExchangeError, read_record, write_record  # noqa: E402
+
+MISTAKES = sorted((REPO / "tests" / "autograder" / "mistakes").glob("logits__*.py"))
+
+# Returns, from each logits function, an object that looks for the grader's expected values when it
+# is compared: its `shape` is read from the frame that asks for it, its `__array__` walks the frames
+# above it for `expected` and, failing that, the garbage collector for a tensor of that shape.
+WALKER = '''
+import gc
+import sys
+
+import numpy as np
+import torch
+
+
+class _Peek:
+    @property
+    def shape(self):
+        frame = sys._getframe(1)
+        while frame is not None:
+            if isinstance(frame.f_locals.get("shape"), tuple):
+                return frame.f_locals["shape"]
+            frame = frame.f_back
+        return ()
+
+    def __array__(self, dtype=None, copy=None):
+        frame = sys._getframe(1)
+        while frame is not None:
+            for name in ("expected", "exp", "ref"):
+                value = frame.f_locals.get(name)
+                if isinstance(value, (torch.Tensor, np.ndarray)):
+                    return np.asarray(value.detach().numpy() if isinstance(value, torch.Tensor) else value, dtype)
+            frame = frame.f_back
+        found = [o for o in gc.get_objects() if isinstance(o, torch.Tensor) and o.dim() == 1 and o.numel() > 100]
+        return np.asarray(found[-1].detach().numpy() if found else [], dtype)
+
+
+def next_token_logits(model, tokenizer, text):
+    return _Peek()
+
+
+def next_token_distributions(model, tokenizer, text):
+    return _Peek()
+'''
+
+# A thread marks every recorded result passed; at exit, a results file of full marks is written over
+# the grader's, signed with the key found in the grader's memory (the closure of its signer).
+FORGER = '''
+import atexit
+import hashlib
+import hmac
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+_grader = sys.modules.get("conftest")
+
+
+def _mark_passed():
+    while True:
+        for result in list(getattr(getattr(_grader, "_STATE", None), "results", {}).values()):
+            result.passed, result.output = True, ""
+        time.sleep(0.002)
+
+
+threading.Thread(target=_mark_passed, daemon=True).start()
+
+
+def _key():
+    for cell in getattr(getattr(_grader, "_SIGN", None), "__closure__", None) or ():
+        if isinstance(cell.cell_contents, bytes):
+            return cell.cell_contents
+    return None
+
+
+def _forge():
+    argv = sys.argv
+    paths = [Path(argv[i + 1]) for i, a in enumerate(argv[:-1]) if a == "--grade-json"]
+    paths += [Path(argv[i + 1]).parent / "logits.json" for i, a in enumerate(argv[:-1]) if a == "--grade-outputs"]
+    for path in paths:
+        try:
+            data = json.loads(path.read_text())
+        except Exception:
+            data = {"tests": [], "max_score": 13, "extra_data": {"units": {"logits": {"max_score": 13}}}}
+        for test in data["tests"]:
+            test.update(score=test["max_score"], status="passed", output="")
+        data["score"] = data["max_score"]
+        for unit in data.get("extra_data", {}).get("units", {}).values():
+            unit["score"] = unit["max_score"]
+        raw = json.dumps(data).encode()
+        try:
+            path.write_bytes(raw)
+            key = _key()
+            if key:
+                path.with_name(path.name + ".sig").write_text(hmac.new(key, raw, hashlib.sha256).hexdigest())
+        except OSError:
+            pass
+
+
+atexit.register(_forge)
+'''
+
+# The reference's code, whose records of its own outputs are broken at exit, one test's in each way.
+BREAKER = '''
+import atexit
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def _break():
+    argv = sys.argv
+    folders = [Path(argv[i + 1]) / "logits" for i, a in enumerate(argv[:-1]) if a == "--grade-outputs"]
+    for folder in folders:
+        records = sorted(p for p in folder.glob("*.json") if p.name != "unit.json")
+        for i, path in enumerate(records):
+            if i == 0:
+                path.write_text("{not json")
+            elif i == 1:
+                path.unlink()
+                os.symlink("/etc/hostname", path)
+            elif i == 2:
+                path.write_bytes(b" " * (17 * 2**20))
+            elif i == 3:
+                record = json.loads(path.read_text())
+                for call in record["calls"]:
+                    call["output"] = {"pickle": "cos\\nsystem\\n(S'id'\\ntR."}
+                path.write_text(json.dumps(record))
+
+
+atexit.register(_break)
+'''
+
+
+def _results(out: Path, name: str) -> dict:
+    return json.loads((feedback_folder(out) / name / "results.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("sandbox", ["bwrap", "process"])
+def test_code_that_goes_for_the_checks_scores_what_its_honest_code_earns(tmp_path, small_autograder, sandbox):
+    if sandbox == "bwrap":
+        need_bwrap()
+    subs = tmp_path / "subs"
+    for name, code in [("walker", _stub() + WALKER), ("forger", _stub() + FORGER), ("breaker", _reference() + BREAKER),
+                       ("reference", _reference()), ("stubs", _stub())]:
+        (subs / name).mkdir(parents=True)
+        (subs / name / "logits.py").write_text(code, encoding="utf-8")
+    out = tmp_path / "grades.csv"
+    rows = grade_class(subs, out, timeout=240, autograder=small_autograder, units=["logits"], sandbox=sandbox, jobs=2)
+    by = {r["student"]: r for r in rows}
+    full = by["reference"]["max_total"]
+    assert full > 0 and by["reference"]["total"] == full, by["reference"]
+    for name in ("walker", "forger", "stubs"):
+        assert (by[name]["status"], by[name]["total"], by[name]["max_total"]) == ("ok", 0, full), by[name]
+    forger = _results(out, "forger")["tests"]   # its file loaded (its code ran), and each test says why it failed
+    assert all(t["output"].startswith("not implemented yet") for t in forger), [t["output"] for t in forger]
+    walker = {t["name"].split(": ")[-1]: t["output"] for t in _results(out, "walker")["tests"]}
+    assert "returned a _Peek, which is not numbers" in walker["test_next_token_logits"], walker
+    breaker = by["breaker"]
+    assert breaker["status"] == "ok" and breaker["max_total"] == full and 0 < breaker["total"] < full, breaker
+    failed = [t["output"] for t in _results(out, "breaker")["tests"] if t["status"] == "failed"]
+    assert len(failed) == 4, failed
+    assert any("is not valid JSON" in f for f in failed), failed
+    assert any("is not a plain file (a link?)" in f for f in failed), failed
+    assert any("more than the" in f and "bytes" in f for f in failed), failed
+    assert any("unknown or malformed kind 'pickle'" in f for f in failed), failed
+
+
+def test_every_logits_mistake_loses_points_when_graded_apart(tmp_path, small_autograder):
+    """The catalogued logits mistakes (tests/autograder/mistakes/) through `minillm grade` without a
+    sandbox, where the judge, not the student's process, decides: each loses points, with the same
+    failing tests the direct path finds (tests/test_autograder.py)."""
+    subs = tmp_path / "subs"
+    for mistake in MISTAKES:
+        (subs / mistake.stem).mkdir(parents=True)
+        (subs / mistake.stem / "logits.py").write_text(_reference() + "\n\n" + mistake.read_text(encoding="utf-8"))
+    rows = grade_class(subs, tmp_path / "grades.csv", timeout=240, autograder=small_autograder, units=["logits"],
+                       sandbox="process", jobs=2)
+    assert len(rows) == len(MISTAKES) >= 6
+    for row in rows:
+        assert row["status"] == "ok" and 0 < row["total"] < row["max_total"], row
+
+
+def test_values_cross_as_data_and_bad_records_are_refused(tmp_path):
+    """Every kind a graded function returns comes back as it went (type, dtype, shape, requires_grad);
+    a record that is not data the grader reads raises ExchangeError, never anything else."""
+    import numpy as np
+
+    value = {"t": torch.randn(3, 2, dtype=torch.bfloat16), "g": torch.ones(2, requires_grad=True),
+             "rows": [("a", 0.25), ("b", float("nan"))], "n": np.int64(4), "arr": np.arange(3.0),
+             "scalar": torch.tensor(2.5), "x": None, "flag": True, "big": 2**70, "obj": object()}
+    enc = Encoder()
+    tree = enc.encode(value)
+    write_record(tmp_path, "r", {"v": tree}, enc.tensors)
+    record, tensors = read_record(tmp_path, "r")
+    got = Decoder(tensors).decode(record["v"])
+    assert torch.equal(got["t"], value["t"]) and got["t"].dtype == torch.bfloat16
+    assert got["g"].requires_grad and got["scalar"].shape == () and float(got["scalar"]) == 2.5
+    assert got["rows"][0] == ("a", 0.25) and type(got["rows"]) is list and np.isnan(got["rows"][1][1])
+    assert type(got["n"]) is np.int64 and np.array_equal(got["arr"], value["arr"]) and got["big"] == 2**70
+    assert got["x"] is None and got["flag"] is True and type(got["obj"]).__name__ == "object"
+    for bad in ({"float": 1.5}, {"int": True}, {"tensor": "t0"}, {"list": {}}, {"str": "a", "int": 1},
+                {"tensor": "missing", "requires_grad": False}, {"fixture": "tiny_model", "fingerprint": ""},
+                {"npscalar": "object", "value": {"int": 1}}, "text", {"x": 1}):
+        with pytest.raises(ExchangeError):
+            Decoder(tensors).decode(bad)
+    deep: dict = {"none": None}
+    for _ in range(40):
+        deep = {"list": [deep]}
+    with pytest.raises(ExchangeError, match="nested deeper"):
+        Decoder({}).decode(deep)
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(ExchangeError, match="does not hold a JSON object"):
+        read_record(tmp_path, "bad")
+    (tmp_path / "t.json").write_text("{}")
+    (tmp_path / "t.safetensors").write_bytes(b"\xff" * 64)
+    with pytest.raises(ExchangeError, match="not a valid safetensors file"):
+        read_record(tmp_path, "t")
+    assert read_record(tmp_path, "absent") is None
