@@ -209,11 +209,13 @@ def test_a_failed_train_family_keeps_the_old_family(tmp_path, monkeypatch):
     def disk_full(folder):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(family, "held_out_perplexity", disk_full)
+    monkeypatch.setattr(family, "REAL_REPEATS", 1)
+    monkeypatch.setattr(family, "held_out_scores", disk_full)
     out = tmp_path / "models"
     before = _old_family(out, ["tiny-s", "tiny-m", "tiny-l", "tiny-s-instruct"])
     with pytest.raises(OSError, match="No space left"):
-        cli_main(["train-family", "--out", str(out), "--tokens", "4096", "--overwrite", "--no-progress"])
+        cli_main(["train-family", "--out", str(out), "--tokens", "4096", "--gpt2-tokens", "0", "--overwrite",
+                  "--no-progress"])
     assert _tree(out) == before and sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
 
 
