@@ -44,8 +44,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from minillm.checkpoint.loading import load_model_and_tokenizer
+import torch
+
+from minillm.checkpoint.loading import load_model, load_model_and_tokenizer
 from minillm.checkpoint.safe_io import build_entries_then_move
+from minillm.checkpoint.weights import save_weights
 from minillm.data import TEXTS_DIR, TINYSTORIES_HEAD, bundled_texts, read_text_file
 from minillm.experiments.scaling import write_csv
 from minillm.experiments.training import shape
@@ -171,9 +174,9 @@ def held_out_scores(folder: str | Path) -> tuple[float, float, float]:
     model, tok = load_model_and_tokenizer(folder)
     bundled = score_many(model, tok, held_out_stories(), top_k=0)
     real = score_many(model, tok, held_out_real_stories(), top_k=0)
-    nll = sum(s.total_nll for s in real)
-    return (math.exp(sum(s.total_nll for s in bundled) / sum(s.n_tokens for s in bundled)),
-            math.exp(nll / sum(s.n_tokens for s in real)), nll / math.log(2) / sum(s.n_bytes for s in real))
+    nll = [s.total_nll for s in real]
+    return (_corpus([s.total_nll for s in bundled], [s.n_tokens for s in bundled]),
+            _corpus(nll, [s.n_tokens for s in real]), sum(nll) / math.log(2) / sum(s.n_bytes for s in real))
 
 
 def gpt2_tokenizer_source(family_dir: str | Path = FAMILY_DIR) -> str:
@@ -230,7 +233,7 @@ def _train_member(name: str, texts: list[str], val_texts: list[str], config: Tra
     seconds = time.perf_counter() - start
     (out / name / STATE_TENSORS).unlink()       # the optimizer state is not shipped
     if store_bf16:
-        _store_bfloat16(out / name / "model.safetensors")
+        _store_bfloat16(out / name)
     write_training_record(out / name)
     plots_training.plot_loss_curves(result.history, out / name / "loss_curves.png", title=f"Training {name}")
     model = result.model
@@ -239,13 +242,9 @@ def _train_member(name: str, texts: list[str], val_texts: list[str], config: Tra
                         result.final_val_loss, *held_out_scores(out / name), seconds)
 
 
-def _store_bfloat16(path: Path) -> None:
-    """Rewrite the safetensors file at ``path`` with its floating-point tensors in bfloat16."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    tensors = {k: (v.to(torch.bfloat16) if v.is_floating_point() else v) for k, v in load_file(path).items()}
-    save_file(tensors, path, metadata={"format": "pt"})
+def _store_bfloat16(folder: Path) -> None:
+    """Rewrite the weights of the model in ``folder`` in bfloat16 (the kit's loader and writer)."""
+    save_weights(load_model(folder, dtype=torch.bfloat16), folder)
 
 
 # ---- the instruct family ------------------------------------------------------------------------

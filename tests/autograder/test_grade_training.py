@@ -56,11 +56,8 @@ def reference_step(model, optimizer, batch, grad_clip=None) -> float:
 
 @pytest.fixture(autouse=True)
 def _block_library_answers(monkeypatch):
-    """minillm's own trainer (minillm.training's step, train and checkpoints modules) holds this unit's answers:
-    it raises while students' code runs, wherever the student imports it from.
-
-    Patched before each test imports the student's module, so `from minillm.training.step import ...` is caught too.
-    """
+    """minillm's own trainer (minillm.training's step, train and checkpoints modules) holds this unit's answers: it
+    raises while students' code runs, patched before the student's module is imported, so any import of it is caught."""
     block(monkeypatch, *(f"minillm.training.{name}" for name in
                          ("step.next_token_loss", "step.train_step", "step.evaluate", "train.train_step", "train.evaluate",
                           "train.train", "train.resume", "checkpoints.save_checkpoint", "checkpoints.restore",
