@@ -144,6 +144,13 @@ def tiny_m():
     return load_model(FAMILY_DIR / "tiny-m"), load_tokenizer(FAMILY_DIR / "tiny-m")
 
 
+@pytest.fixture(scope="module")
+def tiny_gpt2():
+    from minillm import load_model, load_tokenizer
+    from minillm.course.family import FAMILY_DIR
+    return load_model(FAMILY_DIR / "tiny-gpt2"), load_tokenizer(FAMILY_DIR / "tiny-gpt2")
+
+
 def surprises(model, tok, text: str) -> torch.Tensor:
     """Every scored token's -log p (nats), computed here with cross_entropy: the independent reference."""
     ids = torch.tensor([tok.encode(text)])
@@ -157,8 +164,9 @@ def held_out_openings(tok) -> list[str]:
     return [story[: story.rfind(".", 0, 300) + 1] for story in held_out_stories()[:5]]
 
 
-def test_logits_notebook(tiny_m, executed):
-    model, tok = tiny_m
+def test_logits_notebook(tiny_gpt2, executed):
+    """The lab runs on the shipped GPT-2 (the seed lab's model), checked against an independent float64 softmax."""
+    model, tok = tiny_gpt2
     notebook, got, error = executed["solutions/logits.ipynb"]
     assert error is None, f"{error}\n{outputs_of(notebook)}"
     phrase = "The cat sat on the mat."
@@ -166,13 +174,16 @@ def test_logits_notebook(tiny_m, executed):
     with torch.no_grad():
         probs = torch.softmax(model(torch.tensor([tok.encode("Once upon a")]))[0, -1].double(), -1)
     assert got["best"][0] == tok.token_text(int(probs.argmax()))
-    assert math.isclose(got["best"][1], float(probs.max()), rel_tol=1e-5)   # one float32 softmax vs float64
+    # One float32 softmax over GPT-2's 50,257 logits against float64: measured 2.1e-5 relative here
+    # (torch's vectorised float32 exp), so 1e-4; a wrong axis, a missing softmax or a logit is off by far more.
+    assert math.isclose(got["best"][1], float(probs.max()), rel_tol=1e-4)
     with torch.no_grad():
         probs = torch.softmax(model(torch.tensor([tok.encode("Once upon a time, there was a little")]))[0, -1].double(), -1)
     top = torch.topk(probs, 5)
     assert [t for t, _ in got["top"]] == [tok.token_text(i) for i in top.indices.tolist()]
-    assert torch.allclose(torch.tensor([p for _, p in got["top"]], dtype=torch.float64), top.values, rtol=1e-5, atol=1e-6)
-    assert all(abs(r - 1) < 1e-5 for r in got["rows"])
+    assert torch.allclose(torch.tensor([p for _, p in got["top"]], dtype=torch.float64), top.values, rtol=1e-4, atol=1e-6)
+    # A float32 sum of 50,257 probabilities: rounding of order sqrt(50,257) x 6e-8 = 1.3e-5, so 1e-4.
+    assert all(abs(r - 1) < 1e-4 for r in got["rows"])
     # Perplexity: exp(mean surprise) over n - 1 tokens; a whole forward pass in float32 -> rtol 1e-4.
     for text, ppl in got["ppl"].items():
         assert math.isclose(ppl, math.exp(float(surprises(model, tok, text).mean())), rel_tol=1e-4), text

@@ -20,14 +20,16 @@ from minillm.course.family import FAMILY_DIR
 # %% [markdown]
 # ## The model
 #
-# The kit ships three tiny story models trained by the kit itself (`tiny-s`, `tiny-m`, `tiny-l`);
-# they run offline in a second. With network you can study a real one: put its hub id in `MODEL`
-# and run the notebook again.
+# The lab's model is GPT-2. The kit ships a small one, `tiny-gpt2`, trained by the kit on
+# TinyStories in the configuration of the TinyStories paper (Eldan and Li, 2023): GPT-2's
+# architecture and its own 50,257-token vocabulary, 6 layers, a width of 64. It has 3.6 million
+# parameters (GPT-2 small has 124 million), 3.2 million of them in the token embedding, and runs
+# offline in a second. With network you can study the real GPT-2: swap the comment below and run
+# the notebook again; every cell works the same.
 
 # %%
-MODEL = FAMILY_DIR / "tiny-m"
-# MODEL = "Qwen/Qwen2.5-0.5B"          # 0.5 billion parameters, about 1 GB to download
-# MODEL = "openai-community/gpt2"      # GPT-2 small, 124 million parameters, the lab's own model
+MODEL = FAMILY_DIR / "tiny-gpt2"
+# MODEL = "openai-community/gpt2"      # GPT-2 small, 124 million parameters, about 500 MB to download
 model, tok = load_model(MODEL), load_tokenizer(MODEL)
 print(f"{MODEL}: {model.num_parameters():,} parameters, a vocabulary of {tok.vocab_size:,} tokens")
 
@@ -44,10 +46,11 @@ print(ids)
 print([tok.token_text(i) for i in ids])
 
 # %% [markdown] answer
-# The tokenizer cuts text into pieces from a fixed vocabulary learned from its training text:
-# frequent words are one token (with their leading space, " the"), rarer ones are split into
-# several pieces, and punctuation is a token of its own. A small vocabulary, like the tiny models'
-# 1,024 tokens, splits more words than Qwen's 151,643.
+# Seven: GPT-2's tokenizer cuts text into pieces from a fixed vocabulary of 50,257 learned from
+# web text. Frequent words are one token together with their leading space (" cat", " the"), the
+# full stop is a token of its own, and rarer words are split into several pieces: try
+# `tok.encode("Colorless")` ("Color" + "less") or "unbelievably" (four pieces). A smaller
+# vocabulary, like the 1,024 tokens of the kit's `tiny-m`, splits many more words.
 
 # %% [markdown]
 # ## Question 2: the logits
@@ -130,10 +133,11 @@ scored = score(model, tok, phrase)
 scored
 
 # %% [markdown] answer
-# The darkest tokens are those the model did not expect: for a story model, " cat" right after
-# "The" is one animal among many, and "sat" and "mat" are spelled in two pieces by the tiny
-# vocabulary whose first pieces (" sa", " m") start many words. " the" after "sat on" is almost
-# certain (surprise near 0).
+# The darkest token is " mat": a word the story model almost never saw, so it gets less
+# probability than a uniform guess over the vocabulary would give it (a surprise above
+# ln 50,257 = 10.8 nats); the model expected a floor, a window or a garden. " cat" after "The"
+# is one of many possible next words, and after "The cat" the model expected " named", not
+# " sat". " the" after "sat on" is almost certain (a surprise near 0).
 
 # %% [markdown]
 # ## Question 8: perplexity
@@ -149,8 +153,11 @@ for text, ppl in perplexities.items():
 
 # %% [markdown] answer
 # "The cat sat on the mat." has the lowest perplexity: its words come in an order the model has
-# seen in its stories. The same words shuffled are far more surprising, and a grammatical sentence
-# of unusual words lies in between: the model has learned both word order and which words go together.
+# seen in its stories. The same words shuffled are far more surprising: the model has learned word
+# order. For this story model the grammatical sentence of unusual words is the most surprising of
+# all: "colorless", "ideas" and "furiously" hardly ever occur in a children's story, and a model
+# trained on a million tokens knows which words occur better than it knows grammar. (The real GPT-2,
+# trained on web text, has seen all these words: try it.)
 
 # %% [markdown]
 # ## Question 9: fewer bits per weight
