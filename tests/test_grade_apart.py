@@ -1,21 +1,24 @@
-"""The logits unit graded apart (tests/autograder/apart.py, minillm/course/verdict.py): the student's
-code runs in the sandbox only to record its outputs; the expected values, the comparisons and the
-points are computed in a judge process it never runs in.
+"""Units graded apart (tests/autograder/apart.py, minillm/course/verdict.py): the student's code runs
+in the sandbox only to record its outputs; the expected values, the comparisons and the points are
+computed in a judge process it never runs in.
 
-Hostile students hand in the logits unit's untouched stub (their honest code earns 0) or the
-reference, plus code that goes for the checks themselves: a lazy answer that walks the stack frames
-and the garbage collector for the expected values when it is compared; a thread that marks every
-recorded result passed and a results file of full marks signed with the key read from the grader's
-memory; records of its own outputs broken on purpose (not JSON, a link to a file of the grader's
-machine, too large, an unknown kind, the wrong shape). Each scores exactly what its honest code
-earns, or loses the tests whose records it broke, each with a message; the grader never crashes.
-(On the direct path, where the checks ran in the student's process, the walker earned 5 of 13 and
-the forger 13 of 13.)
+Hostile students hand in a unit's untouched stub (their honest code earns 0) or the reference, plus
+code that goes for the checks themselves: a lazy answer that walks the stack frames and the garbage
+collector for the expected values when it is compared; a thread that marks every recorded result
+passed and a results file of full marks signed with the key read from the grader's memory; records
+of its own outputs broken on purpose (not JSON, a link to a file of the grader's machine, too large,
+an unknown kind, the wrong shape). Each scores exactly what its honest code earns, or loses the
+tests whose records it broke, each with a message; the grader never crashes. (On the direct path,
+where the checks ran in the student's process, the walker earned 5 of 13 logits points and the
+forger 13 of 13.) Every unit graded apart: the reference earns every point, the stub none, each of
+its catalogued mistakes loses points, and the walker and the forger score what the stub scores.
 """
 
 from __future__ import annotations
 
+import ast
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -29,12 +32,14 @@ from minillm.course.grade import grade_class
 sys.path.insert(0, str(REPO / "tests" / "autograder"))
 from exchange import Decoder, Encoder, ExchangeError, read_record, write_record  # noqa: E402
 
-MISTAKES = sorted((REPO / "tests" / "autograder" / "mistakes").glob("logits__*.py"))
+AUTOGRADER = REPO / "tests" / "autograder"
+APART = [line.split("#")[0].strip() for line in (AUTOGRADER / "graded_apart.txt").read_text().splitlines()
+         if line.split("#")[0].strip()]
 
-# Returns, from each logits function, an object that looks for the grader's expected values when it
-# is compared: its `shape` is read from the frame that asks for it, its `__array__` walks the frames
-# above it for `expected` and, failing that, the garbage collector for a tensor of that shape.
-WALKER = '''
+# An object that looks for the grader's expected values when it is compared: its `shape` is read from
+# the frame that asks for it, its `__array__` walks the frames above it for `expected` and, failing
+# that, the garbage collector for a tensor of that shape. walker(unit) returns one from every function.
+PEEK = '''
 import gc
 import sys
 
@@ -63,14 +68,31 @@ class _Peek:
         found = [o for o in gc.get_objects() if isinstance(o, torch.Tensor) and o.dim() == 1 and o.numel() > 100]
         return np.asarray(found[-1].detach().numpy() if found else [], dtype)
 
+    def __float__(self):
+        return float(np.asarray(self).reshape(-1)[0]) if np.asarray(self).size else 0.0
 
-def next_token_logits(model, tokenizer, text):
-    return _Peek()
+    def __iter__(self):
+        return iter(np.asarray(self).tolist())
 
-
-def next_token_distributions(model, tokenizer, text):
-    return _Peek()
+    def __len__(self):
+        return len(np.asarray(self))
 '''
+
+
+def _functions(unit: str) -> list[str]:
+    """The graded functions of a unit: the public functions its reference defines."""
+    tree = ast.parse((REPO / "solutions" / f"{unit}.py").read_text(encoding="utf-8"))
+    return [n.name for n in tree.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")]
+
+
+def walker_code(unit: str) -> str:
+    """The unit's stub, then every graded function redefined to return a _Peek."""
+    return "\n".join([_stub(unit), PEEK, *(f"def {name}(*args, **kwargs):\n    return _Peek()\n"
+                                          for name in _functions(unit))])
+
+
+def forger_code(unit: str) -> str:
+    return _stub(unit) + FORGER.replace("__UNIT__", unit)
 
 # A thread marks every recorded result passed; at exit, a results file of full marks is written over
 # the grader's, signed with the key found in the grader's memory (the closure of its signer).
@@ -78,7 +100,9 @@ FORGER = '''
 import atexit
 import hashlib
 import hmac
+import ast
 import json
+import shutil
 import sys
 import threading
 import time
@@ -107,12 +131,12 @@ def _key():
 def _forge():
     argv = sys.argv
     paths = [Path(argv[i + 1]) for i, a in enumerate(argv[:-1]) if a == "--grade-json"]
-    paths += [Path(argv[i + 1]).parent / "logits.json" for i, a in enumerate(argv[:-1]) if a == "--grade-outputs"]
+    paths += [Path(argv[i + 1]).parent / "__UNIT__.json" for i, a in enumerate(argv[:-1]) if a == "--grade-outputs"]
     for path in paths:
         try:
             data = json.loads(path.read_text())
         except Exception:
-            data = {"tests": [], "max_score": 13, "extra_data": {"units": {"logits": {"max_score": 13}}}}
+            data = {"tests": [], "max_score": 13, "extra_data": {"units": {"__UNIT__": {"max_score": 13}}}}
         for test in data["tests"]:
             test.update(score=test["max_score"], status="passed", output="")
         data["score"] = data["max_score"]
@@ -173,7 +197,7 @@ def test_code_that_goes_for_the_checks_scores_what_its_honest_code_earns(tmp_pat
     if sandbox == "bwrap":
         need_bwrap()
     subs = tmp_path / "subs"
-    for name, code in [("walker", _stub() + WALKER), ("forger", _stub() + FORGER), ("breaker", _reference() + BREAKER),
+    for name, code in [("walker", walker_code("logits")), ("forger", forger_code("logits")), ("breaker", _reference() + BREAKER),
                        ("reference", _reference()), ("stubs", _stub())]:
         (subs / name).mkdir(parents=True)
         (subs / name / "logits.py").write_text(code, encoding="utf-8")
@@ -198,19 +222,42 @@ def test_code_that_goes_for_the_checks_scores_what_its_honest_code_earns(tmp_pat
     assert any("unknown or malformed kind 'pickle'" in f for f in failed), failed
 
 
-def test_every_logits_mistake_loses_points_when_graded_apart(tmp_path, small_autograder):
-    """The catalogued logits mistakes (tests/autograder/mistakes/) through `minillm grade` without a
-    sandbox, where the judge, not the student's process, decides: each loses points, with the same
-    failing tests the direct path finds (tests/test_autograder.py)."""
+@pytest.fixture
+def unit_autograder(tmp_path, unit) -> Path:
+    """A copy of the autograder with the grader's files and one unit's tests."""
+    folder = tmp_path / "grader" / "tests" / "autograder"
+    folder.mkdir(parents=True)
+    for path in [*AUTOGRADER.glob("*.py"), *AUTOGRADER.glob("*.txt")]:
+        if not path.name.startswith("test_grade_") or path.name == f"test_grade_{unit}.py":
+            shutil.copy(path, folder / path.name)
+    return folder
+
+
+@pytest.mark.parametrize("unit", APART)
+def test_each_unit_graded_apart_reference_stub_mistakes_and_attacks(tmp_path, unit, unit_autograder):
+    """One class per unit graded apart, through `minillm grade` without a sandbox, where the judge, not
+    the student's process, decides: the reference earns every point, the stub none; the frame walker
+    and the forger score what the stub scores; each catalogued mistake (tests/autograder/mistakes/)
+    loses points, as on the direct path (tests/test_autograder.py)."""
+    mistakes = sorted((AUTOGRADER / "mistakes").glob(f"{unit}__*.py"))
     subs = tmp_path / "subs"
-    for mistake in MISTAKES:
-        (subs / mistake.stem).mkdir(parents=True)
-        (subs / mistake.stem / "logits.py").write_text(_reference() + "\n\n" + mistake.read_text(encoding="utf-8"))
-    rows = grade_class(subs, tmp_path / "grades.csv", timeout=240, autograder=small_autograder, units=["logits"],
-                       sandbox="process", jobs=2)
-    assert len(rows) == len(MISTAKES) >= 6
-    for row in rows:
-        assert row["status"] == "ok" and 0 < row["total"] < row["max_total"], row
+    students = [("reference", _reference(unit)), ("stubs", _stub(unit)), ("walker", walker_code(unit)),
+                ("forger", forger_code(unit)),
+                *((m.stem, _reference(unit) + "\n\n" + m.read_text(encoding="utf-8")) for m in mistakes)]
+    for name, code in students:
+        (subs / name).mkdir(parents=True)
+        (subs / name / f"{unit}.py").write_text(code, encoding="utf-8")
+    out = tmp_path / "grades.csv"
+    rows = grade_class(subs, out, timeout=240, autograder=unit_autograder, units=[unit], sandbox="process", jobs=2)
+    by = {r["student"]: r for r in rows}
+    full = by["reference"]["max_total"]
+    assert full > 0 and by["reference"]["total"] == full and by["reference"]["status"] == "ok", by["reference"]
+    for name in ("stubs", "walker", "forger"):
+        assert (by[name]["status"], by[name]["total"], by[name]["max_total"]) == ("ok", 0, full), by[name]
+    assert len(mistakes) >= 5
+    for mistake in mistakes:
+        row = by[mistake.stem]
+        assert row["status"] == "ok" and 0 <= row["total"] < row["max_total"] == full, row
 
 
 def test_values_cross_as_data_and_bad_records_are_refused(tmp_path):

@@ -40,12 +40,12 @@ def need_bwrap() -> None:
         pytest.skip(f"no bubblewrap sandbox here: {problem}")
 
 
-def _stub() -> str:
-    return (REPO / "exercises" / "logits.py").read_text(encoding="utf-8")
+def _stub(unit: str = "logits") -> str:
+    return (REPO / "exercises" / f"{unit}.py").read_text(encoding="utf-8")
 
 
-def _reference() -> str:
-    return (REPO / "solutions" / "logits.py").read_text(encoding="utf-8")
+def _reference(unit: str = "logits") -> str:
+    return (REPO / "solutions" / f"{unit}.py").read_text(encoding="utf-8")
 
 
 # Rewrites the grader and the kit on disk: the autograder's conftest (so that every test passes for
