@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 import torch
 from test_grade_sandbox import REPO, _reference, _stub, need_bwrap, small_autograder  # noqa: F401 (a fixture)
+from test_one_mistake_one_objective import WRONG_SOFTMAX
 
 from minillm.course.feedback import feedback_folder
 from minillm.course.grade import grade_class
@@ -188,6 +189,13 @@ atexit.register(_break)
 '''
 
 
+# Students of one unit's class beyond the reference, the stub, the attacks and the catalogued mistakes:
+# {unit: {name: code appended to the reference}}.
+EXTRA = {"sampling": {"wrong_softmax": WRONG_SOFTMAX["overflows"],
+                      "torch_softmax": "\n\ndef softmax_with_temperature(logits, temperature):\n"
+                                       "    return torch.softmax(logits / temperature, dim=-1)\n"}}
+
+
 def _results(out: Path, name: str) -> dict:
     return json.loads((feedback_folder(out) / name / "results.json").read_text(encoding="utf-8"))
 
@@ -242,7 +250,7 @@ def test_each_unit_graded_apart_reference_stub_mistakes_and_attacks(tmp_path, un
     mistakes = sorted((AUTOGRADER / "mistakes").glob(f"{unit}__*.py"))
     subs = tmp_path / "subs"
     students = [("reference", _reference(unit)), ("stubs", _stub(unit)), ("walker", walker_code(unit)),
-                ("forger", forger_code(unit)),
+                ("forger", forger_code(unit)), *((n, _reference(unit) + code) for n, code in EXTRA.get(unit, {}).items()),
                 *((m.stem, _reference(unit) + "\n\n" + m.read_text(encoding="utf-8")) for m in mistakes)]
     for name, code in students:
         (subs / name).mkdir(parents=True)
@@ -258,6 +266,12 @@ def test_each_unit_graded_apart_reference_stub_mistakes_and_attacks(tmp_path, un
     for mistake in mistakes:
         row = by[mistake.stem]
         assert row["status"] == "ok" and 0 <= row["total"] < row["max_total"] == full, row
+    if unit == "sampling":   # the probe forbids what the test forbids, and lends what it lends
+        lost = {o["objective"] for o in _results(out, "wrong_softmax")["extra_data"]["objectives"]
+                if o["score"] < o["max_score"]}
+        assert lost == {"SAMP-1"}, by["wrong_softmax"]
+        outputs = [t["output"] for t in _results(out, "torch_softmax")["tests"] if t["status"] == "failed"]
+        assert outputs and all("your code called torch.softmax" in o for o in outputs), outputs
 
 
 def test_values_cross_as_data_and_bad_records_are_refused(tmp_path):

@@ -66,12 +66,31 @@ def encode_call(k: int, args: tuple, kwargs: dict, fixtures: dict) -> tuple[dict
     return tree, enc.tensors, digest(tree, enc.tensors)
 
 
+def lend(mode: str, student: Any, item: pytest.Item, unit: str, patch: pytest.MonkeyPatch, helper: str,
+         version: Callable) -> None:
+    """For this test, the student's module finds ``version`` (the grader's own) under the name
+    ``helper``, a graded function that the function under test builds on: one mistake costs one
+    objective. A plan run records it by the test module's name for ``version`` (a probe lends it
+    there before the calls); a judge run has no student module and does nothing."""
+    if mode == "judge":
+        return
+    if mode == "plan":
+        names = [n for n, v in vars(item.module).items() if v is version]
+        if not names:
+            raise GradingError(f"autograder error: lend({helper!r}, ...) needs a grader version that the test "
+                               "module defines or binds at module level (a probe finds it there by name)")
+        LENT.setdefault((unit, item.name), []).append([helper, names[0]])
+    patch.setattr(student(unit), helper, version, raising=False)
+
+
 # --------------------------------------------------------------------------------------------
 # plan: the reference's calls, recorded
 # --------------------------------------------------------------------------------------------
 
 PLANNED: dict[tuple[str, str], list] = {}     # (unit, test name) -> [(call record, tensors)]
 FORBIDDEN: dict[tuple[str, str], list] = {}   # (unit, test name) -> the library functions it forbids
+LENT: dict[tuple[str, str], list] = {}        # (unit, test name) -> [[graded function, the test module's name
+                                              #   of the grader's version lent in its place]]
 
 
 class PlanStudent:
@@ -104,7 +123,8 @@ def write_plan(folder: Path, results: dict) -> None:
         for name, calls in tests.items():
             tensors = {k: v for _, t in calls for k, v in t.items()}
             write_record(folder / unit, stem(name), {"test": name, "calls": [c for c, _ in calls],
-                                                     "forbid": FORBIDDEN.get((unit, name), [])}, tensors)
+                                                     "forbid": FORBIDDEN.get((unit, name), []),
+                                                     "lend": LENT.get((unit, name), [])}, tensors)
         failed = {r.name: r.output for r in results.values() if r.unit == unit and not r.passed}
         write_record(folder / unit, PLAN_INDEX, {"tests": sorted(tests), "reference_failed": failed}, {})
 
@@ -135,9 +155,10 @@ class Probe:
         plan, plan_tensors = planned
         with pytest.MonkeyPatch.context() as patch:   # the test's forbidden functions, before the file loads
             block(patch, *plan.get("forbid", []))
-            self._run(item, unit, name, plan, plan_tensors)
+            self._run(item, unit, name, plan, plan_tensors, patch)
 
-    def _run(self, item: pytest.Function, unit: str, name: str, plan: dict, plan_tensors: dict) -> None:
+    def _run(self, item: pytest.Function, unit: str, name: str, plan: dict, plan_tensors: dict,
+             patch: pytest.MonkeyPatch) -> None:
         student = item.funcargs["student"]
         functions: dict[str, str | None] = {}
         out, tensors, stopped = [], {}, None
@@ -158,6 +179,8 @@ class Probe:
             if stopped or functions[fname] is not None:
                 out.append({"function": fname, "not_run": stopped or "the function is not available"})
                 continue
+            for helper, version in plan.get("lend", []):   # the grader's versions of what it builds on
+                patch.setattr(student(unit), helper, getattr(item.module, version), raising=False)
             decoder = Decoder(plan_tensors, fixture)
             args = [decoder.decode(a) for a in call["args"]]
             kwargs = {key: decoder.decode(v) for key, v in call["kwargs"]}
