@@ -22,7 +22,11 @@ grades ``pytest --target`` in one process (mode ``direct``), where nothing is ap
 run is a convenience, not a security boundary. Two rules for a test graded apart: the inputs of a
 call must not depend on an earlier call's output (the plan would not match the student's run), and
 the expected values must be computed in the test's body, never in a fixture (the probe sets up the
-fixtures in the sandbox).
+fixtures in the sandbox). And what a test does to the student's side goes through fixtures the plan
+records: ``forbid`` (library functions that are the answer) and ``lend`` (the grader's version of a
+graded function the function under test builds on), never ``block`` or a patch of the student's
+module in the body; side effects are checked with ``grading.Unchanged``, which the judge reads from
+what the probe measured, never by comparing an argument with a copy after the call.
 """
 
 from __future__ import annotations
