@@ -28,6 +28,7 @@ from test_grade_sandbox import REPO, _reference, _stub, need_bwrap, small_autogr
 from test_one_mistake_one_objective import WRONG_SOFTMAX
 
 from minillm.course.feedback import feedback_folder
+from minillm.models.config import ModelConfig
 from minillm.course.grade import grade_class
 
 sys.path.insert(0, str(REPO / "tests" / "autograder"))
@@ -281,7 +282,8 @@ def test_values_cross_as_data_and_bad_records_are_refused(tmp_path):
 
     value = {"t": torch.randn(3, 2, dtype=torch.bfloat16), "g": torch.ones(2, requires_grad=True),
              "rows": [("a", 0.25), ("b", float("nan"))], "n": np.int64(4), "arr": np.arange(3.0),
-             "scalar": torch.tensor(2.5), "x": None, "flag": True, "big": 2**70, "obj": object()}
+             "scalar": torch.tensor(2.5), "x": None, "flag": True, "big": 2**70, "obj": object(),
+             "cfg": ModelConfig("llama", 50, 32, 64, 2, 4, 2, 8, 5e5, 1e-5, 128, True, False, eos_token_id=[1, 2])}
     enc = Encoder()
     tree = enc.encode(value)
     write_record(tmp_path, "r", {"v": tree}, enc.tensors)
@@ -292,9 +294,11 @@ def test_values_cross_as_data_and_bad_records_are_refused(tmp_path):
     assert got["rows"][0] == ("a", 0.25) and type(got["rows"]) is list and np.isnan(got["rows"][1][1])
     assert type(got["n"]) is np.int64 and np.array_equal(got["arr"], value["arr"]) and got["big"] == 2**70
     assert got["x"] is None and got["flag"] is True and type(got["obj"]).__name__ == "object"
+    assert got["cfg"] == value["cfg"] and type(got["cfg"]) is ModelConfig
     for bad in ({"float": 1.5}, {"int": True}, {"tensor": "t0"}, {"list": {}}, {"str": "a", "int": 1},
                 {"tensor": "missing", "requires_grad": False}, {"fixture": "tiny_model", "fingerprint": ""},
-                {"npscalar": "object", "value": {"int": 1}}, "text", {"x": 1}):
+                {"npscalar": "object", "value": {"int": 1}}, "text", {"x": 1},
+                {"config": {"dict": [[{"str": "__class__"}, {"int": 1}]]}}, {"config": {"dict": []}}):
         with pytest.raises(ExchangeError):
             Decoder(tensors).decode(bad)
     deep: dict = {"none": None}

@@ -7,6 +7,7 @@ run code when read, unlike pickle. Each node of the tree is a one-key object nam
     {"list": [...]}  {"tuple": [...]}  {"dict": [[key node, value node], ...]}
     {"tensor": "t0", "requires_grad": false}  {"ndarray": "t1"}  {"npscalar": "float32", "value": node}
     {"generator": "t2"}                     (a CPU torch.Generator, by its state; arguments only)
+    {"config": {"dict": [...]}}             (a minillm ModelConfig, by its fields)
     {"fixture": "tiny_model", "fingerprint": "ab12..."}   (a grader fixture, by name; arguments only)
     {"other": "MyClass", "repr": "..."}      (anything else the student returned: its type and repr only)
 
@@ -18,6 +19,7 @@ test, not the grader.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -28,6 +30,8 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+
+from minillm.models.config import ModelConfig
 
 MAX_JSON_BYTES = 16 * 2**20      # one test's record: thousands of calls' small outputs fit in far less
 MAX_TENSOR_BYTES = 256 * 2**20   # one test's tensors: the largest output a unit asks for is a few MB
@@ -103,6 +107,9 @@ class Encoder:
             return {"npscalar": value.dtype.name, "value": self.encode(value.item(), depth + 1)}
         if type(value) is torch.Generator and value.device.type == "cpu":
             return {"generator": self._tensor(value.get_state())}
+        if type(value) is ModelConfig:
+            return {"config": self.encode({f.name: getattr(value, f.name) for f in dataclasses.fields(value)},
+                                          depth + 1)}
         try:
             text = repr(value)
         except Exception:   # a repr that fails is still an answer of the wrong kind
@@ -209,6 +216,15 @@ class Decoder:
             except (RuntimeError, TypeError):
                 raise ExchangeError("a random generator's state is not one torch can read") from None
             return generator
+        if kind == "config" and len(node) == 1:
+            fields = self.decode(value, depth + 1)
+            known = {f.name for f in dataclasses.fields(ModelConfig)}
+            if not (isinstance(fields, dict) and set(fields) <= known):
+                raise ExchangeError("a model config holds fields a ModelConfig does not have")
+            try:
+                return ModelConfig(**fields)
+            except TypeError:
+                raise ExchangeError("a model config lacks fields a ModelConfig needs") from None
         if kind == "fixture" and set(node) == {"fixture", "fingerprint"} and self.fixture is not None:
             return self.fixture(str(value))
         if kind == "other" and set(node) == {"other", "repr"} and type(value) is str and type(node["repr"]) is str:
