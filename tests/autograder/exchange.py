@@ -9,7 +9,10 @@ run code when read, unlike pickle. Each node of the tree is a one-key object nam
     {"generator": "t2"}                     (a CPU torch.Generator, by its state; arguments only)
     {"config": {"dict": [...]}}             (a minillm ModelConfig, by its fields)
     {"fixture": "tiny_model", "fingerprint": "ab12..."}   (a grader fixture, by name; arguments only)
+    {"output": 2}                            (what call 2 of the test returned, passed on as it is; arguments only)
     {"other": "MyClass", "repr": "..."}      (anything else the student returned: its type and repr only)
+
+A pandas DataFrame crosses as its list of rows (``to_dict("records")``).
 
 Floats travel as ``float.hex`` strings (exact, and NaN/inf need no JSON extension). Reading checks
 every node, the depth, the count and the file sizes, and raises :class:`ExchangeError` with a
@@ -65,8 +68,9 @@ class Encoder:
     ``fixtures``: objects passed by name (id -> (name, fingerprint)), for a call's arguments.
     ``prefix``: of the tensors' names, so that several values' tensors can share one file."""
 
-    def __init__(self, fixtures: dict[int, tuple[str, str]] | None = None, prefix: str = "") -> None:
-        self.fixtures, self.prefix = fixtures or {}, prefix
+    def __init__(self, fixtures: dict[int, tuple[str, str]] | None = None, prefix: str = "",
+                 outputs: dict[int, int] | None = None) -> None:
+        self.fixtures, self.prefix, self.outputs = fixtures or {}, prefix, outputs or {}
         self.tensors: dict[str, torch.Tensor] = {}
         self._bytes = 0
 
@@ -85,6 +89,8 @@ class Encoder:
         if id(value) in self.fixtures:
             name, fingerprint = self.fixtures[id(value)]
             return {"fixture": name, "fingerprint": fingerprint}
+        if id(value) in self.outputs:
+            return {"output": self.outputs[id(value)]}
         if value is None:
             return {"none": None}
         if type(value) is bool:
@@ -107,6 +113,8 @@ class Encoder:
             return {"npscalar": value.dtype.name, "value": self.encode(value.item(), depth + 1)}
         if type(value) is torch.Generator and value.device.type == "cpu":
             return {"generator": self._tensor(value.get_state())}
+        if type(value).__name__ == "DataFrame" and type(value).__module__.startswith("pandas."):
+            return self.encode(value.to_dict("records"), depth)   # a table of rows: as its rows
         if type(value) is ModelConfig:
             return {"config": self.encode({f.name: getattr(value, f.name) for f in dataclasses.fields(value)},
                                           depth + 1)}
@@ -153,9 +161,11 @@ class Decoder:
     """Turns JSON nodes back into values, checking each. ``fixture``: name -> the grader's own object
     (arguments only; None where no fixture may appear)."""
 
-    def __init__(self, tensors: dict[str, torch.Tensor], fixture: Callable[[str], Any] | None = None) -> None:
+    def __init__(self, tensors: dict[str, torch.Tensor], fixture: Callable[[str], Any] | None = None,
+                 outputs: list | None = None) -> None:
         self.tensors = tensors
         self.fixture = fixture
+        self.outputs = outputs
         self._nodes = 0
 
     def _named(self, name: Any) -> torch.Tensor:
@@ -225,6 +235,10 @@ class Decoder:
                 return ModelConfig(**fields)
             except TypeError:
                 raise ExchangeError("a model config lacks fields a ModelConfig needs") from None
+        if kind == "output" and len(node) == 1 and type(value) is int and self.outputs is not None:
+            if not 0 <= value < len(self.outputs):
+                raise ExchangeError(f"a value names the output of call {value}, which came later")
+            return self.outputs[value]
         if kind == "fixture" and set(node) == {"fixture", "fingerprint"} and self.fixture is not None:
             return self.fixture(str(value))
         if kind == "other" and set(node) == {"other", "repr"} and type(value) is str and type(node["repr"]) is str:
