@@ -194,7 +194,10 @@ atexit.register(_break)
 # {unit: {name: code appended to the reference}}.
 EXTRA = {"sampling": {"wrong_softmax": WRONG_SOFTMAX["overflows"],
                       "torch_softmax": "\n\ndef softmax_with_temperature(logits, temperature):\n"
-                                       "    return torch.softmax(logits / temperature, dim=-1)\n"}}
+                                       "    return torch.softmax(logits / temperature, dim=-1)\n"},
+         # A new module holding the original's own weight tensors: the judge must see them shared.
+         "quantization": {"shallow_copy": "\n\ndef quantize_model(model, bits):\n"
+                                          "    import copy\n    return copy.copy(model)\n"}}
 
 
 def _results(out: Path, name: str) -> dict:
@@ -273,6 +276,9 @@ def test_each_unit_graded_apart_reference_stub_mistakes_and_attacks(tmp_path, un
         assert lost == {"SAMP-1"}, by["wrong_softmax"]
         outputs = [t["output"] for t in _results(out, "torch_softmax")["tests"] if t["status"] == "failed"]
         assert outputs and all("your code called torch.softmax" in o for o in outputs), outputs
+    if unit == "quantization":   # a returned module's parameters that are the argument's own cross as such
+        outputs = [t["output"] for t in _results(out, "shallow_copy")["tests"] if t["status"] == "failed"]
+        assert any("shares weight tensors with the original" in o for o in outputs), outputs
 
 
 def test_values_cross_as_data_and_bad_records_are_refused(tmp_path):

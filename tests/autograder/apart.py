@@ -87,14 +87,38 @@ def fixture_value(item: pytest.Item, path: str) -> Any:
 def chainable(value: Any) -> bool:
     """Whether a call's output, passed as it is to a later call, crosses as a reference to that
     output: not the values Python shares between unrelated places (None, small ints, texts)."""
-    return not isinstance(value, (type(None), bool, int, str)) and value != ()
+    return not isinstance(value, (type(None), bool, int, str, np.generic)) and not (type(value) is tuple and not value)
+
+
+BUILT: dict[int, tuple[str, tuple, dict]] = {}   # id -> (function, args, kwargs) of this test's built objects
+_KEPT: list = []
+
+
+def built(function: Callable, *args: Any, **kwargs: Any) -> Any:
+    """``function(*args, **kwargs)``, an object the test builds to pass to the student's function (a
+    model of its own, say) with a function of the test module: a call given it records how it was
+    built (the function's name and arguments, themselves data, fixtures or built), and the probe builds
+    it again in the sandbox, checked against the object's fingerprint. Built with torch's global random
+    generator seeded with 0 and then restored: the same object in every run, the caller's draws untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        value = function(*args, **kwargs)
+    BUILT[id(value)] = (function.__name__, args, kwargs)
+    _KEPT.append(value)
+    return value
+
+
+def forget_built() -> None:
+    """A new test: no object is built yet."""
+    BUILT.clear()
+    _KEPT.clear()
 
 
 def encode_call(k: int, args: tuple, kwargs: dict, fixtures: dict,
                 outputs: dict[int, int]) -> tuple[dict, dict[str, torch.Tensor], str]:
     """Call number ``k``'s arguments as data: (the tree, its tensors, a digest of both). ``outputs``:
     id -> the number of the earlier call of this test that returned the object (passed on as it is)."""
-    enc = Encoder(fixtures, prefix=f"c{k}.", outputs=outputs)
+    enc = Encoder(fixtures, prefix=f"c{k}.", outputs=outputs, built=BUILT)
     tree = {"args": [enc.encode(a) for a in args], "kwargs": [[key, enc.encode(v)] for key, v in kwargs.items()]}
     return tree, enc.tensors, digest(tree, enc.tensors)
 
@@ -198,6 +222,17 @@ class Probe:
         out, tensors, stopped = [], {}, None
 
         produced = Outputs()   # each call's output as the judge will read it, for the calls given it
+        rebuilt: dict[str, Any] = {}
+
+        def build(function: str, args: list, kwargs: dict, expected: str) -> Any:
+            """An object the test built (apart.built), built again here: one per recipe and test."""
+            key = digest({"f": function, "a": Encoder(_fixtures(item)).encode([args, kwargs])}, {})
+            if key not in rebuilt:
+                value = built(getattr(item.module, function), *args, **kwargs)
+                if fingerprint(value) != expected:
+                    raise ExchangeError(f"autograder error: {function}() built another object in the sandbox")
+                rebuilt[key] = value
+            return rebuilt[key]
         for k, call in enumerate(plan["calls"]):
             fname = call["function"]
             if fname not in functions:
@@ -214,14 +249,15 @@ class Probe:
                 continue
             for helper, version in plan.get("lend", []):   # the grader's versions of what it builds on
                 patch.setattr(student(unit), helper, getattr(item.module, version), raising=False)
-            decoder = Decoder(plan_tensors, lambda path: fixture_value(item, path), produced.kept)
+            decoder = Decoder(plan_tensors, lambda path: fixture_value(item, path), produced.kept, build)
             args = [decoder.decode(a) for a in call["args"]]
             kwargs = {key: decoder.decode(v) for key, v in call["kwargs"]}
             _, _, echo = encode_call(k, tuple(args), kwargs, _fixtures(item), produced.ids)
             entry, stopped = self._call(student.function(unit, fname), k, args, kwargs, tensors)
             out.append({"function": fname, "digest": echo, **entry})
             try:
-                produced.add(k, Decoder(tensors).decode(entry["output"]) if "output" in entry else None)
+                produced.add(k, Decoder(tensors, arguments=[*args, *kwargs.values()]).decode(entry["output"])
+                             if "output" in entry else None)
             except ExchangeError:
                 produced.add(k, None)
         write_record(self.outputs / unit, stem(name), {"test": name, "functions": functions, "calls": out}, tensors)
@@ -236,7 +272,7 @@ class Probe:
         try:
             got = fn(*args, **kwargs)
             try:
-                enc = Encoder(prefix=f"o{k}.")
+                enc = Encoder(prefix=f"o{k}.", arguments=values)
                 entry: dict = {"output": enc.encode(got)}
                 tensors.update(enc.tensors)
             except ExchangeError as err:
@@ -346,7 +382,7 @@ class ReplayStudent:
         if "unreadable" in entry:
             raise GradingError(f"{name}() returned a value the grader cannot read: {str(entry['unreadable'])[:200]}.")
         try:
-            got = Decoder(tensors).decode(entry.get("output"))
+            got = Decoder(tensors, arguments=[*args, *kwargs.values()]).decode(entry.get("output"))
         except ExchangeError as err:
             raise GradingError(f"{name}(): the record of what it returned cannot be read: {err}.") from None
         self.produced.add(k, got)
