@@ -234,6 +234,45 @@ def test_code_that_goes_for_the_checks_scores_what_its_honest_code_earns(tmp_pat
     assert any("unknown or malformed kind 'pickle'" in f for f in failed), failed
 
 
+# In a later unit's run (perplexity), code that rewrites every record the earlier unit's run (logits)
+# left in the results folder, and its status: a lower score for the logits unit, were it allowed.
+VANDAL = '''
+import sys
+from pathlib import Path
+
+_argv = sys.argv
+for _i, _a in enumerate(_argv[:-1]):
+    if _a == "--grade-outputs":
+        for _path in (Path(_argv[_i + 1]).parents[1] / "logits").rglob("*"):
+            try:
+                if _path.is_file():
+                    _path.write_text("{}")
+                    print("VANDAL rewrote", _path)
+            except OSError as _err:
+                print("VANDAL refused", type(_err).__name__)
+'''
+
+
+def test_a_later_unit_cannot_rewrite_an_earlier_units_records(tmp_path):
+    """Under bubblewrap each unit's run writes only its own results folder (zygote.py, isolation.confine_writes):
+    the perplexity file's attempt on the logits unit's records changes nothing, and the logits unit keeps
+    every point."""
+    need_bwrap()
+    folder = tmp_path / "grader" / "tests" / "autograder"
+    folder.mkdir(parents=True)
+    for path in [*AUTOGRADER.glob("*.py"), *AUTOGRADER.glob("*.txt")]:
+        if not path.name.startswith("test_grade_") or path.name in ("test_grade_logits.py", "test_grade_perplexity.py"):
+            shutil.copy(path, folder / path.name)
+    subs = tmp_path / "subs"
+    (subs / "vandal").mkdir(parents=True)
+    (subs / "vandal" / "logits.py").write_text(_reference("logits"), encoding="utf-8")
+    (subs / "vandal" / "perplexity.py").write_text(_stub("perplexity") + VANDAL, encoding="utf-8")
+    out = tmp_path / "grades.csv"
+    [row] = grade_class(subs, out, timeout=240, autograder=folder, units=["logits", "perplexity"], sandbox="bwrap")
+    assert row["status"] == "ok" and row["logits"] == row["logits_max"] > 0 and row["perplexity"] == 0, row
+    assert row["total"] == row["logits_max"] < row["max_total"], row
+
+
 @pytest.fixture
 def unit_autograder(tmp_path, unit) -> Path:
     """A copy of the autograder with the grader's files and one unit's tests."""
