@@ -137,6 +137,23 @@ class Outputs:
             self.ids.setdefault(id(value), k)
 
 
+def lend(mode: str, student: Any, item: pytest.Item, unit: str, patch: pytest.MonkeyPatch, helper: str,
+         version: Callable) -> None:
+    """For this test, the student's module finds ``version`` (the grader's own) under the name
+    ``helper``, a graded function that the function under test builds on: one mistake costs one
+    objective. A plan run records it by the test module's name for ``version`` (a probe lends it
+    there before the calls); a judge run has no student module and does nothing."""
+    if mode == "judge":
+        return
+    if mode == "plan":
+        names = [n for n, v in vars(item.module).items() if v is version]
+        if not names:
+            raise GradingError(f"autograder error: lend({helper!r}, ...) needs a grader version that the test "
+                               "module defines or binds at module level (a probe finds it there by name)")
+        LENT.setdefault((unit, item.name), []).append([helper, names[0]])
+    patch.setattr(student(unit), helper, version, raising=False)
+
+
 # --------------------------------------------------------------------------------------------
 # plan: the reference's calls, recorded
 # --------------------------------------------------------------------------------------------
