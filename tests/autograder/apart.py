@@ -137,8 +137,8 @@ class Outputs:
             self.ids.setdefault(id(value), k)
 
 
-def lend(mode: str, student: Any, item: pytest.Item, unit: str, patch: pytest.MonkeyPatch, helper: str,
-         version: Callable) -> None:
+def lend_to(mode: str, student: Any, item: pytest.Item, unit: str, patch: pytest.MonkeyPatch, helper: str,
+            version: Callable) -> None:
     """For this test, the student's module finds ``version`` (the grader's own) under the name
     ``helper``, a graded function that the function under test builds on: one mistake costs one
     objective. A plan run records it by the test module's name for ``version`` (a probe lends it
@@ -152,6 +152,19 @@ def lend(mode: str, student: Any, item: pytest.Item, unit: str, patch: pytest.Mo
                                "module defines or binds at module level (a probe finds it there by name)")
         LENT.setdefault((unit, item.name), []).append([helper, names[0]])
     patch.setattr(student(unit), helper, version, raising=False)
+
+
+def lend_fixture(mode: Callable[[], str]) -> Callable:
+    """The ``lend`` fixture (the conftest binds it, with how to read the run's mode)."""
+    @pytest.fixture
+    def lend(monkeypatch, request, student) -> Callable[[str, str, Callable], None]:
+        """``lend("sampling", "softmax_with_temperature", _grader_softmax)``: for this test the student's
+        module finds the grader's version (a module-level name of the test file) in place of a graded
+        function that the function under test builds on, so that one mistake costs one objective."""
+        def do_lend(unit: str, helper: str, version: Callable) -> None:
+            lend_to(mode(), student, request.node, unit, monkeypatch, helper, version)
+        return do_lend
+    return lend
 
 
 # --------------------------------------------------------------------------------------------

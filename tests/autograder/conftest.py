@@ -638,14 +638,7 @@ def forbid(monkeypatch, request) -> Callable[..., None]:
     return do_forbid
 
 
-@pytest.fixture
-def lend(monkeypatch, request, student) -> Callable[[str, str, Callable], None]:
-    """``lend("sampling", "softmax_with_temperature", _grader_softmax)``: for this test the student's module
-    finds the grader's version (a module-level name of the test file) in place of a graded function that
-    the function under test builds on, so that one mistake costs one objective (apart.lend)."""
-    def do_lend(unit: str, helper: str, version: Callable) -> None:
-        apart.lend(_state().mode, student, request.node, unit, monkeypatch, helper, version)
-    return do_lend
+lend = apart.lend_fixture(lambda: _state().mode)   # lend("sampling", "softmax_with_temperature", _grader_softmax)
 
 
 @pytest.fixture(scope="session")
