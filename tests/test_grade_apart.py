@@ -359,3 +359,26 @@ def test_values_cross_as_data_and_bad_records_are_refused(tmp_path):
     with pytest.raises(ExchangeError, match="not a valid safetensors file"):
         read_record(tmp_path, "t")
     assert read_record(tmp_path, "absent") is None
+
+
+def test_modules_arguments_and_earlier_outputs_cross_as_references():
+    """A returned module crosses by its parameters, one that is an argument's own parameter as that very
+    parameter; a returned argument as the argument itself; an earlier call's output, passed on, as that
+    output. A reference to something the call did not have is refused."""
+    given = torch.nn.Linear(3, 2)
+    returned = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    returned[0].bias = given.bias                                  # shares the argument's memory
+    enc = Encoder(arguments=[given])
+    tree = enc.encode([returned, given])
+    got, same = Decoder(enc.tensors, arguments=[given]).decode(tree)
+    params = dict(got.named_parameters())
+    assert same is given and isinstance(got, torch.nn.Module) and params["0.bias"] is given.bias
+    assert torch.equal(params["0.weight"], returned[0].weight) and params["0.weight"] is not returned[0].weight
+    with pytest.raises(ExchangeError, match="argument"):
+        Decoder(enc.tensors, arguments=[]).decode(tree)
+    earlier = [1.5, 2.5]
+    node = Encoder(outputs={id(earlier): 3}).encode({"rows": earlier})
+    assert node == {"dict": [[{"str": "rows"}, {"output": 3}]]}
+    assert Decoder({}, outputs={3: earlier}).decode(node)["rows"] is earlier
+    with pytest.raises(ExchangeError, match="call 3"):
+        Decoder({}, outputs={}).decode(node)

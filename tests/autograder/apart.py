@@ -129,10 +129,10 @@ class Outputs:
 
     def __init__(self) -> None:
         self.ids: dict[int, int] = {}
-        self.kept: list[Any] = []     # held, so that no id is reused while the test runs
+        self.kept: dict[int, Any] = {}     # call number -> output, held so that no id is reused while the test runs
 
     def add(self, k: int, value: Any) -> None:
-        self.kept.append(value)
+        self.kept[k] = value
         if chainable(value):
             self.ids.setdefault(id(value), k)
 
@@ -196,7 +196,7 @@ class PlanStudent:
             k = len(self.calls)
             tree, tensors, key = encode_call(k, args, kwargs, _fixtures(self.item), self.outputs.ids)
             self.calls.append(({"function": name, **tree, "digest": key}, tensors))
-            got = fn(*args, **kwargs)
+            got = fn(*args, **kwargs)   # a call that raises has no output to pass on
             self.outputs.add(k, got)
             return got
         recorded.__name__ = name

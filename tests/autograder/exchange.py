@@ -196,7 +196,7 @@ class Decoder:
     (arguments only; None where no fixture may appear)."""
 
     def __init__(self, tensors: dict[str, torch.Tensor], fixture: Callable[[str], Any] | None = None,
-                 outputs: list | None = None, build: Callable[[str, list, dict, str], Any] | None = None,
+                 outputs: dict[int, Any] | None = None, build: Callable[[str, list, dict, str], Any] | None = None,
                  arguments: list | None = None) -> None:
         self.tensors = tensors
         self.fixture = fixture
@@ -284,8 +284,8 @@ class Decoder:
         if kind == "module" and set(node) == {"module", "parameters"} and type(node["parameters"]) is list:
             return self._module(str(value), node["parameters"], depth)
         if kind == "output" and len(node) == 1 and type(value) is int and self.outputs is not None:
-            if not 0 <= value < len(self.outputs):
-                raise ExchangeError(f"a value names the output of call {value}, which came later")
+            if value not in self.outputs:
+                raise ExchangeError(f"a value names the output of call {value}, which has none (yet)")
             return self.outputs[value]
         if kind == "fixture" and set(node) == {"fixture", "fingerprint"} and self.fixture is not None:
             return self.fixture(str(value))
