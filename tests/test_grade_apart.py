@@ -1,40 +1,47 @@
-"""The logits unit graded apart (tests/autograder/apart.py, minillm/course/verdict.py): the student's
-code runs in the sandbox only to record its outputs; the expected values, the comparisons and the
-points are computed in a judge process it never runs in.
+"""Units graded apart (tests/autograder/apart.py, minillm/course/verdict.py): the student's code runs
+in the sandbox only to record its outputs; the expected values, the comparisons and the points are
+computed in a judge process it never runs in.
 
-Hostile students hand in the logits unit's untouched stub (their honest code earns 0) or the
-reference, plus code that goes for the checks themselves: a lazy answer that walks the stack frames
-and the garbage collector for the expected values when it is compared; a thread that marks every
-recorded result passed and a results file of full marks signed with the key read from the grader's
-memory; records of its own outputs broken on purpose (not JSON, a link to a file of the grader's
-machine, too large, an unknown kind, the wrong shape). Each scores exactly what its honest code
-earns, or loses the tests whose records it broke, each with a message; the grader never crashes.
-(On the direct path, where the checks ran in the student's process, the walker earned 5 of 13 and
-the forger 13 of 13.)
+Hostile students hand in a unit's untouched stub (their honest code earns 0) or the reference, plus
+code that goes for the checks themselves: a lazy answer that walks the stack frames and the garbage
+collector for the expected values when it is compared; a thread that marks every recorded result
+passed and a results file of full marks signed with the key read from the grader's memory; records
+of its own outputs broken on purpose (not JSON, a link to a file of the grader's machine, too large,
+an unknown kind, the wrong shape). Each scores exactly what its honest code earns, or loses the
+tests whose records it broke, each with a message; the grader never crashes. (On the direct path,
+where the checks ran in the student's process, the walker earned 5 of 13 logits points and the
+forger 13 of 13.) Every unit graded apart: the reference earns every point, the stub none, each of
+its catalogued mistakes loses points, and the walker and the forger score what the stub scores.
 """
 
 from __future__ import annotations
 
+import ast
 import json
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 from test_grade_sandbox import REPO, _reference, _stub, need_bwrap, small_autograder  # noqa: F401 (a fixture)
+from test_one_mistake_one_objective import WRONG_SOFTMAX
 
 from minillm.course.feedback import feedback_folder
+from minillm.models.config import ModelConfig
 from minillm.course.grade import grade_class
 
 sys.path.insert(0, str(REPO / "tests" / "autograder"))
 from exchange import Decoder, Encoder, ExchangeError, read_record, write_record  # noqa: E402
 
-MISTAKES = sorted((REPO / "tests" / "autograder" / "mistakes").glob("logits__*.py"))
+AUTOGRADER = REPO / "tests" / "autograder"
+APART = [line.split("#")[0].strip() for line in (AUTOGRADER / "graded_apart.txt").read_text().splitlines()
+         if line.split("#")[0].strip()]
 
-# Returns, from each logits function, an object that looks for the grader's expected values when it
-# is compared: its `shape` is read from the frame that asks for it, its `__array__` walks the frames
-# above it for `expected` and, failing that, the garbage collector for a tensor of that shape.
-WALKER = '''
+# An object that looks for the grader's expected values when it is compared: its `shape` is read from
+# the frame that asks for it, its `__array__` walks the frames above it for `expected` and, failing
+# that, the garbage collector for a tensor of that shape. walker(unit) returns one from every function.
+PEEK = '''
 import gc
 import sys
 
@@ -63,14 +70,31 @@ class _Peek:
         found = [o for o in gc.get_objects() if isinstance(o, torch.Tensor) and o.dim() == 1 and o.numel() > 100]
         return np.asarray(found[-1].detach().numpy() if found else [], dtype)
 
+    def __float__(self):
+        return float(np.asarray(self).reshape(-1)[0]) if np.asarray(self).size else 0.0
 
-def next_token_logits(model, tokenizer, text):
-    return _Peek()
+    def __iter__(self):
+        return iter(np.asarray(self).tolist())
 
-
-def next_token_distributions(model, tokenizer, text):
-    return _Peek()
+    def __len__(self):
+        return len(np.asarray(self))
 '''
+
+
+def _functions(unit: str) -> list[str]:
+    """The graded functions of a unit: the public functions its reference defines."""
+    tree = ast.parse((REPO / "solutions" / f"{unit}.py").read_text(encoding="utf-8"))
+    return [n.name for n in tree.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")]
+
+
+def walker_code(unit: str) -> str:
+    """The unit's stub, then every graded function redefined to return a _Peek."""
+    return "\n".join([_stub(unit), PEEK, *(f"def {name}(*args, **kwargs):\n    return _Peek()\n"
+                                          for name in _functions(unit))])
+
+
+def forger_code(unit: str) -> str:
+    return _stub(unit) + FORGER.replace("__UNIT__", unit)
 
 # A thread marks every recorded result passed; at exit, a results file of full marks is written over
 # the grader's, signed with the key found in the grader's memory (the closure of its signer).
@@ -78,7 +102,9 @@ FORGER = '''
 import atexit
 import hashlib
 import hmac
+import ast
 import json
+import shutil
 import sys
 import threading
 import time
@@ -107,12 +133,12 @@ def _key():
 def _forge():
     argv = sys.argv
     paths = [Path(argv[i + 1]) for i, a in enumerate(argv[:-1]) if a == "--grade-json"]
-    paths += [Path(argv[i + 1]).parent / "logits.json" for i, a in enumerate(argv[:-1]) if a == "--grade-outputs"]
+    paths += [Path(argv[i + 1]).parent / "__UNIT__.json" for i, a in enumerate(argv[:-1]) if a == "--grade-outputs"]
     for path in paths:
         try:
             data = json.loads(path.read_text())
         except Exception:
-            data = {"tests": [], "max_score": 13, "extra_data": {"units": {"logits": {"max_score": 13}}}}
+            data = {"tests": [], "max_score": 13, "extra_data": {"units": {"__UNIT__": {"max_score": 13}}}}
         for test in data["tests"]:
             test.update(score=test["max_score"], status="passed", output="")
         data["score"] = data["max_score"]
@@ -164,6 +190,16 @@ atexit.register(_break)
 '''
 
 
+# Students of one unit's class beyond the reference, the stub, the attacks and the catalogued mistakes:
+# {unit: {name: code appended to the reference}}.
+EXTRA = {"sampling": {"wrong_softmax": WRONG_SOFTMAX["overflows"],
+                      "torch_softmax": "\n\ndef softmax_with_temperature(logits, temperature):\n"
+                                       "    return torch.softmax(logits / temperature, dim=-1)\n"},
+         # A new module holding the original's own weight tensors: the judge must see them shared.
+         "quantization": {"shallow_copy": "\n\ndef quantize_model(model, bits):\n"
+                                          "    import copy\n    return copy.copy(model)\n"}}
+
+
 def _results(out: Path, name: str) -> dict:
     return json.loads((feedback_folder(out) / name / "results.json").read_text(encoding="utf-8"))
 
@@ -173,7 +209,7 @@ def test_code_that_goes_for_the_checks_scores_what_its_honest_code_earns(tmp_pat
     if sandbox == "bwrap":
         need_bwrap()
     subs = tmp_path / "subs"
-    for name, code in [("walker", _stub() + WALKER), ("forger", _stub() + FORGER), ("breaker", _reference() + BREAKER),
+    for name, code in [("walker", walker_code("logits")), ("forger", forger_code("logits")), ("breaker", _reference() + BREAKER),
                        ("reference", _reference()), ("stubs", _stub())]:
         (subs / name).mkdir(parents=True)
         (subs / name / "logits.py").write_text(code, encoding="utf-8")
@@ -198,19 +234,90 @@ def test_code_that_goes_for_the_checks_scores_what_its_honest_code_earns(tmp_pat
     assert any("unknown or malformed kind 'pickle'" in f for f in failed), failed
 
 
-def test_every_logits_mistake_loses_points_when_graded_apart(tmp_path, small_autograder):
-    """The catalogued logits mistakes (tests/autograder/mistakes/) through `minillm grade` without a
-    sandbox, where the judge, not the student's process, decides: each loses points, with the same
-    failing tests the direct path finds (tests/test_autograder.py)."""
+# In a later unit's run (perplexity), code that rewrites every record the earlier unit's run (logits)
+# left in the results folder, and its status: a lower score for the logits unit, were it allowed.
+VANDAL = '''
+import sys
+from pathlib import Path
+
+_argv = sys.argv
+for _i, _a in enumerate(_argv[:-1]):
+    if _a == "--grade-outputs":
+        for _path in (Path(_argv[_i + 1]).parents[1] / "logits").rglob("*"):
+            try:
+                if _path.is_file():
+                    _path.write_text("{}")
+                    print("VANDAL rewrote", _path)
+            except OSError as _err:
+                print("VANDAL refused", type(_err).__name__)
+'''
+
+
+def test_a_later_unit_cannot_rewrite_an_earlier_units_records(tmp_path):
+    """Under bubblewrap each unit's run writes only its own results folder (zygote.py, isolation.confine_writes):
+    the perplexity file's attempt on the logits unit's records changes nothing, and the logits unit keeps
+    every point."""
+    need_bwrap()
+    folder = tmp_path / "grader" / "tests" / "autograder"
+    folder.mkdir(parents=True)
+    for path in [*AUTOGRADER.glob("*.py"), *AUTOGRADER.glob("*.txt")]:
+        if not path.name.startswith("test_grade_") or path.name in ("test_grade_logits.py", "test_grade_perplexity.py"):
+            shutil.copy(path, folder / path.name)
     subs = tmp_path / "subs"
-    for mistake in MISTAKES:
-        (subs / mistake.stem).mkdir(parents=True)
-        (subs / mistake.stem / "logits.py").write_text(_reference() + "\n\n" + mistake.read_text(encoding="utf-8"))
-    rows = grade_class(subs, tmp_path / "grades.csv", timeout=240, autograder=small_autograder, units=["logits"],
-                       sandbox="process", jobs=2)
-    assert len(rows) == len(MISTAKES) >= 6
-    for row in rows:
-        assert row["status"] == "ok" and 0 < row["total"] < row["max_total"], row
+    (subs / "vandal").mkdir(parents=True)
+    (subs / "vandal" / "logits.py").write_text(_reference("logits"), encoding="utf-8")
+    (subs / "vandal" / "perplexity.py").write_text(_stub("perplexity") + VANDAL, encoding="utf-8")
+    out = tmp_path / "grades.csv"
+    [row] = grade_class(subs, out, timeout=240, autograder=folder, units=["logits", "perplexity"], sandbox="bwrap")
+    assert row["status"] == "ok" and row["logits"] == row["logits_max"] > 0 and row["perplexity"] == 0, row
+    assert row["total"] == row["logits_max"] < row["max_total"], row
+
+
+@pytest.fixture
+def unit_autograder(tmp_path, unit) -> Path:
+    """A copy of the autograder with the grader's files and one unit's tests."""
+    folder = tmp_path / "grader" / "tests" / "autograder"
+    folder.mkdir(parents=True)
+    for path in [*AUTOGRADER.glob("*.py"), *AUTOGRADER.glob("*.txt")]:
+        if not path.name.startswith("test_grade_") or path.name == f"test_grade_{unit}.py":
+            shutil.copy(path, folder / path.name)
+    return folder
+
+
+@pytest.mark.parametrize("unit", APART)
+def test_each_unit_graded_apart_reference_stub_mistakes_and_attacks(tmp_path, unit, unit_autograder):
+    """One class per unit graded apart, through `minillm grade` without a sandbox, where the judge, not
+    the student's process, decides: the reference earns every point, the stub none; the frame walker
+    and the forger score what the stub scores; each catalogued mistake (tests/autograder/mistakes/)
+    loses points, as on the direct path (tests/test_autograder.py)."""
+    mistakes = sorted((AUTOGRADER / "mistakes").glob(f"{unit}__*.py"))
+    subs = tmp_path / "subs"
+    students = [("reference", _reference(unit)), ("stubs", _stub(unit)), ("walker", walker_code(unit)),
+                ("forger", forger_code(unit)), *((n, _reference(unit) + code) for n, code in EXTRA.get(unit, {}).items()),
+                *((m.stem, _reference(unit) + "\n\n" + m.read_text(encoding="utf-8")) for m in mistakes)]
+    for name, code in students:
+        (subs / name).mkdir(parents=True)
+        (subs / name / f"{unit}.py").write_text(code, encoding="utf-8")
+    out = tmp_path / "grades.csv"
+    rows = grade_class(subs, out, timeout=240, autograder=unit_autograder, units=[unit], sandbox="process", jobs=2)
+    by = {r["student"]: r for r in rows}
+    full = by["reference"]["max_total"]
+    assert full > 0 and by["reference"]["total"] == full and by["reference"]["status"] == "ok", by["reference"]
+    for name in ("stubs", "walker", "forger"):
+        assert (by[name]["status"], by[name]["total"], by[name]["max_total"]) == ("ok", 0, full), by[name]
+    assert len(mistakes) >= 5
+    for mistake in mistakes:
+        row = by[mistake.stem]
+        assert row["status"] == "ok" and 0 <= row["total"] < row["max_total"] == full, row
+    if unit == "sampling":   # the probe forbids what the test forbids, and lends what it lends
+        lost = {o["objective"] for o in _results(out, "wrong_softmax")["extra_data"]["objectives"]
+                if o["score"] < o["max_score"]}
+        assert lost == {"SAMP-1"}, by["wrong_softmax"]
+        outputs = [t["output"] for t in _results(out, "torch_softmax")["tests"] if t["status"] == "failed"]
+        assert outputs and all("your code called torch.softmax" in o for o in outputs), outputs
+    if unit == "quantization":   # a returned module's parameters that are the argument's own cross as such
+        outputs = [t["output"] for t in _results(out, "shallow_copy")["tests"] if t["status"] == "failed"]
+        assert any("shares weight tensors with the original" in o for o in outputs), outputs
 
 
 def test_values_cross_as_data_and_bad_records_are_refused(tmp_path):
@@ -220,7 +327,8 @@ def test_values_cross_as_data_and_bad_records_are_refused(tmp_path):
 
     value = {"t": torch.randn(3, 2, dtype=torch.bfloat16), "g": torch.ones(2, requires_grad=True),
              "rows": [("a", 0.25), ("b", float("nan"))], "n": np.int64(4), "arr": np.arange(3.0),
-             "scalar": torch.tensor(2.5), "x": None, "flag": True, "big": 2**70, "obj": object()}
+             "scalar": torch.tensor(2.5), "x": None, "flag": True, "big": 2**70, "obj": object(),
+             "cfg": ModelConfig("llama", 50, 32, 64, 2, 4, 2, 8, 5e5, 1e-5, 128, True, False, eos_token_id=[1, 2])}
     enc = Encoder()
     tree = enc.encode(value)
     write_record(tmp_path, "r", {"v": tree}, enc.tensors)
@@ -231,9 +339,11 @@ def test_values_cross_as_data_and_bad_records_are_refused(tmp_path):
     assert got["rows"][0] == ("a", 0.25) and type(got["rows"]) is list and np.isnan(got["rows"][1][1])
     assert type(got["n"]) is np.int64 and np.array_equal(got["arr"], value["arr"]) and got["big"] == 2**70
     assert got["x"] is None and got["flag"] is True and type(got["obj"]).__name__ == "object"
+    assert got["cfg"] == value["cfg"] and type(got["cfg"]) is ModelConfig
     for bad in ({"float": 1.5}, {"int": True}, {"tensor": "t0"}, {"list": {}}, {"str": "a", "int": 1},
                 {"tensor": "missing", "requires_grad": False}, {"fixture": "tiny_model", "fingerprint": ""},
-                {"npscalar": "object", "value": {"int": 1}}, "text", {"x": 1}):
+                {"npscalar": "object", "value": {"int": 1}}, "text", {"x": 1},
+                {"config": {"dict": [[{"str": "__class__"}, {"int": 1}]]}}, {"config": {"dict": []}}):
         with pytest.raises(ExchangeError):
             Decoder(tensors).decode(bad)
     deep: dict = {"none": None}
@@ -249,3 +359,26 @@ def test_values_cross_as_data_and_bad_records_are_refused(tmp_path):
     with pytest.raises(ExchangeError, match="not a valid safetensors file"):
         read_record(tmp_path, "t")
     assert read_record(tmp_path, "absent") is None
+
+
+def test_modules_arguments_and_earlier_outputs_cross_as_references():
+    """A returned module crosses by its parameters, one that is an argument's own parameter as that very
+    parameter; a returned argument as the argument itself; an earlier call's output, passed on, as that
+    output. A reference to something the call did not have is refused."""
+    given = torch.nn.Linear(3, 2)
+    returned = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    returned[0].bias = given.bias                                  # shares the argument's memory
+    enc = Encoder(arguments=[given])
+    tree = enc.encode([returned, given])
+    got, same = Decoder(enc.tensors, arguments=[given]).decode(tree)
+    params = dict(got.named_parameters())
+    assert same is given and isinstance(got, torch.nn.Module) and params["0.bias"] is given.bias
+    assert torch.equal(params["0.weight"], returned[0].weight) and params["0.weight"] is not returned[0].weight
+    with pytest.raises(ExchangeError, match="argument"):
+        Decoder(enc.tensors, arguments=[]).decode(tree)
+    earlier = [1.5, 2.5]
+    node = Encoder(outputs={id(earlier): 3}).encode({"rows": earlier})
+    assert node == {"dict": [[{"str": "rows"}, {"output": 3}]]}
+    assert Decoder({}, outputs={3: earlier}).decode(node)["rows"] is earlier
+    with pytest.raises(ExchangeError, match="call 3"):
+        Decoder({}, outputs={}).decode(node)

@@ -40,12 +40,12 @@ def need_bwrap() -> None:
         pytest.skip(f"no bubblewrap sandbox here: {problem}")
 
 
-def _stub() -> str:
-    return (REPO / "exercises" / "logits.py").read_text(encoding="utf-8")
+def _stub(unit: str = "logits") -> str:
+    return (REPO / "exercises" / f"{unit}.py").read_text(encoding="utf-8")
 
 
-def _reference() -> str:
-    return (REPO / "solutions" / "logits.py").read_text(encoding="utf-8")
+def _reference(unit: str = "logits") -> str:
+    return (REPO / "solutions" / f"{unit}.py").read_text(encoding="utf-8")
 
 
 # Rewrites the grader and the kit on disk: the autograder's conftest (so that every test passes for
@@ -371,8 +371,9 @@ def test_the_sandbox_sees_no_repository_and_no_network(tmp_path):
 
 
 # Two "units" run by the zygote in one sandbox. The first is a student's code trying to reach the
-# second's key (through the zygote's /proc/<pid>/fd) and leaving files for it (in /tmp and under
-# its name in the results folder); the second reports what it finds.
+# second's key (through the zygote's /proc/<pid>/fd) and leaving files for it (in /tmp and in its
+# results folder); the second reports what it finds, and tries to rewrite the first's records, log and
+# status (directly, through a rename of the folder, and through the other processes' /proc/<pid>/root).
 PEEK = '''
 import glob, os
 
@@ -386,17 +387,41 @@ def test_peek():
             got.append(type(err).__name__)
     print("PEEK", got)
     open("/tmp/planted", "w").write("for the next unit")
-    open(os.environ["RESULTS"] + "/second.json", "w").write("{}")
+    open(os.environ["RESULTS"] + "/first/results.json", "w").write("honest")
+    for path in (os.environ["RESULTS"] + "/second/results.json", os.environ["RESULTS"] + "/planted.json"):
+        try:
+            open(path, "w").write("{}")
+            print("WROTE", path)
+        except OSError as err:
+            print("REFUSED", type(err).__name__)
 '''
 SECOND = '''
 import os
 
 def test_look():
-    print("TMP", sorted(os.listdir("/tmp")), "PLANTED", os.path.exists(os.environ["RESULTS"] + "/second.json"))
+    results = os.environ["RESULTS"]
+    print("TMP", sorted(os.listdir("/tmp")), "PLANTED", os.path.exists(results + "/second/results.json"))
+    targets = [results + "/first/" + name for name in ("results.json", "log.txt", "status.json", "new.json")]
+    targets += [f"/proc/{pid}/root{results}/first/results.json" for pid in os.listdir("/proc") if pid.isdigit()]
+    for path in targets:
+        try:
+            open(path, "w").write("forged")
+            print("WROTE", path)
+        except OSError as err:
+            print("REFUSED", type(err).__name__)
+    for attempt in (lambda: os.rename(results + "/first", results + "/gone"),
+                    lambda: os.unlink(results + "/first/results.json")):
+        try:
+            attempt()
+            print("CHANGED")
+        except OSError as err:
+            print("REFUSED", type(err).__name__)
 '''
 
 
 def test_a_unit_cannot_reach_the_next_units_key_or_leave_it_files(tmp_path):
+    """Nor can it write outside its own results folder: a later unit cannot rewrite an earlier unit's
+    records (the zygote's runs are confined, isolation.confine_writes)."""
     need_bwrap()
     import minillm
 
@@ -416,20 +441,28 @@ def test_a_unit_cannot_reach_the_next_units_key_or_leave_it_files(tmp_path):
         os.close(write_end)
         fds.append(read_end)
         units.append({"unit": name, "args": [str(grader / f"test_{name}.py"), "-q", "-s", "-p", "no:cacheprovider"],
-                      "timeout": 60, "key_fd": read_end, "log": f"{out}/{name}.log", "status": f"{out}/{name}.status.json"})
-    (results / "zygote.json").write_text(json.dumps({"autograder": str(grader), "units": units, "private_tmp": True}))
+                      "timeout": 60, "key_fd": read_end, "folder": f"{out}/{name}"})
+    (results / "zygote.json").write_text(json.dumps({"autograder": str(grader), "units": units, "private_tmp": True,
+                                                     "confine": True, "results": out}))
     cmd = isolation.bwrap_command([sys.executable, "-m", "minillm.course.zygote", f"{out}/zygote.json"],
                                   kit_paths=[kit / "minillm", grader], submission=tmp_path / "grader",
                                   results=results, cwd=str(grader), hidden=[kit],
                                   env={"PATH": "/usr/bin:/bin", "RESULTS": out, "PYTHONDONTWRITEBYTECODE": "1",
-                                       "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})   # as grade.py's sandbox
+                                       "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",   # as grade.py's sandbox
+                                       **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"}})
     try:
         subprocess.run(cmd, timeout=120, pass_fds=fds, check=True)
     finally:
         for fd in fds:
             os.close(fd)
-    first = (results / "first.log").read_text()
+    first = (results / "first" / "log.txt").read_text()
     peek = next(line for line in first.splitlines() if line.startswith("PEEK"))
     assert secret not in peek and "PermissionError" in peek, peek    # the zygote's descriptors are out of reach
-    second = (results / "second.log").read_text()
+    assert "WROTE" not in first and first.count("REFUSED") == 2, first   # read-only, or not made yet
+    second = (results / "second" / "log.txt").read_text()
+    assert "WROTE" not in second and "CHANGED" not in second and second.count("REFUSED") >= 8, second
+    assert (results / "first" / "results.json").read_text() == "honest"
+    assert json.loads((results / "first" / "status.json").read_text())["returncode"] == 0
+    assert json.loads((results / "second" / "status.json").read_text())["returncode"] == 0, second
+    assert sorted(p.name for p in results.iterdir()) == ["first", "second", "zygote.json"]
     assert "'planted'" not in second and "PLANTED False" in second, second   # nothing left for the next unit

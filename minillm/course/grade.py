@@ -55,7 +55,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from minillm.course import isolation, verdict
+from minillm.course import isolation, verdict, zygote
 from minillm.course.feedback import (UNITS, csv_row, feedback_folder, first_line, problems_message, write_csv,
                                      write_feedback)
 from minillm.progress import print_line, progress_bar
@@ -248,18 +248,19 @@ def _grade_units(copy: Path, autograder: Path, units: list[str], timeout: float,
             os.write(write_end, keys[unit].hex().encode())
             os.close(write_end)
             fds.append(read_end)
+            folder = f"{out_dir}/{unit}"   # the unit's own: the only one its run may write (zygote.py)
             if unit in planned:
                 args = [*verdict.probe_args(autograder, unit, target, out_dir), "-q", *PYTEST_FLAGS]
             else:
                 args = [str(autograder / f"test_grade_{unit}.py"), "--target", target, "--grade-json",
-                        f"{out_dir}/{unit}.json", "--grade-key-fd", str(read_end), "-q", *PYTEST_FLAGS]
+                        f"{folder}/{RESULTS}", "--grade-key-fd", str(read_end), "-q", *PYTEST_FLAGS]
             if seed is not None:
                 args += ["--grader-seed", str(seed)]
             if time_limit_scale != 1.0:
                 args += ["--time-limit-scale", repr(float(time_limit_scale))]
-            specs.append({"unit": unit, "args": args, "timeout": timeout, "key_fd": read_end,
-                          "log": f"{out_dir}/{unit}.log", "status": f"{out_dir}/{unit}.status.json"})
-        zygote_plan = {"autograder": str(autograder), "units": specs, "private_tmp": mode == "bwrap"}
+            specs.append({"unit": unit, "args": args, "timeout": timeout, "key_fd": read_end, "folder": folder})
+        zygote_plan = {"autograder": str(autograder), "units": specs, "private_tmp": mode == "bwrap",
+                       "confine": mode == "bwrap", "results": out_dir}
         (results_dir / "zygote.json").write_text(json.dumps(zygote_plan), encoding="utf-8")
         cmd = [sys.executable, "-m", "minillm.course.zygote", f"{out_dir}/zygote.json"]
         if mode == "bwrap":
@@ -287,9 +288,8 @@ def _apart_outcome(unit: str, copy: Path, autograder: Path, results_dir: Path, s
     stopped at its timeout scores 0, as any unit's; one that ended early is judged on what it
     recorded (a test without a record fails) and marked "crashed". ``judge``: the grader's judge
     process (verdict.Judge), where no student code runs."""
-    log = results_dir / f"{unit}.log"
-    output = isolation.tail(log) if log.is_file() else ""
-    status = _status(results_dir, unit)
+    output = _log(results_dir / unit)
+    status = _status(results_dir / unit)
     if isinstance(status, dict) and status.get("timed_out"):
         why = f"grading this unit took longer than {timeout:g} s and was stopped"
         return {"unit": unit, "status": "timeout", "results": unit_plan(plan, unit, why), "message": why,
@@ -312,10 +312,19 @@ def _apart_outcome(unit: str, copy: Path, autograder: Path, results_dir: Path, s
     return {"unit": unit, "status": "crashed", "results": results, "message": why, "output": output + judged}
 
 
-def _status(results_dir: Path, unit: str) -> dict | None:
+RESULTS = "results.json"   # a unit's results in its folder, beside the zygote's log.txt and status.json
+
+
+def _log(folder: Path) -> str:
+    """The end of a unit's output (zygote.LOG in its folder), or "" when there is none."""
+    log = folder / zygote.LOG
+    return isolation.tail(log) if log.is_file() and not log.is_symlink() else ""
+
+
+def _status(folder: Path) -> dict | None:
     """The zygote's status file of a unit's run (whether it finished, its exit code), or None."""
     try:
-        status = json.loads((results_dir / f"{unit}.status.json").read_text(encoding="utf-8"))
+        status = json.loads((folder / zygote.STATUS).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return status if isinstance(status, dict) else None
@@ -324,10 +333,9 @@ def _status(results_dir: Path, unit: str) -> dict | None:
 def _unit_outcome(unit: str, results_dir: Path, key: bytes, timeout: float, whole: isolation.Run,
                   plan: dict) -> dict:
     """What one unit's run left: its signed results, or why there are none (with the plan's zeros)."""
-    log = results_dir / f"{unit}.log"
-    output = isolation.tail(log) if log.is_file() else ""
-    status = _status(results_dir, unit)
-    json_path = results_dir / f"{unit}.json"
+    output = _log(results_dir / unit)
+    status = _status(results_dir / unit)
+    json_path = results_dir / unit / RESULTS
     results = _signed_json(json_path, key)
     collected = _signed_json(json_path.with_suffix(".collected.json"), key)
     forged = json_path.is_file() and results is None

@@ -5,7 +5,8 @@
 * ``bwrap`` (Linux with bubblewrap, the sandbox Flatpak uses): the run sees the system's
   ``/usr`` and the Python installation read-only, the kit's ``minillm/``, ``data/`` and the
   autograder read-only, the student's files as a read-only copy at ``/submissions/<folder name>``, a private
-  empty ``/tmp``, and one writable folder for the grader's results. Not there at all: the rest
+  empty ``/tmp``, and one folder for the grader's results, where each unit's run can write only its own
+  folder (:func:`confine_writes`: an earlier unit's records are read-only to a later unit's code). Not there at all: the rest
   of the kit's repository (``solutions/``, ``exercises/``, ``.git``), the other students' folders,
   the instructor's home, the network. It gets new PID, IPC, UTS and network namespaces: nothing
   it starts outlives it, and it dies with the grader (``--die-with-parent``).
@@ -33,6 +34,8 @@ from pathlib import Path
 MODES = ("auto", "bwrap", "process")
 SUBMISSIONS_MOUNT = "/submissions" # the copy of the student's files appears in /submissions/<its name>
 RESULTS_MOUNT = "/grader-results"  # the one writable folder the sandbox shares with the grader
+SANDBOX_UID = 1000                 # the user id inside the sandbox: not root, so that a unit's run can map it
+                                   # into a user namespace of its own (confine_writes) without CAP_SETFCAP
 MAX_SUBMISSION_BYTES = 200 * 2**20 # a student folder larger than this is not copied (200 MiB)
 # /etc entries a Python process needs (the dynamic linker's cache, users, time zone); nothing else of /etc.
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "passwd", "group", "nsswitch.conf")
@@ -133,7 +136,8 @@ def bwrap_command(cmd: list[str], kit_paths: list[Path], submission: Path, resul
     /submissions/<its name>. ``results``: mounted writable at /grader-results. ``hidden``: folders none of
     whose parents may be mounted whole (the repository root, the submissions folder). ``env``:
     the whole environment of the run. File descriptors the caller passes stay open."""
-    args = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+    args = ["bwrap", "--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
+            "--die-with-parent", "--new-session", "--cap-drop", "ALL",
             "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--ro-bind", "/usr", "/usr"]
     for top in ("bin", "sbin", "lib", "lib32", "lib64"):   # merged-/usr systems: links into /usr
         path = Path("/") / top
@@ -154,6 +158,44 @@ def bwrap_command(cmd: list[str], kit_paths: list[Path], submission: Path, resul
     for key, value in (env or {}).items():
         args += ["--setenv", key, value]
     return args + ["--", *cmd]
+
+
+# Linux's unshare(2) and mount(2) flags (linux/sched.h, linux/mount.h).
+_CLONE_NEWUSER, _CLONE_NEWNS = 0x10000000, 0x00020000
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT, _MS_BIND, _MS_REC = 1, 2, 4, 8, 32, 4096, 16384
+
+
+def confine_writes(own: Path, root: Path) -> None:
+    """Linux: for the rest of this process and whatever it starts, of the files under ``root`` only those
+    under ``own`` (a folder inside it) can be written; the rest of ``root`` is read-only.
+
+    The process enters a user and mount namespace of its own, binds ``own`` onto itself, remounts
+    ``root`` read-only, then enters a second pair of namespaces: mounts seen from a less privileged
+    namespace are locked, so nothing it runs can make ``root`` writable again or unmount ``own``
+    to reach what is under it. A forked child of a single thread only (unshare's rule); needs user
+    namespaces, as bubblewrap does, and a user id other than 0 (mapping 0 needs CAP_SETFCAP: the sandbox
+    runs as SANDBOX_UID). Raises OSError when the kernel refuses."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def enter() -> None:
+        uid, gid = os.geteuid(), os.getegid()
+        if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNS) != 0:
+            raise OSError(ctypes.get_errno(), f"unshare: {os.strerror(ctypes.get_errno())}")
+        for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+            with open(f"/proc/self/{name}", "w", encoding="ascii") as f:
+                f.write(text)
+
+    def mount(source: str | None, target: Path, flags: int) -> None:
+        if libc.mount(source.encode() if source else None, str(target).encode(), None, flags, None) != 0:
+            raise OSError(ctypes.get_errno(), f"mount {target}: {os.strerror(ctypes.get_errno())}")
+
+    enter()
+    mount(str(own), own, _MS_BIND | _MS_REC)
+    kept = os.statvfs(root).f_flag & (_MS_NOSUID | _MS_NODEV | _MS_NOEXEC)   # a remount must keep these
+    mount(None, root, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | kept)
+    enter()
 
 
 def copy_submission(folder: Path, dest: Path) -> list[str]:

@@ -100,19 +100,23 @@ def place_plan(planned: dict[str, dict[str, bytes]], folder: Path) -> None:
             (folder / unit / name).write_bytes(data)
 
 
+OUTPUTS = "outputs"   # a probe's records, in its unit's own folder of the results folder (zygote.py)
+
+
 def probe_args(autograder: Path, unit: str, target: str, out_dir: str) -> list[str]:
     """The pytest arguments of a unit's probe run in the sandbox (``out_dir``: the results folder
-    as the sandbox sees it): the plan from ``out_dir/plan``, the outputs into ``out_dir/<unit>.outputs``."""
+    as the sandbox sees it): the plan from ``out_dir/plan``, the outputs into ``out_dir/<unit>/outputs``,
+    in the unit's own folder, the only one its run may write."""
     return [str(autograder / f"test_grade_{unit}.py"), "--target", target, "--grade-mode", "probe",
-            "--grade-calls", f"{out_dir}/plan", "--grade-outputs", f"{out_dir}/{unit}.outputs"]
+            "--grade-calls", f"{out_dir}/plan", "--grade-outputs", f"{out_dir}/{unit}/{OUTPUTS}"]
 
 
 def judge_args(autograder: Path, unit: str, target: Path, results_dir: Path, json_path: Path, seed: int,
                time_limit_scale: float, flags: Sequence[str]) -> list[str]:
-    """The pytest arguments of a unit's judge run: the probe's records from ``results_dir/<unit>.outputs``,
+    """The pytest arguments of a unit's judge run: the probe's records from ``results_dir/<unit>/outputs``,
     the results to ``json_path`` (outside ``results_dir``, where the student's run never wrote)."""
     args = [str(autograder / f"test_grade_{unit}.py"), "--target", str(target), "--grade-mode", "judge",
-            "--grade-outputs", str(results_dir / f"{unit}.outputs"), "--grade-json", str(json_path),
+            "--grade-outputs", str(results_dir / unit / OUTPUTS), "--grade-json", str(json_path),
             "--grader-seed", str(seed), "-q", *flags]
     if time_limit_scale != 1.0:
         args += ["--time-limit-scale", repr(float(time_limit_scale))]

@@ -10,16 +10,20 @@ torch settings, patched functions, loaded modules) reaches the next; it is stopp
 unit's timeout, and whatever it started is killed before the next unit (this process is their
 "subreaper"). No student code ever runs in this process itself.
 
-PLAN.json: {"autograder": its folder, "private_tmp": true in a sandbox, "units": [{"unit":
-"logits", "args": [pytest arguments], "timeout": 300.0, "key_fd": 5, "log": "/path/logits.log",
-"status": "/path/logits.status.json"}, ...]}.
+PLAN.json: {"autograder": its folder, "private_tmp": true in a sandbox, "results": the results
+folder, "confine": true in a sandbox, "units": [{"unit": "logits", "args": [pytest arguments],
+"timeout": 300.0, "key_fd": 5, "folder": "<results>/logits"}, ...]}.
 
+Each unit has a folder of its own in the results folder, made afresh before it runs: its output
+(``log.txt``), what it records (results, or a probe's outputs), and the status this process
+writes once it has ended (``status.json``: whether it finished, its exit code, or was stopped).
+In a sandbox (``confine``) each child can write only its own unit's folder (isolation.confine_writes):
+a later unit's code cannot rewrite an earlier unit's records or status, nor the plan beside them.
 Each child keeps its own unit's key descriptor and closes the others' before its first
 instruction of pytest, and this process is not dumpable, so one unit's code can neither hold nor
-reach (through /proc/<pid>/fd) another's key. Before each unit, the files an earlier unit's code
-could have left for it are removed (in a sandbox, all of /tmp too). The status file says whether
-the unit finished (its exit code) or was stopped; the signed results, not it, are what counts
-(minillm.course.grade).
+reach (through /proc/<pid>/fd) another's key. Before each unit, in a sandbox, what an earlier
+unit's code left in /tmp is removed. The signed results or the judge's verdict, not the status,
+are what counts (minillm.course.grade).
 """
 
 from __future__ import annotations
@@ -40,21 +44,32 @@ from minillm.course import isolation
 PRELOAD_FILE = "preload.txt"
 
 
-def _run_child(unit: dict) -> None:
-    """In the forked child: own process group, output to the unit's log, only its own key; run
-    pytest; never return (an error here must not send the child back into the parent's loop)."""
+LOG, STATUS = "log.txt", "status.json"   # in each unit's folder
+
+
+def _run_child(unit: dict, plan: dict) -> None:
+    """In the forked child: own process group, output to the unit's log, only its own key, in a
+    sandbox writes only to its own folder; run pytest; never return (an error here must not send
+    the child back into the parent's loop)."""
     code = 3
     try:
         os.setpgid(0, 0)
         key = unit["key_fd"]   # every other descriptor above stderr goes: the other units' keys first
         os.closerange(3, key)
         os.closerange(key + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
-        log = os.open(unit["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        log = os.open(Path(unit["folder"]) / LOG, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         os.dup2(log, 1)
         os.dup2(log, 2)
         os.close(log)
         sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
         sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+        if plan.get("confine"):
+            try:
+                isolation.confine_writes(Path(unit["folder"]), Path(plan["results"]))
+            except OSError as err:
+                print(f"the sandbox could not keep this unit's run to its own results folder ({err}); "
+                      "the grader needs user namespaces inside bubblewrap")
+                raise
         import atexit
 
         import pytest
@@ -73,11 +88,11 @@ def _run_child(unit: dict) -> None:
 
 
 def _fresh_start(unit: dict, private_tmp: bool) -> None:
-    """What an earlier unit's code could have left for this one goes: every file named after this
-    unit in the results folder (its log, status, results and signatures) and, in a sandbox (whose
-    /tmp is its own), everything in /tmp."""
-    for path in Path(unit["log"]).parent.glob(f"{unit['unit']}.*"):
-        _remove(path)
+    """The unit's own results folder, made empty, and, in a sandbox (whose /tmp is its own), /tmp
+    emptied: what an earlier unit's code could have left for this one goes."""
+    folder = Path(unit["folder"])
+    _remove(folder)
+    folder.mkdir(parents=True)
     if private_tmp:
         for path in Path("/tmp").iterdir():
             _remove(path)
@@ -127,12 +142,15 @@ def main(plan_path: str) -> int:
         start = time.monotonic()
         pid = os.fork()
         if pid == 0:
-            _run_child(unit)
+            _run_child(unit, plan)
         os.close(unit["key_fd"])
         code, timed_out = _wait(pid, unit["timeout"])
         isolation.kill_new_children(set())   # whatever the unit left behind (handed to this subreaper)
-        Path(unit["status"]).write_text(json.dumps({"returncode": code, "timed_out": timed_out,
-                                                    "seconds": round(time.monotonic() - start, 3)}))
+        status = Path(unit["folder"]) / STATUS
+        _remove(status)   # whatever the unit's code put there (a link, a folder): this file is the zygote's own
+        fd = os.open(status, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"returncode": code, "timed_out": timed_out, "seconds": round(time.monotonic() - start, 3)}, f)
     return 0
 
 

@@ -20,9 +20,15 @@ One test file ``test_grade_<unit>.py`` is run in three modes (``--grade-mode``),
 So a test still reads as a specification (inputs, the call, the expectation), and the same file
 grades ``pytest --target`` in one process (mode ``direct``), where nothing is apart: a student's own
 run is a convenience, not a security boundary. Two rules for a test graded apart: the inputs of a
-call must not depend on an earlier call's output (the plan would not match the student's run), and
+call must not be computed from an earlier call's output (the plan would not match the student's run;
+an earlier output passed on as it is, the very object, is fine: it crosses as a reference to that
+call, and the probe passes the student's output as the judge reads it), and
 the expected values must be computed in the test's body, never in a fixture (the probe sets up the
-fixtures in the sandbox).
+fixtures in the sandbox). And what a test does to the student's side goes through fixtures the plan
+records: ``forbid`` (library functions that are the answer) and ``lend`` (the grader's version of a
+graded function the function under test builds on), never ``block`` or a patch of the student's
+module in the body; side effects are checked with ``grading.Unchanged``, which the judge reads from
+what the probe measured, never by comparing an argument with a copy after the call.
 """
 
 from __future__ import annotations
@@ -52,18 +58,113 @@ def stem(test_name: str) -> str:
 
 
 def _fixtures(item: pytest.Item) -> dict[int, tuple[str, str]]:
-    """The test's fixture objects that calls may pass (by name): not plain data (numbers, texts,
-    lists), which crosses as itself."""
-    plain = (type(None), bool, int, float, str, list, tuple, dict)
-    return {id(v): (name, fingerprint(v)) for name, v in item.funcargs.items()
-            if name not in ("request", "student") and not isinstance(v, plain)}
+    """The test's fixture objects that calls may pass (by name; an object inside a fixture's tuple,
+    list or dict by its path, ``family/0/tiny-s``): not plain data (numbers, texts), which crosses as itself."""
+    found: dict[int, tuple[str, str]] = {}
+
+    def walk(name: str, value: Any, depth: int) -> None:
+        if isinstance(value, (tuple, list, dict)) and depth < 3:
+            for key, inner in (value.items() if isinstance(value, dict) else enumerate(value)):
+                if isinstance(key, (str, int)) and "/" not in str(key):
+                    walk(f"{name}/{key}", inner, depth + 1)
+        elif not isinstance(value, (type(None), bool, int, float, str)):
+            found.setdefault(id(value), (name, fingerprint(value)))
+    for name, value in item.funcargs.items():
+        if name not in ("request", "student"):
+            walk(name, value, 0)
+    return found
 
 
-def encode_call(k: int, args: tuple, kwargs: dict, fixtures: dict) -> tuple[dict, dict[str, torch.Tensor], str]:
-    """Call number ``k``'s arguments as data: (the tree, its tensors, a digest of both)."""
-    enc = Encoder(fixtures, prefix=f"c{k}.")
+def fixture_value(item: pytest.Item, path: str) -> Any:
+    """The fixture object a call's argument names (:func:`_fixtures`), set up here if it is not yet."""
+    name, *keys = path.split("/")
+    value = item.funcargs[name] if name in item.funcargs else item._request.getfixturevalue(name)
+    for key in keys:
+        value = value[int(key)] if isinstance(value, (tuple, list)) else value[key]
+    return value
+
+
+def chainable(value: Any) -> bool:
+    """Whether a call's output, passed as it is to a later call, crosses as a reference to that
+    output: not the values Python shares between unrelated places (None, small ints, texts)."""
+    return not isinstance(value, (type(None), bool, int, str, np.generic)) and not (type(value) is tuple and not value)
+
+
+BUILT: dict[int, tuple[str, tuple, dict]] = {}   # id -> (function, args, kwargs) of this test's built objects
+_KEPT: list = []
+
+
+def built(function: Callable, *args: Any, **kwargs: Any) -> Any:
+    """``function(*args, **kwargs)``, an object the test builds to pass to the student's function (a
+    model of its own, say) with a function of the test module: a call given it records how it was
+    built (the function's name and arguments, themselves data, fixtures or built), and the probe builds
+    it again in the sandbox, checked against the object's fingerprint. Built with torch's global random
+    generator seeded with 0 and then restored: the same object in every run, the caller's draws untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        value = function(*args, **kwargs)
+    BUILT[id(value)] = (function.__name__, args, kwargs)
+    _KEPT.append(value)
+    return value
+
+
+def forget_built() -> None:
+    """A new test: no object is built yet."""
+    BUILT.clear()
+    _KEPT.clear()
+
+
+def encode_call(k: int, args: tuple, kwargs: dict, fixtures: dict,
+                outputs: dict[int, int]) -> tuple[dict, dict[str, torch.Tensor], str]:
+    """Call number ``k``'s arguments as data: (the tree, its tensors, a digest of both). ``outputs``:
+    id -> the number of the earlier call of this test that returned the object (passed on as it is)."""
+    enc = Encoder(fixtures, prefix=f"c{k}.", outputs=outputs, built=BUILT)
     tree = {"args": [enc.encode(a) for a in args], "kwargs": [[key, enc.encode(v)] for key, v in kwargs.items()]}
     return tree, enc.tensors, digest(tree, enc.tensors)
+
+
+class Outputs:
+    """The outputs of a test's calls so far, by identity, so that a later call given one of them as it
+    is records it as that output (``{"output": k}``), in all three modes alike."""
+
+    def __init__(self) -> None:
+        self.ids: dict[int, int] = {}
+        self.kept: dict[int, Any] = {}     # call number -> output, held so that no id is reused while the test runs
+
+    def add(self, k: int, value: Any) -> None:
+        self.kept[k] = value
+        if chainable(value):
+            self.ids.setdefault(id(value), k)
+
+
+def lend_to(mode: str, student: Any, item: pytest.Item, unit: str, patch: pytest.MonkeyPatch, helper: str,
+            version: Callable) -> None:
+    """For this test, the student's module finds ``version`` (the grader's own) under the name
+    ``helper``, a graded function that the function under test builds on: one mistake costs one
+    objective. A plan run records it by the test module's name for ``version`` (a probe lends it
+    there before the calls); a judge run has no student module and does nothing."""
+    if mode == "judge":
+        return
+    if mode == "plan":
+        names = [n for n, v in vars(item.module).items() if v is version]
+        if not names:
+            raise GradingError(f"autograder error: lend({helper!r}, ...) needs a grader version that the test "
+                               "module defines or binds at module level (a probe finds it there by name)")
+        LENT.setdefault((unit, item.name), []).append([helper, names[0]])
+    patch.setattr(student(unit), helper, version, raising=False)
+
+
+def lend_fixture(mode: Callable[[], str]) -> Callable:
+    """The ``lend`` fixture (the conftest binds it, with how to read the run's mode)."""
+    @pytest.fixture
+    def lend(monkeypatch, request, student) -> Callable[[str, str, Callable], None]:
+        """``lend("sampling", "softmax_with_temperature", _grader_softmax)``: for this test the student's
+        module finds the grader's version (a module-level name of the test file) in place of a graded
+        function that the function under test builds on, so that one mistake costs one objective."""
+        def do_lend(unit: str, helper: str, version: Callable) -> None:
+            lend_to(mode(), student, request.node, unit, monkeypatch, helper, version)
+        return do_lend
+    return lend
 
 
 # --------------------------------------------------------------------------------------------
@@ -72,6 +173,8 @@ def encode_call(k: int, args: tuple, kwargs: dict, fixtures: dict) -> tuple[dict
 
 PLANNED: dict[tuple[str, str], list] = {}     # (unit, test name) -> [(call record, tensors)]
 FORBIDDEN: dict[tuple[str, str], list] = {}   # (unit, test name) -> the library functions it forbids
+LENT: dict[tuple[str, str], list] = {}        # (unit, test name) -> [[graded function, the test module's name
+                                              #   of the grader's version lent in its place]]
 
 
 class PlanStudent:
@@ -81,6 +184,7 @@ class PlanStudent:
         self.student, self.item = student, item
         self.calls = PLANNED.setdefault((unit, item.name), [])
         self.calls.clear()
+        self.outputs = Outputs()
 
     def __call__(self, unit: str):
         return self.student(unit)
@@ -89,9 +193,12 @@ class PlanStudent:
         fn = self.student.function(unit, name)
 
         def recorded(*args, **kwargs):
-            tree, tensors, key = encode_call(len(self.calls), args, kwargs, _fixtures(self.item))
+            k = len(self.calls)
+            tree, tensors, key = encode_call(k, args, kwargs, _fixtures(self.item), self.outputs.ids)
             self.calls.append(({"function": name, **tree, "digest": key}, tensors))
-            return fn(*args, **kwargs)
+            got = fn(*args, **kwargs)   # a call that raises has no output to pass on
+            self.outputs.add(k, got)
+            return got
         recorded.__name__ = name
         return recorded
 
@@ -104,7 +211,8 @@ def write_plan(folder: Path, results: dict) -> None:
         for name, calls in tests.items():
             tensors = {k: v for _, t in calls for k, v in t.items()}
             write_record(folder / unit, stem(name), {"test": name, "calls": [c for c, _ in calls],
-                                                     "forbid": FORBIDDEN.get((unit, name), [])}, tensors)
+                                                     "forbid": FORBIDDEN.get((unit, name), []),
+                                                     "lend": LENT.get((unit, name), [])}, tensors)
         failed = {r.name: r.output for r in results.values() if r.unit == unit and not r.passed}
         write_record(folder / unit, PLAN_INDEX, {"tests": sorted(tests), "reference_failed": failed}, {})
 
@@ -135,16 +243,26 @@ class Probe:
         plan, plan_tensors = planned
         with pytest.MonkeyPatch.context() as patch:   # the test's forbidden functions, before the file loads
             block(patch, *plan.get("forbid", []))
-            self._run(item, unit, name, plan, plan_tensors)
+            self._run(item, unit, name, plan, plan_tensors, patch)
 
-    def _run(self, item: pytest.Function, unit: str, name: str, plan: dict, plan_tensors: dict) -> None:
+    def _run(self, item: pytest.Function, unit: str, name: str, plan: dict, plan_tensors: dict,
+             patch: pytest.MonkeyPatch) -> None:
         student = item.funcargs["student"]
         functions: dict[str, str | None] = {}
         out, tensors, stopped = [], {}, None
 
-        def fixture(fixture_name: str) -> Any:
-            return item.funcargs[fixture_name] if fixture_name in item.funcargs else \
-                item._request.getfixturevalue(fixture_name)
+        produced = Outputs()   # each call's output as the judge will read it, for the calls given it
+        rebuilt: dict[str, Any] = {}
+
+        def build(function: str, args: list, kwargs: dict, expected: str) -> Any:
+            """An object the test built (apart.built), built again here: one per recipe and test."""
+            key = digest({"f": function, "a": Encoder(_fixtures(item)).encode([args, kwargs])}, {})
+            if key not in rebuilt:
+                value = built(getattr(item.module, function), *args, **kwargs)
+                if fingerprint(value) != expected:
+                    raise ExchangeError(f"autograder error: {function}() built another object in the sandbox")
+                rebuilt[key] = value
+            return rebuilt[key]
         for k, call in enumerate(plan["calls"]):
             fname = call["function"]
             if fname not in functions:
@@ -157,13 +275,21 @@ class Probe:
                         stopped = f"loading your file stopped this test: {functions[fname].splitlines()[0]}"
             if stopped or functions[fname] is not None:
                 out.append({"function": fname, "not_run": stopped or "the function is not available"})
+                produced.add(k, None)
                 continue
-            decoder = Decoder(plan_tensors, fixture)
+            for helper, version in plan.get("lend", []):   # the grader's versions of what it builds on
+                patch.setattr(student(unit), helper, getattr(item.module, version), raising=False)
+            decoder = Decoder(plan_tensors, lambda path: fixture_value(item, path), produced.kept, build)
             args = [decoder.decode(a) for a in call["args"]]
             kwargs = {key: decoder.decode(v) for key, v in call["kwargs"]}
-            _, _, echo = encode_call(k, tuple(args), kwargs, _fixtures(item))
+            _, _, echo = encode_call(k, tuple(args), kwargs, _fixtures(item), produced.ids)
             entry, stopped = self._call(student.function(unit, fname), k, args, kwargs, tensors)
             out.append({"function": fname, "digest": echo, **entry})
+            try:
+                produced.add(k, Decoder(tensors, arguments=[*args, *kwargs.values()]).decode(entry["output"])
+                             if "output" in entry else None)
+            except ExchangeError:
+                produced.add(k, None)
         write_record(self.outputs / unit, stem(name), {"test": name, "functions": functions, "calls": out}, tensors)
 
     def _call(self, fn: Callable, k: int, args: list, kwargs: dict,
@@ -176,7 +302,7 @@ class Probe:
         try:
             got = fn(*args, **kwargs)
             try:
-                enc = Encoder(prefix=f"o{k}.")
+                enc = Encoder(prefix=f"o{k}.", arguments=values)
                 entry: dict = {"output": enc.encode(got)}
                 tensors.update(enc.tensors)
             except ExchangeError as err:
@@ -227,6 +353,7 @@ class ReplayStudent:
     def __init__(self, outputs: Path, item: pytest.Item) -> None:
         self.outputs, self.item = outputs, item
         self.calls_made = 0
+        self.produced = Outputs()
         self._records: dict[str, tuple[dict, dict] | None] = {}
         REPLAYED.active, REPLAYED.last = True, None
 
@@ -270,7 +397,7 @@ class ReplayStudent:
             raise GradingError(f"{name}(): {NO_OUTPUT} (call {k + 1} of this test was not recorded).")
         if "not_run" in entry:
             raise GradingError(f"{name}() was not called: {str(entry['not_run'])[:NOTE_CHARS]}.")
-        _, _, key = encode_call(k, args, kwargs, _fixtures(self.item))
+        _, _, key = encode_call(k, args, kwargs, _fixtures(self.item), self.produced.ids)
         if entry.get("digest") != key:
             raise GradingError(
                 f"{name}(): in your code's run, call {k + 1} of this test was given other inputs than the grader's. "
@@ -285,9 +412,11 @@ class ReplayStudent:
         if "unreadable" in entry:
             raise GradingError(f"{name}() returned a value the grader cannot read: {str(entry['unreadable'])[:200]}.")
         try:
-            return Decoder(tensors).decode(entry.get("output"))
+            got = Decoder(tensors, arguments=[*args, *kwargs.values()]).decode(entry.get("output"))
         except ExchangeError as err:
             raise GradingError(f"{name}(): the record of what it returned cannot be read: {err}.") from None
+        self.produced.add(k, got)
+        return got
 
 
 def _replayed_exception(raised: dict) -> BaseException:

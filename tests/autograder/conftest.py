@@ -614,6 +614,7 @@ def _remove_from_path(entry: str) -> None:
 @pytest.fixture
 def student(request) -> Student | apart.PlanStudent | apart.ReplayStudent:
     state = _state()
+    apart.forget_built()
     if state.mode == "judge":   # no student code here: what the probe recorded, played back
         return apart.ReplayStudent(state.outputs, request.node)
     if state.mode == "plan":    # the reference, its calls recorded
@@ -635,6 +636,9 @@ def forbid(monkeypatch, request) -> Callable[..., None]:
         if _state().mode == "plan":
             apart.FORBIDDEN.setdefault((_unit_of(request.node) or "?", request.node.name), []).extend(paths)
     return do_forbid
+
+
+lend = apart.lend_fixture(lambda: _state().mode)   # lend("sampling", "softmax_with_temperature", _grader_softmax)
 
 
 @pytest.fixture(scope="session")

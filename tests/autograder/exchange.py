@@ -7,8 +7,17 @@ run code when read, unlike pickle. Each node of the tree is a one-key object nam
     {"list": [...]}  {"tuple": [...]}  {"dict": [[key node, value node], ...]}
     {"tensor": "t0", "requires_grad": false}  {"ndarray": "t1"}  {"npscalar": "float32", "value": node}
     {"generator": "t2"}                     (a CPU torch.Generator, by its state; arguments only)
+    {"config": {"dict": [...]}}             (a minillm ModelConfig, by its fields)
     {"fixture": "tiny_model", "fingerprint": "ab12..."}   (a grader fixture, by name; arguments only)
+    {"output": 2}                            (what call 2 of the test returned, passed on as it is; arguments only)
+    {"built": "_tied_model", "args": [...], "kwargs": [...], "fingerprint": "..."}
+                                             (an object the test built with a function of its module; arguments only)
+    {"argument": 0}                          (the call's own argument, returned; outputs only)
+    {"module": "Transformer", "parameters": [["name", node or {"shared": [argument, "name"]}], ...]}
+                                             (a module, by its parameters; outputs only)
     {"other": "MyClass", "repr": "..."}      (anything else the student returned: its type and repr only)
+
+A pandas DataFrame crosses as its list of rows (``to_dict("records")``).
 
 Floats travel as ``float.hex`` strings (exact, and NaN/inf need no JSON extension). Reading checks
 every node, the depth, the count and the file sizes, and raises :class:`ExchangeError` with a
@@ -18,6 +27,7 @@ test, not the grader.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -28,6 +38,8 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+
+from minillm.models.config import ModelConfig
 
 MAX_JSON_BYTES = 16 * 2**20      # one test's record: thousands of calls' small outputs fit in far less
 MAX_TENSOR_BYTES = 256 * 2**20   # one test's tensors: the largest output a unit asks for is a few MB
@@ -58,11 +70,25 @@ def _foreign(type_name: str, text: str) -> Foreign:
 
 class Encoder:
     """Turns values into JSON nodes, collecting their tensors (``tensors``: name -> CPU tensor).
-    ``fixtures``: objects passed by name (id -> (name, fingerprint)), for a call's arguments.
+    For a call's arguments: ``fixtures``, objects passed by name (id -> (name, fingerprint));
+    ``outputs``, earlier calls' outputs (id -> call number); ``built``, objects the test built with
+    a function of its module (id -> (function name, args, kwargs)). For an output: ``arguments``,
+    the call's arguments (a returned argument crosses as itself, and a returned module's parameter
+    that shares an argument module's memory as that parameter).
     ``prefix``: of the tensors' names, so that several values' tensors can share one file."""
 
-    def __init__(self, fixtures: dict[int, tuple[str, str]] | None = None, prefix: str = "") -> None:
-        self.fixtures, self.prefix = fixtures or {}, prefix
+    def __init__(self, fixtures: dict[int, tuple[str, str]] | None = None, prefix: str = "",
+                 outputs: dict[int, int] | None = None, built: dict[int, tuple] | None = None,
+                 arguments: list | None = None) -> None:
+        self.fixtures, self.prefix, self.outputs = fixtures or {}, prefix, outputs or {}
+        self.built = built or {}
+        self.arguments = {id(a): i for i, a in enumerate(arguments or []) if isinstance(a, (torch.nn.Module,
+                                                                                          torch.Tensor))}
+        self.storages = {}   # a data pointer -> (argument number, parameter name), of the argument modules'
+        for i, a in enumerate(arguments or []):
+            if isinstance(a, torch.nn.Module):
+                for name, param in a.named_parameters():
+                    self.storages.setdefault(param.data_ptr(), (i, name))
         self.tensors: dict[str, torch.Tensor] = {}
         self._bytes = 0
 
@@ -79,8 +105,21 @@ class Encoder:
         if depth > MAX_DEPTH:
             raise ExchangeError(f"the output is nested more than {MAX_DEPTH} levels deep")
         if id(value) in self.fixtures:
-            name, fingerprint = self.fixtures[id(value)]
-            return {"fixture": name, "fingerprint": fingerprint}
+            name, print_ = self.fixtures[id(value)]
+            return {"fixture": name, "fingerprint": print_}
+        if id(value) in self.outputs:
+            return {"output": self.outputs[id(value)]}
+        if id(value) in self.built:
+            function, args, kwargs = self.built[id(value)]
+            return {"built": function, "args": [self.encode(a, depth + 1) for a in args],
+                    "kwargs": [[k, self.encode(v, depth + 1)] for k, v in kwargs.items()],
+                    "fingerprint": fingerprint(value)}
+        if id(value) in self.arguments:
+            return {"argument": self.arguments[id(value)]}
+        if isinstance(value, torch.nn.Module):
+            return {"module": type(value).__name__[:60], "parameters": [
+                [name, {"shared": list(self.storages[p.data_ptr()])} if p.data_ptr() in self.storages
+                 else self.encode(p, depth + 1)] for name, p in value.named_parameters()]}
         if value is None:
             return {"none": None}
         if type(value) is bool:
@@ -103,6 +142,11 @@ class Encoder:
             return {"npscalar": value.dtype.name, "value": self.encode(value.item(), depth + 1)}
         if type(value) is torch.Generator and value.device.type == "cpu":
             return {"generator": self._tensor(value.get_state())}
+        if type(value).__name__ == "DataFrame" and type(value).__module__.startswith("pandas."):
+            return self.encode(value.to_dict("records"), depth)   # a table of rows: as its rows
+        if type(value) is ModelConfig:
+            return {"config": self.encode({f.name: getattr(value, f.name) for f in dataclasses.fields(value)},
+                                          depth + 1)}
         try:
             text = repr(value)
         except Exception:   # a repr that fails is still an answer of the wrong kind
@@ -142,13 +186,23 @@ def digest(tree: Any, tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+class RecordedModule(torch.nn.Module):
+    """A module the student's code returned, rebuilt from its parameters (names, values, and which of
+    them are an argument's own): enough for ``named_parameters()``, ``parameters()`` and ``isinstance``."""
+
+
 class Decoder:
     """Turns JSON nodes back into values, checking each. ``fixture``: name -> the grader's own object
     (arguments only; None where no fixture may appear)."""
 
-    def __init__(self, tensors: dict[str, torch.Tensor], fixture: Callable[[str], Any] | None = None) -> None:
+    def __init__(self, tensors: dict[str, torch.Tensor], fixture: Callable[[str], Any] | None = None,
+                 outputs: dict[int, Any] | None = None, build: Callable[[str, list, dict, str], Any] | None = None,
+                 arguments: list | None = None) -> None:
         self.tensors = tensors
         self.fixture = fixture
+        self.outputs = outputs
+        self.build = build          # (function name, args, kwargs, fingerprint) -> the object, for arguments
+        self.arguments = arguments  # the call's own arguments, for an output
         self._nodes = 0
 
     def _named(self, name: Any) -> torch.Tensor:
@@ -209,12 +263,70 @@ class Decoder:
             except (RuntimeError, TypeError):
                 raise ExchangeError("a random generator's state is not one torch can read") from None
             return generator
+        if kind == "config" and len(node) == 1:
+            fields = self.decode(value, depth + 1)
+            known = {f.name for f in dataclasses.fields(ModelConfig)}
+            if not (isinstance(fields, dict) and set(fields) <= known):
+                raise ExchangeError("a model config holds fields a ModelConfig does not have")
+            try:
+                return ModelConfig(**fields)
+            except TypeError:
+                raise ExchangeError("a model config lacks fields a ModelConfig needs") from None
+        if kind == "built" and set(node) == {"built", "args", "kwargs", "fingerprint"} and self.build is not None \
+                and type(value) is str and type(node["args"]) is list and type(node["kwargs"]) is list:
+            args = [self.decode(a, depth + 1) for a in node["args"]]
+            kwargs = {str(k): self.decode(v, depth + 1) for k, v in node["kwargs"]}
+            return self.build(value, args, kwargs, str(node["fingerprint"]))
+        if kind == "argument" and len(node) == 1 and type(value) is int and self.arguments is not None:
+            if not 0 <= value < len(self.arguments):
+                raise ExchangeError(f"a value names argument {value}, which the call did not have")
+            return self.arguments[value]
+        if kind == "module" and set(node) == {"module", "parameters"} and type(node["parameters"]) is list:
+            return self._module(str(value), node["parameters"], depth)
+        if kind == "output" and len(node) == 1 and type(value) is int and self.outputs is not None:
+            if value not in self.outputs:
+                raise ExchangeError(f"a value names the output of call {value}, which has none (yet)")
+            return self.outputs[value]
         if kind == "fixture" and set(node) == {"fixture", "fingerprint"} and self.fixture is not None:
             return self.fixture(str(value))
         if kind == "other" and set(node) == {"other", "repr"} and type(value) is str and type(node["repr"]) is str:
             return _foreign(value, node["repr"])
         raise ExchangeError(f"a value of the unknown or malformed kind {str(kind)[:40]!r}")
 
+
+    def _module(self, type_name: str, parameters: list, depth: int) -> torch.nn.Module:
+        """A RecordedModule with these parameters, an argument's own where the record says it is shared."""
+        module = type(re.sub(r"\W", "_", type_name) or "Module", (RecordedModule,), {})()
+        for pair in parameters:
+            if not (type(pair) is list and len(pair) == 2 and type(pair[0]) is str and pair[0]):
+                raise ExchangeError("a module's parameters are not a list of [name, value] pairs")
+            name, node = pair
+            if isinstance(node, dict) and set(node) == {"shared"}:
+                where = node["shared"]
+                if not (self.arguments is not None and type(where) is list and len(where) == 2
+                        and type(where[0]) is int and 0 <= where[0] < len(self.arguments)
+                        and isinstance(self.arguments[where[0]], torch.nn.Module)):
+                    raise ExchangeError("a module's parameter names an argument the call did not have")
+                try:
+                    param = self.arguments[where[0]].get_parameter(str(where[1]))
+                except AttributeError:
+                    raise ExchangeError("a module's parameter names a parameter its argument does not have") from None
+            else:
+                value = self.decode(node, depth + 1)
+                if not (isinstance(value, torch.Tensor) and value.is_floating_point()):
+                    raise ExchangeError("a module's parameter is not a floating tensor")
+                param = torch.nn.Parameter(value.detach(), requires_grad=value.requires_grad)
+            *path, leaf = name.split(".")
+            owner = module
+            for part in path:
+                if not isinstance(getattr(owner, part, None), torch.nn.Module):
+                    owner.add_module(part, torch.nn.Module())
+                owner = getattr(owner, part)
+            try:
+                owner.register_parameter(leaf, param)
+            except (KeyError, TypeError):
+                raise ExchangeError(f"a module's parameter name {name[:80]!r} is not one a module can have") from None
+        return module
 
 def write_record(folder: Path, stem: str, record: dict, tensors: dict[str, torch.Tensor]) -> None:
     """``<stem>.json`` (and ``<stem>.safetensors`` when there are tensors) in ``folder``, each written

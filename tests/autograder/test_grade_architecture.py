@@ -21,7 +21,7 @@ import pytest
 import torch
 
 import minillm.models.qwen2 as mm
-from grading import GradingError, Unchanged, expect_close, expect_shape, block
+from grading import GradingError, Unchanged, expect_close, expect_shape
 from minillm.models.config import ModelConfig
 from minillm.checkpoint.weights import checkpoint_name
 
@@ -42,18 +42,18 @@ OBJECTIVES = {
 # Helpers
 # ------------------------------------------------------------------------------------------
 
-def _load_student_fn(student, monkeypatch, name: str):
-    """The student's function, imported after minillm's answers and torch's built-ins are blocked.
+def _load_student_fn(student, forbid, name: str):
+    """The student's function, imported after minillm's answers and torch's built-ins are forbidden.
 
     Call this AFTER computing the reference (the reference uses minillm.models.qwen2)."""
-    block(monkeypatch, *(f"minillm.models.qwen2.{name}" for name in
+    forbid(*(f"minillm.models.qwen2.{name}" for name in
                          ("rotate_half", "apply_rotary", "repeat_kv", "attention", "causal_mask",
                           "RMSNorm.forward", "RotaryEmbedding.forward", "Attention.forward", "MLP.forward",
                           "DecoderBlock.forward", "Transformer.forward", "Transformer.hidden_states")))
-    block(monkeypatch, *(f"minillm.models.numpy_model.{name}" for name in
+    forbid(*(f"minillm.models.numpy_model.{name}" for name in
                          ("rms_norm", "rope_cos_sin", "apply_rope", "softmax", "attention", "swiglu_mlp",
                           "decoder_block", "forward")))
-    block(monkeypatch, "torch.nn.functional.scaled_dot_product_attention", "torch.nn.functional.rms_norm")
+    forbid("torch.nn.functional.scaled_dot_product_attention", "torch.nn.functional.rms_norm")
     fn = student.function("architecture", name)
 
     def checked(*args, **kwargs):
@@ -131,7 +131,7 @@ def _hf_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 # ------------------------------------------------------------------------------------------
 
 @pytest.mark.graded(points=2, objective="ARCH-1", level="P")
-def test_rms_norm_matches_minillm(student, monkeypatch, grader_seed):
+def test_rms_norm_matches_minillm(student, forbid, grader_seed):
     rng, gen = _rng(grader_seed, 1)
     batch, seq, dim = rng.randint(1, 3), rng.randint(3, 9), rng.randint(10, 48)
     x = 2.0 * torch.randn(batch, seq, dim, generator=gen) + 0.5
@@ -141,7 +141,7 @@ def test_rms_norm_matches_minillm(student, monkeypatch, grader_seed):
     with torch.no_grad():
         ref_norm.weight.copy_(weight)
         expected = ref_norm(x)
-    rms_norm = _load_student_fn(student, monkeypatch, "rms_norm")
+    rms_norm = _load_student_fn(student, forbid, "rms_norm")
     got = rms_norm(x.clone(), weight.clone(), eps)
     _expect_tensor(got, "rms_norm(x, weight, eps)")
     expect_shape(got, x.shape, "rms_norm(x, weight, eps)")
@@ -150,7 +150,7 @@ def test_rms_norm_matches_minillm(student, monkeypatch, grader_seed):
 
 
 @pytest.mark.graded(points=2, objective="ARCH-1", level="P")
-def test_rms_norm_eps_matters_for_small_inputs(student, monkeypatch, grader_seed):
+def test_rms_norm_eps_matters_for_small_inputs(student, forbid, grader_seed):
     rng, gen = _rng(grader_seed, 2)
     seq, dim = rng.randint(3, 8), rng.randint(12, 40)
     # Activations of size ~1e-3: mean square ~1e-6, smaller than eps, so eps changes the result a lot.
@@ -161,7 +161,7 @@ def test_rms_norm_eps_matters_for_small_inputs(student, monkeypatch, grader_seed
     with torch.no_grad():
         ref_norm.weight.copy_(weight)
         expected = ref_norm(x)
-    rms_norm = _load_student_fn(student, monkeypatch, "rms_norm")
+    rms_norm = _load_student_fn(student, forbid, "rms_norm")
     got = rms_norm(x.clone(), weight.clone(), eps)
     _expect_tensor(got, "rms_norm(x, weight, eps)")
     # Same computation as above, outputs O(0.3): 1e-5 relative covers float32 summation order.
@@ -174,14 +174,14 @@ def test_rms_norm_eps_matters_for_small_inputs(student, monkeypatch, grader_seed
 # ------------------------------------------------------------------------------------------
 
 @pytest.mark.graded(points=2, objective="ARCH-2", level="P")
-def test_rope_cos_sin_matches_minillm(student, monkeypatch, grader_seed):
+def test_rope_cos_sin_matches_minillm(student, forbid, grader_seed):
     rng, _ = _rng(grader_seed, 3)
     head_dim, theta = rng.choice([8, 16, 32]), _rope_theta(rng)
     start, seq = rng.randint(3, 60), rng.randint(4, 12)
     positions = torch.arange(start, start + seq)
     cos_ref, sin_ref = mm.RotaryEmbedding(head_dim, theta)(positions[None], torch.float32)
     cos_ref, sin_ref = cos_ref[0, 0], sin_ref[0, 0]                   # (seq, head_dim)
-    rope_cos_sin = _load_student_fn(student, monkeypatch, "rope_cos_sin")
+    rope_cos_sin = _load_student_fn(student, forbid, "rope_cos_sin")
     result = rope_cos_sin(positions.clone(), head_dim, theta)
     if not isinstance(result, (tuple, list)) or len(result) != 2:
         raise GradingError(f"rope_cos_sin should return a pair (cos, sin); it returned {type(result).__name__}.")
@@ -196,7 +196,7 @@ def test_rope_cos_sin_matches_minillm(student, monkeypatch, grader_seed):
 
 
 @pytest.mark.graded(points=2, objective="ARCH-2", level="P")
-def test_apply_rope_matches_minillm(student, monkeypatch, grader_seed):
+def test_apply_rope_matches_minillm(student, forbid, grader_seed):
     rng, gen = _rng(grader_seed, 4)
     batch, heads, seq = rng.randint(1, 2), rng.randint(2, 4), rng.randint(3, 9)
     head_dim, start = rng.choice([8, 16, 24]), rng.randint(5, 40)
@@ -204,7 +204,7 @@ def test_apply_rope_matches_minillm(student, monkeypatch, grader_seed):
     cos, sin = mm.RotaryEmbedding(head_dim, 10000.0)(torch.arange(start, start + seq)[None], torch.float32)
     cos, sin = cos[0, 0], sin[0, 0]                                     # (seq, head_dim)
     expected = mm.apply_rotary(x, cos, sin)
-    apply_rope = _load_student_fn(student, monkeypatch, "apply_rope")
+    apply_rope = _load_student_fn(student, forbid, "apply_rope")
     got = apply_rope(x.clone(), cos.clone(), sin.clone())
     _expect_tensor(got, "apply_rope(x, cos, sin)")
     expect_shape(got, x.shape, "apply_rope(x, cos, sin)")
@@ -219,11 +219,11 @@ def test_apply_rope_matches_minillm(student, monkeypatch, grader_seed):
 # ------------------------------------------------------------------------------------------
 
 @pytest.mark.graded(points=1, objective="ARCH-3", level="P")
-def test_causal_mask(student, monkeypatch, grader_seed):
+def test_causal_mask(student, forbid, grader_seed):
     rng, _ = _rng(grader_seed, 5)
     seq = rng.randint(4, 12)
     expected = mm.causal_mask(seq, 0, None, "cpu")[0, 0]              # (seq, seq) bool, True = allowed
-    causal_mask = _load_student_fn(student, monkeypatch, "causal_mask")
+    causal_mask = _load_student_fn(student, forbid, "causal_mask")
     got = causal_mask(seq)
     _expect_tensor(got, f"causal_mask({seq})")
     if got.dtype != torch.bool:
@@ -241,13 +241,13 @@ def _qkv(gen: torch.Generator, batch: int, heads: int, seq_q: int, seq_k: int, h
 
 
 @pytest.mark.graded(points=2, objective="ARCH-3", level="P")
-def test_attention_without_mask(student, monkeypatch, grader_seed):
+def test_attention_without_mask(student, forbid, grader_seed):
     rng, gen = _rng(grader_seed, 6)
     batch, heads, head_dim = rng.randint(1, 2), rng.randint(2, 4), rng.choice([8, 16, 32])
     seq_q, seq_k = rng.randint(3, 7), rng.randint(8, 12)              # different lengths: the axes can't be confused
     q, k, v = _qkv(gen, batch, heads, seq_q, seq_k, head_dim)
     expected = mm.attention(q, k, v, None)
-    sdpa = _load_student_fn(student, monkeypatch, "scaled_dot_product_attention")
+    sdpa = _load_student_fn(student, forbid, "scaled_dot_product_attention")
     got = sdpa(q.clone(), k.clone(), v.clone(), None)
     _expect_tensor(got, "scaled_dot_product_attention(q, k, v, None)")
     expect_shape(got, (batch, heads, seq_q, head_dim), "scaled_dot_product_attention(q, k, v, None)")
@@ -257,13 +257,13 @@ def test_attention_without_mask(student, monkeypatch, grader_seed):
 
 
 @pytest.mark.graded(points=2, objective="ARCH-3", level="P")
-def test_attention_with_causal_mask(student, monkeypatch, grader_seed):
+def test_attention_with_causal_mask(student, forbid, grader_seed):
     rng, gen = _rng(grader_seed, 7)
     batch, heads, seq, head_dim = rng.randint(1, 2), rng.randint(2, 4), rng.randint(5, 10), rng.choice([8, 16])
     q, k, v = _qkv(gen, batch, heads, seq, seq, head_dim)
     mask = mm.causal_mask(seq, 0, None, "cpu")[0, 0]
     expected = mm.attention(q, k, v, mask)
-    sdpa = _load_student_fn(student, monkeypatch, "scaled_dot_product_attention")
+    sdpa = _load_student_fn(student, forbid, "scaled_dot_product_attention")
     got = sdpa(q.clone(), k.clone(), v.clone(), mask.clone())
     _expect_tensor(got, "scaled_dot_product_attention(q, k, v, causal mask)")
     # As above: short reductions in float32.
@@ -272,14 +272,14 @@ def test_attention_with_causal_mask(student, monkeypatch, grader_seed):
 
 
 @pytest.mark.graded(points=1, objective="ARCH-3", level="M")
-def test_attention_with_arbitrary_mask(student, monkeypatch, grader_seed):
+def test_attention_with_arbitrary_mask(student, forbid, grader_seed):
     rng, gen = _rng(grader_seed, 8)
     heads, seq, head_dim = rng.randint(2, 3), rng.randint(5, 9), 8
     q, k, v = _qkv(gen, 2, heads, seq, seq, head_dim)
     # A random (not causal) mask: the function must use the mask it is given. Every query keeps itself.
     mask = (torch.rand(seq, seq, generator=gen) < 0.5) | torch.eye(seq, dtype=torch.bool)
     expected = mm.attention(q, k, v, mask)
-    sdpa = _load_student_fn(student, monkeypatch, "scaled_dot_product_attention")
+    sdpa = _load_student_fn(student, forbid, "scaled_dot_product_attention")
     got = sdpa(q.clone(), k.clone(), v.clone(), mask.clone())
     _expect_tensor(got, "scaled_dot_product_attention(q, k, v, mask)")
     # As above: short reductions in float32.
@@ -292,13 +292,13 @@ def test_attention_with_arbitrary_mask(student, monkeypatch, grader_seed):
 # ------------------------------------------------------------------------------------------
 
 @pytest.mark.graded(points=2, objective="ARCH-4", level="P")
-def test_repeat_kv_groups_heads(student, monkeypatch, grader_seed):
+def test_repeat_kv_groups_heads(student, forbid, grader_seed):
     rng, gen = _rng(grader_seed, 9)
     batch, (n_kv, n_rep) = rng.randint(1, 2), _kv_and_rep(rng)
     seq, head_dim = rng.randint(3, 7), rng.choice([8, 16])
     x = torch.randn(batch, n_kv, seq, head_dim, generator=gen)       # every KV head different
     expected = mm.repeat_kv(x, n_rep)
-    repeat_kv = _load_student_fn(student, monkeypatch, "repeat_kv")
+    repeat_kv = _load_student_fn(student, forbid, "repeat_kv")
     got = repeat_kv(x.clone(), n_rep)
     _expect_tensor(got, "repeat_kv(x, n_rep)")
     expect_shape(got, (batch, n_kv * n_rep, seq, head_dim), f"repeat_kv of {n_kv} KV heads with n_rep={n_rep}")
@@ -308,10 +308,10 @@ def test_repeat_kv_groups_heads(student, monkeypatch, grader_seed):
 
 
 @pytest.mark.graded(points=1, objective="ARCH-4", level="M")
-def test_repeat_kv_single_repeat(student, monkeypatch, grader_seed):
+def test_repeat_kv_single_repeat(student, forbid, grader_seed):
     rng, gen = _rng(grader_seed, 10)
     x = torch.randn(1, rng.randint(2, 4), rng.randint(3, 6), 8, generator=gen)
-    repeat_kv = _load_student_fn(student, monkeypatch, "repeat_kv")
+    repeat_kv = _load_student_fn(student, forbid, "repeat_kv")
     got = repeat_kv(x.clone(), 1)
     _expect_tensor(got, "repeat_kv(x, 1)")
     expect_close(got, x, "repeat_kv(x, 1) (one query head per KV head: nothing to repeat)", atol=0, rtol=0)
@@ -322,7 +322,7 @@ def test_repeat_kv_single_repeat(student, monkeypatch, grader_seed):
 # ------------------------------------------------------------------------------------------
 
 @pytest.mark.graded(points=2, objective="ARCH-5", level="P")
-def test_swiglu_mlp_matches_minillm(student, monkeypatch, grader_seed):
+def test_swiglu_mlp_matches_minillm(student, forbid, grader_seed):
     rng, gen = _rng(grader_seed, 11)
     hidden, inter = rng.choice([16, 24, 32]), rng.choice([40, 56, 72])   # never square: W vs W.T shows
     config = _random_config(rng, hidden_size=hidden, intermediate_size=inter)
@@ -333,7 +333,7 @@ def test_swiglu_mlp_matches_minillm(student, monkeypatch, grader_seed):
         expected = mlp(x)
     weights = [mlp.gate_proj.weight.detach().clone(), mlp.up_proj.weight.detach().clone(),
                mlp.down_proj.weight.detach().clone()]
-    swiglu_mlp = _load_student_fn(student, monkeypatch, "swiglu_mlp")
+    swiglu_mlp = _load_student_fn(student, forbid, "swiglu_mlp")
     got = swiglu_mlp(x.clone(), *weights)
     _expect_tensor(got, "swiglu_mlp(x, gate_w, up_w, down_w)")
     expect_shape(got, x.shape, "swiglu_mlp(x, gate_w, up_w, down_w)")
@@ -348,7 +348,7 @@ def test_swiglu_mlp_matches_minillm(student, monkeypatch, grader_seed):
 
 @pytest.mark.graded(points=3, objective="ARCH-6", level="M")
 @pytest.mark.timeout_s(30)
-def test_decoder_block_matches_minillm(student, monkeypatch, grader_seed):
+def test_decoder_block_matches_minillm(student, forbid, grader_seed):
     rng, gen = _rng(grader_seed, 12)
     config = _random_config(rng)
     layer = rng.randint(0, 3)
@@ -366,7 +366,7 @@ def test_decoder_block_matches_minillm(student, monkeypatch, grader_seed):
     with torch.no_grad():
         expected = block(x, cos, sin, mm.causal_mask(seq, 0, None, "cpu"), None)
 
-    decoder_block = _load_student_fn(student, monkeypatch, "decoder_block")
+    decoder_block = _load_student_fn(student, forbid, "decoder_block")
     got = decoder_block(x.clone(), weights, layer, config)
     _expect_tensor(got, "decoder_block(x, weights, layer, config)")
     expect_shape(got, x.shape, "decoder_block(x, weights, layer, config)")
@@ -382,7 +382,7 @@ def test_decoder_block_matches_minillm(student, monkeypatch, grader_seed):
 
 @pytest.mark.graded(points=3, objective="ARCH-7", level="M")
 @pytest.mark.timeout_s(30)
-def test_forward_matches_minillm_on_tiny_model(student, monkeypatch, grader_seed):
+def test_forward_matches_minillm_on_tiny_model(student, forbid, grader_seed):
     rng, gen = _rng(grader_seed, 13)
     # Its own random Qwen2 model rather than the shared tiny one (4 query heads over 2 KV heads, theta
     # 10000): here the heads per KV head differ from the KV heads, and rope_theta is drawn, on every seed.
@@ -394,7 +394,7 @@ def test_forward_matches_minillm_on_tiny_model(student, monkeypatch, grader_seed
     with torch.no_grad():
         expected = model(ids)
     weights = _hf_weights(model)
-    forward = _load_student_fn(student, monkeypatch, "forward")
+    forward = _load_student_fn(student, forbid, "forward")
     got = forward(weights, config, ids.clone())
     _expect_tensor(got, "forward(weights, config, input_ids)")
     expect_shape(got, (batch, seq, config.vocab_size), "forward(weights, config, input_ids)")
@@ -406,7 +406,7 @@ def test_forward_matches_minillm_on_tiny_model(student, monkeypatch, grader_seed
 
 @pytest.mark.graded(points=2, objective="ARCH-7", level="E")
 @pytest.mark.timeout_s(30)
-def test_forward_tied_llama_from_config_dict(student, monkeypatch, grader_seed):
+def test_forward_tied_llama_from_config_dict(student, forbid, grader_seed):
     rng, gen = _rng(grader_seed, 14)
     config = _random_config(rng, model_type="llama", attention_bias=False, tie_word_embeddings=True)
     model = mm.Transformer(config).eval()
@@ -424,7 +424,7 @@ def test_forward_tied_llama_from_config_dict(student, monkeypatch, grader_seed):
     ids = torch.randint(0, config.vocab_size, (2, rng.randint(5, 12)), generator=gen)
     with torch.no_grad():
         expected = model(ids)
-    forward = _load_student_fn(student, monkeypatch, "forward")
+    forward = _load_student_fn(student, forbid, "forward")
     got = forward(weights, raw, ids.clone())
     _expect_tensor(got, "forward(weights, config_json_dict, input_ids)")
     expect_shape(got, tuple(expected.shape), "forward(weights, config_json_dict, input_ids)")
@@ -435,7 +435,7 @@ def test_forward_tied_llama_from_config_dict(student, monkeypatch, grader_seed):
 
 
 @pytest.mark.graded(points=1, objective="ARCH-7", level="E")
-def test_forward_is_causal(student, monkeypatch, grader_seed, tiny_model, tiny_model_config):
+def test_forward_is_causal(student, forbid, grader_seed, tiny_model, tiny_model_config):
     rng, gen = _rng(grader_seed, 15)
     seq = rng.randint(6, 12)
     cut = rng.randint(2, seq - 2)
@@ -445,7 +445,7 @@ def test_forward_is_causal(student, monkeypatch, grader_seed, tiny_model, tiny_m
     weights = _hf_weights(tiny_model)
     with torch.no_grad():
         expected = tiny_model(ids)                                   # minillm, before its code is blocked
-    forward = _load_student_fn(student, monkeypatch, "forward")
+    forward = _load_student_fn(student, forbid, "forward")
     first, second = forward(weights, tiny_model_config, ids), forward(weights, tiny_model_config, changed)
     _expect_tensor(first, "forward(weights, config, input_ids)")
     # A whole forward pass against minillm, as in the tests above.

@@ -20,7 +20,8 @@ import random
 
 import pytest
 import torch
-from grading import GradingError, Unchanged, block, expect_close, expect_float, expect_int, expect_shape
+from apart import built
+from grading import GradingError, Unchanged, expect_close, expect_float, expect_int, expect_shape
 
 import minillm.inference.quantize as mq
 import minillm.inference.scoring as ms
@@ -44,15 +45,15 @@ OBJECTIVES = {
 
 _REF_QUANTIZE_TENSOR = mq.quantize_tensor   # kept before a test blocks minillm's functions
 
-def _load_student_fn(student, monkeypatch, name: str):
-    """The student's function, imported after minillm's answers are blocked.
+def _load_student_fn(student, forbid, name: str):
+    """The student's function, imported after minillm's answers are forbidden.
 
     Call this AFTER computing the reference (the reference uses them)."""
-    block(monkeypatch, *(f"minillm.inference.quantize.{name}" for name in
-                         ("quantize_tensor", "quantize_model", "model_size_bytes", "quantization_error", "size_table")))
-    block(monkeypatch, *(f"{module}.{name}" for module in ("minillm.inference.scoring", "minillm")
-                         for name in ("score", "score_many", "perplexity")))
-    block(monkeypatch, "minillm.experiments.quantization.perplexity_vs_bits")
+    forbid(*(f"minillm.inference.quantize.{name}" for name in
+             ("quantize_tensor", "quantize_model", "model_size_bytes", "quantization_error", "size_table")))
+    forbid(*(f"{module}.{name}" for module in ("minillm.inference.scoring", "minillm")
+             for name in ("score", "score_many", "perplexity")))
+    forbid("minillm.experiments.quantization.perplexity_vs_bits")
     return student.function("quantization", name)
 
 
@@ -136,13 +137,13 @@ def _texts(rng: random.Random, stories: list[str], n: int, tokenizer, model) -> 
 # ------------------------------------------------------------------------------------------
 
 @pytest.mark.graded(points=2, objective="QUANT-1", level="P")
-def test_model_size_bytes(student, monkeypatch, grader_seed, tiny_model):
+def test_model_size_bytes(student, forbid, grader_seed, tiny_model):
     rng, _ = _rng(grader_seed, 1)
     n_params = tiny_model.num_parameters()
     expected_full = mq.model_size_bytes(tiny_model, 32)        # minillm: every entry at 32 bits
     cases = [(rng.randint(1_000, 5_000_000), bits) for bits in (32, 16, 8, 4, 2)]
     cases.append((rng.randrange(1, 10_000, 2), 3))              # odd count at 3 bits: not whole bytes
-    fn = _load_student_fn(student, monkeypatch, "model_size_bytes")
+    fn = _load_student_fn(student, forbid, "model_size_bytes")
     got = _expect_integer(fn(n_params, 32), f"model_size_bytes({n_params}, 32)")
     if got != expected_full:
         raise GradingError(f"model_size_bytes({n_params}, 32): expected {expected_full} bytes "
@@ -163,7 +164,7 @@ def test_model_size_bytes(student, monkeypatch, grader_seed, tiny_model):
 # ------------------------------------------------------------------------------------------
 
 @pytest.mark.graded(points=4, objective="QUANT-2", level="P")
-def test_quantize_tensor_matches_minillm(student, monkeypatch, grader_seed):
+def test_quantize_tensor_matches_minillm(student, forbid, grader_seed):
     rng, gen = _rng(grader_seed, 2)
     cases = []
     for bits in (8, 4, 3, 2):
@@ -173,7 +174,7 @@ def test_quantize_tensor_matches_minillm(student, monkeypatch, grader_seed):
         w[0, 0] += rng.uniform(0.5, 1.0)
         cases.append((w, bits))
     cases.append((torch.randn(rng.randint(30, 90), generator=gen) * 2.0 + 1.0, rng.choice([4, 5, 6])))  # 1-D
-    fn = _load_student_fn(student, monkeypatch, "quantize_tensor")
+    fn = _load_student_fn(student, forbid, "quantize_tensor")
     for w, bits in cases:
         what = f"quantize_tensor(w of shape {tuple(w.shape)}, bits={bits})"
         given = w.clone()
@@ -184,14 +185,14 @@ def test_quantize_tensor_matches_minillm(student, monkeypatch, grader_seed):
 
 
 @pytest.mark.graded(points=2, objective="QUANT-2", level="P")
-def test_quantize_tensor_levels(student, monkeypatch, grader_seed):
+def test_quantize_tensor_levels(student, forbid, grader_seed):
     """At most 2**bits distinct values, lo and hi kept, every value moved by at most scale / 2."""
     rng, gen = _rng(grader_seed, 3)
     bits = rng.choice([2, 3, 4])
     w = torch.randn(rng.randint(20, 50), rng.randint(20, 50), generator=gen) * 0.5 + 0.2
     lo, hi = float(w.min()), float(w.max())
     scale = (hi - lo) / (2**bits - 1)
-    fn = _load_student_fn(student, monkeypatch, "quantize_tensor")
+    fn = _load_student_fn(student, forbid, "quantize_tensor")
     got = fn(w.clone(), bits)
     what = f"quantize_tensor(w, bits={bits})"
     if not isinstance(got, torch.Tensor):
@@ -212,13 +213,13 @@ def test_quantize_tensor_levels(student, monkeypatch, grader_seed):
 
 
 @pytest.mark.graded(points=2, objective="QUANT-2", level="E")
-def test_quantize_tensor_edge_cases(student, monkeypatch, grader_seed):
+def test_quantize_tensor_edge_cases(student, forbid, grader_seed):
     """A constant tensor, bits=32, 1 bit, and a bfloat16 tensor."""
     rng, gen = _rng(grader_seed, 4)
     const = torch.full((rng.randint(3, 9), rng.randint(3, 9)), rng.uniform(-2, 2))
     w = torch.randn(rng.randint(10, 30), rng.randint(10, 30), generator=gen)
     w16 = (torch.randn(rng.randint(10, 30), rng.randint(10, 30), generator=gen) * 0.1 + 0.05).to(torch.bfloat16)
-    fn = _load_student_fn(student, monkeypatch, "quantize_tensor")
+    fn = _load_student_fn(student, forbid, "quantize_tensor")
 
     got = fn(const.clone(), 4)
     expect_close(got, const, "quantize_tensor(a constant tensor, 4): hi == lo, so scale would be 0; "
@@ -236,11 +237,11 @@ def test_quantize_tensor_edge_cases(student, monkeypatch, grader_seed):
 # ------------------------------------------------------------------------------------------
 
 @pytest.mark.graded(points=3, objective="QUANT-3", level="P")
-def test_quantize_model_matches_minillm(student, monkeypatch, grader_seed, tiny_model):
+def test_quantize_model_matches_minillm(student, forbid, grader_seed, tiny_model):
     rng, _ = _rng(grader_seed, 5)
     bits = rng.choice([2, 3, 4, 6])
     original = {name: p.detach().clone() for name, p in tiny_model.named_parameters()}
-    fn = _load_student_fn(student, monkeypatch, "quantize_model")
+    fn = _load_student_fn(student, forbid, "quantize_model")
     got = fn(tiny_model, bits)
     if not isinstance(got, torch.nn.Module):
         raise GradingError(f"quantize_model(model, {bits}): expected a model (torch.nn.Module), got {type(got).__name__}.")
@@ -256,18 +257,19 @@ def test_quantize_model_matches_minillm(student, monkeypatch, grader_seed, tiny_
 
 
 @pytest.mark.graded(points=3, objective="QUANT-3", level="P")
-def test_quantize_model_leaves_original(student, monkeypatch, grader_seed, tiny_model):
+def test_quantize_model_leaves_original(student, forbid, grader_seed, tiny_model):
     rng, _ = _rng(grader_seed, 6)
     bits = rng.choice([2, 3, 4])
     before = {name: p.detach().clone() for name, p in tiny_model.named_parameters()}
-    fn = _load_student_fn(student, monkeypatch, "quantize_model")
+    fn = _load_student_fn(student, forbid, "quantize_model")
+    original = Unchanged("the model", tiny_model)    # graded apart: measured where the student's code ran
     got = fn(tiny_model, bits)
-    changed = [name for name, p in tiny_model.named_parameters() if not torch.equal(p.detach(), before[name])]
-    if changed:
+    try:
+        original.check(f"quantize_model(model, {bits})")
+    except GradingError:
         raise GradingError(
-            f"quantize_model(model, {bits}) changed the ORIGINAL model's weights ({', '.join(changed[:3])}"
-            f"{', ...' if len(changed) > 3 else ''}). `q = model` is a second name for the same object, not a "
-            "copy: make one with copy.deepcopy(model) and quantize the copy.")
+            f"quantize_model(model, {bits}) changed the ORIGINAL model's weights. `q = model` is a second name "
+            "for the same object, not a copy: make one with copy.deepcopy(model) and quantize the copy.") from None
     if got is tiny_model:
         raise GradingError(f"quantize_model(model, {bits}) returned the model it was given; return a new "
                            "(deep-copied) model.")
@@ -298,9 +300,11 @@ def _tied_model(vocab: int) -> Transformer:
     return Transformer(config).eval()
 
 
-def _odd_module(rng: random.Random) -> torch.nn.Module:
+def _odd_module(seed: int) -> torch.nn.Module:
     """Any torch.nn.Module will do (the contract): two matrices with an odd number of entries, so that at
     4 bits each ends in half a byte, and the total is rounded up once, at the end, not per tensor."""
+    rng = random.Random(seed)
+
     def odd(lo: int, hi: int) -> int:
         return 2 * rng.randint(lo, hi) + 1
 
@@ -309,14 +313,14 @@ def _odd_module(rng: random.Random) -> torch.nn.Module:
 
 
 @pytest.mark.graded(points=2, objective="QUANT-5", level="M")
-def test_quantized_model_size_bytes(student, monkeypatch, grader_seed, tiny_model):
+def test_quantized_model_size_bytes(student, forbid, grader_seed, tiny_model):
     rng, _ = _rng(grader_seed, 7)
-    tied = _tied_model(rng.randint(50, 90))
+    tied = built(_tied_model, rng.randint(50, 90))
     models = (("the tiny model", tiny_model), ("a model with a tied LM head", tied),
-              ("a module with two odd-sized matrices", _odd_module(rng)))
+              ("a module with two odd-sized matrices", built(_odd_module, rng.randrange(2**31))))
     bits_list = [32, 16, 8, 4, rng.choice([1, 2, 3, 5, 6, 7])]
     expected = {(name, bits): mq.model_size_bytes(model, bits, "tensor") for name, model in models for bits in bits_list}
-    fn = _load_student_fn(student, monkeypatch, "quantized_model_size_bytes")
+    fn = _load_student_fn(student, forbid, "quantized_model_size_bytes")
     for name, model in models:
         for bits in bits_list:
             what = f"quantized_model_size_bytes({name}, {bits})"
@@ -343,24 +347,26 @@ def test_quantized_model_size_bytes(student, monkeypatch, grader_seed, tiny_mode
 
 @pytest.mark.graded(points=4, objective="QUANT-4", level="M")
 @pytest.mark.timeout_s(40)
-def test_perplexity_vs_bits(student, monkeypatch, grader_seed, trained_model, trained_tokenizer, held_out_texts):
+def test_perplexity_vs_bits(student, forbid, grader_seed, trained_model, trained_tokenizer, held_out_texts):
     rng, _ = _rng(grader_seed, 8)
     texts = _texts(rng, held_out_texts, 3, trained_tokenizer, trained_model)
     bits_list = [32] + rng.sample([8, 6, 5, 4, 3, 2], 3)
     rng.shuffle(bits_list)
-    model = _away_from_ties(trained_model, bits_list)
+    model = built(_away_from_ties, trained_model, bits_list)
     expected = []
     for bits in bits_list:
         scores = ms.score_many(mq.quantize_model(model, bits, "tensor"), trained_tokenizer, texts, top_k=0)
         nll, tokens = sum(s.total_nll for s in scores), sum(s.n_tokens for s in scores)
         expected.append(math.exp(nll / tokens))
-    fn = _load_student_fn(student, monkeypatch, "perplexity_vs_bits")
-    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    fn = _load_student_fn(student, forbid, "perplexity_vs_bits")
+    original = Unchanged("the model", model)   # graded apart: measured where the student's code ran
     got = fn(model, trained_tokenizer, list(texts), list(bits_list))
     what = f"perplexity_vs_bits(model, tokenizer, texts, {bits_list})"
-    if any(not torch.equal(p.detach(), before[name]) for name, p in model.named_parameters()):
+    try:
+        original.check(what)
+    except GradingError:
         raise GradingError(f"{what} changed the weights of the model it was given, so every bit width after the "
-                           "first quantized already-quantized weights. quantize_model must quantize a copy.")
+                           "first quantized already-quantized weights. quantize_model must quantize a copy.") from None
     if not isinstance(got, (list, tuple)) or len(got) != len(bits_list):
         raise GradingError(f"{what}: expected a list of {len(bits_list)} (bits, perplexity) tuples, got "
                            f"{type(got).__name__}{' of length ' + str(len(got)) if isinstance(got, (list, tuple)) else ''}.")

@@ -18,7 +18,7 @@ import random
 
 import pytest
 import torch
-from grading import GradingError, Unchanged, expect_close, expect_shape, block
+from grading import GradingError, Unchanged, expect_close, expect_shape
 
 import minillm.inference.generate as mg
 
@@ -57,35 +57,37 @@ def _grader_sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int | 
     return torch.multinomial(torch.softmax(scaled, dim=-1), 1, generator=generator)[:, 0]
 
 
+_grader_top_k_filter, _grader_top_p_filter = _REF["top_k_filter"], _REF["top_p_filter"]
+
 # One mistake, one objective: a graded function that builds on other graded functions is graded with
-# the grader's versions of those, set in the student's module for the test (a function finds the
-# others by name at call time). A wrong softmax then costs SAMP-1 only, not SAMP-3/4/5/6 too, and
-# a failing sample() test is about sample() itself.
+# the grader's versions of those, lent to the student's module for the test (a function finds the
+# others by name at call time; the ``lend`` fixture). A wrong softmax then costs SAMP-1 only, not
+# SAMP-3/4/5/6 too, and a failing sample() test is about sample() itself.
 _BUILDS_ON = {
     "top_p_filter": {"softmax_with_temperature": _grader_softmax},
-    "sample": {"softmax_with_temperature": _grader_softmax, "top_k_filter": _REF["top_k_filter"],
-               "top_p_filter": _REF["top_p_filter"]},
+    "sample": {"softmax_with_temperature": _grader_softmax, "top_k_filter": _grader_top_k_filter,
+               "top_p_filter": _grader_top_p_filter},
 }
 _BUILDS_ON["sampling_frequencies"] = _BUILDS_ON["generate"] = {**_BUILDS_ON["sample"], "sample": _grader_sample}
 
 
-def _load_student_fn(student, monkeypatch, name: str, block_softmax: bool = False):
+def _load_student_fn(student, forbid, lend, name: str, block_softmax: bool = False):
     """The student's function, imported after minillm's answers (and, for the softmax itself,
-    torch's softmax) are blocked, with the graded functions it builds on replaced by the grader's
+    torch's softmax) are forbidden, with the graded functions it builds on lent by the grader
     (_BUILDS_ON). Call this AFTER computing the reference."""
-    block(monkeypatch, *(f"{module}.{name}" for module in ("minillm.inference.generate", "minillm") for name in _REF))
+    forbid(*(f"{module}.{name}" for module in ("minillm.inference.generate", "minillm") for name in _REF))
     if block_softmax:
-        block(monkeypatch, "torch.softmax", "torch.nn.functional.softmax", "torch.Tensor.softmax", "torch.special.softmax")
+        forbid("torch.softmax", "torch.nn.functional.softmax", "torch.Tensor.softmax", "torch.special.softmax")
     fn = student.function("sampling", name)
-    module = student("sampling")
     for helper, grader_version in _BUILDS_ON.get(name, {}).items():
-        monkeypatch.setattr(module, helper, grader_version, raising=False)
+        lend("sampling", helper, grader_version)
     return fn
 
 
 def _checked(fn, *args):
     """``fn(*args)``, failing the test when the call changed any of its inputs (logits, prompt, model)
-    or torch's global random state: every function here draws only from the generator or seed it is given."""
+    or torch's global random state: every function here draws only from the generator or seed it is given.
+    (Graded apart, the student's process measures both, and the judge reads what it saw: grading.Unchanged.)"""
     inputs = Unchanged("its inputs (the logits, prompt or model it was given)", *args, rng=True)
     got = fn(*args)
     inputs.check(f"{getattr(fn, '__name__', 'your function')}(...)")
@@ -158,13 +160,13 @@ def _row_logits(gen: torch.Generator, vocab: int, spread: float) -> torch.Tensor
 # ------------------------------------------------------------------------------------------
 
 @pytest.mark.graded(points=3, objective="SAMP-1", level="P")
-def test_softmax_with_temperature(student, monkeypatch, grader_seed):
+def test_softmax_with_temperature(student, forbid, lend, grader_seed):
     rng, gen = _rng(grader_seed, 1)
     cases = []
     for temperature in (1.0, rng.uniform(0.3, 0.8), rng.uniform(1.3, 3.0)):
         logits = 2.0 * torch.randn(rng.randint(2, 5), rng.randint(8, 40), generator=gen)
         cases.append((logits, temperature, torch.softmax(logits.double() / temperature, dim=-1)))
-    fn = _load_student_fn(student, monkeypatch, "softmax_with_temperature", block_softmax=True)
+    fn = _load_student_fn(student, forbid, lend, "softmax_with_temperature", block_softmax=True)
     for logits, temperature, expected in cases:
         what = f"softmax_with_temperature(logits of shape {tuple(logits.shape)}, {temperature:.3g})"
         got = _checked(fn, logits, temperature)
@@ -185,7 +187,7 @@ def test_softmax_with_temperature(student, monkeypatch, grader_seed):
 
 
 @pytest.mark.graded(points=2, objective="SAMP-1", level="E")
-def test_softmax_is_numerically_stable(student, monkeypatch, grader_seed):
+def test_softmax_is_numerically_stable(student, forbid, lend, grader_seed):
     """Logits in the hundreds or thousands (exp overflows float32 past ~88) and -inf entries."""
     rng, gen = _rng(grader_seed, 2)
     # exp() overflows float32 above ~88 and underflows to 0 below ~-103: both sides are hit.
@@ -196,7 +198,7 @@ def test_softmax_is_numerically_stable(student, monkeypatch, grader_seed):
     logits[:, rng.randrange(logits.shape[1])] = float("-inf")
     temperature = rng.uniform(0.5, 2.0)
     expected = torch.softmax(logits.double() / temperature, dim=-1)
-    fn = _load_student_fn(student, monkeypatch, "softmax_with_temperature", block_softmax=True)
+    fn = _load_student_fn(student, forbid, lend, "softmax_with_temperature", block_softmax=True)
     what = (f"softmax_with_temperature(rows of logits around {[round(float(o)) for o in offsets]}, with -inf "
             f"entries, {temperature:.3g})")
     got = _checked(fn, logits, temperature)
@@ -214,7 +216,7 @@ def test_softmax_is_numerically_stable(student, monkeypatch, grader_seed):
 # ------------------------------------------------------------------------------------------
 
 @pytest.mark.graded(points=3, objective="SAMP-2", level="P")
-def test_top_k_filter(student, monkeypatch, grader_seed):
+def test_top_k_filter(student, forbid, lend, grader_seed):
     rng, gen = _rng(grader_seed, 3)
     vocab = rng.randint(10, 50)
     cases = []
@@ -231,15 +233,11 @@ def test_top_k_filter(student, monkeypatch, grader_seed):
     rows = torch.arange(logits.shape[0])
     logits[rows, order[:, k]] = logits[rows, order[:, k - 1]]            # the (k+1)-th largest = the k-th
     cases.append((logits, k, _REF["top_k_filter"](logits, k)))
-    fn = _load_student_fn(student, monkeypatch, "top_k_filter")
+    fn = _load_student_fn(student, forbid, lend, "top_k_filter")
     for logits, k, expected in cases:
         what = f"top_k_filter(logits of shape {tuple(logits.shape)}, k={k})"
-        original = logits.clone()
-        got = fn(logits, k)
+        got = _checked(fn, logits, k)
         _expect_tensor(got, what)
-        if not torch.equal(logits, original):
-            raise GradingError(f"{what} modified its input logits in place; return a new tensor "
-                               "(masked_fill, not masked_fill_).")
         expect_shape(got, tuple(logits.shape), what)
         kept = torch.isfinite(got)
         if not torch.equal(kept, torch.isfinite(expected)):
@@ -258,21 +256,18 @@ def test_top_k_filter(student, monkeypatch, grader_seed):
 # ------------------------------------------------------------------------------------------
 
 @pytest.mark.graded(points=3, objective="SAMP-3", level="P")
-def test_top_p_filter(student, monkeypatch, grader_seed):
+def test_top_p_filter(student, forbid, lend, grader_seed):
     rng, gen = _rng(grader_seed, 4)
     cases = []
     for shape in ((rng.randint(2, 4), rng.randint(10, 40)), (2, 2, rng.randint(10, 30)), (1, rng.randint(5, 15))):
         logits = 1.5 * torch.randn(shape, generator=gen)
         p = _safe_p(logits, rng)
         cases.append((logits, p, _REF["top_p_filter"](logits, p)))
-    fn = _load_student_fn(student, monkeypatch, "top_p_filter")
+    fn = _load_student_fn(student, forbid, lend, "top_p_filter")
     for logits, p, expected in cases:
         what = f"top_p_filter(logits of shape {tuple(logits.shape)}, p={p:.4f})"
-        original = logits.clone()
-        got = fn(logits, p)
+        got = _checked(fn, logits, p)
         _expect_tensor(got, what)
-        if not torch.equal(logits, original):
-            raise GradingError(f"{what} modified its input logits in place; return a new tensor.")
         expect_shape(got, tuple(logits.shape), what)
         kept, want = torch.isfinite(got), torch.isfinite(expected)
         if not torch.equal(kept, want):
@@ -288,7 +283,7 @@ def test_top_p_filter(student, monkeypatch, grader_seed):
 
 
 @pytest.mark.graded(points=2, objective="SAMP-3", level="E")
-def test_top_p_filter_edge_cases(student, monkeypatch, grader_seed):
+def test_top_p_filter_edge_cases(student, forbid, lend, grader_seed):
     """The top token alone above p (only it is kept) and p = 1 (every token is kept)."""
     rng, gen = _rng(grader_seed, 5)
     vocab = rng.randint(8, 20)
@@ -298,7 +293,7 @@ def test_top_p_filter_edge_cases(student, monkeypatch, grader_seed):
     p_small = rng.uniform(0.3, 0.9)
     flat = 0.5 * torch.randn(2, vocab, generator=gen)   # no probability below 1e-3: p = 1 keeps all
     expected_peaked = _REF["top_p_filter"](peaked, p_small)
-    fn = _load_student_fn(student, monkeypatch, "top_p_filter")
+    fn = _load_student_fn(student, forbid, lend, "top_p_filter")
     got = _checked(fn, peaked, p_small)
     what = f"top_p_filter(rows whose top token has probability > 0.99, p={p_small:.3f})"
     _expect_tensor(got, what)
@@ -320,10 +315,10 @@ def test_top_p_filter_edge_cases(student, monkeypatch, grader_seed):
 # ------------------------------------------------------------------------------------------
 
 @pytest.mark.graded(points=2, objective="SAMP-4", level="P")
-def test_sample_greedy_at_temperature_zero(student, monkeypatch, grader_seed):
+def test_sample_greedy_at_temperature_zero(student, forbid, lend, grader_seed):
     rng, gen = _rng(grader_seed, 6)
     logits = 2.0 * torch.randn(rng.randint(3, 8), rng.randint(10, 60), generator=gen)
-    fn = _load_student_fn(student, monkeypatch, "sample")
+    fn = _load_student_fn(student, forbid, lend, "sample")
     what = f"sample(logits of shape {tuple(logits.shape)}, temperature=0)"
     got = _checked(fn, logits, 0.0, None, None, torch.Generator().manual_seed(rng.randrange(2**31)))
     _expect_tensor(got, what)
@@ -332,7 +327,7 @@ def test_sample_greedy_at_temperature_zero(student, monkeypatch, grader_seed):
 
 
 @pytest.mark.graded(points=3, objective="SAMP-4", level="P")
-def test_sample_reproducible_and_allowed(student, monkeypatch, grader_seed):
+def test_sample_reproducible_and_allowed(student, forbid, lend, grader_seed):
     rng, gen = _rng(grader_seed, 7)
     vocab, rows = rng.randint(20, 50), 400
     # Below 1, far from it, and p chosen so the nucleus of row / t_p is smaller than row's: top-p applied
@@ -353,7 +348,7 @@ def test_sample_reproducible_and_allowed(student, monkeypatch, grader_seed):
     top = huge.argmax(-1)
     huge[torch.arange(3), top] = huge.topk(2, dim=-1).values[:, 1] + 100.0
     t_low = rng.uniform(0.01, 0.05)
-    fn = _load_student_fn(student, monkeypatch, "sample")
+    fn = _load_student_fn(student, forbid, lend, "sample")
 
     what = f"sample({rows} copies of one row of logits, temperature=1.0, generator seeded {seed})"
     first = _checked(fn, logits, 1.0, None, None, torch.Generator().manual_seed(seed))
@@ -390,7 +385,7 @@ def test_sample_reproducible_and_allowed(student, monkeypatch, grader_seed):
 # ------------------------------------------------------------------------------------------
 
 @pytest.mark.graded(points=4, objective="SAMP-5", level="M")
-def test_sampling_frequencies(student, monkeypatch, grader_seed):
+def test_sampling_frequencies(student, forbid, lend, grader_seed):
     rng, gen = _rng(grader_seed, 8)
     n = 20_000
     vocab = rng.randint(8, 16)
@@ -413,7 +408,7 @@ def test_sampling_frequencies(student, monkeypatch, grader_seed):
             filtered = _REF["top_p_filter"](filtered, top_p)
         cases.append((row, temperature, top_k, top_p, torch.softmax(filtered.double(), dim=-1)))
     seed = rng.randrange(2**31)
-    fn = _load_student_fn(student, monkeypatch, "sampling_frequencies")
+    fn = _load_student_fn(student, forbid, lend, "sampling_frequencies")
     for i, (row, temperature, top_k, top_p, probs) in enumerate(cases):
         what = (f"sampling_frequencies(logits of {vocab} tokens, n_draws={n}, seed={seed + i}, temperature="
                 f"{temperature:.3f}, top_k={top_k}, top_p={None if top_p is None else round(top_p, 4)})")
@@ -479,12 +474,12 @@ def _check_greedy(model, prompt: list[int], new: list[int], what: str, reference
 
 @pytest.mark.graded(points=4, objective="SAMP-6", level="P")
 @pytest.mark.timeout_s(30)
-def test_generate_greedy(student, monkeypatch, grader_seed, tiny_model, tiny_tokenizer, story_texts):
+def test_generate_greedy(student, forbid, lend, grader_seed, tiny_model, tiny_tokenizer, story_texts):
     rng, _ = _rng(grader_seed, 9)
     prompt = _prompt(rng, tiny_tokenizer, story_texts)
     n_new = rng.randint(8, 14)
     reference = _REF["generate"](tiny_model, prompt, n_new, temperature=0.0)
-    fn = _load_student_fn(student, monkeypatch, "generate")
+    fn = _load_student_fn(student, forbid, lend, "generate")
     what = f"generate(model, prompt of {len(prompt)} ids, max_new_tokens={n_new}, temperature=0)"
     got = _checked(fn, tiny_model, list(prompt), n_new, 0.0)
     if isinstance(got, torch.Tensor):
@@ -501,14 +496,14 @@ def test_generate_greedy(student, monkeypatch, grader_seed, tiny_model, tiny_tok
 
 @pytest.mark.graded(points=2, objective="SAMP-6", level="M")
 @pytest.mark.timeout_s(30)
-def test_generate_seeded_sampling(student, monkeypatch, grader_seed, tiny_model, tiny_tokenizer, story_texts):
+def test_generate_seeded_sampling(student, forbid, lend, grader_seed, tiny_model, tiny_tokenizer, story_texts):
     rng, _ = _rng(grader_seed, 10)
     prompt = _prompt(rng, tiny_tokenizer, story_texts)
     n_new = rng.randint(8, 12)
     seed = rng.randrange(2**31)
     reference = _REF["generate"](tiny_model, prompt, n_new, temperature=0.0)
     vocab = tiny_model.config.vocab_size
-    fn = _load_student_fn(student, monkeypatch, "generate")
+    fn = _load_student_fn(student, forbid, lend, "generate")
     what = f"generate(model, prompt, max_new_tokens={n_new}, temperature=1.0, seed={seed})"
     first = _checked(fn, tiny_model, list(prompt), n_new, 1.0, None, None, seed)
     first = first.reshape(-1).tolist() if isinstance(first, torch.Tensor) else [int(t) for t in first]

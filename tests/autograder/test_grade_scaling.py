@@ -22,7 +22,7 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 import torch
-from grading import GradingError, Unchanged, block, expect_close, expect_float, expect_int
+from grading import GradingError, Unchanged, expect_close, expect_float, expect_int
 
 ms = importlib.import_module("minillm.inference.scoring")
 mes = importlib.import_module("minillm.experiments.scaling")
@@ -52,13 +52,13 @@ CLASS_STORY_CHARS = 280
 # Helpers and fixtures
 # ------------------------------------------------------------------------------------------
 
-def _load_student_fn(student, monkeypatch, name: str):
-    """The student's function, imported after minillm's answers are blocked.
+def _load_student_fn(student, forbid, name: str):
+    """The student's function, imported after minillm's answers are forbidden.
 
     Call this AFTER computing the reference (the reference uses them)."""
-    block(monkeypatch, *(f"{module}.{name}" for module in ("minillm.inference.scoring", "minillm")
-                         for name in ("score", "score_many", "perplexity")))
-    block(monkeypatch, *(f"minillm.experiments.scaling.{name}" for name in
+    forbid(*(f"{module}.{name}" for module in ("minillm.inference.scoring", "minillm")
+             for name in ("score", "score_many", "perplexity")))
+    forbid(*(f"minillm.experiments.scaling.{name}" for name in
                          ("fit_power_law", "bootstrap_interval", "summarize", "run_scaling", "costliest_tokens",
                           "rank_stories", "loss_by_token")))
     return student.function("scaling", name)
@@ -146,11 +146,11 @@ def _pair(got, what: str, names: str) -> tuple[float, float]:
 # ------------------------------------------------------------------------------------------
 
 @pytest.mark.graded(points=3, objective="SCAL-1", level="P")
-def test_score_story(student, monkeypatch, grader_seed, trained_model, trained_tokenizer, held_out_texts):
+def test_score_story(student, forbid, grader_seed, trained_model, trained_tokenizer, held_out_texts):
     rng, _ = _rng(grader_seed, 1)
     texts = _stories(rng, held_out_texts, 3, trained_tokenizer, trained_model)
     expected = [_REF["score"](trained_model, trained_tokenizer, t, top_k=0) for t in texts]
-    fn = _load_student_fn(student, monkeypatch, "score_story")
+    fn = _load_student_fn(student, forbid, "score_story")
     for text, ref in zip(texts, expected):
         what = f"score_story(model, tokenizer, a text of {len(ref.token_ids)} tokens)"
         got = fn(trained_model, trained_tokenizer, text)
@@ -176,7 +176,7 @@ _KEYS = ("model", "params", "non_embedding_params", "story", "tokens", "nll", "p
 
 @pytest.mark.graded(points=4, objective="SCAL-2", level="P")
 @pytest.mark.timeout_s(40)
-def test_results_table(student, monkeypatch, grader_seed, family, held_out_texts):
+def test_results_table(student, forbid, grader_seed, family, held_out_texts):
     scaling_models, tokenizer = family
     rng, _ = _rng(grader_seed, 2)
     stories = _stories(rng, held_out_texts, 3, tokenizer, scaling_models["tiny-s"])
@@ -184,7 +184,7 @@ def test_results_table(student, monkeypatch, grader_seed, family, held_out_texts
     rng.shuffle(names)
     models = {name: scaling_models[name] for name in names}
     expected = _reference_rows(models, tokenizer, stories)
-    fn = _load_student_fn(student, monkeypatch, "results_table")
+    fn = _load_student_fn(student, forbid, "results_table")
     what = "results_table(models, tokenizer, stories)"
     got = fn(models, tokenizer, list(stories))
     if hasattr(got, "to_dict"):          # a pandas DataFrame is fine too
@@ -220,7 +220,7 @@ def test_results_table(student, monkeypatch, grader_seed, family, held_out_texts
 # ------------------------------------------------------------------------------------------
 
 @pytest.mark.graded(points=3, objective="SCAL-3", level="P")
-def test_corpus_perplexity_pooled(student, monkeypatch, grader_seed):
+def test_corpus_perplexity_pooled(student, forbid, grader_seed):
     """Synthetic rows of two models, stories of 5 to 600 tokens with very different NLL per token."""
     rng, _ = _rng(grader_seed, 3)
     rows = []
@@ -231,7 +231,7 @@ def test_corpus_perplexity_pooled(student, monkeypatch, grader_seed):
             rows.append({"model": model, "params": 1, "non_embedding_params": 1, "story": i, "tokens": tokens,
                          "nll": nll, "perplexity": math.exp(nll / tokens)})
     rng.shuffle(rows)
-    fn = _load_student_fn(student, monkeypatch, "corpus_perplexity")
+    fn = _load_student_fn(student, forbid, "corpus_perplexity")
     for model in ("small", "large"):
         expected = _pooled(rows, model)
         mean_of_ppl = float(np.mean([r["perplexity"] for r in rows if r["model"] == model]))
@@ -249,7 +249,7 @@ def test_corpus_perplexity_pooled(student, monkeypatch, grader_seed):
 
 @pytest.mark.graded(points=2, objective="SCAL-3", level="P")
 @pytest.mark.timeout_s(40)
-def test_class_numbers(student, monkeypatch, family, record_number):
+def test_class_numbers(student, forbid, family, record_number):
     """The student's own table and corpus perplexities on the fixed class stories, recorded for
     the instructor's comparison (the same numbers for every student)."""
     from minillm.course.family import held_out_stories
@@ -260,14 +260,14 @@ def test_class_numbers(student, monkeypatch, family, record_number):
     ref_ppl = {name: _pooled(expected, name) for name in scaling_models}
     ref_fit = _REF["fit_power_law"]([m.num_parameters(non_embedding=True) for m in scaling_models.values()],
                                     list(ref_ppl.values()))
-    table = _load_student_fn(student, monkeypatch, "results_table")
+    table = _load_student_fn(student, forbid, "results_table")
     corpus = student.function("scaling", "corpus_perplexity")
     rows = table(dict(scaling_models), tokenizer, stories)
     if hasattr(rows, "to_dict"):
         rows = rows.to_dict("records")
     got = {}
-    for name in scaling_models:
-        got[name] = _as_float(corpus(list(rows), name), f"corpus_perplexity(rows, {name!r})")
+    for name in scaling_models:   # given the rows it returned, as they are (graded apart: as the judge reads them)
+        got[name] = _as_float(corpus(rows, name), f"corpus_perplexity(rows, {name!r})")
         record_number(f"corpus_perplexity/{name}", got[name], ref_ppl[name])
     try:
         fit = student.function("scaling", "fit_power_law")
@@ -288,7 +288,7 @@ def test_class_numbers(student, monkeypatch, family, record_number):
 # ------------------------------------------------------------------------------------------
 
 @pytest.mark.graded(points=3, objective="SCAL-4", level="M")
-def test_fit_power_law(student, monkeypatch, grader_seed):
+def test_fit_power_law(student, forbid, grader_seed):
     rng, nrng = _rng(grader_seed, 4)
     # Exactly on a power law: the fit must recover it.
     a, k = rng.uniform(20, 200), -rng.uniform(0.05, 0.4)
@@ -298,7 +298,7 @@ def test_fit_power_law(student, monkeypatch, grader_seed):
     noisy_sizes = sorted(float(x) for x in 10 ** nrng.uniform(3, 8, size=rng.randint(4, 7)))
     noisy = [rng.uniform(20, 200) * n ** -rng.uniform(0.05, 0.3) * math.exp(nrng.normal(0, 0.1)) for n in noisy_sizes]
     ref = _REF["fit_power_law"](noisy_sizes, noisy)
-    fn = _load_student_fn(student, monkeypatch, "fit_power_law")
+    fn = _load_student_fn(student, forbid, "fit_power_law")
 
     what = f"fit_power_law({len(sizes)} sizes, perplexities exactly {a:.4g} * N^{k:.4f})"
     got = fn(list(sizes), list(exact))
@@ -340,7 +340,7 @@ def _bootstrap_band(nll: np.ndarray, tokens: np.ndarray, n: int, level: float, s
 
 
 @pytest.mark.graded(points=4, objective="SCAL-5", level="M")
-def test_bootstrap_ci(student, monkeypatch, grader_seed):
+def test_bootstrap_ci(student, forbid, grader_seed):
     rng, nrng = _rng(grader_seed, 5)
     stories = rng.randint(20, 40)
     tokens = nrng.integers(20, 600, size=stories).astype(float)
@@ -351,7 +351,7 @@ def test_bootstrap_ci(student, monkeypatch, grader_seed):
     for level in (0.95, rng.choice([0.8, 0.9])):
         checks.append((level, *_bootstrap_band(nll, tokens, n, level, seed)))
     point = math.exp(nll.sum() / tokens.sum())
-    fn = _load_student_fn(student, monkeypatch, "bootstrap_ci")
+    fn = _load_student_fn(student, forbid, "bootstrap_ci")
     for level, low, high, tol in checks:
         what = f"bootstrap_ci(nll, tokens of {stories} stories, n_resamples={n}, seed={seed}, level={level})"
         got = fn(nll.tolist(), tokens.astype(int).tolist(), n, seed, level)
@@ -390,7 +390,7 @@ def test_bootstrap_ci(student, monkeypatch, grader_seed):
 # ------------------------------------------------------------------------------------------
 
 @pytest.mark.graded(points=3, objective="SCAL-6", level="M")
-def test_hardest_tokens(student, monkeypatch, grader_seed, trained_model, trained_tokenizer, held_out_texts):
+def test_hardest_tokens(student, forbid, grader_seed, trained_model, trained_tokenizer, held_out_texts):
     rng, _ = _rng(grader_seed, 6)
     text = _stories(rng, held_out_texts, 1, trained_tokenizer, trained_model)[0]
     k = rng.randint(3, 8)
@@ -399,7 +399,7 @@ def test_hardest_tokens(student, monkeypatch, grader_seed, trained_model, traine
     short = "hi there"
     ref_short = sorted(((r.token, r.surprise) for r in _REF["score"](trained_model, trained_tokenizer, short, top_k=0).rows),
                        key=lambda t: t[1], reverse=True)
-    fn = _load_student_fn(student, monkeypatch, "hardest_tokens")
+    fn = _load_student_fn(student, forbid, "hardest_tokens")
     for text_, k_, full in ((text, k, ranked), (short, len(ref_short) + 3, ref_short)):
         expected = full[:k_]
         what = f"hardest_tokens(model, tokenizer, a text of {len(trained_tokenizer.encode(text_))} tokens, k={k_})"
