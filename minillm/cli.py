@@ -758,7 +758,7 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
 def _experiment_texts(args: argparse.Namespace) -> list[str]:
     if args.data:
         return _read_texts(args.data)
-    from minillm.training.storygen import synthetic_stories
+    from minillm.data.stories import synthetic_stories
 
     return synthetic_stories(args.stories, seed=args.seed)
 

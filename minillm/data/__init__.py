@@ -28,7 +28,7 @@ SEPARATOR = "<|endoftext|>"  # the line between two texts, as in the TinyStories
 CATEGORIES = ("stories", "news", "code", "poetry", "instructions")
 
 # The repo is installed editable (`pip install -e .`), so data/ sits next to the package.
-TEXTS_DIR = Path(__file__).resolve().parents[1] / "data" / "texts"
+TEXTS_DIR = Path(__file__).resolve().parents[2] / "data" / "texts"
 # Real TinyStories text the kit ships (data/tinystories/README.md: the first ~1,000 validation stories,
 # CDLA-Sharing-1.0): what the model family trains on, and its held-out real stories.
 TINYSTORIES_HEAD = TEXTS_DIR.parent / "tinystories" / "validation_head.txt"
