@@ -14,7 +14,7 @@ README = PACKAGE.parent / "README.md"
 # whose hub.py it downloads with. compat/ (the transformers-shaped face) is for callers, like cli/:
 # last, so nothing imports it.
 FLOW = ["models", "checkpoint", "data", "inference", "training", "experiments", "reports", "course", "compat"]
-TOP = {"progress"}            # minillm/progress.py: used by every folder, imports no minillm module
+TOP = {"errors", "progress"}  # minillm/errors.py, progress.py: used by every folder, import no minillm module
 CALLERS = {"cli", "inspect"}  # minillm/cli/ and inspect.py: front doors for callers, imported by no module
 
 

@@ -51,9 +51,10 @@ from minillm.checkpoint.safe_io import build_entries_then_move
 from minillm.checkpoint.weights import save_weights
 from minillm.data import TEXTS_DIR, TINYSTORIES_HEAD, bundled_texts, read_text_file
 from minillm.data.stories import synthetic_stories
-from minillm.experiments.scaling import write_csv
+from minillm.errors import InputError
 from minillm.experiments.training import shape
 from minillm.inference.scoring import score_many
+from minillm.reports.tables import write_csv
 from minillm.training.bpe import EOS, train_tokenizer
 from minillm.training.checkpoints import STATE_TENSORS
 from minillm.training.config import TrainConfig
@@ -288,10 +289,10 @@ def story_instructions() -> list[str]:
     records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     stories = bundled_texts("stories")
     if [r["story"] for r in records] != list(range(len(stories))):
-        raise ValueError(f"{path} must hold one instruction per bundled story, in order (0..{len(stories) - 1}).")
+        raise InputError(f"{path} must hold one instruction per bundled story, in order (0..{len(stories) - 1}).")
     for r in records:
         if not stories[r["story"]].startswith(r["begins"]):
-            raise ValueError(f"{path}: story {r['story']} no longer begins {r['begins']!r}; update the file.")
+            raise InputError(f"{path}: story {r['story']} no longer begins {r['begins']!r}; update the file.")
     return [r["instruction"] for r in records]
 
 

@@ -36,6 +36,7 @@ from minillm.data.story_words import (BOY_NAMES, COLORS, FEARS, FEELINGS_BAD, FE
                                       NUMBERS, OBJECTS, PET_NAMES, PLACES, SAYS, SIZES, SKILLS, TEXTURES, THINGS,
                                       TRAITS, TRANSITIVE, TROUBLES, WEATHER, WHEN, WHERE, Character, article,
                                       capitalized)
+from minillm.errors import InputError
 
 
 class _Story:
@@ -427,7 +428,7 @@ def synthetic_stories(n: int, seed: int = 0) -> list[str]:
     Stories run from about 80 to 300 words; the first k are the same for any n >= k.
     """
     if not isinstance(n, int) or n < 0:
-        raise ValueError(f"n must be a whole number >= 0; got {n!r}.")
+        raise InputError(f"n must be a whole number >= 0; got {n!r}.")
     rng = random.Random(seed)
     return [synthetic_story(rng) for _ in range(n)]
 
@@ -436,6 +437,6 @@ def synthetic_stories_with_facts(n: int, seed: int = 0) -> list[tuple[str, Story
     """The stories of :func:`synthetic_stories` (the same for the same ``seed``), each with
     what it is about."""
     if not isinstance(n, int) or n < 0:
-        raise ValueError(f"n must be a whole number >= 0; got {n!r}.")
+        raise InputError(f"n must be a whole number >= 0; got {n!r}.")
     rng = random.Random(seed)
     return [_write(rng) for _ in range(n)]

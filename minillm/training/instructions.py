@@ -20,6 +20,7 @@ import random
 
 from minillm.data.stories import StoryFacts, synthetic_stories_with_facts
 from minillm.data.story_words import article
+from minillm.errors import InputError
 
 VAGUE = ("Write a story.", "Tell me a story.", "Write a short story.", "Write a story for a young child.",
          "Tell me a bedtime story.")
@@ -39,7 +40,7 @@ def story_instruction(facts: StoryFacts, level: str, rng: random.Random) -> str:
         return rng.choice([f"Write a story about {hero} who {facts.summary}.",
                            f"Write a short story where {hero} {facts.summary}.",
                            f"Tell me a story about {hero} who {facts.summary}."])
-    raise ValueError(f"level must be one of {', '.join(LEVELS)}; got {level!r}.")
+    raise InputError(f"level must be one of {', '.join(LEVELS)}; got {level!r}.")
 
 
 def instruction_pairs(n: int, seed: int) -> list[tuple[str, str, str]]:
