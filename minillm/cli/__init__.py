@@ -39,10 +39,10 @@ from contextlib import nullcontext
 
 from minillm.checkpoint.safe_io import hold_output
 from minillm.cli import course, experiments, models, training
-from minillm.cli.args import HelpFormatter, in_flags
+from minillm.cli.args import HelpFormatter
 from minillm.errors import MinillmError
 
-__all__ = ["build_parser", "in_flags", "main"]
+__all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from minillm.checkpoint.safe_io import check_output_folder
 from minillm.cli.args import HelpFormatter, add_progress, add_scoring, add_texts, bit_width, positive_int, say_in_flags
-from minillm.data import CATEGORIES
+from minillm.data import CATEGORIES, TextSource
 from minillm.experiments import inputs
 
 # The library's parameters (experiments.inputs) said as the commands' flags.
@@ -17,7 +17,7 @@ SCORING_FLAGS = {"limit": "--stories", "models": "--models", "offline": "--offli
 SAY = say_in_flags(SCORING_FLAGS)
 
 
-def _models_and_texts(args: argparse.Namespace) -> tuple[list[str], object]:
+def _models_and_texts(args: argparse.Namespace) -> tuple[list[str], TextSource]:
     """(models, texts) of a scoring command: --out checked before any scoring, then the library's choice."""
     check_output_folder(args.out)
     models, family = inputs.pick_models(args.models, args.offline, say=SAY)

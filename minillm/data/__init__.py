@@ -1,4 +1,5 @@
-"""Text to score and train on: the texts bundled with the kit, and TinyStories from the hub.
+"""Text to score and train on: the texts bundled with the kit, and TinyStories from the hub
+(synthetic stories to train on: :mod:`minillm.data.stories`).
 
 A language model is judged on text it has not memorised. minillm uses two sources:
 
