@@ -7,7 +7,7 @@
 * :func:`attention_figure`, :func:`plot_attention`: attention maps with the tokens on the axes.
 
 They live in ``minillm/inference/inspect.py`` and ``minillm/reports/attention.py``; this module
-only gathers them under one name for callers (like ``cli.py``, nothing in the package imports it).
+only gathers them under one name for callers (like ``cli/``, nothing in the package imports it).
 """
 
 from minillm.inference.inspect import LogitLens, Trace, final_norm, logit_lens, trace

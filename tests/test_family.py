@@ -14,7 +14,7 @@ import transformers
 import minillm
 from minillm.data import bundled_texts
 from minillm.course.family import HELD_OUT, family_texts, held_out_stories
-from minillm.training.storygen import synthetic_stories
+from minillm.data.stories import synthetic_stories
 from minillm.training.train import resume
 
 MODELS = Path(__file__).resolve().parents[1] / "data" / "models"

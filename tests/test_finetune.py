@@ -24,7 +24,7 @@ from minillm.training.finetune import (
     resume_finetune,
     write_chat_tokenizer,
 )
-from minillm.training.storygen import synthetic_stories
+from minillm.data.stories import synthetic_stories
 from minillm.training.config import TrainConfig
 from minillm.training.step import next_token_loss
 from minillm.training.windows import IGNORE

@@ -20,7 +20,7 @@ from minillm.course.family import (
     instruction_perplexities,
 )
 from minillm.training.instructions import instruction_pairs
-from minillm.training.storygen import synthetic_stories, synthetic_stories_with_facts
+from minillm.data.stories import synthetic_stories, synthetic_stories_with_facts
 
 MODELS = Path(__file__).resolve().parents[1] / "data" / "models"
 NAMES = ("tiny-s-instruct", "tiny-m-instruct", "tiny-l-instruct")

@@ -8,11 +8,14 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "minillm"
+README = PACKAGE.parent / "README.md"
 # The flow's order; checkpoint/ builds the models it loads, the one step back the README names.
-# compat/ (the transformers-shaped face) is for callers, like cli.py: last, so nothing imports it.
-FLOW = ["models", "checkpoint", "inference", "training", "experiments", "reports", "course", "compat"]
-TOP = {"data", "progress"}   # minillm/data.py and progress.py: used by every folder, import none
-CALLERS = {"cli", "inspect"}  # minillm/cli.py and inspect.py: front doors for callers, imported by no module
+# data/ (the texts: bundled, TinyStories through the hub, synthetic stories) comes after checkpoint/,
+# whose hub.py it downloads with. compat/ (the transformers-shaped face) is for callers, like cli/:
+# last, so nothing imports it.
+FLOW = ["models", "checkpoint", "data", "inference", "training", "experiments", "reports", "course", "compat"]
+TOP = {"errors", "progress"}  # minillm/errors.py, progress.py: used by every folder, import no minillm module
+CALLERS = {"cli", "inspect"}  # minillm/cli/ and inspect.py: front doors for callers, imported by no module
 
 
 def _imports(path: Path) -> set[str]:
@@ -40,10 +43,23 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _part(path: Path) -> str:
+    """The folder ``path`` lies in under minillm/ ("models", ...), or for a top-level module its name."""
+    return path.relative_to(PACKAGE).with_suffix("").parts[0]
+
+
+def test_every_folder_and_top_level_module_is_declared():
+    """A new folder or top-level module must say where it stands: in the flow, shared (TOP) or a
+    front door (CALLERS); the tests below check each by what it is declared to be."""
+    parts = {_part(path) for path in PACKAGE.rglob("*.py")} - {"__init__"}
+    declared = set(FLOW) | TOP | CALLERS
+    assert parts == declared, f"undeclared: {sorted(parts - declared)}; declared but absent: {sorted(declared - parts)}"
+
+
 def test_folders_import_only_folders_before_them_in_the_flow():
     wrong = []
     for path in PACKAGE.rglob("*.py"):
-        folder = path.parent.name
+        folder = _part(path)
         if folder not in FLOW:
             continue
         for name in _imports(path):
@@ -52,8 +68,27 @@ def test_folders_import_only_folders_before_them_in_the_flow():
             if target in FLOW and FLOW.index(target) > FLOW.index(folder):
                 wrong.append(f"{path.relative_to(PACKAGE)} imports {name}")
             elif target not in FLOW and target not in TOP and name != "minillm":
-                wrong.append(f"{path.relative_to(PACKAGE)} imports {name} (cli.py, inspect.py and __init__.py are for callers)")
+                wrong.append(f"{path.relative_to(PACKAGE)} imports {name} (cli/, inspect.py and __init__.py are for callers)")
     assert not wrong, "\n".join(sorted(wrong))
+
+
+def test_shared_top_level_modules_import_no_minillm_module():
+    """progress.py (TOP) is used by every folder, so it may import none of them: an import of
+    checkpoint/ from a shared module would let models/ reach checkpoint/ through it."""
+    wrong = [f"{path.relative_to(PACKAGE)} imports {name}" for path in PACKAGE.glob("*.py")
+             if path.stem in TOP for name in _imports(path)]
+    assert not wrong, "\n".join(sorted(wrong))
+
+
+def test_readme_layout_names_the_flow_and_every_part():
+    """The README's Layout section states the flow's order as this file's FLOW, and names every
+    folder and top-level module, so that what it draws is what the package holds."""
+    layout = README.read_text(encoding="utf-8").split("## Layout", 1)[1].split("\n## ", 1)[0]
+    assert " -> ".join(FLOW) in layout, f"the README's Layout should state the flow: {' -> '.join(FLOW)}"
+    entries = {path.stem if path.parent == PACKAGE else _part(path) + "/" for path in PACKAGE.rglob("*.py")}
+    missing = sorted(entry for entry in entries - {"__init__"}
+                     if f"  {entry}{'' if entry.endswith('/') else '.py'} " not in layout)
+    assert not missing, f"the README's Layout does not list: {missing}"
 
 
 def test_no_two_modules_import_each_other():
@@ -64,16 +99,8 @@ def test_no_two_modules_import_each_other():
     assert not pairs, pairs
 
 
-def test_top_level_modules_are_shared_ones_or_front_doors():
-    """A module at the package's top is shared by the folders (TOP) or gathers the folders' work for
-    callers (CALLERS: ``minillm.inspect`` puts inference/inspect.py and reports/attention.py under one
-    name): a new one must say which."""
-    top = {path.stem for path in PACKAGE.glob("*.py")} - {"__init__"}
-    assert top == TOP | CALLERS, f"undeclared top-level modules: {sorted(top - TOP - CALLERS)}"
-
-
 def test_nothing_in_the_package_imports_the_callers_modules():
-    """cli.py, inspect.py and compat/ face the user: the kit itself (top-level modules included,
+    """cli/, inspect.py and compat/ face the user: the kit itself (top-level modules included,
     which the first test does not walk) never imports them."""
     callers = tuple(f"minillm.{name}" for name in sorted(CALLERS)) + ("minillm.compat",)
     wrong = [f"{path.relative_to(PACKAGE)} imports {name}" for path in PACKAGE.rglob("*.py")

@@ -211,7 +211,7 @@ def test_local_folders_without_network_do_not_wait_for_the_hub(two_models, tmp_p
 
 
 def test_models_with_different_tokenizers_are_fitted_in_bits_per_byte(tmp_path):
-    from minillm.experiments.scaling import fit_sentence
+    from minillm.experiments.results import fit_sentence
 
     folders = []
     for name, layers, vocab in [("a", 1, 300), ("b", 2, 320)]:

@@ -201,7 +201,7 @@ def test_mlp_trains_with_the_same_loop(stories, tmp_path):
 
 
 def test_sweep_and_compare_architectures_write_tables_and_plots(tmp_path, capsys):
-    from minillm.training.storygen import synthetic_stories
+    from minillm.data.stories import synthetic_stories
 
     data = tmp_path / "stories.txt"
     data.write_text("\n<|endoftext|>\n".join(synthetic_stories(120, seed=3)), encoding="utf-8")

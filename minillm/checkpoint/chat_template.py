@@ -38,11 +38,13 @@ from jinja2.ext import Extension
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
+from minillm.errors import InputError
+
 RENDER_SECONDS = 5.0        # wall-clock bound on one render
 MAX_CHARS = 10_000_000      # bound on all text a render writes, and on any one value it builds
 
 
-class TemplateFailure(ValueError):
+class TemplateFailure(InputError):
     """The chat template could not be rendered (the message is one line, without the file's name)."""
 
 

@@ -12,6 +12,8 @@ import errno
 import os
 from pathlib import Path
 
+from minillm.errors import MinillmError
+
 # The only files minillm ever reads from a checkpoint. Pickle weight files
 # (pytorch_model.bin) are deliberately absent: they are never downloaded or loaded.
 CHECKPOINT_FILES = [
@@ -29,7 +31,7 @@ CHECKPOINT_FILES = [
 ]
 
 
-class SourceError(RuntimeError):
+class SourceError(MinillmError, RuntimeError):
     """A model source could not be turned into a local folder."""
 
 

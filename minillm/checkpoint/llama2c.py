@@ -41,6 +41,7 @@ import torch
 from safetensors.torch import save_file
 
 from minillm.checkpoint.safe_io import build_then_move
+from minillm.errors import InputError
 
 HEADER_FIELDS = ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len")
 HEADER_BYTES = 4 * len(HEADER_FIELDS)
@@ -65,7 +66,7 @@ LAYER_NAMES = {
 }
 
 
-class Llama2cError(ValueError):
+class Llama2cError(InputError):
     """A llama2.c file is missing, truncated, or not in a format this importer reads."""
 
 

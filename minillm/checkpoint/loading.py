@@ -11,6 +11,7 @@ from minillm.checkpoint.generation_config import GenerationConfig
 from minillm.checkpoint.hub import resolve_source
 from minillm.checkpoint.tokenizer import Tokenizer, load_tokenizer
 from minillm.checkpoint.weights import load_weights, saved_dtype
+from minillm.errors import InputError
 from minillm.models.config import GPT2Config, ModelConfig, load_config
 from minillm.models.gpt2 import GPT2
 from minillm.models.packed import pack_linears, use_grouped_attention
@@ -29,14 +30,14 @@ def parse_dtype(dtype: torch.dtype | str, config: ModelConfig | GPT2Config | Non
     """
     if isinstance(dtype, torch.dtype):
         if dtype not in DTYPES.values():
-            raise ValueError(f"dtype {dtype} is not supported; use one of {', '.join(DTYPES)}.")
+            raise InputError(f"dtype {dtype} is not supported; use one of {', '.join(DTYPES)}.")
         return dtype
     name = str(dtype).removeprefix("torch.")
     if name == "auto":
         name = (config.torch_dtype if config else None) or (saved_dtype(folder) if folder else None) or "float32"
     if name not in DTYPES:
         saved = f" (the checkpoint's own dtype is {name})" if dtype == "auto" else ""
-        raise ValueError(f"dtype {dtype!r}{saved} is not supported; use one of {', '.join(DTYPES)} or 'auto'.")
+        raise InputError(f"dtype {dtype!r}{saved} is not supported; use one of {', '.join(DTYPES)} or 'auto'.")
     return DTYPES[name]
 
 
@@ -50,7 +51,7 @@ def check_device(device: torch.device | str) -> None:
         hint = (" This torch build has no CUDA support: install a CUDA build of torch (see pytorch.org), "
                 "or use device='cpu'." if "cuda" in str(device) and not torch.backends.cuda.is_built()
                 else " Use device='cpu', or a device this machine has.")
-        raise ValueError(f"device {str(device)!r} is not available here ({err}).{hint}") from err
+        raise InputError(f"device {str(device)!r} is not available here ({err}).{hint}") from err
 
 
 def load_model(
@@ -127,10 +128,10 @@ def check_tokenizer_fits(tok: Tokenizer, rows: int, source: str | os.PathLike) -
              f"{'only ' if tokens > rows else ''}{rows:,} rows (vocab_size in {folder / 'config.json'})")
     fix = "Put the tokenizer files that came with these weights next to config.json."
     if tokens > rows:
-        raise ValueError(f"{sizes}, so some texts would encode to ids the model has no row for. {fix}")
+        raise InputError(f"{sizes}, so some texts would encode to ids the model has no row for. {fix}")
     padding = rows - tokens
     if padding and (rows % PAD_MULTIPLE or padding >= max(PAD_MULTIPLE, rows / PAD_SHARE)):
-        raise ValueError(
+        raise InputError(
             f"{sizes}: {padding:,} rows that no token uses. Models pad their embedding only a little, to a round "
             f"size (Qwen2.5: 151,665 tokens, 151,936 rows), so this tokenizer is another model's and its ids would "
             f"stand for the wrong words (GPT-2's tokenizer has 50,257 tokens, Llama-2's 32,000, Qwen2.5's "

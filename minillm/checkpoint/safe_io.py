@@ -26,6 +26,8 @@ from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
 
+from minillm.errors import InputError
+
 try:
     import fcntl
 except ImportError:          # Windows
@@ -39,19 +41,19 @@ def _writable_parent(path: Path, flag: str) -> None:
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
-        raise ValueError(f"{flag} {path}: {parent} is a file, not a folder. Choose another {flag}.")
+        raise InputError(f"{flag} {path}: {parent} is a file, not a folder. Choose another {flag}.")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"{flag} {path}: cannot write into {parent} (permission denied). Choose another {flag}.")
+        raise InputError(f"{flag} {path}: cannot write into {parent} (permission denied). Choose another {flag}.")
 
 
 def check_output_folder(path: Path, flag: str = "--out") -> None:
     """Raise ValueError, naming ``flag``, unless ``path`` is (or can be created as) a writable folder."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise ValueError(f"{flag} {path} is a file, but a folder is needed for the results. Choose another {flag}.")
+        raise InputError(f"{flag} {path} is a file, but a folder is needed for the results. Choose another {flag}.")
     if path.is_dir():
         if not os.access(path, os.W_OK | os.X_OK):
-            raise ValueError(f"{flag} {path}: cannot write into this folder (permission denied). Choose another {flag}.")
+            raise InputError(f"{flag} {path}: cannot write into this folder (permission denied). Choose another {flag}.")
     else:
         _writable_parent(path, flag)
 
@@ -60,9 +62,9 @@ def check_output_file(path: Path, flag: str = "--out") -> None:
     """Raise ValueError, naming ``flag``, unless ``path`` can be written as a file."""
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"{flag} {path} is a folder, but a file name is needed, e.g. {path / 'grades.csv'}.")
+        raise InputError(f"{flag} {path} is a folder, but a file name is needed, e.g. {path / 'grades.csv'}.")
     if path.exists() and not os.access(path, os.W_OK):
-        raise ValueError(f"{flag} {path}: the file cannot be written (permission denied). Choose another {flag}.")
+        raise InputError(f"{flag} {path}: the file cannot be written (permission denied). Choose another {flag}.")
     _writable_parent(path, flag)
 
 
@@ -74,7 +76,7 @@ def refuse_to_overwrite(paths: Path | Sequence[Path], what: str, flag: str = "--
     taken = [p for p in paths if p.is_file() or (p.is_dir() and any(p.iterdir()))]
     if taken:
         it = "it" if len(taken) == 1 else "them"
-        raise ValueError(f"{', '.join(map(str, taken))} already hold{'s' if len(taken) == 1 else ''} {what}; "
+        raise InputError(f"{', '.join(map(str, taken))} already hold{'s' if len(taken) == 1 else ''} {what}; "
                          f"refusing to replace {it}. Choose another {out}, or pass {flag} to replace {it}.")
 
 
@@ -111,7 +113,7 @@ def hold_output(target: Path, flag: str = "--out") -> Iterator[None]:
             except OSError:      # Windows: the holder's locked bytes cannot be read
                 holder = "?"
             os.close(fd)
-            raise ValueError(f"{flag} {target}: another minillm run (process {holder}) is writing there now (it holds "
+            raise InputError(f"{flag} {target}: another minillm run (process {holder}) is writing there now (it holds "
                              f"{path}); wait for it to finish, or choose another {flag}.")
         try:     # the holder before us may have removed the file between our open and our lock: lock the new one
             same = os.fstat(fd).st_ino == os.stat(path).st_ino

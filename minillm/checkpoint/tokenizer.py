@@ -47,6 +47,7 @@ from tokenizers import decoders, models, pre_tokenizers, processors
 
 from minillm.checkpoint.chat_template import TemplateFailure, render
 from minillm.checkpoint.hub import resolve_source
+from minillm.errors import InputError
 
 GPT2_EOS = "<|endoftext|>"   # GPT-2's end of text, its only special token
 
@@ -62,7 +63,7 @@ def _byte_level_alphabet() -> dict[str, int]:
 _BYTE_OF_CHAR = _byte_level_alphabet()
 
 
-class TokenizerError(ValueError):
+class TokenizerError(InputError):
     """Tokenizer files are missing or unreadable, or an encode/decode/chat call got bad input."""
 
 

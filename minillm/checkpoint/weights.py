@@ -30,6 +30,7 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from minillm.errors import InputError
 from minillm.models.gpt2 import GPT2
 from minillm.models.qwen2 import Transformer
 
@@ -51,7 +52,7 @@ NON_WEIGHT_BUFFERS = {
 CONV1D_WEIGHTS = re.compile(r"h\.\d+\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight")
 
 
-class WeightsError(ValueError):
+class WeightsError(InputError):
     """The checkpoint's weight files are missing, unsafe, corrupt, or do not fit the config."""
 
 

@@ -6,7 +6,7 @@
 and a course notebook written against transformers runs on minillm's readable models
 (minillm/models/qwen2.py, gpt2.py), loaded by :func:`minillm.load_model` and
 :func:`minillm.load_tokenizer`: the same logits, the same tokens, the same greedy generations.
-This is a caller-side layer, like cli.py: nothing in the kit imports it, and it never imports
+This is a caller-side layer, like cli/: nothing in the kit imports it, and it never imports
 transformers. What it covers and what it refuses (with the kit's way instead) is listed in the
 README's "Coming from transformers" section.
 """

@@ -7,7 +7,7 @@ that the scaling experiment has a family of real trained models that runs offlin
 and shows the science on real text. The recipe, fixed here so that it can be run again:
 
 * **data**: real TinyStories text, the paragraphs of ``data/tinystories/validation_head.txt`` before
-  :data:`REAL_SPLIT`, each 4 times; 5,000 synthetic stories from :mod:`minillm.training.storygen`;
+  :data:`REAL_SPLIT`, each 4 times; 5,000 synthetic stories from :mod:`minillm.data.stories`;
   the bundled stories *except the last 20*, each 10 times; shuffled together with a fixed seed.
 * **held out**: the paragraphs of the TinyStories file from :data:`REAL_SPLIT` on (1,300 paragraphs
   from the start of a story, about 300 stories; :func:`held_out_real_stories`) and the last 20
@@ -50,16 +50,17 @@ from minillm.checkpoint.loading import load_model, load_model_and_tokenizer
 from minillm.checkpoint.safe_io import build_entries_then_move
 from minillm.checkpoint.weights import save_weights
 from minillm.data import TEXTS_DIR, TINYSTORIES_HEAD, bundled_texts, read_text_file
-from minillm.experiments.scaling import write_csv
+from minillm.data.stories import synthetic_stories
+from minillm.errors import InputError
 from minillm.experiments.training import shape
 from minillm.inference.scoring import score_many
+from minillm.reports.tables import write_csv
 from minillm.training.bpe import EOS, train_tokenizer
 from minillm.training.checkpoints import STATE_TENSORS
 from minillm.training.config import TrainConfig
 from minillm.training.finetune import Example, examples_from_pairs, finetune
 from minillm.training.instructions import instruction_pairs
 from minillm.training.provenance import HeldOut, write_record
-from minillm.training.storygen import synthetic_stories
 from minillm.training.train import train
 
 # The repo is installed editable (`pip install -e .`), so data/ sits next to the package.
@@ -106,7 +107,7 @@ class FamilyMember:
 
 TRAINING_DESCRIPTION = (
     f"Real TinyStories: paragraphs #0 to #{REAL_SPLIT - 1} of data/tinystories/validation_head.txt, each "
-    f"{REAL_REPEATS} times; {SYNTHETIC:,} synthetic stories, minillm.training.storygen.synthetic_stories("
+    f"{REAL_REPEATS} times; {SYNTHETIC:,} synthetic stories, minillm.data.stories.synthetic_stories("
     f"{SYNTHETIC + VALIDATION}, seed={SEED})[:{SYNTHETIC}] (not listed here); the bundled stories "
     f"data/texts/stories.txt #0 to #{{last}}, each {REPEATS} times (the SHA-256 of every real paragraph and "
     f"bundled story below). Never trained on: the held-out sets below, the last {HELD_OUT} bundled stories, "
@@ -288,10 +289,10 @@ def story_instructions() -> list[str]:
     records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     stories = bundled_texts("stories")
     if [r["story"] for r in records] != list(range(len(stories))):
-        raise ValueError(f"{path} must hold one instruction per bundled story, in order (0..{len(stories) - 1}).")
+        raise InputError(f"{path} must hold one instruction per bundled story, in order (0..{len(stories) - 1}).")
     for r in records:
         if not stories[r["story"]].startswith(r["begins"]):
-            raise ValueError(f"{path}: story {r['story']} no longer begins {r['begins']!r}; update the file.")
+            raise InputError(f"{path}: story {r['story']} no longer begins {r['begins']!r}; update the file.")
     return [r["instruction"] for r in records]
 
 

@@ -58,13 +58,14 @@ from pathlib import Path
 from minillm.course import isolation, verdict, zygote
 from minillm.course.feedback import (UNITS, csv_row, feedback_folder, first_line, problems_message, write_csv,
                                      write_feedback)
+from minillm.errors import InputError
 from minillm.progress import print_line, progress_bar
 
 # The repository is installed editable (`pip install -e .`): tests/autograder sits next to the package.
 DEFAULT_AUTOGRADER = Path(__file__).resolve().parents[2] / "tests" / "autograder"
 
 
-class GradeError(ValueError):
+class GradeError(InputError):
     """The autograder or the submissions folder cannot be found."""
 
 

@@ -31,6 +31,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from minillm.errors import InputError
+
 MODES = ("auto", "bwrap", "process")
 SUBMISSIONS_MOUNT = "/submissions" # the copy of the student's files appears in /submissions/<its name>
 RESULTS_MOUNT = "/grader-results"  # the one writable folder the sandbox shares with the grader
@@ -41,7 +43,7 @@ MAX_SUBMISSION_BYTES = 200 * 2**20 # a student folder larger than this is not co
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "passwd", "group", "nsswitch.conf")
 
 
-class SandboxError(ValueError):
+class SandboxError(InputError):
     """The sandbox asked for cannot run here, or a submission cannot be copied into it."""
 
 

@@ -48,6 +48,8 @@ from pathlib import Path
 
 import nbformat
 
+from minillm.errors import InputError
+
 BEGIN = "# BEGIN SOLUTION"
 END = "# END SOLUTION"
 
@@ -65,7 +67,7 @@ _NEAR_MISS = re.compile(r"(BEGIN|END)[ _]SOLUTION", re.IGNORECASE)
 _DEF_RE = re.compile(r"^(?P<indent>[ \t]*)(?:async[ \t]+)?def[ \t]+(?P<name>\w+)")
 
 
-class StubError(ValueError):
+class StubError(InputError):
     """A solution file's markers are malformed (unmatched, nested, outside a function...)."""
 
 

@@ -34,11 +34,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from minillm.course import isolation
+from minillm.errors import InputError
 
 APART_FILE = "graded_apart.txt"
 
 
-class PlanError(ValueError):
+class PlanError(InputError):
     """The reference's calls cannot be recorded (the reference fails a test, or the run broke)."""
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from minillm.checkpoint.hub import display_name
 from minillm.data import TextSource
 from minillm.checkpoint.loading import load_model_and_tokenizer
 from minillm.training.provenance import overlap_warning, seen_in_training
@@ -30,6 +31,16 @@ class CategoryResults:
     summaries: list[ConditionSummary]
     differences: list[PairedDifference]   # per category, each model against the first, per byte
     warnings: list[str]
+
+    def __str__(self) -> str:
+        """Per model and category: bits per byte with its interval, and the per-token perplexity."""
+        names = [display_name(s.model) for s in self.summaries]
+        width = max(len("model"), *map(len, names)) if names else len("model")
+        lines = [f"{'model':<{width}} {'category':>18} {'texts':>5} {'bits/byte':>10} {'95% CI':>15} {'perplexity':>11}"]
+        lines += [f"{name:<{width}} {s.condition:>18} {s.texts:>5} {s.bits_per_byte:>10.4f} "
+                  f"{s.bpb_ci_low:>7.4f}-{s.bpb_ci_high:<7.4f} {s.perplexity:>11.3f}"
+                  for name, s in zip(names, self.summaries)]
+        return "\n".join([*lines, *self.warnings])
 
 
 def run_categories(models: list[str], sources: dict[str, TextSource], dtype: torch.dtype | str = torch.float32,

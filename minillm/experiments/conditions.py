@@ -10,14 +10,13 @@ mean of perplexities); every comparison of two conditions on the same texts is p
 
 from __future__ import annotations
 
-import csv
 import math
-from pathlib import Path
 
 import numpy as np
 
 from minillm.checkpoint.hub import display_name
 from minillm.checkpoint.tokenizer import Tokenizer
+from minillm.errors import InputError
 from minillm.experiments.results import ConditionScore, ConditionSummary, PairedDifference
 from minillm.experiments.scaling import bootstrap_interval, paired_difference
 from minillm.inference.scoring import TextScore
@@ -36,7 +35,7 @@ def document_start(tok: Tokenizer) -> str | None:
         return None
     if tok.eos_token:
         return tok.eos_token
-    raise ValueError(f"the tokenizer in {tok.folder} adds no BOS token and has no eos_token: nothing can mark "
+    raise InputError(f"the tokenizer in {tok.folder} adds no BOS token and has no eos_token: nothing can mark "
                      "the start of a document, so a text's first token cannot be scored.")
 
 
@@ -105,31 +104,29 @@ def differences_between_models(rows: list[ConditionScore], per: str = "byte",
 def _paired(tag: str, a: list[ConditionScore], b: list[ConditionScore], name_a: str, name_b: str, per: str,
             seed: int) -> PairedDifference:
     if per not in ("token", "byte"):
-        raise ValueError(f"per must be 'token' or 'byte'; got {per!r}.")
+        raise InputError(f"per must be 'token' or 'byte'; got {per!r}.")
     count = (lambda rs: [r.tokens for r in rs]) if per == "token" else (lambda rs: [r.bytes * math.log(2) for r in rs])
     return paired_difference([r.nll_total for r in a], count(a), [r.nll_total for r in b], count(b),
                              name_a, name_b, tag, seed=seed)
 
 
-def summary_table(summaries: list[ConditionSummary], condition_header: str) -> list[str]:
-    """Markdown table lines of the summaries."""
-    lines = [f"| model | {condition_header} | texts | tokens | perplexity (95% CI) | bits/byte (95% CI) |",
-             "|---|---|---|---|---|---|"]
-    for s in summaries:
-        lines.append(f"| {display_name(s.model)} | {s.condition} | {s.texts} | {s.tokens:,} | {s.perplexity:.3f} "
-                     f"({s.ppl_ci_low:.3f}-{s.ppl_ci_high:.3f}) | {s.bits_per_byte:.4f} "
-                     f"({s.bpb_ci_low:.4f}-{s.bpb_ci_high:.4f}) |")
-    return lines
-
-
-def difference_table(diffs: list[PairedDifference], what: str, group: str = "model") -> list[str]:
-    """Markdown table lines of paired differences (B against A); ``group`` heads the column of what both share."""
-    lines = [f"| {group} | A | B | texts | {what} B / A (95% paired CI) | texts where B is better |",
-             "|---|---|---|---|---|---|"]
-    for d in diffs:
-        lines.append(f"| {d.group} | {d.a} | {d.b} | {d.texts} | {d.ratio:.3f} ({d.ratio_ci_low:.3f}-{d.ratio_ci_high:.3f}) | "
-                     f"{d.b_better} of {d.texts} |")
-    return lines
+def conditions_text(summaries: list[ConditionSummary], differences: list[PairedDifference], condition_header: str,
+                    baseline: str, texts_header: str = "texts", warnings: list[str] = ()) -> str:
+    """A text table of the summaries (what the ``minillm`` command prints): per model and condition
+    the texts, the perplexity with its interval, and the paired ratio to ``baseline``; then the warnings."""
+    names = [display_name(s.model) for s in summaries]
+    width = max(len("model"), *map(len, names)) if names else len("model")
+    cond = max(len(condition_header), *(len(s.condition) for s in summaries)) if summaries else len(condition_header)
+    count = len(texts_header)
+    lines = [f"{'model':<{width}} {condition_header:>{cond}} {texts_header:>{count}} {'perplexity':>11} {'95% CI':>17}"
+             f"   paired ratio to {baseline} (95% CI)"]
+    for name, s in zip(names, summaries):
+        d = next((d for d in differences if d.group == name and d.a == baseline and d.b == s.condition), None)
+        ratio = f"{d.ratio:.3f} ({d.ratio_ci_low:.3f}-{d.ratio_ci_high:.3f}), better on {d.b_better}/{d.texts}" \
+            if d else ""
+        lines.append(f"{name:<{width}} {s.condition:>{cond}} {s.texts:>{count}} {s.perplexity:>11.3f} "
+                     f"{s.ppl_ci_low:>8.3f}-{s.ppl_ci_high:<8.3f}   {ratio}".rstrip())
+    return "\n".join([*lines, *warnings])
 
 
 def per_text_differences(rows: list[ConditionScore], baseline: str) -> list[dict]:
@@ -140,12 +137,3 @@ def per_text_differences(rows: list[ConditionScore], baseline: str) -> list[dict
                  nll_mean_diff=r.nll_mean - base[(r.model, r.text_id)].nll_mean,
                  perplexity_ratio=r.perplexity / base[(r.model, r.text_id)].perplexity)
             for r in rows if r.condition != baseline and (r.model, r.text_id) in base]
-
-
-def write_dicts(path: Path, rows: list[dict]) -> Path:
-    """Rows of dicts (same keys) as CSV."""
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path

@@ -23,11 +23,13 @@ import torch
 
 from minillm.data import TextSource
 from minillm.checkpoint.loading import load_model_and_tokenizer
+from minillm.errors import InputError
 from minillm.training.provenance import overlap_warning, seen_in_training
 from minillm.experiments.results import ConditionScore, ConditionSummary, PairedDifference
 from minillm.inference.scoring import TextScore, encode_for_scoring, score_many
 from minillm.checkpoint.tokenizer import Tokenizer
-from minillm.experiments.conditions import condition_rows, differences_from, summarize_conditions, with_start
+from minillm.experiments.conditions import (condition_rows, conditions_text, differences_from, summarize_conditions,
+                                            with_start)
 
 # A sentence ends at ., ! or ? (and a closing quote after it) followed by whitespace and a capital
 # letter, digit or opening quote: '"Two!" said Sam.' is one sentence.
@@ -89,6 +91,10 @@ class ContextResults:
     warnings: list[str]
     skipped: int                       # stories with too few sentences
 
+    def __str__(self) -> str:
+        """Per model and k, the perplexity of the continuations and its paired ratio to k=0."""
+        return conditions_text(self.summaries, self.differences, "k", "k=0", "stories", self.warnings)
+
 
 def run_context(models: list[str], source: TextSource, max_k: int = 3, dtype: torch.dtype | str = torch.float32,
                 seed: int = 0, progress: bool = True) -> ContextResults:
@@ -96,7 +102,7 @@ def run_context(models: list[str], source: TextSource, max_k: int = 3, dtype: to
     split = [split_for_context(t, max_k) for t in source.texts]
     keep = [i for i, s in enumerate(split) if s is not None]
     if not keep:
-        raise ValueError(f"no story in {source.label} has {max_k + 1} sentences or more: nothing to continue.")
+        raise InputError(f"no story in {source.label} has {max_k + 1} sentences or more: nothing to continue.")
     used = source.select(keep, f"{len(keep)} of the texts ({source.label}) with at least {max_k + 1} sentences"
                          if len(keep) < len(source) else source.label)
     parts = [split[i] for i in keep]

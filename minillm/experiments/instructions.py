@@ -37,7 +37,8 @@ from minillm.training.provenance import overlap_warning, seen_in_training
 from minillm.experiments.results import ConditionScore, ConditionSummary, PairedDifference
 from minillm.inference.scoring import score_many
 from minillm.checkpoint.tokenizer import Tokenizer
-from minillm.experiments.conditions import condition_rows, differences_from, summarize_conditions, with_start
+from minillm.experiments.conditions import (condition_rows, conditions_text, differences_from, summarize_conditions,
+                                            with_start)
 
 CONDITIONS = ("none", "vague", "specific", "paraphrased", "mismatched")
 PROMPTS_FILE = TEXTS_DIR / "instruction_prompts.json"
@@ -63,6 +64,10 @@ class InstructionResults:
     differences: list[PairedDifference]   # per model, each condition against "none", per token
     chat_models: list[str]                # models scored through their chat template
     warnings: list[str]
+
+    def __str__(self) -> str:
+        """Per model and instruction, the stories' perplexity and its paired ratio to no instruction."""
+        return conditions_text(self.summaries, self.differences, "instruction", "none", warnings=self.warnings)
 
 
 def bundled_prompts() -> dict[str, dict]:

@@ -38,3 +38,10 @@ def perplexity_vs_bits(model: Transformer, tok: Tokenizer, texts: list[str],
             mean_nll=nll / tokens, perplexity=math.exp(nll / tokens), bits_per_byte=nll / math.log(2) / n_bytes,
         ))
     return rows
+
+
+def quantization_text(rows: list[QuantizationResult]) -> str:
+    """A text table of :func:`perplexity_vs_bits`' rows (what ``minillm quantize`` prints)."""
+    lines = [f"{'bits':>4} {'scheme':>8} {'size MB':>9} {'perplexity':>11} {'bits/byte':>9}"]
+    lines += [f"{r.bits:>4} {r.scheme:>8} {r.size_mb:>9.2f} {r.perplexity:>11.3f} {r.bits_per_byte:>9.4f}" for r in rows]
+    return "\n".join(lines)

@@ -193,3 +193,33 @@ class ScalingResults:
     @property
     def stories(self) -> list[str]:
         return self.source.texts
+
+    def __str__(self) -> str:
+        """The text view (``minillm scaling`` prints it): per model its size, tokens, perplexity with
+        its interval and bits per byte; the fitted power law in words; the warnings."""
+        width = max(len("model"), *(len(s.model) for s in self.summaries))
+        lines = [f"{'model':<{width}} {'non-emb params':>15} {'tokens':>8} {'perplexity':>11} {'95% CI':>17} "
+                 f"{'bits/byte':>9}"]
+        for s in self.summaries:
+            ci = f"{s.ppl_ci_low:.3f}-{s.ppl_ci_high:.3f}"
+            lines.append(f"{s.model:<{width}} {s.non_embedding_params:>15,} {s.tokens:>8,} {s.perplexity:>11.3f} "
+                         f"{ci:>17} {s.bits_per_byte:>9.4f}")
+        return "\n".join([*lines, fit_sentence(self), *self.warnings])
+
+
+def fit_sentence(results: ScalingResults) -> str:
+    """The fitted power law(s), in words, saying which metric and why."""
+    parts = []
+    for fit in (results.fit, results.bpb_fit):
+        if fit is None:
+            continue
+        name = "perplexity" if fit.metric == "perplexity" else "bits per byte"
+        note = " (exact through 2 points)" if fit.points == 2 else ""
+        parts.append(f"{name} = {fit.coefficient:.4g} * N^{fit.exponent:.4f}, fitted on {fit.points} models{note}")
+    if not parts:
+        return "No power law: it needs at least two model sizes."
+    text = "Power law (N = non-embedding parameters): " + "; ".join(parts) + "."
+    if not results.shared_tokenizer:
+        text += (" The models use different tokenizers, so their per-token perplexities count different "
+                 "tokens and are not compared or fitted: compare them in bits per byte.")
+    return text

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import asdict, fields
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,6 +26,7 @@ from minillm.checkpoint.hub import display_name
 from minillm.checkpoint.loading import load_model_and_tokenizer
 from minillm.checkpoint.tokenizer import load_tokenizer
 from minillm.data import TextSource
+from minillm.errors import InputError
 from minillm.experiments.results import ModelSummary, PairedDifference, PowerLaw, ScalingResults, StoryResult
 from minillm.inference.scoring import TextScore, score_many
 from minillm.training.provenance import overlap_warning, seen_in_training
@@ -62,7 +61,7 @@ def paired_difference(nll_a: np.ndarray, count_a: np.ndarray, nll_b: np.ndarray,
     """
     arrays = [np.asarray(v, dtype=float) for v in (nll_a, count_a, nll_b, count_b)]
     if len({len(v) for v in arrays}) != 1 or not len(arrays[0]):
-        raise ValueError(f"paired_difference needs the same non-zero number of texts for {a!r} and {b!r}; "
+        raise InputError(f"paired_difference needs the same non-zero number of texts for {a!r} and {b!r}; "
                          f"got {[len(v) for v in arrays]}.")
     nll_a, count_a, nll_b, count_b = arrays
     rng = np.random.default_rng(seed)
@@ -130,11 +129,11 @@ def run_scaling(models: list[str], stories: TextSource | list[str], dtype: torch
     ``scores`` name each model by its label (:func:`model_labels`); ``source`` keeps the full one.
     """
     if not models:
-        raise ValueError("give at least one model (a checkpoint folder or a hub repo id).")
+        raise InputError("give at least one model (a checkpoint folder or a hub repo id).")
     if isinstance(stories, list):
         stories = TextSource(f"{len(stories)} texts", stories, [f"text #{i}" for i in range(len(stories))])
     if not stories.texts:
-        raise ValueError("give at least one story to score.")
+        raise InputError("give at least one story to score.")
     rows: list[StoryResult] = []
     scores: dict[str, list[TextScore]] = {}
     protocols, warnings = set(), []
@@ -161,18 +160,6 @@ def run_scaling(models: list[str], stories: TextSource | list[str], dtype: torch
     bpb_fit = fit_power_law(sizes, [s.bits_per_byte for s in summaries], metric="bits_per_byte")
     protocol = "; ".join(sorted(protocols)) + "; each story scored on its own"
     return ScalingResults(stories, rows, summaries, fit, bpb_fit, shared, scores, protocol, warnings)
-
-
-def write_csv(path: Path, rows: list) -> Path:
-    """Write dataclass rows as CSV (header from the field names)."""
-    import csv
-
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow([fl.name for fl in fields(rows[0])])
-        for row in rows:
-            writer.writerow(asdict(row).values())
-    return path
 
 
 def rank_stories(results: ScalingResults, model: str) -> list[StoryResult]:
@@ -216,66 +203,3 @@ def size_differences(results: ScalingResults, seed: int = 0) -> list[PairedDiffe
         out.append(paired_difference([r.nll_total for r in a], count(a), [r.nll_total for r in b], count(b),
                                      small.model, large.model, results.source.label, seed=seed))
     return out
-
-
-def fit_sentence(results: ScalingResults) -> str:
-    """The fitted power law(s), in words, saying which metric and why."""
-    parts = []
-    for fit in (results.fit, results.bpb_fit):
-        if fit is None:
-            continue
-        name = "perplexity" if fit.metric == "perplexity" else "bits per byte"
-        note = " (exact through 2 points)" if fit.points == 2 else ""
-        parts.append(f"{name} = {fit.coefficient:.4g} * N^{fit.exponent:.4f}, fitted on {fit.points} models{note}")
-    if not parts:
-        return "No power law: it needs at least two model sizes."
-    text = "Power law (N = non-embedding parameters): " + "; ".join(parts) + "."
-    if not results.shared_tokenizer:
-        text += (" The models use different tokenizers, so their per-token perplexities count different "
-                 "tokens and are not compared or fitted: compare them in bits per byte.")
-    return text
-
-
-def write_report(results: ScalingResults, out: Path, n_stories: int = 3) -> Path:
-    """report.md: the summary table, the fit, the paired differences between sizes, and for the
-    largest model the hardest and easiest stories (full text, with their ids) and the tokens
-    that cost the most."""
-    lines = ["# Scaling experiment", "", f"Scored: {results.source.label}.", "", f"Protocol: {results.protocol}.", ""]
-    lines += [f"**{w}**" for w in results.warnings] + ([""] if results.warnings else [])
-    lines += ["| model | parameters | non-embedding | stories | tokens | perplexity (95% CI) | bits/byte (95% CI) |",
-              "|---|---|---|---|---|---|---|"]
-    for s in results.summaries:
-        lines.append(f"| {s.model} | {s.params:,} | {s.non_embedding_params:,} | {s.stories} | {s.tokens:,} | "
-                     f"{s.perplexity:.3f} ({s.ppl_ci_low:.3f}-{s.ppl_ci_high:.3f}) | "
-                     f"{s.bits_per_byte:.4f} ({s.bpb_ci_low:.4f}-{s.bpb_ci_high:.4f}) |")
-    lines += ["", fit_sentence(results)]
-    diffs = size_differences(results)
-    if diffs:
-        unit = "perplexity" if results.shared_tokenizer else "per-byte perplexity (2^bits per byte)"
-        lines += ["", "## Each model against the next smaller one, on the same stories", "",
-                  f"Ratio of {unit}, larger / smaller, with a paired bootstrap 95% interval over stories:", "",
-                  "| smaller | larger | ratio (95% CI) | stories where the larger is better |", "|---|---|---|---|"]
-        for d in diffs:
-            lines.append(f"| {d.a} | {d.b} | {d.ratio:.3f} ({d.ratio_ci_low:.3f}-{d.ratio_ci_high:.3f}) | "
-                         f"{d.b_better} of {d.texts} |")
-    largest = results.summaries[-1].model
-    ranked = rank_stories(results, largest)
-    for title, picks in [("Hardest stories", ranked[:n_stories]), ("Easiest stories", ranked[::-1][:n_stories])]:
-        lines += ["", f"## {title} for {largest}", ""]
-        for r in picks:
-            lines += [f"### Story {r.story_id}: perplexity {r.perplexity:.3f} over {r.tokens} tokens", "",
-                      "> " + results.stories[r.story].replace("\n", "\n> "), ""]
-    lines += ["", f"## Tokens that cost {largest} the most", "",
-              "| story | token | after ... | surprise (nats) | p | model expected |", "|---|---|---|---|---|---|"]
-    for t in costliest_tokens(results.scores[largest], ids=results.source.ids):
-        lines.append(f"| {t['story']} | `{t['token']!r}` | `{t['context'][-30:]!r}` | {t['surprise']:.2f} | "
-                     f"{t['prob']:.2e} | `{t['model_expected']!r}` |")
-    lines += ["", f"## Token strings that cost {largest} the most in total", "",
-              "Every occurrence of a token string counted together: how often it was scored, the nats summed "
-              "over those occurrences, and their mean.", "",
-              "| token | count | total nats | mean nats |", "|---|---|---|---|"]
-    for t in loss_by_token(results.scores[largest]):
-        lines.append(f"| `{t['token']!r}` | {t['count']} | {t['total_nats']:.1f} | {t['mean_nats']:.2f} |")
-    path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path

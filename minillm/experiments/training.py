@@ -22,6 +22,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from minillm.errors import InputError
 from minillm.training.bpe import train_tokenizer
 from minillm.training.config import TrainConfig
 from minillm.training.train import train
@@ -34,7 +35,7 @@ def shape(hidden: int, layers: int, head_dim: int = 16) -> dict:
     """A Qwen2-like shape: heads of ``head_dim``, half as many key/value heads, SwiGLU width
     about 8/3 of ``hidden`` (rounded to a multiple of 8). A dict of TrainConfig fields."""
     if hidden % head_dim or hidden < head_dim:
-        raise ValueError(f"hidden={hidden} must be a multiple of head_dim={head_dim}.")
+        raise InputError(f"hidden={hidden} must be a multiple of head_dim={head_dim}.")
     heads = hidden // head_dim
     return dict(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                 num_key_value_heads=max(1, heads // 2), intermediate_size=8 * round(hidden / 3))
@@ -43,7 +44,7 @@ def shape(hidden: int, layers: int, head_dim: int = 16) -> dict:
 def _steps(token_budget: int, base: TrainConfig) -> int:
     steps = token_budget // base.tokens_per_step
     if steps < 1:
-        raise ValueError(f"token_budget={token_budget} is less than one batch ({base.tokens_per_step} tokens).")
+        raise InputError(f"token_budget={token_budget} is less than one batch ({base.tokens_per_step} tokens).")
     return steps
 
 
@@ -63,7 +64,7 @@ def size_sweep(texts: list[str], shapes: list[dict], token_budget: int, out: str
     tokenizer to ``out/tokenizer``.
     """
     if not shapes:
-        raise ValueError("give at least one shape, e.g. [shape(32, 2), shape(64, 2)].")
+        raise InputError("give at least one shape, e.g. [shape(32, 2), shape(64, 2)].")
     out, base = Path(out), base or TrainConfig()
     steps = _steps(token_budget, base)
     tokenizer = _shared_tokenizer(texts, base, out)
@@ -123,3 +124,24 @@ def _architecture_rows(texts: list[str], config: TrainConfig, out: Path, tokeniz
     params, non_embedding = result.model.num_parameters(), result.model.num_parameters(non_embedding=True)
     return [ArchitectureRow(config.architecture, params, non_embedding, r.step, r.tokens, r.val_loss)
             for r in result.history if r.val_loss is not None]
+
+
+def sweep_text(results: list[SweepResult], fit: PowerLaw | None) -> str:
+    """A text table of a size sweep (what ``minillm sweep`` prints), and its power law in words."""
+    lines = [f"{'model':<10} {'params':>9} {'non-emb':>9} {'val loss':>9} {'val ppl':>8} {'seconds':>8} {'tokens/s':>9}"]
+    lines += [f"{r.name:<10} {r.params:>9,} {r.non_embedding_params:>9,} {r.val_loss:>9.4f} {r.val_perplexity:>8.3f} "
+              f"{r.seconds:>8.1f} {r.tokens_per_second:>9,.0f}" for r in results]
+    if fit:
+        lines.append(f"power law: validation perplexity = {fit.coefficient:.4g} * N^{fit.exponent:.4f} "
+                     "(N = non-embedding parameters)")
+    return "\n".join(lines)
+
+
+def architectures_text(rows: list[ArchitectureRow]) -> str:
+    """A text table of :func:`compare_architectures`' last measurement per architecture."""
+    lines = [f"{'architecture':<12} {'params':>9} {'non-emb':>9} {'tokens':>10} {'val loss':>9}"]
+    for name in dict.fromkeys(r.architecture for r in rows):
+        last = [r for r in rows if r.architecture == name][-1]
+        lines.append(f"{name:<12} {last.params:>9,} {last.non_embedding_params:>9,} {last.tokens:>10,} "
+                     f"{last.val_loss:>9.4f}")
+    return "\n".join(lines)

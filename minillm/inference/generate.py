@@ -12,9 +12,12 @@ those the checkpoint lists in its generation_config.json (see ``minillm.checkpoi
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
+from minillm.checkpoint.generation_config import GenerationConfig
+from minillm.errors import InputError
 from minillm.models.qwen2 import Transformer
 
 # How far below p the probability of the tokens ahead of a candidate may fall and still count
@@ -94,7 +97,7 @@ def next_token_distribution(
     if temperature == 0:
         return torch.nn.functional.one_hot(logits.argmax(dim=-1), logits.shape[-1]).float()
     if not torch.isfinite(logits.amax(dim=-1)).all():
-        raise ValueError("every row of logits needs a finite largest logit (not all -inf, no +inf or NaN).")
+        raise InputError("every row of logits needs a finite largest logit (not all -inf, no +inf or NaN).")
     logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
     if top_k is not None:
         logits = top_k_filter(logits, top_k)
@@ -123,13 +126,13 @@ def sample_next_token(
 
 def _check_sampling_args(max_new_tokens, temperature, top_k, top_p) -> None:
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be a whole number >= 0; got {max_new_tokens!r}.")
+        raise InputError(f"max_new_tokens must be a whole number >= 0; got {max_new_tokens!r}.")
     if not temperature >= 0:   # also catches NaN, which every comparison calls False
-        raise ValueError(f"temperature must be >= 0 (0 means greedy); got {temperature}.")
+        raise InputError(f"temperature must be >= 0 (0 means greedy); got {temperature}.")
     if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k must be a whole number >= 1, or None to keep every token; got {top_k!r}.")
+        raise InputError(f"top_k must be a whole number >= 1, or None to keep every token; got {top_k!r}.")
     if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], or None to keep every token; got {top_p}.")
+        raise InputError(f"top_p must be in (0, 1], or None to keep every token; got {top_p}.")
 
 
 def default_eos_token_ids(model: Transformer) -> tuple[int, ...]:
@@ -182,15 +185,15 @@ def generate(
     device = model.embed_tokens.weight.device
     prompt = torch.as_tensor(ids, dtype=torch.long, device=device).reshape(1, -1)  # (1, seq)
     if prompt.numel() == 0:
-        raise ValueError("the prompt is empty: give at least one token id (a BOS token, for example).")
+        raise InputError("the prompt is empty: give at least one token id (a BOS token, for example).")
     total = prompt.shape[1] + max_new_tokens
     if total > model.config.max_position_embeddings:
-        raise ValueError(
-            f"prompt ({prompt.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) exceeds the model's "
+        raise InputError(
+            f"the prompt ({prompt.shape[1]} tokens) + max_new_tokens={max_new_tokens} exceeds the model's "
             f"context of {model.config.max_position_embeddings} tokens; ask for fewer new tokens."
         )
     if tokenizer_size is not None and (not isinstance(tokenizer_size, int) or tokenizer_size < 1):
-        raise ValueError(f"tokenizer_size must be a whole number >= 1 (the tokenizer's vocab_size); "
+        raise InputError(f"tokenizer_size must be a whole number >= 1 (the tokenizer's vocab_size); "
                          f"got {tokenizer_size!r}.")
     stop = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id or ())
     generator = None
@@ -211,3 +214,61 @@ def generate(
             break
         step_input = next_id[:, None]                                     # (1, 1)
     return new_ids
+
+
+def encode_prompt(tokenizer: Any, text: str, chat: bool = False) -> list[int]:
+    """The token ids of a prompt: ``text`` as the tokenizer encodes it, or with ``chat=True`` as a
+    user message in the tokenizer's chat template with the assistant's turn opened (the rendered
+    template holds its own special tokens, so none are added). Raises ValueError for an empty text."""
+    if not text:
+        raise InputError("the text is empty: give the model at least one character to read, e.g. \"Once upon a time\".")
+    if chat:
+        prompt = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True)
+        return tokenizer.encode(prompt, add_special_tokens=False)
+    return tokenizer.encode(text)
+
+
+def stream(model: Transformer, tokenizer: Any, ids: Sequence[int], write: Callable[[str], None],
+           skip_special_tokens: bool = True, **settings: Any) -> list[int]:
+    """:func:`generate` (``settings`` are its arguments) with the text written as it comes: the
+    prompt with the first new token, then each new piece. Returns the new ids.
+
+    Prompt and continuation are decoded together at every token: a token's leading space, or a
+    character split over several byte tokens, only comes out right in context, and a decode that
+    ends in a partial character (U+FFFD) waits for the next token. What is still held back at the
+    end (the prompt when nothing was generated, a character whose last bytes never came) is
+    written as it is, followed by a newline. ``skip_special_tokens=False`` shows markers such as
+    ``<|im_start|>assistant``, so a reader sees where a chat model's reply starts.
+    """
+    ids = list(ids)
+    new_ids: list[int] = []
+    written = ""
+
+    def show(token_id: int) -> None:
+        nonlocal written
+        new_ids.append(token_id)
+        text = tokenizer.decode(ids + new_ids, skip_special_tokens=skip_special_tokens)
+        if not text.endswith("\ufffd"):
+            write(text[len(written):])
+            written = text
+
+    generate(model, ids, on_token=show, **settings)
+    write(tokenizer.decode(ids + new_ids, skip_special_tokens=skip_special_tokens)[len(written):] + "\n")
+    return new_ids
+
+
+def sampling_settings(generation_config: GenerationConfig, temperature: float | None = None, top_k: int | None = None,
+                      top_p: float | None = None) -> tuple[dict[str, Any], str | None]:
+    """The sampling settings of a run, for :func:`generate`: each one given, else the checkpoint's
+    default from its generation_config.json (:meth:`GenerationConfig.sampling`, as transformers'
+    generate() takes them); and a note naming those that came from the file, or None when none did."""
+    given = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
+    defaults = dict(zip(given, generation_config.sampling()))
+    chosen = {name: value if value is not None else defaults[name] for name, value in given.items()}
+    from_file = [f"{name} {chosen[name]}" for name in given
+                 if given[name] is None and generation_config.do_sample and chosen[name] is not None]
+    if not from_file:
+        return chosen, None
+    ignored = (f"; its repetition_penalty {generation_config.repetition_penalty} is not applied"
+               if generation_config.repetition_penalty not in (None, 1, 1.0) else "")
+    return chosen, f"[sampling with {', '.join(from_file)} from generation_config.json{ignored}; temperature=0 for greedy]"

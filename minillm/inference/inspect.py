@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from minillm.checkpoint.tokenizer import Tokenizer
+from minillm.errors import InputError
 from minillm.inference.display import lens_html, probability_text
 from minillm.models.gpt2 import GPT2
 from minillm.models.qwen2 import Transformer, attention, attention_weights
@@ -91,7 +92,7 @@ class Trace:
         if layer is None:
             return torch.stack([self.logit_lens(i) for i in range(last + 1)])
         if isinstance(layer, bool) or not isinstance(layer, int) or not -(last + 1) <= layer <= last:
-            raise ValueError(f"layer must be an integer in 0..{last} (0: the embeddings, {last}: after the last block); "
+            raise InputError(f"layer must be an integer in 0..{last} (0: the embeddings, {last}: after the last block); "
                              f"got {layer!r}.")
         return self.model.lm_head(final_norm(self.model)(self.residual[layer]))
 
@@ -193,12 +194,12 @@ def logit_lens(model: Transformer | GPT2, tok: Tokenizer, text: str, top_k: int 
     read from the residual stream after each block (:meth:`Trace.logit_lens`). Raises ValueError for
     an empty text, ``top_k`` < 1 or a position outside the text's tokens."""
     if not isinstance(text, str) or not text:
-        raise ValueError(f"text must be a non-empty string; got {text!r}.")
+        raise InputError(f"text must be a non-empty string; got {text!r}.")
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"top_k must be a positive integer; got {top_k!r}.")
+        raise InputError(f"top_k must be a positive integer; got {top_k!r}.")
     ids = tok.encode(text)
     if not -len(ids) <= position < len(ids):
-        raise ValueError(f"position {position} is outside the text's {len(ids)} tokens (0..{len(ids) - 1}, or -1 for the last).")
+        raise InputError(f"position {position} is outside the text's {len(ids)} tokens (0..{len(ids) - 1}, or -1 for the last).")
     position %= len(ids)
     run = trace(model, torch.tensor([ids]))
     rows = []

@@ -46,6 +46,7 @@ import math
 
 import torch
 
+from minillm.errors import InputError
 from minillm.models.qwen2 import Transformer
 
 SCHEMES = ("tensor", "channel", "group")
@@ -56,16 +57,16 @@ VECTOR_BITS = 16     # a full-precision 1-D tensor entry (norm gain, bias) in th
 
 def _check_args(bits: int, scheme: str, group_size: int) -> None:
     if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= FULL_PRECISION:
-        raise ValueError(f"bits must be an integer in 1..32 (32: full precision, not quantized); got {bits!r}.")
+        raise InputError(f"bits must be an integer in 1..32 (32: full precision, not quantized); got {bits!r}.")
     if scheme not in SCHEMES:
-        raise ValueError(f"scheme must be one of {', '.join(map(repr, SCHEMES))}; got {scheme!r}.")
+        raise InputError(f"scheme must be one of {', '.join(map(repr, SCHEMES))}; got {scheme!r}.")
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
-        raise ValueError(f"group_size must be a positive integer (values per group); got {group_size!r}.")
+        raise InputError(f"group_size must be a positive integer (values per group); got {group_size!r}.")
 
 
 def _check_readable(model: Transformer) -> None:
     if any(p.layout != torch.strided for p in model.parameters()):
-        raise ValueError(
+        raise InputError(
             "this model's linear weights are packed (load_model(..., packed=True)): oneDNN's "
             "layout is opaque and cannot be quantized or measured. Load it with packed=False."
         )
@@ -103,7 +104,7 @@ def quantize_tensor(w: torch.Tensor, bits: int, scheme: str = "tensor", group_si
     if bits == FULL_PRECISION:
         return w
     if scheme != "tensor" and w.dim() != 2:
-        raise ValueError(f"scheme {scheme!r} needs a 2-D (out, in) weight; got shape {tuple(w.shape)}.")
+        raise InputError(f"scheme {scheme!r} needs a 2-D (out, in) weight; got shape {tuple(w.shape)}.")
     levels = 2**bits - 1
     x = w.double()
     if scheme == "tensor":

@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 import torch
 
 from minillm.checkpoint.tokenizer import Tokenizer
-from minillm.inference.display import surprise_html, top_k_html
+from minillm.errors import InputError
+from minillm.inference.display import probability_text, surprise_html, top_k_html
+from minillm.inference.generate import encode_prompt
 from minillm.models.qwen2 import Transformer
 from minillm.progress import progress_bar
 
@@ -93,6 +95,20 @@ class TextScore:
                    f"{self.bits_per_byte:.3f} bits per byte (darker red = more surprising)")
         return surprise_html(lead, tokens, summary)
 
+    def __str__(self) -> str:
+        """The text view (``minillm surprise`` prints it): a row per scored token with its surprise
+        in nats and bits, its probability and the model's top tokens, then the totals."""
+        k = len(self.rows[0].top) if self.rows else 0
+        lines = [f"{self.n_tokens} tokens scored ({self.protocol}); surprise = -log p(token | the tokens before it)",
+                 f"{'pos':>4}  {'token':<16} {'id':>7} {'nats':>7} {'bits':>7} {'prob':>8}  model's top {k}"]
+        for row in self.rows:
+            top = ", ".join(f"{text!r} {probability_text(prob)}" for text, _, prob in row.top)
+            lines.append(f"{row.position:>4}  {row.token!r:<16} {row.token_id:>7} {row.surprise:>7.3f} "
+                         f"{row.surprise / LN2:>7.3f} {probability_text(row.prob):>8}  {top}")
+        lines.append(f"total {self.total_nll:.3f} nats over {self.n_tokens} tokens: perplexity {self.perplexity:.3f}, "
+                     f"{self.bits_per_byte:.4f} bits per byte ({self.n_bytes} bytes)")
+        return "\n".join(lines)
+
 
 @dataclass
 class NextTokens:
@@ -100,24 +116,37 @@ class NextTokens:
 
     text: str
     rows: list[tuple[str, int, float, float]]
+    prompt_tokens: int | None = None      # how many tokens the model read (None: not recorded)
 
     def _repr_html_(self) -> str:
         return top_k_html(self.text, self.rows)
 
+    def __str__(self) -> str:
+        """The text view (``minillm logits`` prints it): rank, token, id, logit and probability."""
+        read = f"{self.prompt_tokens} prompt tokens; " if self.prompt_tokens is not None else ""
+        lines = [f"{read}the next token after {self.text[-40:]!r}:",
+                 f"{'rank':>4}  {'token':<20} {'id':>7} {'logit':>9} {'prob':>9}"]
+        lines += [f"{rank:>4}  {token!r:<20} {i:>7} {logit:>9.3f} {probability_text(prob):>9}"
+                  for rank, (token, i, logit, prob) in enumerate(self.rows, start=1)]
+        return "\n".join(lines)
+
 
 @torch.inference_mode()
-def next_tokens(model: Transformer, tok: Tokenizer, text: str, k: int = 10) -> NextTokens:
+def next_tokens(model: Transformer, tok: Tokenizer, text: str, k: int = 10, chat: bool = False) -> NextTokens:
     """The ``k`` most likely tokens after ``text``, most likely first, with their logits and
-    probabilities (softmax over the whole vocabulary, float32). Shows as a table in Jupyter."""
+    probabilities (softmax over the whole vocabulary, float32). ``chat=True`` puts the text in the
+    chat template as a user message, the assistant's turn opened (:func:`encode_prompt`): the
+    reply's first token. Shows as a table in Jupyter, and as text when printed."""
     if not isinstance(text, str) or not text:
-        raise ValueError(f"text must be a non-empty string; got {text!r}.")
+        raise InputError(f"text must be a non-empty string; got {text!r}.")
     if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}.")
-    logits = model(torch.tensor([tok.encode(text)]))[0, -1].float()     # (vocab,): scores for the next token
+        raise InputError(f"k must be at least 1, got {k}.")
+    ids = encode_prompt(tok, text, chat)
+    logits = model(torch.tensor([ids]))[0, -1].float()     # (vocab,): scores for the next token
     probs = torch.softmax(logits, dim=-1)
     top = torch.topk(logits, min(k, logits.numel()))
     return NextTokens(text, [(tok.token_text(i), i, v, float(probs[i]))
-                             for v, i in zip(top.values.tolist(), top.indices.tolist())])
+                             for v, i in zip(top.values.tolist(), top.indices.tolist())], len(ids))
 
 
 @dataclass
@@ -179,17 +208,17 @@ class _Encoded:
 
 def _encode_for_scoring(tok: Tokenizer, text: str, context: str | None, chat: bool) -> _Encoded:
     if not isinstance(text, str) or not text:
-        raise ValueError(f"text to score must be a non-empty string; got {text!r}.")
+        raise InputError(f"text to score must be a non-empty string; got {text!r}.")
     if context is None:
         if chat:
-            raise ValueError("chat=True needs a context: the user message the text answers.")
+            raise InputError("chat=True needs a context: the user message the text answers.")
         prefix, add_special = "", True
     elif chat:
         prefix = tok.apply_chat_template([{"role": "user", "content": context}], add_generation_prompt=True)
         add_special = False                    # the rendered template holds its special tokens
     else:
         if not context:
-            raise ValueError("the context is empty; pass context=None to score the text alone.")
+            raise InputError("the context is empty; pass context=None to score the text alone.")
         prefix, add_special = context, True
     joint = prefix + text
     ids, offsets = tok.encode_with_offsets(joint, add_special_tokens=add_special)
@@ -339,25 +368,25 @@ def score_many(
         return []
     contexts = context if isinstance(context, list) else [context] * len(texts)
     if len(contexts) != len(texts):
-        raise ValueError(f"got {len(contexts)} contexts for {len(texts)} texts; give one per text, or one for all.")
+        raise InputError(f"got {len(contexts)} contexts for {len(texts)} texts; give one per text, or one for all.")
     window = window or model.config.max_position_embeddings
     stride = stride or max(window // 2, 1)
     if not 2 <= window <= model.config.max_position_embeddings or not 1 <= stride <= window - 1:
-        raise ValueError(
+        raise InputError(
             f"need 2 <= window <= {model.config.max_position_embeddings} (the model's context) and "
             f"1 <= stride < window; got window={window}, stride={stride}."
         )
     if not isinstance(top_k, int) or top_k < 0:
-        raise ValueError(f"top_k must be a whole number >= 0 (0: record no alternatives); got {top_k!r}.")
+        raise InputError(f"top_k must be a whole number >= 0 (0: record no alternatives); got {top_k!r}.")
     if padding_side not in ("left", "right"):
-        raise ValueError(f"padding_side must be 'left' or 'right'; got {padding_side!r}.")
+        raise InputError(f"padding_side must be 'left' or 'right'; got {padding_side!r}.")
 
     encoded = [_encode_for_scoring(tok, t, c, chat) for t, c in zip(texts, contexts)]
     segments = []
     for owner, enc in enumerate(encoded):
         ids, score_from = enc.ids, enc.score_from
         if score_from >= len(ids):
-            raise ValueError(
+            raise InputError(
                 f"{f'text {owner} ' if len(texts) > 1 else 'the text '}({texts[owner][:40]!r}) leaves no token to score: it is a single token "
                 "and the tokenizer adds no BOS token to predict it from (or, after a context, the tokenizer "
                 "encodes nothing of it). Give a longer text or a context."

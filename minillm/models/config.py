@@ -28,10 +28,12 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from minillm.errors import InputError
+
 SUPPORTED_MODEL_TYPES = ("qwen2", "llama")   # ModelConfig; "gpt2" has its own GPT2Config
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """config.json is missing, unreadable, or describes a model minillm does not compute."""
 
 

@@ -44,6 +44,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from minillm.errors import InputError
 from minillm.models.config import GPT2Config
 from minillm.models.qwen2 import KVCache, Transformer, attention, causal_mask, check_cache_and_mask
 
@@ -206,7 +207,7 @@ class GPT2(nn.Module):
     def _check_length(self, total: int, cache, attention_mask, batch: int) -> None:
         limit = self.config.n_positions
         if total > limit:
-            raise ValueError(
+            raise InputError(
                 f"sequence of {total} tokens is longer than GPT-2's context (n_positions={limit}): its "
                 "position table wpe has no row past that. Score long texts in windows "
                 f"(minillm.inference.scoring's window= option) or keep prompt + new tokens <= {limit}."

@@ -34,6 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from minillm.errors import InputError
 from minillm.models.qwen2 import RMSNorm
 
 CONFIG_FILE = "mlp_config.json"
@@ -47,7 +48,7 @@ class MLPLanguageModel(nn.Module):
         for name, value in (("vocab_size", vocab_size), ("window", window), ("embed_dim", embed_dim),
                             ("hidden", hidden)):
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a whole number >= 1; got {value!r}.")
+                raise InputError(f"{name} must be a whole number >= 1; got {value!r}.")
         self.vocab_size, self.window, self.embed_dim, self.hidden = vocab_size, window, embed_dim, hidden
         self.embed_tokens = nn.Embedding(vocab_size, embed_dim)
         self.pad_embedding = nn.Parameter(torch.zeros(embed_dim))   # stands for "before the start"
@@ -58,7 +59,7 @@ class MLPLanguageModel(nn.Module):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(batch, seq) ids -> (batch, seq, vocab) logits; ``logits[b, t]`` sees ids[b, t-window+1 .. t]."""
         if input_ids.dim() != 2 or input_ids.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"input_ids must be integer ids of shape (batch, seq); got {input_ids.dtype} "
+            raise InputError(f"input_ids must be integer ids of shape (batch, seq); got {input_ids.dtype} "
                              f"{tuple(input_ids.shape)}.")
         batch, seq = input_ids.shape
         x = self.embed_tokens(input_ids)                                        # (batch, seq, embed)
@@ -90,12 +91,12 @@ class MLPLanguageModel(nn.Module):
         """The model saved by :meth:`save` in ``folder`` (float32, eval mode)."""
         folder = Path(folder)
         if not (folder / CONFIG_FILE).is_file():
-            raise ValueError(f"{folder} has no {CONFIG_FILE}: it does not hold an MLP language model.")
+            raise InputError(f"{folder} has no {CONFIG_FILE}: it does not hold an MLP language model.")
         try:
             config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
             model = cls(config["vocab_size"], config["window"], config["embed_dim"], config["hidden"])
         except (ValueError, KeyError, TypeError) as err:     # not UTF-8, not JSON, a key missing or of a wrong type
-            raise ValueError(f"{folder / CONFIG_FILE} is not a valid MLP language model config (vocab_size, window, "
+            raise InputError(f"{folder / CONFIG_FILE} is not a valid MLP language model config (vocab_size, window, "
                              f"embed_dim, hidden): {type(err).__name__}: {err}") from err
         model.load_state_dict(load_file(folder / "model.safetensors"), strict=True)
         return model.eval()

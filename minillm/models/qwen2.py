@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from minillm.errors import InputError
 from minillm.models.config import ModelConfig
 
 
@@ -217,9 +218,9 @@ def check_cache_and_mask(total: int, cache: KVCache | None, attention_mask: torc
     """The KV cache must have room for ``total`` = past + seq positions, and the attention mask
     must cover all of them: (batch, past + seq)."""
     if cache is not None and total > cache.max_len:
-        raise ValueError(f"the KV cache holds {cache.max_len} positions but {total} are needed.")
+        raise InputError(f"the KV cache holds {cache.max_len} positions but {total} are needed.")
     if attention_mask is not None and tuple(attention_mask.shape) != (batch, total):
-        raise ValueError(
+        raise InputError(
             f"attention_mask has shape {tuple(attention_mask.shape)}; expected (batch, past + seq) "
             f"= {(batch, total)}."
         )
@@ -286,10 +287,10 @@ class Transformer(nn.Module):
         if input_ids.dim() == 1:
             input_ids = input_ids[None]
         if input_ids.numel() == 0:   # before the dtype: torch.tensor([[]]) is float32
-            raise ValueError("input_ids is empty: give the model at least one token (was the text empty, "
+            raise InputError("input_ids is empty: give the model at least one token (was the text empty, "
                              "or did it encode to no tokens?).")
         if input_ids.dim() != 2 or input_ids.dtype not in (torch.int64, torch.int32):
-            raise ValueError(
+            raise InputError(
                 f"input_ids must be integer token ids of shape (batch, seq); got dtype "
                 f"{input_ids.dtype} and shape {tuple(input_ids.shape)}."
             )
@@ -299,7 +300,7 @@ class Transformer(nn.Module):
             return input_ids
         low, high = int(input_ids.min()), int(input_ids.max())
         if low < 0 or high >= self.config.vocab_size:
-            raise ValueError(
+            raise InputError(
                 f"input_ids holds token id {low if low < 0 else high}, outside this model's "
                 f"vocabulary 0..{self.config.vocab_size - 1}. Was the text encoded with another "
                 "model's tokenizer?"
@@ -309,7 +310,7 @@ class Transformer(nn.Module):
     def _check_length(self, total: int, cache, attention_mask, batch: int) -> None:
         limit = self.config.max_position_embeddings
         if total > limit:
-            raise ValueError(
+            raise InputError(
                 f"sequence of {total} tokens is longer than the model's context "
                 f"(max_position_embeddings={limit}); score long texts in windows."
             )

@@ -16,6 +16,7 @@ import torch
 from matplotlib.figure import Figure
 
 from minillm.checkpoint.tokenizer import Tokenizer
+from minillm.errors import InputError
 from minillm.inference.inspect import Trace, trace
 from minillm.models.gpt2 import GPT2
 from minillm.models.qwen2 import Transformer
@@ -31,7 +32,7 @@ def token_label(text: str) -> str:
 
 def _check_index(value, count: int, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < count:
-        raise ValueError(f"{name} must be an integer in 0..{count - 1} (this model has {count} {name}s); got {value!r}.")
+        raise InputError(f"{name} must be an integer in 0..{count - 1} (this model has {count} {name}s); got {value!r}.")
 
 
 def attention_figure(run: Trace, tokens: list[str], layer: int, head: int | None = None, row: int = 0) -> Figure:
@@ -49,7 +50,7 @@ def attention_figure(run: Trace, tokens: list[str], layer: int, head: int | None
     if head is not None:
         _check_index(head, weights.shape[1], "head")
     if len(tokens) != weights.shape[-1]:
-        raise ValueError(f"tokens has {len(tokens)} labels for {weights.shape[-1]} positions: give one per token of the row.")
+        raise InputError(f"tokens has {len(tokens)} labels for {weights.shape[-1]} positions: give one per token of the row.")
     real = (torch.ones(weights.shape[-1], dtype=torch.bool) if run.attention_mask is None
             else run.attention_mask[row].bool().cpu())
     maps = weights[row].float().cpu()[:, real][:, :, real]            # (heads, real, real)
@@ -84,7 +85,7 @@ def plot_attention(model: Transformer | GPT2, tok: Tokenizer, text: str, path: s
     in a grid) as a PNG at ``path``; returns the path. Raises ValueError for an empty text or a layer
     or head this model does not have (checked before the model runs)."""
     if not isinstance(text, str) or not text:
-        raise ValueError(f"text must be a non-empty string; got {text!r}.")
+        raise InputError(f"text must be a non-empty string; got {text!r}.")
     _check_index(layer, len(model.layers), "layer")
     if head is not None:
         _check_index(head, model.config.num_attention_heads, "head")

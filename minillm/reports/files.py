@@ -10,16 +10,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from minillm.experiments.categories import CategoryResults
-from minillm.experiments.conditions import difference_table, per_text_differences, summary_table, write_dicts
+from minillm.experiments.conditions import per_text_differences
 from minillm.experiments.context import ContextResults
 from minillm.experiments.instructions import InstructionResults
-from minillm.experiments.results import ScalingResults
-from minillm.experiments.scaling import (costliest_tokens, fit_sentence, loss_by_token, rank_stories, size_differences,
-                                         write_csv, write_report)
+from minillm.experiments.results import ArchitectureRow, PowerLaw, QuantizationResult, ScalingResults, SweepResult, fit_sentence
+from minillm.experiments.scaling import costliest_tokens, loss_by_token, rank_stories, size_differences
 from minillm.checkpoint.hub import display_name
 from minillm.reports.plots_conditions import plot_conditions
+from minillm.reports.plots_quantization import plot_quantization
 from minillm.reports.plots_scaling import plot_length_confound, plot_per_story, plot_scaling
+from minillm.reports.plots_training import plot_architectures, plot_size_sweep
 from minillm.reports.report import write_scaling_html
+from minillm.reports.tables import difference_table, summary_table, write_csv, write_dicts
 
 
 def save_results(results: ScalingResults, out: str | Path) -> list[Path]:
@@ -35,7 +37,7 @@ def save_results(results: ScalingResults, out: str | Path) -> list[Path]:
         write_csv(out / "results.csv", results.rows),
         write_csv(out / "summary.csv", results.summaries),
         *([write_csv(out / "differences.csv", diffs)] if diffs else []),
-        write_report(results, out),
+        write_scaling_report(results, out),
         plot_scaling(results.summaries, results.fit, out / "perplexity_vs_size.png", data_label=label,
                      note=None if results.shared_tokenizer else
                      "different tokenizers: per-token perplexities not comparable, no fit; see bits per byte"),
@@ -146,3 +148,68 @@ def _paired_tables(results: ContextResults | InstructionResults, out: Path, stem
             write_csv(out / f"{stem}_summary.csv", results.summaries),
             write_csv(out / f"{stem}_differences.csv", results.differences),
             write_dicts(out / f"{stem}_per_story.csv", per_text_differences(results.rows, baseline))]
+
+
+def write_scaling_report(results: ScalingResults, out: Path, n_stories: int = 3) -> Path:
+    """report.md: the summary table, the fit, the paired differences between sizes, and for the
+    largest model the hardest and easiest stories (full text, with their ids) and the tokens
+    that cost the most."""
+    lines = ["# Scaling experiment", "", f"Scored: {results.source.label}.", "", f"Protocol: {results.protocol}.", ""]
+    lines += [f"**{w}**" for w in results.warnings] + ([""] if results.warnings else [])
+    lines += ["| model | parameters | non-embedding | stories | tokens | perplexity (95% CI) | bits/byte (95% CI) |",
+              "|---|---|---|---|---|---|---|"]
+    for s in results.summaries:
+        lines.append(f"| {s.model} | {s.params:,} | {s.non_embedding_params:,} | {s.stories} | {s.tokens:,} | "
+                     f"{s.perplexity:.3f} ({s.ppl_ci_low:.3f}-{s.ppl_ci_high:.3f}) | "
+                     f"{s.bits_per_byte:.4f} ({s.bpb_ci_low:.4f}-{s.bpb_ci_high:.4f}) |")
+    lines += ["", fit_sentence(results)]
+    diffs = size_differences(results)
+    if diffs:
+        unit = "perplexity" if results.shared_tokenizer else "per-byte perplexity (2^bits per byte)"
+        lines += ["", "## Each model against the next smaller one, on the same stories", "",
+                  f"Ratio of {unit}, larger / smaller, with a paired bootstrap 95% interval over stories:", "",
+                  "| smaller | larger | ratio (95% CI) | stories where the larger is better |", "|---|---|---|---|"]
+        for d in diffs:
+            lines.append(f"| {d.a} | {d.b} | {d.ratio:.3f} ({d.ratio_ci_low:.3f}-{d.ratio_ci_high:.3f}) | "
+                         f"{d.b_better} of {d.texts} |")
+    largest = results.summaries[-1].model
+    ranked = rank_stories(results, largest)
+    for title, picks in [("Hardest stories", ranked[:n_stories]), ("Easiest stories", ranked[::-1][:n_stories])]:
+        lines += ["", f"## {title} for {largest}", ""]
+        for r in picks:
+            lines += [f"### Story {r.story_id}: perplexity {r.perplexity:.3f} over {r.tokens} tokens", "",
+                      "> " + results.stories[r.story].replace("\n", "\n> "), ""]
+    lines += ["", f"## Tokens that cost {largest} the most", "",
+              "| story | token | after ... | surprise (nats) | p | model expected |", "|---|---|---|---|---|---|"]
+    for t in costliest_tokens(results.scores[largest], ids=results.source.ids):
+        lines.append(f"| {t['story']} | `{t['token']!r}` | `{t['context'][-30:]!r}` | {t['surprise']:.2f} | "
+                     f"{t['prob']:.2e} | `{t['model_expected']!r}` |")
+    lines += ["", f"## Token strings that cost {largest} the most in total", "",
+              "Every occurrence of a token string counted together: how often it was scored, the nats summed "
+              "over those occurrences, and their mean.", "",
+              "| token | count | total nats | mean nats |", "|---|---|---|---|"]
+    for t in loss_by_token(results.scores[largest]):
+        lines.append(f"| `{t['token']!r}` | {t['count']} | {t['total_nats']:.1f} | {t['mean_nats']:.2f} |")
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def write_quantization(rows: list[QuantizationResult], out: str | Path, data_label: str) -> list[Path]:
+    """quantization.csv and perplexity_vs_bits.png (its title ends with ``data_label``) into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return [write_csv(out / "quantization.csv", rows),
+            plot_quantization(rows, out / "perplexity_vs_bits.png", data_label=data_label)]
+
+
+def write_sweep(results: list[SweepResult], fit: PowerLaw | None, out: str | Path) -> list[Path]:
+    """sweep.csv and sweep.png (the final losses against size, and the fit) into ``out``."""
+    out = Path(out)
+    return [write_csv(out / "sweep.csv", results), plot_size_sweep(results, fit, out / "sweep.png")]
+
+
+def write_architectures(rows: list[ArchitectureRow], out: str | Path) -> list[Path]:
+    """architectures.csv and architectures.png (each architecture's validation loss) into ``out``."""
+    out = Path(out)
+    return [write_csv(out / "architectures.csv", rows), plot_architectures(rows, out / "architectures.png")]

@@ -21,6 +21,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from minillm.checkpoint.hub import display_name
+from minillm.errors import InputError
 from minillm.reports.plot_axes import PlainLogFormatter, human_count, log_y, power_law_axes, save_figure, spread_labels
 
 if TYPE_CHECKING:
@@ -38,10 +39,10 @@ def scaling_figure(summaries: list[ModelSummary], fit: PowerLaw | None, metric: 
     ``data_label`` (what was scored) goes into the title; ``note`` is printed under the axes.
     """
     if metric not in ("perplexity", "bits_per_byte"):
-        raise ValueError(f"metric must be 'perplexity' or 'bits_per_byte'; got {metric!r}.")
+        raise InputError(f"metric must be 'perplexity' or 'bits_per_byte'; got {metric!r}.")
     ppl = metric == "perplexity"
     if fit is not None and fit.metric != metric:
-        raise ValueError(f"the fit is in {fit.metric} but the figure shows {metric}: fit the metric you plot.")
+        raise InputError(f"the fit is in {fit.metric} but the figure shows {metric}: fit the metric you plot.")
     n = np.array([s.non_embedding_params for s in summaries], dtype=float)
     y = np.array([getattr(s, metric) for s in summaries])
     low = np.array([s.ppl_ci_low if ppl else s.bpb_ci_low for s in summaries])

@@ -27,6 +27,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from minillm.errors import InputError
+
 EOS = "<|endoftext|>"   # end of a document; also the padding token
 BYTES = 256             # the byte alphabet every byte-level vocabulary starts from
 
@@ -41,9 +43,9 @@ def train_tokenizer(texts: list[str], vocab_size: int, folder: str | Path) -> Pa
     needed) and returns the folder. The same texts and size always give the same vocabulary.
     """
     if isinstance(texts, str) or not texts or not all(isinstance(t, str) for t in texts):
-        raise ValueError("texts must be a non-empty list of strings (one per document).")
+        raise InputError("texts must be a non-empty list of strings (one per document).")
     if vocab_size < BYTES + 1:
-        raise ValueError(
+        raise InputError(
             f"vocab_size={vocab_size} is too small: a byte-level vocabulary needs the {BYTES} bytes "
             f"plus {EOS}, so at least {BYTES + 1}. Ask for a few hundred more to learn merges."
         )

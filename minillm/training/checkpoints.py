@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 from minillm.checkpoint.loading import load_model, load_model_and_tokenizer
 from minillm.checkpoint.tokenizer import Tokenizer, load_tokenizer
 from minillm.checkpoint.weights import save_weights
+from minillm.errors import InputError
 from minillm.models.gpt2 import GPT2
 from minillm.models.mlp_lm import MLPLanguageModel
 from minillm.models.qwen2 import Transformer
@@ -86,9 +87,9 @@ def load_state(out: Path, steps: int | None = None, until: int | None = None) ->
     Raises ValueError when ``out`` holds no resumable run, a damaged state, or a finished run
     and no new ``steps``."""
     if not (out / STATE_JSON).is_file():
-        raise ValueError(f"{out} holds no {STATE_JSON}: nothing to resume. Start a new run with train().")
+        raise InputError(f"{out} holds no {STATE_JSON}: nothing to resume. Start a new run with train().")
     if not (out / STATE_TENSORS).is_file():
-        raise ValueError(f"{out} holds no {STATE_TENSORS} (the optimizer's state), so its run cannot be resumed "
+        raise InputError(f"{out} holds no {STATE_TENSORS} (the optimizer's state), so its run cannot be resumed "
                          "exactly. Shipped models keep only their history; to train one further, start a new run "
                          f"from its weights: train() with init={out}, out=NEW_FOLDER.")
     try:
@@ -96,18 +97,18 @@ def load_state(out: Path, steps: int | None = None, until: int | None = None) ->
         config = TrainConfig(**state["config"])
         done, planned = state["step"], config.steps
     except (ValueError, KeyError, TypeError) as err:   # not JSON or not UTF-8, a missing key, a foreign setting
-        raise ValueError(f"{out / STATE_JSON} is damaged ({type(err).__name__}: {err}); the run cannot be "
+        raise InputError(f"{out / STATE_JSON} is damaged ({type(err).__name__}: {err}); the run cannot be "
                          "resumed. Train a new run instead.") from err
     if steps is None:
         if done >= planned:
-            raise ValueError(f"the run in {out} has finished its {planned} planned steps. To train it further, give "
+            raise InputError(f"the run in {out} has finished its {planned} planned steps. To train it further, give "
                              f"the new total: steps=N (N > {done}; the learning-rate schedule is planned again for "
                              f"N steps), or start a new run from its weights: {new_run_from(out, state)}.")
         steps = planned
     if not isinstance(steps, int) or steps <= done:
-        raise ValueError(f"steps={steps!r}: give more than the {done} steps the run in {out} has taken.")
+        raise InputError(f"steps={steps!r}: give more than the {done} steps the run in {out} has taken.")
     if until is not None and isinstance(until, int) and until <= done:
-        raise ValueError(f"until={until}: the run in {out} is already at step {done}; give a later step.")
+        raise InputError(f"until={until}: the run in {out} is already at step {done}; give a later step.")
     notes = [f"resuming {out} at step {done}: weights, AdamW moments, step count and batch order carry on."]
     if steps != planned:
         config = replace(config, steps=steps)
@@ -139,7 +140,7 @@ def restore(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, da
             _, slot, name = key.split(".", 2)
             optimizer.state[names[name]][slot] = value
     except Exception as err:   # safetensors' own error for a damaged file, KeyError/ValueError for foreign tensors
-        raise ValueError(f"{folder / STATE_TENSORS} is damaged or belongs to another run ({type(err).__name__}: "
+        raise InputError(f"{folder / STATE_TENSORS} is damaged or belongs to another run ({type(err).__name__}: "
                          f"{err}), so the run cannot be resumed exactly. Train a new run instead.") from err
 
 
@@ -157,7 +158,7 @@ def load_initial(source: str | Path, out: Path) -> tuple[nn.Module, Tokenizer]:
     Raises ValueError when ``source`` is the run's own folder ``out``."""
     folder = Path(source)
     if folder.is_dir() and out.exists() and folder.resolve() == out.resolve():
-        raise ValueError(f"init={source} and out={out} are the same folder: write the new model to another folder "
+        raise InputError(f"init={source} and out={out} are the same folder: write the new model to another folder "
                          "(to carry on a run in place, use resume()).")
     if folder.is_dir() and (folder / "mlp_config.json").is_file():
         return MLPLanguageModel.load(folder).train(), load_tokenizer(source)
@@ -173,7 +174,7 @@ def config_for(model: nn.Module, config: TrainConfig) -> TrainConfig:
                        hidden_size=model.embed_dim, intermediate_size=model.hidden)
     c = model.config
     if config.context > c.max_position_embeddings:
-        raise ValueError(f"context={config.context} is longer than the {c.max_position_embeddings} positions the "
+        raise InputError(f"context={config.context} is longer than the {c.max_position_embeddings} positions the "
                          "model was built for (max_position_embeddings); choose "
                          f"context={c.max_position_embeddings} or less.")
     if isinstance(model, GPT2):

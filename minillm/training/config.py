@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from minillm.errors import InputError
+
 ARCHITECTURES = ("transformer", "mlp", "gpt2")
 
 
@@ -54,35 +56,35 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"architecture must be one of {ARCHITECTURES}; got {self.architecture!r}.")
+            raise InputError(f"architecture must be one of {ARCHITECTURES}; got {self.architecture!r}.")
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
                      "intermediate_size", "context", "mlp_window", "steps", "batch_size", "eval_every",
                      "eval_batches"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a whole number >= 1; got {getattr(self, name)!r}.")
+                raise InputError(f"{name} must be a whole number >= 1; got {getattr(self, name)!r}.")
         if self.architecture in ("transformer", "gpt2"):
             if self.hidden_size % self.num_attention_heads:
-                raise ValueError(f"hidden_size={self.hidden_size} must be a multiple of "
+                raise InputError(f"hidden_size={self.hidden_size} must be a multiple of "
                                  f"num_attention_heads={self.num_attention_heads}.")
         if self.architecture == "transformer":
             if self.num_attention_heads % self.num_key_value_heads:
-                raise ValueError(f"num_attention_heads={self.num_attention_heads} must be a multiple of "
+                raise InputError(f"num_attention_heads={self.num_attention_heads} must be a multiple of "
                                  f"num_key_value_heads={self.num_key_value_heads}.")
             if (self.hidden_size // self.num_attention_heads) % 2:
-                raise ValueError(f"head width hidden_size / num_attention_heads = "
+                raise InputError(f"head width hidden_size / num_attention_heads = "
                                  f"{self.hidden_size // self.num_attention_heads} must be even (rotary embeddings).")
         if self.architecture == "gpt2" and self.n_positions and self.n_positions < self.context:
-            raise ValueError(f"n_positions={self.n_positions} is smaller than context={self.context}: "
+            raise InputError(f"n_positions={self.n_positions} is smaller than context={self.context}: "
                              "the position table needs a row for every position of a window.")
         if not 0 < self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be between 0 and 1; got {self.val_fraction}.")
+            raise InputError(f"val_fraction must be between 0 and 1; got {self.val_fraction}.")
         for name in ("learning_rate", "min_lr_ratio", "weight_decay", "grad_clip", "val_fraction"):
             if not math.isfinite(getattr(self, name)):
-                raise ValueError(f"{name} must be a finite number; got {getattr(self, name)!r}.")
+                raise InputError(f"{name} must be a finite number; got {getattr(self, name)!r}.")
         if self.learning_rate < 0 or self.weight_decay < 0 or self.grad_clip < 0 or self.warmup_steps < 0:
-            raise ValueError("learning_rate, weight_decay, grad_clip and warmup_steps must be >= 0.")
+            raise InputError("learning_rate, weight_decay, grad_clip and warmup_steps must be >= 0.")
         if not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"min_lr_ratio must be between 0 and 1; got {self.min_lr_ratio}.")
+            raise InputError(f"min_lr_ratio must be between 0 and 1; got {self.min_lr_ratio}.")
 
     @property
     def tokens_per_step(self) -> int:

@@ -66,6 +66,7 @@ from tokenizers import Tokenizer as BackendTokenizer
 
 from minillm.checkpoint.safe_io import holds_out
 from minillm.checkpoint.tokenizer import Tokenizer, load_tokenizer
+from minillm.errors import InputError
 from minillm.inference.scoring import first_token_after
 from minillm.data import decode_utf8
 from minillm.models.gpt2 import GPT2
@@ -109,7 +110,7 @@ def read_examples(path: str | Path) -> list[Example]:
     example, or longer than MAX_LINE_BYTES."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"path={path}: no such file. Give a JSON Lines file with one "
+        raise InputError(f"path={path}: no such file. Give a JSON Lines file with one "
                          '{"instruction": ..., "response": ...} object per line.')
     examples = []
     with open(path, "rb") as f:
@@ -121,10 +122,10 @@ def read_examples(path: str | Path) -> list[Example]:
             try:
                 record = json.loads(text)
             except json.JSONDecodeError as err:
-                raise ValueError(f"{where} is not JSON ({err.msg}); write one JSON object per line.") from err
+                raise InputError(f"{where} is not JSON ({err.msg}); write one JSON object per line.") from err
             examples.append(_example(record, where))
     if len(examples) < 2:
-        raise ValueError(f"{path} holds {len(examples)} examples; give at least two "
+        raise InputError(f"{path} holds {len(examples)} examples; give at least two "
                          "(one to train on, one to validate on).")
     return examples
 
@@ -135,7 +136,7 @@ def _lines(f, path: Path):
     while line := f.readline(MAX_LINE_BYTES + 1):
         number += 1
         if len(line) > MAX_LINE_BYTES:
-            raise ValueError(f"{path}, line {number} is longer than {MAX_LINE_BYTES >> 20} MiB: a JSON Lines file holds "
+            raise InputError(f"{path}, line {number} is longer than {MAX_LINE_BYTES >> 20} MiB: a JSON Lines file holds "
                              "one example (one conversation) per line; split the text into several examples.")
         yield line
 
@@ -144,17 +145,17 @@ def _example(record, where: str) -> Example:
     pair = isinstance(record, dict) and all(isinstance(record.get(key), str) for key in ("instruction", "response"))
     if pair:
         if not record["response"]:
-            raise ValueError(f"{where}: the response is empty; there would be nothing to train on.")
+            raise InputError(f"{where}: the response is empty; there would be nothing to train on.")
         return Example([{"role": "user", "content": record["instruction"]}], record["response"])
     messages = record.get("messages") if isinstance(record, dict) else None
     ok = (isinstance(messages, list) and len(messages) >= 2
           and all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
                   for m in messages))
     if not ok:
-        raise ValueError(f'{where}: expected {{"instruction": str, "response": str}} or {{"messages": [{{"role": ..., '
+        raise InputError(f'{where}: expected {{"instruction": str, "response": str}} or {{"messages": [{{"role": ..., '
                          '"content": ...}, ...]}} (at least a user message and the assistant\'s reply).')
     if messages[-1]["role"] != "assistant" or not messages[-1]["content"]:
-        raise ValueError(f"{where}: the last message must be the assistant's (non-empty) reply, the text trained on; "
+        raise InputError(f"{where}: the last message must be the assistant's (non-empty) reply, the text trained on; "
                          f"it is a {messages[-1]['role']!r} message.")
     return Example([{"role": m["role"], "content": m["content"]} for m in messages[:-1]], messages[-1]["content"])
 
@@ -255,7 +256,7 @@ def chat_data(tok: Tokenizer, examples: list[Example], config: TrainConfig,
         train_examples = examples
     else:
         if len(examples) < 2:
-            raise ValueError("give at least two examples: one to train on and one to validate on.")
+            raise InputError("give at least two examples: one to train on and one to validate on.")
         n_val = min(max(1, math.ceil(config.val_fraction * len(examples))), len(examples) - 1)
         train_examples, val_examples = examples[:-n_val], examples[-n_val:]
     train = example_windows(tok, train_examples, config.context)
@@ -288,9 +289,9 @@ def finetune(base: str | Path, examples: list[Example], config: TrainConfig, out
     out = Path(out)
     model, base_tok = load_initial(base, out)
     if not isinstance(model, (Transformer, GPT2)):
-        raise ValueError(f"{base} is not a transformer checkpoint (config.json + safetensors); fine-tuning needs one.")
+        raise InputError(f"{base} is not a transformer checkpoint (config.json + safetensors); fine-tuning needs one.")
     if (out / STATE_JSON).exists():
-        raise ValueError(f"out={out} already holds a training run; carry it on with resume_finetune(), or give "
+        raise InputError(f"out={out} already holds a training run; carry it on with resume_finetune(), or give "
                          "another out=NEW_FOLDER.")
     tok = write_chat_tokenizer(base_tok, out)
     resize_embeddings(model, max(model.config.vocab_size, tok.vocab_size))
@@ -315,7 +316,7 @@ def resume_finetune(out: str | Path, examples: list[Example], until: int | None 
     out = Path(out)
     state, config, notes = load_state(out, steps, until)
     if state["data"].get("kind") != "chat":
-        raise ValueError(f"{out} holds a pretraining run; carry it on with resume().")
+        raise InputError(f"{out} holds a pretraining run; carry it on with resume().")
     tok = load_tokenizer(out)
     data = chat_data(tok, examples, config, val_examples)
     run = RunState.from_checkpoint(out, state, config, tok, data, notes)

@@ -1,8 +1,8 @@
 """Instructions that a story answers: the fine-tuning data of the instruct family.
 
 An instruct model learns from (instruction, response) pairs. Here the responses are the
-synthetic stories of :mod:`minillm.training.storygen`, and each instruction is written from what its
-own story is about (:class:`minillm.training.storygen.StoryFacts`), at one of four levels of detail:
+synthetic stories of :mod:`minillm.data.stories`, and each instruction is written from what its
+own story is about (:class:`minillm.data.stories.StoryFacts`), at one of four levels of detail:
 
 * ``vague``: "Write a story." (no detail at all: the model learns the format);
 * ``topic``: "Write a story about a fox." (the hero's kind);
@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import random
 
-from minillm.training.storygen import StoryFacts, _article, synthetic_stories_with_facts
+from minillm.data.stories import StoryFacts, synthetic_stories_with_facts
+from minillm.data.story_words import article
+from minillm.errors import InputError
 
 VAGUE = ("Write a story.", "Tell me a story.", "Write a short story.", "Write a story for a young child.",
          "Tell me a bedtime story.")
@@ -31,14 +33,14 @@ def story_instruction(facts: StoryFacts, level: str, rng: random.Random) -> str:
     if level == "vague":
         return rng.choice(VAGUE)
     if level == "topic":
-        return f"Write a story about {_article(facts.hero.kind)}."
+        return f"Write a story about {article(facts.hero.kind)}."
     if level == "named":
         return f"Write a story about {hero}."
     if level == "specific":
         return rng.choice([f"Write a story about {hero} who {facts.summary}.",
                            f"Write a short story where {hero} {facts.summary}.",
                            f"Tell me a story about {hero} who {facts.summary}."])
-    raise ValueError(f"level must be one of {', '.join(LEVELS)}; got {level!r}.")
+    raise InputError(f"level must be one of {', '.join(LEVELS)}; got {level!r}.")
 
 
 def instruction_pairs(n: int, seed: int) -> list[tuple[str, str, str]]:

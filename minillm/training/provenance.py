@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from minillm.data import TextSource
+from minillm.errors import InputError
 
 RECORD_FILE = "training_data.json"
 # A paragraph this short ("The end.", "Lily smiled.") recurs in texts that have nothing else in common:
@@ -91,7 +92,7 @@ def write_record(folder: str | Path, documents: list[str], description: str,
         trained = TrainingRecord(path, description, frozenset(record["sha256"]),
                                  frozenset(record["paragraph_sha256"]))
         if any(trained.seen(held_out.texts)):
-            raise ValueError(f"{sum(trained.seen(held_out.texts))} of the held-out texts ({held_out.description}) "
+            raise InputError(f"{sum(trained.seen(held_out.texts))} of the held-out texts ({held_out.description}) "
                              "are among the training documents: they would not be held out.")
         record["held_out"] = {"description": held_out.description,
                               "sha256": sorted({text_hash(t) for t in held_out.texts})}
@@ -130,7 +131,7 @@ def read_record(source: str | Path) -> TrainingRecord | None:
                               frozenset(raw.get("paragraph_sha256", ())),
                               frozenset(raw.get("held_out", {}).get("sha256", ())))
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as err:
-        raise ValueError(f"{path} is not a valid training record (a JSON object with 'description' and "
+        raise InputError(f"{path} is not a valid training record (a JSON object with 'description' and "
                          f"'sha256', a list of hex digests): {err}") from err
 
 
@@ -183,7 +184,7 @@ def without_training_texts(models: list[str], source: TextSource) -> tuple[TextS
         return source, note
     keep = [i for i, s in enumerate(seen) if not s]
     if not keep:
-        raise ValueError(f"every one of the {len(source)} texts ({source.label}) was in a model's training data: "
+        raise InputError(f"every one of the {len(source)} texts ({source.label}) was in a model's training data: "
                          f"{', '.join(who)}. Score other texts (--category, --texts FILE), or pass --include-seen "
                          "to measure memorisation on purpose.")
     message = (f"Left out {len(source) - len(keep)} of the {len(source)} texts, trained on by {', '.join(who)}: "

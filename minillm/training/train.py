@@ -52,6 +52,7 @@ import torch.nn as nn
 
 from minillm.checkpoint.safe_io import build_then_move, holds_out
 from minillm.checkpoint.tokenizer import Tokenizer, load_tokenizer
+from minillm.errors import InputError
 from minillm.inference.generate import generate, sample_next_token
 from minillm.models.gpt2 import GPT2
 from minillm.models.qwen2 import Transformer
@@ -124,7 +125,7 @@ class RunState:
         """The run saved in ``out`` (its trainer state ``state``, see :func:`load_state`), exactly as it stopped.
         Raises ValueError when ``data`` is not the data it was trained on."""
         if state["data"]["fingerprint"] != data.fingerprint:
-            raise ValueError(f"the texts differ from those the run in {out} was trained on (token fingerprint "
+            raise InputError(f"the texts differ from those the run in {out} was trained on (token fingerprint "
                              f"{data.fingerprint} != {state['data']['fingerprint']}); resume with the same texts. "
                              f"To train on new texts, start a new run from these weights: {new_run_from(out, state)}.")
         model = load_trained(out, config)
@@ -167,7 +168,7 @@ def train(texts: list[str], config: TrainConfig, out: str | Path, tokenizer: str
     out = Path(out)
     if init is not None:
         if tokenizer is not None:
-            raise ValueError("give either init (the tokenizer comes with the model) or tokenizer, not both.")
+            raise InputError("give either init (the tokenizer comes with the model) or tokenizer, not both.")
         model, tok = load_initial(init, out)
         config = config_for(model, config)
         data = text_data(tok, texts, val_texts, config)
@@ -205,7 +206,7 @@ def resume(out: str | Path, texts: list[str], until: int | None = None, progress
     out = Path(out)
     state, config, notes = load_state(out, steps, until)
     if state["data"].get("kind", "text") != "text":
-        raise ValueError(f"{out} holds a fine-tuning run; carry it on with resume_finetune().")
+        raise InputError(f"{out} holds a fine-tuning run; carry it on with resume_finetune().")
     tok = load_tokenizer(out)
     data = text_data(tok, texts, val_texts, config)
     run = RunState.from_checkpoint(out, state, config, tok, data, notes)
@@ -219,7 +220,7 @@ def run_loop(run: RunState, data: TrainingData, out: Path, until: int | None = N
     """Train ``run`` on ``data`` up to step ``config.steps`` (or ``until``), checkpointing into ``out``."""
     config, model, tok = run.config, run.model, run.tokenizer
     if until is not None and (not isinstance(until, int) or until < 1):
-        raise ValueError(f"until={until!r}: give a step number >= 1 (or None to run all {config.steps} steps).")
+        raise InputError(f"until={until!r}: give a step number >= 1 (or None to run all {config.steps} steps).")
     last = config.steps if until is None else min(until, config.steps)
     update = TimedStep(model, run.optimizer, config)     # train_step, compiled if asked (eager if that fails)
     samples: list[tuple[int, str]] = []

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from minillm.checkpoint.tokenizer import Tokenizer
+from minillm.errors import InputError
 from minillm.training.config import TrainConfig
 
 IGNORE = -100                # a target id that the loss skips (F.cross_entropy's ignore_index)
@@ -30,7 +31,7 @@ IGNORE = -100                # a target id that the loss skips (F.cross_entropy'
 def split_documents(texts: list[str], val_fraction: float) -> tuple[list[str], list[str]]:
     """(train, validation): the last ``ceil(val_fraction * len(texts))`` documents are validation."""
     if isinstance(texts, str) or len(texts) < 2:
-        raise ValueError("give at least two texts (documents): one to train on and one to validate on.")
+        raise InputError("give at least two texts (documents): one to train on and one to validate on.")
     n_val = min(max(1, math.ceil(val_fraction * len(texts))), len(texts) - 1)
     return list(texts[:-n_val]), list(texts[-n_val:])
 
@@ -41,14 +42,14 @@ def training_documents(texts: list[str], val_texts: list[str] | None,
     if val_texts is None:
         return split_documents(texts, config.val_fraction)
     if isinstance(texts, str) or isinstance(val_texts, str) or not texts or not val_texts:
-        raise ValueError("texts and val_texts must be non-empty lists of documents.")
+        raise InputError("texts and val_texts must be non-empty lists of documents.")
     return list(texts), list(val_texts)
 
 
 def encode_documents(tok: Tokenizer, texts: list[str]) -> torch.Tensor:
     """One stream of ids, each document followed by the EOS id: (total tokens,) int64."""
     if tok.eos_token_id is None:
-        raise ValueError(f"the tokenizer in {tok.folder} has no eos_token; training joins documents with it. "
+        raise InputError(f"the tokenizer in {tok.folder} has no eos_token; training joins documents with it. "
                          "Set eos_token in its tokenizer_config.json.")
     ids: list[int] = []
     for text in texts:
@@ -60,7 +61,7 @@ def cut_windows(stream: torch.Tensor, context: int, what: str = "training") -> t
     """Windows of ``context + 1`` tokens, each starting where the last one's inputs end:
     (n_windows, context + 1). The tail shorter than a window is dropped."""
     if len(stream) < context + 1:
-        raise ValueError(
+        raise InputError(
             f"the {what} texts hold {len(stream)} tokens, fewer than one window of context + 1 = "
             f"{context + 1}. Give more text, a smaller context, or (validation) a larger val_fraction."
         )

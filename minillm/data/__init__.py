@@ -1,4 +1,5 @@
-"""Text to score and train on: the texts bundled with the kit, and TinyStories from the hub.
+"""Text to score and train on: the texts bundled with the kit, and TinyStories from the hub
+(synthetic stories to train on: :mod:`minillm.data.stories`).
 
 A language model is judged on text it has not memorised. minillm uses two sources:
 
@@ -23,15 +24,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from minillm.checkpoint.hub import SourceError, hub_reachable, offline
+from minillm.errors import InputError
 
 SEPARATOR = "<|endoftext|>"  # the line between two texts, as in the TinyStories files
 CATEGORIES = ("stories", "news", "code", "poetry", "instructions")
 
 # The repo is installed editable (`pip install -e .`), so data/ sits next to the package.
-TEXTS_DIR = Path(__file__).resolve().parents[1] / "data" / "texts"
+TEXTS_DIR = Path(__file__).resolve().parents[2] / "data" / "texts"
 # Real TinyStories text the kit ships (data/tinystories/README.md: the first ~1,000 validation stories,
 # CDLA-Sharing-1.0): what the model family trains on, and its held-out real stories.
 TINYSTORIES_HEAD = TEXTS_DIR.parent / "tinystories" / "validation_head.txt"
+# The tiny model family the kit ships (trained by minillm.course.family, whose SHAPES name the same three):
+# what the experiments score when the hub's models cannot be had.
+MODELS_DIR = TEXTS_DIR.parent / "models"
+SHIPPED_FAMILY = ("tiny-s", "tiny-m", "tiny-l")
 
 TINYSTORIES_REPO = "roneneldan/TinyStories"
 TINYSTORIES_FILES = {"validation": "TinyStories-valid.txt", "train": "TinyStories-train.txt"}
@@ -61,7 +67,7 @@ class TextSource:
 
     def __post_init__(self) -> None:
         if len(self.texts) != len(self.ids):
-            raise ValueError(f"{len(self.texts)} texts but {len(self.ids)} ids.")
+            raise InputError(f"{len(self.texts)} texts but {len(self.ids)} ids.")
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -102,7 +108,7 @@ def decode_utf8(raw: bytes, path: Path, line: int = 1) -> str:
     except UnicodeDecodeError as err:
         line += raw.count(b"\n", 0, err.start)
         column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
-        raise ValueError(f"{path}, line {line}, column {column} is not UTF-8 text: byte 0x{raw[err.start]:02x} cannot "
+        raise InputError(f"{path}, line {line}, column {column} is not UTF-8 text: byte 0x{raw[err.start]:02x} cannot "
                          "start or continue a UTF-8 character (a Latin-1 or Windows-1252 file?). Save it as UTF-8, "
                          f"e.g. `iconv -f latin1 -t utf-8 {path.name} > fixed{path.suffix}`.") from err
 
@@ -125,7 +131,7 @@ def read_text_file(path: str | Path, limit: int | None = None) -> TextSource:
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"--texts {path}: no such file. Give a UTF-8 text file: TinyStories (texts "
+        raise InputError(f"--texts {path}: no such file. Give a UTF-8 text file: TinyStories (texts "
                          f"separated by {SEPARATOR}), WikiText (articles under ' = Title = ' lines) or "
                          "paragraphs separated by blank lines.")
     raw = read_utf8(path)
@@ -137,7 +143,7 @@ def read_text_file(path: str | Path, limit: int | None = None) -> TextSource:
     else:
         texts, how = [t.strip() for t in re.split(r"\n\s*\n", raw) if t.strip()], "paragraphs"
     if not texts:
-        raise ValueError(f"--texts {path}: the file holds no text.")
+        raise InputError(f"--texts {path}: the file holds no text.")
     ids = [f"{path.name}#{i}" for i in range(len(texts))]
     texts, ids = texts[:limit], ids[:limit]
     return TextSource(f"{len(texts)} {how} of {path.name}", texts, ids)
@@ -150,7 +156,7 @@ def bundled_texts(category: str = "stories") -> list[str]:
     FileNotFoundError when ``data/texts/`` is missing.
     """
     if category not in CATEGORIES:
-        raise ValueError(f"unknown text category {category!r}; choose one of {', '.join(CATEGORIES)}.")
+        raise InputError(f"unknown text category {category!r}; choose one of {', '.join(CATEGORIES)}.")
     path = TEXTS_DIR / f"{category}.txt"
     if not path.is_file():
         raise FileNotFoundError(
@@ -170,12 +176,12 @@ def tinystories(n: int, split: str = "validation") -> list[str]:
     ``n`` or ``split`` or when the split holds fewer than ``n`` stories.
     """
     if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}.")
+        raise InputError(f"n must be at least 1, got {n}.")
     if split not in TINYSTORIES_FILES:
-        raise ValueError(f"unknown TinyStories split {split!r}; choose one of {', '.join(TINYSTORIES_FILES)}.")
+        raise InputError(f"unknown TinyStories split {split!r}; choose one of {', '.join(TINYSTORIES_FILES)}.")
     stories = _first_stories(_download(TINYSTORIES_FILES[split]), n)
     if len(stories) < n:
-        raise ValueError(f"TinyStories' {split} split holds only {len(stories)} stories, fewer than n={n}.")
+        raise InputError(f"TinyStories' {split} split holds only {len(stories)} stories, fewer than n={n}.")
     return stories
 
 

@@ -20,6 +20,10 @@ stories, and the same in spirit: short sentences, words a four-year-old knows.
 
 The grammar is small, so a model can learn most of it: that is the point. Its stories
 repeat far more than real text does, and a model trained on them knows little else.
+
+Callers use :func:`synthetic_stories` (the texts), :func:`synthetic_stories_with_facts` (each with
+its :class:`StoryFacts`, what an instruction asking for it would say) and :func:`synthetic_story`;
+the words come from :mod:`minillm.data.story_words`.
 """
 
 from __future__ import annotations
@@ -27,134 +31,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-# ---- the vocabulary of the grammar ---------------------------------------------------------------
-
-GIRL_NAMES = ["Lily", "Mia", "Sara", "Emma", "Zoe", "Anna", "Lucy", "Nora", "Ella", "Rosa", "Maya", "Ruby",
-              "Hana", "Ivy", "Lena", "Tess", "June", "Ada", "Nina", "Kiki", "Olive", "Daisy", "Amara", "Priya"]
-BOY_NAMES = ["Tom", "Ben", "Max", "Leo", "Sam", "Jack", "Finn", "Omar", "Theo", "Kai", "Eli", "Noah",
-             "Milo", "Ravi", "Hugo", "Ned", "Otto", "Arlo", "Jonas", "Luca", "Teo", "Felix", "Ezra", "Amir"]
-PET_NAMES = ["Pip", "Biscuit", "Coco", "Bubbles", "Patch", "Rusty", "Clover", "Pebble", "Sunny", "Button",
-             "Maple", "Fluff", "Ziggy", "Peanut", "Whiskers", "Tumble", "Hazel", "Boots", "Nutmeg", "Sprout",
-             "Blue", "Dot", "Bramble", "Moss"]
-
-# (kind, possible pronouns): children have one, animals and the rest either.
-KINDS = [("girl", "she"), ("boy", "he"), ("dog", "any"), ("cat", "any"), ("rabbit", "any"), ("bear", "any"),
-         ("fox", "any"), ("duck", "any"), ("mouse", "any"), ("robot", "any"), ("dragon", "any"), ("bird", "any"),
-         ("frog", "any"), ("turtle", "any"), ("owl", "any"), ("pig", "any"), ("lion", "any"), ("squirrel", "any"),
-         ("elephant", "any"), ("monkey", "any"), ("hedgehog", "any"), ("puppy", "any"), ("kitten", "any"),
-         ("penguin", "any")]
-TRAITS = ["little", "small", "brave", "shy", "curious", "happy", "kind", "silly", "sleepy", "clever", "young",
-          "friendly", "busy", "gentle", "funny", "quiet"]
-COLORS = ["red", "blue", "green", "yellow", "purple", "orange", "pink", "white", "brown", "shiny"]
-PLACES = ["the park", "the forest", "the garden", "the farm", "the beach", "the pond", "the big hill",
-          "the meadow", "the river", "the village", "the playground", "the backyard", "the woods", "the town square",
-          "the old barn", "the lake"]
-HIDING = ["under a big bush", "behind a tree", "in the tall grass", "under the bed", "next to the pond",
-          "inside an old box", "on top of the fence", "under a pile of leaves", "behind the big rock",
-          "in a muddy puddle", "under the slide", "between two flower pots"]
-OBJECTS = ["ball", "kite", "hat", "toy car", "teddy bear", "book", "cup", "boat", "drum", "shell", "key",
-           "scarf", "balloon", "crayon", "blanket", "sock", "whistle", "marble", "truck", "doll"]
-FOODS = ["apple", "cookie", "sandwich", "banana", "muffin", "carrot", "piece of cake", "pear", "bun", "orange"]
-FEARS = [("the dark", "dark"), ("the big slide", "slide"), ("the deep water", "water"), ("the loud thunder", "thunder"),
-         ("the tall tree", "tree"), ("the old bridge", "bridge"), ("the big wave", "wave"), ("the noisy wind", "wind")]
-SKILLS = [("ride a bike", "rode the bike", "fell over"), ("swim", "swam across the pond", "sank and splashed"),
-          ("fly a kite", "flew the kite high", "watched the kite fall down"),
-          ("jump over the log", "jumped over the log", "bumped into the log"),
-          ("bake a cake", "baked a yummy cake", "burned the cake"),
-          ("climb the hill", "climbed to the top of the hill", "slid back down"),
-          ("whistle", "whistled a happy song", "only blew air"),
-          ("tie a bow", "tied a perfect bow", "made a big knot"),
-          ("build a tower", "built a tall tower", "saw the tower fall"),
-          ("catch a ball", "caught the ball", "dropped the ball")]
-TROUBLES = [("a kitten", "stuck up a tree", "climbed up and carried the kitten down"),
-            ("a baby bird", "fallen out of its nest", "lifted the baby bird back into its nest"),
-            ("a little duck", "lost and looking for its mother", "walked with the duck to the pond to find its mother"),
-            ("an old turtle", "stuck on its back", "gently turned the turtle over"),
-            ("a tiny ant", "trying to carry a big crumb", "carried the crumb to the ant hill"),
-            ("a puppy", "caught in a fence", "pulled the fence open so the puppy could get out"),
-            ("a bee", "wet from the rain", "put the bee on a warm, dry flower"),
-            ("a lamb", "lost in the fog", "called and called until the lamb's mother came")]
-MISTAKES = [("mom's favorite vase", "broke", "glued the pieces together"),
-            ("the clean floor", "got mud all over", "washed the floor together"),
-            ("dad's book", "tore a page of", "taped the page back in"),
-            ("the new paint", "spilled", "painted a new picture together"),
-            ("grandma's cookies", "ate all of", "baked new cookies together"),
-            ("the garden flowers", "stepped on", "planted new flowers together")]
-GAMES = ["hide and seek", "tag", "catch", "a game of pretend", "ring around the rosy", "jump rope", "a race"]
-WEATHER = ["One sunny day", "One rainy morning", "On a cold winter day", "One windy afternoon", "One warm evening",
-           "Early one morning", "One cloudy day", "On a bright spring morning", "One snowy day", "Late one afternoon"]
-FEELINGS_BAD = ["sad", "worried", "upset", "lonely", "scared"]
-FEELINGS_GOOD = ["happy", "proud", "glad", "excited", "thankful"]
-SAYS = ["said", "said", "said", "asked", "shouted", "whispered", "called"]
-LESSONS = {
-    "lost": ["Friends help each other find things.", "It is good to ask for help.", "Two friends look better than one."],
-    "share": ["Sharing makes everything better.", "A thing shared is a thing doubled.",
-              "Being kind feels good."],
-    "fear": ["Being brave does not mean you are not scared.", "Some things are less scary when you try them.",
-             "A friend can make you brave."],
-    "skill": ["If you keep trying, you can learn anything.", "Practice makes things easier.",
-              "Everyone falls before they learn."],
-    "help": ["Helping others makes the world a little better.", "Even small friends can do big things.",
-             "Kindness always comes back."],
-    "truth": ["It is always best to tell the truth.", "Everybody makes mistakes.", "Saying sorry helps."],
-    "friend": ["A new friend is a wonderful thing.", "It is good to say hello.", "Friends can be very different."],
-    "race": ["Being a good friend is better than winning.", "Winning is not everything.", "Kind hearts win."],
-    "count": ["Giving is as fun as getting.", "Counting is fun when you share.", "A few is enough."],
-    "rain": ["A rainy day can be a happy day.", "Fun can be found anywhere.", "Plans change, and that is fine."],
-    "gift": ["The best gifts are made with love.", "Small gifts can mean a lot.", "Love is the best present."],
-    "dream": ["Dreams can come true.", "Wishes are good, and trying is better.", "Big dreams start small."],
-}
-NUMBERS = ["two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
-# Words for the free "scene" sentences that fill out a story (see _Story.scene).
-SIZES = ["big", "little", "tiny", "huge", "small", "tall", "long", "round", "fat", "thin"]
-TEXTURES = ["soft", "shiny", "old", "new", "wet", "sticky", "warm", "cold", "bumpy", "fluffy", "smooth", "heavy",
-            "light", "dusty", "muddy", "sparkly", "striped", "spotted", "funny", "pretty"]
-THINGS = OBJECTS + ["stick", "leaf", "rock", "feather", "box", "basket", "bucket", "spoon", "bell", "rope", "ladder",
-                    "pillow", "jar", "button", "map", "lamp", "coin", "ribbon", "brush", "bottle", "clock", "chair",
-                    "pumpkin", "wagon", "umbrella", "snowball", "acorn", "pebble", "puzzle", "flag", "basket of eggs",
-                    "bowl of soup", "paper boat", "sand castle", "flower pot", "pair of boots", "jar of honey"]
-TRANSITIVE = ["picked up", "looked at", "found", "carried", "painted", "hugged", "dropped", "washed", "hid", "threw",
-              "kicked", "counted", "smelled", "touched", "opened", "held", "pushed", "pulled", "shook", "cleaned",
-              "fixed", "filled", "dug up", "wrapped", "chased", "lifted", "rolled", "showed everyone", "drew"]
-INTRANSITIVE = ["ran", "jumped", "laughed", "sang", "danced", "sat down", "looked up at the sky", "took a nap", "smiled",
-                "waved", "giggled", "hummed a song", "skipped", "splashed", "spun around", "clapped", "yawned",
-                "stretched", "tiptoed", "hopped", "rested", "whistled", "listened", "waited", "played", "walked"]
-WHERE = ["near the river", "under the table", "by the window", "in the kitchen", "on the hill", "behind the house",
-         "next to the fence", "in the sand", "under a tree", "on the porch", "by the gate", "in the snow",
-         "on the grass", "at the top of the stairs", "by the pond", "in the yard", "on the bridge", "in the barn",
-         "under the stars", "in the garden", "by the road", "in the living room", "on the beach", "in the woods"]
-HOW = ["slowly", "quickly", "carefully", "happily", "quietly", "loudly", "gently", "again", "all day", "for a while",
-       "with a big smile", "very fast", "one more time", "for a long time", "in the sun", "without a sound"]
-WHEN = ["Then", "Soon", "After a while", "Just then", "For a moment", "Later", "First", "After that"]
-NATURE = ["The sun was warm and bright.", "The sky was blue, with little white clouds.", "A cool wind blew.",
-          "Birds sang in the trees.", "The grass was wet with rain.", "Leaves fell from the trees.",
-          "The moon was big and round.", "It was very quiet.", "A frog said ribbit by the pond.",
-          "The flowers were red and yellow.", "Snow covered the ground like a white blanket.",
-          "The sky turned pink and orange.", "Rain tapped on the window.", "A butterfly flew by.",
-          "The air smelled like fresh bread.", "Somewhere, a dog was barking.", "The stars came out one by one."]
-
-
-@dataclass
-class Character:
-    name: str
-    kind: str          # "girl", "fox", ...
-    trait: str         # "shy", ...
-    he: str            # subject pronoun
-    him: str           # object pronoun
-    his: str           # possessive
-
-    @property
-    def a(self) -> str:
-        """'a little fox', 'an old owl'."""
-        return _article(f"{self.trait} {self.kind}")
-
-
-def _article(noun: str) -> str:
-    return ("an " if noun[0] in "aeiou" else "a ") + noun
-
-
-def _cap(sentence: str) -> str:
-    return sentence[0].upper() + sentence[1:]
+from minillm.data.story_words import (BOY_NAMES, COLORS, FEARS, FEELINGS_BAD, FEELINGS_GOOD, FOODS, GAMES,
+                                      GIRL_NAMES, HIDING, HOW, INTRANSITIVE, KINDS, LESSONS, MISTAKES, NATURE,
+                                      NUMBERS, OBJECTS, PET_NAMES, PLACES, SAYS, SIZES, SKILLS, TEXTURES, THINGS,
+                                      TRAITS, TRANSITIVE, TROUBLES, WEATHER, WHEN, WHERE, Character, article,
+                                      capitalized)
+from minillm.errors import InputError
 
 
 class _Story:
@@ -203,7 +85,7 @@ class _Story:
             f"There was once {h.a} called {h.name}.",
             f"{h.name} was {h.a} who lived near {self.place}.",
             f"In a little house by {self.place}, there lived {h.a} named {h.name}.",
-            f"Once there was {h.a}. {_cap(h.his)} name was {h.name}.",
+            f"Once there was {h.a}. {capitalized(h.his)} name was {h.name}.",
         ])
 
     def describe(self) -> list[str]:
@@ -211,10 +93,10 @@ class _Story:
         h = self.hero
         options = [
             f"{h.name} liked to play in {self.place} every day.",
-            f"{_cap(h.he)} had {_article(self.pick(COLORS) + ' ' + self.pick(OBJECTS))} that {h.he} loved very much.",
+            f"{capitalized(h.he)} had {article(self.pick(COLORS) + ' ' + self.pick(OBJECTS))} that {h.he} loved very much.",
             f"{h.name} loved {self.pick(FOODS)}s more than anything.",
             f"Everyone said that {h.name} was very {self.pick(['kind', 'funny', 'clever', 'gentle', 'brave'])}.",
-            f"{_cap(h.he)} lived with {h.his} {self.pick(['mom', 'dad', 'grandma', 'grandpa', 'big sister', 'big brother'])}.",
+            f"{capitalized(h.he)} lived with {h.his} {self.pick(['mom', 'dad', 'grandma', 'grandpa', 'big sister', 'big brother'])}.",
             f"Every morning, {h.name} {self.pick(['sang a song', 'ate a big breakfast', 'looked out of the window', 'ran around the garden'])}.",
         ]
         return self.rng.sample(options, self.rng.choice([0, 1, 1, 2, 3]))
@@ -225,11 +107,11 @@ class _Story:
         who = self.pick([h.name, h.name, h.he] + ([self.friend.name] if self.friend else []))
         thing = f"{self.pick(SIZES + TEXTURES + COLORS)} {self.pick(THINGS)}"
         return self.pick([
-            f"{self.pick(WHEN)}, {who} {self.pick(TRANSITIVE)} {_article(thing)} {self.pick(WHERE)}.",
-            f"{_cap(who)} {self.pick(INTRANSITIVE)} {self.pick(HOW)}.",
-            f"{_cap(who)} {self.pick(INTRANSITIVE)} {self.pick(WHERE)}.",
-            f"{_cap(who)} {self.pick(TRANSITIVE)} the {self.pick(THINGS)} and {self.pick(INTRANSITIVE)}.",
-            f"{_cap(who)} saw {_article(self.pick(SIZES + TEXTURES) + ' ' + self.pick(KINDS)[0])} {self.pick(WHERE)}.",
+            f"{self.pick(WHEN)}, {who} {self.pick(TRANSITIVE)} {article(thing)} {self.pick(WHERE)}.",
+            f"{capitalized(who)} {self.pick(INTRANSITIVE)} {self.pick(HOW)}.",
+            f"{capitalized(who)} {self.pick(INTRANSITIVE)} {self.pick(WHERE)}.",
+            f"{capitalized(who)} {self.pick(TRANSITIVE)} the {self.pick(THINGS)} and {self.pick(INTRANSITIVE)}.",
+            f"{capitalized(who)} saw {article(self.pick(SIZES + TEXTURES) + ' ' + self.pick(KINDS)[0])} {self.pick(WHERE)}.",
             self.pick(NATURE),
             self.pick(NATURE),
         ])
@@ -240,7 +122,7 @@ class _Story:
         return self.pick([
             f"{h.name}'s best friend was {f.a} named {f.name}.",
             f"{h.name} had a friend, {f.a} called {f.name}.",
-            f"{_cap(f.a)} named {f.name} lived next door, and {f.he} and {h.name} were good friends.",
+            f"{capitalized(f.a)} named {f.name} lived next door, and {f.he} and {h.name} were good friends.",
         ])
 
     def epilogue(self) -> list[str]:
@@ -251,7 +133,7 @@ class _Story:
             [f"The next day, {h.name} told {h.his} {self.pick(['mom', 'dad', 'grandma', 'teacher'])} all about it.",
              self.say(h, "It was the best day ever."), "Everyone smiled."],
             [f"Later, {h.name} drew a picture of {who}.",
-             f"{_cap(h.he)} put it on the wall above {h.his} bed."],
+             f"{capitalized(h.he)} put it on the wall above {h.his} bed."],
             [(f"When {h.name} told the story to {h.his} {self.pick(['little brother', 'little sister', 'cousin'])}, "
               f"{h.he} made it a little longer and a little funnier."), "But the best part was true."],
         ])
@@ -281,9 +163,9 @@ class _Story:
         return [
             [self.opening(), *self.describe(),
              f"{self.when}, {h.name} took {h.his} {thing} to {self.place}.",
-             f"{_cap(h.he)} played with it for a long time.",
+             f"{capitalized(h.he)} played with it for a long time.",
              f"But when it was time to go home, the {thing} was gone!"],
-            [f"{h.name} looked everywhere.", f"{_cap(h.he)} felt very {self.pick(FEELINGS_BAD)}.",
+            [f"{h.name} looked everywhere.", f"{capitalized(h.he)} felt very {self.pick(FEELINGS_BAD)}.",
              self.say(h, f"Where is my {thing.split()[-1]}?"),
              f"Then {h.name} saw {f.a} named {f.name}.",
              self.say(f, "Why are you sad?"),
@@ -301,16 +183,16 @@ class _Story:
         self.summary = f"shares {h.his} {food} with {f.a} named {f.name} who has no food"
         return [
             [self.opening(), *self.describe(),
-             f"{self.when}, {h.name} had {_article(food)} for lunch.",
+             f"{self.when}, {h.name} had {article(food)} for lunch.",
              f"It looked very {self.pick(['yummy', 'tasty', 'sweet', 'good'])}."],
             [f"Then {h.name} saw {f.a} named {f.name} sitting alone.",
-             f"{f.name} did not have any food.", f"{_cap(f.he)} looked {self.pick(FEELINGS_BAD)}.",
-             f"{h.name} looked at {h.his} {food}. {_cap(h.he)} was very hungry."],
+             f"{f.name} did not have any food.", f"{capitalized(f.he)} looked {self.pick(FEELINGS_BAD)}.",
+             f"{h.name} looked at {h.his} {food}. {capitalized(h.he)} was very hungry."],
             [f'"I can share," {h.name} thought.',
-             f"{_cap(h.he)} broke the {food} in half and gave one half to {f.name}.",
+             f"{capitalized(h.he)} broke the {food} in half and gave one half to {f.name}.",
              self.say(f, "Thank you! You are so kind."),
              "They ate together and talked and laughed.",
-             f"{h.name} thought that half {_article(food)} with a friend was better than a whole one alone.",
+             f"{h.name} thought that half {article(food)} with a friend was better than a whole one alone.",
              self.ending("share")],
         ], "share"
 
@@ -327,7 +209,7 @@ class _Story:
              self.say(h, f"I cannot. I am scared of the {short}."),
              f"{f.name} took {h.name}'s hand.",
              self.say(f, "I will stay with you. We can do it together.")],
-            [f"{h.name} took a deep breath.", f"{_cap(h.he)} counted to {self.pick(NUMBERS)}.",
+            [f"{h.name} took a deep breath.", f"{capitalized(h.he)} counted to {self.pick(NUMBERS)}.",
              f"Then {h.he} tried, one little step at a time.",
              "It was not so bad! It was even fun.",
              self.say(h, "I did it!"), f"{h.name} felt very proud.",
@@ -345,9 +227,9 @@ class _Story:
              f"More than anything, {h.name} wanted to learn to {want}.",
              f"{self.when}, {h.he} decided to try."],
             [f"The first time, {h.name} {fail}.", *middle,
-             f"{_cap(h.he)} felt {self.pick(FEELINGS_BAD)}.",
+             f"{capitalized(h.he)} felt {self.pick(FEELINGS_BAD)}.",
              self.say(h, f"I will never learn to {want}."),
-             f"{_cap(f.a)} named {f.name} was watching.",
+             f"{capitalized(f.a)} named {f.name} was watching.",
              self.say(f, f"Do not give up! I {fail} {tries} times when I learned."),
              self.say(f, "Try one more time, slowly.")],
             [f"So {h.name} tried one more time, slowly and carefully.",
@@ -368,9 +250,9 @@ class _Story:
              f"It was {who}, {trouble}."],
             [self.say(h, "Oh no! I have to help."),
              f"{h.name} was not very big, but {h.he} had an idea.",
-             *([f"{_cap(h.he)} called {h.his} friend {f.name} to help."] if self.maybe() else []),
-             f"{_cap(h.he)} {rescue}."],
-            [f"{_cap(who.split(' ', 1)[1])} was safe.",
+             *([f"{capitalized(h.he)} called {h.his} friend {f.name} to help."] if self.maybe() else []),
+             f"{capitalized(h.he)} {rescue}."],
+            [f"{capitalized(who.split(' ', 1)[1])} was safe.",
              f"It looked at {h.name} as if to say thank you.",
              f"{h.name} felt warm and {self.pick(FEELINGS_GOOD)} inside.",
              self.ending("help")],
@@ -384,14 +266,14 @@ class _Story:
         return [
             [self.opening(), *self.describe(),
              f"{self.when}, {h.name} was playing inside the house.",
-             f"{_cap(h.he)} was running fast, too fast.",
-             f"Oops! {_cap(h.he)} {did} {thing}."],
-            [f"{h.name} was scared. {_cap(h.he)} wanted to hide.",
+             f"{capitalized(h.he)} was running fast, too fast.",
+             f"Oops! {capitalized(h.he)} {did} {thing}."],
+            [f"{h.name} was scared. {capitalized(h.he)} wanted to hide.",
              f'"Maybe nobody will know," {h.he} thought.',
              f"But {h.he} felt bad inside, like a heavy stone in {h.his} tummy."],
             [f"So {h.name} went to {h.his} {parent}.",
              self.say(h, f"I am sorry. I {did} {thing}."),
-             f"{_cap(h.his)} {parent} gave {h.him} a big hug.",
+             f"{capitalized(h.his)} {parent} gave {h.him} a big hug.",
              f'"Thank you for telling me the truth," said {h.his} {parent}. "Everybody makes mistakes."',
              f"Then they {fix}.",
              self.ending("truth")],
@@ -403,7 +285,7 @@ class _Story:
         return [
             [self.opening(), *self.describe(),
              f"{h.name} and {h.his} family had just moved to a new home near {self.place}.",
-             f"{h.name} did not know anyone. {_cap(h.he)} felt lonely."],
+             f"{h.name} did not know anyone. {capitalized(h.he)} felt lonely."],
             [f"{self.when}, {h.name} saw {f.a} named {f.name} playing alone.",
              f"{h.name} wanted to say hello, but {h.he} was shy.",
              f"At last, {h.he} walked over.",
@@ -423,7 +305,7 @@ class _Story:
              f"{h.name} was very fast, and {h.he} liked to say so.",
              self.say(h, "I am the fastest in the whole world!")],
             [self.meet(), f"{self.when}, {h.name} and {f.name} had a race to {finish}.",
-             f"{h.name} ran ahead. {_cap(h.he)} did not look back.",
+             f"{h.name} ran ahead. {capitalized(h.he)} did not look back.",
              f"But then {h.he} tripped on a stone and fell down.",
              self.say(h, "Ouch! My knee!")],
             [f"{f.name} could have won the race.",
@@ -443,7 +325,7 @@ class _Story:
         return [
             [self.opening(), *self.describe(),
              f"{self.when}, {h.name} went to {self.place} to find {thing}.",
-             f"{_cap(h.he)} found one, then two, then three." + (f" In the end, {h.he} had {words[n]}." if n > 3 else "")],
+             f"{capitalized(h.he)} found one, then two, then three." + (f" In the end, {h.he} had {words[n]}." if n > 3 else "")],
             [f"{h.name} counted them again: {', '.join(words[1 : n + 1])}.",
              f"{words[n].capitalize()} {thing}!",
              f"Then {h.he} met {f.name}, who had none.",
@@ -460,7 +342,7 @@ class _Story:
         return [
             [self.opening(), *self.describe(),
              self.meet(), f"{h.name} and {f.name} wanted to have a picnic in {self.place}.",
-             f"They packed {_article(self.pick(FOODS))}, a blanket and {_article(self.pick(COLORS) + ' cup')}."],
+             f"They packed {article(self.pick(FOODS))}, a blanket and {article(self.pick(COLORS) + ' cup')}."],
             ["But just as they were ready to go, it began to rain.",
              "Drip, drop, drip, drop. The rain did not stop.",
              self.say(h, "Now our day is ruined."),
@@ -481,11 +363,11 @@ class _Story:
             [self.opening(), *self.describe(),
              f"Tomorrow was {h.his} {parent}'s birthday.",
              f"{h.name} wanted to give a present, but {h.he} had no money."],
-            [f"{_cap(h.he)} thought and thought.", f"Then {h.he} had an idea.",
-             f"{_cap(h.he)} made {made}.", "It took a long time, and it was not perfect.",
+            [f"{capitalized(h.he)} thought and thought.", f"Then {h.he} had an idea.",
+             f"{capitalized(h.he)} made {made}.", "It took a long time, and it was not perfect.",
              f'"I hope {h.his} {parent} likes it," {h.he} thought.'],
             [f"The next morning, {h.name} gave the present to {h.his} {parent}.",
-             f"{_cap(h.his)} {parent} smiled a big smile.",
+             f"{capitalized(h.his)} {parent} smiled a big smile.",
              f'"This is the best present ever," said {h.his} {parent}.',
              self.ending("gift")],
         ], "gift"
@@ -499,7 +381,7 @@ class _Story:
         self.summary = f"has a big dream: to {wish[0]}"
         return [
             [self.opening(), *self.describe(),
-             f"{h.name} had a big dream. {_cap(h.he)} wanted to {wish[0]}."],
+             f"{h.name} had a big dream. {capitalized(h.he)} wanted to {wish[0]}."],
             [f"One night, {h.name} had a dream.",
              f"In the dream, {f.a} named {f.name} came to {h.his} window.",
              self.say(f, "Come with me! Hold on tight."),
@@ -546,7 +428,7 @@ def synthetic_stories(n: int, seed: int = 0) -> list[str]:
     Stories run from about 80 to 300 words; the first k are the same for any n >= k.
     """
     if not isinstance(n, int) or n < 0:
-        raise ValueError(f"n must be a whole number >= 0; got {n!r}.")
+        raise InputError(f"n must be a whole number >= 0; got {n!r}.")
     rng = random.Random(seed)
     return [synthetic_story(rng) for _ in range(n)]
 
@@ -555,6 +437,6 @@ def synthetic_stories_with_facts(n: int, seed: int = 0) -> list[tuple[str, Story
     """The stories of :func:`synthetic_stories` (the same for the same ``seed``), each with
     what it is about."""
     if not isinstance(n, int) or n < 0:
-        raise ValueError(f"n must be a whole number >= 0; got {n!r}.")
+        raise InputError(f"n must be a whole number >= 0; got {n!r}.")
     rng = random.Random(seed)
     return [_write(rng) for _ in range(n)]
