@@ -12,6 +12,12 @@ own story is about (:class:`minillm.training.storygen.StoryFacts`), at one of fo
 
 Mixing the levels teaches the model that the more an instruction says, the more it can
 rely on it, while a vague one still asks for a story.
+
+Any other story, a real TinyStories paragraph included, has no facts to write from: its instruction
+is derived from its own text (:func:`derived_instruction`): the characters' names
+(:func:`story_names`) and the content words it uses (:func:`story_words`). :func:`derived_pairs`
+makes the fine-tuning pairs of the real paragraphs from them, and ``minillm instructions`` measures
+with them (its specific, paraphrased and mismatched conditions).
 """
 
 from __future__ import annotations
@@ -74,7 +80,7 @@ asked told took take gave give found find tried try ran run play happy sad good 
 something everything everyone anything nothing someone thing things lot lots other really even still never
 always well okay too next last soon later very both same such own new old end""".split())
 NAMES = frozenset(GIRL_NAMES + BOY_NAMES + PET_NAMES)
-WORDS = 4                        # content words a derived instruction names
+WORDS = 6                        # content words a derived instruction names (at most)
 _WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)*")
 
 
@@ -145,22 +151,22 @@ def derived_instruction(story: str, style: str = "specific") -> str:
 
 
 DERIVED_STYLES = ("specific", "listed", "paraphrased")
-DERIVED_LEVELS = {"specific": 0.5, "listed": 0.2, "vague": 0.15, "none": 0.15}   # the real stories' fine-tuning mix
+DERIVED_LEVELS = {"specific": 0.4, "listed": 0.15, "sentence": 0.2, "vague": 0.1, "none": 0.15}   # the tuning mix
 
 
 def derived_pairs(stories: list[str], seed: int) -> list[tuple[str, str, str]]:
     """(level, instruction, story) for each of ``stories``, the level drawn with the shares in
-    DERIVED_LEVELS (``random.Random(seed)``): a derived instruction (specific or listed), a vague
-    one, or none at all (the empty instruction: the "none" of ``minillm instructions`` for an instruct
-    model is an empty user turn). Never the paraphrased template: that one measures."""
+    DERIVED_LEVELS (``random.Random(seed)``): a derived instruction (specific or listed), one of the
+    story's sentences ("Write a story with the sentence: ..."; the plainest lesson that what the
+    instruction says comes back in the reply), a vague one, or none at all (the empty instruction: the
+    "none" of ``minillm instructions`` for an instruct model is an empty user turn). Never the
+    paraphrased template: that one measures."""
     rng = random.Random(seed)
     out = []
     for story in stories:
         level = rng.choices(list(DERIVED_LEVELS), weights=list(DERIVED_LEVELS.values()))[0]
         if level == "vague":
             out.append((level, rng.choice(VAGUE), story))
-        elif level == "copy":
-            out.append((level, f"Write this story again: {story}", story))
         elif level == "sentence":
             sentences = re.findall(r"[^.!?]+[.!?]+[\"']?", story)
             out.append((level, f"Write a story with the sentence: {rng.choice(sentences).strip()}" if sentences
