@@ -875,8 +875,8 @@ def cmd_finetune_family(args: argparse.Namespace) -> None:
         print(f"{r.name:<16} {r.val_loss_before:>7.3f} -> {r.val_loss:>6.3f} {r.seconds:>7.1f}")
     print("\nHeld-out texts: perplexity given no instruction, and each instruction's paired ratio to that (95% CI)")
     print("\n".join(instructions_table(effects)))
-    print(f"wrote {', '.join(str(args.out / r.name) for r in rows)}, {args.out / 'instruct.csv'} and "
-          f"{args.out / 'instructions.csv'}")
+    print(f"wrote {', '.join(str(args.out / r.name) for r in rows)}, {args.out / 'instruct.csv'}, "
+          f"{args.out / 'instructions.csv'} and {args.out / 'instructions_per_text.csv'}")
 
 
 def _add_text_args(parser: argparse.ArgumentParser) -> None:
