@@ -121,8 +121,9 @@ def test_bundled_prompts_cover_the_held_out_stories_and_paraphrases_avoid_the_ke
         assert all(k.lower() in p["specific"].lower() for k in p["keywords"]), story_id
     derived = derive_prompts("Tom had a kite. The kite was red. Tom ran with the kite and the kite felt "
                              "happy. Kite flew. Then it rained.")
-    assert derived["keywords"] == ["kite", "Tom", "red"] and "paraphrased" not in derived
-    assert derived["specific"] == "Write a story about kite, Tom and red."
+    assert derived["keywords"] == ["Tom", "kite", "red", "flew"]     # the name, then the words in story order
+    assert derived["specific"] == "Write a story about Tom. Use the words kite, red and flew."
+    assert derived["paraphrased"] == "Here are some words: flew, red and kite. Tell a tale of Tom with them."
 
 
 def test_paired_difference_against_a_hand_computation():

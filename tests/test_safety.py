@@ -175,13 +175,13 @@ def _old_family(folder, names):
 
 @pytest.mark.parametrize("command, entry", [("train-family", "tiny-m"), ("finetune-family", "tiny-m-instruct")])
 def test_family_commands_refuse_to_replace_models_before_any_work(tmp_path, capsys, monkeypatch, command, entry):
-    from minillm.course import family
+    from minillm.course import family, instruct_family
 
     def work_started(*args, **kwargs):
         raise AssertionError("the command started its work before checking --out")
 
     monkeypatch.setattr(family, "family_texts", work_started)
-    monkeypatch.setattr(family, "instruct_examples", work_started)
+    monkeypatch.setattr(instruct_family, "instruct_examples", work_started)
     out = tmp_path / "models"
     before = _old_family(out, [entry])
     bases = ["--bases", str(tmp_path / "nowhere")] if command == "finetune-family" else []   # never read
@@ -221,12 +221,12 @@ def test_a_failed_train_family_keeps_the_old_family(tmp_path, monkeypatch):
 
 def test_a_failed_finetune_family_keeps_the_old_instruct_models(tmp_path, monkeypatch):
     """Before issue 15 finetune-family deleted tiny-s-instruct before fine-tuning its replacement."""
-    from minillm.course import family
+    from minillm.course import instruct_family
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(family, "finetune", disk_full)
+    monkeypatch.setattr(instruct_family, "finetune", disk_full)
     out = tmp_path / "models"
     before = _old_family(out, ["tiny-s-instruct", "tiny-m-instruct", "tiny-l-instruct"])
     with pytest.raises(OSError, match="No space left"):

@@ -306,7 +306,7 @@ def test_cli_extends_a_finished_run_and_continues_pretraining(stories, tmp_path,
     err = capsys.readouterr().err
     assert "has finished its 4 planned steps" in err
     # The library names its parameters (steps=N, init=...); the command says its own flags.
-    assert f"--steps N (N > 4;" in err and f"`minillm train` with --init {out}, --out NEW_FOLDER" in err
+    assert "--steps N (N > 4;" in err and f"`minillm train` with --init {out}, --out NEW_FOLDER" in err
     assert "steps=" not in err and "init=" not in err
     assert main(["train", "--data", str(news), "--out", str(out), "--resume", "--steps", "6"]) == 1   # other texts
     err = capsys.readouterr().err

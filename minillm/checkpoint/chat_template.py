@@ -29,7 +29,6 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache, wraps
-from pathlib import Path
 from typing import Any
 
 import jinja2

@@ -207,20 +207,19 @@ def cmd_train_family(args: argparse.Namespace) -> None:
 
 
 def cmd_finetune_family(args: argparse.Namespace) -> None:
-    """Fine-tune the shipped family into tiny-{s,m,l}-instruct; print losses and held-out perplexities."""
-    from minillm.course.family import INSTRUCT_ENTRIES, finetune_family
+    """Fine-tune the shipped family into tiny-{s,m,l}-instruct; print losses and what an instruction is worth."""
+    from minillm.course.instruct_family import INSTRUCT_ENTRIES, finetune_family, instructions_table
 
     _refuse_to_replace_entries(args, INSTRUCT_ENTRIES, "the files of an instruct family")
     _set_threads(args)
-    rows = finetune_family(args.out, steps=args.steps, progress=args.progress, bases=args.bases)
-    print("\nHeld-out stories, perplexity of every story token given: nothing / \"Write a story.\" / its own instruction")
-    print(f"{'model':<16} {'val loss':>17} {'none':>7} {'vague':>7} {'specific':>8}   {'base: none':>10} {'vague':>7} "
-          f"{'specific':>8} {'improved':>8} {'seconds':>7}")
+    rows, effects = finetune_family(args.out, steps=args.steps, progress=args.progress, bases=args.bases)
+    print(f"\n{'model':<16} {'val loss':>17} {'seconds':>7}")
     for r in rows:
-        print(f"{r.name:<16} {r.val_loss_before:>7.3f} -> {r.val_loss:>6.3f} {r.none:>7.2f} {r.vague:>7.2f} "
-              f"{r.specific:>8.2f}   {r.base_none:>10.2f} {r.base_vague:>7.2f} {r.base_specific:>8.2f} "
-              f"{r.specific_improved:>5}/20 {r.seconds:>7.1f}")
-    print(f"wrote {', '.join(str(args.out / r.name) for r in rows)} and {args.out / 'instruct.csv'}")
+        print(f"{r.name:<16} {r.val_loss_before:>7.3f} -> {r.val_loss:>6.3f} {r.seconds:>7.1f}")
+    print("\nHeld-out texts: perplexity given no instruction, and each instruction's paired ratio to that (95% CI)")
+    print("\n".join(instructions_table(effects)))
+    print(f"wrote {', '.join(str(args.out / r.name) for r in rows)}, {args.out / 'instruct.csv'}, "
+          f"{args.out / 'instructions.csv'} and {args.out / 'instructions_per_text.csv'}")
 
 
 def _add_run_args(parser: argparse.ArgumentParser, out: str, what: str, steps: int, batch_size: int, lr: float,
@@ -354,9 +353,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     instruct = commands.add_parser("finetune-family", formatter_class=HelpFormatter,
                                    help="fine-tune the shipped family into tiny-*-instruct")
     _add_family_args(instruct, "folder for the three instruct models",
-                     "replace the tiny-*-instruct folders and instruct.csv that --out already holds "
+                     "replace the tiny-*-instruct folders, instruct.csv and instructions.csv that --out already holds "
                      "(its other files, the base models too, are kept either way)")
     instruct.add_argument("--bases", type=Path, default=Path("data/models"),
                           help="folder holding tiny-s, tiny-m and tiny-l (default %(default)s)")
-    instruct.add_argument("--steps", type=positive_int, default=150, help="fine-tuning steps per model (default %(default)s)")
+    instruct.add_argument("--steps", type=positive_int, default=2000, help="fine-tuning steps per model (default %(default)s)")
     instruct.set_defaults(run=cmd_finetune_family)

@@ -36,7 +36,6 @@ better than the smaller (perplexity 104.5, 114.0, 103.1): size did not seem to m
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import tempfile
@@ -49,17 +48,14 @@ import torch
 from minillm.checkpoint.loading import load_model, load_model_and_tokenizer
 from minillm.checkpoint.safe_io import build_entries_then_move
 from minillm.checkpoint.weights import save_weights
-from minillm.data import TEXTS_DIR, TINYSTORIES_HEAD, bundled_texts, read_text_file
+from minillm.data import TINYSTORIES_HEAD, bundled_texts, read_text_file
 from minillm.data.stories import synthetic_stories
-from minillm.errors import InputError
 from minillm.experiments.training import shape
 from minillm.inference.scoring import score_many
 from minillm.reports.tables import write_csv
-from minillm.training.bpe import EOS, train_tokenizer
+from minillm.training.bpe import train_tokenizer
 from minillm.training.checkpoints import STATE_TENSORS
 from minillm.training.config import TrainConfig
-from minillm.training.finetune import Example, examples_from_pairs, finetune
-from minillm.training.instructions import instruction_pairs
 from minillm.training.provenance import HeldOut, write_record
 from minillm.training.train import train
 
@@ -79,7 +75,6 @@ GPT2_NAME = "tiny-gpt2"
 GPT2_TOKENIZER = "openai-community/gpt2"     # where the GPT-2 tokenizer comes from when none is shipped
 GPT2_SHAPE = dict(architecture="gpt2", hidden_size=64, num_hidden_layers=6, num_attention_heads=8, n_positions=1024)
 FAMILY_ENTRIES = (*SHAPES, GPT2_NAME, "family.csv")    # what train_family writes into its folder
-INSTRUCT_ENTRIES = (*(f"{name}-instruct" for name in SHAPES), "instruct.csv")   # and finetune_family
 RECIPE = dict(context=128, batch_size=32, learning_rate=3e-3, warmup_steps=100, min_lr_ratio=0.1,
               weight_decay=0.1, grad_clip=1.0, eval_batches=8, seed=SEED, bf16=True)
 GPT2_TOKENS = 1_000_000          # training tokens of tiny-gpt2 (GPT-2 tokens: about 4 bytes each)
@@ -117,12 +112,6 @@ HELD_OUT_DESCRIPTION = (
     f"(those that also occur before #{REAL_SPLIT} are trained on, so not held out), and the last {HELD_OUT} "
     "bundled stories of data/texts/stories.txt.")
 
-INSTRUCT_DESCRIPTION = (
-    "Pretraining as its base model: {base} Then fine-tuned on (instruction, story) pairs: synthetic stories of "
-    "minillm.training.instructions.instruction_pairs(seed=1) (not listed here) and the same bundled stories #0 to #{last} "
-    "with their instructions from data/texts/story_instructions.jsonl.")
-
-
 def real_split() -> tuple[list[str], list[str]]:
     """(training, held-out) paragraphs of the real TinyStories text the kit ships.
 
@@ -140,16 +129,13 @@ def held_out_real_stories() -> list[str]:
     return real_split()[1]
 
 
-def write_training_record(folder: str | Path, instruct: bool = False) -> Path:
+def write_training_record(folder: str | Path, extra: str = "") -> Path:
     """Write the family's training record (``training_data.json``, see :mod:`minillm.training.provenance`) into
-    ``folder``; ``instruct``: the record of a fine-tuned instruct variant (its base's data, then the
-    instruction pairs, whose bundled stories are the same ones)."""
+    ``folder``; ``extra``: what a fine-tuned model saw after it (its data is the same texts, so only the
+    description grows)."""
     trained = bundled_texts("stories")[:-HELD_OUT]
-    description = TRAINING_DESCRIPTION.format(last=len(trained) - 1)
-    if instruct:
-        description = INSTRUCT_DESCRIPTION.format(base=description, last=len(trained) - 1)
     real, held_real = real_split()
-    return write_record(folder, trained + real, description,
+    return write_record(folder, trained + real, TRAINING_DESCRIPTION.format(last=len(trained) - 1) + extra,
                         held_out=HeldOut(HELD_OUT_DESCRIPTION, held_real + held_out_stories()))
 
 
@@ -248,139 +234,7 @@ def _store_bfloat16(folder: Path) -> None:
     save_weights(load_model(folder, dtype=torch.bfloat16), folder)
 
 
-# ---- the instruct family ------------------------------------------------------------------------
-
-INSTRUCT_EXAMPLES = 3000         # (instruction, story) pairs; the last 5% validate
-INSTRUCT_SEED = 1                # synthetic stories other than the pretraining ones (seed 0)
-INSTRUCT_REPEATS = 20            # copies of each bundled training story with its instruction
-INSTRUCT_VALIDATION = 200        # further synthetic pairs for the validation loss
-INSTRUCT_STEPS = 150
-INSTRUCT_RECIPE = dict(context=128, batch_size=16, learning_rate=1e-3, warmup_steps=15, min_lr_ratio=0.1,
-                       weight_decay=0.1, grad_clip=1.0, eval_every=25, eval_batches=8, seed=SEED, bf16=True)
-VAGUE_INSTRUCTION = "Write a story."
-CONDITIONS = ("none", "vague", "specific")
-
-
-@dataclass
-class InstructMember:
-    """One fine-tuned model of the instruct family: a row of instruct.csv. Perplexities are on
-    the 20 held-out stories, every story token scored, exp(total NLL / tokens)."""
-
-    name: str
-    base: str
-    steps: int
-    examples: int                # training examples (pairs)
-    reply_tokens: int            # target tokens in the training windows (each seen ~once or less)
-    val_loss_before: float       # validation loss per reply token, nats, of the base with the chat tokens added
-    val_loss: float              # after fine-tuning
-    base_none: float             # the base model: story after <|endoftext|>
-    base_vague: float            # after "<|endoftext|>Write a story.\n"
-    base_specific: float         # after "<|endoftext|>" + the story's own instruction + "\n"
-    none: float                  # the instruct model, story after <|endoftext|> (plain text)
-    vague: float                 # as the reply to "Write a story." in the chat template
-    specific: float              # as the reply to the story's own instruction
-    specific_improved: int       # held-out stories whose NLL is lower given the specific instruction than given none
-    seconds: float
-
-
-def story_instructions() -> list[str]:
-    """The instruction written for each bundled story (data/texts/story_instructions.jsonl), in order."""
-    path = TEXTS_DIR / "story_instructions.jsonl"
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    stories = bundled_texts("stories")
-    if [r["story"] for r in records] != list(range(len(stories))):
-        raise InputError(f"{path} must hold one instruction per bundled story, in order (0..{len(stories) - 1}).")
-    for r in records:
-        if not stories[r["story"]].startswith(r["begins"]):
-            raise InputError(f"{path}: story {r['story']} no longer begins {r['begins']!r}; update the file.")
-    return [r["instruction"] for r in records]
-
-
-def held_out_instructions() -> list[str]:
-    """The instructions of the held-out stories, in the order of :func:`held_out_stories`."""
-    return story_instructions()[-HELD_OUT:]
-
-
-def instruct_examples(n: int = INSTRUCT_EXAMPLES,
-                      repeats: int = INSTRUCT_REPEATS) -> tuple[list[Example], list[Example]]:
-    """(training, validation) pairs for fine-tuning. Training, shuffled with a fixed seed: ``n``
-    synthetic stories of seed 1, each with its own instruction, and ``repeats`` copies of each
-    bundled training story (not the held-out ones) with its written instruction, as in
-    pretraining. Validation: the next INSTRUCT_VALIDATION synthetic pairs, seen once by no one."""
-    synthetic = [(instruction, story) for _, instruction, story in instruction_pairs(n + INSTRUCT_VALIDATION,
-                                                                                     INSTRUCT_SEED)]
-    pairs = synthetic[:n] + list(zip(story_instructions()[:-HELD_OUT], bundled_texts("stories")[:-HELD_OUT])) * repeats
-    random.Random(INSTRUCT_SEED).shuffle(pairs)
-    return examples_from_pairs(pairs), examples_from_pairs(synthetic[n:])
-
-
-def instruction_perplexities(folder: str | Path, chat: bool) -> dict[str, list[float]]:
-    """Per held-out story, its total NLL (nats) in each condition of CONDITIONS, and under
-    "tokens" the number of scored tokens (the same in every condition: the whole story).
-
-    "none": the story after ``<|endoftext|>``, the document start the models were trained with.
-    "vague" / "specific": after "Write a story." / the story's own instruction; with
-    ``chat`` as the reply in the model's chat template, else as plain text followed by a newline.
-    """
-    model, tok = load_model_and_tokenizer(folder)
-    stories = held_out_stories()
-    given = {"vague": [VAGUE_INSTRUCTION] * len(stories), "specific": held_out_instructions()}
-    scores = {"none": score_many(model, tok, stories, context=EOS, top_k=0)}
-    for condition, instructions in given.items():
-        contexts = instructions if chat else [f"{EOS}{text}\n" for text in instructions]
-        scores[condition] = score_many(model, tok, stories, context=contexts, chat=chat, top_k=0)
-    result = {name: [s.total_nll for s in rows] for name, rows in scores.items()}
-    result["tokens"] = [s.n_tokens for s in scores["none"]]
-    if any([s.n_tokens for s in rows] != result["tokens"] for rows in scores.values()):
-        raise RuntimeError("the conditions scored different tokens of the stories; they would not compare.")
-    return result
 
 
 def _corpus(nll: list[float], tokens: list[int]) -> float:
     return math.exp(sum(nll) / sum(tokens))
-
-
-def finetune_family(out_dir: str | Path, steps: int = INSTRUCT_STEPS, progress: bool = True,
-                    bases: str | Path = FAMILY_DIR) -> list[InstructMember]:
-    """Fine-tune tiny-s, tiny-m and tiny-l (from ``bases``) into ``out_dir/<name>-instruct``;
-    write instruct.csv; return the rows. The three models and the CSV are built in a temporary
-    folder inside ``out_dir`` and moved into place together when all are done: a run that fails
-    leaves ``out_dir`` as it was. Its other entries (the base models, when they share it) stay."""
-    bases = Path(bases)
-    examples, val_examples = instruct_examples()
-    held_out = set(held_out_stories())
-    if any(e.reply in held_out for e in examples + val_examples):
-        raise AssertionError("a held-out story is in the fine-tuning data")
-    rows = []
-    with build_entries_then_move(out_dir, INSTRUCT_ENTRIES) as out:   # a run that fails keeps the old models
-        for name in SHAPES:
-            rows.append(_finetune_member(name, bases, out / f"{name}-instruct", examples, val_examples, steps,
-                                         progress))
-        write_csv(out / "instruct.csv", rows)
-    return rows
-
-
-def _finetune_member(name: str, bases: Path, target: Path, examples: list[Example], val_examples: list[Example],
-                     steps: int, progress: bool) -> InstructMember:
-    """Fine-tune ``bases/name`` into ``target``; its row of instruct.csv."""
-    from minillm.reports import plots_training
-
-    config = TrainConfig(**INSTRUCT_RECIPE, steps=steps)
-    if progress:
-        print(f"fine-tuning {name} for {steps} steps on {len(examples)} examples", flush=True)
-    start = time.perf_counter()
-    result = finetune(bases / name, examples, config, target, progress=progress, val_examples=val_examples)
-    seconds = time.perf_counter() - start
-    (target / STATE_TENSORS).unlink()       # the optimizer state is not shipped
-    write_training_record(target, instruct=True)
-    plots_training.plot_loss_curves(result.history, target / "loss_curves.png", title=f"Fine-tuning {name}-instruct",
-                           start_label=f"{name}, before")
-    base, tuned = instruction_perplexities(bases / name, chat=False), instruction_perplexities(target, chat=True)
-    tokens = tuned["tokens"]
-    improved = sum(s < n for s, n in zip(tuned["specific"], tuned["none"]))
-    state = json.loads((target / "trainer_state.json").read_text(encoding="utf-8"))
-    return InstructMember(
-        f"{name}-instruct", name, steps, state["data"]["train_examples"], state["data"]["train_targets"],
-        result.history[0].val_loss, result.final_val_loss,
-        *(_corpus(base[c], tokens) for c in CONDITIONS), *(_corpus(tuned[c], tokens) for c in CONDITIONS),
-        improved, seconds)

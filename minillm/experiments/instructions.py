@@ -17,43 +17,44 @@ document but as "Once" after the blank line, so for those models the first score
 ``none`` differs from the other conditions'; every other token is the same.
 
 The bundled held-out stories have prompts written for this project
-(``data/texts/instruction_prompts.json``); any other story gets prompts derived from its own
-words (:func:`derive_prompts`), without the paraphrased condition, which needs a writer.
+(``data/texts/instruction_prompts.json``); any other story (the held-out real TinyStories paragraphs:
+``minillm instructions --offline --texts data/tinystories/validation_head.txt``) gets prompts derived
+from its own names and words (:func:`derive_prompts`), its paraphrase the same names and words in
+another order and another template.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections import Counter
 from dataclasses import dataclass
 
 import torch
 
-from minillm.data import TEXTS_DIR, TextSource
 from minillm.checkpoint.hub import display_name
 from minillm.checkpoint.loading import load_model_and_tokenizer
-from minillm.training.provenance import overlap_warning, seen_in_training
-from minillm.experiments.results import ConditionScore, ConditionSummary, PairedDifference
-from minillm.inference.scoring import score_many
 from minillm.checkpoint.tokenizer import Tokenizer
-from minillm.experiments.conditions import (condition_rows, conditions_text, differences_from, summarize_conditions,
-                                            with_start)
+from minillm.data import TEXTS_DIR, TextSource
+from minillm.errors import InputError
+from minillm.experiments.conditions import (
+    condition_rows,
+    conditions_text,
+    differences_from,
+    summarize_conditions,
+    with_start,
+)
+from minillm.experiments.results import (
+    ConditionScore,
+    ConditionSummary,
+    PairedDifference,
+)
+from minillm.inference.scoring import score_many
+from minillm.training.instructions import derived_instruction, story_names, story_words
+from minillm.training.provenance import overlap_warning, seen_in_training
 
 CONDITIONS = ("none", "vague", "specific", "paraphrased", "mismatched")
 PROMPTS_FILE = TEXTS_DIR / "instruction_prompts.json"
 VAGUE = "Write a story."
-# Words too common to say what a story is about.
-_STOP = set("""a an the and or but if then so to of in on at by for with from up down out over under into
-about as is was were be been are am do did does have has had he she it they we you i me him her them us my
-his its their our your this that these those there here when where what who why how not no yes all any some
-one two very too can could would should will said says say went go goes got get came come like liked just
-little big day time once upon again back away now then than also only more most much many off around
-after before because while felt feel saw see wanted want looked look made make thought know knew let
-asked told took take gave give found find tried try ran run play happy sad good very each every
-""".split())
-
-
 @dataclass
 class InstructionResults:
     """What :func:`run_instructions` measured; :func:`minillm.reports.files.write_instructions` turns it into files."""
@@ -75,33 +76,19 @@ def bundled_prompts() -> dict[str, dict]:
     return json.loads(PROMPTS_FILE.read_text(encoding="utf-8"))["prompts"]
 
 
-def keywords(story: str, n: int = 3) -> list[str]:
-    """The story's ``n`` most frequent content words, names first when tied, in their own spelling.
-
-    A crude guess at what a story is about, without a part-of-speech tagger: stop words, words
-    of two letters and past-tense verbs ("-ed", five letters or more) are skipped; a word counts
-    as a name when it is never written in lower case."""
-    tokens = re.findall(r"[A-Za-z]+", story)
-    lower = {w for w in tokens if w.islower()}
-    words = [w if w.lower() not in lower else w.lower() for w in tokens]
-    content = [w for w in words if w.lower() not in _STOP and len(w) > 2
-               and not (w.endswith("ed") and len(w) > 4)]
-    counts = Counter(content)
-    ranked = sorted(counts, key=lambda w: (-counts[w], not w[0].isupper(), content.index(w)))
-    return ranked[:n]
-
-
 def derive_prompts(story: str) -> dict:
-    """Prompts from the story's own words: vague, and specific with its key words (no paraphrase)."""
-    words = keywords(story)
-    listed = ", ".join(words[:-1]) + f" and {words[-1]}" if len(words) > 1 else "".join(words)
-    return {"vague": VAGUE, "specific": f"Write a story about {listed}.", "keywords": words}
+    """Prompts from the story's own names and words (:func:`minillm.training.instructions.derived_instruction`):
+    vague, specific ("Write a story about Lily. Use the words kite, red and wind.") and paraphrased (the
+    same names and words in reverse order, in a template no instruct model of the kit was tuned on)."""
+    return {"vague": VAGUE, "specific": derived_instruction(story, "specific"),
+            "paraphrased": derived_instruction(story, "paraphrased"), "keywords": story_names(story) + story_words(story)}
 
 
 def prompts_for(source: TextSource) -> list[dict]:
     """Per story: {"none", "vague", "specific", "paraphrased" (or absent), "mismatched"} -> prompt text.
 
-    Mismatched is the next story's specific prompt (the last story takes the first one's)."""
+    Mismatched is the specific prompt of the story half-way round the list (story j takes story
+    j + n // 2's, modulo n): far enough that consecutive paragraphs of one story never swap theirs."""
     written = bundled_prompts()
     base = [dict(written.get(i) or derive_prompts(t)) for t, i in zip(source.texts, source.ids)]
     out = []
@@ -110,7 +97,7 @@ def prompts_for(source: TextSource) -> list[dict]:
         if "paraphrased" in p:
             prompts["paraphrased"] = p["paraphrased"]
         if len(base) > 1:
-            prompts["mismatched"] = base[(j + 1) % len(base)]["specific"]
+            prompts["mismatched"] = base[(j + len(base) // 2) % len(base)]["specific"]
         out.append(prompts)
     return out
 
@@ -126,9 +113,13 @@ def uses_chat(model: str, tok: Tokenizer, chat_models: list[str] | None) -> bool
 
 def run_instructions(models: list[str], source: TextSource, chat_models: list[str] | None = None,
                      dtype: torch.dtype | str = torch.float32, seed: int = 0,
-                     progress: bool = True) -> InstructionResults:
-    """Score every story after each instruction prefix with every model."""
-    prompts = prompts_for(source)
+                     progress: bool = True, prompts: list[dict] | None = None) -> InstructionResults:
+    """Score every story after each instruction prefix with every model; ``prompts``: per story, the
+    prompts (default :func:`prompts_for` the source; give them to score some stories of a larger set
+    with that set's prompts, whose mismatched ones depend on the whole set)."""
+    prompts = prompts if prompts is not None else prompts_for(source)
+    if len(prompts) != len(source):
+        raise InputError(f"prompts holds {len(prompts)} entries for {len(source)} stories; give one per story.")
     rows, chats, warnings = [], [], []
     for name in models:
         model, tok = load_model_and_tokenizer(name, dtype=dtype, packed=True)
