@@ -36,8 +36,6 @@ from pathlib import Path
 import numpy as np
 from safetensors import safe_open
 
-from minillm.errors import InputError
-
 # ---------------------------------------------------------------------------------------
 # Reading a checkpoint folder: config.json + model.safetensors (or shards)
 # ---------------------------------------------------------------------------------------
@@ -53,12 +51,12 @@ def read_config(folder: str | Path) -> dict:
     if raw.get("model_type") == "gpt2":
         return _read_gpt2_config(raw)
     if raw.get("model_type") not in ("qwen2", "llama"):
-        raise InputError(f"model_type {raw.get('model_type')!r} is not supported: only qwen2, llama and gpt2.")
+        raise ValueError(f"model_type {raw.get('model_type')!r} is not supported: only qwen2, llama and gpt2.")
     rope = raw.get("rope_parameters") or {}  # newer transformers nest rope_theta here
     if raw.get("rope_scaling") or rope.get("rope_type", "default") != "default":
-        raise InputError("rope scaling is not implemented here: only plain rotary embeddings.")
+        raise ValueError("rope scaling is not implemented here: only plain rotary embeddings.")
     if raw.get("use_sliding_window") or raw.get("hidden_act", "silu") != "silu":
-        raise InputError("only full causal attention and the silu (SwiGLU) MLP are implemented here.")
+        raise ValueError("only full causal attention and the silu (SwiGLU) MLP are implemented here.")
     heads = raw["num_attention_heads"]
     return {
         "model_type": raw["model_type"],
@@ -77,10 +75,10 @@ def read_config(folder: str | Path) -> dict:
 def _read_gpt2_config(raw: dict) -> dict:
     """The numbers GPT-2's forward pass needs, under GPT-2's config.json names."""
     if raw.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
-        raise InputError("only GPT-2's GELU (tanh approximation, 'gelu_new') is implemented here.")
+        raise ValueError("only GPT-2's GELU (tanh approximation, 'gelu_new') is implemented here.")
     if (not raw.get("scale_attn_weights", True) or raw.get("scale_attn_by_inverse_layer_idx")
             or raw.get("reorder_and_upcast_attn")):
-        raise InputError("only GPT-2's plain attention scaling, 1 / sqrt(head_dim), is implemented here.")
+        raise ValueError("only GPT-2's plain attention scaling, 1 / sqrt(head_dim), is implemented here.")
     return {
         "model_type": "gpt2",
         "vocab_size": raw["vocab_size"],
@@ -121,7 +119,7 @@ def load_weights(folder: str | Path) -> dict[str, np.ndarray]:
         files = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
         outside = [f for f in files if Path(f).is_absolute() or ".." in Path(f).parts]
         if outside:   # an index may only name files its own folder holds
-            raise InputError(f"{index} lists shard(s) outside {folder}: {outside}. Download the index again.")
+            raise ValueError(f"{index} lists shard(s) outside {folder}: {outside}. Download the index again.")
     else:
         files = ["model.safetensors"]
     weights = {}
@@ -282,9 +280,9 @@ def forward(weights: dict[str, np.ndarray], config: dict, input_ids: np.ndarray)
     if input_ids.ndim == 1:
         input_ids = input_ids[None]                                 # (1, seq)
     if input_ids.ndim != 2 or input_ids.size == 0 or not np.issubdtype(input_ids.dtype, np.integer):
-        raise InputError(f"input_ids must be a non-empty integer array (seq,) or (batch, seq); got {input_ids.shape}")
+        raise ValueError(f"input_ids must be a non-empty integer array (seq,) or (batch, seq); got {input_ids.shape}")
     if input_ids.min() < 0 or input_ids.max() >= config["vocab_size"]:
-        raise InputError(f"token ids must lie in 0..{config['vocab_size'] - 1}")
+        raise ValueError(f"token ids must lie in 0..{config['vocab_size'] - 1}")
     if config["model_type"] == "gpt2":
         return gpt2_forward(weights, config, input_ids)
 
@@ -348,7 +346,7 @@ def gpt2_forward(weights: dict[str, np.ndarray], config: dict, input_ids: np.nda
     """GPT-2's logits: input_ids (batch, seq) -> (batch, seq, vocab). At most n_positions tokens."""
     seq = input_ids.shape[1]
     if seq > config["n_positions"]:
-        raise InputError(f"{seq} tokens exceed GPT-2's n_positions={config['n_positions']}: wpe has no row past it.")
+        raise ValueError(f"{seq} tokens exceed GPT-2's n_positions={config['n_positions']}: wpe has no row past it.")
     x = weights["transformer.wte.weight"][input_ids] + weights["transformer.wpe.weight"][:seq]  # (batch, seq, n_embd)
     for layer in range(config["n_layer"]):
         x = gpt2_block(x, weights, layer, config)
