@@ -18,7 +18,7 @@ import pytest
 
 from minillm.cli import main as cli_main
 from minillm.course.feedback import CSV_FIELDS, UNITS, compare_numbers, csv_row, problems_message
-from minillm.course.grade import DEFAULT_AUTOGRADER, GradeError, find_autograder, grade_class
+from minillm.course.grade import DEFAULT_AUTOGRADER, GradeError, find_autograder, grade_class, grade_submission
 
 REPO = Path(__file__).resolve().parents[1]
 AUTOGRADER = REPO / "tests" / "autograder"
@@ -136,3 +136,16 @@ def test_cli_reports_missing_autograder(tmp_path, capsys):
                        "--autograder", str(tmp_path / "nowhere")])
     assert status == 1
     assert "no autograder" in capsys.readouterr().err
+
+
+
+def test_a_submission_named_dot_is_graded_under_its_folders_name(tmp_path, monkeypatch):
+    """`grade_submission(".")` from inside a student's folder: the copy is named after the folder
+    (it was named "", the temporary folder itself, and the copy failed with FileExistsError)."""
+    student = tmp_path / "alice"
+    student.mkdir()
+    shutil.copy(REPO / "solutions" / "logits.py", student / "logits.py")
+    monkeypatch.chdir(student)
+    graded = grade_submission(".", units=["logits"], timeout=120, sandbox="process")
+    assert graded["status"] == "ok", graded["message"] + graded["output"][-2000:]
+    assert graded["results"]["score"] == graded["results"]["max_score"] > 0

@@ -123,7 +123,9 @@ def grade_submission(folder: str | Path, autograder: str | Path | None = None, t
                "copy the files into a real folder to grade them")
         return _refused(plan, units, why, start)
     with tempfile.TemporaryDirectory(prefix="minillm-submission-") as tmp:
-        copy = Path(tmp) / folder.name   # messages name the student's folder, in the sandbox too
+        # Messages name the student's folder, in the sandbox too; abspath (links not followed) gives
+        # "." and "alice/.." their real names.
+        copy = Path(tmp) / Path(os.path.abspath(folder)).name
         copy.mkdir()
         try:
             copy_notes = isolation.copy_submission(folder, copy)
