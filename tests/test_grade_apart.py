@@ -190,9 +190,10 @@ atexit.register(_break)
 '''
 
 
-# Students of one unit's class beyond the reference, the stub, the attacks and the catalogued mistakes:
-# {unit: {name: code appended to the reference}}.
-EXTRA = {"sampling": {"wrong_softmax": WRONG_SOFTMAX["overflows"],
+# Students of the class beyond the reference, the stub, the attacks and the catalogued mistakes, each a
+# code appended to the reference: {unit: {name: code}}.
+EXTRA = {"logits": {"breaker": BREAKER},
+         "sampling": {"wrong_softmax": WRONG_SOFTMAX["overflows"],
                       "torch_softmax": "\n\ndef softmax_with_temperature(logits, temperature):\n"
                                        "    return torch.softmax(logits / temperature, dim=-1)\n"},
          # A new module holding the original's own weight tensors: the judge must see them shared.
@@ -204,34 +205,24 @@ def _results(out: Path, name: str) -> dict:
     return json.loads((feedback_folder(out) / name / "results.json").read_text(encoding="utf-8"))
 
 
-@pytest.mark.parametrize("sandbox", ["bwrap", "process"])
-def test_code_that_goes_for_the_checks_scores_what_its_honest_code_earns(tmp_path, small_autograder, sandbox):
-    if sandbox == "bwrap":
-        need_bwrap()
+def test_code_that_goes_for_the_checks_under_bubblewrap(tmp_path, small_autograder):
+    """The attacks on the logits unit, in the real sandbox (the class below grades them, and the
+    breaker, without one)."""
+    need_bwrap()
     subs = tmp_path / "subs"
-    for name, code in [("walker", walker_code("logits")), ("forger", forger_code("logits")), ("breaker", _reference() + BREAKER),
+    for name, code in [("walker", walker_code("logits")), ("forger", forger_code("logits")),
                        ("reference", _reference()), ("stubs", _stub())]:
         (subs / name).mkdir(parents=True)
         (subs / name / "logits.py").write_text(code, encoding="utf-8")
     out = tmp_path / "grades.csv"
-    rows = grade_class(subs, out, timeout=240, autograder=small_autograder, units=["logits"], sandbox=sandbox, jobs=2)
+    rows = grade_class(subs, out, timeout=240, autograder=small_autograder, units=["logits"], sandbox="bwrap", jobs=2)
     by = {r["student"]: r for r in rows}
     full = by["reference"]["max_total"]
     assert full > 0 and by["reference"]["total"] == full, by["reference"]
     for name in ("walker", "forger", "stubs"):
         assert (by[name]["status"], by[name]["total"], by[name]["max_total"]) == ("ok", 0, full), by[name]
-    forger = _results(out, "forger")["tests"]   # its file loaded (its code ran), and each test says why it failed
+    forger = _results(out, "forger")["tests"]
     assert all(t["output"].startswith("not implemented yet") for t in forger), [t["output"] for t in forger]
-    walker = {t["name"].split(": ")[-1]: t["output"] for t in _results(out, "walker")["tests"]}
-    assert "returned a _Peek, which is not numbers" in walker["test_next_token_logits"], walker
-    breaker = by["breaker"]
-    assert breaker["status"] == "ok" and breaker["max_total"] == full and 0 < breaker["total"] < full, breaker
-    failed = [t["output"] for t in _results(out, "breaker")["tests"] if t["status"] == "failed"]
-    assert len(failed) == 4, failed
-    assert any("is not valid JSON" in f for f in failed), failed
-    assert any("is not a plain file (a link?)" in f for f in failed), failed
-    assert any("more than the" in f and "bytes" in f for f in failed), failed
-    assert any("unknown or malformed kind 'pickle'" in f for f in failed), failed
 
 
 # In a later unit's run (perplexity), code that rewrites every record the earlier unit's run (logits)
@@ -273,51 +264,107 @@ def test_a_later_unit_cannot_rewrite_an_earlier_units_records(tmp_path):
     assert row["total"] == row["logits_max"] < row["max_total"], row
 
 
-@pytest.fixture
-def unit_autograder(tmp_path, unit) -> Path:
-    """A copy of the autograder with the grader's files and one unit's tests."""
-    folder = tmp_path / "grader" / "tests" / "autograder"
+@pytest.fixture(scope="module")
+def apart_class(tmp_path_factory) -> tuple[dict, Path, dict]:
+    """One class graded apart through `minillm grade` without a sandbox (the judge, not the student's
+    process, decides), every unit of graded_apart.txt in each student's folder, so that the plan, the
+    judge and each student's start are paid once: the reference; the stubs; the frame walker and the
+    forger in every unit; and `mistake<k>`, whose <unit>.py is the k-th of that unit's catalogued
+    mistakes (tests/autograder/mistakes/, then EXTRA: the breaker among them), or the stub once a
+    unit has no more. Returns (rows by student, the CSV, {(student, unit):
+    the mistake's name})."""
+    tmp = tmp_path_factory.mktemp("apart")
+    folder = tmp / "grader" / "tests" / "autograder"
     folder.mkdir(parents=True)
     for path in [*AUTOGRADER.glob("*.py"), *AUTOGRADER.glob("*.txt")]:
-        if not path.name.startswith("test_grade_") or path.name == f"test_grade_{unit}.py":
+        if not path.name.startswith("test_grade_") or path.stem.removeprefix("test_grade_") in APART:
             shutil.copy(path, folder / path.name)
-    return folder
+    students = {"reference": {u: _reference(u) for u in APART}, "stubs": {u: _stub(u) for u in APART},
+                "walker": {u: walker_code(u) for u in APART}, "forger": {u: forger_code(u) for u in APART}}
+    wrong: dict[tuple[str, str], str] = {}
+    catalogue = {u: [*((m.stem, _reference(u) + "\n\n" + m.read_text(encoding="utf-8"))
+                       for m in sorted((AUTOGRADER / "mistakes").glob(f"{u}__*.py"))),
+                     *((n, _reference(u) + code) for n, code in EXTRA.get(u, {}).items())] for u in APART}
+    for k in range(max(len(c) for c in catalogue.values())):
+        name = f"mistake{k}"
+        students[name] = {}
+        for unit, mistakes in catalogue.items():
+            if k < len(mistakes):
+                wrong[name, unit] = mistakes[k][0]
+            students[name][unit] = mistakes[k][1] if k < len(mistakes) else _stub(unit)
+    subs = tmp / "subs"
+    for name, files in students.items():
+        (subs / name).mkdir(parents=True)
+        for unit, code in files.items():
+            (subs / name / f"{unit}.py").write_text(code, encoding="utf-8")
+    out = tmp / "grades.csv"
+    rows = grade_class(subs, out, timeout=240, autograder=folder, units=APART, sandbox="process", jobs=2)
+    return {r["student"]: r for r in rows}, out, wrong
+
+
+def _unit_results(out: Path, student: str, unit: str) -> list[dict]:
+    return [t for t in _results(out, student)["tests"] if t.get("extra_data", {}).get("unit") == unit]
+
+
+def test_the_reference_earns_every_point_and_the_stubs_and_attacks_none(apart_class):
+    by, out, _ = apart_class
+    ref = by["reference"]
+    assert ref["status"] == "ok" and ref["total"] == ref["max_total"] > 0, ref
+    for unit in APART:
+        assert ref[unit] == ref[f"{unit}_max"] > 0, (unit, ref)
+    for name in ("stubs", "walker", "forger"):
+        row = by[name]
+        assert (row["status"], row["total"], row["max_total"]) == ("ok", 0, ref["max_total"]), row
+    forger = _results(out, "forger")["tests"]   # its files loaded (its code ran), and each test says why it failed
+    assert all(t["output"].startswith("not implemented yet") for t in forger), [t["output"] for t in forger]
+    walker = {t["name"].split(": ")[-1]: t["output"] for t in _unit_results(out, "walker", "logits")}
+    assert "returned a _Peek, which is not numbers" in walker["test_next_token_logits"], walker
+
+
+def test_records_broken_on_purpose_fail_their_tests_each_with_a_message(apart_class):
+    by, out, wrong = apart_class
+    [student] = [s for (s, _), mistake in wrong.items() if mistake == "breaker"]
+    row = by[student]
+    assert row["status"] == "ok" and 0 < row["logits"] < row["logits_max"], row
+    failed = [t["output"] for t in _unit_results(out, student, "logits") if t["status"] == "failed"]
+    assert len(failed) == 4, failed
+    assert any("is not valid JSON" in f for f in failed), failed
+    assert any("is not a plain file (a link?)" in f for f in failed), failed
+    assert any("more than the" in f and "bytes" in f for f in failed), failed
+    assert any("unknown or malformed kind 'pickle'" in f for f in failed), failed
 
 
 @pytest.mark.parametrize("unit", APART)
-def test_each_unit_graded_apart_reference_stub_mistakes_and_attacks(tmp_path, unit, unit_autograder):
-    """One class per unit graded apart, through `minillm grade` without a sandbox, where the judge, not
-    the student's process, decides: the reference earns every point, the stub none; the frame walker
-    and the forger score what the stub scores; each catalogued mistake (tests/autograder/mistakes/)
-    loses points, as on the direct path (tests/test_autograder.py)."""
-    mistakes = sorted((AUTOGRADER / "mistakes").glob(f"{unit}__*.py"))
-    subs = tmp_path / "subs"
-    students = [("reference", _reference(unit)), ("stubs", _stub(unit)), ("walker", walker_code(unit)),
-                ("forger", forger_code(unit)), *((n, _reference(unit) + code) for n, code in EXTRA.get(unit, {}).items()),
-                *((m.stem, _reference(unit) + "\n\n" + m.read_text(encoding="utf-8")) for m in mistakes)]
-    for name, code in students:
-        (subs / name).mkdir(parents=True)
-        (subs / name / f"{unit}.py").write_text(code, encoding="utf-8")
-    out = tmp_path / "grades.csv"
-    rows = grade_class(subs, out, timeout=240, autograder=unit_autograder, units=[unit], sandbox="process", jobs=2)
-    by = {r["student"]: r for r in rows}
-    full = by["reference"]["max_total"]
-    assert full > 0 and by["reference"]["total"] == full and by["reference"]["status"] == "ok", by["reference"]
-    for name in ("stubs", "walker", "forger"):
-        assert (by[name]["status"], by[name]["total"], by[name]["max_total"]) == ("ok", 0, full), by[name]
-    assert len(mistakes) >= 5
-    for mistake in mistakes:
-        row = by[mistake.stem]
-        assert row["status"] == "ok" and 0 <= row["total"] < row["max_total"] == full, row
-    if unit == "sampling":   # the probe forbids what the test forbids, and lends what it lends
-        lost = {o["objective"] for o in _results(out, "wrong_softmax")["extra_data"]["objectives"]
-                if o["score"] < o["max_score"]}
-        assert lost == {"SAMP-1"}, by["wrong_softmax"]
-        outputs = [t["output"] for t in _results(out, "torch_softmax")["tests"] if t["status"] == "failed"]
-        assert outputs and all("your code called torch.softmax" in o for o in outputs), outputs
-    if unit == "quantization":   # a returned module's parameters that are the argument's own cross as such
-        outputs = [t["output"] for t in _results(out, "shallow_copy")["tests"] if t["status"] == "failed"]
-        assert any("shares weight tensors with the original" in o for o in outputs), outputs
+def test_each_catalogued_mistake_loses_points_when_judged_apart(apart_class, unit):
+    """As on the direct path (tests/test_autograder.py): every mistake of the unit costs points, and
+    the stub in a unit whose mistakes ran out earns none."""
+    by, _, wrong = apart_class
+    mine = {student: mistake for (student, u), mistake in wrong.items() if u == unit}
+    assert len([m for m in mine.values() if m.startswith(f"{unit}__")]) >= 5
+    for student, row in by.items():
+        if not student.startswith("mistake"):
+            continue
+        assert row["status"] == "ok" and row[f"{unit}_max"] == by["reference"][f"{unit}_max"], row
+        if student in mine:
+            assert 0 <= row[unit] < row[f"{unit}_max"], (mine[student], row)
+        else:
+            assert row[unit] == 0, (student, row)
+
+
+def test_what_the_probe_forbids_and_lends_and_shared_weights_are_judged_from_data(apart_class):
+    """Sampling: the grader's own softmax is lent, so a wrong softmax costs only SAMP-1, and a call of
+    torch.softmax is refused in every test that calls it. Quantization: a returned module whose
+    parameters are the argument's own is seen to share them."""
+    by, out, wrong = apart_class
+    student = {mistake: s for (s, _), mistake in wrong.items()}
+    objectives = _results(out, student["wrong_softmax"])["extra_data"]["objectives"]
+    lost = {o["objective"] for o in objectives if o["score"] < o["max_score"] and o["objective"].startswith("SAMP")}
+    assert lost == {"SAMP-1"}, objectives
+    outputs = [t["output"] for t in _unit_results(out, student["torch_softmax"], "sampling") if t["status"] == "failed"]
+    assert outputs and all("your code called torch.softmax" in o for o in outputs), outputs
+    outputs = [t["output"] for t in _unit_results(out, student["shallow_copy"], "quantization")
+               if t["status"] == "failed"]
+    assert any("shares weight tensors with the original" in o for o in outputs), outputs
 
 
 def test_values_cross_as_data_and_bad_records_are_refused(tmp_path):
