@@ -19,7 +19,8 @@ os.environ["OMP_NUM_THREADS"] = "1"
 # The pytest runs the tests start (the autograder on a submission, `minillm grade`'s units, the mistake
 # runners) load no third-party plugins from the environment: none grades anything, and hypothesis' and
 # anyio's took ~1 s of the ~3.3 s of CPU that starting one grading run costs on this machine. The tests
-# of the kit's own plugin (tests/test_pytest_plugin.py) turn it back on for their runs.
+# of the kit's own plugin (tests/test_pytest_plugin.py) turn it back on for their runs. pytest-xdist's
+# worker processes start after this line too, which is why the README's command loads it by name (-p xdist).
 os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
 
 # Real published artifacts (tokenizers, a tiny checkpoint, text) live next to the repository.

@@ -287,7 +287,7 @@ def test_grade_class_notebooks_and_failed_loads(tmp_path):
 
     out = tmp_path / "grades.csv"
     grade_class(root, out, timeout=120, seed=SEED, units=("logits", "perplexity", "sampling"),
-                time_limit_scale=SCALE)
+                time_limit_scale=SCALE, jobs=2)
     with out.open(newline="", encoding="utf-8") as f:
         by = {row["student"]: row for row in csv.DictReader(f)}
 

@@ -133,9 +133,13 @@ def small_autograder(tmp_path) -> Path:
 
 
 def test_hostile_submissions_score_what_their_honest_code_earns(tmp_path, small_autograder):
-    """Also in this class (one class keeps the test quick): folders named with a leading "." or
-    "_" are graded like any other, a name a spreadsheet would run as a formula is written as text,
-    and every student gets results.json and feedback.txt beside the CSV."""
+    """Also in this class (one class keeps the test quick): the frame walker and the forger of
+    tests/test_grade_apart.py, which go for the checks themselves (the logits unit is graded apart),
+    score the stub's 0 in the real sandbox too; folders named with a leading "." or "_" are graded
+    like any other, a name a spreadsheet would run as a formula is written as text, and every
+    student gets results.json and feedback.txt beside the CSV."""
+    from test_grade_apart import forger_code, walker_code   # (that file imports this one)
+
     need_bwrap()
     subs = tmp_path / "subs"
     victim = subs / "victim"
@@ -147,7 +151,8 @@ def test_hostile_submissions_score_what_their_honest_code_earns(tmp_path, small_
                        ("b_reader", _stub() + READER.format(repo=str(REPO)) + READER_TAIL),
                        ("c_vandal", _stub() + VANDAL.format(victim=str(victim / "logits.py"))),
                        ("d_stubs", _stub()), (".dot", _reference()), ("_under", _stub()),
-                       ("=HYPERLINK(1)", _reference())]:
+                       ("=HYPERLINK(1)", _reference()), ("f_walker", walker_code("logits")),
+                       ("g_forger", forger_code("logits"))]:
         (subs / name).mkdir(parents=True)
         (subs / name / "logits.py").write_text(code, encoding="utf-8")
     (subs / "e_link_to_reference").symlink_to(REPO / "solutions")
@@ -159,15 +164,17 @@ def test_hostile_submissions_score_what_their_honest_code_earns(tmp_path, small_
                        sandbox="bwrap", jobs=2)
     by = {r["student"]: r for r in rows}
     assert set(by) == {"a_editor", "b_reader", "c_vandal", "d_stubs", "e_link_to_reference", "victim", ".dot",
-                       "_under", "=HYPERLINK(1)"}
+                       "_under", "=HYPERLINK(1)", "f_walker", "g_forger"}
     full = by["victim"]["max_total"]
     assert full > 0 and all(r["max_total"] == full for r in rows), rows   # max_total never shrinks
     assert by["victim"]["total"] == full, by["victim"]                      # the classmate loses nothing
-    for name in ("a_editor", "b_reader", "c_vandal", "d_stubs"):           # the stub's 0, whatever they tried
+    for name in ("a_editor", "b_reader", "c_vandal", "d_stubs", "f_walker", "g_forger"):   # the stub's 0, whatever they tried
         assert by[name]["status"] == "ok" and by[name]["total"] == 0, (name, by[name])
         tests = json.loads((feedback_folder(out) / name / "results.json").read_text(encoding="utf-8"))["tests"]
         assert not any("syntax error" in t["output"] or "importing logits.py failed" in t["output"]
                        for t in tests), (name, tests)                      # its file loaded: its attack ran
+    forger = json.loads((feedback_folder(out) / "g_forger" / "results.json").read_text(encoding="utf-8"))["tests"]
+    assert all(t["output"].startswith("not implemented yet") for t in forger), [t["output"] for t in forger]
     link = by["e_link_to_reference"]
     assert link["status"] == "refused" and link["total"] == 0 and "is a link to another folder" in link["message"]
     assert _tree_digest(*kit) == before                                     # the kit is byte-identical
