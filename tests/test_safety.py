@@ -14,7 +14,6 @@ import minillm
 from conftest import need_shared_data
 from minillm.checkpoint.weights import WeightsError
 from minillm.cli import main as cli_main
-from minillm.course.stubs import main as stubs_main
 from minillm.course.stubs import make_exercises
 from minillm.data import bundled_texts
 from minillm.models import numpy_model
@@ -139,10 +138,10 @@ def test_make_exercises_keeps_a_students_edits(tmp_path):
     assert "Doc, clearer." in (exercises / "unit.py").read_text(encoding="utf-8")
     work = "def f():\n    return 1  # my answer\n"
     (exercises / "unit.py").write_text(work, encoding="utf-8")
-    assert stubs_main(["--solutions", str(solutions), "--exercises", str(exercises)]) == 1
+    assert cli_main(["make-exercises", "--solutions", str(solutions), "--exercises", str(exercises)]) == 1
     assert (exercises / "unit.py").read_text(encoding="utf-8") == work
-    assert stubs_main(["--check", "--solutions", str(solutions), "--exercises", str(exercises)]) == 1   # unchanged
-    assert stubs_main(["--force", "--solutions", str(solutions), "--exercises", str(exercises)]) == 0
+    assert cli_main(["make-exercises", "--check", "--solutions", str(solutions), "--exercises", str(exercises)]) == 1   # unchanged
+    assert cli_main(["make-exercises", "--force", "--solutions", str(solutions), "--exercises", str(exercises)]) == 0
     assert "my answer" not in (exercises / "unit.py").read_text(encoding="utf-8")
 
 

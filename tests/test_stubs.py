@@ -20,7 +20,6 @@ from minillm.course.stubs import (
     out_of_sync,
     render_notebook,
 )
-from minillm.course.stubs import main as stubs_main
 
 REPO = Path(__file__).resolve().parents[1]
 SOLUTIONS, EXERCISES = REPO / "solutions", REPO / "exercises"
@@ -58,7 +57,7 @@ SAMPLE = textwrap.dedent('''\
 
 def test_exercises_in_sync_with_solutions():
     problems = out_of_sync(SOLUTIONS, EXERCISES)
-    assert not problems, "\n".join(problems) + "\nrun `python -m minillm.course.stubs` to regenerate exercises/"
+    assert not problems, "\n".join(problems) + "\nrun `minillm make-exercises` to regenerate exercises/"
 
 
 def test_stub_of_sample():
@@ -110,10 +109,10 @@ def test_make_exercises_and_out_of_sync(tmp_path):
     (exercises / "extra.py").write_text("", encoding="utf-8")
     problems = out_of_sync(solutions, exercises)
     assert len(problems) == 2 and "differs" in problems[0] and "extra.py" in problems[1]
-    assert stubs_main(["--check", "--solutions", str(solutions), "--exercises", str(exercises)]) == 1
+    assert cli_main(["make-exercises", "--check", "--solutions", str(solutions), "--exercises", str(exercises)]) == 1
     make_exercises(solutions, exercises, force=True)    # the edited file is replaced only when forced
     (exercises / "extra.py").unlink()
-    assert stubs_main(["--check", "--solutions", str(solutions), "--exercises", str(exercises)]) == 0
+    assert cli_main(["make-exercises", "--check", "--solutions", str(solutions), "--exercises", str(exercises)]) == 0
 
 
 def test_repo_stubs_keep_signatures_and_docstrings():
@@ -224,10 +223,10 @@ def test_notebooks_made_and_checked(tmp_path):
     (exercises / "old.ipynb").write_text("{}", encoding="utf-8")
     problems = out_of_sync(solutions, exercises)
     assert len(problems) == 2 and "sample.ipynb differs" in problems[0] and "old.ipynb has no notebook source" in problems[1]
-    assert stubs_main(["--check", "--solutions", str(solutions), "--exercises", str(exercises)]) == 1
+    assert cli_main(["make-exercises", "--check", "--solutions", str(solutions), "--exercises", str(exercises)]) == 1
     (exercises / "old.ipynb").unlink()
     make_exercises(solutions, exercises, force=True)   # a notebook with outputs may be a student's: only when forced
-    assert stubs_main(["--check", "--solutions", str(solutions), "--exercises", str(exercises)]) == 0
+    assert cli_main(["make-exercises", "--check", "--solutions", str(solutions), "--exercises", str(exercises)]) == 0
 
 
 def test_repo_notebooks_define_every_graded_function():
