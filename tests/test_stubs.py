@@ -1,5 +1,6 @@
 """The exercise stubs: exercises/ is generated from solutions/ and must stay in sync (the CI
-check lives here, not in tests/autograder, so a student's filled-in exercises never trip it)."""
+check lives here, not in tests/autograder, so a student's filled-in exercises never trip it); a
+student's edited exercise is replaced only with --force."""
 
 from __future__ import annotations
 
@@ -243,3 +244,23 @@ def test_repo_notebooks_define_every_graded_function():
                 assert name in nb_defs, f"{folder.name}/{solution.stem}.ipynb does not define {name}"
                 assert nb_defs[name][:2] == sol_defs[name][:2], f"{folder.name}/{solution.stem}.ipynb: {name}"
                 assert nb_defs[name][2] == (folder == EXERCISES), f"{folder.name}/{solution.stem}.ipynb: {name}"
+
+
+def test_make_exercises_keeps_a_students_edits(tmp_path):
+    solutions, exercises = tmp_path / "solutions", tmp_path / "exercises"
+    solutions.mkdir()
+    (solutions / "unit.py").write_text('def f():\n    """Doc."""\n    # BEGIN SOLUTION\n    return 1\n    # END SOLUTION\n',
+                                       encoding="utf-8")
+    make_exercises(solutions, exercises)
+    # the instructor changes the solution: the generated, untouched exercise is regenerated without --force
+    (solutions / "unit.py").write_text('def f():\n    """Doc, clearer."""\n    # BEGIN SOLUTION\n    return 1\n'
+                                       '    # END SOLUTION\n', encoding="utf-8")
+    make_exercises(solutions, exercises)
+    assert "Doc, clearer." in (exercises / "unit.py").read_text(encoding="utf-8")
+    work = "def f():\n    return 1  # my answer\n"
+    (exercises / "unit.py").write_text(work, encoding="utf-8")
+    assert cli_main(["make-exercises", "--solutions", str(solutions), "--exercises", str(exercises)]) == 1
+    assert (exercises / "unit.py").read_text(encoding="utf-8") == work
+    assert cli_main(["make-exercises", "--check", "--solutions", str(solutions), "--exercises", str(exercises)]) == 1   # unchanged
+    assert cli_main(["make-exercises", "--force", "--solutions", str(solutions), "--exercises", str(exercises)]) == 0
+    assert "my answer" not in (exercises / "unit.py").read_text(encoding="utf-8")
