@@ -259,3 +259,11 @@ def test_an_mlp_config_that_is_not_json_is_named(tmp_path):
     (tmp_path / "mlp_config.json").write_text("{not json")
     with pytest.raises(ValueError, match=f"^{tmp_path / 'mlp_config.json'} is not a valid MLP language model config"):
         MLPLanguageModel.load(tmp_path)
+
+
+def test_data_file_that_is_not_utf8_is_named(tmp_path, capsys):
+    data = tmp_path / "latin1.txt"
+    data.write_bytes("Il était une fois, à Paris.".encode("latin-1"))
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "m"), *TINY_RUN, "--steps", "2"]) == 1
+    assert f"{data}, line 1, column 4 is not UTF-8 text: byte 0xe9" in capsys.readouterr().err   # "Il é"
+    assert not (tmp_path / "m").exists()

@@ -1,9 +1,13 @@
 """What the `minillm` command prints and refuses: readable probabilities for a 50k-token vocabulary,
-numeric options refused before any loading, messages that name the flags, the chat prompt shown."""
+numeric options and an --out in the way refused before any loading, messages that name the flags,
+empty text and the MLP baseline's folder named, `surprise` against transformers, every --help option's
+default shown, the chat prompt shown."""
 
 from __future__ import annotations
 
+import argparse
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -13,14 +17,15 @@ import transformers
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 import minillm
-from minillm.cli import main
+from minillm.cli import build_parser, main
 from minillm.inference.display import probability_text
 from minillm.checkpoint.hub import SourceError, resolve_source
 from minillm.reports.plots_quantization import quantization_figure
 from minillm.experiments.results import QuantizationResult
 from minillm.inference.scoring import score
+from minillm.models.mlp_lm import MLPLanguageModel
 
-from checkpoints import make_gpt2_checkpoint
+from checkpoints import load_reference, make_checkpoint, make_gpt2_checkpoint, make_tokenizer
 
 MODELS = Path(__file__).resolve().parents[1] / "data" / "models"
 
@@ -143,3 +148,134 @@ def test_quantize_plot_title_fits_in_the_figure():
     box = fig.axes[0].title.get_window_extent(renderer)
     assert 0 <= box.x0 and box.x1 <= fig.bbox.width
     assert fig.axes[0].get_title().replace("\n", " ").endswith(label)    # wrapped, not cut
+
+
+@pytest.mark.parametrize("command", [["quantize", "no/such-model"], ["scaling", "--offline", "--models", "no/such-model"],
+                                     ["sweep", "--data", "no/such-model"], ["context", "--models", "no/such-model"],
+                                     ["categories", "--models", "no/such-model"]])
+def test_out_that_is_a_file_is_refused_before_any_model_is_loaded(tmp_path, capsys, command):
+    """The model does not exist: an --out checked only after the work would report the model instead."""
+    out = tmp_path / "results"
+    out.write_text("keep me")
+    assert main([*command, "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"--out {out} is a file" in err and "no/such-model" not in err
+    assert out.read_text() == "keep me"
+
+
+def test_out_under_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("")
+    assert main(["quantize", "no/such-model", "--out", str(tmp_path / "notes.txt" / "results")]) == 1
+    assert "notes.txt is a file, not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["scaling", "--stories", "-3"], "--stories: must be at least 1, got -3"),
+    (["logits", "m", "t", "--top-k", "0"], "--top-k: must be at least 1, got 0"),
+    (["generate", "m", "t", "--top-k", "-3"], "--top-k: must be at least 1, got -3"),
+    (["generate", "m", "t", "--temperature", "nan"], "--temperature: must be a finite number >= 0, got nan"),
+    (["quantize", "m", "--stories", "0"], "--stories: must be at least 1, got 0"),
+    (["grade", "subs", "--timeout", "0"], "--timeout: must be greater than 0"),
+    (["grade", "subs", "--timeout", "-5"], "--timeout: must be a finite number >= 0, got -5"),
+    (["sweep", "--out", "x", "--stories", "0"], "--stories: must be at least 1, got 0"),
+])
+def test_nonsense_arguments_are_refused_by_argparse(capsys, argv, words):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and words in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("edges-tiny")
+    make_checkpoint(folder, "qwen2", seed=9, vocab=320)
+    make_tokenizer(folder, vocab_size=320)
+    return folder
+
+
+def test_empty_text_gets_its_own_message_everywhere(tiny, capsys):
+    for command in ("logits", "generate", "surprise"):
+        assert main([command, str(tiny), ""]) == 1
+        assert "the text is empty" in capsys.readouterr().err
+    model, tok = minillm.load_model(tiny), minillm.load_tokenizer(tiny)
+    assert tok.encode("") == []
+    with pytest.raises(ValueError, match="input_ids is empty"):
+        model(torch.tensor([tok.encode("")]))        # a float32 tensor: the emptiness is what matters
+    with pytest.raises(ValueError, match="prompt is empty"):
+        minillm.generate(model, tok.encode(""))
+    for call in (minillm.score, minillm.perplexity):
+        with pytest.raises(ValueError, match="non-empty string"):
+            call(model, tok, "")
+    with pytest.raises(ValueError, match="context is empty"):
+        minillm.score(model, tok, "Once upon a time", context="")
+    assert minillm.score_many(model, tok, []) == []
+
+
+def test_the_mlp_baseline_says_what_it_is(tiny, tmp_path, capsys):
+    folder = MLPLanguageModel(vocab_size=320, window=4, embed_dim=8, hidden=16).save(tmp_path / "mlp")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).write_bytes((tiny / name).read_bytes())
+    for command in ("logits", "generate", "surprise"):
+        assert main([command, str(folder), "Once"]) == 1
+        err = capsys.readouterr().err
+        assert "MLP language model" in err and "MLPLanguageModel.load" in err and "config.json from" not in err
+    # ...and what it says works.
+    logits = MLPLanguageModel.load(folder)(torch.tensor([[1, 2, 3]]))
+    assert logits.shape == (1, 3, 320)
+
+
+def test_surprise_prints_each_tokens_surprise_like_transformers(tiny, capsys):
+    text = "Once upon a time, a fox ran."
+    assert main(["surprise", str(tiny), text, "--top-k", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    ids = minillm.load_tokenizer(tiny).encode(text)
+    with torch.no_grad():
+        logits = load_reference(tiny)(torch.tensor([ids])).logits[0]
+    logprobs = torch.log_softmax(logits[:-1], -1)
+    rows = [line for line in out if re.match(r"^\s+\d+\s", line)]
+    assert len(rows) == len(ids) - 1
+    for row, position in zip(rows, range(1, len(ids))):
+        pos, token_id, nats, bits, prob, alternatives = re.match(
+            r"""^\s+(\d+)\s+(?:'.*?'|".*?")\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+(\S+)\s+(.*)$""", row).groups()
+        expected = -logprobs[position - 1, ids[position]].item()
+        assert (int(pos), int(token_id)) == (position, ids[position])
+        # Printed with 3 decimals: 5e-4 of rounding, plus float32 forward passes (5e-5).
+        assert float(nats) == pytest.approx(expected, abs=6e-4)
+        assert float(bits) == pytest.approx(expected / 0.6931471805599453, abs=6e-4)
+        # Probabilities are printed with 3 significant digits: 0.5% of rounding at most.
+        assert float(prob) == pytest.approx(torch.exp(torch.tensor(-expected)).item(), rel=5e-3)
+        best = [float(p) for p in re.findall(r" ([\d.]+(?:e-\d+)?)(?:,|$)", alternatives)]
+        want = torch.softmax(logits[position - 1], -1).topk(2).values.tolist()
+        assert best == pytest.approx(want, rel=5e-3)         # the model's top 2, most likely first
+    total = float(re.search(r"total ([\d.]+) nats", out[-1]).group(1))
+    assert total == pytest.approx(-logprobs.gather(-1, torch.tensor(ids[1:])[:, None]).sum().item(), abs=2e-3)
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+def test_every_help_option_shows_its_default():
+    for name, sub in _subcommands().items():
+        formatter = sub._get_formatter()
+        for action in sub._actions:
+            if not action.option_strings or action.nargs == 0:   # flags: off unless given
+                continue
+            help_text = formatter._get_help_string(action)
+            assert action.help and "default" in help_text, f"minillm {name} {action.option_strings[0]}"
+        assert "(default: None)" not in sub.format_help(), name
+
+
+@pytest.mark.parametrize("argv, message, status", [
+    (["logits", "Once", "--top-k", "-1"], "--top-k: must be at least 1", 2),        # refused by argparse
+    (["surprise", "Once upon", "--top-k", "-1"], "--top-k: must be at least 0", 2),
+    (["generate", "Once", "--top-k", "0"], "--top-k: must be at least 1", 2),
+])
+def test_bad_numbers_get_one_clear_line_and_no_half_output(tiny, capsys, argv, message, status):
+    try:
+        assert main([argv[0], str(tiny), *argv[1:]]) == status
+    except SystemExit as exit_info:
+        assert exit_info.code == status
+    captured = capsys.readouterr()
+    assert message in captured.err and captured.out == ""     # no prompt printed before the error

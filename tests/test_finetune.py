@@ -1,4 +1,5 @@
-"""Supervised fine-tuning (minillm.training.finetune): the reply-only loss, the chat template, exact resume."""
+"""Supervised fine-tuning (minillm.training.finetune): the reply-only loss, the chat template, exact resume,
+an existing model never replaced without --overwrite."""
 
 from __future__ import annotations
 
@@ -231,3 +232,11 @@ def test_training_ids_are_chat_scorings_ids_whatever_the_reply_starts_with(famil
         scored = minillm.score(model, tok, reply, context="Say something.", chat=True, top_k=0)
         assert trained == [row.token_id for row in scored.rows] + [tok.eos_token_id], (family, reply)
         assert ids[: -1] == scored.token_ids                  # the same sequence, then <|im_end|>
+
+
+def test_finetune_refuses_to_replace_a_model_before_reading_anything(tmp_path, capsys):
+    out = tmp_path / "instruct"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"my model")
+    assert main(["finetune", "no/such-base", "--data", str(tmp_path / "missing.jsonl"), "--out", str(out)]) == 1
+    assert "--overwrite" in capsys.readouterr().err and (out / "model.safetensors").read_bytes() == b"my model"

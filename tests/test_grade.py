@@ -6,6 +6,8 @@ tests/test_grade_sandbox.py grades under bubblewrap). The submissions are a copy
 reference, a copy of the stubs, one with a syntax error and an empty folder whose name starts
 with a dot. A student whose code hangs for ever is graded by tests/test_grade_sandbox.py, on an
 autograder that takes no time, so that no bound here depends on how busy the machine is.
+The --out CSV is checked before any grading, and a process the graded code leaves running does
+not stall it.
 """
 
 from __future__ import annotations
@@ -149,3 +151,86 @@ def test_a_submission_named_dot_is_graded_under_its_folders_name(tmp_path, monke
     graded = grade_submission(".", units=["logits"], timeout=120, sandbox="process")
     assert graded["status"] == "ok", graded["message"] + graded["output"][-2000:]
     assert graded["results"]["score"] == graded["results"]["max_score"] > 0
+
+
+def test_grade_refuses_to_replace_a_csv_before_grading(tmp_path, capsys):
+    (tmp_path / "subs" / "eve").mkdir(parents=True)
+    old = tmp_path / "grades.csv"
+    old.write_text("student,total\nann,10\n")
+    # --autograder points nowhere: a refusal that came only after grading would say "no autograder"
+    args = ["grade", str(tmp_path / "subs"), "--out", str(old), "--autograder", str(tmp_path / "nowhere")]
+    assert cli_main(args) == 1
+    assert "--overwrite" in capsys.readouterr().err and old.read_text() == "student,total\nann,10\n"
+    assert cli_main([*args, "--overwrite"]) == 1
+    assert "no autograder" in capsys.readouterr().err
+
+
+def test_grade_out_that_is_a_folder_is_refused_before_grading(tmp_path, capsys):
+    (tmp_path / "subs" / "eve").mkdir(parents=True)
+    assert cli_main(["grade", str(tmp_path / "subs"), "--out", str(tmp_path), "--overwrite",
+                     "--autograder", str(tmp_path / "nowhere")]) == 1
+    assert "is a folder, but a file name is needed" in capsys.readouterr().err
+
+
+LEAVES_A_CHILD = '''
+import hashlib, hmac, json, os, subprocess, sys
+
+import pytest
+
+
+def pytest_addoption(parser):
+    for option in ("--target", "--grade-json", "--grader-seed", "--grade-key-fd"):
+        parser.addoption(option)
+
+
+def pytest_sessionfinish(session):
+    if session.config.option.collectonly:   # minillm grade's plan: the tests and their points
+        data = json.dumps({"score": 0, "max_score": 1, "tests": []}).encode()
+        open(session.config.getoption("--grade-json"), "wb").write(data)
+        return
+    # as a student's code might: start processes that outlive pytest, one holding its output open,
+    # one that also left the process group (setsid), out of reach of a process-group kill
+    pids = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=new).pid
+            for new in (False, True)]
+    with open(os.environ["MINILLM_TEST_PIDS"], "w") as f:
+        f.write(" ".join(map(str, pids)))
+    key = bytes.fromhex(os.read(int(session.config.getoption("--grade-key-fd")), 100).decode())
+    data = json.dumps({"score": 1, "max_score": 1, "tests": []}).encode()
+    path = session.config.getoption("--grade-json")
+    with open(path, "wb") as f:
+        f.write(data)
+    with open(path + ".sig", "w") as f:
+        f.write(hmac.new(key, data, hashlib.sha256).hexdigest())
+'''
+
+
+def test_a_process_left_running_does_not_stall_the_grading(tmp_path, monkeypatch):
+    """A small autograder whose run leaves children, one holding the output: before issue 15 the
+    grading waited for the pipe to close, i.e. until the timeout, and the student got "timeout".
+    The one that called setsid is found too (minillm grade is its subreaper) and stopped. This is
+    the process mode's guarantee (no sandbox); under bubblewrap the run's PID namespace ends with
+    it (tests/test_grade_sandbox.py)."""
+    import os
+    import time
+
+    from minillm.course.grade import grade_submission
+
+    autograder = tmp_path / "tests" / "autograder"
+    autograder.mkdir(parents=True)
+    (autograder / "conftest.py").write_text(LEAVES_A_CHILD)
+    (autograder / "test_grade_logits.py").write_text("def test_one():\n    pass\n")
+    student = tmp_path / "alice"
+    student.mkdir()
+    pids = tmp_path / "children.pid"
+    monkeypatch.setenv("MINILLM_TEST_PIDS", str(pids))
+    graded = grade_submission(student, autograder, timeout=40, sandbox="process")
+    assert graded["status"] == "ok" and graded["results"]["score"] == 1 and graded["seconds"] < 30
+    for child in map(int, pids.read_text().split()):
+        for _ in range(50):
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"the process {child} the graded code started is still running")

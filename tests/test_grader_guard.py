@@ -5,7 +5,8 @@ per unit name, each asking for ``softmax(x)`` of a vector, so that each hostile 
 test, not a whole unit's grading. One student, Mallory, tries a different trick in each unit
 while computing a wrong softmax; her training unit is honest and must keep its points after all
 the others have run in the same process. A second, Forger, writes her own results file, which
-only ``minillm grade`` (signed results, one process per unit) can catch.
+only ``minillm grade`` (signed results, one process per unit) can catch. Code that ends the process,
+raises KeyboardInterrupt, writes without end or takes too much memory costs only its own test.
 """
 
 from __future__ import annotations
@@ -127,3 +128,59 @@ def test_a_forged_results_file_scores_zero_under_minillm_grade(tmp_path, autogra
     units = graded["results"]["extra_data"]["units"]
     assert units["logits"] == {"score": 0, "max_score": 2} and units["perplexity"] == {"score": 2, "max_score": 2}
     assert "logits: its results file was changed after the grader wrote it" in graded["message"], graded["message"]
+
+
+MISBEHAVING = '''
+
+import os
+import sys
+
+
+def next_token_logits(model, tokenizer, text):
+    os._exit(3)
+
+
+def most_likely_next_token(model, tokenizer, text):
+    raise KeyboardInterrupt
+
+
+def predict_next_tokens(model, tokenizer, text, k):
+    while True:
+        sys.stdout.write("x" * 1000)
+
+
+def next_token_distributions(model, tokenizer, text):
+    import torch
+
+    return torch.ones(3 * 2**30 // 4)     # 3 GiB, over the 2 GiB limit the test sets
+'''
+
+
+def test_os_exit_keyboard_interrupt_raw_writes_and_memory_cost_only_their_test(tmp_path):
+    """Before issue 15, os._exit ended the grading with no results at all, KeyboardInterrupt stopped
+    the run, sys.stdout.write went past the print limit without end, and memory had no limit."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    student = tmp_path / "mallory"
+    student.mkdir()
+    (student / "logits.py").write_text((repo / "solutions" / "logits.py").read_text() + MISBEHAVING)
+    (student / "perplexity.py").write_text("import os\n\nos._exit(4)\n")      # at import time
+    json_path = tmp_path / "results.json"
+    proc = subprocess.run([sys.executable, "-m", "pytest", str(repo / "tests" / "autograder"), "--target", str(student),
+                           "--grade-json", str(json_path), "-q", "-p", "no:cacheprovider", "-k", "logits",
+                           "--memory-limit-gb", "2"],
+                          cwd=repo, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    tests = {t["name"].split(": ")[-1]: t for t in json.loads(json_path.read_text())["tests"]}   # "logits LOG-1 (P): test_..."
+    out = {name: (t["status"], t["output"]) for name, t in tests.items()}
+    assert "os._exit(3)" in out["test_next_token_logits"][1], out
+    assert "raised KeyboardInterrupt" in out["test_most_likely_next_token"][1], out
+    assert "wrote more than" in out["test_predict_next_tokens"][1], out
+    assert "importing perplexity.py failed" in out["test_token_loss_extreme_logits"][1], out
+    assert "os._exit(4)" in out["test_token_loss_extreme_logits"][1], out
+    assert "can't allocate memory" in out["test_next_token_distributions"][1], out
+    assert out["test_edge_cases"][1].startswith("your code called os._exit(3)"), out   # the unit's other tests ran
+    assert len(proc.stdout) < 200_000

@@ -1,4 +1,6 @@
-"""Loading checkpoints: both config layouts, the hub path, and a clear error for every bad input."""
+"""Loading checkpoints: both config layouts, the hub path, and a clear error for every bad input (a shard
+named outside the folder, NaN or infinite weights, a device torch cannot use); the input check on ids
+stays out of compiled graphs."""
 
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ import minillm
 from minillm.models.config import ConfigError, ModelConfig
 from minillm.checkpoint.hub import SourceError
 from minillm.checkpoint.weights import WeightsError
-from checkpoints import VOCAB, edit_config, load_reference, make_checkpoint, put_in_hub_cache
+from minillm.cli import main as cli_main
+from minillm.models import numpy_model
+from checkpoints import VOCAB, edit_config, load_reference, make_checkpoint, make_tokenizer, put_in_hub_cache
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +204,111 @@ def test_hub_repo_id_not_cached_while_offline(offline_cache):
         minillm.load_model("minillm-tests/not-downloaded")
     message = str(err.value)
     assert "offline" in message and "cache" in message and "minillm-tests/not-downloaded" in message
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("sharded") / "ckpt", "qwen2", shard=True)
+
+
+def _move_shard_out(sharded, tmp_path, name_in_index):
+    """A copy of the sharded checkpoint whose first shard lies one folder up, named in the index
+    by ``name_in_index(path)``: before issue 15 such a valid shard loaded silently."""
+    folder = shutil.copytree(sharded, tmp_path / "ckpt")
+    index_path = folder / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    shard = sorted(set(index["weight_map"].values()))[0]
+    outside = (folder / shard).rename(tmp_path / shard)
+    index["weight_map"] = {k: (name_in_index(outside) if v == shard else v) for k, v in index["weight_map"].items()}
+    index_path.write_text(json.dumps(index))
+    return folder, outside
+
+
+@pytest.mark.parametrize("how", ["dotdot", "absolute"])
+def test_index_naming_a_shard_outside_the_folder_is_refused(sharded, tmp_path, how):
+    name = (lambda p: f"../{p.name}") if how == "dotdot" else (lambda p: str(p))
+    folder, outside = _move_shard_out(sharded, tmp_path, name)
+    with pytest.raises(WeightsError, match="outside the checkpoint folder"):
+        minillm.load_model(folder)
+    with pytest.raises(ValueError, match="outside"):     # the standalone NumPy loader refuses it too
+        numpy_model.load_weights(folder)
+
+
+def test_a_symlinked_shard_inside_the_folder_loads(sharded, tmp_path):
+    """The decision: the index's own names must stay inside the folder, but a link the folder
+    holds is its owner's (the Hugging Face cache links every snapshot file into blobs/)."""
+    folder, outside = _move_shard_out(sharded, tmp_path, lambda p: p.name)
+    (folder / outside.name).symlink_to(outside)
+    model = minillm.load_model(folder)
+    assert model.config.model_type == "qwen2"
+
+
+def test_weight_map_that_is_a_list_names_the_index(sharded, tmp_path):
+    folder = shutil.copytree(sharded, tmp_path / "ckpt")
+    index = folder / "model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": [["model.norm.weight", "a.safetensors"]]}))
+    with pytest.raises(WeightsError, match=r"model\.safetensors\.index\.json.*'weight_map' object"):
+        minillm.load_model(folder)
+    index.write_text("[1, 2]")
+    with pytest.raises(WeightsError, match="'weight_map' object"):
+        minillm.load_model(folder)
+
+
+def test_config_that_is_a_json_list_names_the_file(sharded, tmp_path):
+    folder = shutil.copytree(sharded, tmp_path / "ckpt")
+    (folder / "config.json").write_text('[{"model_type": "qwen2"}]')
+    with pytest.raises(ConfigError, match=r"config\.json holds a JSON list, not an object"):
+        minillm.load_model(folder)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nan_or_inf_weights_are_refused_at_load(tmp_path, capsys, bad):
+    folder = make_checkpoint(tmp_path / "ckpt", "qwen2", tied=True, vocab=300)
+    make_tokenizer(folder, 300)
+    tensors = load_file(folder / "model.safetensors")
+    tensors["model.layers.0.mlp.up_proj.weight"][3, 5] = bad
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(WeightsError, match=r"'model\.layers\.0\.mlp\.up_proj\.weight' in .*model\.safetensors "
+                                           r"holds NaN or infinite values"):
+        minillm.load_model(folder)
+    assert cli_main(["logits", str(folder), "Once upon a time"]) == 1     # before: a NaN table, exit 0
+    assert "NaN or infinite" in capsys.readouterr().err
+
+
+def test_float16_overflow_is_caught_too(tmp_path):
+    """A finite float32 weight beyond float16's largest value (65504) becomes inf when loaded as float16."""
+    folder = make_checkpoint(tmp_path / "ckpt", "qwen2")
+    tensors = load_file(folder / "model.safetensors")
+    tensors["model.norm.weight"][0] = 1e6
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    assert minillm.load_model(folder).norm.weight[0].item() == 1e6
+    with pytest.raises(WeightsError, match="too large for float16"):
+        minillm.load_model(folder, dtype="float16")
+
+
+def test_a_device_torch_cannot_use_is_named_before_any_file_is_read(sharded):
+    """On this CPU-only torch, "cuda" says so (before: "could not be read... Download it again");
+    on a machine with GPUs a device index that does not exist stands in for it."""
+    import torch
+
+    device = "cuda:99" if torch.cuda.is_available() else "cuda"
+    with pytest.raises(ValueError, match=f"device '{device}' is not available here") as info:
+        minillm.load_model(sharded, device=device)
+    assert "Download it again" not in str(info.value)
+    if not torch.backends.cuda.is_built():
+        assert "This torch build has no CUDA support" in str(info.value)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A random Qwen2 checkpoint with 320 token rows; no tokenizer: the test feeds ids."""
+    return make_checkpoint(tmp_path_factory.mktemp("loading-tiny"), "qwen2", seed=9, vocab=320)
+
+
+def test_the_input_check_stays_out_of_compiled_graphs(tiny):
+    model = minillm.load_model(tiny)
+    ids = torch.randint(0, 320, (2, 16), generator=torch.Generator().manual_seed(0))
+    explained = torch._dynamo.explain(model)(ids)     # traces as torch.compile would, without compiling
+    assert explained.graph_break_count == 0 and explained.graph_count == 1
+    with pytest.raises(ValueError, match="outside this model's vocabulary"):
+        model(torch.tensor([[5, 320]]))                 # eager calls still check the ids' range

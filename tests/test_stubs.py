@@ -1,5 +1,6 @@
 """The exercise stubs: exercises/ is generated from solutions/ and must stay in sync (the CI
-check lives here, not in tests/autograder, so a student's filled-in exercises never trip it)."""
+check lives here, not in tests/autograder, so a student's filled-in exercises never trip it); a
+student's edited exercise is replaced only with --force."""
 
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ from minillm.course.stubs import (
     out_of_sync,
     render_notebook,
 )
-from minillm.course.stubs import main as stubs_main
 
 REPO = Path(__file__).resolve().parents[1]
 SOLUTIONS, EXERCISES = REPO / "solutions", REPO / "exercises"
@@ -58,7 +58,7 @@ SAMPLE = textwrap.dedent('''\
 
 def test_exercises_in_sync_with_solutions():
     problems = out_of_sync(SOLUTIONS, EXERCISES)
-    assert not problems, "\n".join(problems) + "\nrun `python -m minillm.course.stubs` to regenerate exercises/"
+    assert not problems, "\n".join(problems) + "\nrun `minillm make-exercises` to regenerate exercises/"
 
 
 def test_stub_of_sample():
@@ -110,10 +110,10 @@ def test_make_exercises_and_out_of_sync(tmp_path):
     (exercises / "extra.py").write_text("", encoding="utf-8")
     problems = out_of_sync(solutions, exercises)
     assert len(problems) == 2 and "differs" in problems[0] and "extra.py" in problems[1]
-    assert stubs_main(["--check", "--solutions", str(solutions), "--exercises", str(exercises)]) == 1
+    assert cli_main(["make-exercises", "--check", "--solutions", str(solutions), "--exercises", str(exercises)]) == 1
     make_exercises(solutions, exercises, force=True)    # the edited file is replaced only when forced
     (exercises / "extra.py").unlink()
-    assert stubs_main(["--check", "--solutions", str(solutions), "--exercises", str(exercises)]) == 0
+    assert cli_main(["make-exercises", "--check", "--solutions", str(solutions), "--exercises", str(exercises)]) == 0
 
 
 def test_repo_stubs_keep_signatures_and_docstrings():
@@ -224,10 +224,10 @@ def test_notebooks_made_and_checked(tmp_path):
     (exercises / "old.ipynb").write_text("{}", encoding="utf-8")
     problems = out_of_sync(solutions, exercises)
     assert len(problems) == 2 and "sample.ipynb differs" in problems[0] and "old.ipynb has no notebook source" in problems[1]
-    assert stubs_main(["--check", "--solutions", str(solutions), "--exercises", str(exercises)]) == 1
+    assert cli_main(["make-exercises", "--check", "--solutions", str(solutions), "--exercises", str(exercises)]) == 1
     (exercises / "old.ipynb").unlink()
     make_exercises(solutions, exercises, force=True)   # a notebook with outputs may be a student's: only when forced
-    assert stubs_main(["--check", "--solutions", str(solutions), "--exercises", str(exercises)]) == 0
+    assert cli_main(["make-exercises", "--check", "--solutions", str(solutions), "--exercises", str(exercises)]) == 0
 
 
 def test_repo_notebooks_define_every_graded_function():
@@ -244,3 +244,23 @@ def test_repo_notebooks_define_every_graded_function():
                 assert name in nb_defs, f"{folder.name}/{solution.stem}.ipynb does not define {name}"
                 assert nb_defs[name][:2] == sol_defs[name][:2], f"{folder.name}/{solution.stem}.ipynb: {name}"
                 assert nb_defs[name][2] == (folder == EXERCISES), f"{folder.name}/{solution.stem}.ipynb: {name}"
+
+
+def test_make_exercises_keeps_a_students_edits(tmp_path):
+    solutions, exercises = tmp_path / "solutions", tmp_path / "exercises"
+    solutions.mkdir()
+    (solutions / "unit.py").write_text('def f():\n    """Doc."""\n    # BEGIN SOLUTION\n    return 1\n    # END SOLUTION\n',
+                                       encoding="utf-8")
+    make_exercises(solutions, exercises)
+    # the instructor changes the solution: the generated, untouched exercise is regenerated without --force
+    (solutions / "unit.py").write_text('def f():\n    """Doc, clearer."""\n    # BEGIN SOLUTION\n    return 1\n'
+                                       '    # END SOLUTION\n', encoding="utf-8")
+    make_exercises(solutions, exercises)
+    assert "Doc, clearer." in (exercises / "unit.py").read_text(encoding="utf-8")
+    work = "def f():\n    return 1  # my answer\n"
+    (exercises / "unit.py").write_text(work, encoding="utf-8")
+    assert cli_main(["make-exercises", "--solutions", str(solutions), "--exercises", str(exercises)]) == 1
+    assert (exercises / "unit.py").read_text(encoding="utf-8") == work
+    assert cli_main(["make-exercises", "--check", "--solutions", str(solutions), "--exercises", str(exercises)]) == 1   # unchanged
+    assert cli_main(["make-exercises", "--force", "--solutions", str(solutions), "--exercises", str(exercises)]) == 0
+    assert "my answer" not in (exercises / "unit.py").read_text(encoding="utf-8")

@@ -15,15 +15,17 @@ def cmd_make_exercises(args: argparse.Namespace) -> None:
     """Write exercises/ from solutions/ (or, with --check, only say whether it is up to date)."""
     from minillm.course.stubs import EXERCISES_DIR, SOLUTIONS_DIR, make_exercises, out_of_sync
 
+    solutions = SOLUTIONS_DIR if args.solutions is None else args.solutions
+    exercises = EXERCISES_DIR if args.exercises is None else args.exercises
     try:
         if args.check:
-            problems = out_of_sync()
+            problems = out_of_sync(solutions, exercises)
             if problems:
                 raise InputError("exercises/ or the notebooks are out of date; run `minillm make-exercises`:\n  "
                                  + "\n  ".join(problems))
-            print(f"{EXERCISES_DIR} is in sync with {SOLUTIONS_DIR}.")
+            print(f"{exercises} is in sync with {solutions}.")
             return
-        for path in make_exercises(force=args.force):
+        for path in make_exercises(solutions, exercises, force=args.force):
             print(f"wrote {path}")
     except FileNotFoundError as err:
         raise InputError(str(err)) from err
@@ -83,6 +85,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     stubs.add_argument("--check", action="store_true", help="only check that exercises/ is up to date (exit 1 if not)")
     stubs.add_argument("--force", action="store_true",
                        help="replace exercise files edited since they were generated (a student's edits are lost)")
+    stubs.add_argument("--solutions", type=Path, default=None, metavar="DIR",
+                       help="the reference solutions to read (default: the kit's solutions/)")
+    stubs.add_argument("--exercises", type=Path, default=None, metavar="DIR",
+                       help="where to write the exercises (default: the kit's exercises/)")
     stubs.set_defaults(run=cmd_make_exercises)
 
     grade = commands.add_parser("grade", formatter_class=HelpFormatter,

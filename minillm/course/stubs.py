@@ -30,19 +30,16 @@ exercise notebook. Every graded function of a unit must sit in a ``module:`` cel
 notebook, so that a student can fill it in and hand in the notebook. The notebooks are
 written without outputs.
 
-    python -m minillm.course.stubs            # (re)generate exercises/ and the notebooks from solutions/
-    python -m minillm.course.stubs --check    # exit 1 when exercises/ or a notebook is out of date (for CI)
-    minillm make-exercises [--check]   # the same through the minillm command
+    minillm make-exercises            # (re)generate exercises/ and the notebooks from solutions/
+    minillm make-exercises --check    # exit 1 when exercises/ or a notebook is out of date (for CI)
 """
 
 from __future__ import annotations
 
-import argparse
 import ast
 import hashlib
 import json
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -392,40 +389,3 @@ def _notebook_texts(solutions_dir: Path, exercises_dir: Path) -> dict[Path, str]
             notebook = render_notebook(notebook_source, module_source, student, str(source), str(module))
             texts[folder / f"{source.stem}.ipynb"] = nbformat.writes(notebook) + "\n"
     return texts
-
-
-def run(check: bool, solutions_dir: Path = SOLUTIONS_DIR, exercises_dir: Path = EXERCISES_DIR,
-        force: bool = False) -> int:
-    """The command: generate (or only check) and print what happened; returns the exit status."""
-    if check:
-        problems = out_of_sync(solutions_dir, exercises_dir)
-        for problem in problems:
-            print(problem)
-        if problems:
-            print("exercises/ or the notebooks are out of date: run `python -m minillm.course.stubs` (or `minillm make-exercises`).")
-            return 1
-        print(f"{exercises_dir} is in sync with {solutions_dir}.")
-        return 0
-    for path in make_exercises(solutions_dir, exercises_dir, force):
-        print(f"wrote {path}")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minillm.course.stubs",
-                                     description="Make exercises/ and the notebooks from solutions/.")
-    parser.add_argument("--check", action="store_true", help="only check that exercises/ and the notebooks are up to date (exit 1 if not)")
-    parser.add_argument("--force", action="store_true",
-                        help="replace exercise files edited since they were generated (a student's edits are lost)")
-    parser.add_argument("--solutions", type=Path, default=SOLUTIONS_DIR, help="default: %(default)s")
-    parser.add_argument("--exercises", type=Path, default=EXERCISES_DIR, help="default: %(default)s")
-    args = parser.parse_args(argv)
-    try:
-        return run(args.check, args.solutions, args.exercises, args.force)
-    except (StubError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
