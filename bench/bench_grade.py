@@ -2,35 +2,41 @@
 
     python bench/bench_grade.py                          # 4 students, --jobs 2 (~5 min on 2 busy cores)
     python bench/bench_grade.py --students 20 --jobs 2   # issue 20's goal: <= 120 s wall, <= 0.6 GB a job
+    python bench/bench_grade.py --students 2 --jobs 1 --repeats 1 --json figures.json
 
-The reference submission is a copy of solutions/ (every unit's module and notebook, as the
-tests' fixtures hand it in); the class is N copies of it. In one run the bench times
-``python -m pytest <autograder> --target <reference>`` (one process grading all units,
-median of --repeats runs) and ``minillm grade <class> --jobs J --quiet`` once per sandbox mode
-(bwrap, process), and says where the time goes:
+The reference submission is a copy of solutions/ (every unit's module); the class is N copies of
+it. In one run the bench measures three things, with this checkout's minillm and tests/autograder
+as they are (nothing of the grader is copied, patched or instrumented):
 
-* start-up: Python, torch, pytest, the kit and the autograder's modules imported and the tests
-  collected. For `minillm grade`, per student: the zygote's start in its sandbox (until its
-  first unit's process is forked) plus each unit's process from its fork to its collected tests.
-* tests: the tests' own durations (pytest's setup + call + teardown), which include loading the
-  submission; loading it alone (the unit modules imported after torch, as the grader imports
-  them) is timed apart and shown beside.
-* report and the rest: the results files and the points table, processes ending; for
-  `minillm grade` also the copy of the student's files and the sandbox's start and end (each
-  student's ``seconds`` in the CSV minus start-up and tests).
-* per class (`minillm grade` only): its own start, the grading plan and the CSV, estimated as the
-  wall time minus the students' seconds spread over the jobs.
+1. The real thing, the headline figures: ``minillm grade <class> --jobs J --quiet`` once per
+   sandbox mode (bwrap, process): its wall time, each student's ``seconds`` (the CSV), the
+   statuses and scores, and from /proc, sampled every 0.2 s: memory per job (a student's zygote
+   and the unit processes it forks: the peak resident set of the job's largest process, VmHWM,
+   which counts the pages a unit process shares with its zygote once; and the largest sum over
+   the job's processes, shared pages counted twice, an upper bound), the judge's peak and the
+   grader's own. /proc also gives each process's exact start time, so the bench reads, per job,
+   the zygote's start (from the sandbox's first process, or the zygote itself without one, to
+   the first unit's fork: sandbox + Python + imports) and each unit's time in the sandbox (from
+   its fork to the next unit's; the last one to the job's end, to within 0.2 s). The rest of a
+   student's ``seconds`` is the copy of its files, the judgments (and, with several jobs, the
+   wait for the class's one judge), the results and the sandbox's end.
+2. The replay (bench/grade_phases.py): the bench does one student's steps itself, on the
+   reference, outside any sandbox and with the grader's own argument builders: a zygote-like
+   process (preload, then a forked pytest per unit: the probe for a unit graded apart, the whole
+   grading for training) and a judge-like process (one pytest.main a judgment), both with a
+   small timing plugin (bench/grade_timing.py), median of --repeats passes. It splits what /proc
+   cannot see: each unit's start-up (fork to collected tests), its tests and its end; each
+   judgment; the judge's own start and the class's plan (once per class).
+3. The baseline: ``python -m pytest tests/autograder --target <reference>``, one process grading
+   every unit directly (median of --repeats runs), with the same timing plugin (``-p``).
 
-The timings inside pytest come from a small plugin (``bench_timing.py``, below) added to a copy
-of the autograder: it records when the process started, when collection ended, each test's
-duration and when the session ended, and hands them back as a note in the unit's results, the
-one channel out of the sandbox. Memory is sampled from /proc every 0.2 s: per job (a student's
-zygote and its unit process) the peak resident set of its largest process (VmHWM; the unit
-process shares the zygote's pages, so this is the job's footprint short of pages it copied)
-and the largest sum over the job's processes (shared pages counted twice: an upper bound).
+Why not time inside `minillm grade`: a timing plugin in the sandbox could hand its figures back
+only through a file the student's code can also write, and one in the judge would change the
+process that decides scores. Timing stays informational: the grader is run exactly as shipped,
+its sandbox gets no writable path, and nothing the bench records is read by the grader.
 
-Times are wall seconds on this machine as it is: on a busy machine (load average printed at
-the start and the end) they are not the quiet-machine figures the issue's goal is about.
+Times are wall seconds on this machine as it is: on a busy machine (load average printed at the
+start and the end) they are not the quiet-machine figures the issue's goal is about.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import argparse
 import csv
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -51,276 +58,257 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))   # this checkout's minillm, as `minillm grade` below runs it
 
+import grade_phases                                # noqa: E402   bench/, beside this file
+import grade_timing                                # noqa: E402
 from minillm.course import isolation               # noqa: E402
 from minillm.course.feedback import UNITS          # noqa: E402
 from minillm.course.grade import PYTEST_FLAGS      # noqa: E402   the flags every `minillm grade` run uses
 
-NOTE = "bench-timing "
-TIMING_PLUGIN = '''"""bench/bench_grade.py's timings of this pytest process, handed back as a note in the results."""
-import json, os, sys, time
-from pathlib import Path
-
-import pytest
-
-_TESTS, _TIMES = {}, {}
+AUTOGRADER = REPO / "tests" / "autograder"
+ZYGOTE, JUDGE = "minillm.course.zygote", "minillm.course.verdict"
 
 
-def _started(pid):
-    """When process ``pid`` started, in seconds since the epoch (Linux /proc; None elsewhere)."""
-    try:
-        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])   # field 22: starttime
-        boot = next(int(line.split()[1]) for line in open("/proc/stat") if line.startswith("btime "))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
+class ProcessWatch:
+    """Samples the processes under ``pid`` from /proc every 0.2 s until stopped: for each, its
+    parent, command line, start time (exact, from /proc), when it was last seen, its peak resident
+    set (VmHWM, MB), and per job (a `minillm grade` student: the outermost process whose command
+    names the zygote, with everything under it) the largest sum of its processes' resident sets."""
 
-
-def pytest_collection_finish(session):
-    _TIMES["collected"] = time.time()
-
-
-def pytest_runtest_logreport(report):
-    unit = report.nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py").removeprefix("test_grade_")
-    _TESTS[unit] = _TESTS.get(unit, 0.0) + report.duration
-
-
-@pytest.hookimpl(tryfirst=True)   # before the conftest writes the results
-def pytest_sessionfinish(session):
-    state = getattr(sys.modules.get("conftest"), "_STATE", None)
-    if state is None or session.config.option.collectonly:
-        return
-    record = dict(_TIMES, start=_started(os.getpid()), parent_start=_started(os.getppid()), finish=time.time(),
-                  tests=_TESTS)
-    for unit in _TESTS:
-        state.notes.setdefault(unit, []).append(''' + repr(NOTE) + ''' + json.dumps(record))
-'''
-
-
-def instrumented_autograder(root: Path) -> Path:
-    """A copy of tests/autograder whose conftest also loads the timing plugin."""
-    folder = root / "grader" / "tests" / "autograder"
-    shutil.copytree(REPO / "tests" / "autograder", folder, ignore=shutil.ignore_patterns("__pycache__"))
-    (folder / "bench_timing.py").write_text(TIMING_PLUGIN, encoding="utf-8")
-    with (folder / "conftest.py").open("a", encoding="utf-8") as f:
-        f.write('\n\n# added by bench/bench_grade.py\n'
-                'pytest_plugins = [*globals().get("pytest_plugins", []), "bench_timing"]\n')
-    return folder
-
-
-def timing_records(results: dict) -> list[dict]:
-    """The plugin's records in a results.json, one per pytest process, in the order they ran."""
-    found = {note for notes in results.get("extra_data", {}).get("notes", {}).values() for note in notes
-             if note.startswith(NOTE)}
-    return sorted((json.loads(n[len(NOTE):]) for n in found), key=lambda r: r["start"] or 0)
-
-
-class MemorySampler:
-    """Samples the processes under ``pid`` from /proc every 0.2 s until stopped. With ``zygotes``
-    (a `minillm grade` run), a job is one zygote (a process running minillm.course.zygote whose
-    parent does not) with the unit processes it forks; without, the command is the one job."""
-
-    def __init__(self, pid: int, zygotes: bool):
-        self.pid, self.zygotes, self.hwm, self.job_sum, self.job_of = pid, zygotes, {}, {}, {}
+    def __init__(self, pid: int):
+        self.pid, self.procs, self.job_sum = pid, {}, {}
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
+    def _sample(self) -> None:
+        seen = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                pid, ppid, ticks = int(stat.parent.name), int(fields[1]), int(fields[19])
+                known = self.procs.get(pid)
+                if known is None or known["ticks"] != ticks:   # new (or a reused pid): read its command once
+                    argv = (stat.parent / "cmdline").read_bytes().decode(errors="replace").split("\0")
+                    known = self.procs[pid] = {"ppid": ppid, "argv": argv, "ticks": ticks, "hwm": 0.0,
+                                               "start": grade_timing.process_start(pid)}
+                status = dict(line.split(":", 1) for line in (stat.parent / "status").read_text().splitlines()
+                              if ":" in line)
+            except (OSError, ValueError, IndexError):   # ended meanwhile, or a kernel thread
+                continue
+            known["rss"] = int(status.get("VmRSS", "0 kB").split()[0]) / 1024
+            known["hwm"] = max(known["hwm"], int(status.get("VmHWM", "0 kB").split()[0]) / 1024)
+            known["last"] = time.time()
+            seen[pid] = known
+        sums: dict[int, float] = {}
+        for pid, proc in seen.items():
+            job = self.job_of(pid, seen)
+            if job is not None:
+                proc["job"] = job
+                sums[job] = sums.get(job, 0.0) + proc["rss"]
+        for job, total in sums.items():
+            self.job_sum[job] = max(self.job_sum.get(job, 0.0), total)
+
+    def job_of(self, pid: int, procs: dict) -> int | None:
+        """The job ``pid`` belongs to (the outermost zygote-named process above it), or None."""
+        chain = [pid]
+        while chain[-1] in procs and chain[-1] != self.pid:
+            chain.append(procs[chain[-1]]["ppid"])
+        if chain[-1] != self.pid:
+            return None   # not under the command
+        return next((p for p in reversed(chain) if p in procs and any(ZYGOTE in a for a in procs[p]["argv"])), None)
+
     def _run(self) -> None:
         while not self.done.wait(0.2):
-            procs = {}
-            for status in Path("/proc").glob("[0-9]*/status"):
-                try:
-                    fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
-                    zygote = b"minillm.course.zygote" in (status.parent / "cmdline").read_bytes()
-                except OSError:   # ended meanwhile
-                    continue
-                procs[int(status.parent.name)] = (int(fields["PPid"]), zygote,
-                                                  int(fields.get("VmRSS", "0 kB").split()[0]) / 1024,
-                                                  int(fields.get("VmHWM", "0 kB").split()[0]) / 1024)
-            sums: dict[int, float] = {}
-            for pid, (_, _, rss, hwm) in procs.items():
-                chain, p = [pid], pid   # pid and its ancestors up to the command
-                while p in procs and p != self.pid:
-                    p = procs[p][0]
-                    chain.append(p)
-                if p != self.pid:
-                    continue   # not under the command
-                if self.zygotes:
-                    job = next((c for c in reversed(chain) if c in procs and procs[c][1]), None)
-                else:
-                    job = self.pid
-                self.hwm[pid] = max(self.hwm.get(pid, 0.0), hwm)
-                if job is not None:
-                    self.job_of[pid] = job
-                    sums[job] = sums.get(job, 0.0) + rss
-            for job, total in sums.items():
-                self.job_sum[job] = max(self.job_sum.get(job, 0.0), total)
+            self._sample()
 
     def stop(self) -> dict:
-        """{"largest": peak MB of a job's largest process, "sum": largest sum of RSS over a job's
-        processes, "command": peak MB of the command's own process, "jobs": how many were seen}."""
+        """Memory (MB) and, per job, its phases (seconds; see the module doc)."""
         self.done.set()
         self.thread.join()
-        largest: dict[int, float] = {}
-        for pid, job in self.job_of.items():
-            largest[job] = max(largest.get(job, 0.0), self.hwm[pid])
-        return {"largest": max(largest.values(), default=0.0), "sum": max(self.job_sum.values(), default=0.0),
-                "command": self.hwm.get(self.pid, 0.0), "jobs": len(largest)}
+        jobs: dict[int, list[int]] = {}
+        for pid, proc in self.procs.items():
+            if "job" in proc:
+                jobs.setdefault(proc["job"], []).append(pid)
+        judge = [p["hwm"] for p in self.procs.values() if p["argv"][1:3] == ["-m", JUDGE]]
+        others = [p["hwm"] for pid, p in self.procs.items() if "job" not in p and pid != self.pid
+                  and p["argv"][1:3] != ["-m", JUDGE] and self.job_of(pid, self.procs) is None
+                  and self._under(pid)]
+        return {"largest": max((max(self.procs[p]["hwm"] for p in ps) for ps in jobs.values()), default=0.0),
+                "sum": max(self.job_sum.values(), default=0.0), "judge": max(judge, default=0.0),
+                "grader": self.procs.get(self.pid, {}).get("hwm", 0.0), "others": max(others, default=0.0),
+                "jobs": [self._phases(root, pids) for root, pids in jobs.items()]}
+
+    def _under(self, pid: int) -> bool:
+        while pid in self.procs and pid != self.pid:
+            pid = self.procs[pid]["ppid"]
+        return pid == self.pid
+
+    def _phases(self, root: int, pids: list[int]) -> dict:
+        """One job: {"zygote": seconds to the first fork, "units": [seconds in the sandbox, in order], "life"}."""
+        zygotes = [p for p in pids if self.procs[p]["argv"][1:3] == ["-m", ZYGOTE]]
+        zygote = min(zygotes, key=lambda p: self.procs[p]["ticks"])   # the unit processes, forked, share its argv
+        units = sorted((p for p in pids if self.procs[p]["ppid"] == zygote), key=lambda p: self.procs[p]["ticks"])
+        start, end = self.procs[root]["start"], self.procs[root]["last"]
+        starts = [self.procs[p]["start"] for p in units]
+        return {"zygote": starts[0] - start if starts else None, "life": end - start,
+                "units": [b - a for a, b in zip(starts, [*starts[1:], end])]}
 
 
-def run_measured(cmd: list[str], cwd: Path, zygotes: bool) -> tuple[float, float, dict, subprocess.CompletedProcess]:
-    """(launch time since the epoch, wall seconds, memory, the finished process) of ``cmd``."""
+def run_measured(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[float, dict, str]:
+    """(wall seconds, ProcessWatch.stop()'s figures, stdout) of ``cmd``; exits when it fails."""
     launched = time.time()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             stdin=subprocess.DEVNULL)
-    sampler = MemorySampler(proc.pid, zygotes)
+    watch = ProcessWatch(proc.pid)
     out, err = proc.communicate()
     wall = time.time() - launched
-    memory = sampler.stop()
-    done = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    figures = watch.stop()
     if proc.returncode not in (0, 1):
         sys.exit(f"{' '.join(cmd[:6])}... failed (exit code {proc.returncode}):\n{err[-2000:]}")
-    return launched, wall, memory, done
+    return wall, figures, out
 
 
-def loading_seconds(reference: Path, autograder: Path) -> float:
-    """Seconds to import the reference's unit modules once torch and the kit are loaded (median of 3)."""
-    code = f"""
-import importlib.util, statistics, sys, time
-from pathlib import Path
-for line in Path({str(autograder / "preload.txt")!r}).read_text().splitlines():
-    if line.split("#")[0].strip():
-        __import__(line.split("#")[0].strip())
-sys.path.insert(0, {str(reference)!r})
-times = []
-for attempt in range(3):
-    start = time.perf_counter()
-    for unit in {list(UNITS)!r}:
-        spec = importlib.util.spec_from_file_location(f"_student_{{unit}}_{{attempt}}", Path({str(reference)!r}) / f"{{unit}}.py")
-        spec.loader.exec_module(importlib.util.module_from_spec(spec))
-    times.append(time.perf_counter() - start)
-print(statistics.median(times))
-"""
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                          env=dict(os.environ, HF_HUB_OFFLINE="1"))
-    return float(done.stdout.strip().splitlines()[-1])
-
-
-def baseline(reference: Path, autograder: Path, root: Path, repeats: int) -> dict:
-    """One `pytest --target` process grading every unit, ``repeats`` times: medians."""
+def baseline(reference: Path, root: Path, repeats: int) -> dict:
+    """One `pytest --target` process grading every unit, ``repeats`` times: medians (seconds, MB)."""
     runs = []
     for i in range(repeats):
-        out = root / f"baseline-{i}.json"
-        cmd = [sys.executable, "-m", "pytest", str(autograder), "--target", str(reference), "--grade-json", str(out),
-               "-q", *PYTEST_FLAGS]
-        launched, wall, memory, _ = run_measured(cmd, autograder.parent.parent, zygotes=False)
+        out, timing = root / f"baseline-{i}.json", root / f"baseline-{i}.jsonl"
+        cmd = [sys.executable, "-m", "pytest", str(AUTOGRADER), "--target", str(reference), "--grade-json", str(out),
+               "-q", *PYTEST_FLAGS, "-p", "grade_timing"]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ["PYTHONPATH"]]),
+                   **{grade_timing.ENV: str(timing)})
+        launched = time.time()
+        wall, figures, _ = run_measured(cmd, REPO, env)
         results = json.loads(out.read_text(encoding="utf-8"))
-        [record] = timing_records(results)
-        tests = sum(record["tests"].values())
-        runs.append({"wall": wall, "startup": record["collected"] - launched, "tests": tests,
+        [record] = grade_phases.read_records(timing)
+        runs.append({"wall": wall, "startup": record["collected"] - launched, "tests": sum(record["tests"].values()),
                      "report": launched + wall - record["finish"], "units": record["tests"],
-                     "score": (results["score"], results["max_score"]), "memory": memory})
-    return {"wall": statistics.median(r["wall"] for r in runs),
-            **{k: statistics.median(r[k] for r in runs) for k in ("startup", "tests", "report")},
+                     "score": [results["score"], results["max_score"]], "memory": figures["grader"]})
+    return {**{k: statistics.median(r[k] for r in runs) for k in ("wall", "startup", "tests", "report")},
             "units": {u: statistics.median(r["units"].get(u, 0.0) for r in runs) for u in UNITS},
-            "scores": [r["score"] for r in runs], "memory": max((r["memory"] for r in runs), key=lambda m: m["largest"])}
+            "scores": sorted({tuple(r["score"]) for r in runs}), "memory": max(r["memory"] for r in runs)}
 
 
-def grade(subs: Path, autograder: Path, root: Path, jobs: int, mode: str) -> dict:
-    """One `minillm grade` run over the class: wall time, per-student phases, per-unit medians."""
+def grade(subs: Path, root: Path, jobs: int, mode: str) -> dict:
+    """One `minillm grade` run over the class: wall time, students' seconds, memory, per-job phases."""
     out = root / f"grades-{mode}.csv"
-    cmd = [sys.executable, "-m", "minillm.cli", "grade", str(subs), "--out", str(out), "--autograder", str(autograder),
-           "--jobs", str(jobs), "--sandbox", mode, "--quiet", "--overwrite"]
-    _, wall, memory, done = run_measured(cmd, REPO, zygotes=True)
+    cmd = [sys.executable, "-m", "minillm.cli", "grade", str(subs), "--out", str(out), "--autograder",
+           str(AUTOGRADER), "--jobs", str(jobs), "--sandbox", mode, "--quiet", "--overwrite"]
+    wall, figures, summary = run_measured(cmd, REPO)
     with out.open(newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    students, units = [], {u: {"startup": [], "tests": []} for u in UNITS}
-    for row in rows:
-        results = json.loads((root / f"grades-{mode}-feedback" / row["student"] / "results.json").read_text())
-        records = timing_records(results)
-        if not records:   # no unit finished (a timeout on a very busy machine?): counted in the statuses only
-            print(f"{mode}: {row['student']} left no timings ({row['status']}: {row['message'][:200]})")
-            continue
-        seconds = float(row["seconds"])
-        zygote = records[0]["start"] - records[0]["parent_start"]   # sandbox'd Python + imports, to the first fork
-        startup = zygote + sum(r["collected"] - r["start"] for r in records)
-        tests = sum(sum(r["tests"].values()) for r in records)
-        students.append({"seconds": seconds, "startup": startup, "zygote": zygote, "tests": tests,
-                         "report": seconds - startup - tests,
-                         "status": row["status"], "score": (row["total"], row["max_total"])})
-        for r in records:
-            [unit] = r["tests"]
-            units[unit]["startup"].append(r["collected"] - r["start"])
-            units[unit]["tests"].append(r["tests"][unit])
-    median = {k: statistics.median(s[k] for s in students) for k in ("seconds", "startup", "zygote", "tests", "report")}
-    return {"wall": wall, **median, "class": wall - sum(s["seconds"] for s in students) / jobs, "memory": memory,
-            "units": {u: {k: statistics.median(v) for k, v in d.items() if v} for u, d in units.items()},
-            "statuses": [s["status"] for s in students], "scores": sorted({s["score"] for s in students}),
-            "summary": done.stdout.strip()}
+    seconds = [float(r["seconds"]) for r in rows]
+    timed = [j for j in figures["jobs"] if j["zygote"] is not None and len(j["units"]) == len(UNITS)]
+    if len(timed) < len(figures["jobs"]):
+        print(f"{mode}: {len(figures['jobs']) - len(timed)} of {len(figures['jobs'])} jobs were not seen with all "
+              f"{len(UNITS)} unit processes (the 0.2 s sampling missed one?): left out of the phases")
+    phases = {"zygote": statistics.median(j["zygote"] for j in timed) if timed else float("nan"),
+              "units": statistics.median(sum(j["units"]) for j in timed) if timed else float("nan"),
+              "life": statistics.median(j["life"] for j in timed) if timed else float("nan"),
+              "per_unit": {u: statistics.median(j["units"][i] for j in timed) if timed else float("nan")
+                           for i, u in enumerate(UNITS)}}
+    return {"wall": wall, "seconds": statistics.median(seconds), "seconds_max": max(seconds),
+            "class": wall - sum(seconds) / jobs, **phases, "rest": statistics.median(seconds) - phases["life"],
+            "memory": {k: v for k, v in figures.items() if k != "jobs"},
+            "statuses": sorted({r["status"] for r in rows}),
+            "scores": sorted({f"{r['total']}/{r['max_total']}" for r in rows}), "summary": summary.strip()}
 
 
 def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def report(args: argparse.Namespace, base: dict, replayed: dict, graded: dict) -> None:
+    """The compact table."""
+    n = len(UNITS)
+    unit_runs = sum(u["startup"] + u["tests"] + u["end"] for u in replayed["units"].values())
+    judgments = sum(u.get("judge", 0.0) for u in replayed["units"].values())
+    print(f"reference: solutions/ ({n} units); class: {args.students} copies, --jobs {args.jobs}; pytest --target "
+          f"and the replay: median of {args.repeats}; baseline scores {base['scores']}")
+    print(f"\n{'':22} {'wall s':>7} {'s/student':>9} {'(max)':>6} {'class s':>7} {'MB/job':>6} {'MB sum':>6} "
+          f"{'MB judge':>8} {'MB grader':>9}  statuses, scores")
+    print(f"{'pytest --target':22} {base['wall']:7.1f} {base['wall']:9.1f} {'':>6} {'':>7} {base['memory']:6.0f}")
+    for mode, g in graded.items():
+        m = g["memory"]
+        print(f"{'minillm grade ' + mode:22} {g['wall']:7.1f} {g['seconds']:9.1f} {g['seconds_max']:6.1f} "
+              f"{g['class']:7.1f} {m['largest']:6.0f} {m['sum']:6.0f} {m['judge']:8.0f} {m['grader']:9.0f}  "
+              f"{g['statuses']} {g['scores']}")
+    print("(s/student: median of the CSV's seconds; class s: wall - the students' seconds / jobs: the grader's start,"
+          " plan, judge start, CSV; MB/job: a job's largest process at its peak; MB sum: its processes summed)")
+
+    print(f"\nwhere a student's seconds go (s) {'':10}" + "".join(f"{m:>9}" for m in graded) + f"{'replay':>9}")
+    rows = [("zygote start (+sandbox) to 1st fork", "zygote", replayed["zygote"]),
+            (f"{n} units' runs in the sandbox", "units", unit_runs),
+            ("rest: copy, judging, results, end", "rest", None)]
+    for label, key, mine in rows:
+        print(f"  {label:40}" + "".join(f"{g[key]:9.1f}" for g in graded.values())
+              + (f"{mine:9.1f}" if mine is not None else f"{'':9}"))
+    print(f"  {'  of it, 6 judgments (replay)':40}" + f"{'':9}" * len(graded) + f"{judgments:9.1f}")
+    print(f"per class (replay): the judge's start {replayed['judge_start']:.1f} s, the grading plan "
+          f"{replayed['plan']:.1f} s, the reference's calls {replayed['calls']:.1f} s")
+
+    print(f"\n{'per unit, median s':20} {'pytest':>7} {'replay:':>8} {'start-up':>8} {'tests':>6} {'end':>5} "
+          f"{'judge':>6} | in the sandbox: " + " ".join(f"{m:>7}" for m in graded))
+    for unit in UNITS:
+        r = replayed["units"][unit]
+        judge = f"{r['judge']:6.2f}" if "judge" in r else f"{'-':>6}"
+        kind = "probe" if r["apart"] else "graded"
+        print(f"{unit:20} {base['units'][unit]:7.2f} {kind:>8} {r['startup']:8.2f} {r['tests']:6.2f} {r['end']:5.2f} "
+              f"{judge} | {'':15}" + " ".join(f"{g['per_unit'][unit]:7.2f}" for g in graded.values()))
+    print("(pytest: the unit's tests in the baseline process; replay: its run from the fork (start-up to collected, "
+          "tests, end), then its judgment; in the sandbox: the real run's, fork to the next fork)\n")
+    for mode, g in graded.items():
+        print(f"minillm grade {mode}: {g['seconds'] / base['wall']:.2f}x the pytest --target process a student; "
+              f"{g['wall'] / args.students:.1f} s wall a student with --jobs {args.jobs} (~"
+              f"{g['class'] + 20 * g['seconds'] / args.jobs:.0f} s for 20 at this rate: class s + 20 s/student / jobs;"
+              f" goal <= 120 s with --jobs 2); "
+              f"largest job {g['memory']['largest'] / 1024:.2f} GB (goal <= 0.6 GB)")
+    for problem in replayed["problems"]:
+        print(f"replay: {problem}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--students", type=int, default=4, help="copies of the reference to grade (default 4)")
     parser.add_argument("--jobs", type=int, default=2, help="minillm grade --jobs (default 2)")
-    parser.add_argument("--repeats", type=int, default=3, help="pytest --target runs, median taken (default 3)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="pytest --target runs and replay passes, median taken (default 3)")
     parser.add_argument("--modes", nargs="+", default=["bwrap", "process"], choices=["bwrap", "process"])
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
+    if args.students < 1 or args.jobs < 1 or args.repeats < 1:
+        parser.error("--students, --jobs and --repeats: give whole numbers of at least 1")
     # Every process below, in a sandbox too, imports this checkout's minillm (not another install's).
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
 
-    print(f"load average at the start: {load_average()} on {os.cpu_count()} cores"
+    load_start = load_average()
+    print(f"load average at the start: {load_start} on {os.cpu_count()} cores"
           + ("  (a busy machine: these are not quiet-machine figures)" if os.getloadavg()[0] > 0.5 else ""))
     with tempfile.TemporaryDirectory(prefix="minillm-bench-grade-") as tmp:
         root = Path(tmp)
-        autograder = instrumented_autograder(root)
         reference = root / "reference"
         shutil.copytree(REPO / "solutions", reference, ignore=shutil.ignore_patterns("__pycache__"))
         subs = root / "class"
         for i in range(args.students):
             shutil.copytree(reference, subs / f"student_{i:03}")
-        loading = loading_seconds(reference, autograder)
-        base = baseline(reference, autograder, root, args.repeats)
+        replayed = grade_phases.replay(reference, AUTOGRADER, root / "replay", args.repeats,
+                                       random.SystemRandom().randrange(1, 2**31 - 1))
+        base = baseline(reference, root, args.repeats)
         graded = {}
         for mode in args.modes:
             if mode == "bwrap" and isolation.bwrap_problem():
                 print(f"--sandbox bwrap skipped: {isolation.bwrap_problem()}")
                 continue
-            graded[mode] = grade(subs, autograder, root, args.jobs, mode)
-
-    n_units = len(UNITS)
-    print(f"reference: solutions/ ({n_units} units); pytest --target: median of {args.repeats} runs, scores "
-          f"{sorted(set(base['scores']))}; minillm grade: {args.students} copies, --jobs {args.jobs}")
-    print(f"loading the submission alone (its {n_units} modules, after torch): {loading:.2f} s, inside 'tests'\n")
-    print(f"{'':24} {'wall s':>7} {'s/student':>9} {'s/unit':>6} {'start-up':>8} {'tests':>6} {'report+':>7} "
-          f"{'class':>6} {'MB/job':>6} {'MB sum':>6} {'MB grader':>9}")
-    print(f"{'pytest --target':24} {base['wall']:7.1f} {base['wall']:9.1f} {base['wall'] / n_units:6.2f} "
-          f"{base['startup']:8.1f} {base['tests']:6.1f} {base['report']:7.1f} {'':>6} "
-          f"{base['memory']['largest']:6.0f} {base['memory']['sum']:6.0f} {'':>9}")
-    for mode, g in graded.items():
-        print(f"{'minillm grade ' + mode:24} {g['wall']:7.1f} {g['seconds']:9.1f} {g['seconds'] / n_units:6.2f} "
-              f"{g['startup']:8.1f} {g['tests']:6.1f} {g['report']:7.1f} {g['class']:6.1f} "
-              f"{g['memory']['largest']:6.0f} {g['memory']['sum']:6.0f} {g['memory']['command']:9.0f}")
-    print("(s/student and the phases: medians over students of one student's seconds in its job; 'class': the "
-          "grader's own start, plan and CSV, = wall - students' seconds / jobs; MB/job: the largest process of a job "
-          "at its peak; MB sum: a job's processes summed, shared pages twice)\n")
-    for mode, g in graded.items():
-        print(f"minillm grade {mode}: {g['seconds'] / base['wall']:.2f}x the pytest --target process's time a student; "
-              f"class: {g['wall']:.1f} s wall = {g['wall'] / args.students:.1f} s a student with --jobs {args.jobs} "
-              f"(~{g['wall'] / args.students * 20:.0f} s for 20 at this rate); start-up: the zygote {g['zygote']:.1f} s "
-              f"+ the unit processes {g['startup'] - g['zygote']:.1f} s; statuses {sorted(set(g['statuses']))}, "
-              f"scores {g['scores']}")
-    print(f"\n{'per unit, median s':24} {'pytest tests':>12} " +
-          " ".join(f"{m + ' start-up':>16} {m + ' tests':>13}" for m in graded))
-    for unit in UNITS:
-        print(f"{unit:24} {base['units'][unit]:12.2f} " + " ".join(
-            f"{g['units'][unit].get('startup', float('nan')):16.2f} {g['units'][unit].get('tests', float('nan')):13.2f}"
-            for g in graded.values()))
-    print(f"\nload average at the end: {load_average()}")
+            graded[mode] = grade(subs, root, args.jobs, mode)
+    report(args, base, replayed, graded)
+    load_end = load_average()
+    print(f"\nload average at the end: {load_end}")
+    if args.json:
+        figures = {"load_average": {"start": load_start, "end": load_end}, "cores": os.cpu_count(),
+                   "students": args.students, "jobs": args.jobs, "repeats": args.repeats,
+                   "pytest_target": base, "minillm_grade": graded, "replay": replayed}
+        args.json.write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
+        print(f"figures written to {args.json}")
 
 
 if __name__ == "__main__":
