@@ -258,3 +258,31 @@ def test_quantize_texts_takes_a_file_like_the_other_commands(tmp_path, capsys):
         main(["quantize", str(FAMILY_DIR / "tiny-s"), "--texts", "3"])
     err = capsys.readouterr().err
     assert "'3' is a count, but --texts takes a file of texts" in err and "--stories 3" in err
+
+
+# Small things a new user met with the scaling command: fewer texts than --stories asked for, and CSVs
+# that recorded this machine's folders.
+
+@pytest.mark.usefixtures("one_thread")
+def test_fewer_texts_than_stories_asked_for_is_said(tmp_path, capsys):
+    from minillm.course.family import FAMILY_DIR
+    texts = tmp_path / "twenty.txt"
+    texts.write_text("\n\n".join(f"Tom had a red ball, number {i}. He played with it." for i in range(20)))
+    assert main(["scaling", "--models", str(FAMILY_DIR / "tiny-s"), "--texts", str(texts), "--stories", "50",
+                 "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "Scoring 20 paragraphs of twenty.txt (50 were asked for, with --stories or its default; there are no more)." in out
+    with open(tmp_path / "out" / "summary.csv") as f:
+        assert [row["stories"] for row in csv.DictReader(f)] == ["20"]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_csvs_record_the_shipped_models_as_typed_not_as_this_machines_folders(tmp_path, offline_cache, monkeypatch,
+                                                                             capsys):
+    # No --models and no hub: the shipped family stands in, and the source column held /home/.../data/models/tiny-s.
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    assert main(["scaling", "--offline", "--stories", "2", "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    for name in ("summary.csv", "results.csv"):
+        with open(tmp_path / "out" / name) as f:
+            sources = {row["source"] for row in csv.DictReader(f)}
+        assert sources == {"data/models/tiny-s", "data/models/tiny-m", "data/models/tiny-l"}, name

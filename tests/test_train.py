@@ -318,3 +318,17 @@ def test_cli_extends_a_finished_run_and_continues_pretraining(stories, tmp_path,
     printed = capsys.readouterr().out
     assert "continued pretraining from" in printed and "start afresh" in printed and "step 2:" in printed
     assert minillm.load_model(tmp_path / "n").config.max_position_embeddings == 32    # --init's window, by default
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_warm_up_longer_than_the_run_is_said(tmp_path, capsys):
+    from minillm.course.family import FAMILY_DIR
+    stories = tmp_path / "stories.txt"
+    stories.write_text("\n<|endoftext|>\n".join(bundled_texts("stories")[:12]), encoding="utf-8")
+    assert main(["train", "--init", str(FAMILY_DIR / "tiny-s"), "--data", str(stories), "--steps", "20",
+                 "--batch-size", "2", "--context", "32", "--eval-every", "20", "--no-progress",
+                 "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    # The default warm-up is 50 steps; after 20 the rate is 20/50 of the peak (train.learning_rate).
+    assert ("the warm-up (50 steps) is longer than the run (20 steps): the learning rate climbed to 0.0012, 40% of "
+            "its peak 0.003, and never decayed. Give --warmup 2") in out
