@@ -107,3 +107,23 @@ def test_nothing_in_the_package_imports_the_callers_modules():
              if not _module_name(path).startswith(callers)
              for name in _imports(path) if name.startswith(callers)]
     assert not wrong, "\n".join(sorted(wrong))
+
+
+def test_the_front_door_imports_each_name_when_it_is_first_used():
+    """`import minillm` loads no torch, so the class grader's processes (minillm.course.grade, its
+    zygote and its judge) start in a tenth of a second where their autograder needs no torch; every
+    public name still arrives with `from minillm import ...`, `minillm.<name>` and `import *`."""
+    import subprocess
+    import sys
+
+    code = ("import sys, minillm, minillm.course.grade, minillm.course.zygote, minillm.course.verdict\n"
+            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))[:3]\n"
+            "from minillm import *\n"
+            "import minillm as m\n"
+            "missing = [n for n in m.__all__ if n not in globals() or getattr(m, n) is not globals()[n]]\n"
+            "assert not missing and set(m.__all__) <= set(dir(m)), missing\n"
+            "assert m.load_model.__module__ == 'minillm.checkpoint.loading' and m.GPT2.__name__ == 'GPT2'\n"
+            "try:\n    m.no_such_name\nexcept AttributeError as err:\n    assert 'no_such_name' in str(err)\n"
+            "else:\n    raise AssertionError('no AttributeError')\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
