@@ -35,11 +35,19 @@ _EXPORTS = {
 
 __all__ = list(_EXPORTS)
 
+# The package's parts (README, "Layout"), also imported on first use: `import minillm` then
+# `minillm.models.qwen2.Transformer` or `minillm.inspect.trace(...)` works as after an eager import.
+_PARTS = {"models", "checkpoint", "data", "inference", "training", "experiments", "reports", "course", "compat",
+          "cli", "inspect", "errors", "progress"}
+
 
 def __getattr__(name: str):
-    if name not in _EXPORTS:
+    if name in _EXPORTS:
+        value = getattr(import_module(_EXPORTS[name]), name)
+    elif name in _PARTS:
+        value = import_module(f"minillm.{name}")
+    else:
         raise AttributeError(f"module 'minillm' has no attribute {name!r}")
-    value = getattr(import_module(_EXPORTS[name]), name)
     globals()[name] = value   # found at once from now on
     return value
 

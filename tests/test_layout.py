@@ -123,7 +123,10 @@ def test_the_front_door_imports_each_name_when_it_is_first_used():
             "missing = [n for n in m.__all__ if n not in globals() or getattr(m, n) is not globals()[n]]\n"
             "assert not missing and set(m.__all__) <= set(dir(m)), missing\n"
             "assert m.load_model.__module__ == 'minillm.checkpoint.loading' and m.GPT2.__name__ == 'GPT2'\n"
+            "assert m.models.config.ModelConfig is m.ModelConfig and callable(m.inspect.trace)\n"
             "try:\n    m.no_such_name\nexcept AttributeError as err:\n    assert 'no_such_name' in str(err)\n"
             "else:\n    raise AssertionError('no AttributeError')\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
+    from minillm import _PARTS
+    assert _PARTS == {*FLOW, *TOP, *CALLERS}, "minillm/__init__.py's _PARTS must name every part of the package"
