@@ -26,12 +26,15 @@ def softmax_with_temperature(logits: torch.Tensor, temperature: float) -> torch.
     """Probabilities ``softmax(logits / temperature)`` along the LAST dimension.
 
     Args:
-        logits: float tensor (..., vocab). Entries may be ``-inf`` (forbidden tokens), but
-            at least one per row is finite.
+        logits: float tensor (..., vocab), float32 or bfloat16 (a model loaded in bfloat16
+            gives bfloat16 logits). Entries may be ``-inf`` (forbidden tokens), but at least
+            one per row is finite.
         temperature: float > 0.
 
     Returns:
-        Float tensor (..., vocab): every row is >= 0 and sums to 1.
+        float32 tensor (..., vocab), whatever the dtype of ``logits``: every row is >= 0 and
+        sums to 1. Compute in float32 (``logits.float()``): bfloat16 keeps only about 3
+        significant digits, too few for probabilities.
 
     Compute it yourself (no ``torch.softmax`` / ``F.softmax``): ``exp`` of each entry divided
     by the row's sum of ``exp``.
@@ -55,8 +58,9 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
         k: int >= 1. When ``k >= vocab`` nothing is removed.
 
     Returns:
-        A NEW tensor of the same shape (do not modify ``logits`` in place). A logit equal to
-        the k-th largest of its row is kept (so ties may keep more than k).
+        A NEW tensor of the same shape and dtype (do not modify ``logits`` in place, and do
+        not convert bfloat16 logits to float32: a filter only removes tokens). A logit equal
+        to the k-th largest of its row is kept (so ties may keep more than k).
 
     Hint: ``torch.topk(logits, k, dim=-1).values[..., -1:]`` is the k-th largest logit of
     each row, shaped to broadcast; ``masked_fill`` writes ``-inf`` where a condition holds.
@@ -75,11 +79,14 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     and p = 0.7: sums before each token are [0, 0.5, 0.8, 0.95], so the first two are kept.
 
     Args:
-        logits: float tensor (..., vocab), already divided by the temperature.
+        logits: float tensor (..., vocab), float32 or bfloat16, already divided by the temperature.
         p: float in (0, 1].
 
     Returns:
-        A new tensor of the same shape with the dropped tokens' logits at ``-inf``.
+        A new tensor of the same shape and dtype with the dropped tokens' logits at ``-inf``.
+        Take the probabilities and their running sum in float32 (your
+        ``softmax_with_temperature`` gives float32) even for bfloat16 logits: in bfloat16 the
+        sums move in steps of about 0.003, and rounding would decide which tokens are kept.
 
     Pitfall: dropping where the running sum INCLUDING the token exceeds ``p`` throws away
     the token that crosses ``p``: the kept set then adds up to less than ``p``, and when the
@@ -99,12 +106,13 @@ def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = N
       1. ``temperature == 0``: greedy, return the argmax of each row (no randomness);
       2. divide the logits by the temperature;
       3. ``top_k`` (if not None): your ``top_k_filter``;
-      4. ``top_p`` (if not None): your ``top_p_filter``;
+      4. ``top_p`` (if not None): your ``top_p_filter``, on what top-k kept (so with both,
+         the nucleus is taken over the k most likely tokens, renormalised);
       5. softmax, then draw one token per row with ``torch.multinomial(probs, 1,
          generator=generator)``.
 
     Args:
-        logits: float tensor (batch, vocab).
+        logits: float tensor (batch, vocab), float32 or bfloat16.
         temperature: float >= 0.
         top_k, top_p: optional filters (None = keep every token).
         generator: a ``torch.Generator`` (seeded by the caller) or None.
@@ -159,7 +167,8 @@ def generate(model: torch.nn.Module, prompt_ids: list[int], max_new_tokens: int,
         temperature: 0 means greedy decoding (always the most likely token): deterministic.
         top_k, top_p: as in ``sample``.
         seed: with sampling, create ONE ``torch.Generator().manual_seed(seed)`` before the loop
-            and use it for every step, so that the same seed gives the same tokens.
+            and use it for every step, so that the same seed gives the same tokens (the same
+            ones as any other generate that follows these steps).
 
     Returns:
         list of int, length ``max_new_tokens``.

@@ -6,10 +6,16 @@ k, p and prompts are drawn fresh from ``grader_seed``. While the student's code 
 minillm's sampling functions and torch's ready-made softmax raise: the exercise is to write
 them.
 
-Randomness is never compared draw for draw with minillm (that would force one particular
+Draws are never compared one for one with minillm's sampler (that would force one particular
 use of the generator). Instead: the same seed must give the same draws, greedy decoding must
 pick the argmax, and empirical frequencies must match the probabilities within a tolerance
 computed from the number of draws (6 standard errors per token, see ``_frequency_tolerance``).
+The one exception is generate(): it draws through the grader's sample() (lent), so the only
+choice left to it is the generator, and the contract fixes that (one, seeded, made before the
+loop): its tokens for a seed are compared with the grader's own loop for that seed.
+
+bfloat16 logits: the softmax gives float32 probabilities, the filters keep the logits' dtype, and
+top-p sums the probabilities in float32 (the contracts in solutions/sampling.py say so).
 """
 
 from __future__ import annotations
@@ -104,6 +110,12 @@ def _expect_tensor(got, what: str) -> None:
         raise GradingError(f"{what}: expected a torch.Tensor, got {type(got).__name__}.")
 
 
+def _expect_dtype(got: torch.Tensor, dtype: torch.dtype, what: str, why: str) -> None:
+    if got.dtype != dtype:
+        raise GradingError(f"{what}: expected a {str(dtype).replace('torch.', '')} tensor, got "
+                           f"{str(got.dtype).replace('torch.', '')}. {why}")
+
+
 def _safe_p(logits: torch.Tensor, rng: random.Random, low: float = 0.3, high: float = 0.95) -> float:
     """A p in [low, high] at least 1e-3 away from every running sum of every row's sorted
     probabilities, so that float32 rounding cannot decide whether a token is kept."""
@@ -113,6 +125,25 @@ def _safe_p(logits: torch.Tensor, rng: random.Random, low: float = 0.3, high: fl
         if bool(((sums - p).abs() > 1e-3).all()):
             return p
     raise RuntimeError("autograder: found no p away from the cumulative sums")  # pragma: no cover
+
+
+def _bfloat16_sensitive_p(logits: torch.Tensor, rng: random.Random) -> float | None:
+    """For bfloat16 ``logits``: a p at least 1e-4 away from every exact running sum of the sorted
+    probabilities (float32 or float64 sums decide it as exact arithmetic does) that falls on the other
+    side of one of them when the softmax and the running sum are taken in bfloat16 (sums rounded to
+    steps of ~0.002-0.004), whether p is compared as it is or rounded to bfloat16 too: a nucleus summed
+    in bfloat16 keeps a different set. None if these logits have no such p."""
+    probs = torch.softmax(logits.double(), dim=-1).sort(dim=-1, descending=True).values
+    exact = probs.cumsum(-1) - probs
+    low = torch.softmax(logits, dim=-1).sort(dim=-1, descending=True).values      # bfloat16 arithmetic
+    rounded = (low.cumsum(-1) - low).double()
+    for _ in range(2000):
+        p = rng.uniform(0.2, 0.95)
+        p_low = float(torch.tensor(p).bfloat16())           # p itself rounded, as comparing with a bfloat16 tensor does
+        if (bool(((exact - p).abs() > 1e-4).all()) and not torch.equal(exact < p, rounded < p)
+                and not torch.equal(exact < p, rounded < p_low)):
+            return p
+    return None
 
 
 def _separating_p(row: torch.Tensor, temperature: float, rng: random.Random, low: float = 0.3,
@@ -135,6 +166,25 @@ def _separating_p(row: torch.Tensor, temperature: float, rng: random.Random, low
         probs = torch.softmax((row.double() / temperature).masked_fill(~(kept[0] | kept[1]), float("-inf")), -1)
         if float(probs[extra].min()) >= min_extra:
             return p
+    return None
+
+
+def _order_separating(row: torch.Tensor, rng: random.Random) -> tuple[int, float] | None:
+    """(k, p) for which the contract's order, top-k and then top-p over the k kept tokens renormalised,
+    keeps fewer tokens than top-p over the whole row and then top-k, every extra token with probability
+    >= 0.03 in that wrong order's distribution (so 400 draws are sure to show one); p is 1e-3 away from
+    every running sum of both orders. None when this row has none (draw another)."""
+    for _ in range(200):
+        k, p = rng.randint(3, 6), rng.uniform(0.3, 0.8)
+        top_k = _REF["top_k_filter"](row, k)
+        sums = torch.stack([torch.softmax(r.double(), -1).sort(descending=True).values.cumsum(-1) for r in (row, top_k)])
+        if not bool(((sums - p).abs() > 1e-3).all()):
+            continue
+        right = torch.isfinite(_REF["top_p_filter"](top_k, p))
+        wrong_logits = _REF["top_k_filter"](_REF["top_p_filter"](row, p), k)
+        extra = torch.isfinite(wrong_logits) & ~right
+        if extra.any() and float(torch.softmax(wrong_logits.double(), -1)[extra].min()) >= 0.03:
+            return k, p
     return None
 
 
@@ -163,15 +213,19 @@ def _row_logits(gen: torch.Generator, vocab: int, spread: float) -> torch.Tensor
 def test_softmax_with_temperature(student, forbid, lend, grader_seed):
     rng, gen = _rng(grader_seed, 1)
     cases = []
-    for temperature in (1.0, rng.uniform(0.3, 0.8), rng.uniform(1.3, 3.0)):
-        logits = 2.0 * torch.randn(rng.randint(2, 5), rng.randint(8, 40), generator=gen)
+    for temperature, dtype in ((1.0, torch.float32), (rng.uniform(0.3, 0.8), torch.float32),
+                               (rng.uniform(1.3, 3.0), torch.float32), (rng.uniform(0.5, 2.0), torch.bfloat16)):
+        logits = (2.0 * torch.randn(rng.randint(2, 5), rng.randint(8, 40), generator=gen)).to(dtype)
         cases.append((logits, temperature, torch.softmax(logits.double() / temperature, dim=-1)))
     fn = _load_student_fn(student, forbid, lend, "softmax_with_temperature", block_softmax=True)
     for logits, temperature, expected in cases:
-        what = f"softmax_with_temperature(logits of shape {tuple(logits.shape)}, {temperature:.3g})"
+        what = (f"softmax_with_temperature({str(logits.dtype).replace('torch.', '')} logits of shape "
+                f"{tuple(logits.shape)}, {temperature:.3g})")
         got = _checked(fn, logits, temperature)
         _expect_tensor(got, what)
         expect_shape(got, tuple(logits.shape), what)
+        _expect_dtype(got, torch.float32, what, "Probabilities are float32 whatever the floating dtype of the "
+                      "logits: compute in float32 (logits.float()); bfloat16 keeps only ~3 significant digits.")
         sums = got.detach().double().sum(dim=-1)
         if not torch.allclose(sums, torch.ones_like(sums), atol=1e-5):
             hint = ""
@@ -223,9 +277,15 @@ def test_top_k_filter(student, forbid, lend, grader_seed):
     for shape, k in (((rng.randint(2, 4), vocab), rng.randint(2, vocab // 2)),
                      ((2, 3, vocab), rng.randint(1, 5)),
                      ((1, vocab), 1),
-                     ((2, vocab), vocab + rng.randint(0, 3))):
+                     ((2, vocab), vocab),
+                     ((2, vocab), vocab + rng.randint(1, 3))):            # k > vocab on every seed: keeps all
         logits = 3.0 * torch.randn(shape, generator=gen)
         cases.append((logits, k, _REF["top_k_filter"](logits, k)))
+    # bfloat16 logits (a model loaded in bfloat16): filtered in their own dtype, and bfloat16 rounding
+    # makes ties at the k-th logit common.
+    logits = (3.0 * torch.randn(rng.randint(2, 4), vocab, generator=gen)).bfloat16()
+    k = rng.randint(2, vocab // 2)
+    cases.append((logits, k, _REF["top_k_filter"](logits, k)))
     # Ties at the k-th logit: the docstring keeps every logit equal to the k-th largest (so more than k).
     k = rng.randint(2, vocab // 2)
     logits = 3.0 * torch.randn(rng.randint(2, 4), vocab, generator=gen)
@@ -235,10 +295,12 @@ def test_top_k_filter(student, forbid, lend, grader_seed):
     cases.append((logits, k, _REF["top_k_filter"](logits, k)))
     fn = _load_student_fn(student, forbid, lend, "top_k_filter")
     for logits, k, expected in cases:
-        what = f"top_k_filter(logits of shape {tuple(logits.shape)}, k={k})"
+        what = f"top_k_filter({str(logits.dtype).replace('torch.', '')} logits of shape {tuple(logits.shape)}, k={k})"
         got = _checked(fn, logits, k)
         _expect_tensor(got, what)
         expect_shape(got, tuple(logits.shape), what)
+        _expect_dtype(got, logits.dtype, what, "A filter only removes tokens: return the logits' own dtype "
+                      "(do not convert them).")
         kept = torch.isfinite(got)
         if not torch.equal(kept, torch.isfinite(expected)):
             counts = kept.sum(-1).reshape(-1).tolist()
@@ -263,12 +325,19 @@ def test_top_p_filter(student, forbid, lend, grader_seed):
         logits = 1.5 * torch.randn(shape, generator=gen)
         p = _safe_p(logits, rng)
         cases.append((logits, p, _REF["top_p_filter"](logits, p)))
+    # bfloat16 logits, and a p that bfloat16 rounding of the running sums would move across a sum.
+    p = None
+    while p is None:
+        logits = (1.5 * torch.randn(rng.randint(2, 4), rng.randint(10, 40), generator=gen)).bfloat16()
+        p = _bfloat16_sensitive_p(logits, rng)
+    cases.append((logits, p, _REF["top_p_filter"](logits, p)))
     fn = _load_student_fn(student, forbid, lend, "top_p_filter")
     for logits, p, expected in cases:
-        what = f"top_p_filter(logits of shape {tuple(logits.shape)}, p={p:.4f})"
+        what = f"top_p_filter({str(logits.dtype).replace('torch.', '')} logits of shape {tuple(logits.shape)}, p={p:.4f})"
         got = _checked(fn, logits, p)
         _expect_tensor(got, what)
         expect_shape(got, tuple(logits.shape), what)
+        _expect_dtype(got, logits.dtype, what, "A filter only removes tokens: return the logits' own dtype.")
         kept, want = torch.isfinite(got), torch.isfinite(expected)
         if not torch.equal(kept, want):
             got_n, want_n = kept.sum(-1).reshape(-1).tolist(), want.sum(-1).reshape(-1).tolist()
@@ -276,6 +345,10 @@ def test_top_p_filter(student, forbid, lend, grader_seed):
             if all(g == w - 1 for g, w in zip(got_n, want_n)):
                 hint = (" Each row keeps one token too few: the token whose probability makes the running sum "
                         "reach p must be kept (drop a token only when the tokens BEFORE it already add up to p).")
+            elif logits.dtype == torch.bfloat16:
+                hint = (" These logits are bfloat16: take the probabilities and their running sum in float32 "
+                        "(your softmax_with_temperature gives float32), not in bfloat16, which rounds the sums "
+                        "to steps of ~0.003.")
             raise GradingError(f"{what}: the wrong tokens were kept: rows keep {got_n} tokens, expected {want_n} "
                                f"(the smallest set of most likely tokens whose probabilities add up to >= p).{hint}")
         expect_close(torch.where(kept, got, 0.0), torch.where(kept, expected, 0.0),
@@ -341,6 +414,14 @@ def test_sample_reproducible_and_allowed(student, forbid, lend, grader_seed):
     k = rng.randint(3, 6)
     allowed_k = torch.isfinite(_REF["top_k_filter"](row / 1.2, k))
     allowed_p = torch.isfinite(_REF["top_p_filter"](row / t_p, p))
+    # Both filters: top-k first, then the nucleus of what it kept (the contract's order).
+    k_p = None
+    while k_p is None:                                  # most rows have such (k, p); a few do not
+        both_row = _row_logits(gen, vocab, 1.0)
+        k_p = _order_separating(both_row, rng)
+    both_k, both_p = k_p
+    both = both_row.expand(rows, vocab).clone()
+    allowed_both = torch.isfinite(_REF["top_p_filter"](_REF["top_k_filter"](both_row, both_k), both_p))
     # Large logits, a low temperature, rows of very different scale: logits / t reach ~1e5, so exp()
     # without subtracting each row's max overflows. Each row's largest logit is raised 100 above the
     # runner-up, 100 / t > 2000 nats, so the draw is the argmax (the runner-up has probability < e^-2000).
@@ -371,6 +452,12 @@ def test_sample_reproducible_and_allowed(student, forbid, lend, grader_seed):
     if bad:
         raise GradingError(f"sample(..., temperature={t_p:.3f}, top_p={p:.3f}): drew ids {bad[:5]} outside the "
                            "nucleus (apply the temperature first, then the filter, to the same logits).")
+    ids = _checked(fn, both, 1.0, both_k, both_p, torch.Generator().manual_seed(seed + 4))
+    bad = sorted(set(ids.tolist()) - set(torch.nonzero(allowed_both).flatten().tolist()))
+    if bad:
+        raise GradingError(f"sample(..., temperature=1.0, top_k={both_k}, top_p={both_p:.3f}): drew ids {bad[:5]} "
+                           f"outside the nucleus of the {both_k} most likely tokens. Apply the filters in the "
+                           "contract's order: top-k first, then top-p on what top-k kept.")
     what = (f"sample(3 rows of logits around 2000, -2000 and 0 (std 300), temperature={t_low:.3f}, "
             f"generator seeded {seed + 3})")
     got = _checked(fn, huge, t_low, None, None, torch.Generator().manual_seed(seed + 3))
@@ -456,6 +543,16 @@ def _prompt(rng: random.Random, tokenizer, stories: list[str]) -> list[int]:
     return ids[start : start + rng.randint(3, 20)]
 
 
+def _grader_generate(model, prompt: list[int], n_new: int, temperature: float, seed: int) -> list[int]:
+    """generate() as its contract states it, with the grader's sample: ONE generator seeded before the loop."""
+    generator, ids, new = torch.Generator().manual_seed(seed), list(prompt), []
+    with torch.no_grad():
+        for _ in range(n_new):
+            new.append(int(_grader_sample(model(torch.tensor([ids]))[:, -1], temperature, None, None, generator)[0]))
+            ids.append(new[-1])
+    return new
+
+
 def _check_greedy(model, prompt: list[int], new: list[int], what: str, reference: list[int]) -> None:
     """Every new token must be the argmax of the model's prediction after the tokens before it
     (within 1e-4 of the top logit: a forward pass in another batch shape moves logits by ~1e-6)."""
@@ -502,6 +599,7 @@ def test_generate_seeded_sampling(student, forbid, lend, grader_seed, tiny_model
     n_new = rng.randint(8, 12)
     seed = rng.randrange(2**31)
     reference = _REF["generate"](tiny_model, prompt, n_new, temperature=0.0)
+    seeded = _grader_generate(tiny_model, list(prompt), n_new, 1.0, seed)
     vocab = tiny_model.config.vocab_size
     fn = _load_student_fn(student, forbid, lend, "generate")
     what = f"generate(model, prompt, max_new_tokens={n_new}, temperature=1.0, seed={seed})"
@@ -514,6 +612,11 @@ def test_generate_seeded_sampling(student, forbid, lend, grader_seed, tiny_model
     if first != second:
         raise GradingError(f"{what}: two calls with the same seed gave {first} and {second}. Create one "
                            "torch.Generator().manual_seed(seed) before the loop and pass it to every draw.")
+    if first != seeded:
+        raise GradingError(f"{what}: one torch.Generator().manual_seed({seed}) made before the loop and passed to "
+                           f"sample at every step gives {seeded}; yours gave {first}. Create the generator ONCE, "
+                           "before the loop (a new one per step repeats the seed's first random number), and "
+                           "draw every token with it.")
     others = [_checked(fn, tiny_model, list(prompt), n_new, 1.0, None, None, seed + k) for k in (1, 2)]
     others = [o.reshape(-1).tolist() if isinstance(o, torch.Tensor) else [int(t) for t in o] for o in others]
     # Three seeds giving one sequence of 8+ tokens from this model's flat-ish softmax: chance ~1e-9.
