@@ -137,10 +137,15 @@ def _bfloat16_sensitive_p(logits: torch.Tensor, rng: random.Random) -> float | N
     exact = probs.cumsum(-1) - probs
     low = torch.softmax(logits, dim=-1).sort(dim=-1, descending=True).values      # bfloat16 arithmetic
     rounded = (low.cumsum(-1) - low).double()
+    ordered = logits.sort(dim=-1, descending=True).values
     for _ in range(2000):
         p = rng.uniform(0.2, 0.95)
         p_low = float(torch.tensor(p).bfloat16())           # p itself rounded, as comparing with a bfloat16 tensor does
-        if (bool(((exact - p).abs() > 1e-4).all()) and not torch.equal(exact < p, rounded < p)
+        kept = (exact < p).sum(-1, keepdim=True)
+        # bfloat16 logits tie often: the contract does not say whether a nucleus splits equal logits, so
+        # the last kept logit must differ from the first dropped one.
+        split = (kept < ordered.shape[-1]) & (ordered.gather(-1, kept - 1) == ordered.gather(-1, kept.clamp(max=ordered.shape[-1] - 1)))
+        if (bool(((exact - p).abs() > 1e-4).all()) and not split.any() and not torch.equal(exact < p, rounded < p)
                 and not torch.equal(exact < p, rounded < p_low)):
             return p
     return None
