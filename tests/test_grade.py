@@ -221,6 +221,7 @@ def test_a_process_left_running_does_not_stall_the_grading(tmp_path, monkeypatch
     (autograder / "test_grade_logits.py").write_text("def test_one():\n    pass\n")
     student = tmp_path / "alice"
     student.mkdir()
+    (student / "logits.py").write_text("", encoding="utf-8")   # the unit has a file, so its run starts
     pids = tmp_path / "children.pid"
     monkeypatch.setenv("MINILLM_TEST_PIDS", str(pids))
     graded = grade_submission(student, autograder, timeout=40, sandbox="process")
@@ -234,3 +235,29 @@ def test_a_process_left_running_does_not_stall_the_grading(tmp_path, monkeypatch
             time.sleep(0.1)
         else:
             pytest.fail(f"the process {child} the graded code started is still running")
+
+
+def test_a_unit_without_files_is_not_run_and_scores_as_the_autograder_would(tmp_path, small_autograder):
+    """A folder with no logits file: no run is started for the unit (it could only fail each test with
+    the same message), and its tests, points and problem are what the autograder itself reports on it."""
+    import json
+    import subprocess
+    import sys
+
+    student = tmp_path / "dora"
+    student.mkdir()
+    (student / "notes.txt").write_text("nothing to grade here", encoding="utf-8")
+    graded = grade_submission(student, small_autograder, timeout=120, units=["logits"], sandbox="process")
+    assert graded["status"] == "ok" and graded["output"] == "", graded   # no run: nothing printed
+    direct_json = tmp_path / "direct.json"
+    done = subprocess.run([sys.executable, "-m", "pytest", str(small_autograder / "test_grade_logits.py"), "--target",
+                           str(student), "--grade-json", str(direct_json), "-q", "-p", "no:cacheprovider"],
+                          cwd=small_autograder.parent.parent, capture_output=True, text=True)
+    assert direct_json.is_file(), done.stdout[-2000:] + done.stderr[-2000:]
+    direct = json.loads(direct_json.read_text(encoding="utf-8"))
+    ours = graded["results"]
+    assert [(t["name"], t["score"], t["max_score"]) for t in ours["tests"]] == [
+        (t["name"], t["score"], t["max_score"]) for t in direct["tests"]]
+    assert ours["extra_data"]["problems"] == direct["extra_data"]["problems"] == {
+        "logits": ["missing: no logits.py or logits.ipynb in dora/, the files the logits unit is graded from."]}
+    assert (ours["score"], ours["max_score"]) == (direct["score"], direct["max_score"])

@@ -253,9 +253,9 @@ def apart_class(tmp_path_factory) -> tuple[dict, Path, dict]:
     process, decides), every unit of graded_apart.txt in each student's folder, so that the plan, the
     judge and each student's start are paid once: the reference; the stubs; the frame walker and the
     forger in every unit; and `mistake<k>`, whose <unit>.py is the k-th of that unit's catalogued
-    mistakes (tests/autograder/mistakes/, then EXTRA: the breaker among them), or the stub once a
-    unit has no more. Returns (rows by student, the CSV, {(student, unit):
-    the mistake's name})."""
+    mistakes (tests/autograder/mistakes/, then EXTRA: the breaker among them), or no file once a
+    unit has no more (such a unit is not run: 0 points and the autograder's "missing" message).
+    Returns (rows by student, the CSV, {(student, unit): the mistake's name})."""
     tmp = tmp_path_factory.mktemp("apart")
     folder = tmp / "grader" / "tests" / "autograder"
     folder.mkdir(parents=True)
@@ -274,7 +274,7 @@ def apart_class(tmp_path_factory) -> tuple[dict, Path, dict]:
         for unit, mistakes in catalogue.items():
             if k < len(mistakes):
                 wrong[name, unit] = mistakes[k][0]
-            students[name][unit] = mistakes[k][1] if k < len(mistakes) else _stub(unit)
+                students[name][unit] = mistakes[k][1]
     subs = tmp / "subs"
     for name, files in students.items():
         (subs / name).mkdir(parents=True)
@@ -331,7 +331,7 @@ def test_each_catalogued_mistake_loses_points_when_judged_apart(apart_class, uni
         if student in mine:
             assert 0 <= row[unit] < row[f"{unit}_max"], (mine[student], row)
         else:
-            assert row[unit] == 0, (student, row)
+            assert row[unit] == 0 and f"{unit}: missing: no {unit}.py" in row["message"], (student, row)
 
 
 def test_what_the_probe_forbids_and_lends_and_shared_weights_are_judged_from_data(apart_class):

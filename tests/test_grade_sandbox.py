@@ -245,10 +245,7 @@ def test_many_students_at_once_each_unit_found_every_time(tmp_path, quick_autogr
     if sandbox == "bwrap":
         need_bwrap()
     subs = tmp_path / "subs"
-    for i in range(8):
-        (subs / f"s{i:02}").mkdir(parents=True)
-        if i % 2 == 0:
-            (subs / f"s{i:02}" / "ok.txt").write_text("ok")
+    _quick_class(subs, [f"s{i:02}" if i % 2 == 0 else f"s{i:02}_stub" for i in range(8)])
     for round_ in range(2):
         rows = grade_class(subs, tmp_path / f"grades{round_}.csv", timeout=60, autograder=quick_autograder,
                            seed=5, jobs=4, sandbox=sandbox)
@@ -267,9 +264,7 @@ def test_a_hanging_student_is_stopped_and_the_others_are_graded(tmp_path, quick_
     if sandbox == "bwrap":
         need_bwrap()
     subs = tmp_path / "subs"
-    for name in ("alice", "bob", "dave_hangs"):
-        (subs / name).mkdir(parents=True)
-        (subs / name / "ok.txt").write_text("ok")
+    _quick_class(subs, ["alice", "bob", "dave_hangs"])
     (subs / "dave_hangs" / "hang.txt").write_text("")
     rows = grade_class(subs, tmp_path / "grades.csv", timeout=5, autograder=quick_autograder, jobs=2,
                        units=["logits"], sandbox=sandbox)
@@ -291,9 +286,7 @@ def test_without_bubblewrap_the_grader_says_so_once_and_uses_processes(tmp_path,
     monkeypatch.setitem(isolation._PROBED, "bwrap", "bubblewrap is not installed (Debian/Ubuntu: apt-get install "
                                                     "bubblewrap)")
     subs = tmp_path / "subs"
-    for name in ("alice", "bob"):
-        (subs / name).mkdir(parents=True)
-        (subs / name / "ok.txt").write_text("ok")
+    _quick_class(subs, ["alice", "bob"])
     with pytest.raises(isolation.SandboxError, match="--sandbox bwrap: bubblewrap is not installed"):
         grade_class(subs, tmp_path / "g.csv", sandbox="bwrap", autograder=quick_autograder)
     rows = grade_class(subs, tmp_path / "grades.csv", timeout=60, autograder=quick_autograder, jobs=2)
@@ -303,9 +296,13 @@ def test_without_bubblewrap_the_grader_says_so_once_and_uses_processes(tmp_path,
 
 
 def _quick_class(root: Path, names: list[str]) -> Path:
-    """Student folders for the quick autograder: each passes (holds ok.txt) unless named *_stub."""
+    """Student folders for the quick autograder: each passes (holds ok.txt) unless named *_stub. Each
+    holds a file for both units (which the quick grader does not read): a unit without any file is
+    not run at all (minillm.course.grade._absent_units)."""
     for name in names:
         (root / name).mkdir(parents=True)
+        for unit in ("logits", "sampling"):
+            (root / name / f"{unit}.py").write_text("")
         if not name.endswith("_stub"):
             (root / name / "ok.txt").write_text("ok")
     return root

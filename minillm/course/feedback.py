@@ -19,6 +19,13 @@ MESSAGE_CHARS = 2000         # the longest CSV message (a spreadsheet cell stays
 SCALING_UNIT = "scaling"
 
 
+def missing_message(unit: str, folder_name: str, note: str = "") -> str:
+    """What a student reads when a unit has no file to grade (the autograder's, and the grader's when
+    it skips such a unit's run); ``note`` names a file that looks like a misnamed copy, if any."""
+    return (f"missing: no {unit}.py or {unit}.ipynb in {folder_name}/, the files the {unit} unit is graded from. "
+            f"{note}").rstrip()
+
+
 def compare_numbers(numbers: list[dict], unit: str | None = SCALING_UNIT, rtol: float = MATCH_RTOL) -> dict:
     """Compare recorded (student, reference) numbers: how many, how many match, the largest relative gap.
 

@@ -56,8 +56,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from minillm.course import isolation, verdict, zygote
-from minillm.course.feedback import (UNITS, csv_row, feedback_folder, first_line, problems_message, write_csv,
-                                     write_feedback)
+from minillm.course.feedback import (UNITS, csv_row, feedback_folder, first_line, missing_message, problems_message,
+                                     write_csv, write_feedback)
 from minillm.errors import InputError
 from minillm.progress import print_line, progress_bar
 
@@ -224,6 +224,33 @@ def _sandbox_environment() -> dict[str, str]:
 def _grade_units(copy: Path, autograder: Path, units: list[str], timeout: float, seed: int | None,
                  time_limit_scale: float, mode: str, plan: dict, planned: dict,
                  judge: verdict.Judge | None) -> list[dict]:
+    """Grade ``units`` on the submission ``copy``: those it holds files for in one run
+    (:func:`_run_units`), the others scored 0 with the autograder's message, without a run."""
+    absent = _absent_units(copy, units)
+    present = [u for u in units if u not in absent]
+    ran = {o["unit"]: o for o in _run_units(copy, autograder, present, timeout, seed, time_limit_scale, mode, plan,
+                                             planned, judge)} if present else {}
+    return [ran[u] if u in ran else _missing_outcome(u, copy.name, plan) for u in units]
+
+
+def _absent_units(copy: Path, units: list[str]) -> list[str]:
+    """The units ``copy`` holds no file for at all: no .py or .ipynb whose name holds the unit's
+    (``logits.py``, ``Copy of logits.ipynb``: the autograder names a misnamed copy, so that one runs).
+    A run of such a unit could only fail each of its tests with the same message; skipping it makes a
+    class that hands in one assignment a week cost that assignment's runs."""
+    names = [p.stem.lower() for p in copy.iterdir() if p.suffix in (".py", ".ipynb") and p.is_file()]
+    return [u for u in units if not any(u in name for name in names)]
+
+
+def _missing_outcome(unit: str, name: str, plan: dict) -> dict:
+    """A unit with no file: each of its tests at 0, with the message the autograder gives."""
+    return {"unit": unit, "status": "ok", "results": unit_plan(plan, unit, missing_message(unit, name)), "message": "",
+            "output": ""}
+
+
+def _run_units(copy: Path, autograder: Path, units: list[str], timeout: float, seed: int | None,
+               time_limit_scale: float, mode: str, plan: dict, planned: dict,
+               judge: verdict.Judge | None) -> list[dict]:
     """Grade ``units`` on the submission ``copy`` in one run (minillm.course.zygote: a process
     that imports torch and pytest once and forks a fresh child per unit, stopped after
     ``timeout`` seconds); one {"unit", "status", "results", "message", "output"} per unit.

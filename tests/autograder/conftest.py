@@ -63,6 +63,8 @@ from grading import ForbiddenCall, GradingError, block
 from guard import Watch, hide_reference, signer
 from submission import NotebookError, constant_name, find_unit_file, read_notebook, tie_note
 
+from minillm.course.feedback import missing_message
+
 UNITS = ("logits", "perplexity", "quantization", "sampling", "architecture", "scaling", "training")
 LEVELS = {"P": "core", "M": "merit", "E": "excellence"}
 REPO = Path(__file__).resolve().parents[2]
@@ -498,8 +500,7 @@ class Student:
             state.unit_files[unit] = find_unit_file(self.target, unit)
         path, note = state.unit_files[unit]
         if path is None:
-            self._fail(unit, f"missing: no {unit}.py or {unit}.ipynb in {self.target.name}/, the files the "
-                             f"{unit} unit is graded from. {note}".rstrip())
+            self._fail(unit, missing_message(unit, self.target.name, note))
         if note:
             self._note(unit, note, problem=False)
         return path
