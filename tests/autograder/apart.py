@@ -34,6 +34,7 @@ what the probe measured, never by comparing an argument with a copy after the ca
 from __future__ import annotations
 
 import builtins
+import functools
 import hashlib
 import re
 from pathlib import Path
@@ -42,6 +43,7 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 import torch
+from effects import Held, gradients, with_gradients
 from exchange import Decoder, Encoder, ExchangeError, digest, fingerprint, read_record, write_record
 from grading import REPLAYED, GradingError, Unchanged, block
 
@@ -115,10 +117,12 @@ def forget_built() -> None:
 
 
 def encode_call(k: int, args: tuple, kwargs: dict, fixtures: dict,
-                outputs: dict[int, int]) -> tuple[dict, dict[str, torch.Tensor], str]:
+                outputs: dict[int, int], held: Held) -> tuple[dict, dict[str, torch.Tensor], str]:
     """Call number ``k``'s arguments as data: (the tree, its tensors, a digest of both). ``outputs``:
-    id -> the number of the earlier call of this test that returned the object (passed on as it is)."""
-    enc = Encoder(fixtures, prefix=f"c{k}.", outputs=outputs, built=BUILT)
+    id -> the number of the earlier call of this test that returned the object (passed on as it is);
+    ``held``: the test's objects that cross by their state (effects.py), this call's noted in it."""
+    held.start_call()
+    enc = Encoder(fixtures, prefix=f"c{k}.", outputs=outputs, built=BUILT, held=held)
     tree = {"args": [enc.encode(a) for a in args], "kwargs": [[key, enc.encode(v)] for key, v in kwargs.items()]}
     return tree, enc.tensors, digest(tree, enc.tensors)
 
@@ -130,6 +134,7 @@ class Outputs:
     def __init__(self) -> None:
         self.ids: dict[int, int] = {}
         self.kept: dict[int, Any] = {}     # call number -> output, held so that no id is reused while the test runs
+        self.held = Held()                 # the objects its calls may change (a model, an optimizer, a folder)
 
     def add(self, k: int, value: Any) -> None:
         self.kept[k] = value
@@ -154,6 +159,25 @@ def lend_to(mode: str, student: Any, item: pytest.Item, unit: str, patch: pytest
     patch.setattr(student(unit), helper, version, raising=False)
 
 
+def forbid_fixture(mode: Callable[[], str], unit_of: Callable[[pytest.Item], str | None]) -> Callable:
+    """The ``forbid`` fixture (the conftest binds it, with how to read the run's mode and a test's unit)."""
+    @pytest.fixture
+    def forbid(monkeypatch, request) -> Callable[..., None]:
+        """``forbid("minillm.inference.scoring.perplexity", ...)``: for this test, calling one of these fails the
+        test with a message. Use it for the library functions that ARE the exercise's answer. Get the
+        reference values from names bound at import time of the test module (``from minillm.inference.scoring
+        import perplexity as ref_perplexity``): patching a module attribute leaves those untouched.
+        Call it before the first ``student(...)`` so that ``from minillm import x`` in the student's
+        file binds the forbidden stand-in too. (A plan run records them: a probe run, which skips the
+        test's body, forbids them before the student's file loads.)"""
+        def do_forbid(*paths: str) -> None:
+            block(monkeypatch, *paths)
+            if mode() == "plan":
+                FORBIDDEN.setdefault((unit_of(request.node) or "?", request.node.name), []).extend(paths)
+        return do_forbid
+    return forbid
+
+
 def lend_fixture(mode: Callable[[], str]) -> Callable:
     """The ``lend`` fixture (the conftest binds it, with how to read the run's mode)."""
     @pytest.fixture
@@ -175,6 +199,7 @@ PLANNED: dict[tuple[str, str], list] = {}     # (unit, test name) -> [(call reco
 FORBIDDEN: dict[tuple[str, str], list] = {}   # (unit, test name) -> the library functions it forbids
 LENT: dict[tuple[str, str], list] = {}        # (unit, test name) -> [[graded function, the test module's name
                                               #   of the grader's version lent in its place]]
+CONSTANTS: dict[tuple[str, str], list] = {}   # (unit, test name) -> the student module's constants it reads
 
 
 class PlanStudent:
@@ -189,12 +214,19 @@ class PlanStudent:
     def __call__(self, unit: str):
         return self.student(unit)
 
+    def constant(self, unit: str, name: str, default: Any = None) -> Any:
+        names = CONSTANTS.setdefault((unit, self.item.name), [])
+        if name not in names:
+            names.append(name)
+        return self.student.constant(unit, name, default)
+
     def function(self, unit: str, name: str) -> Callable:
         fn = self.student.function(unit, name)
 
         def recorded(*args, **kwargs):
             k = len(self.calls)
-            tree, tensors, key = encode_call(k, args, kwargs, _fixtures(self.item), self.outputs.ids)
+            tree, tensors, key = encode_call(k, args, kwargs, _fixtures(self.item), self.outputs.ids,
+                                             self.outputs.held)
             self.calls.append(({"function": name, **tree, "digest": key}, tensors))
             got = fn(*args, **kwargs)   # a call that raises has no output to pass on
             self.outputs.add(k, got)
@@ -212,7 +244,8 @@ def write_plan(folder: Path, results: dict) -> None:
             tensors = {k: v for _, t in calls for k, v in t.items()}
             write_record(folder / unit, stem(name), {"test": name, "calls": [c for c, _ in calls],
                                                      "forbid": FORBIDDEN.get((unit, name), []),
-                                                     "lend": LENT.get((unit, name), [])}, tensors)
+                                                     "lend": LENT.get((unit, name), []),
+                                                     "constants": CONSTANTS.get((unit, name), [])}, tensors)
         failed = {r.name: r.output for r in results.values() if r.unit == unit and not r.passed}
         write_record(folder / unit, PLAN_INDEX, {"tests": sorted(tests), "reference_failed": failed}, {})
 
@@ -252,6 +285,7 @@ class Probe:
         out, tensors, stopped = [], {}, None
 
         produced = Outputs()   # each call's output as the judge will read it, for the calls given it
+        produced.held.make_folder = lambda: item._request.getfixturevalue("tmp_path_factory").mktemp("argument")
         rebuilt: dict[str, Any] = {}
 
         def build(function: str, args: list, kwargs: dict, expected: str) -> Any:
@@ -279,31 +313,58 @@ class Probe:
                 continue
             for helper, version in plan.get("lend", []):   # the grader's versions of what it builds on
                 patch.setattr(student(unit), helper, getattr(item.module, version), raising=False)
-            decoder = Decoder(plan_tensors, lambda path: fixture_value(item, path), produced.kept, build)
+            decoder = Decoder(plan_tensors, lambda path: fixture_value(item, path), produced.kept, build,
+                              held=produced.held)
             args = [decoder.decode(a) for a in call["args"]]
             kwargs = {key: decoder.decode(v) for key, v in call["kwargs"]}
-            _, _, echo = encode_call(k, tuple(args), kwargs, _fixtures(item), produced.ids)
-            entry, stopped = self._call(student.function(unit, fname), k, args, kwargs, tensors)
+            _, _, echo = encode_call(k, tuple(args), kwargs, _fixtures(item), produced.ids, produced.held)
+            entry, stopped = self._call(student.function(unit, fname), k, args, kwargs, tensors, produced.held)
             out.append({"function": fname, "digest": echo, **entry})
             try:
                 produced.add(k, Decoder(tensors, arguments=[*args, *kwargs.values()]).decode(entry["output"])
                              if "output" in entry else None)
             except ExchangeError:
                 produced.add(k, None)
-        write_record(self.outputs / unit, stem(name), {"test": name, "functions": functions, "calls": out}, tensors)
+        constants = [] if stopped else self._constants(student, unit, plan.get("constants", []), tensors)
+        write_record(self.outputs / unit, stem(name), {"test": name, "functions": functions, "calls": out,
+                                                       "constants": constants}, tensors)
 
-    def _call(self, fn: Callable, k: int, args: list, kwargs: dict,
-              tensors: dict[str, torch.Tensor]) -> tuple[dict, str | None]:
+    @staticmethod
+    def _constants(student: Any, unit: str, names: list, tensors: dict[str, torch.Tensor]) -> list:
+        """``[[name, node]]``: the module-level constants of the student's file that the test reads."""
+        found = []
+        for k, name in enumerate(names):
+            try:
+                enc = Encoder(prefix=f"k{k}.")
+                found.append([name, enc.encode(getattr(student(unit), str(name)))])
+                tensors.update(enc.tensors)
+            except Exception:   # no such name (the test's default then), a file that did not load, not data
+                continue
+        return found
+
+    def _call(self, fn: Callable, k: int, args: list, kwargs: dict, tensors: dict[str, torch.Tensor],
+              held: Held) -> tuple[dict, str | None]:
         """One call: (what it returned or raised, and what it changed; why the test's later calls are not
-        run, or None)."""
+        run, or None). What it changed: which arguments (by index), the global random states, the state
+        its held objects were left in (effects.py), and whether autograd was on in each forward pass of a
+        module argument."""
         values = [*args, *kwargs.values()]
         watched = Unchanged("", *values, rng=True)
+        modes: dict[int, list[bool]] = {i: [] for i, v in enumerate(values) if isinstance(v, torch.nn.Module)}
+        hooks = [values[i].register_forward_hook(functools.partial(_note_grad_mode, modes[i])) for i in modes]
         stopped = None
         try:
-            got = fn(*args, **kwargs)
+            try:
+                got = fn(*args, **kwargs)
+            finally:
+                for hook in hooks:
+                    hook.remove()
             try:
                 enc = Encoder(prefix=f"o{k}.", arguments=values)
                 entry: dict = {"output": enc.encode(got)}
+                found = gradients(got, values, enc)   # a loss: its gradient, for the judge's backward()
+                if found is not None:
+                    entry["gradients"] = found
                 tensors.update(enc.tensors)
             except ExchangeError as err:
                 entry = {"unreadable": str(err)}
@@ -317,8 +378,21 @@ class Probe:
                                          if not Unchanged._same(v, s)],
                              "torch_rng": not torch.equal(torch.get_rng_state(), watched.rng_state),
                              "numpy_rng": not Unchanged._same_numpy_state(np.random.get_state(),
-                                                                          watched.numpy_state)}
+                                                                          watched.numpy_state),
+                             "grad_modes": [[i, m] for i, m in modes.items()]}
+        try:
+            enc = Encoder(prefix=f"a{k}.")
+            entry["after"] = held.after(enc)
+            tensors.update(enc.tensors)
+        except Exception as err:   # a folder holding a link, or more than the grader reads back
+            entry["after_unreadable"] = str(err)[:NOTE_CHARS]
         return entry, stopped
+
+
+def _note_grad_mode(modes: list[bool], module: torch.nn.Module, args: Any, output: Any) -> None:
+    """A forward hook: whether autograd is on in this forward pass (the first thousand)."""
+    if len(modes) < 1000:
+        modes.append(torch.is_grad_enabled())
 
 
 def write_unit_notes(outputs: Path, problems: dict, notes: dict, units: set[str]) -> None:
@@ -375,6 +449,18 @@ class ReplayStudent:
             raise GradingError("the record of your code's run for this test is malformed.")
         return found
 
+    def constant(self, unit: str, name: str, default: Any = None) -> Any:
+        """The constant of the student's file that the probe recorded, or ``default`` where it has none."""
+        record, tensors = self._record(unit)
+        found = record.get("constants")
+        for entry in found if isinstance(found, list) else []:
+            if isinstance(entry, list) and len(entry) == 2 and entry[0] == name:
+                try:
+                    return Decoder(tensors).decode(entry[1])
+                except ExchangeError as err:
+                    raise GradingError(f"the record of your file's {name} cannot be read: {err}.") from None
+        return default
+
     def function(self, unit: str, name: str) -> Callable:
         record, _ = self._record(unit)
         problem = record["functions"].get(name, "")
@@ -397,7 +483,7 @@ class ReplayStudent:
             raise GradingError(f"{name}(): {NO_OUTPUT} (call {k + 1} of this test was not recorded).")
         if "not_run" in entry:
             raise GradingError(f"{name}() was not called: {str(entry['not_run'])[:NOTE_CHARS]}.")
-        _, _, key = encode_call(k, args, kwargs, _fixtures(self.item), self.produced.ids)
+        _, _, key = encode_call(k, args, kwargs, _fixtures(self.item), self.produced.ids, self.produced.held)
         if entry.get("digest") != key:
             raise GradingError(
                 f"{name}(): in your code's run, call {k + 1} of this test was given other inputs than the grader's. "
@@ -407,12 +493,21 @@ class ReplayStudent:
         if not (isinstance(observed, dict) and isinstance(observed.get("changed"), list)):
             raise GradingError("the record of your code's run for this test is malformed.")
         REPLAYED.last = ([*args, *kwargs.values()], observed)
+        if "after_unreadable" in entry:
+            raise GradingError(f"{name}() left in its arguments what the grader does not read back: "
+                               f"{str(entry['after_unreadable'])[:NOTE_CHARS]}.")
+        try:   # what the call left in its model, optimizer or folder, put into the test's own
+            self.produced.held.apply_after(entry.get("after", []), tensors)
+        except ExchangeError as err:
+            raise GradingError(f"{name}(): {err}.") from None
         if isinstance(entry.get("raised"), dict):
             raise _replayed_exception(entry["raised"])
         if "unreadable" in entry:
             raise GradingError(f"{name}() returned a value the grader cannot read: {str(entry['unreadable'])[:200]}.")
         try:
             got = Decoder(tensors, arguments=[*args, *kwargs.values()]).decode(entry.get("output"))
+            if "gradients" in entry:
+                got = with_gradients(got, entry["gradients"], [*args, *kwargs.values()], Decoder(tensors))
         except ExchangeError as err:
             raise GradingError(f"{name}(): the record of what it returned cannot be read: {err}.") from None
         self.produced.add(k, got)
