@@ -494,7 +494,7 @@ class ReplayStudent:
             raise GradingError("the record of your code's run for this test is malformed.")
         REPLAYED.last = ([*args, *kwargs.values()], observed)
         if "after_unreadable" in entry:
-            raise GradingError(f"{name}() left in its arguments what the grader does not read back: "
+            raise GradingError(f"{name}(): what it left in its arguments cannot be read back: "
                                f"{str(entry['after_unreadable'])[:NOTE_CHARS]}.")
         try:   # what the call left in its model, optimizer or folder, put into the test's own
             self.produced.held.apply_after(entry.get("after", []), tensors)

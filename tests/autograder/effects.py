@@ -148,8 +148,13 @@ class Held:
         return _folder_state(value, enc)
 
     def state_digest(self, n: int) -> str:
+        """A digest of object ``n``'s state now ("unreadable" for a folder the grader does not read back:
+        the judge then stopped at the call that left it so, with that message)."""
         enc = Encoder()
-        return digest(self.state(n, enc), enc.tensors)
+        try:
+            return digest(self.state(n, enc), enc.tensors)
+        except ExchangeError:
+            return "unreadable"
 
     def after(self, enc: Encoder) -> list:
         """The state of the last call's objects after it: ``[[number, node], ...]`` (ExchangeError when a
@@ -290,8 +295,8 @@ def _folder_state(folder: Path, enc: Encoder) -> dict:
                     raise ExchangeError(f"{folder.name}/{rel} is more than {MAX_DEPTH} folders deep")
                 continue
             if not stat.S_ISREG(info.st_mode):
-                raise ExchangeError(f"{folder.name}/{rel} is not a plain file (a link?): a folder the grader "
-                                    "reads back holds plain files only")
+                raise ExchangeError(f"{folder.name}/{rel} is not a plain file (a link?), and the grader reads back "
+                                    "plain files only")
             total += info.st_size
             if len(files) >= MAX_FILES or total > MAX_FOLDER_BYTES:
                 raise ExchangeError(f"{folder.name} holds more than {MAX_FILES} files or {MAX_FOLDER_BYTES // 2**20} "

@@ -151,6 +151,10 @@ def no_pickle(monkeypatch) -> None:
 
 
 def _check_files(folder) -> None:
+    links = [p.name for p in sorted(folder.rglob("*")) if p.is_symlink()]
+    if links:
+        raise GradingError(f"save_checkpoint made {', '.join(links)} a link: a checkpoint holds plain files (a copy "
+                           "of the folder would lose what a link points to).")
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     if not files:
         raise GradingError(f"save_checkpoint wrote no file in the folder it was given ({folder}).")
