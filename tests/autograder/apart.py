@@ -10,7 +10,8 @@ One test file ``test_grade_<unit>.py`` is run in three modes (``--grade-mode``),
   expected values in the student's process); instead its recorded calls are made on the student's
   functions, with the test's own fixtures for the grader's objects (the tiny model, tokenizers),
   and each call's output, or its exception, is written as data to ``--grade-outputs``, with what
-  the call changed (its arguments, torch's and NumPy's global random state).
+  the call changed (its arguments, torch's and NumPy's global random state, the state it left a
+  model, optimizer or folder argument in, autograd's mode in each forward pass of a model).
 * ``judge`` (a process where no student code runs): the test file runs as usual, but
   ``student.function(unit, name)`` returns a stand-in that gives back, call by call, what the probe
   recorded; the test computes its expected values and compares them in this process, and its
@@ -24,11 +25,14 @@ call must not be computed from an earlier call's output (the plan would not matc
 an earlier output passed on as it is, the very object, is fine: it crosses as a reference to that
 call, and the probe passes the student's output as the judge reads it), and
 the expected values must be computed in the test's body, never in a fixture (the probe sets up the
-fixtures in the sandbox). And what a test does to the student's side goes through fixtures the plan
-records: ``forbid`` (library functions that are the answer) and ``lend`` (the grader's version of a
-graded function the function under test builds on), never ``block`` or a patch of the student's
-module in the body; side effects are checked with ``grading.Unchanged``, which the judge reads from
-what the probe measured, never by comparing an argument with a copy after the call.
+fixtures in the sandbox). And what a test does to the student's side goes through what the plan
+records (recorded.py): ``forbid`` (library functions that are the answer), ``lend`` (the grader's
+version of a graded function the function under test builds on) and ``student.constant`` (a constant
+of the student's file), never ``block`` or a patch of the student's module in the body. Side effects
+are checked with ``grading.Unchanged`` and ``grading.GradModes``, which the judge reads from what the
+probe measured, never by comparing a tensor argument with a copy after the call; a model, an optimizer
+or a folder is the exception: it crosses by its whole state, and what the call left in it is put into
+the test's own object (effects.py), which the test then reads as it is in the student's run.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ import torch
 from effects import Held, gradients, with_gradients
 from exchange import Decoder, Encoder, ExchangeError, digest, fingerprint, read_record, write_record
 from grading import REPLAYED, GradingError, Unchanged, block
+from recorded import CONSTANTS, FORBIDDEN, LENT
 
 UNIT_RECORD = "unit"          # <outputs>/<unit>/unit.json: the probe's problems and notes for the unit
 PLAN_INDEX = "plan"           # <calls>/<unit>/plan.json: the tests recorded, and any the reference failed
@@ -142,64 +147,11 @@ class Outputs:
             self.ids.setdefault(id(value), k)
 
 
-def lend_to(mode: str, student: Any, item: pytest.Item, unit: str, patch: pytest.MonkeyPatch, helper: str,
-            version: Callable) -> None:
-    """For this test, the student's module finds ``version`` (the grader's own) under the name
-    ``helper``, a graded function that the function under test builds on: one mistake costs one
-    objective. A plan run records it by the test module's name for ``version`` (a probe lends it
-    there before the calls); a judge run has no student module and does nothing."""
-    if mode == "judge":
-        return
-    if mode == "plan":
-        names = [n for n, v in vars(item.module).items() if v is version]
-        if not names:
-            raise GradingError(f"autograder error: lend({helper!r}, ...) needs a grader version that the test "
-                               "module defines or binds at module level (a probe finds it there by name)")
-        LENT.setdefault((unit, item.name), []).append([helper, names[0]])
-    patch.setattr(student(unit), helper, version, raising=False)
-
-
-def forbid_fixture(mode: Callable[[], str], unit_of: Callable[[pytest.Item], str | None]) -> Callable:
-    """The ``forbid`` fixture (the conftest binds it, with how to read the run's mode and a test's unit)."""
-    @pytest.fixture
-    def forbid(monkeypatch, request) -> Callable[..., None]:
-        """``forbid("minillm.inference.scoring.perplexity", ...)``: for this test, calling one of these fails the
-        test with a message. Use it for the library functions that ARE the exercise's answer. Get the
-        reference values from names bound at import time of the test module (``from minillm.inference.scoring
-        import perplexity as ref_perplexity``): patching a module attribute leaves those untouched.
-        Call it before the first ``student(...)`` so that ``from minillm import x`` in the student's
-        file binds the forbidden stand-in too. (A plan run records them: a probe run, which skips the
-        test's body, forbids them before the student's file loads.)"""
-        def do_forbid(*paths: str) -> None:
-            block(monkeypatch, *paths)
-            if mode() == "plan":
-                FORBIDDEN.setdefault((unit_of(request.node) or "?", request.node.name), []).extend(paths)
-        return do_forbid
-    return forbid
-
-
-def lend_fixture(mode: Callable[[], str]) -> Callable:
-    """The ``lend`` fixture (the conftest binds it, with how to read the run's mode)."""
-    @pytest.fixture
-    def lend(monkeypatch, request, student) -> Callable[[str, str, Callable], None]:
-        """``lend("sampling", "softmax_with_temperature", _grader_softmax)``: for this test the student's
-        module finds the grader's version (a module-level name of the test file) in place of a graded
-        function that the function under test builds on, so that one mistake costs one objective."""
-        def do_lend(unit: str, helper: str, version: Callable) -> None:
-            lend_to(mode(), student, request.node, unit, monkeypatch, helper, version)
-        return do_lend
-    return lend
-
-
 # --------------------------------------------------------------------------------------------
 # plan: the reference's calls, recorded
 # --------------------------------------------------------------------------------------------
 
 PLANNED: dict[tuple[str, str], list] = {}     # (unit, test name) -> [(call record, tensors)]
-FORBIDDEN: dict[tuple[str, str], list] = {}   # (unit, test name) -> the library functions it forbids
-LENT: dict[tuple[str, str], list] = {}        # (unit, test name) -> [[graded function, the test module's name
-                                              #   of the grader's version lent in its place]]
-CONSTANTS: dict[tuple[str, str], list] = {}   # (unit, test name) -> the student module's constants it reads
 
 
 class PlanStudent:

@@ -56,10 +56,11 @@ from typing import Any, Callable
 
 import numpy as np
 import apart
+import recorded
 import pytest
 import torch
 from grader_options import add_grader_options
-from grading import ForbiddenCall, GradingError, block
+from grading import ForbiddenCall, GradingError
 from guard import Watch, hide_reference, signer
 from submission import NotebookError, constant_name, find_unit_file, read_notebook, tie_note
 
@@ -626,8 +627,8 @@ def student(request) -> Student | apart.PlanStudent | apart.ReplayStudent:
     return Student(state)
 
 
-forbid = apart.forbid_fixture(lambda: _state().mode, lambda item: _unit_of(item))   # forbid("torch.softmax")
-lend = apart.lend_fixture(lambda: _state().mode)   # lend("sampling", "softmax_with_temperature", _grader_softmax)
+forbid = recorded.forbid_fixture(lambda: _state().mode, lambda item: _unit_of(item))   # forbid("torch.softmax")
+lend = recorded.lend_fixture(lambda: _state().mode)   # lend("sampling", "softmax_with_temperature", _grader_softmax)
 
 
 @pytest.fixture(scope="session")

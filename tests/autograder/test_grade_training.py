@@ -5,11 +5,8 @@ logits, ``torch.optim.AdamW``, ``clip_grad_norm_``) and run on the same minillm 
 with the same initial weights; never solutions/. Shapes, batches and seeds come from
 ``grader_seed``. Checkpoint tests make ``torch.save`` / ``torch.load`` / ``pickle`` raise
 while the student's code runs, and accept only ``.safetensors`` and ``.json`` files.
-
-Graded apart (apart.py), the student's functions change their arguments in the sandbox: the model
-and optimizer a test passes cross by their whole state, and what the call left in them (weights,
-gradients, AdamW's state, the files written into a folder) crosses back as data and is put into the
-test's own objects (effects.py), so the checks below read them as if the call had run here.
+Graded apart, what a call left in its model, optimizer or folder crosses back as data into the
+test's own objects (effects.py): the checks read them as if the call had run here.
 """
 
 from __future__ import annotations
@@ -134,8 +131,7 @@ def _split(tokenizer, story_texts: list[str], grader_seed: int) -> tuple[torch.T
 
 @pytest.fixture
 def no_pickle(monkeypatch) -> None:
-    """Make every pickle path raise while the test runs, the student's checkpoint code included (a
-    fixture, so that graded apart the probe sets it up in the student's process too)."""
+    """Every pickle path raises while the test runs (a fixture: the probe sets it up too)."""
     def refuse(what):
         def raiser(*args, **kwargs):
             raise GradingError(
@@ -151,10 +147,8 @@ def no_pickle(monkeypatch) -> None:
 
 
 def _check_files(folder) -> None:
-    links = [p.name for p in sorted(folder.rglob("*")) if p.is_symlink()]
-    if links:
-        raise GradingError(f"save_checkpoint made {', '.join(links)} a link: a checkpoint holds plain files (a copy "
-                           "of the folder would lose what a link points to).")
+    if any(p.is_symlink() for p in folder.rglob("*")):
+        raise GradingError("save_checkpoint made a link: a checkpoint holds plain files (a copy loses a link's target).")
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     if not files:
         raise GradingError(f"save_checkpoint wrote no file in the folder it was given ({folder}).")
@@ -415,8 +409,7 @@ def _checkpoint_setup(grader_seed, salt, vocab, tied=False):
 
 
 def _carry_on(model, optimizer, batches) -> None:
-    """The reference's training steps on a resumed model and optimizer; a state that does not fit them
-    (a state tensor of another shape, a hyperparameter missing) fails with a message, not a crash."""
+    """The reference's steps on a resumed model and optimizer: a state that does not fit fails with a message."""
     try:
         for batch in batches:
             reference_step(model, optimizer, batch)
