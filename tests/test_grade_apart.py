@@ -193,6 +193,46 @@ atexit.register(_break)
 '''
 
 
+# What a training call leaves in its arguments, wrong in ways the grader reads back from data: a link in
+# the checkpoint folder; an optimizer file that is not safetensors (loading then skips it); AdamW's
+# averages of a matrix loaded transposed, which training cannot go on with.
+CHECKPOINT_LINK = """
+
+_save = save_checkpoint
+
+
+def save_checkpoint(model, optimizer, step, folder):
+    import os
+    _save(model, optimizer, step, folder)
+    os.symlink("/etc/hostname", str(Path(folder) / "hostname.json"))
+"""
+OPTIMIZER_NOT_SAFETENSORS = """
+
+_save = save_checkpoint
+
+
+def save_checkpoint(model, optimizer, step, folder):
+    _save(model, optimizer, step, folder)
+    (Path(folder) / OPTIMIZER_FILE).write_bytes(b"PK\\x03\\x04 a zip archive, as torch.save writes")
+
+
+def load_checkpoint(model, optimizer, folder):
+    model.load_state_dict(load_file(str(Path(folder) / MODEL_FILE)))
+    return int(json.loads((Path(folder) / STATE_FILE).read_text(encoding="utf-8"))["step"])
+"""
+STATE_OF_ANOTHER_SHAPE = """
+
+_load = load_checkpoint
+
+
+def load_checkpoint(model, optimizer, folder):
+    step = _load(model, optimizer, folder)
+    for state in optimizer.state.values():
+        if state["exp_avg"].dim() == 2:
+            state["exp_avg"] = state["exp_avg"].t().contiguous()
+    return step
+"""
+
 # Students of the class beyond the reference, the stub, the attacks and the catalogued mistakes, each a
 # code appended to the reference: {unit: {name: code}}.
 EXTRA = {"logits": {"breaker": BREAKER},
@@ -201,7 +241,9 @@ EXTRA = {"logits": {"breaker": BREAKER},
                                        "    return torch.softmax(logits / temperature, dim=-1)\n"},
          # A new module holding the original's own weight tensors: the judge must see them shared.
          "quantization": {"shallow_copy": "\n\ndef quantize_model(model, bits):\n"
-                                          "    import copy\n    return copy.copy(model)\n"}}
+                                          "    import copy\n    return copy.copy(model)\n"},
+         "training": {"checkpoint_link": CHECKPOINT_LINK, "optimizer_not_safetensors": OPTIMIZER_NOT_SAFETENSORS,
+                      "state_of_another_shape": STATE_OF_ANOTHER_SHAPE}}
 
 
 def _results(out: Path, name: str) -> dict:
@@ -348,6 +390,21 @@ def test_what_the_probe_forbids_and_lends_and_shared_weights_are_judged_from_dat
     outputs = [t["output"] for t in _unit_results(out, student["shallow_copy"], "quantization")
                if t["status"] == "failed"]
     assert any("shares weight tensors with the original" in o for o in outputs), outputs
+
+
+def test_what_training_calls_leave_behind_is_judged_from_data(apart_class):
+    """Training: what save_checkpoint wrote and load_checkpoint restored crosses back as data, and each way
+    it can be wrong fails with its own message (the judge never reads a link, never unpickles)."""
+    by, out, wrong = apart_class
+    student = {mistake: s for (s, _), mistake in wrong.items()}
+    failed = {m: [t["output"] for t in _unit_results(out, student[m], "training") if t["status"] == "failed"]
+              for m in ("checkpoint_link", "optimizer_not_safetensors", "state_of_another_shape")}
+    assert len(failed["checkpoint_link"]) == 3, failed
+    assert all("hostname.json is not a plain file (a link?)" in f for f in failed["checkpoint_link"]), failed
+    assert any("optimizer.safetensors is not a file safetensors can read" in f
+               for f in failed["optimizer_not_safetensors"]), failed
+    assert len(failed["state_of_another_shape"]) == 2, failed
+    assert all("training could not go on after load_checkpoint" in f for f in failed["state_of_another_shape"]), failed
 
 
 def test_values_cross_as_data_and_bad_records_are_refused(tmp_path):

@@ -10,7 +10,8 @@ One test file ``test_grade_<unit>.py`` is run in three modes (``--grade-mode``),
   expected values in the student's process); instead its recorded calls are made on the student's
   functions, with the test's own fixtures for the grader's objects (the tiny model, tokenizers),
   and each call's output, or its exception, is written as data to ``--grade-outputs``, with what
-  the call changed (its arguments, torch's and NumPy's global random state).
+  the call changed (its arguments, torch's and NumPy's global random state, the state it left a
+  model, optimizer or folder argument in, autograd's mode in each forward pass of a model).
 * ``judge`` (a process where no student code runs): the test file runs as usual, but
   ``student.function(unit, name)`` returns a stand-in that gives back, call by call, what the probe
   recorded; the test computes its expected values and compares them in this process, and its
@@ -24,16 +25,20 @@ call must not be computed from an earlier call's output (the plan would not matc
 an earlier output passed on as it is, the very object, is fine: it crosses as a reference to that
 call, and the probe passes the student's output as the judge reads it), and
 the expected values must be computed in the test's body, never in a fixture (the probe sets up the
-fixtures in the sandbox). And what a test does to the student's side goes through fixtures the plan
-records: ``forbid`` (library functions that are the answer) and ``lend`` (the grader's version of a
-graded function the function under test builds on), never ``block`` or a patch of the student's
-module in the body; side effects are checked with ``grading.Unchanged``, which the judge reads from
-what the probe measured, never by comparing an argument with a copy after the call.
+fixtures in the sandbox). And what a test does to the student's side goes through what the plan
+records (recorded.py): ``forbid`` (library functions that are the answer), ``lend`` (the grader's
+version of a graded function the function under test builds on) and ``student.constant`` (a constant
+of the student's file), never ``block`` or a patch of the student's module in the body. Side effects
+are checked with ``grading.Unchanged`` and ``grading.GradModes``, which the judge reads from what the
+probe measured, never by comparing a tensor argument with a copy after the call; a model, an optimizer
+or a folder is the exception: it crosses by its whole state, and what the call left in it is put into
+the test's own object (effects.py), which the test then reads as it is in the student's run.
 """
 
 from __future__ import annotations
 
 import builtins
+import functools
 import hashlib
 import re
 from pathlib import Path
@@ -42,8 +47,10 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 import torch
+from effects import Held, gradients, with_gradients
 from exchange import Decoder, Encoder, ExchangeError, digest, fingerprint, read_record, write_record
 from grading import REPLAYED, GradingError, Unchanged, block
+from recorded import CONSTANTS, FORBIDDEN, LENT
 
 UNIT_RECORD = "unit"          # <outputs>/<unit>/unit.json: the probe's problems and notes for the unit
 PLAN_INDEX = "plan"           # <calls>/<unit>/plan.json: the tests recorded, and any the reference failed
@@ -115,10 +122,12 @@ def forget_built() -> None:
 
 
 def encode_call(k: int, args: tuple, kwargs: dict, fixtures: dict,
-                outputs: dict[int, int]) -> tuple[dict, dict[str, torch.Tensor], str]:
+                outputs: dict[int, int], held: Held) -> tuple[dict, dict[str, torch.Tensor], str]:
     """Call number ``k``'s arguments as data: (the tree, its tensors, a digest of both). ``outputs``:
-    id -> the number of the earlier call of this test that returned the object (passed on as it is)."""
-    enc = Encoder(fixtures, prefix=f"c{k}.", outputs=outputs, built=BUILT)
+    id -> the number of the earlier call of this test that returned the object (passed on as it is);
+    ``held``: the test's objects that cross by their state (effects.py), this call's noted in it."""
+    held.start_call()
+    enc = Encoder(fixtures, prefix=f"c{k}.", outputs=outputs, built=BUILT, held=held)
     tree = {"args": [enc.encode(a) for a in args], "kwargs": [[key, enc.encode(v)] for key, v in kwargs.items()]}
     return tree, enc.tensors, digest(tree, enc.tensors)
 
@@ -130,6 +139,7 @@ class Outputs:
     def __init__(self) -> None:
         self.ids: dict[int, int] = {}
         self.kept: dict[int, Any] = {}     # call number -> output, held so that no id is reused while the test runs
+        self.held = Held()                 # the objects its calls may change (a model, an optimizer, a folder)
 
     def add(self, k: int, value: Any) -> None:
         self.kept[k] = value
@@ -137,44 +147,11 @@ class Outputs:
             self.ids.setdefault(id(value), k)
 
 
-def lend_to(mode: str, student: Any, item: pytest.Item, unit: str, patch: pytest.MonkeyPatch, helper: str,
-            version: Callable) -> None:
-    """For this test, the student's module finds ``version`` (the grader's own) under the name
-    ``helper``, a graded function that the function under test builds on: one mistake costs one
-    objective. A plan run records it by the test module's name for ``version`` (a probe lends it
-    there before the calls); a judge run has no student module and does nothing."""
-    if mode == "judge":
-        return
-    if mode == "plan":
-        names = [n for n, v in vars(item.module).items() if v is version]
-        if not names:
-            raise GradingError(f"autograder error: lend({helper!r}, ...) needs a grader version that the test "
-                               "module defines or binds at module level (a probe finds it there by name)")
-        LENT.setdefault((unit, item.name), []).append([helper, names[0]])
-    patch.setattr(student(unit), helper, version, raising=False)
-
-
-def lend_fixture(mode: Callable[[], str]) -> Callable:
-    """The ``lend`` fixture (the conftest binds it, with how to read the run's mode)."""
-    @pytest.fixture
-    def lend(monkeypatch, request, student) -> Callable[[str, str, Callable], None]:
-        """``lend("sampling", "softmax_with_temperature", _grader_softmax)``: for this test the student's
-        module finds the grader's version (a module-level name of the test file) in place of a graded
-        function that the function under test builds on, so that one mistake costs one objective."""
-        def do_lend(unit: str, helper: str, version: Callable) -> None:
-            lend_to(mode(), student, request.node, unit, monkeypatch, helper, version)
-        return do_lend
-    return lend
-
-
 # --------------------------------------------------------------------------------------------
 # plan: the reference's calls, recorded
 # --------------------------------------------------------------------------------------------
 
 PLANNED: dict[tuple[str, str], list] = {}     # (unit, test name) -> [(call record, tensors)]
-FORBIDDEN: dict[tuple[str, str], list] = {}   # (unit, test name) -> the library functions it forbids
-LENT: dict[tuple[str, str], list] = {}        # (unit, test name) -> [[graded function, the test module's name
-                                              #   of the grader's version lent in its place]]
 
 
 class PlanStudent:
@@ -189,12 +166,19 @@ class PlanStudent:
     def __call__(self, unit: str):
         return self.student(unit)
 
+    def constant(self, unit: str, name: str, default: Any = None) -> Any:
+        names = CONSTANTS.setdefault((unit, self.item.name), [])
+        if name not in names:
+            names.append(name)
+        return self.student.constant(unit, name, default)
+
     def function(self, unit: str, name: str) -> Callable:
         fn = self.student.function(unit, name)
 
         def recorded(*args, **kwargs):
             k = len(self.calls)
-            tree, tensors, key = encode_call(k, args, kwargs, _fixtures(self.item), self.outputs.ids)
+            tree, tensors, key = encode_call(k, args, kwargs, _fixtures(self.item), self.outputs.ids,
+                                             self.outputs.held)
             self.calls.append(({"function": name, **tree, "digest": key}, tensors))
             got = fn(*args, **kwargs)   # a call that raises has no output to pass on
             self.outputs.add(k, got)
@@ -212,7 +196,8 @@ def write_plan(folder: Path, results: dict) -> None:
             tensors = {k: v for _, t in calls for k, v in t.items()}
             write_record(folder / unit, stem(name), {"test": name, "calls": [c for c, _ in calls],
                                                      "forbid": FORBIDDEN.get((unit, name), []),
-                                                     "lend": LENT.get((unit, name), [])}, tensors)
+                                                     "lend": LENT.get((unit, name), []),
+                                                     "constants": CONSTANTS.get((unit, name), [])}, tensors)
         failed = {r.name: r.output for r in results.values() if r.unit == unit and not r.passed}
         write_record(folder / unit, PLAN_INDEX, {"tests": sorted(tests), "reference_failed": failed}, {})
 
@@ -252,6 +237,7 @@ class Probe:
         out, tensors, stopped = [], {}, None
 
         produced = Outputs()   # each call's output as the judge will read it, for the calls given it
+        produced.held.make_folder = lambda: item._request.getfixturevalue("tmp_path_factory").mktemp("argument")
         rebuilt: dict[str, Any] = {}
 
         def build(function: str, args: list, kwargs: dict, expected: str) -> Any:
@@ -279,31 +265,58 @@ class Probe:
                 continue
             for helper, version in plan.get("lend", []):   # the grader's versions of what it builds on
                 patch.setattr(student(unit), helper, getattr(item.module, version), raising=False)
-            decoder = Decoder(plan_tensors, lambda path: fixture_value(item, path), produced.kept, build)
+            decoder = Decoder(plan_tensors, lambda path: fixture_value(item, path), produced.kept, build,
+                              held=produced.held)
             args = [decoder.decode(a) for a in call["args"]]
             kwargs = {key: decoder.decode(v) for key, v in call["kwargs"]}
-            _, _, echo = encode_call(k, tuple(args), kwargs, _fixtures(item), produced.ids)
-            entry, stopped = self._call(student.function(unit, fname), k, args, kwargs, tensors)
+            _, _, echo = encode_call(k, tuple(args), kwargs, _fixtures(item), produced.ids, produced.held)
+            entry, stopped = self._call(student.function(unit, fname), k, args, kwargs, tensors, produced.held)
             out.append({"function": fname, "digest": echo, **entry})
             try:
                 produced.add(k, Decoder(tensors, arguments=[*args, *kwargs.values()]).decode(entry["output"])
                              if "output" in entry else None)
             except ExchangeError:
                 produced.add(k, None)
-        write_record(self.outputs / unit, stem(name), {"test": name, "functions": functions, "calls": out}, tensors)
+        constants = [] if stopped else self._constants(student, unit, plan.get("constants", []), tensors)
+        write_record(self.outputs / unit, stem(name), {"test": name, "functions": functions, "calls": out,
+                                                       "constants": constants}, tensors)
 
-    def _call(self, fn: Callable, k: int, args: list, kwargs: dict,
-              tensors: dict[str, torch.Tensor]) -> tuple[dict, str | None]:
+    @staticmethod
+    def _constants(student: Any, unit: str, names: list, tensors: dict[str, torch.Tensor]) -> list:
+        """``[[name, node]]``: the module-level constants of the student's file that the test reads."""
+        found = []
+        for k, name in enumerate(names):
+            try:
+                enc = Encoder(prefix=f"k{k}.")
+                found.append([name, enc.encode(getattr(student(unit), str(name)))])
+                tensors.update(enc.tensors)
+            except Exception:   # no such name (the test's default then), a file that did not load, not data
+                continue
+        return found
+
+    def _call(self, fn: Callable, k: int, args: list, kwargs: dict, tensors: dict[str, torch.Tensor],
+              held: Held) -> tuple[dict, str | None]:
         """One call: (what it returned or raised, and what it changed; why the test's later calls are not
-        run, or None)."""
+        run, or None). What it changed: which arguments (by index), the global random states, the state
+        its held objects were left in (effects.py), and whether autograd was on in each forward pass of a
+        module argument."""
         values = [*args, *kwargs.values()]
         watched = Unchanged("", *values, rng=True)
+        modes: dict[int, list[bool]] = {i: [] for i, v in enumerate(values) if isinstance(v, torch.nn.Module)}
+        hooks = [values[i].register_forward_hook(functools.partial(_note_grad_mode, modes[i])) for i in modes]
         stopped = None
         try:
-            got = fn(*args, **kwargs)
+            try:
+                got = fn(*args, **kwargs)
+            finally:
+                for hook in hooks:
+                    hook.remove()
             try:
                 enc = Encoder(prefix=f"o{k}.", arguments=values)
                 entry: dict = {"output": enc.encode(got)}
+                found = gradients(got, values, enc)   # a loss: its gradient, for the judge's backward()
+                if found is not None:
+                    entry["gradients"] = found
                 tensors.update(enc.tensors)
             except ExchangeError as err:
                 entry = {"unreadable": str(err)}
@@ -317,8 +330,21 @@ class Probe:
                                          if not Unchanged._same(v, s)],
                              "torch_rng": not torch.equal(torch.get_rng_state(), watched.rng_state),
                              "numpy_rng": not Unchanged._same_numpy_state(np.random.get_state(),
-                                                                          watched.numpy_state)}
+                                                                          watched.numpy_state),
+                             "grad_modes": [[i, m] for i, m in modes.items()]}
+        try:
+            enc = Encoder(prefix=f"a{k}.")
+            entry["after"] = held.after(enc)
+            tensors.update(enc.tensors)
+        except Exception as err:   # a folder holding a link, or more than the grader reads back
+            entry["after_unreadable"] = str(err)[:NOTE_CHARS]
         return entry, stopped
+
+
+def _note_grad_mode(modes: list[bool], module: torch.nn.Module, args: Any, output: Any) -> None:
+    """A forward hook: whether autograd is on in this forward pass (the first thousand)."""
+    if len(modes) < 1000:
+        modes.append(torch.is_grad_enabled())
 
 
 def write_unit_notes(outputs: Path, problems: dict, notes: dict, units: set[str]) -> None:
@@ -375,6 +401,18 @@ class ReplayStudent:
             raise GradingError("the record of your code's run for this test is malformed.")
         return found
 
+    def constant(self, unit: str, name: str, default: Any = None) -> Any:
+        """The constant of the student's file that the probe recorded, or ``default`` where it has none."""
+        record, tensors = self._record(unit)
+        found = record.get("constants")
+        for entry in found if isinstance(found, list) else []:
+            if isinstance(entry, list) and len(entry) == 2 and entry[0] == name:
+                try:
+                    return Decoder(tensors).decode(entry[1])
+                except ExchangeError as err:
+                    raise GradingError(f"the record of your file's {name} cannot be read: {err}.") from None
+        return default
+
     def function(self, unit: str, name: str) -> Callable:
         record, _ = self._record(unit)
         problem = record["functions"].get(name, "")
@@ -397,7 +435,7 @@ class ReplayStudent:
             raise GradingError(f"{name}(): {NO_OUTPUT} (call {k + 1} of this test was not recorded).")
         if "not_run" in entry:
             raise GradingError(f"{name}() was not called: {str(entry['not_run'])[:NOTE_CHARS]}.")
-        _, _, key = encode_call(k, args, kwargs, _fixtures(self.item), self.produced.ids)
+        _, _, key = encode_call(k, args, kwargs, _fixtures(self.item), self.produced.ids, self.produced.held)
         if entry.get("digest") != key:
             raise GradingError(
                 f"{name}(): in your code's run, call {k + 1} of this test was given other inputs than the grader's. "
@@ -407,12 +445,21 @@ class ReplayStudent:
         if not (isinstance(observed, dict) and isinstance(observed.get("changed"), list)):
             raise GradingError("the record of your code's run for this test is malformed.")
         REPLAYED.last = ([*args, *kwargs.values()], observed)
+        if "after_unreadable" in entry:
+            raise GradingError(f"{name}(): what it left in its arguments cannot be read back: "
+                               f"{str(entry['after_unreadable'])[:NOTE_CHARS]}.")
+        try:   # what the call left in its model, optimizer or folder, put into the test's own
+            self.produced.held.apply_after(entry.get("after", []), tensors)
+        except ExchangeError as err:
+            raise GradingError(f"{name}(): {err}.") from None
         if isinstance(entry.get("raised"), dict):
             raise _replayed_exception(entry["raised"])
         if "unreadable" in entry:
             raise GradingError(f"{name}() returned a value the grader cannot read: {str(entry['unreadable'])[:200]}.")
         try:
             got = Decoder(tensors, arguments=[*args, *kwargs.values()]).decode(entry.get("output"))
+            if "gradients" in entry:
+                got = with_gradients(got, entry["gradients"], [*args, *kwargs.values()], Decoder(tensors))
         except ExchangeError as err:
             raise GradingError(f"{name}(): the record of what it returned cannot be read: {err}.") from None
         self.produced.add(k, got)

@@ -14,7 +14,7 @@ API for the test files ``test_grade_<unit>.py`` (see the README):
 * ``@pytest.mark.graded(points=N, objective="ID", level="P" | "M" | "E")`` on each graded test;
 * ``@pytest.mark.timeout_s(N)`` to change the per-test time limit (default 20 s);
 * fixtures ``student`` (``student("unit")`` -> module, ``student.function("unit", "name")`` ->
-  checked function), ``grader_seed``, ``tiny_tokenizer``, ``tiny_model``, ``tiny_model_config``,
+  checked function, ``student.constant("unit", "NAME", default)``), ``grader_seed``, ``tiny_tokenizer``, ``tiny_model``, ``tiny_model_config``,
   ``story_texts``, ``record_number``, ``forbid`` (library functions the student may not call);
 * ``from grading import expect_close, expect_shape``.
 
@@ -56,10 +56,11 @@ from typing import Any, Callable
 
 import numpy as np
 import apart
+import recorded
 import pytest
 import torch
 from grader_options import add_grader_options
-from grading import ForbiddenCall, GradingError, block
+from grading import ForbiddenCall, GradingError
 from guard import Watch, hide_reference, signer
 from submission import NotebookError, constant_name, find_unit_file, read_notebook, tie_note
 
@@ -579,6 +580,10 @@ class Student:
         self._skipped[unit] = code.skipped_names
         return module
 
+    def constant(self, unit: str, name: str, default: Any = None) -> Any:
+        """A module-level constant of the student's file (``OPTIMIZER_FILE``), or ``default`` if it has none."""
+        return getattr(self(unit), name, default)
+
     def function(self, unit: str, name: str) -> Callable:
         module = self(unit)
         fn = getattr(module, name, None)
@@ -623,23 +628,8 @@ def student(request) -> Student | apart.PlanStudent | apart.ReplayStudent:
     return Student(state)
 
 
-@pytest.fixture
-def forbid(monkeypatch, request) -> Callable[..., None]:
-    """``forbid("minillm.inference.scoring.perplexity", ...)``: for this test, calling one of these fails the
-    test with a message. Use it for the library functions that ARE the exercise's answer. Get the
-    reference values from names bound at import time of the test module (``from minillm.inference.scoring
-    import perplexity as ref_perplexity``): patching a module attribute leaves those untouched.
-    Call it before the first ``student(...)`` so that ``from minillm import x`` in the student's
-    file binds the forbidden stand-in too. (A plan run records them: a probe run, which skips the
-    test's body, forbids them before the student's file loads, apart.py.)"""
-    def do_forbid(*paths: str) -> None:
-        block(monkeypatch, *paths)
-        if _state().mode == "plan":
-            apart.FORBIDDEN.setdefault((_unit_of(request.node) or "?", request.node.name), []).extend(paths)
-    return do_forbid
-
-
-lend = apart.lend_fixture(lambda: _state().mode)   # lend("sampling", "softmax_with_temperature", _grader_softmax)
+forbid = recorded.forbid_fixture(lambda: _state().mode, lambda item: _unit_of(item))   # forbid("torch.softmax")
+lend = recorded.lend_fixture(lambda: _state().mode)   # lend("sampling", "softmax_with_temperature", _grader_softmax)
 
 
 @pytest.fixture(scope="session")

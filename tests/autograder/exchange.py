@@ -7,7 +7,7 @@ run code when read, unlike pickle. Each node of the tree is a one-key object nam
     {"list": [...]}  {"tuple": [...]}  {"dict": [[key node, value node], ...]}
     {"tensor": "t0", "requires_grad": false}  {"ndarray": "t1"}  {"npscalar": "float32", "value": node}
     {"generator": "t2"}                     (a CPU torch.Generator, by its state; arguments only)
-    {"config": {"dict": [...]}}             (a minillm ModelConfig, by its fields)
+    {"config": {"dict": [...]}}             (a minillm ModelConfig, by its fields; "gpt2config": a GPT2Config)
     {"fixture": "tiny_model", "fingerprint": "ab12..."}   (a grader fixture, by name; arguments only)
     {"output": 2}                            (what call 2 of the test returned, passed on as it is; arguments only)
     {"built": "_tied_model", "args": [...], "kwargs": [...], "fingerprint": "..."}
@@ -16,6 +16,8 @@ run code when read, unlike pickle. Each node of the tree is a one-key object nam
     {"module": "Transformer", "parameters": [["name", node or {"shared": [argument, "name"]}], ...]}
                                              (a module, by its parameters; outputs only)
     {"other": "MyClass", "repr": "..."}      (anything else the student returned: its type and repr only)
+    {"model": ...} {"optimizer": ...} {"folder": ...} {"same": 0, ...}
+                                             (an argument a call may change, by its state: effects.py)
 
 A pandas DataFrame crosses as its list of rows (``to_dict("records")``).
 
@@ -39,7 +41,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from minillm.models.config import ModelConfig
+from minillm.models.config import GPT2Config, ModelConfig
 
 MAX_JSON_BYTES = 16 * 2**20      # one test's record: thousands of calls' small outputs fit in far less
 MAX_TENSOR_BYTES = 256 * 2**20   # one test's tensors: the largest output a unit asks for is a few MB
@@ -72,16 +74,17 @@ class Encoder:
     """Turns values into JSON nodes, collecting their tensors (``tensors``: name -> CPU tensor).
     For a call's arguments: ``fixtures``, objects passed by name (id -> (name, fingerprint));
     ``outputs``, earlier calls' outputs (id -> call number); ``built``, objects the test built with
-    a function of its module (id -> (function name, args, kwargs)). For an output: ``arguments``,
+    a function of its module (id -> (function name, args, kwargs)); ``held``, the test's objects that
+    cross by their state (effects.Held: models, optimizers, folders). For an output: ``arguments``,
     the call's arguments (a returned argument crosses as itself, and a returned module's parameter
     that shares an argument module's memory as that parameter).
     ``prefix``: of the tensors' names, so that several values' tensors can share one file."""
 
     def __init__(self, fixtures: dict[int, tuple[str, str]] | None = None, prefix: str = "",
                  outputs: dict[int, int] | None = None, built: dict[int, tuple] | None = None,
-                 arguments: list | None = None) -> None:
+                 arguments: list | None = None, held: Any = None) -> None:
         self.fixtures, self.prefix, self.outputs = fixtures or {}, prefix, outputs or {}
-        self.built = built or {}
+        self.built, self.held = built or {}, held
         self.arguments = {id(a): i for i, a in enumerate(arguments or []) if isinstance(a, (torch.nn.Module,
                                                                                           torch.Tensor))}
         self.storages = {}   # a data pointer -> (argument number, parameter name), of the argument modules'
@@ -116,6 +119,9 @@ class Encoder:
                     "fingerprint": fingerprint(value)}
         if id(value) in self.arguments:
             return {"argument": self.arguments[id(value)]}
+        node = self.held.encode(value, self) if self.held is not None else None
+        if node is not None:
+            return node
         if isinstance(value, torch.nn.Module):
             return {"module": type(value).__name__[:60], "parameters": [
                 [name, {"shared": list(self.storages[p.data_ptr()])} if p.data_ptr() in self.storages
@@ -144,9 +150,9 @@ class Encoder:
             return {"generator": self._tensor(value.get_state())}
         if type(value).__name__ == "DataFrame" and type(value).__module__.startswith("pandas."):
             return self.encode(value.to_dict("records"), depth)   # a table of rows: as its rows
-        if type(value) is ModelConfig:
-            return {"config": self.encode({f.name: getattr(value, f.name) for f in dataclasses.fields(value)},
-                                          depth + 1)}
+        if type(value) in (ModelConfig, GPT2Config):
+            return {"config" if type(value) is ModelConfig else "gpt2config":
+                    self.encode({f.name: getattr(value, f.name) for f in dataclasses.fields(value)}, depth + 1)}
         try:
             text = repr(value)
         except Exception:   # a repr that fails is still an answer of the wrong kind
@@ -193,12 +199,14 @@ class RecordedModule(torch.nn.Module):
 
 class Decoder:
     """Turns JSON nodes back into values, checking each. ``fixture``: name -> the grader's own object
-    (arguments only; None where no fixture may appear)."""
+    (arguments only; None where no fixture may appear); ``held``: the probe's effects.Held, which builds
+    the objects that cross by their state (arguments only)."""
 
     def __init__(self, tensors: dict[str, torch.Tensor], fixture: Callable[[str], Any] | None = None,
                  outputs: dict[int, Any] | None = None, build: Callable[[str, list, dict, str], Any] | None = None,
-                 arguments: list | None = None) -> None:
+                 arguments: list | None = None, held: Any = None) -> None:
         self.tensors = tensors
+        self.held = held
         self.fixture = fixture
         self.outputs = outputs
         self.build = build          # (function name, args, kwargs, fingerprint) -> the object, for arguments
@@ -263,15 +271,18 @@ class Decoder:
             except (RuntimeError, TypeError):
                 raise ExchangeError("a random generator's state is not one torch can read") from None
             return generator
-        if kind == "config" and len(node) == 1:
+        if kind in ("config", "gpt2config") and len(node) == 1:
+            cls = ModelConfig if kind == "config" else GPT2Config
             fields = self.decode(value, depth + 1)
-            known = {f.name for f in dataclasses.fields(ModelConfig)}
+            known = {f.name for f in dataclasses.fields(cls)}
             if not (isinstance(fields, dict) and set(fields) <= known):
-                raise ExchangeError("a model config holds fields a ModelConfig does not have")
+                raise ExchangeError(f"a model config holds fields a {cls.__name__} does not have")
             try:
-                return ModelConfig(**fields)
+                return cls(**fields)
             except TypeError:
-                raise ExchangeError("a model config lacks fields a ModelConfig needs") from None
+                raise ExchangeError(f"a model config lacks fields a {cls.__name__} needs") from None
+        if kind in ("model", "optimizer", "folder", "same") and self.held is not None and isinstance(value, (str, int)):
+            return self.held.decode(kind, node, self)
         if kind == "built" and set(node) == {"built", "args", "kwargs", "fingerprint"} and self.build is not None \
                 and type(value) is str and type(node["args"]) is list and type(node["kwargs"]) is list:
             args = [self.decode(a, depth + 1) for a in node["args"]]

@@ -127,8 +127,9 @@ def expect_int(got: Any, what: str = "the result") -> int:
 class _Replayed:
     """In a judged run (apart.py) the student's calls happened in another process: ``active`` is
     True there, and ``last`` holds the last replayed call's arguments and what that process saw the
-    call change ({"changed": [argument indices], "torch_rng": bool, "numpy_rng": bool}), which
-    :meth:`Unchanged.check` reports instead of measuring."""
+    call change ({"changed": [argument indices], "torch_rng": bool, "numpy_rng": bool, "grad_modes":
+    [[argument index, [bool, ...]], ...]}), which :class:`Unchanged` and :class:`GradModes` report
+    instead of measuring."""
 
     active: bool = False
     last: tuple[list, dict] | None = None
@@ -138,7 +139,7 @@ REPLAYED = _Replayed()
 
 
 class Unchanged:
-    """Snapshot tensors, NumPy arrays, modules and (nested) lists/dicts of them; ``check()`` fails with
+    """Snapshot tensors, NumPy arrays, modules, optimizers and (nested) lists/dicts of them; ``check()`` fails with
     a student-readable message when any of them changed since (a graded function must leave its
     inputs alone), and, with ``rng=True``, when torch's or NumPy's global random state moved (it must
     draw from its own generator).
@@ -161,6 +162,8 @@ class Unchanged:
         import torch
         if isinstance(value, torch.nn.Module):
             return {k: v.detach().clone() for k, v in value.state_dict().items()}
+        if isinstance(value, torch.optim.Optimizer):   # its state (AdamW's averages) and hyperparameters
+            return cls._copy(value.state_dict())
         if isinstance(value, torch.Tensor):
             return value.detach().clone()
         if isinstance(value, np.ndarray):
@@ -177,6 +180,8 @@ class Unchanged:
         if isinstance(value, torch.nn.Module):
             state = value.state_dict()
             return state.keys() == saved.keys() and all(torch.equal(state[k], saved[k]) for k in saved)
+        if isinstance(value, torch.optim.Optimizer):
+            return cls._same(value.state_dict(), saved)
         if isinstance(value, torch.Tensor):
             if value.shape != saved.shape or value.dtype != saved.dtype:
                 return False
@@ -228,6 +233,36 @@ class Unchanged:
         """np.random.get_state(): (name, key array, position, has_gauss, cached_gaussian)."""
         return len(state) == len(saved) and all(
             np.array_equal(a, b) if isinstance(a, np.ndarray) else a == b for a, b in zip(state, saved))
+
+
+class GradModes:
+    """Whether autograd was on in each forward pass of ``module`` from now on (a forward hook): a
+    function that only measures (an evaluation) runs the model under ``torch.no_grad()``.
+
+        passes = GradModes(model)
+        evaluate(model, ids, 32)
+        if any(passes.modes): ...
+
+    In a judged run the calls happened in the student's process: ``modes`` is what that process saw
+    in the last replayed call that was given ``module``."""
+
+    def __init__(self, module: Any) -> None:
+        import torch
+        self.module = module
+        self._seen: list[bool] = []
+        module.register_forward_hook(lambda m, args, output: self._seen.append(torch.is_grad_enabled()))
+
+    @property
+    def modes(self) -> list[bool]:
+        if not REPLAYED.active:
+            return list(self._seen)
+        args, seen = REPLAYED.last or ([], {})
+        found = seen.get("grad_modes") if isinstance(seen.get("grad_modes"), list) else []
+        for entry in found:
+            if (isinstance(entry, list) and len(entry) == 2 and type(entry[0]) is int and 0 <= entry[0] < len(args)
+                    and args[entry[0]] is self.module and isinstance(entry[1], list)):
+                return [m is True for m in entry[1]]
+        return []
 
 
 def expect_shape(got: Any, shape: Sequence[int | None], what: str = "the result") -> None:

@@ -5,6 +5,8 @@ logits, ``torch.optim.AdamW``, ``clip_grad_norm_``) and run on the same minillm 
 with the same initial weights; never solutions/. Shapes, batches and seeds come from
 ``grader_seed``. Checkpoint tests make ``torch.save`` / ``torch.load`` / ``pickle`` raise
 while the student's code runs, and accept only ``.safetensors`` and ``.json`` files.
+Graded apart, what a call left in its model, optimizer or folder crosses back as data into the
+test's own objects (effects.py): the checks read them as if the call had run here.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 import minillm.models.qwen2 as mm
-from grading import GradingError, Unchanged, expect_close, expect_shape, block
+from grading import GradingError, GradModes, Unchanged, expect_close, expect_shape, block
 from minillm.models.config import ModelConfig
 
 pytestmark = pytest.mark.training
@@ -127,8 +129,9 @@ def _split(tokenizer, story_texts: list[str], grader_seed: int) -> tuple[torch.T
     return _stream(tokenizer, train), _stream(tokenizer, val)[:1024]
 
 
-def _no_pickle(monkeypatch) -> None:
-    """Make every pickle path raise while the student's checkpoint code runs."""
+@pytest.fixture
+def no_pickle(monkeypatch) -> None:
+    """Every pickle path raises while the test runs (a fixture: the probe sets it up too)."""
     def refuse(what):
         def raiser(*args, **kwargs):
             raise GradingError(
@@ -144,6 +147,8 @@ def _no_pickle(monkeypatch) -> None:
 
 
 def _check_files(folder) -> None:
+    if any(p.is_symlink() for p in folder.rglob("*")):
+        raise GradingError("save_checkpoint made a link: a checkpoint holds plain files (a copy loses a link's target).")
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     if not files:
         raise GradingError(f"save_checkpoint wrote no file in the folder it was given ({folder}).")
@@ -204,17 +209,16 @@ def test_next_token_loss_gradient(student, grader_seed):
 # TRAIN-2 train_step
 # ------------------------------------------------------------------------------------------
 
-def _step_setup(student, monkeypatch, grader_seed, salt, tiny_model_config):
+def _step_setup(student, lend, grader_seed, salt, tiny_model_config):
     rng, gen = _rng(grader_seed, salt)
     config = _small_config(rng, tiny_model_config.vocab_size)
     model = _fresh_model(config, gen)
     ref_model = copy.deepcopy(model)
     batches = [torch.randint(0, config.vocab_size, (rng.randint(2, 4), rng.randint(8, 16)), generator=gen)
                for _ in range(3)]
-    module = student("training")
-    # Grade the step on its own: the loss inside it is the reference (next_token_loss is graded above).
-    monkeypatch.setattr(module, "next_token_loss", reference_loss)
     train_step = student.function("training", "train_step")
+    # Grade the step on its own: the loss inside it is the reference (next_token_loss is graded above).
+    lend("training", "next_token_loss", reference_loss)
     return model, ref_model, batches, train_step, gen
 
 
@@ -226,8 +230,8 @@ STEP_ATOL, STEP_RTOL = 1e-4, 1e-5
 
 
 @pytest.mark.graded(points=2, objective="TRAIN-2", level="P")
-def test_train_step_matches_adamw(student, monkeypatch, grader_seed, tiny_model_config):
-    model, ref_model, batches, train_step, _ = _step_setup(student, monkeypatch, grader_seed, 3, tiny_model_config)
+def test_train_step_matches_adamw(student, lend, grader_seed, tiny_model_config):
+    model, ref_model, batches, train_step, _ = _step_setup(student, lend, grader_seed, 3, tiny_model_config)
     optimizer, ref_optimizer = _make_optimizer(model), _make_optimizer(ref_model)
     expected_loss = reference_step(ref_model, ref_optimizer, batches[0])
     got = train_step(model, optimizer, batches[0].clone(), None)
@@ -241,8 +245,8 @@ def test_train_step_matches_adamw(student, monkeypatch, grader_seed, tiny_model_
 
 
 @pytest.mark.graded(points=2, objective="TRAIN-2", level="P")
-def test_train_step_clears_old_gradients(student, monkeypatch, grader_seed, tiny_model_config):
-    model, ref_model, batches, train_step, gen = _step_setup(student, monkeypatch, grader_seed, 4, tiny_model_config)
+def test_train_step_clears_old_gradients(student, lend, grader_seed, tiny_model_config):
+    model, ref_model, batches, train_step, gen = _step_setup(student, lend, grader_seed, 4, tiny_model_config)
     optimizer, ref_optimizer = _make_optimizer(model), _make_optimizer(ref_model)
     # Gradients left over from some earlier backward(): a step must not add them in.
     for p in model.parameters():
@@ -256,8 +260,8 @@ def test_train_step_clears_old_gradients(student, monkeypatch, grader_seed, tiny
 
 
 @pytest.mark.graded(points=1, objective="TRAIN-2", level="M")
-def test_train_step_clips_gradient_norm(student, monkeypatch, grader_seed, tiny_model_config):
-    model, ref_model, batches, train_step, _ = _step_setup(student, monkeypatch, grader_seed, 5, tiny_model_config)
+def test_train_step_clips_gradient_norm(student, lend, grader_seed, tiny_model_config):
+    model, ref_model, batches, train_step, _ = _step_setup(student, lend, grader_seed, 5, tiny_model_config)
     optimizer, ref_optimizer = _make_optimizer(model), _make_optimizer(ref_model)
     clip = 0.5         # these gradients' norms are 1.5 to 4: every step is clipped, each by a different factor
     for batch in batches:
@@ -313,10 +317,10 @@ def test_evaluate_value(student, grader_seed, tiny_model, tiny_tokenizer, story_
 def test_evaluate_without_autograd(student, grader_seed, tiny_model, tiny_tokenizer, story_texts):
     _, val_ids = _split(tiny_tokenizer, story_texts, grader_seed)
     model = copy.deepcopy(tiny_model)
-    grad_modes: list[bool] = []
-    model.register_forward_hook(lambda module, args, output: grad_modes.append(torch.is_grad_enabled()))
+    passes = GradModes(model)   # whether autograd was on in each of the model's forward passes
     evaluate = student.function("training", "evaluate")
     evaluate(model, val_ids.clone(), 32)
+    grad_modes = passes.modes
     if not grad_modes:
         raise GradingError("evaluate never called the model.")
     if any(grad_modes):
@@ -404,8 +408,19 @@ def _checkpoint_setup(grader_seed, salt, vocab, tied=False):
     return model, other, batches, rng.randint(2, 3)
 
 
+def _carry_on(model, optimizer, batches) -> None:
+    """The reference's steps on a resumed model and optimizer: a state that does not fit fails with a message."""
+    try:
+        for batch in batches:
+            reference_step(model, optimizer, batch)
+    except (RuntimeError, KeyError, TypeError, ValueError) as err:
+        raise GradingError(f"training could not go on after load_checkpoint: {type(err).__name__}: {err}. Each "
+                           "optimizer state tensor should have its parameter's shape, and each param group every "
+                           "hyperparameter the optimizer was built with.") from None
+
+
 @pytest.mark.graded(points=2, objective="TRAIN-4", level="P")
-def test_checkpoint_round_trip_without_pickle(student, monkeypatch, grader_seed, tiny_model_config, tmp_path):
+def test_checkpoint_round_trip_without_pickle(student, no_pickle, grader_seed, tiny_model_config, tmp_path):
     model, other, batches, n_before = _checkpoint_setup(grader_seed, 7, tiny_model_config.vocab_size)
     optimizer = _make_optimizer(model)
     for batch in batches[:n_before]:
@@ -414,19 +429,17 @@ def test_checkpoint_round_trip_without_pickle(student, monkeypatch, grader_seed,
     load_checkpoint = student.function("training", "load_checkpoint")
     folder = tmp_path / "checkpoint"
     saved = _params(model)
-    optimizer_file = getattr(student("training"), "OPTIMIZER_FILE", "optimizer.safetensors")
-    with monkeypatch.context() as patch:
-        _no_pickle(patch)
-        inputs = Unchanged("the model or its optimizer's state", model, optimizer.state_dict())
-        save_checkpoint(model, optimizer, n_before, folder)
-        inputs.check("save_checkpoint(model, optimizer, step, folder)")
-        _check_files(folder)
-        step = load_checkpoint(other, _make_optimizer(other), folder)
+    optimizer_file = student.constant("training", "OPTIMIZER_FILE", "optimizer.safetensors")
+    inputs = Unchanged("the model or its optimizer's state", model, optimizer)
+    save_checkpoint(model, optimizer, n_before, folder)
+    inputs.check("save_checkpoint(model, optimizer, step, folder)")
+    _check_files(folder)
+    step = load_checkpoint(other, _make_optimizer(other), folder)
     if step != n_before or isinstance(step, bool):
         raise GradingError(f"load_checkpoint should return the saved step {n_before}, got {step!r}.")
     for name, p in other.named_parameters():
         expect_close(p.detach(), saved[name], f"parameter {name} after load_checkpoint", atol=0, rtol=0)
-    _expect_state_by_name(model, optimizer, folder / optimizer_file)
+    _expect_state_by_name(model, optimizer, folder / str(optimizer_file))
 
 
 def _expect_state_by_name(model: torch.nn.Module, optimizer: torch.optim.Optimizer, path) -> None:
@@ -437,7 +450,11 @@ def _expect_state_by_name(model: torch.nn.Module, optimizer: torch.optim.Optimiz
     if not path.is_file():
         raise GradingError(f"save_checkpoint wrote no {path.name}: the optimizer's state tensors belong there "
                            "(the OPTIMIZER_FILE constant at the top of training.py).")
-    tensors = load_file(str(path))
+    try:
+        tensors = load_file(str(path))
+    except Exception as err:   # safetensors raises its own error types for a file it cannot parse
+        raise GradingError(f"{path.name} is not a file safetensors can read ({type(err).__name__}: {err}): write "
+                           "the optimizer's state with safetensors.torch.save_file.") from None
     for name, p in model.named_parameters():
         for key, value in optimizer.state[p].items():
             if f"{name}/{key}" not in tensors:
@@ -450,7 +467,7 @@ def _expect_state_by_name(model: torch.nn.Module, optimizer: torch.optim.Optimiz
 
 
 @pytest.mark.graded(points=2, objective="TRAIN-4", level="M")
-def test_resume_equals_uninterrupted_run(student, monkeypatch, grader_seed, tiny_model_config, tmp_path):
+def test_resume_equals_uninterrupted_run(student, no_pickle, grader_seed, tiny_model_config, tmp_path):
     model, other, batches, n_before = _checkpoint_setup(grader_seed, 8, tiny_model_config.vocab_size)
     optimizer = _make_optimizer(model)
     for batch in batches[:n_before]:
@@ -459,13 +476,11 @@ def test_resume_equals_uninterrupted_run(student, monkeypatch, grader_seed, tiny
     load_checkpoint = student.function("training", "load_checkpoint")
     folder = tmp_path / "checkpoint"
     other_optimizer = _make_optimizer(other)
-    with monkeypatch.context() as patch:
-        _no_pickle(patch)
-        save_checkpoint(model, optimizer, n_before, folder)
-        load_checkpoint(other, other_optimizer, folder)
+    save_checkpoint(model, optimizer, n_before, folder)
+    load_checkpoint(other, other_optimizer, folder)
     for batch in batches[n_before:]:          # carry on: the uninterrupted run and the resumed one
         reference_step(model, optimizer, batch)
-        reference_step(other, other_optimizer, batch)
+    _carry_on(other, other_optimizer, batches[n_before:])
     # Identical float32 computations from identical state: only bit-level noise could differ.
     _expect_same_weights(other, model, f"the weights {len(batches) - n_before} steps after resuming at step "
                          f"{n_before}, compared with a run that never stopped (restore AdamW's exp_avg, exp_avg_sq "
@@ -473,7 +488,7 @@ def test_resume_equals_uninterrupted_run(student, monkeypatch, grader_seed, tiny
 
 
 @pytest.mark.graded(points=1, objective="TRAIN-4", level="E")
-def test_checkpoint_tied_model_and_hyperparameters(student, monkeypatch, grader_seed, tiny_model_config, tmp_path):
+def test_checkpoint_tied_model_and_hyperparameters(student, no_pickle, grader_seed, tiny_model_config, tmp_path):
     model, other, batches, n_before = _checkpoint_setup(grader_seed, 9, tiny_model_config.vocab_size, tied=True)
     optimizer = _make_optimizer(model, lr=LR)
     for batch in batches[:n_before]:
@@ -482,10 +497,8 @@ def test_checkpoint_tied_model_and_hyperparameters(student, monkeypatch, grader_
     load_checkpoint = student.function("training", "load_checkpoint")
     folder = tmp_path / "checkpoint"
     other_optimizer = _make_optimizer(other, lr=LR / 7)   # built with another learning rate
-    with monkeypatch.context() as patch:
-        _no_pickle(patch)
-        save_checkpoint(model, optimizer, n_before, folder)
-        load_checkpoint(other, other_optimizer, folder)
+    save_checkpoint(model, optimizer, n_before, folder)
+    load_checkpoint(other, other_optimizer, folder)
     if other.lm_head.weight is not other.embed_tokens.weight:
         raise GradingError("after load_checkpoint the tied model's lm_head and embedding are no longer the same "
                            "tensor: load the weights into the existing parameters (load_state_dict).")
@@ -495,6 +508,6 @@ def test_checkpoint_tied_model_and_hyperparameters(student, monkeypatch, grader_
                            "hyperparameters of the optimizer's param_groups too.")
     for batch in batches[n_before:]:
         reference_step(model, optimizer, batch)
-        reference_step(other, other_optimizer, batch)
+    _carry_on(other, other_optimizer, batches[n_before:])
     # As in the resume test: identical computations.
     _expect_same_weights(other, model, "the weights of a TIED-embedding model after resuming", atol=1e-6, rtol=1e-6)
