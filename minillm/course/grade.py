@@ -5,8 +5,8 @@
 
 ``SUBMISSIONS_DIR`` holds one folder per student, each with that student's unit modules or
 notebooks (``logits.py`` or ``logits.ipynb``, ``perplexity.py`` or ``perplexity.ipynb``, ...;
-missing ones score 0 in their unit). The folder's files are copied, and each unit is graded on
-the copy in a run of its own::
+missing ones score 0 in their unit, and no run is started for them). The folder's files are
+copied, and each unit is graded on the copy in a run of its own::
 
     python -m pytest <autograder>/test_grade_<unit>.py --target <copy> --grade-json <results>/results.json \
         --grade-key-fd N -q -p no:cacheprovider -p no:unraisableexception -p no:hypothesispytest
