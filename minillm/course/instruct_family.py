@@ -9,11 +9,14 @@ The recipe, fixed here so that it can be run again:
     INSTRUCT_REAL_REPEATS times, each time with an instruction built from the paragraph's own names
     and words (:func:`minillm.training.instructions.derived_pairs`, seed 1, 2, ...: a specific
     instruction "Write a story about Lily. Use the words kite, wind, red and tree." or the same
-    content in a second template, one of its sentences, a vague one, or an empty user turn);
+    content in a second template, a vague one, or an empty user turn);
   - INSTRUCT_EXAMPLES synthetic stories of seed 1 with instructions written from their facts
     (:func:`minillm.training.instructions.instruction_pairs`);
   - the bundled training stories with their written instructions (``data/texts/story_instructions.jsonl``),
     INSTRUCT_REPEATS times each.
+
+* **steps and peak learning rate**: per size (INSTRUCT_SIZES), the rest of the optimisation shared
+  (INSTRUCT_RECIPE).
 
 * **held out**: the same sets as the base family's (the held-out real paragraphs and the last 20
   bundled stories): no pair holds one, :func:`finetune_family` checks it.
@@ -27,7 +30,9 @@ bundled ones, the models learned the format of an instruction but not to use wha
 held-out stories a story's own instruction and another story's helped alike (by 1 to 4%). Using an
 instruction means copying its words into the reply, and the base models cannot copy at all (a
 held-out paragraph scored right after itself is no more predictable than alone); fine-tuning teaches
-them a little of it, more with more steps (data/models/README.md has the numbers).
+them a little of it: tiny-m more with more steps, tiny-s (one 16-wide key/value head a layer) more
+with a larger share of instructions that list the words, not with steps (data/models/README.md has the
+trials).
 """
 
 from __future__ import annotations
