@@ -130,10 +130,11 @@ def _recorded() -> list[InstructionEffect]:
 def test_an_instruction_helps_the_instruct_models_and_its_own_helps_most():
     """What data/models/README.md concludes, on the held-out real paragraphs, read from instructions.csv
     and instructions_per_text.csv (the next tests check those against the shipped models): for every
-    instruct model the story's own instruction lowers perplexity, its interval below 1, and helps more
-    than another story's (a paired interval below 1, story by story); the paraphrase sits between.
-    The issue's full bar (at least 5%, 3 points ahead of mismatched) holds for tiny-l-instruct, the
-    3 points for tiny-m-instruct too. The base models read an instruction as plain text that hurts."""
+    instruct model the story's own instruction lowers perplexity, its interval below 1, helps more than
+    another story's (a paired interval below 1, story by story) and at least 3 points of ratio more; the
+    paraphrase sits between. The issue's full bar (at least 5% as well) holds for tiny-m- and
+    tiny-l-instruct; tiny-s-instruct stays short of the 5%. The base models read an instruction as plain
+    text that hurts."""
     rows = {(r.texts, r.model, r.condition): r for r in _recorded()}
     real = [t for t in _per_text() if t["texts"] == "real"]
     tokens = np.array([float(t["tokens"]) for t in real])
@@ -141,12 +142,15 @@ def test_an_instruction_helps_the_instruct_models_and_its_own_helps_most():
         tuned = {c: rows["real", f"{name}-instruct", c] for c in ("specific", "paraphrased", "mismatched")}
         assert tuned["specific"].ratio_ci_high < 1, tuned
         assert tuned["specific"].ratio < tuned["paraphrased"].ratio < tuned["mismatched"].ratio, tuned
+        assert tuned["mismatched"].ratio - tuned["specific"].ratio >= 0.03, tuned
         own, other = (np.array([float(t[f"{name}-instruct/{c}"]) for t in real]) for c in ("specific", "mismatched"))
         assert paired_difference(other, tokens, own, tokens).ratio_ci_high < 1, name
         assert rows["real", name, "specific"].ratio_ci_low > 1, name           # a base model: worse after one
-    large, medium = (rows["real", n, c] for n, c in (("tiny-l-instruct", "specific"), ("tiny-m-instruct", "specific")))
-    assert large.ratio <= 0.95 and rows["real", "tiny-l-instruct", "mismatched"].ratio - large.ratio >= 0.03
-    assert rows["real", "tiny-m-instruct", "mismatched"].ratio - medium.ratio >= 0.03
+    assert rows["real", "tiny-m-instruct", "specific"].ratio <= 0.95
+    assert rows["real", "tiny-l-instruct", "specific"].ratio <= 0.95
+    # tiny-l-instruct no longer over-fits its tuning data: plain, it reads the held-out bundled stories
+    # better than its base does (at 2,000 steps of 4e-3 it read them worse: 50.8 against 41.5)
+    assert rows["bundled", "tiny-l-instruct", "none"].perplexity < rows["bundled", "tiny-l", "none"].perplexity
 
 
 def _per_text() -> list[dict[str, str]]:

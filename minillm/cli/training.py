@@ -357,5 +357,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                      "(its other files, the base models too, are kept either way)")
     instruct.add_argument("--bases", type=Path, default=Path("data/models"),
                           help="folder holding tiny-s, tiny-m and tiny-l (default %(default)s)")
-    instruct.add_argument("--steps", type=positive_int, default=2000, help="fine-tuning steps per model (default %(default)s)")
+    instruct.add_argument("--steps", type=positive_int, default=None,
+                          help="fine-tuning steps for every model (default: each size's own, "
+                               "minillm.course.instruct_family.INSTRUCT_SIZES)")
     instruct.set_defaults(run=cmd_finetune_family)

@@ -9,11 +9,14 @@ The recipe, fixed here so that it can be run again:
     INSTRUCT_REAL_REPEATS times, each time with an instruction built from the paragraph's own names
     and words (:func:`minillm.training.instructions.derived_pairs`, seed 1, 2, ...: a specific
     instruction "Write a story about Lily. Use the words kite, wind, red and tree." or the same
-    content in a second template, one of its sentences, a vague one, or an empty user turn);
+    content in a second template, a vague one, or an empty user turn);
   - INSTRUCT_EXAMPLES synthetic stories of seed 1 with instructions written from their facts
     (:func:`minillm.training.instructions.instruction_pairs`);
   - the bundled training stories with their written instructions (``data/texts/story_instructions.jsonl``),
     INSTRUCT_REPEATS times each.
+
+* **steps and peak learning rate**: per size (INSTRUCT_SIZES), the rest of the optimisation shared
+  (INSTRUCT_RECIPE).
 
 * **held out**: the same sets as the base family's (the held-out real paragraphs and the last 20
   bundled stories): no pair holds one, :func:`finetune_family` checks it.
@@ -27,7 +30,9 @@ bundled ones, the models learned the format of an instruction but not to use wha
 held-out stories a story's own instruction and another story's helped alike (by 1 to 4%). Using an
 instruction means copying its words into the reply, and the base models cannot copy at all (a
 held-out paragraph scored right after itself is no more predictable than alone); fine-tuning teaches
-them a little of it, more with more steps (data/models/README.md has the numbers).
+them a little of it: tiny-m more with more steps, tiny-s (one 16-wide key/value head a layer) more
+with a larger share of instructions that list the words, not with steps (data/models/README.md has the
+trials).
 """
 
 from __future__ import annotations
@@ -72,9 +77,18 @@ INSTRUCT_SEED = 1                # synthetic stories other than the pretraining 
 INSTRUCT_REAL_REPEATS = 3        # passes over the real training paragraphs, each with freshly drawn instruction levels
 INSTRUCT_REPEATS = 3             # copies of each bundled training story with its instruction
 INSTRUCT_VALIDATION = 200        # further synthetic pairs for the validation loss
-INSTRUCT_STEPS = 2000
-INSTRUCT_RECIPE = dict(context=128, batch_size=16, learning_rate=4e-3, warmup_steps=30, min_lr_ratio=0.1,
+INSTRUCT_RECIPE = dict(context=128, batch_size=16, warmup_steps=30, min_lr_ratio=0.1,
                        weight_decay=0.1, grad_clip=1.0, eval_every=200, eval_batches=8, seed=SEED, bf16=True)
+# Steps and peak learning rate per size, from trial runs (300 of the held-out paragraphs; ratio of the
+# perplexity given the paragraph's own instruction to none; data/models/README.md has the table):
+# tiny-s stopped gaining from steps (0.979, 0.977, 0.978 at 2,000, 4,000 at 8e-3 and 6,000 steps): what moved it
+# was the share of specific instructions (minillm.training.instructions.DERIVED_LEVELS; 0.965 at 3,000).
+# tiny-m gained with steps (0.960 at 2,000; 0.936 at 4,000, but its plain perplexity rose from 20 to 23):
+# 3,000 at 3e-3 with the new mix gave 0.941. tiny-l over-fitted at 2,000 steps of 4e-3 (plain perplexity of the
+# held-out bundled stories 41.5 -> 50.8); 1,000 at 2e-3 gave 0.949 with the old mix and 36.9 there.
+INSTRUCT_SIZES = {"tiny-s": dict(steps=3000, learning_rate=4e-3),
+                  "tiny-m": dict(steps=3000, learning_rate=3e-3),
+                  "tiny-l": dict(steps=1000, learning_rate=2e-3)}
 INSTRUCT_ENTRIES = (*(f"{name}-instruct" for name in SHAPES), "instruct.csv", "instructions.csv",
                     "instructions_per_text.csv")
 INSTRUCT_DESCRIPTION = (
@@ -91,6 +105,7 @@ class InstructMember:
     name: str
     base: str
     steps: int
+    learning_rate: float         # peak
     examples: int                # training examples (pairs)
     reply_tokens: int            # target tokens in the training windows
     val_loss_before: float       # validation loss per reply token, nats, of the base with the chat tokens added
@@ -196,9 +211,10 @@ def instructions_table(rows: list[InstructionEffect]) -> list[str]:
     return lines
 
 
-def finetune_family(out_dir: str | Path, steps: int = INSTRUCT_STEPS, progress: bool = True,
+def finetune_family(out_dir: str | Path, steps: int | None = None, progress: bool = True,
                     bases: str | Path = FAMILY_DIR) -> tuple[list[InstructMember], list[InstructionEffect]]:
-    """Fine-tune tiny-s, tiny-m and tiny-l (from ``bases``) into ``out_dir/<name>-instruct``; measure
+    """Fine-tune tiny-s, tiny-m and tiny-l (from ``bases``) into ``out_dir/<name>-instruct``, each for its
+    INSTRUCT_SIZES steps (``steps``: that many for every size instead) at its learning rate; measure
     them and their bases (:func:`instruction_effects`); write instruct.csv, instructions.csv and
     instructions_per_text.csv (each held-out story's NLL per model and instruction); return the rows of
     the first two. The models and the CSVs are built in a temporary folder inside ``out_dir`` and
@@ -212,7 +228,8 @@ def finetune_family(out_dir: str | Path, steps: int = INSTRUCT_STEPS, progress: 
     rows = []
     with build_entries_then_move(out_dir, INSTRUCT_ENTRIES) as out:   # a run that fails keeps the old models
         for name in SHAPES:
-            rows.append(_finetune_member(name, bases, out / f"{name}-instruct", examples, val_examples, steps,
+            settings = dict(INSTRUCT_SIZES[name], **({"steps": steps} if steps else {}))
+            rows.append(_finetune_member(name, bases, out / f"{name}-instruct", examples, val_examples, settings,
                                          progress))
         write_csv(out / "instruct.csv", rows)
         effects, per_text = instruction_effects([str(bases / n) for n in SHAPES] +
@@ -223,13 +240,15 @@ def finetune_family(out_dir: str | Path, steps: int = INSTRUCT_STEPS, progress: 
 
 
 def _finetune_member(name: str, bases: Path, target: Path, examples: list[Example], val_examples: list[Example],
-                     steps: int, progress: bool) -> InstructMember:
-    """Fine-tune ``bases/name`` into ``target``; its row of instruct.csv."""
+                     settings: dict, progress: bool) -> InstructMember:
+    """Fine-tune ``bases/name`` into ``target`` with INSTRUCT_RECIPE and ``settings`` (its steps and
+    learning rate); its row of instruct.csv."""
     from minillm.reports import plots_training
 
-    config = TrainConfig(**INSTRUCT_RECIPE, steps=steps)
+    config = TrainConfig(**INSTRUCT_RECIPE, **settings)
     if progress:
-        print(f"fine-tuning {name} for {steps} steps on {len(examples)} examples", flush=True)
+        print(f"fine-tuning {name} for {config.steps} steps at {config.learning_rate:g} on {len(examples)} examples",
+              flush=True)
     start = time.perf_counter()
     result = finetune(bases / name, examples, config, target, progress=progress, val_examples=val_examples)
     seconds = time.perf_counter() - start
@@ -240,5 +259,5 @@ def _finetune_member(name: str, bases: Path, target: Path, examples: list[Exampl
     plots_training.plot_loss_curves(result.history, target / "loss_curves.png", title=f"Fine-tuning {name}-instruct",
                                     start_label=f"{name}, before")
     state = json.loads((target / "trainer_state.json").read_text(encoding="utf-8"))
-    return InstructMember(f"{name}-instruct", name, steps, state["data"]["train_examples"],
+    return InstructMember(f"{name}-instruct", name, config.steps, config.learning_rate, state["data"]["train_examples"],
                           state["data"]["train_targets"], result.history[0].val_loss, result.final_val_loss, seconds)
