@@ -41,8 +41,6 @@ This module never imports the autograder, the tests or the exercises: it only ru
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 import random
@@ -55,8 +53,10 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from minillm.course import isolation, verdict, zygote
-from minillm.course.feedback import (UNITS, csv_row, feedback_folder, first_line, missing_message, problems_message,
+from minillm.course import isolation, verdict
+from minillm.course.outcomes import (RESULTS, merge_results, missing_outcome, run_log, run_status, signed_outcome,
+                                     unit_plan)
+from minillm.course.feedback import (UNITS, csv_row, feedback_folder, first_line, problems_message,
                                      write_csv, write_feedback)
 from minillm.errors import InputError
 from minillm.progress import print_line, progress_bar
@@ -185,16 +185,6 @@ def plan_calls(autograder: str | Path, units: Sequence[str], seed: int | None) -
         raise GradeError(str(err)) from None
 
 
-def unit_plan(plan: dict, unit: str, why: str) -> dict:
-    """One unit's part of ``plan``: each of its tests scoring 0 with ``why`` as the problem."""
-    tests = [dict(t, output=why) for t in plan.get("tests", []) if t.get("extra_data", {}).get("unit") == unit]
-    max_score = sum(t["max_score"] for t in tests)
-    extra = plan.get("extra_data", {})
-    return {"score": 0, "max_score": max_score, "execution_time": 0.0, "output": "", "tests": tests,
-            "extra_data": {"grader_seed": extra.get("grader_seed"), "target": None,
-                           "units": {unit: {"score": 0, "max_score": max_score}},
-                           "objectives": [dict(o, score=0) for o in extra.get("objectives", []) if o["unit"] == unit],
-                           "numbers": [], "problems": {unit: [why]}, "notes": {}}}
 
 
 # Plugins no grade depends on, left out of every one of the class's runs: at its end
@@ -230,7 +220,7 @@ def _grade_units(copy: Path, autograder: Path, units: list[str], timeout: float,
     present = [u for u in units if u not in absent]
     ran = {o["unit"]: o for o in _run_units(copy, autograder, present, timeout, seed, time_limit_scale, mode, plan,
                                              planned, judge)} if present else {}
-    return [ran[u] if u in ran else _missing_outcome(u, copy.name, plan) for u in units]
+    return [ran[u] if u in ran else missing_outcome(u, copy.name, plan) for u in units]
 
 
 def _absent_units(copy: Path, units: list[str]) -> list[str]:
@@ -240,12 +230,6 @@ def _absent_units(copy: Path, units: list[str]) -> list[str]:
     class that hands in one assignment a week cost that assignment's runs."""
     names = [p.stem.lower() for p in copy.iterdir() if p.suffix in (".py", ".ipynb") and p.is_file()]
     return [u for u in units if not any(u in name for name in names)]
-
-
-def _missing_outcome(unit: str, name: str, plan: dict) -> dict:
-    """A unit with no file: each of its tests at 0, with the message the autograder gives."""
-    return {"unit": unit, "status": "ok", "results": unit_plan(plan, unit, missing_message(unit, name)), "message": "",
-            "output": ""}
 
 
 def _run_units(copy: Path, autograder: Path, units: list[str], timeout: float, seed: int | None,
@@ -308,7 +292,7 @@ def _run_units(copy: Path, autograder: Path, units: list[str], timeout: float, s
                 os.close(fd)
         return [_apart_outcome(unit, copy, autograder, results_dir, seed, time_limit_scale, timeout, whole, plan,
                                judge)
-                if unit in planned else _unit_outcome(unit, results_dir, keys[unit], timeout, whole, plan)
+                if unit in planned else signed_outcome(unit, results_dir, keys[unit], timeout, whole, plan)
                 for unit in units]
 
 
@@ -318,8 +302,8 @@ def _apart_outcome(unit: str, copy: Path, autograder: Path, results_dir: Path, s
     stopped at its timeout scores 0, as any unit's; one that ended early is judged on what it
     recorded (a test without a record fails) and marked "crashed". ``judge``: the grader's judge
     process (verdict.Judge), where no student code runs."""
-    output = _log(results_dir / unit)
-    status = _status(results_dir / unit)
+    output = run_log(results_dir / unit)
+    status = run_status(results_dir / unit)
     if isinstance(status, dict) and status.get("timed_out"):
         why = f"grading this unit took longer than {timeout:g} s and was stopped"
         return {"unit": unit, "status": "timeout", "results": unit_plan(plan, unit, why), "message": why,
@@ -340,92 +324,6 @@ def _apart_outcome(unit: str, copy: Path, autograder: Path, results_dir: Path, s
     why = f"the unit's run ended before it finished (exit code {returncode}): {tail}"[:500]
     results.setdefault("extra_data", {}).setdefault("problems", {}).setdefault(unit, []).append(why)
     return {"unit": unit, "status": "crashed", "results": results, "message": why, "output": output + judged}
-
-
-RESULTS = "results.json"   # a unit's results in its folder, beside the zygote's log.txt and status.json
-
-
-def _log(folder: Path) -> str:
-    """The end of a unit's output (zygote.LOG in its folder), or "" when there is none."""
-    log = folder / zygote.LOG
-    return isolation.tail(log) if log.is_file() and not log.is_symlink() else ""
-
-
-def _status(folder: Path) -> dict | None:
-    """The zygote's status file of a unit's run (whether it finished, its exit code), or None."""
-    try:
-        status = json.loads((folder / zygote.STATUS).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return status if isinstance(status, dict) else None
-
-
-def _unit_outcome(unit: str, results_dir: Path, key: bytes, timeout: float, whole: isolation.Run,
-                  plan: dict) -> dict:
-    """What one unit's run left: its signed results, or why there are none (with the plan's zeros)."""
-    output = _log(results_dir / unit)
-    status = _status(results_dir / unit)
-    json_path = results_dir / unit / RESULTS
-    results = _signed_json(json_path, key)
-    collected = _signed_json(json_path.with_suffix(".collected.json"), key)
-    forged = json_path.is_file() and results is None
-    returncode = status.get("returncode") if isinstance(status, dict) else None
-    if isinstance(status, dict) and status.get("timed_out"):
-        state, why = "timeout", f"grading this unit took longer than {timeout:g} s and was stopped"
-    elif returncode in (0, 1) and results is not None:
-        return {"unit": unit, "status": "ok", "results": results, "message": "", "output": output}
-    elif forged:
-        state, why = "ok", ("its results file was changed after the grader wrote it (by the graded code?), "
-                            "so the unit scores 0")
-    elif status is None:
-        tail = " | ".join(whole.output.strip().splitlines()[-3:])
-        state, why = "crashed", (f"the grading process ended before this unit finished (exit code "
-                                 f"{whole.returncode}): {tail}")[:500]
-    else:
-        tail = " | ".join(line for line in output.strip().splitlines()[-3:])
-        state, why = "crashed", f"the unit's grading process ended with exit code {returncode}: {tail}"[:500]
-    if collected is None:
-        return {"unit": unit, "status": state, "results": unit_plan(plan, unit, why), "message": why,
-                "output": output}
-    collected.setdefault("extra_data", {}).setdefault("problems", {}).setdefault(unit, []).append(why)
-    return {"unit": unit, "status": state, "results": collected, "message": why, "output": output}
-
-
-def _signed_json(path: Path, key: bytes) -> dict | None:
-    """The JSON at ``path`` if ``path`` + ".sig" holds its HMAC-SHA256 under ``key``, else None."""
-    try:
-        data, signature = path.read_bytes(), path.with_name(path.name + ".sig").read_text().strip()
-    except OSError:
-        return None
-    if not hmac.compare_digest(hmac.new(key, data, hashlib.sha256).hexdigest(), signature):
-        return None
-    try:
-        return json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-
-
-def merge_results(parts: list[dict]) -> dict | None:
-    """One results.json (Gradescope's format, see the README) from the per-unit ones, in order."""
-    if not parts:
-        return None
-    merged: dict = {"score": 0, "max_score": 0, "execution_time": 0.0, "output": "", "output_format": "text",
-                    "visibility": "visible", "stdout_visibility": "hidden", "tests": [], "extra_data": {}}
-    extra = merged["extra_data"]
-    for part in parts:
-        merged["score"] += part.get("score", 0)
-        merged["max_score"] += part.get("max_score", 0)
-        merged["execution_time"] = round(merged["execution_time"] + part.get("execution_time", 0.0), 3)
-        merged["output"] = "\n\n".join(t for t in (merged["output"], part.get("output", "")) if t)
-        merged["tests"] += part.get("tests", [])
-        data = part.get("extra_data", {})
-        for key in ("grader_seed", "target"):
-            extra.setdefault(key, data.get(key))
-        for key in ("units", "problems", "notes"):
-            extra.setdefault(key, {}).update(data.get(key, {}))
-        for key in ("objectives", "numbers"):
-            extra.setdefault(key, []).extend(data.get(key, []))
-    return merged
 
 
 def submission_folders(submissions_dir: str | Path) -> list[Path]:
