@@ -6,6 +6,7 @@ only a part without PyTorch (the class grader's processes, ``minillm.course.grad
 the ~1.4 s of CPU that importing torch costs.
 """
 
+import pkgutil
 from importlib import import_module
 
 # Each public name and the module that defines it: the kit's front door, in the order of the README.
@@ -35,10 +36,10 @@ _EXPORTS = {
 
 __all__ = list(_EXPORTS)
 
-# The package's parts (README, "Layout"), also imported on first use: `import minillm` then
-# `minillm.models.qwen2.Transformer` or `minillm.inspect.trace(...)` works as after an eager import.
-_PARTS = {"models", "checkpoint", "data", "inference", "training", "experiments", "reports", "course", "compat",
-          "cli", "inspect", "errors", "progress"}
+# The package's parts (its folders and top-level modules: README, "Layout"), also imported on first
+# use: `import minillm` then `minillm.models.qwen2.Transformer` or `minillm.inspect.trace(...)` works
+# as after an eager import.
+_PARTS = {part.name for part in pkgutil.iter_modules(__path__)}
 
 
 def __getattr__(name: str):
