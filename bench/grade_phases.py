@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import grade_timing
+from minillm.course import zygote
 
 BENCH = Path(__file__).resolve().parent
 
@@ -46,10 +47,7 @@ def _append(path: str, record: dict) -> None:
 def _zygote(spec: dict) -> None:
     """Like minillm.course.zygote: preload, then fork a process per unit and wait for it."""
     started = grade_timing.process_start(os.getpid())
-    preload = Path(spec["autograder"]) / "preload.txt"
-    for line in preload.read_text(encoding="utf-8").splitlines():
-        if line.split("#")[0].strip():
-            __import__(line.split("#")[0].strip())
+    zygote.preload(Path(spec["autograder"]), {unit["unit"] for unit in spec["units"]})
     preloaded = time.time()
     runs = []
     for unit in spec["units"]:

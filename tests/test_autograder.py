@@ -4,8 +4,12 @@
   code as notebooks with a fresh one);
 * the stubs in exercises/ earn 0 points, and the run completes (no crash, no collection error);
 * every known mistake in tests/autograder/mistakes/ loses points in its unit on three grader
-  seeds (the fixed one and two fresh): the mistake's functions are appended to a copy of
-  solutions/<unit>.py (later definitions win) and the unit is graded with ``-m <unit>``.
+  seeds, on both paths the grader grades by: the mistake's functions are appended to a copy of
+  solutions/<unit>.py (later definitions win) and the unit is graded in the student's process
+  (``-m <unit>``, as `pytest --target` and the Gradescope bundle grade) on two fresh seeds, and
+  graded apart (as `minillm grade` grades a unit of graded_apart.txt: the probe records the
+  mistake's outputs, the judge decides) on the fixed seed. A unit not graded apart is graded in
+  the student's process on the fixed seed too.
 
 A new file in mistakes/ is picked up automatically.
 """
@@ -24,11 +28,15 @@ from pathlib import Path
 import pytest
 from student_notebooks import reference_notebooks
 
+from minillm.course import verdict
+from minillm.course.grade import PYTEST_FLAGS
+
 REPO = Path(__file__).resolve().parents[1]
 AUTOGRADER = REPO / "tests" / "autograder"
 SOLUTIONS = REPO / "solutions"
 EXERCISES = REPO / "exercises"
 MISTAKES = sorted((AUTOGRADER / "mistakes").glob("*__*.py"))
+APART = verdict.apart_units(AUTOGRADER, [p.stem.removeprefix("test_grade_") for p in AUTOGRADER.glob("test_grade_*.py")])
 UNITS = ("logits", "perplexity", "quantization", "sampling", "architecture", "scaling", "training")
 FIXED_SEED = 20240917
 RUNNERS = 2       # mistake runners at a time (mistake_grades): CI has 2 cores, each runner one torch thread
@@ -172,7 +180,8 @@ def _fresh_seeds(n: int) -> list[int]:
 
 @pytest.fixture(scope="module")
 def mistake_grades(tmp_path_factory) -> dict[str, list[dict]]:
-    """Every catalogued mistake graded in its unit on three grader seeds (the fixed one and two fresh).
+    """Every catalogued mistake graded in its unit on three grader seeds: apart on the fixed one, in the
+    student's process on two fresh ones (and on the fixed one where the unit is not graded apart).
 
     ``RUNNERS`` subprocesses share them, each grading its share one after another, each grading a
     separate in-process ``pytest.main`` (see :func:`_grade_jobs`): starting Python and torch once per
@@ -180,7 +189,15 @@ def mistake_grades(tmp_path_factory) -> dict[str, list[dict]]:
     ~4 s. Each mistake has its own target folder, and the conftest resets its state in
     ``pytest_configure``, so one grading cannot see another's."""
     root = tmp_path_factory.mktemp("mistakes")
-    seeds = [FIXED_SEED, *_fresh_seeds(2)]
+    fresh = _fresh_seeds(2)
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
+    # No third-party pytest plugins in the runners: each of the ~230 pytest.main calls scanned every installed
+    # package's entry points and loaded them again; no grade uses them (the control would show it if one did).
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    # The reference's calls on the fixed seed, recorded once as `minillm grade` records them for a class:
+    # every mistake graded apart is probed on them and judged.
+    plan = root / "plan"
+    verdict.place_plan(verdict.plan_calls(AUTOGRADER, APART, FIXED_SEED, env, PYTEST_FLAGS), plan)
     jobs = []
     for mistake in MISTAKES:
         unit = mistake.name.split("__")[0]
@@ -191,9 +208,13 @@ def mistake_grades(tmp_path_factory) -> dict[str, list[dict]]:
         module = target / f"{unit}.py"
         module.write_text(module.read_text(encoding="utf-8") + f"\n\n# ---- appended: {mistake.name} ----\n"
                           + mistake.read_text(encoding="utf-8"), encoding="utf-8")
-        for seed in seeds:
+        for seed in fresh if unit in APART else [FIXED_SEED, *fresh]:
             jobs.append({"mistake": mistake.name, "unit": unit, "target": str(target), "seed": seed,
                          "json": str(root / f"{mistake.stem}.{seed}.json")})
+        if unit in APART:
+            jobs.append({"mistake": mistake.name, "unit": unit, "target": str(target), "seed": FIXED_SEED,
+                         "json": str(root / f"{mistake.stem}.apart.json"), "apart": str(root / f"{mistake.stem}.apart"),
+                         "plan": str(plan)})
     # The control: the reference, copied and graded by the same runners with the same options, earns
     # every point of each unit, so no mistake loses its points to how the runners grade.
     reference = root / "reference"
@@ -201,10 +222,10 @@ def mistake_grades(tmp_path_factory) -> dict[str, list[dict]]:
     for unit in sorted({job["unit"] for job in jobs}):
         jobs.append({"mistake": f"reference:{unit}", "unit": unit, "target": str(reference), "seed": FIXED_SEED,
                      "json": str(root / f"reference-{unit}.json")})
-    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
-    # No third-party pytest plugins in the runners: each of the ~160 pytest.main calls scanned every installed
-    # package's entry points and loaded them again; no grade uses them (the control would show it if one did).
-    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+        if unit in APART:
+            jobs.append({"mistake": f"reference:{unit}", "unit": unit, "target": str(reference), "seed": FIXED_SEED,
+                         "json": str(root / f"reference-{unit}.apart.json"), "apart": str(root / f"reference-{unit}.apart"),
+                         "plan": str(plan)})
     runners = []
     for index in range(RUNNERS):
         share = jobs[index::RUNNERS]                   # every unit in each share: the shares take as long
@@ -236,16 +257,17 @@ def test_mistake_loses_points(mistake_grades, mistake):
     assert unit in UNITS, f"{mistake.name}: name it <unit>__<short_name>.py with a unit among {UNITS}"
     text = mistake.read_text(encoding="utf-8")
     assert text.lstrip().startswith(('"""', "'''")), f"{mistake.name}: start with a docstring naming the mistake"
-    control = mistake_grades[f"reference:{unit}"][0]
-    graded = json.loads(Path(control["json"]).read_text(encoding="utf-8")) if control["exit_code"] == 0 else {}
-    control_score = graded.get("extra_data", {}).get("units", {}).get(unit)
-    assert control_score and control_score["score"] == control_score["max_score"], (
-        f"the mistake runner lost points on the reference's {unit} unit (grader seed {FIXED_SEED}), so its "
-        f"verdicts on mistakes mean nothing:\n{control['output'][-4000:]}")
+    for control in mistake_grades[f"reference:{unit}"]:
+        graded = json.loads(Path(control["json"]).read_text(encoding="utf-8")) if control["exit_code"] == 0 else {}
+        control_score = graded.get("extra_data", {}).get("units", {}).get(unit)
+        assert control_score and control_score["score"] == control_score["max_score"], (
+            f"the mistake runner lost points on the reference's {unit} unit (grader seed {FIXED_SEED}"
+            f"{', graded apart' if 'apart' in control else ''}), so its verdicts on mistakes mean nothing:\n"
+            f"{control['output'][-4000:]}")
     jobs = mistake_grades[mistake.name]
     assert len(jobs) == 3
     for job in jobs:
-        seed = job["seed"]
+        seed = f"{job['seed']}{' (graded apart)' if 'apart' in job else ''}"
         # 0: all passed, 1: some failed; anything else means the grader itself broke.
         assert job["exit_code"] in (0, 1), (
             f"{mistake.name}, grader seed {seed}: the autograder did not complete (exit code {job['exit_code']}):\n"
@@ -267,6 +289,11 @@ def _grade_jobs(jobs_path: Path) -> None:
     jobs = json.loads(jobs_path.read_text(encoding="utf-8"))
     for job in jobs:
         out = io.StringIO()
+        if "apart" in job:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+                code = _grade_apart(job)
+            job["exit_code"], job["output"] = code, out.getvalue()[-6000:]
+            continue
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
             # -x: the first lost point is enough (tests that did not run count as lost). No unraisable-
             # exception plugin: at the end of every run it calls gc.collect() five times, ~0.5 s each run in
@@ -280,6 +307,23 @@ def _grade_jobs(jobs_path: Path) -> None:
                                 "--tb=native", "--grader-seed", str(job["seed"])])
         job["exit_code"], job["output"] = int(code), out.getvalue()[-6000:]
     jobs_path.write_text(json.dumps(jobs), encoding="utf-8")
+
+
+def _grade_apart(job: dict) -> int:
+    """Grade a job's unit apart, as `minillm grade` does, with the grader's own arguments
+    (minillm.course.verdict): the probe calls the target's functions on the plan's inputs and records
+    their outputs; the judge, a pytest run of its own that never imports the target, decides. Both run
+    in this process (the mistakes are ours: what keeps a student's code from the judge is
+    tests/test_grade_apart.py's). Returns the judge's exit code, or the probe's when it broke."""
+    unit, out_dir, seed = job["unit"], Path(job["apart"]), str(job["seed"])
+    (out_dir / unit).mkdir(parents=True)
+    (out_dir / "plan").symlink_to(job["plan"], target_is_directory=True)
+    probe = pytest.main([*verdict.probe_args(AUTOGRADER, unit, job["target"], str(out_dir)), "-q", *PYTEST_FLAGS,
+                         "--grader-seed", seed, "--tb=native"])
+    if probe not in (0, 1):
+        return int(probe)
+    return int(pytest.main([*verdict.judge_args(AUTOGRADER, unit, Path(job["target"]), out_dir, Path(job["json"]),
+                                                job["seed"], 1.0, PYTEST_FLAGS), "-m", unit, "-x", "--tb=native"]))
 
 
 def _remember_rewritten_modules() -> None:

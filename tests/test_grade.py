@@ -261,3 +261,17 @@ def test_a_unit_without_files_is_not_run_and_scores_as_the_autograder_would(tmp_
     assert ours["extra_data"]["problems"] == direct["extra_data"]["problems"] == {
         "logits": ["missing: no logits.py or logits.ipynb in dora/, the files the logits unit is graded from."]}
     assert (ours["score"], ours["max_score"]) == (direct["score"], direct["max_score"])
+
+
+@pytest.mark.parametrize("units, imported", [({"logits", "sampling"}, False), ({"logits", "training"}, True)])
+def test_the_zygote_preloads_only_what_the_graded_units_need(tmp_path, units, imported):
+    """preload.txt's modules are imported once per student before the units fork; a module listed with
+    the units that need it (torch._dynamo: training, ~1.5 s of CPU) only when one of them is graded."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom pathlib import Path\nfrom minillm.course import zygote\n"
+            f"zygote.preload(Path({str(DEFAULT_AUTOGRADER)!r}), set({sorted(units)!r}))\n"
+            "print('torch' in sys.modules, 'torch._dynamo' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["True", str(imported)], done.stdout + done.stderr

@@ -10,8 +10,9 @@ of its own outputs broken on purpose (not JSON, a link to a file of the grader's
 an unknown kind, the wrong shape). Each scores exactly what its honest code earns, or loses the
 tests whose records it broke, each with a message; the grader never crashes. (On the direct path,
 where the checks ran in the student's process, the walker earned 5 of 13 logits points and the
-forger 13 of 13.) Every unit graded apart: the reference earns every point, the stub none, each of
-its catalogued mistakes loses points, and the walker and the forger score what the stub scores.
+forger 13 of 13.) Every unit graded apart: the reference earns every point, the stub none, its first
+catalogued mistake loses points, and the walker and the forger score what the stub scores. (Every
+catalogued mistake is judged apart, probe and judge as here, in tests/test_autograder.py.)
 
 The class of every unit is graded here without a sandbox (the judge decides, whatever the mode);
 the walker and the forger also run under bubblewrap, in tests/test_grade_sandbox.py's hostile class.
@@ -294,9 +295,9 @@ def apart_class(tmp_path_factory) -> tuple[dict, Path, dict]:
     """One class graded apart through `minillm grade` without a sandbox (the judge, not the student's
     process, decides), every unit of graded_apart.txt in each student's folder, so that the plan, the
     judge and each student's start are paid once: the reference; the stubs; the frame walker and the
-    forger in every unit; and `mistake<k>`, whose <unit>.py is the k-th of that unit's catalogued
-    mistakes (tests/autograder/mistakes/, then EXTRA: the breaker among them), or no file once a
-    unit has no more (such a unit is not run: 0 points and the autograder's "missing" message).
+    forger in every unit; and `mistake<k>`, whose <unit>.py is the k-th of that unit's mistakes here (its
+    first catalogued one in tests/autograder/mistakes/, then EXTRA: the breaker among them), or no file
+    once a unit has no more (such a unit is not run: 0 points and the autograder's "missing" message).
     Returns (rows by student, the CSV, {(student, unit): the mistake's name})."""
     tmp = tmp_path_factory.mktemp("apart")
     folder = tmp / "grader" / "tests" / "autograder"
@@ -308,7 +309,7 @@ def apart_class(tmp_path_factory) -> tuple[dict, Path, dict]:
                 "walker": {u: walker_code(u) for u in APART}, "forger": {u: forger_code(u) for u in APART}}
     wrong: dict[tuple[str, str], str] = {}
     catalogue = {u: [*((m.stem, _reference(u) + "\n\n" + m.read_text(encoding="utf-8"))
-                       for m in sorted((AUTOGRADER / "mistakes").glob(f"{u}__*.py"))),
+                       for m in sorted((AUTOGRADER / "mistakes").glob(f"{u}__*.py"))[:1]),
                      *((n, _reference(u) + code) for n, code in EXTRA.get(u, {}).items())] for u in APART}
     for k in range(max(len(c) for c in catalogue.values())):
         name = f"mistake{k}"
@@ -360,12 +361,13 @@ def test_records_broken_on_purpose_fail_their_tests_each_with_a_message(apart_cl
 
 
 @pytest.mark.parametrize("unit", APART)
-def test_each_catalogued_mistake_loses_points_when_judged_apart(apart_class, unit):
-    """As on the direct path (tests/test_autograder.py): every mistake of the unit costs points, and
-    the stub in a unit whose mistakes ran out earns none."""
+def test_a_catalogued_mistake_loses_points_when_judged_apart(apart_class, unit):
+    """Through `minillm grade`, the unit's first catalogued mistake and its mistakes here cost points
+    (each catalogued one is judged apart in tests/test_autograder.py), and a student without a file for
+    the unit is not run: it earns none, with the autograder's message."""
     by, _, wrong = apart_class
     mine = {student: mistake for (student, u), mistake in wrong.items() if u == unit}
-    assert len([m for m in mine.values() if m.startswith(f"{unit}__")]) >= 5
+    assert len([m for m in mine.values() if m.startswith(f"{unit}__")]) == 1
     for student, row in by.items():
         if not student.startswith("mistake"):
             continue

@@ -312,3 +312,21 @@ def test_the_input_check_stays_out_of_compiled_graphs(tiny):
     assert explained.graph_break_count == 0 and explained.graph_count == 1
     with pytest.raises(ValueError, match="outside this model's vocabulary"):
         model(torch.tensor([[5, 320]]))                 # eager calls still check the ids' range
+
+
+def test_loading_builds_no_random_weights_it_would_throw_away():
+    """load_model builds the model on the meta device without running the layers' random init (every
+    parameter comes from the checkpoint): initialising meta tensors makes PyTorch import its compiler,
+    ~1.5 s of CPU in each process that loads a model. Checked in a fresh process, GPT-2 and Qwen2 alike
+    (that the weights are the file's, tests/test_model_parity.py checks against transformers)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    models = Path(__file__).resolve().parents[1] / "data" / "models"
+    code = ("import sys, minillm\n"
+            f"for name in ('tiny-s', 'tiny-gpt2'):\n"
+            f"    minillm.load_model({str(models)!r} + '/' + name)\n"
+            "print(sorted(m for m in ('torch._dynamo', 'torch._inductor') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from minillm.checkpoint.generation_config import GenerationConfig
 from minillm.checkpoint.hub import resolve_source
@@ -54,6 +55,21 @@ def check_device(device: torch.device | str) -> None:
         raise InputError(f"device {str(device)!r} is not available here ({err}).{hint}") from err
 
 
+class _SkipInit(TorchFunctionMode):
+    """While it is on, the ``torch.nn.init`` functions that layers call in their constructors do
+    nothing: the skeleton built on the meta device has shapes only, and every parameter is then
+    read from the checkpoint. Initialising meta tensors is not free: PyTorch implements ``normal_``
+    (nn.Embedding's init) for them in Python behind a guard that imports its compiler
+    (``torch._dynamo``), ~1.5 s of CPU the first time a process loads a model, for numbers nobody
+    keeps. (transformers skips initialisation the same way when it loads: its ``no_init_weights``.)"""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return args[0] if args else kwargs["tensor"]   # the tensor, as the init functions return it
+        return func(*args, **kwargs)
+
+
 def load_model(
     source: str | os.PathLike,
     dtype: torch.dtype | str = torch.float32,
@@ -77,7 +93,7 @@ def load_model(
     folder = resolve_source(source)
     config = load_config(folder / "config.json")
     dtype = parse_dtype(dtype, config, folder)
-    with torch.device("meta"):          # shapes only; no memory until the weights arrive
+    with torch.device("meta"), _SkipInit():   # shapes only; no memory until the weights arrive
         model = GPT2(config) if isinstance(config, GPT2Config) else Transformer(config)
     load_weights(model, folder, dtype, device)
     model.generation_config = GenerationConfig.from_folder(folder, config)   # where generate() stops

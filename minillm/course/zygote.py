@@ -40,7 +40,8 @@ from pathlib import Path
 from minillm.course import isolation
 
 # The modules every unit's grading imports, loaded once here before the first fork, are listed by
-# the autograder in this file (one module a line, # comments), beside its conftest.py.
+# the autograder in this file (one module a line, then the units that need it where only some do;
+# # comments), beside its conftest.py.
 PRELOAD_FILE = "preload.txt"
 
 
@@ -122,6 +123,16 @@ def _wait(pid: int, timeout: float) -> tuple[int | None, bool]:
         time.sleep(0.02)
 
 
+def preload(autograder: Path, units: set[str]) -> None:
+    """Import the modules the autograder's preload.txt lists for a run that grades ``units``."""
+    listed = autograder / PRELOAD_FILE
+    if listed.is_file():
+        for line in listed.read_text(encoding="utf-8").splitlines():
+            words = line.split("#")[0].split()   # the module, then the units that need it (none: every unit)
+            if words and (len(words) == 1 or units & set(words[1:])):
+                __import__(words[0])
+
+
 def main(plan_path: str) -> int:
     plan = json.loads(Path(plan_path).read_text(encoding="utf-8"))
     units = plan["units"]
@@ -132,11 +143,7 @@ def main(plan_path: str) -> int:
         import ctypes
 
         ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)   # 4: PR_SET_DUMPABLE, 0: no
-    preload = Path(plan["autograder"]) / PRELOAD_FILE
-    if preload.is_file():
-        for line in preload.read_text(encoding="utf-8").splitlines():
-            if line.split("#")[0].strip():
-                __import__(line.split("#")[0].strip())
+    preload(Path(plan["autograder"]), {unit["unit"] for unit in units})
     for unit in units:
         _fresh_start(unit, plan.get("private_tmp", False))
         start = time.monotonic()

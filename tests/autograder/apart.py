@@ -115,10 +115,12 @@ def built(function: Callable, *args: Any, **kwargs: Any) -> Any:
     return value
 
 
-def forget_built() -> None:
-    """A new test: no object is built yet."""
+def begin_test() -> None:
+    """A new test: no object is built yet, and no call replayed (a process that judged before, then
+    grades in another mode, must measure its inputs again: tests/test_autograder.py's runners do)."""
     BUILT.clear()
     _KEPT.clear()
+    REPLAYED.active, REPLAYED.last = False, None
 
 
 def encode_call(k: int, args: tuple, kwargs: dict, fixtures: dict,

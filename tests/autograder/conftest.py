@@ -620,7 +620,7 @@ def _remove_from_path(entry: str) -> None:
 @pytest.fixture
 def student(request) -> Student | apart.PlanStudent | apart.ReplayStudent:
     state = _state()
-    apart.forget_built()
+    apart.begin_test()
     if state.mode == "judge":   # no student code here: what the probe recorded, played back
         return apart.ReplayStudent(state.outputs, request.node)
     if state.mode == "plan":    # the reference, its calls recorded
