@@ -243,9 +243,10 @@ def report(args: argparse.Namespace, base: dict, replayed: dict, graded: dict) -
     for label, key, mine in rows:
         print(f"  {label:40}" + "".join(f"{g[key]:9.1f}" for g in graded.values())
               + (f"{mine:9.1f}" if mine is not None else f"{'':9}"))
-    print(f"  {'  of it, 6 judgments (replay)':40}" + f"{'':9}" * len(graded) + f"{judgments:9.1f}")
+    judged = sum("judge" in u for u in replayed["units"].values())
+    print(f"  {f'  of it, {judged} judgments (replay)':40}" + f"{'':9}" * len(graded) + f"{judgments:9.1f}")
     print(f"per class (replay): the judge's start {replayed['judge_start']:.1f} s, the grading plan "
-          f"{replayed['plan']:.1f} s, the reference's calls {replayed['calls']:.1f} s")
+          f"{replayed['plan']:.1f} s (the tests' points and the reference's calls)")
 
     print(f"\n{'per unit, median s':20} {'pytest':>7} {'replay:':>8} {'start-up':>8} {'tests':>6} {'end':>5} "
           f"{'judge':>6} | in the sandbox: " + " ".join(f"{m:>7}" for m in graded))

@@ -4,7 +4,7 @@
     python bench/grade_phases.py judge SPEC.json    # a judge-like process: one pytest.main per judgment
 
 :func:`replay` drives both on the reference (outside any sandbox, with the grader's own argument
-builders: grade.grading_plan, grade.plan_calls, verdict.place_plan, verdict.probe_args,
+builders: grade.class_plan, verdict.place_plan, verdict.probe_args,
 verdict.judge_args), so the bench can say how long each phase takes without timing anything
 inside `minillm grade` itself:
 
@@ -129,18 +129,15 @@ def _drive(mode: str, spec: dict, folder: Path, cwd: Path, env: dict[str, str]) 
 
 def replay(reference: Path, autograder: Path, root: Path, passes: int, seed: int) -> dict:
     """One student's grading, done ``passes`` times by the bench on ``reference``; medians in seconds:
-    {"plan", "calls" (per class), "judge_start" (per class), "zygote" (per student), "units": {unit: {"startup",
+    {"plan" (per class: the tests' points and the reference's calls), "judge_start" (per class), "zygote" (per student), "units": {unit: {"startup",
     "tests", "end", "judge", "judge_startup", "judge_tests"}}, "problems": [anything short of full marks]}."""
     from minillm.course import grade, verdict
 
     units = [u for u in grade.UNITS if (autograder / f"test_grade_{u}.py").is_file()]
     root.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    grade.grading_plan(autograder, units)
+    _, planned = grade.class_plan(autograder, units, seed)
     plan_s = time.perf_counter() - started
-    started = time.perf_counter()
-    planned = grade.plan_calls(autograder, units, seed)
-    calls_s = time.perf_counter() - started
     env = grade._environment()   # the environment of minillm grade's own runs (--sandbox process)
     flags = ["-q", *grade.PYTEST_FLAGS, "--grader-seed", str(seed)]
     zygotes, unit_runs, problems = [], [], []
@@ -204,7 +201,7 @@ def replay(reference: Path, autograder: Path, root: Path, passes: int, seed: int
                           **({"judge": median(judged, lambda r: r["ended"] - r["begun"]),
                               "judge_startup": median(judged, lambda r: r["collected"] - r["begun"]),
                               "judge_tests": median(judged, lambda r: sum(r["tests"].values()))} if judged else {})}
-    return {"plan": plan_s, "calls": calls_s, "passes": passes,
+    return {"plan": plan_s, "passes": passes,
             "zygote": statistics.median(z["runs"][0]["forked"] - z["started"] for z in zygotes),
             "judge_start": (judge["ready"] - judge["started"]) + cold - warm_once,
             "units": per_unit, "problems": problems}

@@ -275,3 +275,18 @@ def test_the_zygote_preloads_only_what_the_graded_units_need(tmp_path, units, im
             "print('torch' in sys.modules, 'torch._dynamo' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["True", str(imported)], done.stdout + done.stderr
+
+
+def test_the_class_plan_lists_what_the_listing_run_lists():
+    """class_plan takes a unit graded apart's tests and points from the run that records the reference's
+    calls, instead of a listing run of its own: the same tests, points and objectives, each at 0."""
+    from minillm.course.grade import class_plan, grading_plan
+
+    listed = grading_plan(DEFAULT_AUTOGRADER, ["logits"])
+    plan, planned = class_plan(DEFAULT_AUTOGRADER, ["logits"], 7)
+    assert set(planned) == {"logits"}
+    fields = ("name", "score", "max_score", "status", "tags")
+    assert [{k: t[k] for k in fields} for t in plan["tests"]] == [{k: t[k] for k in fields} for t in listed["tests"]]
+    assert (plan["score"], plan["max_score"]) == (listed["score"], listed["max_score"]) == (0, 13)
+    assert plan["extra_data"]["objectives"] == listed["extra_data"]["objectives"]
+    assert plan["extra_data"]["units"] == listed["extra_data"]["units"]

@@ -106,16 +106,17 @@ def grade_submission(folder: str | Path, autograder: str | Path | None = None, t
     "bwrap" or "process" (minillm.course.isolation). ``plan``: the units' tests and points
     (:func:`grading_plan`; computed here when not given), so that a unit whose run left nothing
     still counts with 0 of its points. ``planned``: the calls of the units graded apart
-    (:func:`plan_calls`, for the same ``seed``; recorded here when not given), and ``judge`` the
+    (:func:`plan_calls`, for the same ``seed``; both recorded here, by :func:`class_plan`, unless
+    both are given), and ``judge`` the
     process that judges them (verdict.Judge; started here when not given)."""
     autograder = find_autograder(autograder)
     units = _check_units(units) or list(UNITS)
     units = [u for u in units if (autograder / f"test_grade_{u}.py").is_file()]
     mode, _ = isolation.choose_mode(sandbox)
-    plan = plan if plan is not None else grading_plan(autograder, units)
     if seed is None and verdict.apart_units(autograder, units):   # the plan and the judge need the same seed
         seed = random.SystemRandom().randrange(1, 2**31 - 1)
-    planned = planned if planned is not None else plan_calls(autograder, units, seed)
+    if plan is None or planned is None:
+        plan, planned = class_plan(autograder, units, seed)
     folder = Path(folder)
     start = time.monotonic()
     if folder.is_symlink():
@@ -174,15 +175,45 @@ def grading_plan(autograder: str | Path, units: Sequence[str]) -> dict:
         return json.loads(json_path.read_text(encoding="utf-8"))
 
 
-def plan_calls(autograder: str | Path, units: Sequence[str], seed: int | None) -> dict[str, dict[str, bytes]]:
+def plan_calls(autograder: str | Path, units: Sequence[str], seed: int | None,
+               results: Path | None = None) -> dict[str, dict[str, bytes]]:
     """The reference's calls for those of ``units`` graded apart (minillm.course.verdict), under
-    grader seed ``seed``; {} when none is. Raises GradeError when the reference fails a test."""
+    grader seed ``seed``; {} when none is. With ``results``, that run's results.json is written there.
+    Raises GradeError when the reference fails a test."""
     autograder = find_autograder(autograder)
     apart = verdict.apart_units(autograder, units)
     try:
-        return verdict.plan_calls(autograder, apart, seed, _environment(), PYTEST_FLAGS) if apart else {}
+        return verdict.plan_calls(autograder, apart, seed, _environment(), PYTEST_FLAGS, results) if apart else {}
     except verdict.PlanError as err:
         raise GradeError(str(err)) from None
+
+
+def class_plan(autograder: str | Path, units: Sequence[str], seed: int | None) -> tuple[dict, dict[str, dict[str, bytes]]]:
+    """(:func:`grading_plan`, :func:`plan_calls`) of ``units`` for grader seed ``seed``, in as few runs
+    as they take: the run that records the reference's calls of the units graded apart runs every test
+    of those units, so its results list them, each then set to 0 points and "not run"; only the other
+    units need a listing run (``pytest --collect-only``) of their own."""
+    autograder = find_autograder(autograder)
+    apart = verdict.apart_units(autograder, units)
+    parts, planned = [], {}
+    if apart:
+        with tempfile.TemporaryDirectory(prefix="minillm-plan-") as tmp:
+            results = Path(tmp) / "results.json"
+            planned = plan_calls(autograder, apart, seed, results)
+            parts.append(_not_run(json.loads(results.read_text(encoding="utf-8"))))
+    if [u for u in units if u not in apart]:
+        parts.append(grading_plan(autograder, [u for u in units if u not in apart]))
+    return merge_results(parts), planned
+
+
+def _not_run(results: dict) -> dict:
+    """A run's results.json as a plan: every test, unit and objective at 0 points, each test "not run"."""
+    extra = results.get("extra_data", {})
+    return {**results, "score": 0, "output": "",
+            "tests": [dict(t, score=0, status="failed", output="not run") for t in results.get("tests", [])],
+            "extra_data": {**extra, "numbers": [], "problems": {}, "notes": {},
+                           "units": {u: dict(v, score=0) for u, v in extra.get("units", {}).items()},
+                           "objectives": [dict(o, score=0) for o in extra.get("objectives", [])]}}
 
 
 
@@ -367,8 +398,7 @@ def grade_class(submissions_dir: str | Path, out: str | Path, timeout: float = 3
         print(f"minillm grade: {warning}", file=sys.stderr, flush=True)
     if seed is None:
         seed = random.SystemRandom().randrange(1, 2**31 - 1)
-    plan = grading_plan(autograder, units)
-    planned = plan_calls(autograder, units, seed)   # once for the class: every student is called alike
+    plan, planned = class_plan(autograder, units, seed)   # once for the class: every student is called alike
     if progress:
         print(f"grading {len(folders)} submissions with {autograder} (grader seed {seed}, sandbox: {mode})",
               flush=True)

@@ -64,8 +64,9 @@ def apart_units(autograder: Path, units: Sequence[str]) -> list[str]:
 
 
 def plan_calls(autograder: Path, units: Sequence[str], seed: int, env: dict[str, str],
-               flags: Sequence[str]) -> dict[str, dict[str, bytes]]:
-    """The reference's calls for ``units`` under grader seed ``seed``: {unit: {file name: bytes}}.
+               flags: Sequence[str], results: Path | None = None) -> dict[str, dict[str, bytes]]:
+    """The reference's calls for ``units`` under grader seed ``seed``: {unit: {file name: bytes}};
+    with ``results``, the run's results.json (every test of ``units`` with its points) written there.
     Raises PlanError when the reference does not pass every test (the plan would be wrong)."""
     if not units:
         return {}
@@ -74,7 +75,7 @@ def plan_calls(autograder: Path, units: Sequence[str], seed: int, env: dict[str,
         calls = Path(tmp)
         cmd = [sys.executable, "-m", "pytest", *[str(autograder / f"test_grade_{u}.py") for u in units],
                "--target", str(reference), "--grade-mode", "plan", "--grade-calls", str(calls),
-               "--grader-seed", str(seed), "-q", *flags]
+               "--grader-seed", str(seed), "-q", *flags, *(["--grade-json", str(results)] if results else [])]
         done = subprocess.run(cmd, cwd=autograder.parent.parent, env=env, capture_output=True, text=True,
                               stdin=subprocess.DEVNULL)
         planned: dict[str, dict[str, bytes]] = {}
