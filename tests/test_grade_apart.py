@@ -294,8 +294,9 @@ def test_a_later_unit_cannot_rewrite_an_earlier_units_records(tmp_path):
 def apart_class(tmp_path_factory) -> tuple[dict, Path, dict]:
     """One class graded apart through `minillm grade` without a sandbox (the judge, not the student's
     process, decides), every unit of graded_apart.txt in each student's folder, so that the plan, the
-    judge and each student's start are paid once: the reference; the stubs; the frame walker and the
-    forger in every unit; and `mistake<k>`, whose <unit>.py is the k-th of that unit's mistakes here (its
+    judge and each student's start are paid once: the reference; the frame walker and the forger in
+    every unit (the forger's functions are the stubs': it scores what the untouched stubs score, and
+    each of its tests says "not implemented yet"); and `mistake<k>`, whose <unit>.py is the k-th of that unit's mistakes here (its
     first catalogued one in tests/autograder/mistakes/, then EXTRA: the breaker among them), or no file
     once a unit has no more (such a unit is not run: 0 points and the autograder's "missing" message).
     Returns (rows by student, the CSV, {(student, unit): the mistake's name})."""
@@ -305,7 +306,7 @@ def apart_class(tmp_path_factory) -> tuple[dict, Path, dict]:
     for path in [*AUTOGRADER.glob("*.py"), *AUTOGRADER.glob("*.txt")]:
         if not path.name.startswith("test_grade_") or path.stem.removeprefix("test_grade_") in APART:
             shutil.copy(path, folder / path.name)
-    students = {"reference": {u: _reference(u) for u in APART}, "stubs": {u: _stub(u) for u in APART},
+    students = {"reference": {u: _reference(u) for u in APART},
                 "walker": {u: walker_code(u) for u in APART}, "forger": {u: forger_code(u) for u in APART}}
     wrong: dict[tuple[str, str], str] = {}
     catalogue = {u: [*((m.stem, _reference(u) + "\n\n" + m.read_text(encoding="utf-8"))
@@ -338,7 +339,7 @@ def test_the_reference_earns_every_point_and_the_stubs_and_attacks_none(apart_cl
     assert ref["status"] == "ok" and ref["total"] == ref["max_total"] > 0, ref
     for unit in APART:
         assert ref[unit] == ref[f"{unit}_max"] > 0, (unit, ref)
-    for name in ("stubs", "walker", "forger"):
+    for name in ("walker", "forger"):
         row = by[name]
         assert (row["status"], row["total"], row["max_total"]) == ("ok", 0, ref["max_total"]), row
     forger = _results(out, "forger")["tests"]   # its files loaded (its code ran), and each test says why it failed
