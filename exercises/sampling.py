@@ -92,6 +92,11 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     the token that crosses ``p``: the kept set then adds up to less than ``p``, and when the
     top token alone is above ``p`` nothing at all is left.
 
+    Ties: when tokens with EQUAL logits sit where the running sum reaches ``p``, which of them
+    comes first in the sorted order is arbitrary, so the grader never gives you such a row.
+    (``minillm``'s own top_p_filter keeps tied tokens together, as top-k keeps every token equal
+    to the k-th; transformers keeps whichever its sort puts first.)
+
     Hint: ``torch.sort(..., descending=True)`` returns the order; ``cumsum``; then put the
     "drop" flags back into vocabulary order with ``scatter`` (or index with the order).
     """

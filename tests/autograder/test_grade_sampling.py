@@ -116,13 +116,25 @@ def _expect_dtype(got: torch.Tensor, dtype: torch.dtype, what: str, why: str) ->
                            f"{str(got.dtype).replace('torch.', '')}. {why}")
 
 
+def _splits_a_tie(logits: torch.Tensor, p: float) -> bool:
+    """Whether, in some row, the last token a nucleus of ``p`` keeps (in exact arithmetic) has the same
+    logit as the first it drops: which of tied tokens a sort puts first is arbitrary, and the contract
+    promises the student no such row."""
+    probs = torch.softmax(logits.double(), dim=-1).sort(dim=-1, descending=True).values
+    ordered = logits.sort(dim=-1, descending=True).values
+    kept = ((probs.cumsum(-1) - probs) < p).sum(-1, keepdim=True)
+    inside = kept < ordered.shape[-1]
+    return bool((inside & (ordered.gather(-1, kept - 1) == ordered.gather(-1, kept.clamp(max=ordered.shape[-1] - 1)))).any())
+
+
 def _safe_p(logits: torch.Tensor, rng: random.Random, low: float = 0.3, high: float = 0.95) -> float:
     """A p in [low, high] at least 1e-3 away from every running sum of every row's sorted
-    probabilities, so that float32 rounding cannot decide whether a token is kept."""
+    probabilities, so that float32 rounding cannot decide whether a token is kept, and splitting no
+    tie (:func:`_splits_a_tie`)."""
     sums = torch.softmax(logits.double(), dim=-1).sort(dim=-1, descending=True).values.cumsum(-1).reshape(-1)
     for _ in range(1000):
         p = rng.uniform(low, high)
-        if bool(((sums - p).abs() > 1e-3).all()):
+        if bool(((sums - p).abs() > 1e-3).all()) and not _splits_a_tie(logits, p):
             return p
     raise RuntimeError("autograder: found no p away from the cumulative sums")  # pragma: no cover
 
@@ -137,16 +149,12 @@ def _bfloat16_sensitive_p(logits: torch.Tensor, rng: random.Random) -> float | N
     exact = probs.cumsum(-1) - probs
     low = torch.softmax(logits, dim=-1).sort(dim=-1, descending=True).values      # bfloat16 arithmetic
     rounded = (low.cumsum(-1) - low).double()
-    ordered = logits.sort(dim=-1, descending=True).values
     for _ in range(2000):
         p = rng.uniform(0.2, 0.95)
         p_low = float(torch.tensor(p).bfloat16())           # p itself rounded, as comparing with a bfloat16 tensor does
-        kept = (exact < p).sum(-1, keepdim=True)
-        # bfloat16 logits tie often: the contract does not say whether a nucleus splits equal logits, so
-        # the last kept logit must differ from the first dropped one.
-        split = (kept < ordered.shape[-1]) & (ordered.gather(-1, kept - 1) == ordered.gather(-1, kept.clamp(max=ordered.shape[-1] - 1)))
-        if (bool(((exact - p).abs() > 1e-4).all()) and not split.any() and not torch.equal(exact < p, rounded < p)
-                and not torch.equal(exact < p, rounded < p_low)):
+        # bfloat16 logits tie often: the last kept logit must differ from the first dropped one.
+        if (bool(((exact - p).abs() > 1e-4).all()) and not _splits_a_tie(logits, p)
+                and not torch.equal(exact < p, rounded < p) and not torch.equal(exact < p, rounded < p_low)):
             return p
     return None
 
