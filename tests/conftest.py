@@ -23,26 +23,6 @@ os.environ["OMP_NUM_THREADS"] = "1"
 # worker processes start after this line too, which is why the README's command loads it by name (-p xdist).
 os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
 
-# The files that take most of the suite's time, longest first (CPU seconds of the whole file on the 2-core
-# machine, December 2026: 118, 116, 61, 54, 46, 42, 37, 35, 34, 26): they are collected first, and the
-# README's command (`-n 2 --dist loadfile`) hands whole files to the two workers in collection order, so
-# the long ones start at once and the many short files fill in around them. pytest-xdist's own order (by
-# number of tests) started the long files last, and one worker ran on alone at the end.
-RUN_FIRST = ("test_autograder.py", "test_grade_apart.py", "test_grade_sandbox.py", "test_notebooks.py",
-             "test_classroom.py", "test_grade_notebooks.py", "test_grade.py", "test_compat.py",
-             "test_family_real_text.py", "test_gradescope.py")
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    if hasattr(config.option, "loadscopereorder"):   # pytest-xdist loaded: keep the collection's order
-        config.option.loadscopereorder = False
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    rank = {name: i for i, name in enumerate(RUN_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(RUN_FIRST)))   # stable: the rest keep their order
-
-
 # Real published artifacts (tokenizers, a tiny checkpoint, text) live next to the repository.
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
